@@ -1,0 +1,40 @@
+# Sendense — build, demo and test entry points. See README.md.
+
+CARGO ?= cargo
+# Debian packages the tests and the demo need (installed when missing; needs root or sudo).
+DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build demo test deps lint docs clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --release
+
+## Install the system packages the tests and the demo use, when missing.
+deps:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## Build release binaries and run the main job end to end on the embedded default.
+demo: deps build
+	bash scripts/demo.sh target/release
+
+## Formatting, lints and the whole test suite.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash scripts/cargo-test.sh
+
+## Regenerate man/ and completions/ from the clap definitions.
+docs:
+	SENDENSE_UPDATE_DOCS=1 $(CARGO) test -p sendense-cli --test generated_docs
+
+clean:
+	$(CARGO) clean

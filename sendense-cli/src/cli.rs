@@ -1,0 +1,253 @@
+//! The command line, as clap definitions. `man/` and `completions/` are generated from these.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ROOT_DETAILS: &str = "\
+EXIT STATUS
+  0    success
+  1    failed (an external tool, I/O, the catalog or a peer failed)
+  2    usage error: bad arguments, an invalid name, or an invalid config file
+  3    partly failed: some parts succeeded and others did not
+  4    not found: the named VM, repository, backup, job or disk does not exist
+  5    busy, locked or refused: a name already exists, a lock is held, or the
+       operation would lose data (removing a repository that still holds backups)
+  130  interrupted (Ctrl-C); the operation was cancelled and cleaned up
+
+ENVIRONMENT
+  SENDENSE_HOME   state directory when --state-dir is not given
+  XDG_DATA_HOME   non-root users without SENDENSE_HOME use $XDG_DATA_HOME/sendense
+                  (else ~/.local/share/sendense); root uses /var/lib/sendense
+  NO_COLOR        disables colours in error messages
+
+FILES
+  <state-dir>/sendense.db    the catalog (SQLite, mode 0600)
+  <state-dir>/config.yaml    the configuration (optional; written by `sendense init`)
+  <repo>/sendense-repo.yaml  marks a directory as a Sendense repository
+
+CONFIGURATION
+  Every key is optional; an unknown key is an error naming the key and its line.
+  The defaults, as `sendense init` writes them:
+
+";
+
+/// Sendense: agentless, VM-level, incremental backup for hypervisor virtual machines.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sendense",
+    version,
+    about = "Agentless, VM-level, incremental backup for hypervisor virtual machines",
+    long_about = "Sendense takes one consistent snapshot of all disks of a VM, moves only allocated \
+                  (full) or changed (incremental) blocks over NBD into QCOW2 chains kept in backup \
+                  repositories, and tracks everything in a local SQLite catalog.",
+    after_long_help = root_details(),
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn root_details() -> String {
+    format!(
+        "{ROOT_DETAILS}{}",
+        sendense_core::config::DEFAULT_CONFIG_TEXT
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>()
+    )
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for
+    /// root, else $XDG_DATA_HOME/sendense.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Configuration file (default: <state-dir>/config.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document on stdout (NDJSON events for long operations).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the state directory, the catalog and a commented default config.
+    #[command(after_long_help = "JSON OUTPUT
+  {\"state_dir\": \"/var/lib/sendense\", \"catalog\": \".../sendense.db\",
+   \"config\": \".../config.yaml\", \"catalog_created\": true,
+   \"config_created\": true, \"schema_version\": 1}
+
+Running init again is safe: an existing catalog is migrated, an existing
+config is never overwritten.")]
+    Init,
+    /// Manage backup repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Manage the VMs Sendense backs up.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Inspect jobs (backups, restores, ...).
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+const REPO_JSON: &str = "JSON OUTPUT
+  A repository object:
+  {\"name\": \"local\", \"path\": \"/srv/backup\", \"repo_id\": \"<uuid>\",
+   \"require_mount\": false, \"is_default\": true,
+   \"total_bytes\": 107374182400, \"available_bytes\": 53687091200,
+   \"refreshed_at\": \"2026-11-25T21:10:06Z\", \"created_at\": \"2026-11-25T21:10:06Z\",
+   \"backups\": 0}";
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository in DIR and register it.
+    #[command(after_long_help = format!("{REPO_JSON}
+
+DIR is created (mode 0700) when missing, unless --require-mount is given.
+The first repository becomes the default."))]
+    Add {
+        /// Repository name.
+        name: String,
+        /// Directory of the repository (local disk or a mounted NFS/CIFS share).
+        #[arg(long, value_name = "DIR")]
+        path: PathBuf,
+        /// Refuse to use DIR unless it is a mount point (never fill the root filesystem
+        /// because a share was not mounted).
+        #[arg(long)]
+        require_mount: bool,
+        /// Make it the default repository.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List repositories.
+    #[command(after_long_help = "JSON OUTPUT
+  An array of repository objects (see `sendense repo add --help`).")]
+    List,
+    /// Show a repository with a fresh capacity reading.
+    #[command(after_long_help = format!("{REPO_JSON}
+  with two more keys: \"mount_point\" (bool: DIR is a mount point now) and
+  \"problem\" (string or null: missing, not mounted, or another repository)."))]
+    Show {
+        /// Repository name.
+        name: String,
+    },
+    /// Check a repository: mount guard, identity, a durable write (write, fsync, read back,
+    /// delete a 1 MiB probe), capacity.
+    #[command(after_long_help = "JSON OUTPUT
+  {\"name\": \"local\", \"path\": \"/srv/backup\", \"ok\": true, \"probe_bytes\": 1048576,
+   \"write_ms\": 3.1, \"total_bytes\": ..., \"available_bytes\": ..., \"free_bytes\": ...,
+   \"mount_point\": false}
+
+A failed check exits non-zero with the reason (4: missing, 5: not mounted or
+another repository at the path, 1: the write failed).")]
+    Test {
+        /// Repository name.
+        name: String,
+    },
+    /// Re-read the capacity of every repository and check each is present.
+    #[command(after_long_help = "JSON OUTPUT
+  An array of objects as in `sendense repo show`. Exit status 3 when some
+  repositories have problems, 1 when all have.")]
+    Refresh,
+    /// Unregister a repository. Refused (exit 5) while it holds backups; its files are kept.
+    #[command(after_long_help = "JSON OUTPUT
+  The removed repository object.")]
+    Remove {
+        /// Repository name.
+        name: String,
+    },
+}
+
+const VM_JSON: &str = "JSON OUTPUT
+  A VM object:
+  {\"name\": \"pgtest1\", \"source\": \"image\", \"source_options\": {},
+   \"created_at\": \"...\", \"updated_at\": \"...\", \"backups\": 0,
+   \"disks\": [{\"key\": 2000, \"identity\": \"/srv/vms/pgtest1-os.qcow2\",
+               \"format\": \"qcow2\", \"size_bytes\": 10737418240,
+               \"checkpoint\": null, \"present\": true}]}";
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Register a VM made of disk image files (QCOW2 or raw).
+    #[command(after_long_help = format!("{VM_JSON}
+
+Disks get the keys 2000, 2001, ... in the order given. Each is probed with
+`qemu-img info`; its identity is its canonical path."))]
+    Add {
+        /// VM name (letters, digits, `.`, `-`, `_`, unicode; no `/`).
+        name: String,
+        /// A disk image of the VM; repeat for each disk, in device order.
+        #[arg(long = "disk", value_name = "PATH", required = true)]
+        disks: Vec<PathBuf>,
+    },
+    /// List VMs.
+    #[command(after_long_help = "JSON OUTPUT
+  An array of VM objects (see `sendense vm add --help`).")]
+    List,
+    /// Show a VM and its disks.
+    #[command(after_long_help = VM_JSON)]
+    Show {
+        /// VM name.
+        name: String,
+    },
+    /// Unregister a VM. Refused (exit 5) while backups of it exist.
+    #[command(after_long_help = "JSON OUTPUT
+  The removed VM object.")]
+    Remove {
+        /// VM name.
+        name: String,
+    },
+}
+
+const JOB_JSON: &str = "JSON OUTPUT
+  A job object:
+  {\"id\": 7, \"kind\": \"backup\", \"vm\": \"pgtest1\", \"repo\": \"local\",
+   \"status\": \"completed\", \"pid\": 4242, \"host\": \"hub1\",
+   \"created_at\": \"...\", \"started_at\": \"...\", \"ended_at\": \"...\",
+   \"bytes_total\": 0, \"bytes_done\": 0, \"error\": null}
+  kind is one of backup, restore, verify, export, copy, prune, cleanup;
+  status is one of pending, running, completed, failed, cancelled.";
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// List jobs, newest first.
+    #[command(after_long_help = format!("{JOB_JSON}
+
+`job list --json` prints an array of job objects."))]
+    List {
+        /// Only jobs of this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only jobs in this state.
+        #[arg(long, value_parser = ["pending", "running", "completed", "failed", "cancelled"])]
+        status: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job.
+    #[command(after_long_help = JOB_JSON)]
+    Show {
+        /// Job id.
+        id: i64,
+    },
+}
+
+/// The clap command, for generating man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

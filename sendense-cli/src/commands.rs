@@ -1,0 +1,38 @@
+//! One module per noun; each turns arguments into a core call and renders the result.
+
+mod init;
+mod job;
+mod repo;
+mod vm;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::CmdResult;
+use sendense_core::{OpenOptions, Sendense};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> CmdResult {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init => init::run(g),
+        Command::Repo(cmd) => repo::run(g, cmd),
+        Command::Vm(cmd) => vm::run(g, cmd),
+        Command::Job(cmd) => job::run(g, cmd),
+    }
+}
+
+/// Options for opening the state directory from the global flags.
+pub fn open_options(g: &GlobalArgs) -> OpenOptions {
+    let mut opts = OpenOptions::new();
+    if let Some(dir) = &g.state_dir {
+        opts = opts.state_dir(dir);
+    }
+    if let Some(config) = &g.config {
+        opts = opts.config(config);
+    }
+    opts
+}
+
+/// Opens the state directory named by the global flags.
+pub fn open(g: &GlobalArgs) -> Result<Sendense, sendense_core::Error> {
+    open_options(g).open()
+}

@@ -1,0 +1,193 @@
+//! `sendense repo ...`.
+
+use crate::cli::{GlobalArgs, RepoCommand};
+use crate::output::{self, table};
+use crate::CmdResult;
+use sendense_core::{AddRepo, Error, ErrorKind, RepoRecord, RepoStatus};
+use std::process::ExitCode;
+
+pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
+    let mut sd = super::open(g)?;
+    match cmd {
+        RepoCommand::Add {
+            name,
+            path,
+            require_mount,
+            default,
+        } => {
+            let req = AddRepo::new(name, path)
+                .require_mount(require_mount)
+                .make_default(default);
+            let repo = sd.add_repo(&req)?;
+            if g.json {
+                output::json(&repo)?;
+            } else {
+                output::line(&format!(
+                    "Added repository `{}` at {}",
+                    repo.name,
+                    repo.path.display()
+                ))?;
+                output::line(&details(&repo, None).to_string())?;
+            }
+        }
+        RepoCommand::List => {
+            let repos = sd.repos()?;
+            if g.json {
+                output::json(&repos)?;
+            } else if repos.is_empty() {
+                output::line("No repositories. Add one with `sendense repo add NAME --path DIR`.")?;
+            } else {
+                let mut t = table::new(&[
+                    "Name",
+                    "Path",
+                    "Default",
+                    "Backups",
+                    "Size",
+                    "Available",
+                    "Refreshed",
+                ]);
+                for r in &repos {
+                    t.add_row([
+                        r.name.clone(),
+                        r.path.display().to_string(),
+                        if r.is_default {
+                            "yes".into()
+                        } else {
+                            String::new()
+                        },
+                        r.backups.to_string(),
+                        output::opt_bytes(r.total_bytes),
+                        output::opt_bytes(r.available_bytes),
+                        r.refreshed_at.clone().unwrap_or_default(),
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+        }
+        RepoCommand::Show { name } => {
+            let status = sd.repo_status(&name)?;
+            if g.json {
+                output::json(&status)?;
+            } else {
+                output::line(&details(&status.record, Some(&status)).to_string())?;
+                if let Some(problem) = &status.problem {
+                    tracing::warn!("repository `{name}`: {problem}");
+                }
+            }
+        }
+        RepoCommand::Test { name } => {
+            let report = sd.test_repo(&name)?;
+            let repo = sd.catalog().repo(&name)?;
+            if g.json {
+                let mut doc = serde_json::json!({"name": repo.name, "path": repo.path, "ok": true});
+                if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
+                    (doc.as_object_mut(), serde_json::to_value(&report))
+                {
+                    obj.extend(extra);
+                }
+                output::json(&doc)?;
+            } else {
+                output::line(&format!(
+                    "Repository `{}` at {} is usable: wrote, synced, read back and removed {} in {:.1} ms.",
+                    repo.name,
+                    repo.path.display(),
+                    output::bytes(report.probe_bytes),
+                    report.write_ms
+                ))?;
+                output::line(&format!(
+                    "  {} available of {}{}",
+                    output::bytes(report.capacity.available_bytes),
+                    output::bytes(report.capacity.total_bytes),
+                    if report.mount_point {
+                        " (mount point)"
+                    } else {
+                        ""
+                    }
+                ))?;
+            }
+        }
+        RepoCommand::Refresh => {
+            let statuses = sd.refresh_repos()?;
+            if g.json {
+                output::json(&statuses)?;
+            } else if statuses.is_empty() {
+                output::line("No repositories.")?;
+            } else {
+                let mut t = table::new(&["Name", "Path", "Size", "Available", "Status"]);
+                for s in &statuses {
+                    t.add_row([
+                        s.record.name.clone(),
+                        s.record.path.display().to_string(),
+                        output::opt_bytes(s.record.total_bytes),
+                        output::opt_bytes(s.record.available_bytes),
+                        s.problem.clone().unwrap_or_else(|| "ok".into()),
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+            let bad = statuses.iter().filter(|s| s.problem.is_some()).count();
+            if bad > 0 {
+                let kind = if bad == statuses.len() {
+                    ErrorKind::Io
+                } else {
+                    ErrorKind::PartiallyFailed
+                };
+                let names: Vec<_> = statuses
+                    .iter()
+                    .filter(|s| s.problem.is_some())
+                    .map(|s| s.record.name.as_str())
+                    .collect();
+                return Err(Error::new(
+                    kind,
+                    format!(
+                        "{bad} of {} repositories have problems: {}",
+                        statuses.len(),
+                        names.join(", ")
+                    ),
+                )
+                .with_help("See `sendense repo test NAME` for each of them."));
+            }
+        }
+        RepoCommand::Remove { name } => {
+            let repo = sd.remove_repo(&name)?;
+            if g.json {
+                output::json(&repo)?;
+            } else {
+                output::line(&format!(
+                    "Removed repository `{}` from the catalog; its files at {} were kept.",
+                    repo.name,
+                    repo.path.display()
+                ))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn details(r: &RepoRecord, status: Option<&RepoStatus>) -> comfy_table::Table {
+    let mut rows = vec![
+        ("Name", r.name.clone()),
+        ("Path", r.path.display().to_string()),
+        ("Repository id", r.repo_id.clone()),
+        (
+            "Default",
+            if r.is_default { "yes" } else { "no" }.to_string(),
+        ),
+        (
+            "Require mount",
+            if r.require_mount { "yes" } else { "no" }.to_string(),
+        ),
+        ("Backups", r.backups.to_string()),
+        ("Size", output::opt_bytes(r.total_bytes)),
+        ("Available", output::opt_bytes(r.available_bytes)),
+        ("Created", r.created_at.clone()),
+    ];
+    if let Some(s) = status {
+        rows.push((
+            "Mount point",
+            if s.mount_point { "yes" } else { "no" }.to_string(),
+        ));
+        rows.push(("Status", s.problem.clone().unwrap_or_else(|| "ok".into())));
+    }
+    table::fields(&rows)
+}

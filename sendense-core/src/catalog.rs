@@ -1,0 +1,250 @@
+//! The SQLite catalog: the only place with SQL.
+//!
+//! One file, `<state-dir>/sendense.db`, mode 0600, opened with WAL, `busy_timeout` and foreign
+//! keys on. Every write runs in a `BEGIN IMMEDIATE` transaction: taking the write lock up front
+//! means two `sendense` processes queue behind each other (up to [`BUSY_TIMEOUT`]) instead of
+//! failing with "database is locked" when a read transaction tries to upgrade.
+
+mod jobs;
+mod repos;
+mod schema;
+mod vms;
+
+pub use jobs::{JobFilter, JobKind, JobRecord, JobStatus};
+pub use repos::{NewRepo, RepoRecord};
+pub use vms::{DiskRecord, NewDisk, VmRecord};
+
+use crate::error::{Error, ErrorKind, Result};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a writer waits for another process to finish its transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An open catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Catalog {
+    /// Opens (creating when `create` is set) the catalog at `path` and applies migrations.
+    pub fn open(path: &Path, create: bool) -> Result<Catalog> {
+        if create {
+            create_private_file(path)?;
+        } else if !path.exists() {
+            return Err(
+                Error::not_found(format!("no catalog at {}", path.display()))
+                    .with_help("Run `sendense init` first, or pass the right --state-dir."),
+            );
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| Error::from(e).context(format!("opening {}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching to WAL needs a moment of exclusive access; the busy timeout covers a
+        // concurrent opener.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut catalog = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        catalog.migrate()?;
+        Ok(catalog)
+    }
+
+    /// Where the catalog lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The number of migrations applied.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = schema::MIGRATIONS.len() as u32;
+        if self.schema_version()? == known {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > known {
+            return Err(Error::refused(format!(
+                "the catalog {} has schema version {current}, newer than this Sendense knows ({known})",
+                self.path.display()
+            ))
+            .with_help("Use the Sendense version that wrote this catalog, or a newer one."));
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)
+                .map_err(|e| Error::from(e).context(format!("catalog migration {}", i + 1)))?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        }
+        if current == 0 {
+            tx.execute(
+                "INSERT OR IGNORE INTO catalog_info (key, value) VALUES ('catalog_id', ?1), ('created_at', ?2)",
+                (uuid::Uuid::new_v4().to_string(), crate::time::now_rfc3339()),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in an immediate (write-locked) transaction, committing when it returns `Ok`.
+    pub(crate) fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read access for queries.
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A value from `catalog_info`.
+    pub fn info(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM catalog_info WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+/// Creates `path` with mode 0600 if it does not exist (SQLite then keeps that mode for the
+/// database and gives its -wal and -shm files the same).
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("creating catalog", path, e)),
+    }
+}
+
+/// Maps a UNIQUE constraint failure to `AlreadyExists` with `message`, other errors unchanged.
+pub(crate) fn unique_violation(err: rusqlite::Error, message: impl FnOnce() -> Error) -> Error {
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            let mut out = message();
+            if out.kind() != ErrorKind::AlreadyExists {
+                out = Error::already_exists(out.message().to_string());
+            }
+            out.with_source(err)
+        }
+        _ => Error::from(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_from_empty_and_reopens_idempotently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        let cat = Catalog::open(&path, true).unwrap();
+        assert_eq!(
+            cat.schema_version().unwrap(),
+            schema::MIGRATIONS.len() as u32
+        );
+        let id = cat.info("catalog_id").unwrap().unwrap();
+        drop(cat);
+        let cat = Catalog::open(&path, false).unwrap();
+        assert_eq!(
+            cat.schema_version().unwrap(),
+            schema::MIGRATIONS.len() as u32
+        );
+        assert_eq!(cat.info("catalog_id").unwrap().unwrap(), id);
+        let fk: i64 = cat
+            .conn()
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let mode: String = cat
+            .conn()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        use std::os::unix::fs::PermissionsExt;
+        let perm = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(perm, 0o600);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        let cat = Catalog::open(&path, true).unwrap();
+        cat.conn().pragma_update(None, "user_version", 999).unwrap();
+        drop(cat);
+        let err = Catalog::open(&path, false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert!(err.message().contains("999"));
+    }
+
+    #[test]
+    fn missing_catalog_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Catalog::open(&dir.path().join("nope.db"), false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.help().unwrap().contains("sendense init"));
+    }
+
+    #[test]
+    fn concurrent_openers_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Catalog::open(&p, true).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let cat = Catalog::open(&path, false).unwrap();
+        let n: i64 = cat
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM catalog_info WHERE key = 'catalog_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}

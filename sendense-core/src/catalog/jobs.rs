@@ -1,0 +1,308 @@
+//! Job rows and the job log.
+//!
+//! A job moves `pending → running → completed | failed | cancelled`. The runner's pid and host are
+//! recorded when it starts, so a job whose process died can be told apart from one still running.
+
+use super::Catalog;
+use crate::error::{Error, Result};
+use rusqlite::{OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the catalog and shown to people.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Error::invalid(format!(
+                        "`{other}` is not a valid {}; expected one of: {}",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// What a job does.
+    JobKind {
+        /// A VM backup.
+        Backup = "backup",
+        /// A restore of disks.
+        Restore = "restore",
+        /// A verification of backups.
+        Verify = "verify",
+        /// An NBD export of a restore point.
+        Export = "export",
+        /// A copy into another repository.
+        Copy = "copy",
+        /// Retention.
+        Prune = "prune",
+        /// Orphan cleanup.
+        Cleanup = "cleanup",
+    }
+}
+
+text_enum! {
+    /// Where a job is in its life.
+    JobStatus {
+        /// Created, not started.
+        Pending = "pending",
+        /// A process is working on it.
+        Running = "running",
+        /// Ended well.
+        Completed = "completed",
+        /// Ended with an error.
+        Failed = "failed",
+        /// Stopped on request.
+        Cancelled = "cancelled",
+    }
+}
+
+impl JobStatus {
+    /// True once the job can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// A job as the catalog knows it. This is also the `--json` shape of `job list` / `job show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: i64,
+    /// What it does.
+    pub kind: JobKind,
+    /// The VM it concerns (kept after the VM is removed).
+    pub vm: Option<String>,
+    /// The repository it used.
+    pub repo: Option<String>,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Process that runs or ran it.
+    pub pid: Option<u32>,
+    /// Host of that process.
+    pub host: Option<String>,
+    /// When it was created.
+    pub created_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub ended_at: Option<String>,
+    /// Bytes it planned to move.
+    pub bytes_total: u64,
+    /// Bytes moved so far.
+    pub bytes_done: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Narrows `job list`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs of this VM.
+    pub vm: Option<String>,
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// At most this many, newest first.
+    pub limit: Option<u32>,
+}
+
+const SELECT: &str = "SELECT j.id, j.kind, coalesce(v.name, j.vm_name), r.name, j.status, j.pid, \
+     j.host, j.created_at, j.started_at, j.ended_at, j.bytes_total, j.bytes_done, j.error \
+     FROM jobs j LEFT JOIN vms v ON v.id = j.vm_id LEFT JOIN repositories r ON r.id = j.repo_id";
+
+fn parse_col<T: FromStr<Err = Error>>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e: Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    Ok(JobRecord {
+        id: r.get(0)?,
+        kind: parse_col(r, 1)?,
+        vm: r.get(2)?,
+        repo: r.get(3)?,
+        status: parse_col(r, 4)?,
+        pid: r.get(5)?,
+        host: r.get(6)?,
+        created_at: r.get(7)?,
+        started_at: r.get(8)?,
+        ended_at: r.get(9)?,
+        bytes_total: r.get::<_, i64>(10)? as u64,
+        bytes_done: r.get::<_, i64>(11)? as u64,
+        error: r.get(12)?,
+    })
+}
+
+impl Catalog {
+    /// Creates a pending job.
+    pub fn create_job(
+        &mut self,
+        kind: JobKind,
+        vm: Option<&str>,
+        repo: Option<&str>,
+    ) -> Result<JobRecord> {
+        let now = crate::time::now_rfc3339();
+        let id = self.write(|tx| {
+            tx.execute(
+                "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at) VALUES \
+                 (?1, (SELECT id FROM vms WHERE name = ?2), ?2, \
+                  (SELECT id FROM repositories WHERE name = ?3), 'pending', ?4)",
+                (kind.as_str(), vm, repo, &now),
+            )?;
+            Ok(tx.last_insert_rowid())
+        })?;
+        self.job(id)
+    }
+
+    /// Marks a job running in this process.
+    pub fn start_job(&mut self, id: i64) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok());
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE jobs SET status = 'running', pid = ?1, host = ?2, started_at = ?3 \
+                 WHERE id = ?4 AND status = 'pending'",
+                (std::process::id(), host, now, id),
+            )?;
+            if n == 0 {
+                return Err(Error::internal(format!("job {id} is not pending")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a job. A job already final is left as it is.
+    pub fn finish_job(&mut self, id: i64, status: JobStatus, error: Option<&str>) -> Result<()> {
+        if !status.is_final() {
+            return Err(Error::internal(format!(
+                "finish_job({id}) with non-final status {status}"
+            )));
+        }
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = ?1, error = ?2, ended_at = ?3 \
+                 WHERE id = ?4 AND status IN ('pending', 'running')",
+                (status.as_str(), error, now, id),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Jobs, newest first.
+    pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let mut sql = format!("{SELECT} WHERE 1 = 1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(vm) = &filter.vm {
+            sql.push_str(" AND coalesce(v.name, j.vm_name) = ?");
+            args.push(Box::new(vm.clone()));
+        }
+        if let Some(status) = filter.status {
+            sql.push_str(" AND j.status = ?");
+            args.push(Box::new(status.as_str()));
+        }
+        sql.push_str(" ORDER BY j.id DESC");
+        if let Some(limit) = filter.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn().prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The job with this id.
+    pub fn job(&self, id: i64) -> Result<JobRecord> {
+        self.conn()
+            .query_row(&format!("{SELECT} WHERE j.id = ?1"), [id], from_row)
+            .optional()?
+            .ok_or_else(|| {
+                Error::not_found(format!("no job with id {id}"))
+                    .with_help("See `sendense job list` for the job ids.")
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip() {
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>().unwrap(), *k);
+        }
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
+        }
+        let err = "sideways".parse::<JobStatus>().unwrap_err();
+        assert!(err.message().contains("pending, running"));
+    }
+
+    #[test]
+    fn lifecycle_is_recorded_and_final_states_stick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.db"), true).unwrap();
+        let job = cat
+            .create_job(JobKind::Backup, Some("ghost"), None)
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Pending);
+        assert_eq!(job.vm.as_deref(), Some("ghost"));
+        cat.start_job(job.id).unwrap();
+        let running = cat.job(job.id).unwrap();
+        assert_eq!(running.status, JobStatus::Running);
+        assert_eq!(running.pid, Some(std::process::id()));
+        assert!(running.started_at.is_some());
+        cat.finish_job(job.id, JobStatus::Failed, Some("boom"))
+            .unwrap();
+        cat.finish_job(job.id, JobStatus::Completed, None).unwrap();
+        let done = cat.job(job.id).unwrap();
+        assert_eq!(done.status, JobStatus::Failed);
+        assert_eq!(done.error.as_deref(), Some("boom"));
+        assert!(cat.start_job(job.id).is_err());
+
+        let filtered = cat
+            .jobs(&JobFilter {
+                status: Some(JobStatus::Completed),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(filtered.is_empty());
+        assert_eq!(cat.jobs(&JobFilter::default()).unwrap().len(), 1);
+        assert_eq!(cat.job(999).unwrap_err().kind(), crate::ErrorKind::NotFound);
+    }
+}

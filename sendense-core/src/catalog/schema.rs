@@ -1,0 +1,234 @@
+//! Catalog schema and migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Migrations run at open inside
+//! one `BEGIN IMMEDIATE` transaction that re-reads the version first, so two processes opening a
+//! fresh catalog at once apply each migration exactly once. A catalog written by a newer Sendense
+//! (a higher version than [`MIGRATIONS`] knows) is refused rather than misread.
+//!
+//! Design rules: every relation is a foreign key (never a string match on ids); rows that
+//! outlive their parent on purpose use `ON DELETE SET NULL`; rows that must stop a deletion use
+//! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
+
+/// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
+pub(crate) const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE catalog_info (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- Remote nodes (sendense-sna hosts) reached over SSH.
+CREATE TABLE nodes (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    host       TEXT NOT NULL,
+    port       INTEGER NOT NULL DEFAULT 22 CHECK (port BETWEEN 1 AND 65535),
+    ssh_user   TEXT NOT NULL,
+    host_key   TEXT,
+    sna_path   TEXT,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE vms (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('image', 'qemu', 'nbd', 'vmware')),
+    source      TEXT NOT NULL DEFAULT '{}',
+    node_id     INTEGER REFERENCES nodes(id) ON DELETE RESTRICT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX vms_node ON vms(node_id);
+
+-- Disk keys are assigned once, at discovery, and matched by identity afterwards.
+CREATE TABLE vm_disks (
+    id         INTEGER PRIMARY KEY,
+    vm_id      INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    disk_key   INTEGER NOT NULL CHECK (disk_key >= 2000),
+    identity   TEXT NOT NULL,
+    format     TEXT,
+    size_bytes INTEGER NOT NULL CHECK (size_bytes >= 0),
+    checkpoint TEXT,
+    present    INTEGER NOT NULL DEFAULT 1 CHECK (present IN (0, 1)),
+    created_at TEXT NOT NULL,
+    UNIQUE (vm_id, disk_key),
+    UNIQUE (vm_id, identity)
+);
+
+CREATE TABLE repositories (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    path            TEXT NOT NULL UNIQUE,
+    repo_uuid       TEXT NOT NULL UNIQUE,
+    require_mount   INTEGER NOT NULL DEFAULT 0 CHECK (require_mount IN (0, 1)),
+    is_default      INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),
+    total_bytes     INTEGER,
+    available_bytes INTEGER,
+    refreshed_at    TEXT,
+    created_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX repositories_one_default ON repositories(is_default) WHERE is_default = 1;
+
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY,
+    kind             TEXT NOT NULL
+                     CHECK (kind IN ('backup', 'restore', 'verify', 'export', 'copy', 'prune', 'cleanup')),
+    vm_id            INTEGER REFERENCES vms(id) ON DELETE SET NULL,
+    vm_name          TEXT,
+    repo_id          INTEGER REFERENCES repositories(id) ON DELETE SET NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    pid              INTEGER,
+    host             TEXT,
+    created_at       TEXT NOT NULL,
+    started_at       TEXT,
+    ended_at         TEXT,
+    bytes_total      INTEGER NOT NULL DEFAULT 0,
+    bytes_done       INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1))
+);
+CREATE INDEX jobs_vm ON jobs(vm_id, created_at);
+CREATE INDEX jobs_status ON jobs(status);
+
+CREATE TABLE job_events (
+    id      INTEGER PRIMARY KEY,
+    job_id  INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    ts      TEXT NOT NULL,
+    level   TEXT NOT NULL CHECK (level IN ('debug', 'info', 'warn', 'error')),
+    message TEXT NOT NULL,
+    data    TEXT
+);
+CREATE INDEX job_events_job ON job_events(job_id, id);
+
+-- A backup is VM-level: one snapshot, one row, one manifest; its disks are in backup_disks.
+CREATE TABLE backups (
+    id           TEXT PRIMARY KEY,
+    vm_id        INTEGER NOT NULL REFERENCES vms(id) ON DELETE RESTRICT,
+    repo_id      INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    status       TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    created_at   TEXT NOT NULL,
+    completed_at TEXT,
+    manifest     TEXT
+);
+CREATE INDEX backups_vm ON backups(vm_id, created_at);
+CREATE INDEX backups_repo ON backups(repo_id);
+CREATE INDEX backups_job ON backups(job_id);
+
+-- The parent of an incremental is the previous backup of THE SAME disk: the composite foreign
+-- key makes any other parent impossible, and RESTRICT keeps a parent from being deleted.
+CREATE TABLE backup_disks (
+    backup_id        TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    disk_key         INTEGER NOT NULL,
+    vm_disk_id       INTEGER REFERENCES vm_disks(id) ON DELETE SET NULL,
+    mode             TEXT NOT NULL CHECK (mode IN ('full', 'incremental')),
+    reason           TEXT NOT NULL,
+    file             TEXT NOT NULL,
+    parent_backup_id TEXT,
+    checkpoint       TEXT,
+    size_bytes       INTEGER NOT NULL CHECK (size_bytes >= 0),
+    bytes_read       INTEGER NOT NULL DEFAULT 0,
+    bytes_written    INTEGER NOT NULL DEFAULT 0,
+    digest           TEXT,
+    status           TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    error            TEXT,
+    PRIMARY KEY (backup_id, disk_key),
+    FOREIGN KEY (parent_backup_id, disk_key)
+        REFERENCES backup_disks(backup_id, disk_key) ON DELETE RESTRICT,
+    CHECK ((mode = 'full' AND parent_backup_id IS NULL)
+        OR (mode = 'incremental' AND parent_backup_id IS NOT NULL))
+);
+CREATE INDEX backup_disks_parent ON backup_disks(parent_backup_id, disk_key);
+CREATE INDEX backup_disks_vm_disk ON backup_disks(vm_disk_id);
+
+-- Every NBD export Sendense started: a TCP port on 127.0.0.1 or a Unix socket.
+CREATE TABLE nbd_exports (
+    id           INTEGER PRIMARY KEY,
+    port         INTEGER UNIQUE CHECK (port BETWEEN 1 AND 65535),
+    socket       TEXT UNIQUE,
+    export_name  TEXT NOT NULL,
+    job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    owner_pid    INTEGER NOT NULL,
+    pid          INTEGER,
+    cmdline      TEXT,
+    file         TEXT,
+    allocated_at TEXT NOT NULL,
+    CHECK (port IS NOT NULL OR socket IS NOT NULL)
+);
+CREATE INDEX nbd_exports_job ON nbd_exports(job_id);
+
+CREATE TABLE policies (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    keep_last    INTEGER CHECK (keep_last >= 0),
+    keep_daily   INTEGER CHECK (keep_daily >= 0),
+    keep_weekly  INTEGER CHECK (keep_weekly >= 0),
+    keep_monthly INTEGER CHECK (keep_monthly >= 0),
+    keep_yearly  INTEGER CHECK (keep_yearly >= 0),
+    created_at   TEXT NOT NULL
+);
+
+CREATE TABLE copy_rules (
+    id           INTEGER PRIMARY KEY,
+    policy_id    INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+    dest_repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    keep_last    INTEGER CHECK (keep_last >= 0),
+    enabled      INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created_at   TEXT NOT NULL,
+    UNIQUE (policy_id, dest_repo_id)
+);
+CREATE INDEX copy_rules_repo ON copy_rules(dest_repo_id);
+
+CREATE TABLE protection_groups (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    description TEXT,
+    policy_id   INTEGER REFERENCES policies(id) ON DELETE SET NULL,
+    repo_id     INTEGER REFERENCES repositories(id) ON DELETE RESTRICT,
+    created_at  TEXT NOT NULL
+);
+
+-- A VM may belong to several groups.
+CREATE TABLE group_members (
+    group_id INTEGER NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
+    vm_id    INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    priority INTEGER NOT NULL DEFAULT 0,
+    enabled  INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    PRIMARY KEY (group_id, vm_id)
+);
+CREATE INDEX group_members_vm ON group_members(vm_id);
+
+CREATE TABLE schedules (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    cron        TEXT NOT NULL,
+    group_id    INTEGER REFERENCES protection_groups(id) ON DELETE CASCADE,
+    vm_id       INTEGER REFERENCES vms(id) ON DELETE CASCADE,
+    repo_id     INTEGER REFERENCES repositories(id) ON DELETE RESTRICT,
+    mode        TEXT NOT NULL DEFAULT 'auto' CHECK (mode IN ('auto', 'full', 'incremental')),
+    enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    last_run_at TEXT,
+    last_job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    created_at  TEXT NOT NULL,
+    CHECK ((group_id IS NULL) <> (vm_id IS NULL))
+);
+CREATE INDEX schedules_group ON schedules(group_id);
+CREATE INDEX schedules_vm ON schedules(vm_id);
+
+-- Copies of backups into other repositories (3-2-1).
+CREATE TABLE copies (
+    id             INTEGER PRIMARY KEY,
+    backup_id      TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    rule_id        INTEGER REFERENCES copy_rules(id) ON DELETE SET NULL,
+    dest_repo_id   INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    job_id         INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    created_at     TEXT NOT NULL,
+    completed_at   TEXT,
+    error          TEXT,
+    UNIQUE (backup_id, dest_repo_id)
+);
+CREATE INDEX copies_dest ON copies(dest_repo_id);
+"#;

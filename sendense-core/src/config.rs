@@ -1,0 +1,289 @@
+//! The YAML configuration (`<state-dir>/config.yaml`, or `--config FILE`).
+//!
+//! Every key is optional and has the default documented in [`DEFAULT_CONFIG_TEXT`], which
+//! `sendense init` writes out, commented. An unknown key is an error that names the key and its
+//! line: a typo must never silently fall back to a default.
+
+use crate::error::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How a backup moves its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferMode {
+    /// The hub copies the data itself (hub = node).
+    #[default]
+    InProcess,
+    /// The hub spawns `sendense-sna transfer` and speaks the node protocol with it.
+    Process,
+}
+
+/// An inclusive range of TCP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    /// First port of the range.
+    pub first: u16,
+    /// Last port of the range (inclusive).
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 10100,
+            last: 10200,
+        }
+    }
+}
+
+/// Tuning of the copy engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CopyConfig {
+    /// NBD connections per disk.
+    pub connections: u32,
+    /// Requests in flight per connection.
+    pub requests: u32,
+    /// Largest single read or write, in bytes.
+    pub request_size: u32,
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            connections: 4,
+            requests: 16,
+            request_size: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// Settings for the qemu-nbd processes that export backup targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuNbdConfig {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for QemuNbdConfig {
+    fn default() -> Self {
+        QemuNbdConfig {
+            stop_timeout_secs: 5,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How backups move data.
+    pub transfer: TransferMode,
+    /// Ports handed out to qemu-nbd target exports.
+    pub nbd_ports: PortRange,
+    /// Copy engine tuning.
+    pub copy: CopyConfig,
+    /// qemu-nbd settings.
+    pub qemu_nbd: QemuNbdConfig,
+    /// Where fleecing overlays and temporary files go (default `<state-dir>/scratch`).
+    pub scratch_dir: Option<PathBuf>,
+    /// Seconds a pre/post hook command may run before it is killed.
+    pub hook_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            transfer: TransferMode::default(),
+            nbd_ports: PortRange::default(),
+            copy: CopyConfig::default(),
+            qemu_nbd: QemuNbdConfig::default(),
+            scratch_dir: None,
+            hook_timeout_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Parses configuration text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+        let only_comments = text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+        if only_comments {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| config_error(origin, &e))?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Loads `path`. A missing file gives the defaults only when `optional` is set.
+    pub fn load(path: &Path, optional: bool) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(Error::io("reading config file", path, e)
+                .with_help("Pass an existing file with --config, or omit --config to use <state-dir>/config.yaml.")),
+        }
+    }
+
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(Error::new(
+                ErrorKind::Config,
+                format!("{}: `{key}` {why}", origin.display()),
+            )
+            .with_help(format!(
+                "Fix `{key}` in {} (see `man sendense` for every key and its default).",
+                origin.display()
+            )))
+        };
+        if self.nbd_ports.first == 0 || self.nbd_ports.first > self.nbd_ports.last {
+            return bad(
+                "nbd_ports",
+                "must have 0 < first <= last (for example first: 10100, last: 10200)",
+            );
+        }
+        if self.hook_timeout_secs == 0 {
+            return bad("hook_timeout_secs", "must be at least 1");
+        }
+        if !(1..=64).contains(&self.copy.connections) {
+            return bad("copy.connections", "must be between 1 and 64");
+        }
+        if !(1..=1024).contains(&self.copy.requests) {
+            return bad("copy.requests", "must be between 1 and 1024");
+        }
+        if !(4096..=32 * 1024 * 1024).contains(&self.copy.request_size)
+            || !self.copy.request_size.is_power_of_two()
+        {
+            return bad(
+                "copy.request_size",
+                "must be a power of two between 4096 and 33554432 bytes",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn config_error(origin: &Path, e: &serde_yaml_ng::Error) -> Error {
+    // serde_yaml_ng appends " at line L column C" to its message; we say it our way.
+    let text = e.to_string();
+    let reason = text
+        .split(" at line ")
+        .next()
+        .unwrap_or(&text)
+        .trim()
+        .to_string();
+    let place = match e.location() {
+        Some(loc) => format!("{} line {}", origin.display(), loc.line()),
+        None => origin.display().to_string(),
+    };
+    Error::new(ErrorKind::Config, format!("{place}: {reason}")).with_help(format!(
+        "Fix or remove that line in {}; every key and its default are listed in `man sendense` and in the file `sendense init` writes.",
+        origin.display()
+    ))
+}
+
+/// The commented configuration that `sendense init` writes: every key with its default.
+pub const DEFAULT_CONFIG_TEXT: &str = "\
+# Sendense configuration.
+# Every key is optional; the value shown is the default. Uncomment a line to change it.
+# An unknown key is an error, so a typo never silently falls back to a default.
+
+# How a backup moves its data: `in-process` (the hub copies the disks itself) or
+# `process` (the hub spawns `sendense-sna transfer`, the same protocol a remote node speaks).
+# transfer: in-process
+
+# TCP ports handed out to qemu-nbd for backup targets (inclusive; bound on 127.0.0.1 only).
+# nbd_ports:
+#   first: 10100
+#   last: 10200
+
+# Copy engine: NBD connections per disk, requests in flight per connection,
+# and the largest single request in bytes (a power of two, 4096 .. 33554432).
+# copy:
+#   connections: 4
+#   requests: 16
+#   request_size: 2097152
+
+# qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one.
+# qemu_nbd:
+#   stop_timeout_secs: 5
+
+# Directory for fleecing overlays and other temporary files (default: <state-dir>/scratch).
+# scratch_dir: /var/lib/sendense/scratch
+
+# Seconds a --pre-hook or --post-hook command may run before it is killed.
+# hook_timeout_secs: 300
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("config.yaml"))
+    }
+
+    #[test]
+    fn default_text_parses_to_defaults() {
+        let c = parse(DEFAULT_CONFIG_TEXT).unwrap();
+        assert_eq!(c, Config::default());
+        // Uncommenting every line gives the same values: the text documents the real defaults.
+        let is_setting = |l: &str| {
+            let body = l.trim_start_matches(' ');
+            let key = body.split(':').next().unwrap_or("");
+            body.contains(':')
+                && !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        };
+        let uncommented: String = DEFAULT_CONFIG_TEXT
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| is_setting(l) && !l.contains("scratch_dir"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(uncommented.contains("request_size"), "{uncommented}");
+        let c2 = parse(&uncommented).unwrap();
+        assert_eq!(c2, Config::default(), "{uncommented}");
+    }
+
+    #[test]
+    fn empty_gives_defaults() {
+        assert_eq!(parse("").unwrap().hook_timeout_secs, 300);
+        assert_eq!(parse("# nothing\n\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("transfer: process\n\nbogus_key: 1\n").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("bogus_key"), "{}", err.message());
+        assert!(err.message().contains("line 3"), "{}", err.message());
+        let err = parse("copy:\n  connections: 2\n  conections: 3\n").unwrap_err();
+        assert!(err.message().contains("conections"), "{}", err.message());
+        assert!(err.message().contains("line 3"), "{}", err.message());
+    }
+
+    #[test]
+    fn values_are_read_and_validated() {
+        let c = parse("transfer: process\nnbd_ports: {first: 2000, last: 2001}\n").unwrap();
+        assert_eq!(c.transfer, TransferMode::Process);
+        assert_eq!(
+            c.nbd_ports,
+            PortRange {
+                first: 2000,
+                last: 2001
+            }
+        );
+        assert!(parse("nbd_ports: {first: 3, last: 2}\n").is_err());
+        assert!(parse("copy: {request_size: 5000}\n").is_err());
+        assert!(parse("transfer: sideways\n").is_err());
+    }
+}

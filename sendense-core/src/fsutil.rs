@@ -1,0 +1,164 @@
+//! Filesystem helpers with the durability and permission rules Sendense relies on.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and missing parents) with mode 0700. An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("creating directory", dir, e))
+}
+
+/// fsyncs a directory so a rename or unlink inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename, fsync
+/// of the directory. Readers see the old content or the new one, never a torn file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating", &tmp, e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io("writing", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Space on the filesystem holding `path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capacity {
+    /// Size of the filesystem in bytes.
+    pub total_bytes: u64,
+    /// Bytes an unprivileged writer may still use.
+    pub available_bytes: u64,
+    /// Bytes free including reserved blocks.
+    pub free_bytes: u64,
+}
+
+/// Reads the capacity of the filesystem that holds `path` (statvfs).
+pub fn capacity(path: &Path) -> Result<Capacity> {
+    let st = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| Error::io("reading capacity of", path, std::io::Error::from(e)))?;
+    let frag = st.fragment_size() as u64;
+    Ok(Capacity {
+        total_bytes: st.blocks() as u64 * frag,
+        available_bytes: st.blocks_available() as u64 * frag,
+        free_bytes: st.blocks_free() as u64 * frag,
+    })
+}
+
+/// True when `path` is itself a mount point (an entry in /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> Result<bool> {
+    let canonical = fs::canonicalize(path).map_err(|e| Error::io("resolving", path, e))?;
+    match fs::read_to_string("/proc/self/mountinfo") {
+        Ok(info) => Ok(mount_points(&info).any(|m| m == canonical)),
+        Err(_) => {
+            // No /proc: a mount point has a different device than its parent (not exact for
+            // bind mounts of the same filesystem).
+            use std::os::unix::fs::MetadataExt;
+            let parent = canonical.parent().unwrap_or(Path::new("/"));
+            let here = fs::metadata(&canonical).map_err(|e| Error::io("reading", &canonical, e))?;
+            let up = fs::metadata(parent).map_err(|e| Error::io("reading", parent, e))?;
+            Ok(here.dev() != up.dev() || canonical == Path::new("/"))
+        }
+    }
+}
+
+/// Mount points listed in mountinfo text (field 5, with octal escapes decoded).
+fn mount_points(info: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|oct| std::str::from_utf8(oct).ok())
+            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        match escaped {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    40 22 0:5 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
+        let points: Vec<_> = mount_points(info).collect();
+        assert_eq!(
+            points,
+            vec![PathBuf::from("/"), PathBuf::from("/mnt/with space")]
+        );
+        assert_eq!(unescape_mountinfo("a\\134b"), "a\\b");
+        assert_eq!(unescape_mountinfo("trailing\\"), "trailing\\");
+    }
+
+    #[test]
+    fn root_is_a_mount_point_and_a_fresh_dir_is_not() {
+        assert!(is_mount_point(Path::new("/")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.yaml");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn capacity_is_sane() {
+        let c = capacity(Path::new("/")).unwrap();
+        assert!(c.total_bytes > 0 && c.available_bytes <= c.total_bytes);
+    }
+}

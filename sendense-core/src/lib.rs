@@ -1,0 +1,47 @@
+//! # sendense-core
+//!
+//! Agentless, VM-level, incremental backup for hypervisor virtual machines. This crate does all
+//! the work; the `sendense` CLI and the `sendense-sna` node are thin frontends over it, and
+//! integrators embed it the same way.
+//!
+//! Everything starts from a [`Sendense`] handle opened on a state directory (catalog, config):
+//!
+//! ```no_run
+//! use sendense_core::{AddRepo, OpenOptions};
+//!
+//! # fn main() -> sendense_core::Result<()> {
+//! let (mut sd, _report) = OpenOptions::new().state_dir("/var/lib/sendense").init()?;
+//! sd.add_repo(&AddRepo::new("local", "/srv/backup"))?;
+//! let vm = sd.add_image_vm("pgtest1", &["/srv/vms/pgtest1-os.qcow2".into()])?;
+//! for disk in &vm.disks {
+//!     println!("{} {} {} bytes", disk.key, disk.identity, disk.size_bytes);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors are one [`Error`] type with an [`ErrorKind`], a stable code and a help text. Long
+//! operations report [`Event`]s to the [`EventSink`] given in [`OpenOptions::sink`].
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod config;
+mod error;
+mod event;
+pub mod fsutil;
+pub mod repo;
+mod sendense;
+pub mod time;
+pub mod tools;
+pub mod vm;
+
+pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoRecord, VmRecord};
+pub use config::{Config, TransferMode};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventKind, EventSink, NullSink, SharedSink};
+pub use sendense::{
+    resolve_state_dir, AddRepo, InitReport, OpenOptions, RepoStatus, Sendense, CATALOG_FILE,
+    CONFIG_FILE,
+};

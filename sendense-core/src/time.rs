@@ -1,0 +1,45 @@
+//! Timestamps as Sendense stores and prints them: RFC 3339 in UTC, second precision
+//! (`2026-11-25T21:10:06Z`). They sort as text, which the catalog relies on.
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The current time as an RFC 3339 UTC string with second precision.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(OffsetDateTime::now_utc())
+}
+
+/// Formats a time as RFC 3339 UTC with second precision.
+pub fn format_rfc3339(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Parses an RFC 3339 timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Seconds elapsed since an RFC 3339 timestamp (0 when it cannot be parsed or lies ahead).
+pub fn age_seconds(s: &str) -> u64 {
+    parse_rfc3339(s)
+        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0) as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_without_fraction() {
+        let s = now_rfc3339();
+        assert!(s.ends_with('Z'), "{s}");
+        assert!(!s.contains('.'), "{s}");
+        assert!(parse_rfc3339(&s).is_some());
+    }
+}
