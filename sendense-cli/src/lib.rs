@@ -10,7 +10,7 @@ pub mod docs;
 mod output;
 
 use clap::Parser;
-use sendense_core::{Error, ErrorKind};
+use sendense_core::Error;
 use std::process::ExitCode;
 
 /// Parses the command line, runs the command and maps the outcome to an exit code.
@@ -28,17 +28,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The documented exit code for an error kind (see EXIT STATUS in `man sendense`).
-pub fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::NotFound => 4,
-        ErrorKind::AlreadyExists | ErrorKind::Busy | ErrorKind::Refused => 5,
-        ErrorKind::InvalidInput | ErrorKind::Config => 2,
-        ErrorKind::PartiallyFailed => 3,
-        ErrorKind::Cancelled => 130,
-        _ => 1,
-    }
-}
+pub use sendense_term::exit_code;
 
 /// Result of a command: an exit code on success paths that still report problems.
 pub(crate) type CmdResult = Result<ExitCode, Error>;

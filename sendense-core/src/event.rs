@@ -66,6 +66,8 @@ pub enum EventKind {
     DiskProgress {
         /// Disk key.
         disk: u32,
+        /// Bytes of the plan done so far (data read plus zero ranges handled).
+        bytes_done: u64,
         /// Bytes read from the source so far.
         bytes_read: u64,
         /// Bytes written to the target so far.
@@ -145,6 +147,7 @@ mod tests {
             job: Some(3),
             kind: EventKind::DiskProgress {
                 disk: 2000,
+                bytes_done: 12,
                 bytes_read: 10,
                 bytes_written: 8,
                 bytes_zero: 2,
@@ -156,7 +159,7 @@ mod tests {
             json,
             serde_json::json!({
                 "ts": "2026-01-01T00:00:00Z", "job": 3, "event": "disk_progress",
-                "disk": 2000, "bytes_read": 10, "bytes_written": 8, "bytes_zero": 2, "bytes_total": 100
+                "disk": 2000, "bytes_done": 12, "bytes_read": 10, "bytes_written": 8, "bytes_zero": 2, "bytes_total": 100
             })
         );
         let back: Event = serde_json::from_value(json).unwrap();

@@ -31,10 +31,12 @@ pub mod config;
 mod error;
 mod event;
 pub mod fsutil;
+pub mod nbd;
 pub mod repo;
 mod sendense;
 pub mod time;
 pub mod tools;
+pub mod transfer;
 pub mod vm;
 
 pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoRecord, VmRecord};

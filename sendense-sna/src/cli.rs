@@ -1,0 +1,56 @@
+//! The `sendense-sna` command line.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sendense node data mover.
+#[derive(Debug, Parser)]
+#[command(name = "sendense-sna", version, about = "Sendense node data mover", disable_help_subcommand = true)]
+pub struct Cli {
+    /// Print NDJSON events and a final JSON summary on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy one NBD export into another, moving only allocated (or changed) data.
+    #[command(after_long_help = "URLs are nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
+
+Holes and all-zero blocks are written with WRITE_ZEROES (correct for any destination, including
+an incremental QCOW2 overlay); with --destination-is-zero they are skipped.
+
+JSON OUTPUT
+  NDJSON events ({\"ts\", \"event\": \"disk_started\" | \"disk_progress\" | \"disk_finished\", ...}),
+  then one summary line:
+  {\"size\": ..., \"bytes_planned\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
+   \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}")]
+    Copy(CopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source export.
+    pub src: String,
+    /// Destination export.
+    pub dst: String,
+    /// Copy only the ranges this dirty bitmap marks (qemu:dirty-bitmap:NAME on the source).
+    #[arg(long, value_name = "NAME")]
+    pub bitmap: Option<String>,
+    /// The destination reads as zeroes already (a fresh image): skip holes and zero blocks.
+    #[arg(long)]
+    pub destination_is_zero: bool,
+    /// NBD connections to each side.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub requests: u32,
+    /// Largest single request in bytes (a power of two).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub request_size: u32,
+}
