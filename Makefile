@@ -4,8 +4,12 @@ CARGO ?= cargo
 # Debian packages the tests and the demo need (installed when missing; needs root or sudo).
 DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BENCH_SIZE ?= 8G
+BENCH_RUNS ?= 3
 
-.PHONY: all build demo test deps lint docs clean
+BENCH_PACKAGES := time bc
+
+.PHONY: all build demo test deps bench fuzz lint docs clean
 
 all: build
 
@@ -31,6 +35,20 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash scripts/cargo-test.sh
+
+## Benchmarks against the reference tools (nbdcopy), in the same run. Not part of make test.
+bench: deps
+	@missing=""; \
+	for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+	$(CARGO) build --release -p sendense-sna
+	bash bench/copy.sh $(BENCH_SIZE) $(BENCH_RUNS)
+
+## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.
+FUZZ_SECONDS ?= 300
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run nbd_replies -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096
 
 ## Regenerate man/ and completions/ from the clap definitions.
 docs:

@@ -55,7 +55,7 @@ impl Default for CopyConfig {
         CopyConfig {
             connections: 4,
             requests: 16,
-            request_size: 2 * 1024 * 1024,
+            request_size: 1024 * 1024,
         }
     }
 }
@@ -210,7 +210,7 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # copy:
 #   connections: 4
 #   requests: 16
-#   request_size: 2097152
+#   request_size: 1048576
 
 # qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one.
 # qemu_nbd:

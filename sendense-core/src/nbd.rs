@@ -44,7 +44,10 @@ impl Extent {
 }
 
 pub(crate) fn protocol_error(msg: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Protocol, format!("NBD protocol error: {}", msg.into()))
+    Error::new(
+        ErrorKind::Protocol,
+        format!("NBD protocol error: {}", msg.into()),
+    )
 }
 
 /// The largest BLOCK_STATUS window asked for at once.
@@ -75,7 +78,8 @@ impl NbdClient {
         let end = offset + len;
         let mut pos = offset;
         let align = self.info().min_block as u64;
-        let window_max = (STATUS_WINDOW.min(self.info().max_block as u64 * 32) / align * align).max(align);
+        let window_max =
+            (STATUS_WINDOW.min(self.info().max_block as u64 * 32) / align * align).max(align);
         while pos < end {
             let window = window_max.min(end - pos) as u32;
             let reply = self.block_status(pos, window).await?;
@@ -87,7 +91,9 @@ impl NbdClient {
                     .iter()
                     .find(|(i, _)| i == id)
                     .map(|(_, l)| l)
-                    .ok_or_else(|| protocol_error(format!("block status reply lacks context {id}")))?;
+                    .ok_or_else(|| {
+                        protocol_error(format!("block status reply lacks context {id}"))
+                    })?;
                 let got: u64 = list.iter().map(|e| e.length).sum();
                 covered = covered.min(got);
                 lists.push(list);
@@ -105,7 +111,11 @@ impl NbdClient {
                         Some(last) if last.end() == e.offset && last.flags == e.flags => {
                             last.length += length
                         }
-                        _ => dst.push(Extent { offset: e.offset, length, flags: e.flags }),
+                        _ => dst.push(Extent {
+                            offset: e.offset,
+                            length,
+                            flags: e.flags,
+                        }),
                     }
                 }
             }

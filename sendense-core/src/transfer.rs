@@ -119,7 +119,11 @@ struct Counters {
 }
 
 /// Copies `req.src` into `req.dst`. Cancelling `cancel` stops it with [`ErrorKind::Cancelled`].
-pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationToken) -> Result<CopyReport> {
+pub async fn copy(
+    req: &CopyRequest,
+    sink: &SharedSink,
+    cancel: &CancellationToken,
+) -> Result<CopyReport> {
     let started = Instant::now();
     let connections = req.connections.max(1);
     let requests = req.requests.max(1);
@@ -163,12 +167,21 @@ pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationTok
 
     // First pass: totals for progress, from the same metadata the copy will use.
     let planned = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
-    emit(sink, req, EventKind::DiskStarted {
-        disk: req.disk,
-        mode: if req.bitmap.is_some() { "incremental" } else { "full" }.into(),
-        reason: String::new(),
-        bytes_total: planned,
-    });
+    emit(
+        sink,
+        req,
+        EventKind::DiskStarted {
+            disk: req.disk,
+            mode: if req.bitmap.is_some() {
+                "incremental"
+            } else {
+                "full"
+            }
+            .into(),
+            reason: String::new(),
+            bytes_total: planned,
+        },
+    );
 
     let counters = Arc::new(Counters::default());
     let stop = cancel.child_token();
@@ -244,7 +257,8 @@ pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationTok
 
     let mut failure: Option<Error> = None;
     while let Some(joined) = workers.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(Error::internal(format!("copy worker failed: {e}"))));
+        let result =
+            joined.unwrap_or_else(|e| Err(Error::internal(format!("copy worker failed: {e}"))));
         if let Err(e) = result {
             if failure.is_none() {
                 failure = Some(e);
@@ -254,7 +268,9 @@ pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationTok
     }
     match planner.await {
         Ok(Err(e)) if failure.is_none() => failure = Some(e),
-        Err(e) if failure.is_none() => failure = Some(Error::internal(format!("planner failed: {e}"))),
+        Err(e) if failure.is_none() => {
+            failure = Some(Error::internal(format!("planner failed: {e}")))
+        }
         _ => {}
     }
     stop.cancel();
@@ -267,7 +283,9 @@ pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationTok
     }
 
     for d in &dsts {
-        d.flush().await.map_err(|e| e.context(format!("flushing {}", req.dst)))?;
+        d.flush()
+            .await
+            .map_err(|e| e.context(format!("flushing {}", req.dst)))?;
     }
     let report = CopyReport {
         size,
@@ -279,20 +297,32 @@ pub async fn copy(req: &CopyRequest, sink: &SharedSink, cancel: &CancellationTok
         connections,
     };
     emit(sink, req, progress(req, &counters, planned));
-    emit(sink, req, EventKind::DiskFinished {
-        disk: req.disk,
-        bytes_read: report.bytes_read,
-        bytes_written: report.bytes_written,
-        bytes_zero: report.bytes_zero,
-        seconds: report.seconds,
-    });
+    emit(
+        sink,
+        req,
+        EventKind::DiskFinished {
+            disk: req.disk,
+            bytes_read: report.bytes_read,
+            bytes_written: report.bytes_written,
+            bytes_zero: report.bytes_zero,
+            seconds: report.seconds,
+        },
+    );
     drop((srcs, dsts));
     Ok(report)
 }
 
-fn check_pair(req: &CopyRequest, src: &NbdClient, dst: &NbdClient, dirty: Option<&str>) -> Result<()> {
+fn check_pair(
+    req: &CopyRequest,
+    src: &NbdClient,
+    dst: &NbdClient,
+    dirty: Option<&str>,
+) -> Result<()> {
     if dst.info().read_only() {
-        return Err(Error::refused(format!("destination {} is read-only", req.dst)));
+        return Err(Error::refused(format!(
+            "destination {} is read-only",
+            req.dst
+        )));
     }
     if dst.size() < src.size() {
         return Err(Error::refused(format!(
@@ -302,12 +332,17 @@ fn check_pair(req: &CopyRequest, src: &NbdClient, dst: &NbdClient, dirty: Option
             req.src,
             src.size()
         ))
-        .with_help("A target must never be smaller than its source; create it with the source's size."));
+        .with_help(
+            "A target must never be smaller than its source; create it with the source's size.",
+        ));
     }
     if src.info().context_id(BASE_ALLOCATION).is_none() {
         return Err(Error::new(
             ErrorKind::Protocol,
-            format!("source {} does not report block status (base:allocation)", req.src),
+            format!(
+                "source {} does not report block status (base:allocation)",
+                req.src
+            ),
         ));
     }
     if let Some(ctx) = dirty {
@@ -342,7 +377,12 @@ async fn window_plan(
     Ok(plan::plan(&ranges, opts))
 }
 
-async fn plan_totals(src: &NbdClient, dirty: Option<&str>, opts: &PlanOptions, size: u64) -> Result<u64> {
+async fn plan_totals(
+    src: &NbdClient,
+    dirty: Option<&str>,
+    opts: &PlanOptions,
+    size: u64,
+) -> Result<u64> {
     let mut total = 0;
     let mut pos = 0;
     while pos < size {
@@ -388,9 +428,9 @@ async fn run_item(
                 let n = (e - s) as u64;
                 if zero {
                     if !dest_zero {
-                        dst.write_zeroes(at, n, true)
-                            .await
-                            .map_err(|e| e.context(format!("zeroing destination at offset {at}")))?;
+                        dst.write_zeroes(at, n, true).await.map_err(|e| {
+                            e.context(format!("zeroing destination at offset {at}"))
+                        })?;
                     }
                     counters.zero.fetch_add(n, Ordering::Relaxed);
                 } else {

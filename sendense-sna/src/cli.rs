@@ -4,7 +4,12 @@ use clap::{Args, Parser, Subcommand};
 
 /// Sendense node data mover.
 #[derive(Debug, Parser)]
-#[command(name = "sendense-sna", version, about = "Sendense node data mover", disable_help_subcommand = true)]
+#[command(
+    name = "sendense-sna",
+    version,
+    about = "Sendense node data mover",
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// Print NDJSON events and a final JSON summary on stdout.
     #[arg(long, global = true)]
@@ -19,7 +24,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy one NBD export into another, moving only allocated (or changed) data.
-    #[command(after_long_help = "URLs are nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
+    #[command(
+        after_long_help = "URLs are nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
 
 Holes and all-zero blocks are written with WRITE_ZEROES (correct for any destination, including
 an incremental QCOW2 overlay); with --destination-is-zero they are skipped.
@@ -28,7 +34,8 @@ JSON OUTPUT
   NDJSON events ({\"ts\", \"event\": \"disk_started\" | \"disk_progress\" | \"disk_finished\", ...}),
   then one summary line:
   {\"size\": ..., \"bytes_planned\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
-   \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}")]
+   \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}"
+    )]
     Copy(CopyArgs),
 }
 
@@ -51,6 +58,6 @@ pub struct CopyArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub requests: u32,
     /// Largest single request in bytes (a power of two).
-    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024)]
     pub request_size: u32,
 }

@@ -7,7 +7,10 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 pub fn run(args: CopyArgs, json: bool, quiet: bool) -> Result<()> {
-    if !args.request_size.is_power_of_two() || args.request_size < 4096 || args.request_size > 32 << 20 {
+    if !args.request_size.is_power_of_two()
+        || args.request_size < 4096
+        || args.request_size > 32 << 20
+    {
         return Err(Error::invalid(format!(
             "--request-size {} must be a power of two between 4096 and 33554432",
             args.request_size

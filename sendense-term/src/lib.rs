@@ -72,7 +72,10 @@ pub fn print_error(err: &Error, json_too: bool) {
         };
         let handler = miette::GraphicalReportHandler::new_themed(theme);
         let mut rendered = String::new();
-        if handler.render_report(&mut rendered, &Diagnostic(err)).is_ok() {
+        if handler
+            .render_report(&mut rendered, &Diagnostic(err))
+            .is_ok()
+        {
             let _ = writeln!(stderr, "{}", rendered.trim_end());
             return;
         }

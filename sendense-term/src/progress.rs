@@ -66,22 +66,51 @@ impl Lines {
 impl EventSink for Lines {
     fn emit(&self, event: &Event) {
         match &event.kind {
-            EventKind::DiskStarted { disk, mode, reason, bytes_total } => {
-                let why = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
-                self.say(&format!("disk {disk}: {mode}{why}, {} to process", bytes(*bytes_total)));
+            EventKind::DiskStarted {
+                disk,
+                mode,
+                reason,
+                bytes_total,
+            } => {
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
+                self.say(&format!(
+                    "disk {disk}: {mode}{why}, {} to process",
+                    bytes(*bytes_total)
+                ));
             }
-            EventKind::DiskProgress { disk, bytes_done, bytes_total, .. } => {
+            EventKind::DiskProgress {
+                disk,
+                bytes_done,
+                bytes_total,
+                ..
+            } => {
                 let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let due = last.get(disk).is_none_or(|t| now.duration_since(*t) >= self.every);
+                let due = last
+                    .get(disk)
+                    .is_none_or(|t| now.duration_since(*t) >= self.every);
                 if due && bytes_done < bytes_total {
                     last.insert(*disk, now);
                     drop(last);
                     let pct = *bytes_done as f64 * 100.0 / (*bytes_total).max(1) as f64;
-                    self.say(&format!("disk {disk}: {} of {} ({pct:.0}%)", bytes(*bytes_done), bytes(*bytes_total)));
+                    self.say(&format!(
+                        "disk {disk}: {} of {} ({pct:.0}%)",
+                        bytes(*bytes_done),
+                        bytes(*bytes_total)
+                    ));
                 }
             }
-            EventKind::DiskFinished { disk, bytes_read, bytes_written, bytes_zero, seconds } => {
+            EventKind::DiskFinished {
+                disk,
+                bytes_read,
+                bytes_written,
+                bytes_zero,
+                seconds,
+            } => {
                 let rate = *bytes_read as f64 / seconds.max(1e-9) / 1048576.0;
                 self.say(&format!(
                     "disk {disk}: done in {seconds:.1}s, read {}, wrote {}, zero {} ({rate:.0} MiB/s)",
@@ -92,13 +121,17 @@ impl EventSink for Lines {
             }
             EventKind::Warning { message } => self.say(&format!("warning: {message}")),
             EventKind::Step { message } => self.say(message),
-            EventKind::SnapshotTaken { disks } => self.say(&format!("snapshot of {disks} disk(s) taken")),
-            EventKind::JobStarted { kind, vm } => {
-                self.say(&format!("{kind} started{}", vm.as_ref().map(|v| format!(" for {v}")).unwrap_or_default()))
+            EventKind::SnapshotTaken { disks } => {
+                self.say(&format!("snapshot of {disks} disk(s) taken"))
             }
-            EventKind::JobFinished { status, error } => {
-                self.say(&format!("{status}{}", error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()))
-            }
+            EventKind::JobStarted { kind, vm } => self.say(&format!(
+                "{kind} started{}",
+                vm.as_ref().map(|v| format!(" for {v}")).unwrap_or_default()
+            )),
+            EventKind::JobFinished { status, error } => self.say(&format!(
+                "{status}{}",
+                error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            )),
             _ => {}
         }
     }
@@ -145,12 +178,18 @@ impl EventSink for Bars {
     fn emit(&self, event: &Event) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match &event.kind {
-            EventKind::DiskStarted { disk, bytes_total, .. } => {
+            EventKind::DiskStarted {
+                disk, bytes_total, ..
+            } => {
                 let bar = self.multi.add(ProgressBar::new(*bytes_total));
                 bar.set_style(Self::style());
                 bar.set_prefix(format!("disk {disk}"));
                 st.disks.insert(*disk, (bar, 0));
-                let sum: u64 = st.disks.values().map(|(b, _)| b.length().unwrap_or(0)).sum();
+                let sum: u64 = st
+                    .disks
+                    .values()
+                    .map(|(b, _)| b.length().unwrap_or(0))
+                    .sum();
                 if st.disks.len() > 1 {
                     let total = st.total.get_or_insert_with(|| {
                         let t = self.multi.add(ProgressBar::new(0));
@@ -161,7 +200,9 @@ impl EventSink for Bars {
                     total.set_length(sum);
                 }
             }
-            EventKind::DiskProgress { disk, bytes_done, .. } => {
+            EventKind::DiskProgress {
+                disk, bytes_done, ..
+            } => {
                 if let Some((bar, done)) = st.disks.get_mut(disk) {
                     bar.set_position(*bytes_done);
                     *done = *bytes_done;

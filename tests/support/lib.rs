@@ -1,1 +1,286 @@
-//! Shared helpers for the system tests.
+//! Test kit for Sendense's tests against real components: processes started by the test are
+//! killed by pid when their guard drops (also when the test fails), tools that are missing fail
+//! the test with the Debian package to install, and images are generated at test time.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Fails with an instruction when `tool` is not installed.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is required by this test: install the Debian package `{package}` (make test does)"
+    );
+}
+
+/// A process the test started; killed (SIGTERM, then SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr discarded unless `SENDENSE_TEST_VERBOSE` is set.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        if std::env::var_os("SENDENSE_TEST_VERBOSE").is_none() {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the process now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the process with SIGTERM and waits up to 5 s before SIGKILL.
+    pub fn stop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not exit on SIGTERM; killing it", self.name);
+        self.kill();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until `path` exists (a Unix socket being created), or panics after 10 s.
+pub fn wait_for_path(path: &Path, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            proc.alive(),
+            "{} exited before creating {}",
+            proc.name,
+            path.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not create {}",
+            proc.name,
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            proc.alive(),
+            "{} exited before listening on {port}",
+            proc.name
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {port}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// An NBD server started by a test, reachable at `url`.
+#[derive(Debug)]
+pub struct Server {
+    /// The process.
+    pub proc: Proc,
+    /// Its NBD URL.
+    pub url: String,
+}
+
+/// Starts `nbdkit` in the foreground on a Unix socket in `dir`, with `args` after the socket
+/// options (filters, plugin and plugin parameters).
+pub fn nbdkit(dir: &Path, name: &str, args: &[&str]) -> Server {
+    require("nbdkit", "nbdkit");
+    let sock = dir.join(format!("{name}.sock"));
+    let mut cmd = Command::new("nbdkit");
+    cmd.args(["-f", "--exit-with-parent", "-U"])
+        .arg(&sock)
+        .args(args);
+    let mut proc = Proc::spawn("nbdkit", cmd);
+    wait_for_path(&sock, &mut proc);
+    Server {
+        proc,
+        url: format!("nbd+unix:///?socket={}", sock.display()),
+    }
+}
+
+/// Serves `image` with qemu-nbd on a Unix socket in `dir` under the export name `export`.
+/// `extra` adds flags (`-r`, `-B bitmap`, `--shared=N`, ...).
+pub fn qemu_nbd(dir: &Path, image: &Path, format: &str, export: &str, extra: &[&str]) -> Server {
+    require("qemu-nbd", "qemu-utils");
+    let sock = dir.join(format!("{export}.sock"));
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args(["-f", format, "-x", export, "-k"])
+        .arg(&sock)
+        .args(["--cache=writeback", "--aio=threads", "--persistent"])
+        .args(extra)
+        .arg(image);
+    let mut proc = Proc::spawn("qemu-nbd", cmd);
+    wait_for_path(&sock, &mut proc);
+    Server {
+        proc,
+        url: format!("nbd+unix:///{export}?socket={}", sock.display()),
+    }
+}
+
+/// Serves `image` with qemu-nbd on 127.0.0.1 and a free port.
+pub fn qemu_nbd_tcp(image: &Path, format: &str, export: &str, extra: &[&str]) -> Server {
+    require("qemu-nbd", "qemu-utils");
+    let port = free_port();
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args([
+        "-f",
+        format,
+        "-x",
+        export,
+        "-b",
+        "127.0.0.1",
+        "--persistent",
+        "-p",
+    ])
+    .arg(port.to_string())
+    .args(extra)
+    .arg(image);
+    let mut proc = Proc::spawn("qemu-nbd", cmd);
+    wait_for_port(port, &mut proc);
+    Server {
+        proc,
+        url: format!("nbd://127.0.0.1:{port}/{export}"),
+    }
+}
+
+/// Runs a command and panics with its stderr when it fails; returns stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `qemu-img create -f FORMAT PATH SIZE`.
+pub fn create_image(path: &Path, format: &str, size: &str) -> PathBuf {
+    require("qemu-img", "qemu-utils");
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", format, path.to_str().unwrap(), size],
+    );
+    path.to_path_buf()
+}
+
+/// Runs qemu-io commands (`write -P 0xab 0 1M`, ...) on an image.
+pub fn qemu_io(path: &Path, format: &str, commands: &[&str]) {
+    require("qemu-io", "qemu-utils");
+    let mut args = vec!["-f", format];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(path.to_str().unwrap());
+    run("qemu-io", &args);
+}
+
+/// True when `qemu-img compare` finds the two images identical. Arguments may be files or NBD
+/// URLs; `fmt_a` applies to `a` (`qcow2`, `raw`) and is ignored for URLs.
+pub fn images_equal(a: &str, fmt_a: &str, b: &str) -> bool {
+    require("qemu-img", "qemu-utils");
+    let mut cmd = Command::new("qemu-img");
+    cmd.arg("compare").arg("-U");
+    if !a.starts_with("nbd") {
+        cmd.args(["-f", fmt_a]);
+    }
+    let out = cmd
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("running qemu-img compare");
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => {
+            eprintln!("qemu-img compare: {}", String::from_utf8_lossy(&out.stdout));
+            false
+        }
+        _ => panic!(
+            "qemu-img compare {a} {b} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Bytes allocated in the top layer of an image, from `qemu-img map --output=json`
+/// (`depth == 0` and `data == true`).
+pub fn allocated_bytes(path: &Path, format: &str) -> u64 {
+    let out = run(
+        "qemu-img",
+        &[
+            "map",
+            "-U",
+            "--output=json",
+            "-f",
+            format,
+            path.to_str().unwrap(),
+        ],
+    );
+    let map: serde_json::Value = serde_json::from_str(&out).expect("qemu-img map JSON");
+    map.as_array()
+        .expect("array")
+        .iter()
+        .filter(|e| e["depth"] == 0 && e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap_or(0))
+        .sum()
+}

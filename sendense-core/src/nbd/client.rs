@@ -47,6 +47,15 @@ impl Default for ConnectOptions {
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// The header fields of one request.
+struct Req {
+    what: &'static str,
+    cmd: u16,
+    flags: u16,
+    offset: u64,
+    length: u32,
+}
+
 enum Pending {
     Read {
         offset: u64,
@@ -192,12 +201,14 @@ impl NbdClient {
     pub async fn connect(url: &NbdUrl, opts: &ConnectOptions) -> Result<NbdClient> {
         let timeout = opts.connect_timeout;
         let fut = Self::connect_inner(url, opts);
-        tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Protocol,
-                format!("connecting to {url} timed out after {}s", timeout.as_secs()),
-            ))
-        })
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("connecting to {url} timed out after {}s", timeout.as_secs()),
+                ))
+            })
     }
 
     async fn connect_inner(url: &NbdUrl, opts: &ConnectOptions) -> Result<NbdClient> {
@@ -250,7 +261,10 @@ impl NbdClient {
         let reader = tokio::spawn(async move {
             let mut r = BufReader::with_capacity(256 * 1024, read);
             let err = read_replies(&mut r, &reader_shared, structured).await;
-            reader_shared.kill(format!("NBD connection to {label} failed: {}", err.message()));
+            reader_shared.kill(format!(
+                "NBD connection to {label} failed: {}",
+                err.message()
+            ));
         });
         NbdClient {
             url,
@@ -282,14 +296,17 @@ impl NbdClient {
     /// Sends one request and waits for its completion.
     async fn call<T>(
         &self,
-        what: &'static str,
-        cmd: u16,
-        flags: u16,
-        offset: u64,
-        length: u32,
+        req: Req,
         payload: Option<&[u8]>,
         make: impl FnOnce(Reply<T>) -> Pending,
     ) -> Result<T> {
+        let Req {
+            what,
+            cmd,
+            flags,
+            offset,
+            length,
+        } = req;
         let _slot = self
             .slots
             .acquire()
@@ -341,7 +358,10 @@ impl NbdClient {
     }
 
     fn check_range(&self, what: &str, offset: u64, len: u64) -> Result<()> {
-        if offset.checked_add(len).is_none_or(|end| end > self.info.size) {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.info.size)
+        {
             return Err(Error::invalid(format!(
                 "{what} of {len} bytes at offset {offset} is beyond the end of {} ({} bytes)",
                 self.url, self.info.size
@@ -360,15 +380,23 @@ impl NbdClient {
                 self.info.max_block
             )));
         }
-        self.call("read", CMD_READ, 0, offset, len as u32, None, |tx| {
-            Pending::Read {
+        self.call(
+            Req {
+                what: "read",
+                cmd: CMD_READ,
+                flags: 0,
+                offset,
+                length: len as u32,
+            },
+            None,
+            |tx| Pending::Read {
                 offset,
                 buf,
                 covered: Vec::new(),
                 error: None,
                 tx,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -378,11 +406,20 @@ impl NbdClient {
         if self.info.read_only() {
             return Err(Error::refused(format!("{} is read-only", self.url)));
         }
-        let flags = if fua && self.info.can_fua() { CMD_FLAG_FUA } else { 0 };
-        self.call("write", CMD_WRITE, flags, offset, data.len() as u32, Some(data), |tx| {
-            Pending::Plain { error: None, tx }
-        })
-        .await
+        let flags = if fua && self.info.can_fua() {
+            CMD_FLAG_FUA
+        } else {
+            0
+        };
+        let req = Req {
+            what: "write",
+            cmd: CMD_WRITE,
+            flags,
+            offset,
+            length: data.len() as u32,
+        };
+        self.call(req, Some(data), |tx| Pending::Plain { error: None, tx })
+            .await
     }
 
     /// Writes zeroes over `len` bytes at `offset` (split to the server's maximum request).
@@ -396,7 +433,8 @@ impl NbdClient {
             let mut done = 0;
             while done < len {
                 let n = chunk.min(len - done);
-                self.write(offset + done, &zeroes[..n as usize], false).await?;
+                self.write(offset + done, &zeroes[..n as usize], false)
+                    .await?;
                 done += n;
             }
             return Ok(());
@@ -405,9 +443,17 @@ impl NbdClient {
         let mut done = 0;
         while done < len {
             let n = self.zero_chunk(offset + done).min(len - done);
-            self.call("write zeroes", CMD_WRITE_ZEROES, flags, offset + done, n as u32, None, |tx| {
-                Pending::Plain { error: None, tx }
-            })
+            self.call(
+                Req {
+                    what: "write zeroes",
+                    cmd: CMD_WRITE_ZEROES,
+                    flags,
+                    offset: offset + done,
+                    length: n as u32,
+                },
+                None,
+                |tx| Pending::Plain { error: None, tx },
+            )
             .await?;
             done += n;
         }
@@ -430,10 +476,17 @@ impl NbdClient {
         let mut done = 0;
         while done < len {
             let n = self.zero_chunk(offset + done).min(len - done);
-            self.call("trim", CMD_TRIM, 0, offset + done, n as u32, None, |tx| Pending::Plain {
-                error: None,
-                tx,
-            })
+            self.call(
+                Req {
+                    what: "trim",
+                    cmd: CMD_TRIM,
+                    flags: 0,
+                    offset: offset + done,
+                    length: n as u32,
+                },
+                None,
+                |tx| Pending::Plain { error: None, tx },
+            )
             .await?;
             done += n;
         }
@@ -445,8 +498,18 @@ impl NbdClient {
         if !self.info.can_flush() {
             return Ok(());
         }
-        self.call("flush", CMD_FLUSH, 0, 0, 0, None, |tx| Pending::Plain { error: None, tx })
-            .await
+        self.call(
+            Req {
+                what: "flush",
+                cmd: CMD_FLUSH,
+                flags: 0,
+                offset: 0,
+                length: 0,
+            },
+            None,
+            |tx| Pending::Plain { error: None, tx },
+        )
+        .await
     }
 
     /// One BLOCK_STATUS request: extents of every negotiated context, each list covering a
@@ -459,15 +522,23 @@ impl NbdClient {
                 format!("{} offers no metadata contexts for block status", self.url),
             ));
         }
-        self.call("block status", CMD_BLOCK_STATUS, 0, offset, len, None, |tx| {
-            Pending::Status {
+        self.call(
+            Req {
+                what: "block status",
+                cmd: CMD_BLOCK_STATUS,
+                flags: 0,
+                offset,
+                length: len,
+            },
+            None,
+            |tx| Pending::Status {
                 offset,
                 length: len,
                 extents: Vec::new(),
                 error: None,
                 tx,
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -505,11 +576,7 @@ fn put(shared: &Shared, cookie: u64, entry: (Pending, &'static str)) {
 }
 
 /// Reads replies until the connection fails; returns why it stopped.
-async fn read_replies<R: AsyncRead + Unpin>(
-    r: &mut R,
-    shared: &Shared,
-    structured: bool,
-) -> Error {
+async fn read_replies<R: AsyncRead + Unpin>(r: &mut R, shared: &Shared, structured: bool) -> Error {
     loop {
         if let Err(e) = read_one(r, shared, structured).await {
             return e;
@@ -517,7 +584,11 @@ async fn read_replies<R: AsyncRead + Unpin>(
     }
 }
 
-async fn read_one<R: AsyncRead + Unpin>(r: &mut R, shared: &Shared, structured: bool) -> Result<()> {
+async fn read_one<R: AsyncRead + Unpin>(
+    r: &mut R,
+    shared: &Shared,
+    structured: bool,
+) -> Result<()> {
     let magic = r.read_u32().await.map_err(eof)?;
     match magic {
         SIMPLE_REPLY_MAGIC => {
@@ -536,7 +607,10 @@ async fn read_one<R: AsyncRead + Unpin>(r: &mut R, shared: &Shared, structured: 
                             "simple reply with data to a read after structured replies were negotiated",
                         ));
                     }
-                    r.read_exact(buf).await.map_err(eof)?;
+                    if let Err(e) = r.read_exact(buf).await {
+                        put(shared, cookie, (p, what));
+                        return Err(eof(e));
+                    }
                     covered.push((0, buf.len() as u64));
                 }
                 Pending::Status { .. } => {
@@ -558,7 +632,11 @@ async fn read_one<R: AsyncRead + Unpin>(r: &mut R, shared: &Shared, structured: 
                 )));
             }
             let (mut p, what) = take(shared, cookie)?;
-            read_chunk(r, &mut p, kind, length).await?;
+            if let Err(e) = read_chunk(r, &mut p, kind, length).await {
+                // Back in the table, so the connection's failure reason reaches the caller.
+                put(shared, cookie, (p, what));
+                return Err(e);
+            }
             if flags & REPLY_FLAG_DONE != 0 {
                 p.finish(what);
             } else if kind == REPLY_TYPE_NONE {
@@ -597,7 +675,11 @@ async fn read_chunk<R: AsyncRead + Unpin>(
             else {
                 return Err(protocol_error("read data in a reply to a non-read request"));
             };
-            let min = if kind == REPLY_TYPE_OFFSET_DATA { 9 } else { 12 };
+            let min = if kind == REPLY_TYPE_OFFSET_DATA {
+                9
+            } else {
+                12
+            };
             if length < min || (kind == REPLY_TYPE_OFFSET_HOLE && length != 12) {
                 return Err(protocol_error(format!("read chunk of bad length {length}")));
             }
@@ -638,7 +720,7 @@ async fn read_chunk<R: AsyncRead + Unpin>(
             else {
                 return Err(protocol_error("block status in a reply to another request"));
             };
-            if length < 12 || (length - 4) % 8 != 0 {
+            if length < 12 || !(length - 4).is_multiple_of(8) {
                 return Err(protocol_error(format!(
                     "block status chunk of bad length {length}"
                 )));
@@ -663,7 +745,9 @@ async fn read_chunk<R: AsyncRead + Unpin>(
             // A final extent may run past the request; clip it to the request.
             if total > *req_len as u64 {
                 let over = total - *req_len as u64;
-                let last = list.last_mut().ok_or_else(|| protocol_error("empty block status"))?;
+                let last = list
+                    .last_mut()
+                    .ok_or_else(|| protocol_error("empty block status"))?;
                 if over >= last.length {
                     return Err(protocol_error("block status extents run past the request"));
                 }
@@ -677,8 +761,12 @@ async fn read_chunk<R: AsyncRead + Unpin>(
             extents.push((id, list));
         }
         k if k & REPLY_TYPE_ERROR_BIT != 0 => {
-            if length < 6 {
-                return Err(protocol_error(format!("error chunk of bad length {length}")));
+            // An error message is at most 4096 bytes (the spec's string limit), plus a few
+            // structured fields.
+            if !(6..=6 + 4096 + 64).contains(&length) {
+                return Err(protocol_error(format!(
+                    "error chunk of bad length {length}"
+                )));
             }
             let errno = r.read_u32().await.map_err(eof)?;
             let msg_len = r.read_u16().await.map_err(eof)? as u32;
@@ -716,15 +804,19 @@ fn server_error(errno: u32, msg: Option<&str>) -> Error {
         28 => ErrorKind::Io,
         _ => ErrorKind::External,
     };
-    Error::new(
-        kind,
-        format!("server error {}{detail}", errno_name(errno)),
-    )
+    Error::new(kind, format!("server error {}{detail}", errno_name(errno)))
 }
 
 fn eof(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::new(ErrorKind::Protocol, "the server closed the connection")
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe
+    ) {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("the server closed the connection ({e})"),
+        )
     } else {
         Error::new(ErrorKind::Protocol, format!("reading from the server: {e}")).with_source(e)
     }
@@ -765,7 +857,10 @@ pub fn fuzz_reply_stream(bytes: &[u8]) {
                 let (tx3, rx3) = oneshot::channel();
                 receivers.push(Box::new(rx3) as Box<dyn std::any::Any>);
                 drop(tx);
-                Pending::Plain { error: None, tx: tx3 }
+                Pending::Plain {
+                    error: None,
+                    tx: tx3,
+                }
             }
         };
         receivers.push(Box::new(rx) as Box<dyn std::any::Any>);
@@ -774,8 +869,11 @@ pub fn fuzz_reply_stream(bytes: &[u8]) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
         return;
     };
-    let mut input = bytes;
-    let structured = bytes.first().is_some_and(|b| b & 1 == 1);
+    // The first byte chooses simple or structured replies; the rest is the stream.
+    let Some((flag, mut input)) = bytes.split_first() else {
+        return;
+    };
+    let structured = flag & 1 == 1;
     let _ = rt.block_on(read_replies(&mut input, &shared, structured));
     shared.kill("end".into());
 }

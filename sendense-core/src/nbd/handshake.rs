@@ -67,7 +67,10 @@ impl ExportInfo {
 
     /// The id of a negotiated context.
     pub fn context_id(&self, name: &str) -> Option<u32> {
-        self.contexts.iter().find(|(_, n)| n == name).map(|(id, _)| *id)
+        self.contexts
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
     }
 }
 
@@ -233,13 +236,16 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 match u16::from_be_bytes([d[0], d[1]]) {
                     INFO_EXPORT if d.len() == 12 => {
                         let size = u64::from_be_bytes(
-                            d[2..10].try_into().map_err(|_| protocol_error("bad info"))?,
+                            d[2..10]
+                                .try_into()
+                                .map_err(|_| protocol_error("bad info"))?,
                         );
                         let flags = u16::from_be_bytes([d[10], d[11]]);
                         size_flags = Some((size, flags));
                     }
                     INFO_BLOCK_SIZE if d.len() == 14 => {
-                        let word = |i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+                        let word =
+                            |i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
                         min_block = word(2).max(1);
                         preferred_block = word(6).max(min_block);
                         max_block = word(10).max(min_block);
@@ -253,11 +259,15 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             k if k & REP_FLAG_ERROR != 0 => {
                 return Err(option_error(&format!("opening export `{export}`"), &reply));
             }
-            k => return Err(protocol_error(format!("unexpected reply {k} to NBD_OPT_GO"))),
+            k => {
+                return Err(protocol_error(format!(
+                    "unexpected reply {k} to NBD_OPT_GO"
+                )))
+            }
         }
     }
-    let (size, flags) = size_flags
-        .ok_or_else(|| protocol_error("the server did not send the export size"))?;
+    let (size, flags) =
+        size_flags.ok_or_else(|| protocol_error("the server did not send the export size"))?;
     if flags & TFLAG_HAS_FLAGS == 0 {
         return Err(protocol_error("transmission flags lack NBD_FLAG_HAS_FLAGS"));
     }
@@ -279,10 +289,14 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 fn io_err(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe
+    ) {
         Error::new(
             ErrorKind::Protocol,
-            "the server closed the connection during negotiation",
+            format!("the server closed the connection during negotiation ({e})"),
         )
         .with_source(e)
     } else {

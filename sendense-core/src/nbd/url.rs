@@ -53,9 +53,8 @@ impl NbdUrl {
 }
 
 fn invalid(url: &str, why: &str) -> Error {
-    Error::invalid(format!("invalid NBD URL `{url}`: {why}")).with_help(
-        "Use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=/path/to/socket.",
-    )
+    Error::invalid(format!("invalid NBD URL `{url}`: {why}"))
+        .with_help("Use nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=/path/to/socket.")
 }
 
 fn percent_decode(url: &str, s: &str) -> Result<String> {
@@ -138,7 +137,10 @@ impl FromStr for NbdUrl {
             }
             "nbd+unix" => {
                 if !authority.is_empty() {
-                    return Err(invalid(url, "nbd+unix URLs have no host (use three slashes)"));
+                    return Err(invalid(
+                        url,
+                        "nbd+unix URLs have no host (use three slashes)",
+                    ));
                 }
                 let socket = query
                     .into_iter()
@@ -181,11 +183,20 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         let cases = [
-            ("nbd://127.0.0.1:10100/pgtest1-disk-2000", NbdUrl::tcp("127.0.0.1", 10100, "pgtest1-disk-2000")),
+            (
+                "nbd://127.0.0.1:10100/pgtest1-disk-2000",
+                NbdUrl::tcp("127.0.0.1", 10100, "pgtest1-disk-2000"),
+            ),
             ("nbd://localhost/", NbdUrl::tcp("localhost", 10809, "")),
             ("nbd://[::1]:99/a%20b", NbdUrl::tcp("::1", 99, "a b")),
-            ("nbd+unix:///disk?socket=/tmp/x.sock", NbdUrl::unix("/tmp/x.sock", "disk")),
-            ("nbd+unix:///?socket=/run/a%20b.sock", NbdUrl::unix("/run/a b.sock", "")),
+            (
+                "nbd+unix:///disk?socket=/tmp/x.sock",
+                NbdUrl::unix("/tmp/x.sock", "disk"),
+            ),
+            (
+                "nbd+unix:///?socket=/run/a%20b.sock",
+                NbdUrl::unix("/run/a b.sock", ""),
+            ),
         ];
         for (text, want) in cases {
             let got: NbdUrl = text.parse().unwrap();

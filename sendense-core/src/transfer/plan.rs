@@ -119,7 +119,11 @@ pub fn plan(ranges: &[(u64, u64, bool)], opts: &PlanOptions) -> Vec<Work> {
     // 2. Split.
     let mut work = Vec::new();
     for (s, e, data) in merged {
-        let step = if data { opts.request_size } else { opts.zero_chunk };
+        let step = if data {
+            opts.request_size
+        } else {
+            opts.zero_chunk
+        };
         let mut pos = s;
         while pos < e {
             // Cut at multiples of `step` so requests stay aligned to the image's clusters.
@@ -142,7 +146,11 @@ mod tests {
     use super::*;
 
     fn ext(offset: u64, length: u64, flags: u32) -> Extent {
-        Extent { offset, length, flags }
+        Extent {
+            offset,
+            length,
+            flags,
+        }
     }
 
     const MIB: u64 = 1 << 20;
@@ -151,7 +159,14 @@ mod tests {
     fn full_copy_reads_data_and_zeroes_holes() {
         let alloc = [ext(0, MIB, 0), ext(MIB, MIB, 3), ext(2 * MIB, MIB, 1)];
         // A hole without STATE_ZERO has undefined content: read it.
-        assert_eq!(classify(&alloc, None), vec![(0, MIB, true), (MIB, 2 * MIB, false), (2 * MIB, 3 * MIB, true)]);
+        assert_eq!(
+            classify(&alloc, None),
+            vec![
+                (0, MIB, true),
+                (MIB, 2 * MIB, false),
+                (2 * MIB, 3 * MIB, true)
+            ]
+        );
     }
 
     #[test]
@@ -174,12 +189,19 @@ mod tests {
             classify(&alloc, Some(&dirty)),
             vec![(3 * MIB, 4 * MIB, true), (4 * MIB, 5 * MIB, false)]
         );
-        assert!(classify(&alloc, Some(&[])).is_empty(), "no changes, no work");
+        assert!(
+            classify(&alloc, Some(&[])).is_empty(),
+            "no changes, no work"
+        );
     }
 
     #[test]
     fn plan_splits_and_coalesces() {
-        let opts = PlanOptions { request_size: MIB, coalesce_gap: 64 << 10, zero_chunk: 4 * MIB };
+        let opts = PlanOptions {
+            request_size: MIB,
+            coalesce_gap: 64 << 10,
+            zero_chunk: 4 * MIB,
+        };
         let k = 1024;
         let ranges = [
             (0, 100 * k, true),
@@ -191,11 +213,26 @@ mod tests {
         assert_eq!(
             plan(&ranges, &opts),
             vec![
-                Work::Data { offset: 0, len: 200 * k },
-                Work::Zero { offset: 200 * k, len: 4 * MIB - 200 * k },
-                Work::Zero { offset: 4 * MIB, len: 4 * MIB },
-                Work::Zero { offset: 8 * MIB, len: 2 * MIB },
-                Work::Data { offset: 10 * MIB, len: 1 },
+                Work::Data {
+                    offset: 0,
+                    len: 200 * k
+                },
+                Work::Zero {
+                    offset: 200 * k,
+                    len: 4 * MIB - 200 * k
+                },
+                Work::Zero {
+                    offset: 4 * MIB,
+                    len: 4 * MIB
+                },
+                Work::Zero {
+                    offset: 8 * MIB,
+                    len: 2 * MIB
+                },
+                Work::Data {
+                    offset: 10 * MIB,
+                    len: 1
+                },
             ]
         );
         // Data longer than a request is cut at aligned boundaries.
@@ -203,9 +240,18 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                Work::Data { offset: MIB / 2, len: MIB / 2 },
-                Work::Data { offset: MIB, len: MIB },
-                Work::Data { offset: 2 * MIB, len: MIB },
+                Work::Data {
+                    offset: MIB / 2,
+                    len: MIB / 2
+                },
+                Work::Data {
+                    offset: MIB,
+                    len: MIB
+                },
+                Work::Data {
+                    offset: 2 * MIB,
+                    len: MIB
+                },
             ]
         );
         // A leading or trailing gap is never absorbed.

@@ -56,11 +56,17 @@ mod tests {
         let g = 4096u64;
         let mut buf = vec![0u8; 5 * 4096];
         buf[4096 + 17] = 9; // block 1 of the buffer
-        // The buffer starts 1024 bytes into a block: the first run ends at the boundary.
+                            // The buffer starts 1024 bytes into a block: the first run ends at the boundary.
         let runs = zero_runs(&buf, 1024, g);
-        assert_eq!(runs, vec![(0, 3072, true), (3072, 7168, false), (7168, 5 * 4096, true)]);
+        assert_eq!(
+            runs,
+            vec![(0, 3072, true), (3072, 7168, false), (7168, 5 * 4096, true)]
+        );
         let runs = zero_runs(&buf, 0, g);
-        assert_eq!(runs, vec![(0, 4096, true), (4096, 8192, false), (8192, 20480, true)]);
+        assert_eq!(
+            runs,
+            vec![(0, 4096, true), (4096, 8192, false), (8192, 20480, true)]
+        );
         assert_eq!(zero_runs(&[1, 2, 3], 0, g), vec![(0, 3, false)]);
     }
 }
