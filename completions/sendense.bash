@@ -16,11 +16,17 @@ _sendense() {
             ",$1")
                 cmd="sendense"
                 ;;
+            sendense,cleanup)
+                cmd="sendense__subcmd__cleanup"
+                ;;
             sendense,init)
                 cmd="sendense__subcmd__init"
                 ;;
             sendense,job)
                 cmd="sendense__subcmd__job"
+                ;;
+            sendense,nbd)
+                cmd="sendense__subcmd__nbd"
                 ;;
             sendense,repo)
                 cmd="sendense__subcmd__repo"
@@ -34,8 +40,14 @@ _sendense() {
             sendense__subcmd__job,show)
                 cmd="sendense__subcmd__job__subcmd__show"
                 ;;
+            sendense__subcmd__nbd,list)
+                cmd="sendense__subcmd__nbd__subcmd__list"
+                ;;
             sendense__subcmd__repo,add)
                 cmd="sendense__subcmd__repo__subcmd__add"
+                ;;
+            sendense__subcmd__repo,import)
+                cmd="sendense__subcmd__repo__subcmd__import"
                 ;;
             sendense__subcmd__repo,list)
                 cmd="sendense__subcmd__repo__subcmd__list"
@@ -71,8 +83,30 @@ _sendense() {
 
     case "${cmd}" in
         sendense)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm job"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm job nbd cleanup"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__cleanup)
+            opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -192,8 +226,52 @@ _sendense() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sendense__subcmd__nbd)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__nbd__subcmd__list)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sendense__subcmd__repo)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add list show test refresh remove"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add list show test import refresh remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +300,32 @@ _sendense() {
             fi
             case "${prev}" in
                 --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__repo__subcmd__import)
+            opts="-v -q -h -V --name --require-mount --default --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -35,6 +35,8 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "init" -d 'Create 
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage backup repositories'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "nbd" -d 'NBD exports Sendense started'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "cleanup" -d 'Find and remove what interrupted jobs left behind'
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -42,19 +44,20 @@ complete -c sendense -n "__fish_sendense_using_subcommand init" -s v -l verbose 
 complete -c sendense -n "__fish_sendense_using_subcommand init" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand init" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "add" -d 'Create a repository in DIR and register it'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "list" -d 'List repositories'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "show" -d 'Show a repository with a fresh capacity reading'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "test" -d 'Check a repository: mount guard, identity, a durable write (write, fsync, read back, delete a 1 MiB probe), capacity'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "refresh" -d 'Re-read the capacity of every repository and check each is present'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test refresh remove" -f -a "remove" -d 'Unregister a repository. Refused (exit 5) while it holds backups; its files are kept'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "add" -d 'Create a repository in DIR and register it'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "list" -d 'List repositories'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "show" -d 'Show a repository with a fresh capacity reading'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "test" -d 'Check a repository: mount guard, identity, a durable write (write, fsync, read back, delete a 1 MiB probe), capacity'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "import" -d 'Register an existing repository and rebuild its backups in the catalog from its manifests'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "refresh" -d 'Re-read the capacity of every repository and check each is present'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "remove" -d 'Unregister a repository. Refused (exit 5) while it holds backups; its files are kept'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l path -d 'Directory of the repository (local disk or a mounted NFS/CIFS share)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -86,6 +89,16 @@ complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l name -d 'Name to register it under (default: the name it was created with)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l require-mount -d 'Refuse to use the path unless it is a mount point'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l default -d 'Make it the default repository'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from refresh" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from refresh" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from refresh" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -170,3 +183,26 @@ complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_s
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -f -a "list" -d 'List the NBD exports Sendense started (port, export, pid, job, file, age)'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand nbd; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -l dry-run -d 'Only show what would be removed'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s V -l version -d 'Print version'

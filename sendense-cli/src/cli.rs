@@ -102,6 +102,42 @@ config is never overwritten.")]
     /// Inspect jobs (backups, restores, ...).
     #[command(subcommand)]
     Job(JobCommand),
+    /// NBD exports Sendense started.
+    #[command(subcommand)]
+    Nbd(NbdCommand),
+    /// Find and remove what interrupted jobs left behind.
+    #[command(
+        after_long_help = "Removes, for sendense processes that are gone: qemu-nbd processes they started
+(matched by recorded pid, start time and command line, never by name; a qemu-nbd
+Sendense did not start is never touched), their ports, .partial images and
+temporary manifests in every repository, scratch (fleecing) directories, lock
+files nobody holds, and jobs left running (marked failed with the reason).
+The catalog part of this runs automatically whenever sendense opens its state.
+
+JSON OUTPUT
+  {\"dry_run\": false,
+   \"actions\": [{\"action\": \"stop_qemu_nbd\" | \"release_port\" | \"remove_file\" |
+                           \"remove_dir\" | \"fail_job\" | \"discard_backup\",
+                \"target\": \"...\", \"reason\": \"...\"}],
+   \"errors\": []}"
+    )]
+    Cleanup {
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NbdCommand {
+    /// List the NBD exports Sendense started (port, export, pid, job, file, age).
+    #[command(after_long_help = "JSON OUTPUT
+  An array of exports:
+  [{\"id\": 3, \"port\": 10100, \"socket\": null, \"export\": \"pgtest1-disk-2000\",
+    \"job\": 7, \"owner_pid\": 4242, \"pid\": 4250, \"file\": \"/srv/backup/...qcow2.partial\",
+    \"allocated_at\": \"...\", \"url\": \"nbd://127.0.0.1:10100/pgtest1-disk-2000\",
+    \"alive\": true, \"age_seconds\": 12}]")]
+    List,
 }
 
 const REPO_JSON: &str = "JSON OUTPUT
@@ -157,6 +193,28 @@ another repository at the path, 1: the write failed).")]
     Test {
         /// Repository name.
         name: String,
+    },
+    /// Register an existing repository and rebuild its backups in the catalog from its manifests.
+    #[command(
+        after_long_help = "Use it when the hub was lost: the repository alone is enough to restore.
+
+JSON OUTPUT
+  {\"repo\": {repository object}, \"vms_created\": [\"pgtest1\"],
+   \"backups_imported\": [\"<backup-id>\", ...], \"backups_known\": [],
+   \"skipped\": [\"<backup-id>: image ... is missing\"]}"
+    )]
+    Import {
+        /// Directory holding sendense-repo.yaml.
+        path: PathBuf,
+        /// Name to register it under (default: the name it was created with).
+        #[arg(long)]
+        name: Option<String>,
+        /// Refuse to use the path unless it is a mount point.
+        #[arg(long)]
+        require_mount: bool,
+        /// Make it the default repository.
+        #[arg(long)]
+        default: bool,
     },
     /// Re-read the capacity of every repository and check each is present.
     #[command(after_long_help = "JSON OUTPUT

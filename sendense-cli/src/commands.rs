@@ -1,7 +1,9 @@
 //! One module per noun; each turns arguments into a core call and renders the result.
 
+mod cleanup;
 mod init;
 mod job;
+mod nbd;
 mod repo;
 mod vm;
 
@@ -17,6 +19,8 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Repo(cmd) => repo::run(g, cmd),
         Command::Vm(cmd) => vm::run(g, cmd),
         Command::Job(cmd) => job::run(g, cmd),
+        Command::Nbd(cmd) => nbd::run(g, cmd),
+        Command::Cleanup { dry_run } => cleanup::run(g, dry_run),
     }
 }
 

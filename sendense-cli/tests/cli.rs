@@ -430,9 +430,13 @@ fn jobs_are_listed_from_the_catalog() {
         .map(|j| j["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, [3, 2, 1], "newest first");
+    // The `running` job has no live process behind it: the first command marks it failed.
+    assert_eq!(all[0]["status"], "failed");
+    assert_eq!(all[0]["error"], "no process is running it");
     let failed = env.json(&["job", "list", "--status", "failed"]);
-    assert_eq!(failed.as_array().unwrap().len(), 1);
-    assert_eq!(failed[0]["error"], "disk full");
+    assert_eq!(failed.as_array().unwrap().len(), 2);
+    assert_eq!(failed[1]["error"], "disk full");
+    assert_eq!(env.json(&["job", "list", "--status", "running"]), serde_json::json!([]));
     assert_eq!(
         env.json(&["job", "list", "--vm", "vm1"])
             .as_array()

@@ -5,11 +5,18 @@
 //! means two `sendense` processes queue behind each other (up to [`BUSY_TIMEOUT`]) instead of
 //! failing with "database is locked" when a read transaction tries to upgrade.
 
+mod backups;
+mod exports;
 mod jobs;
 mod repos;
 mod schema;
 mod vms;
 
+pub use backups::{
+    BackupDiskRecord, BackupFilter, BackupMode, BackupRecord, ChainTop, DiskOutcome,
+    ImportedBackup, NewBackupDisk,
+};
+pub use exports::{ExportRecord, Listen};
 pub use jobs::{JobFilter, JobKind, JobRecord, JobStatus};
 pub use repos::{NewRepo, RepoRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};

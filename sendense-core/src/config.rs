@@ -66,12 +66,18 @@ impl Default for CopyConfig {
 pub struct QemuNbdConfig {
     /// Seconds to wait after SIGTERM before SIGKILL.
     pub stop_timeout_secs: u64,
+    /// qemu-nbd `--cache` mode for backup targets.
+    pub cache: String,
+    /// qemu-nbd `--aio` mode for backup targets.
+    pub aio: String,
 }
 
 impl Default for QemuNbdConfig {
     fn default() -> Self {
         QemuNbdConfig {
             stop_timeout_secs: 5,
+            cache: "writeback".into(),
+            aio: "threads".into(),
         }
     }
 }
@@ -150,6 +156,17 @@ impl Config {
                 "must have 0 < first <= last (for example first: 10100, last: 10200)",
             );
         }
+        if !["writeback", "none", "directsync", "writethrough"]
+            .contains(&self.qemu_nbd.cache.as_str())
+        {
+            return bad(
+                "qemu_nbd.cache",
+                "must be one of writeback, none, directsync, writethrough",
+            );
+        }
+        if !["threads", "native", "io_uring"].contains(&self.qemu_nbd.aio.as_str()) {
+            return bad("qemu_nbd.aio", "must be one of threads, native, io_uring");
+        }
         if self.hook_timeout_secs == 0 {
             return bad("hook_timeout_secs", "must be at least 1");
         }
@@ -212,9 +229,12 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 #   requests: 16
 #   request_size: 1048576
 
-# qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one.
+# qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one, and the
+# cache (writeback, none, directsync, writethrough) and aio (threads, native, io_uring) modes.
 # qemu_nbd:
 #   stop_timeout_secs: 5
+#   cache: writeback
+#   aio: threads
 
 # Directory for fleecing overlays and other temporary files (default: <state-dir>/scratch).
 # scratch_dir: /var/lib/sendense/scratch

@@ -27,11 +27,15 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod cleanup;
 pub mod config;
 mod error;
 mod event;
+pub mod export;
 pub mod fsutil;
+pub mod lock;
 pub mod nbd;
+pub mod proc;
 pub mod repo;
 mod sendense;
 pub mod time;
@@ -44,6 +48,6 @@ pub use config::{Config, TransferMode};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind, EventSink, NullSink, SharedSink};
 pub use sendense::{
-    resolve_state_dir, AddRepo, InitReport, OpenOptions, RepoStatus, Sendense, CATALOG_FILE,
-    CONFIG_FILE,
+    resolve_state_dir, AddRepo, ExportStatus, InitReport, OpenOptions, RepoStatus, Sendense,
+    CATALOG_FILE, CONFIG_FILE,
 };

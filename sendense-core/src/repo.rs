@@ -14,6 +14,14 @@
 //! A repository registered with `require_mount` is refused whenever its path is not a mount
 //! point, so an unmounted share never fills the root filesystem.
 
+pub mod chain;
+mod import;
+pub mod manifest;
+mod writer;
+
+pub use import::ImportReport;
+pub use writer::{DiskPlan, PendingBackup, Target};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::{self, Capacity};
 use serde::{Deserialize, Serialize};

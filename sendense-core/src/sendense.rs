@@ -27,6 +27,7 @@ pub struct OpenOptions {
     state_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     sink: Option<SharedSink>,
+    no_reconcile: bool,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -53,6 +54,13 @@ impl OpenOptions {
     /// Reads this config file instead of `<state-dir>/config.yaml` (it must exist).
     pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
         self.config = Some(path.into());
+        self
+    }
+
+    /// Skips the reconciliation that opening normally runs (see [`crate::cleanup`]); for
+    /// `cleanup --dry-run`, which must change nothing.
+    pub fn without_reconcile(mut self) -> Self {
+        self.no_reconcile = true;
         self
     }
 
@@ -195,13 +203,29 @@ impl Sendense {
         };
         let config = Config::load(&config_path, optional)?;
         let catalog = Catalog::open(&state_dir.join(CATALOG_FILE), create)?;
-        Ok(Sendense {
+        let mut sd = Sendense {
             state_dir,
             config_path,
             config,
             catalog,
             sink: opts.sink.unwrap_or_else(|| Arc::new(NullSink)),
-        })
+        };
+        // What a killed sendense left behind is reconciled by the next command.
+        if opts.no_reconcile {
+            return Ok(sd);
+        }
+        match sd.reconcile() {
+            Ok(report) => {
+                for a in &report.actions {
+                    tracing::warn!("cleanup: {} {} ({})", a.action, a.target, a.reason);
+                }
+                for e in &report.errors {
+                    tracing::warn!("cleanup: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cleanup failed: {e}"),
+        }
+        Ok(sd)
     }
 
     /// The state directory.
@@ -222,6 +246,24 @@ impl Sendense {
     /// The catalog, for queries.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The catalog, for changes.
+    pub fn catalog_mut(&mut self) -> &mut Catalog {
+        &mut self.catalog
+    }
+
+    /// Where fleecing overlays and temporary files go.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.config
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("scratch"))
+    }
+
+    /// Where qemu-nbd pid files and logs go.
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir.join("run")
     }
 
     /// The event sink.
@@ -399,6 +441,47 @@ impl Sendense {
         self.catalog.delete_vm(name)
     }
 
+    // ---- NBD exports ----------------------------------------------------------------------
+
+    /// Starts qemu-nbd for `spec` (recorded in the catalog; see [`crate::export`]).
+    pub fn start_export(
+        &mut self,
+        spec: &crate::export::ExportSpec,
+    ) -> Result<crate::export::RunningExport> {
+        let run_dir = self.run_dir();
+        let cfg = self.config.qemu_nbd.clone();
+        crate::export::start(&mut self.catalog, &run_dir, spec, &cfg)
+    }
+
+    /// Stops an export this process started and frees its port.
+    pub fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()> {
+        let grace = std::time::Duration::from_secs(self.config.qemu_nbd.stop_timeout_secs);
+        crate::export::stop(&mut self.catalog, export, grace)
+    }
+
+    /// The exports Sendense has recorded, with whether their process is alive.
+    pub fn nbd_exports(&self) -> Result<Vec<ExportStatus>> {
+        Ok(self
+            .catalog
+            .exports()?
+            .into_iter()
+            .map(|record| ExportStatus {
+                alive: record.server().is_some_and(|s| s.is_alive()),
+                age_seconds: crate::time::age_seconds(&record.allocated_at),
+                url: match (&record.port, &record.socket) {
+                    (Some(p), _) => {
+                        Some(crate::nbd::NbdUrl::tcp("127.0.0.1", *p, &record.export).to_string())
+                    }
+                    (None, Some(s)) => {
+                        Some(crate::nbd::NbdUrl::unix(s, &record.export).to_string())
+                    }
+                    _ => None,
+                },
+                record,
+            })
+            .collect())
+    }
+
     // ---- jobs -----------------------------------------------------------------------------
 
     /// Jobs, newest first.
@@ -410,6 +493,20 @@ impl Sendense {
     pub fn job(&self, id: i64) -> Result<JobRecord> {
         self.catalog.job(id)
     }
+}
+
+/// A recorded export and whether it is serving. Also the `nbd list --json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExportStatus {
+    /// The catalog record.
+    #[serde(flatten)]
+    pub record: crate::catalog::ExportRecord,
+    /// Where to connect.
+    pub url: Option<String>,
+    /// The qemu-nbd process is running.
+    pub alive: bool,
+    /// Seconds since the export was allocated.
+    pub age_seconds: u64,
 }
 
 /// A request to create and register a repository.

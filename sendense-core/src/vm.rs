@@ -49,6 +49,7 @@ pub fn probe_image_disk(path: &Path) -> Result<NewDisk> {
     }
     let info = qemu_img::info(&canonical)?;
     Ok(NewDisk {
+        key: None,
         identity: canonical.to_string_lossy().into_owned(),
         format: Some(info.format),
         size_bytes: info.virtual_size,

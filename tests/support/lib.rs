@@ -128,6 +128,36 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
+/// The first of `n` consecutive ports on 127.0.0.1 that are free now. Starts at a pseudo-random
+/// place so tests running at the same time pick different ranges.
+pub fn free_port_range(n: u16) -> u16 {
+    let seed = std::process::id() as u64 * 7919
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    let span = 30000u64;
+    for i in 0..span / n as u64 {
+        let first = 21000 + ((seed + i * n as u64 * 13) % (span - n as u64)) as u16;
+        if (first..first + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {n} consecutive free ports on 127.0.0.1");
+}
+
+/// Writes a state-directory config that gives this test its own NBD port range.
+pub fn private_port_config(state: &Path, n: u16) -> (u16, u16) {
+    let first = free_port_range(n);
+    std::fs::create_dir_all(state).expect("creating state dir");
+    std::fs::write(
+        state.join("config.yaml"),
+        format!("nbd_ports: {{first: {first}, last: {}}}\n", first + n - 1),
+    )
+    .expect("writing config.yaml");
+    (first, first + n - 1)
+}
+
 /// An NBD server started by a test, reachable at `url`.
 #[derive(Debug)]
 pub struct Server {

@@ -106,6 +106,29 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
                 ))?;
             }
         }
+        RepoCommand::Import {
+            path,
+            name,
+            require_mount,
+            default,
+        } => {
+            let report = sd.import_repo(&path, name.as_deref(), require_mount, default)?;
+            if g.json {
+                output::json(&report)?;
+            } else {
+                output::line(&format!(
+                    "Imported repository `{}` at {}: {} backup(s) added, {} already known, {} VM(s) created.",
+                    report.repo.name,
+                    report.repo.path.display(),
+                    report.backups_imported.len(),
+                    report.backups_known.len(),
+                    report.vms_created.len()
+                ))?;
+                for s in &report.skipped {
+                    tracing::warn!("skipped {s}");
+                }
+            }
+        }
         RepoCommand::Refresh => {
             let statuses = sd.refresh_repos()?;
             if g.json {

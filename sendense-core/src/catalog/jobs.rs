@@ -110,6 +110,9 @@ pub struct JobRecord {
     pub status: JobStatus,
     /// Process that runs or ran it.
     pub pid: Option<u32>,
+    /// Start time of that process (identifies it together with the pid).
+    #[serde(skip)]
+    pub pid_start: Option<u64>,
     /// Host of that process.
     pub host: Option<String>,
     /// When it was created.
@@ -138,7 +141,7 @@ pub struct JobFilter {
 }
 
 const SELECT: &str = "SELECT j.id, j.kind, coalesce(v.name, j.vm_name), r.name, j.status, j.pid, \
-     j.host, j.created_at, j.started_at, j.ended_at, j.bytes_total, j.bytes_done, j.error \
+     j.host, j.created_at, j.started_at, j.ended_at, j.bytes_total, j.bytes_done, j.error, j.pid_start \
      FROM jobs j LEFT JOIN vms v ON v.id = j.vm_id LEFT JOIN repositories r ON r.id = j.repo_id";
 
 fn parse_col<T: FromStr<Err = Error>>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
@@ -163,11 +166,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         bytes_total: r.get::<_, i64>(10)? as u64,
         bytes_done: r.get::<_, i64>(11)? as u64,
         error: r.get(12)?,
+        pid_start: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
     })
 }
 
 impl Catalog {
-    /// Creates a pending job.
+    /// Creates a pending job owned by this process.
     pub fn create_job(
         &mut self,
         kind: JobKind,
@@ -175,12 +179,14 @@ impl Catalog {
         repo: Option<&str>,
     ) -> Result<JobRecord> {
         let now = crate::time::now_rfc3339();
+        let me = crate::proc::ProcId::current();
+        let host = hostname();
         let id = self.write(|tx| {
             tx.execute(
-                "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at) VALUES \
+                "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at, pid, pid_start, host) VALUES \
                  (?1, (SELECT id FROM vms WHERE name = ?2), ?2, \
-                  (SELECT id FROM repositories WHERE name = ?3), 'pending', ?4)",
-                (kind.as_str(), vm, repo, &now),
+                  (SELECT id FROM repositories WHERE name = ?3), 'pending', ?4, ?5, ?6, ?7)",
+                (kind.as_str(), vm, repo, &now, me.pid, me.start as i64, host),
             )?;
             Ok(tx.last_insert_rowid())
         })?;
@@ -190,14 +196,13 @@ impl Catalog {
     /// Marks a job running in this process.
     pub fn start_job(&mut self, id: i64) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok());
+        let me = crate::proc::ProcId::current();
+        let host = hostname();
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE jobs SET status = 'running', pid = ?1, host = ?2, started_at = ?3 \
-                 WHERE id = ?4 AND status = 'pending'",
-                (std::process::id(), host, now, id),
+                "UPDATE jobs SET status = 'running', pid = ?1, pid_start = ?2, host = ?3, started_at = ?4 \
+                 WHERE id = ?5 AND status = 'pending'",
+                (me.pid, me.start as i64, host, now, id),
             )?;
             if n == 0 {
                 return Err(Error::internal(format!("job {id} is not pending")));
@@ -219,6 +224,26 @@ impl Catalog {
                 "UPDATE jobs SET status = ?1, error = ?2, ended_at = ?3 \
                  WHERE id = ?4 AND status IN ('pending', 'running')",
                 (status.as_str(), error, now, id),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Jobs not yet final.
+    pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut stmt = self.conn().prepare(&format!(
+            "{SELECT} WHERE j.status IN ('pending', 'running') ORDER BY j.id"
+        ))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records how many bytes a job has moved.
+    pub fn set_job_progress(&mut self, id: i64, done: u64, total: u64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET bytes_done = ?1, bytes_total = ?2 WHERE id = ?3",
+                (done as i64, total as i64, id),
             )?;
             Ok(())
         })
@@ -255,6 +280,12 @@ impl Catalog {
                     .with_help("See `sendense job list` for the job ids.")
             })
     }
+}
+
+fn hostname() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
 }
 
 #[cfg(test)]

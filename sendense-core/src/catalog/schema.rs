@@ -80,6 +80,7 @@ CREATE TABLE jobs (
     status           TEXT NOT NULL
                      CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
     pid              INTEGER,
+    pid_start        INTEGER,
     host             TEXT,
     created_at       TEXT NOT NULL,
     started_at       TEXT,
@@ -143,7 +144,9 @@ CREATE TABLE backup_disks (
 CREATE INDEX backup_disks_parent ON backup_disks(parent_backup_id, disk_key);
 CREATE INDEX backup_disks_vm_disk ON backup_disks(vm_disk_id);
 
--- Every NBD export Sendense started: a TCP port on 127.0.0.1 or a Unix socket.
+-- Every NBD export Sendense started: a TCP port on 127.0.0.1 or a Unix socket. Processes are
+-- identified by pid AND start time (/proc/PID/stat field 22), so a reused pid is never mistaken
+-- for the process Sendense started.
 CREATE TABLE nbd_exports (
     id           INTEGER PRIMARY KEY,
     port         INTEGER UNIQUE CHECK (port BETWEEN 1 AND 65535),
@@ -151,7 +154,9 @@ CREATE TABLE nbd_exports (
     export_name  TEXT NOT NULL,
     job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
     owner_pid    INTEGER NOT NULL,
+    owner_start  INTEGER NOT NULL,
     pid          INTEGER,
+    pid_start    INTEGER,
     cmdline      TEXT,
     file         TEXT,
     allocated_at TEXT NOT NULL,

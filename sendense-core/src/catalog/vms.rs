@@ -50,6 +50,8 @@ pub struct VmRecord {
 /// A disk to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDisk {
+    /// The key to use; `None` takes the next free one (2000, 2001, ...).
+    pub key: Option<u32>,
     /// Identity on the source.
     pub identity: String,
     /// Format, when known.
@@ -114,13 +116,16 @@ impl Catalog {
                 })
             })?;
             let vm_id = tx.last_insert_rowid();
-            for (i, disk) in disks.iter().enumerate() {
+            let mut next = FIRST_DISK_KEY;
+            for disk in disks {
+                let key = disk.key.unwrap_or(next);
+                next = next.max(key + 1);
                 tx.execute(
                     "INSERT INTO vm_disks (vm_id, disk_key, identity, format, size_bytes, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     (
                         vm_id,
-                        FIRST_DISK_KEY + i as u32,
+                        key,
                         &disk.identity,
                         &disk.format,
                         disk.size_bytes as i64,

@@ -1,0 +1,33 @@
+//! `sendense cleanup`.
+
+use crate::cli::GlobalArgs;
+use crate::output::{self, table};
+use crate::CmdResult;
+use sendense_core::{Error, ErrorKind};
+use std::process::ExitCode;
+
+pub fn run(g: &GlobalArgs, dry_run: bool) -> CmdResult {
+    let mut sd = super::open_options(g).without_reconcile().open()?;
+    let report = sd.cleanup(dry_run)?;
+    if g.json {
+        output::json(&report)?;
+    } else if report.actions.is_empty() {
+        output::line("Nothing to clean up.")?;
+    } else {
+        let mut t = table::new(&["Action", "Target", "Reason"]);
+        for a in &report.actions {
+            t.add_row([a.action.clone(), a.target.clone(), a.reason.clone()]);
+        }
+        output::line(&t.to_string())?;
+        if dry_run {
+            output::line("Dry run: nothing was changed.")?;
+        }
+    }
+    if !report.errors.is_empty() {
+        return Err(Error::new(
+            ErrorKind::PartiallyFailed,
+            format!("cleanup could not finish: {}", report.errors.join("; ")),
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

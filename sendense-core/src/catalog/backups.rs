@@ -1,0 +1,445 @@
+//! Backup rows: one per VM-level backup, one `backup_disks` row per disk.
+
+use super::Catalog;
+use crate::error::{Error, Result};
+use rusqlite::{OptionalExtension, Row};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Full or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMode {
+    /// Every allocated block; the image has no backing file.
+    Full,
+    /// Changed blocks; the image is backed by the previous backup of the same disk.
+    Incremental,
+}
+
+impl BackupMode {
+    /// Text stored in the catalog.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMode::Full => "full",
+            BackupMode::Incremental => "incremental",
+        }
+    }
+
+    fn parse(s: &str) -> BackupMode {
+        if s == "incremental" {
+            BackupMode::Incremental
+        } else {
+            BackupMode::Full
+        }
+    }
+}
+
+/// One disk of a backup. Also its `--json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupDiskRecord {
+    /// Disk key.
+    pub key: u32,
+    /// Full or incremental.
+    pub mode: BackupMode,
+    /// Why that mode.
+    pub reason: String,
+    /// Absolute path of the QCOW2 image.
+    pub file: PathBuf,
+    /// The backup this disk's image is backed by (incrementals).
+    pub parent: Option<String>,
+    /// Virtual size of the disk.
+    pub size_bytes: u64,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written into the image.
+    pub bytes_written: u64,
+    /// The change-tracking checkpoint this backup ends at.
+    pub checkpoint: Option<String>,
+    /// Digest of the data written (for verify).
+    pub digest: Option<String>,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The image path relative to the repository.
+    #[serde(skip)]
+    pub rel_file: String,
+}
+
+/// A backup. Also its `--json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupRecord {
+    /// Backup id.
+    pub id: String,
+    /// VM name.
+    pub vm: String,
+    /// Repository name.
+    pub repo: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// When it started.
+    pub created_at: String,
+    /// When it completed.
+    pub completed_at: Option<String>,
+    /// The job that made it.
+    pub job: Option<i64>,
+    /// Its disks, by key.
+    pub disks: Vec<BackupDiskRecord>,
+    #[serde(skip)]
+    /// Repository root.
+    pub repo_path: PathBuf,
+    #[serde(skip)]
+    /// Catalog id of the VM.
+    pub vm_id: i64,
+    #[serde(skip)]
+    /// Catalog id of the repository.
+    pub repo_id: i64,
+}
+
+/// A disk of a backup being created.
+#[derive(Debug, Clone)]
+pub struct NewBackupDisk {
+    /// Disk key.
+    pub key: u32,
+    /// Catalog id of the VM disk.
+    pub vm_disk_id: Option<i64>,
+    /// Mode.
+    pub mode: BackupMode,
+    /// Reason for the mode.
+    pub reason: String,
+    /// Image path relative to the repository (final name, without `.partial`).
+    pub rel_file: String,
+    /// Parent backup (incrementals).
+    pub parent: Option<String>,
+    /// Disk size.
+    pub size_bytes: u64,
+    /// Checkpoint the backup ends at.
+    pub checkpoint: Option<String>,
+}
+
+/// What a disk moved, recorded at commit.
+#[derive(Debug, Clone, Default)]
+pub struct DiskOutcome {
+    /// Disk key.
+    pub key: u32,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Digest of the data.
+    pub digest: Option<String>,
+}
+
+/// The newest completed image of one disk in one repository: the parent of the next incremental.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTop {
+    /// Backup id.
+    pub backup: String,
+    /// Image path relative to the repository.
+    pub rel_file: String,
+    /// Disk size at that backup.
+    pub size_bytes: u64,
+    /// Checkpoint it ended at.
+    pub checkpoint: Option<String>,
+}
+
+/// A completed backup as a manifest describes it.
+#[derive(Debug, Clone)]
+pub struct ImportedBackup {
+    /// Backup id.
+    pub id: String,
+    /// Catalog id of the VM.
+    pub vm_id: i64,
+    /// Catalog id of the repository.
+    pub repo_id: i64,
+    /// When it started.
+    pub created_at: String,
+    /// When it completed.
+    pub completed_at: String,
+    /// Manifest path relative to the repository.
+    pub manifest: String,
+    /// Its disks and what they moved.
+    pub disks: Vec<(NewBackupDisk, DiskOutcome)>,
+}
+
+/// Narrows `backup list`.
+#[derive(Debug, Clone, Default)]
+pub struct BackupFilter {
+    /// Only this VM.
+    pub vm: Option<String>,
+    /// Only this repository.
+    pub repo: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+}
+
+const SELECT: &str = "SELECT b.id, v.name, r.name, b.status, b.created_at, b.completed_at, b.job_id, \
+     r.path, b.vm_id, b.repo_id FROM backups b JOIN vms v ON v.id = b.vm_id JOIN repositories r ON r.id = b.repo_id";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    Ok(BackupRecord {
+        id: r.get(0)?,
+        vm: r.get(1)?,
+        repo: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        completed_at: r.get(5)?,
+        job: r.get(6)?,
+        repo_path: PathBuf::from(r.get::<_, String>(7)?),
+        vm_id: r.get(8)?,
+        repo_id: r.get(9)?,
+        disks: Vec::new(),
+    })
+}
+
+impl Catalog {
+    /// Records a backup in `running` state with its planned disks.
+    pub fn insert_backup(
+        &mut self,
+        id: &str,
+        vm_id: i64,
+        repo_id: i64,
+        job: Option<i64>,
+        disks: &[NewBackupDisk],
+    ) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO backups (id, vm_id, repo_id, job_id, status, created_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                (id, vm_id, repo_id, job, &now),
+            )?;
+            insert_disks(tx, id, disks, "running")?;
+            Ok(())
+        })
+    }
+
+    /// Marks a backup completed with what each disk moved, in one transaction.
+    pub fn complete_backup(
+        &mut self,
+        id: &str,
+        manifest: &str,
+        outcomes: &[DiskOutcome],
+    ) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            for o in outcomes {
+                tx.execute(
+                    "UPDATE backup_disks SET status = 'completed', bytes_read = ?1, bytes_written = ?2, digest = ?3 \
+                     WHERE backup_id = ?4 AND disk_key = ?5",
+                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, id, o.key),
+                )?;
+            }
+            let n = tx.execute(
+                "UPDATE backups SET status = 'completed', completed_at = ?1, manifest = ?2 WHERE id = ?3 AND status = 'running'",
+                (&now, manifest, id),
+            )?;
+            if n == 0 {
+                return Err(Error::internal(format!("backup {id} is not running")));
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a backup that did not complete (its files are gone or going).
+    pub fn discard_backup(&mut self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM backups WHERE id = ?1 AND status != 'completed'",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a completed backup read from a repository manifest (`repo import`).
+    pub fn import_backup(&mut self, b: &ImportedBackup) -> Result<()> {
+        let ImportedBackup {
+            id,
+            vm_id,
+            repo_id,
+            created_at,
+            completed_at,
+            manifest,
+            disks,
+        } = b;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO backups (id, vm_id, repo_id, status, created_at, completed_at, manifest) \
+                 VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6)",
+                (id, vm_id, repo_id, created_at, completed_at, manifest),
+            )
+            .map_err(|e| super::unique_violation(e, || Error::already_exists(format!("backup {id} is already in the catalog"))))?;
+            let plain: Vec<NewBackupDisk> = disks.iter().map(|(d, _)| d.clone()).collect();
+            let id = id.as_str();
+            insert_disks(tx, id, &plain, "completed")?;
+            for (d, o) in disks {
+                tx.execute(
+                    "UPDATE backup_disks SET bytes_read = ?1, bytes_written = ?2, digest = ?3 WHERE backup_id = ?4 AND disk_key = ?5",
+                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, id, d.key),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Backups, newest first.
+    pub fn backups(&self, filter: &BackupFilter) -> Result<Vec<BackupRecord>> {
+        let mut sql = format!("{SELECT} WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(vm) = &filter.vm {
+            args.push(vm.clone());
+            sql.push_str(&format!(" AND v.name = ?{}", args.len()));
+        }
+        if let Some(repo) = &filter.repo {
+            args.push(repo.clone());
+            sql.push_str(&format!(" AND r.name = ?{}", args.len()));
+        }
+        if let Some(status) = &filter.status {
+            args.push(status.clone());
+            sql.push_str(&format!(" AND b.status = ?{}", args.len()));
+        }
+        // Insertion order is creation order (import inserts parents first): ids made in the same
+        // second do not sort by time.
+        sql.push_str(" ORDER BY b.rowid DESC");
+        let mut stmt = self.conn().prepare(&sql)?;
+        let mut list = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for b in &mut list {
+            b.disks = self.backup_disks(&b.id, &b.repo_path)?;
+        }
+        Ok(list)
+    }
+
+    /// Backups still `running`.
+    pub fn running_backups(&self) -> Result<Vec<BackupRecord>> {
+        self.backups(&BackupFilter {
+            status: Some("running".into()),
+            ..Default::default()
+        })
+    }
+
+    /// One backup.
+    pub fn backup(&self, id: &str) -> Result<BackupRecord> {
+        let mut b = self
+            .conn()
+            .query_row(&format!("{SELECT} WHERE b.id = ?1"), [id], from_row)
+            .optional()?
+            .ok_or_else(|| {
+                Error::not_found(format!("no backup with id `{id}`"))
+                    .with_help("See `sendense backup list` for the backup ids.")
+            })?;
+        b.disks = self.backup_disks(&b.id, &b.repo_path)?;
+        Ok(b)
+    }
+
+    fn backup_disks(&self, id: &str, repo_path: &std::path::Path) -> Result<Vec<BackupDiskRecord>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT disk_key, mode, reason, file, parent_backup_id, size_bytes, bytes_read, bytes_written, \
+             checkpoint, digest, status, error FROM backup_disks WHERE backup_id = ?1 ORDER BY disk_key",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let rel: String = r.get(3)?;
+            Ok(BackupDiskRecord {
+                key: r.get(0)?,
+                mode: BackupMode::parse(&r.get::<_, String>(1)?),
+                reason: r.get(2)?,
+                file: repo_path.join(&rel),
+                parent: r.get(4)?,
+                size_bytes: r.get::<_, i64>(5)? as u64,
+                bytes_read: r.get::<_, i64>(6)? as u64,
+                bytes_written: r.get::<_, i64>(7)? as u64,
+                checkpoint: r.get(8)?,
+                digest: r.get(9)?,
+                status: r.get(10)?,
+                error: r.get(11)?,
+                rel_file: rel,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest completed image of disk `key` of a VM in a repository.
+    pub fn chain_top(&self, vm_id: i64, repo_id: i64, key: u32) -> Result<Option<ChainTop>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT d.backup_id, d.file, d.size_bytes, d.checkpoint FROM backup_disks d \
+                 JOIN backups b ON b.id = d.backup_id \
+                 WHERE b.vm_id = ?1 AND b.repo_id = ?2 AND d.disk_key = ?3 AND b.status = 'completed' \
+                 ORDER BY b.rowid DESC LIMIT 1",
+                (vm_id, repo_id, key),
+                |r| {
+                    Ok(ChainTop {
+                        backup: r.get(0)?,
+                        rel_file: r.get(1)?,
+                        size_bytes: r.get::<_, i64>(2)? as u64,
+                        checkpoint: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Backups whose images are backed by `id`'s images.
+    pub fn dependents(&self, id: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT DISTINCT backup_id FROM backup_disks WHERE parent_backup_id = ?1 ORDER BY backup_id",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deletes a backup's rows; refused while another backup depends on it.
+    pub fn delete_backup(&mut self, id: &str) -> Result<()> {
+        let deps = self.dependents(id)?;
+        if !deps.is_empty() {
+            return Err(Error::refused(format!(
+                "backup {id} is the parent of {}",
+                deps.join(", ")
+            ))
+            .with_help("Delete the backups that depend on it first (newest first)."));
+        }
+        self.write(|tx| {
+            tx.execute("DELETE FROM backups WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+}
+
+fn insert_disks(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    disks: &[NewBackupDisk],
+    status: &str,
+) -> Result<()> {
+    for d in disks {
+        tx.execute(
+            "INSERT INTO backup_disks (backup_id, disk_key, vm_disk_id, mode, reason, file, parent_backup_id, \
+             checkpoint, size_bytes, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            (
+                id,
+                d.key,
+                d.vm_disk_id,
+                d.mode.as_str(),
+                &d.reason,
+                &d.rel_file,
+                &d.parent,
+                &d.checkpoint,
+                d.size_bytes as i64,
+                status,
+            ),
+        )
+        .map_err(|e| match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Error::refused(format!(
+                    "disk {} of backup {id}: its parent {:?} is not a backup of the same disk, or the mode and parent disagree",
+                    d.key, d.parent
+                ))
+                .with_source(e)
+            }
+            _ => Error::from(e),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! NBD exports on the hub: qemu-nbd supervision, the port allocator, export naming.
+//!
+//! Every qemu-nbd Sendense starts is recorded in the catalog (`nbd_exports`) *before* it runs —
+//! port, export name, job, owning sendense process — and its pid, start time and exact command
+//! line are added as soon as it runs. Stopping is SIGTERM, then SIGKILL after the configured
+//! grace (5 s), then waiting for the exit, so the QCOW2 write lock is gone when `stop` returns.
+//! A sendense process killed with SIGKILL leaves rows whose owner is dead: the reconciliation in
+//! [`crate::cleanup`] stops exactly those qemu-nbd processes (matched by pid, start time and
+//! command line, never by name) and frees their ports. Exports bind 127.0.0.1 or a Unix socket,
+//! never a public address.
+
+pub mod naming;
+
+use crate::catalog::{Catalog, ExportRecord, Listen};
+use crate::config::QemuNbdConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::nbd::NbdUrl;
+use crate::proc::{self, ProcId};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+pub use naming::export_name;
+
+/// Debian package providing qemu-nbd.
+const QEMU_NBD: crate::tools::Tool = crate::tools::Tool {
+    program: "qemu-nbd",
+    package: "qemu-utils",
+};
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
+    /// The image.
+    pub file: PathBuf,
+    /// Its format (`qcow2`, `raw`).
+    pub format: String,
+    /// NBD export name.
+    pub name: String,
+    /// Where to listen.
+    pub listen: Listen,
+    /// Clients allowed at once (qemu-nbd `--shared`): at least the copy's connections + 1.
+    pub shared: u32,
+    /// Serve read-only.
+    pub read_only: bool,
+    /// Expose this persistent dirty bitmap as `qemu:dirty-bitmap:NAME`.
+    pub bitmap: Option<String>,
+    /// Writes go to a temporary overlay that is discarded at exit (qemu-nbd `--snapshot`).
+    pub discard_writes: bool,
+    /// The job it belongs to.
+    pub job: Option<i64>,
+}
+
+impl ExportSpec {
+    /// A writable qcow2 target on a free port of `range`.
+    pub fn target(
+        file: PathBuf,
+        name: String,
+        range: (u16, u16),
+        shared: u32,
+        job: Option<i64>,
+    ) -> Self {
+        ExportSpec {
+            file,
+            format: "qcow2".into(),
+            name,
+            listen: Listen::PortRange(range.0, range.1),
+            shared,
+            read_only: false,
+            bitmap: None,
+            discard_writes: false,
+            job,
+        }
+    }
+}
+
+/// A running qemu-nbd started by this process.
+#[derive(Debug)]
+pub struct RunningExport {
+    /// Catalog row.
+    pub record: ExportRecord,
+    /// Where clients connect.
+    pub url: NbdUrl,
+    /// The qemu-nbd process.
+    pub server: ProcId,
+    files: Vec<PathBuf>,
+}
+
+fn port_bindable(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Starts qemu-nbd for `spec`, waits until it accepts connections and records it.
+pub fn start(
+    catalog: &mut Catalog,
+    run_dir: &Path,
+    spec: &ExportSpec,
+    cfg: &QemuNbdConfig,
+) -> Result<RunningExport> {
+    crate::fsutil::create_private_dir(run_dir)?;
+    let mut last_err = None;
+    // A foreign process can grab a port between the bind test and qemu-nbd's bind: retry.
+    for _ in 0..5 {
+        let record = catalog.allocate_export(
+            &spec.listen,
+            &spec.name,
+            spec.job,
+            Some(&spec.file),
+            port_bindable,
+        )?;
+        match launch(catalog, run_dir, spec, cfg, &record) {
+            Ok(export) => return Ok(export),
+            Err(e) => {
+                catalog.release_export(record.id)?;
+                let retry = e.message().contains("Address already in use")
+                    && matches!(spec.listen, Listen::PortRange(..));
+                if !retry {
+                    return Err(e);
+                }
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::internal("qemu-nbd did not start")))
+}
+
+fn launch(
+    catalog: &mut Catalog,
+    run_dir: &Path,
+    spec: &ExportSpec,
+    cfg: &QemuNbdConfig,
+    record: &ExportRecord,
+) -> Result<RunningExport> {
+    let tag = format!("export-{}", record.id);
+    let pid_file = run_dir.join(format!("{tag}.pid"));
+    let log_file = run_dir.join(format!("{tag}.log"));
+    let mut args: Vec<String> = vec![
+        "-f".into(),
+        spec.format.clone(),
+        "-x".into(),
+        spec.name.clone(),
+        format!("--shared={}", spec.shared.max(1)),
+        "--persistent".into(),
+        format!("--cache={}", cfg.cache),
+        format!("--aio={}", cfg.aio),
+        "--pid-file".into(),
+        pid_file.to_string_lossy().into_owned(),
+    ];
+    let url = match (&record.port, &record.socket) {
+        (Some(port), _) => {
+            args.extend([
+                "-b".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ]);
+            NbdUrl::tcp("127.0.0.1", *port, &spec.name)
+        }
+        (None, Some(sock)) => {
+            let _ = std::fs::remove_file(sock);
+            args.extend(["-k".into(), sock.to_string_lossy().into_owned()]);
+            NbdUrl::unix(sock, &spec.name)
+        }
+        (None, None) => return Err(Error::internal("export without port or socket")),
+    };
+    if spec.read_only {
+        args.push("--read-only".into());
+    }
+    if let Some(b) = &spec.bitmap {
+        args.extend(["-B".into(), b.clone()]);
+    }
+    if spec.discard_writes {
+        args.push("--snapshot".into());
+    }
+    if spec.format == "qcow2" && !spec.read_only && !spec.discard_writes {
+        args.push("--discard=unmap".into());
+    }
+    args.push(spec.file.to_string_lossy().into_owned());
+
+    // `--fork`: qemu-nbd's first process exits only once the server listens (0) or failed
+    // (non-zero), so readiness is exact even when another server answers on the same port.
+    args.insert(0, "--fork".into());
+    let log = std::fs::File::create(&log_file).map_err(|e| Error::io("creating", &log_file, e))?;
+    let mut cmd = QEMU_NBD.command();
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // Its own process group: a Ctrl-C in the terminal reaches sendense, which then stops the
+    // export in order, instead of killing qemu-nbd under a running copy.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut full_cmdline = vec![QEMU_NBD.program.to_string()];
+    full_cmdline.extend(args.iter().cloned());
+    let mut starter = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            QEMU_NBD.missing()
+        } else {
+            Error::new(ErrorKind::External, format!("cannot start qemu-nbd: {e}"))
+        }
+    })?;
+    let started = wait_exit(&mut starter, Duration::from_secs(30));
+    let server = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(ProcId::of);
+    let failure = match (started, server) {
+        (Ok(true), Some(server)) => {
+            // Recorded at once: from now on a crash leaves a row cleanup can use.
+            catalog.set_export_server(record.id, server, &full_cmdline)?;
+            return Ok(RunningExport {
+                record: catalog.export(record.id)?,
+                url,
+                server,
+                files: vec![pid_file, log_file],
+            });
+        }
+        (Ok(true), None) => "it reported success but left no running server".to_string(),
+        (Ok(false), _) => "it exited with an error".to_string(),
+        (Err(e), _) => e.message().to_string(),
+    };
+    if let Some(server) = server {
+        let _ = proc::terminate(server, Duration::from_secs(1));
+    }
+    let text = std::fs::read_to_string(&log_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&log_file);
+    Err(Error::new(
+        ErrorKind::External,
+        format!(
+            "qemu-nbd for {} did not start: {failure}: {}",
+            spec.file.display(),
+            text.trim()
+        ),
+    ))
+}
+
+/// Waits for the `--fork` starter to exit; true when it reported success.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Result<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status.success()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::new(ErrorKind::External, "not listening after 30 s"));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!("waiting for qemu-nbd: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Stops an export this process started: SIGTERM, SIGKILL after `grace`, waits until it is
+/// gone (its QCOW2 lock with it), forgets it.
+pub fn stop(catalog: &mut Catalog, export: RunningExport, grace: Duration) -> Result<()> {
+    let result = proc::terminate(export.server, grace);
+    for f in &export.files {
+        let _ = std::fs::remove_file(f);
+    }
+    if let Some(sock) = &export.record.socket {
+        let _ = std::fs::remove_file(sock);
+    }
+    catalog.release_export(export.record.id)?;
+    result
+}
+
+/// Stops a recorded export whose starter is gone: only when the process still is the one
+/// recorded (pid, start time and command line); then forgets the row. Returns whether a process
+/// was stopped.
+pub fn stop_orphan(catalog: &mut Catalog, record: &ExportRecord, grace: Duration) -> Result<bool> {
+    let mut stopped = false;
+    if let Some(server) = record.server() {
+        let same = server.is_alive()
+            && record
+                .cmdline
+                .as_deref()
+                .is_some_and(|c| proc::cmdline(server.pid).as_deref() == Some(c));
+        if same {
+            proc::terminate(server, grace)?;
+            stopped = true;
+        }
+    }
+    if let Some(sock) = &record.socket {
+        let _ = std::fs::remove_file(sock);
+    }
+    catalog.release_export(record.id)?;
+    Ok(stopped)
+}

@@ -1,0 +1,137 @@
+//! Process identity and signals. Sendense only ever signals processes it started, identified by
+//! pid *and* start time (so a reused pid is never mistaken for ours) and, for qemu-nbd, by the
+//! exact command line it was started with — never by process name.
+
+use crate::error::{Error, ErrorKind, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+
+/// A process: its pid and its start time in clock ticks since boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcId {
+    /// Process id.
+    pub pid: u32,
+    /// Start time (field 22 of /proc/PID/stat).
+    pub start: u64,
+}
+
+/// Fields of /proc/PID/stat after the command name: state and start time.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 overall is index 19 after "pid (comm)".
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcId {
+    /// This process.
+    pub fn current() -> ProcId {
+        let pid = std::process::id();
+        ProcId {
+            pid,
+            start: stat(pid).map(|(_, s)| s).unwrap_or(0),
+        }
+    }
+
+    /// The process with this pid now, if there is one.
+    pub fn of(pid: u32) -> Option<ProcId> {
+        stat(pid).map(|(_, start)| ProcId { pid, start })
+    }
+
+    /// True while this very process runs (not a zombie, not a newer process with the same pid).
+    pub fn is_alive(&self) -> bool {
+        matches!(stat(self.pid), Some((state, start)) if start == self.start && state != 'Z' && state != 'X')
+    }
+}
+
+/// The command line of a process, as its arguments.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// Sends `signal` to `id` if it is still that process.
+pub fn signal(id: ProcId, sig: Signal) -> Result<()> {
+    if !id.is_alive() {
+        return Ok(());
+    }
+    let Ok(pid) = i32::try_from(id.pid) else {
+        return Err(Error::internal(format!("pid {} out of range", id.pid)));
+    };
+    match kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::new(
+            ErrorKind::External,
+            format!("cannot signal process {}: {e}", id.pid),
+        )),
+    }
+}
+
+/// Stops `id`: SIGTERM, then SIGKILL after `grace`, then waits until it is gone (a child must be
+/// reaped by the caller; this only waits for a non-child to disappear or become a zombie).
+pub fn terminate(id: ProcId, grace: Duration) -> Result<()> {
+    signal(id, Signal::SIGTERM)?;
+    if wait_gone(id, grace) {
+        return Ok(());
+    }
+    signal(id, Signal::SIGKILL)?;
+    if wait_gone(id, Duration::from_secs(10)) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::External,
+            format!("process {} did not exit after SIGKILL", id.pid),
+        ))
+    }
+}
+
+/// Waits up to `limit` for `id` to end; true when it did.
+pub fn wait_gone(id: ProcId, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while id.is_alive() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_survives_only_with_the_process() {
+        let me = ProcId::current();
+        assert!(me.is_alive());
+        assert_eq!(ProcId::of(me.pid), Some(me));
+        let reused = ProcId {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(
+            !reused.is_alive(),
+            "a different start time is another process"
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let id = ProcId::of(child.id()).unwrap();
+        assert_eq!(cmdline(id.pid).unwrap(), ["sleep", "30"]);
+        terminate(id, Duration::from_secs(5)).unwrap();
+        child.wait().unwrap();
+        assert!(!id.is_alive());
+    }
+}

@@ -1,0 +1,176 @@
+//! QCOW2 chain links in a repository, created and checked by `qemu-img` (QEMU's tools own every
+//! QCOW2 write). A full is a QCOW2 without backing file; an incremental is backed by the previous
+//! completed image of the *same* disk, which lives in the same directory, so the backing path is
+//! just its file name and the chain survives moving the whole repository. Images carry a
+//! `.partial` suffix until they are committed.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::tools::{self, qemu_img, QEMU_IMG};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Suffix of images being written.
+pub const PARTIAL: &str = ".partial";
+
+/// A new, unique, sortable backup id: `20261125T211006Z-1a2b3c`.
+pub fn new_backup_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{stamp}-{}", &rand[..6])
+}
+
+/// Image path of disk `key` of `vm` in backup `id`, relative to the repository root.
+pub fn image_rel(vm: &str, key: u32, id: &str) -> String {
+    format!("{vm}/{key}/{id}.qcow2")
+}
+
+/// `<file>.partial`.
+pub fn partial_of(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(PARTIAL);
+    PathBuf::from(s)
+}
+
+/// Creates the `.partial` image for `rel` (relative to `repo`): without backing file when
+/// `parent_rel` is `None`, else backed by that image of the same disk. Returns the partial path.
+pub fn create_image(
+    repo: &Path,
+    rel: &str,
+    size: u64,
+    parent_rel: Option<&str>,
+) -> Result<PathBuf> {
+    let final_path = repo.join(rel);
+    let dir = final_path
+        .parent()
+        .ok_or_else(|| Error::internal(format!("image path {rel} has no directory")))?;
+    crate::fsutil::create_private_dir(dir)?;
+    let partial = partial_of(&final_path);
+    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
+    if let Some(parent) = parent_rel {
+        let parent_path = repo.join(parent);
+        if parent_path.parent() != Some(dir) {
+            return Err(Error::internal(format!(
+                "refusing to back {rel} by {parent}: an incremental is backed by the same disk's chain"
+            )));
+        }
+        if !parent_path.is_file() {
+            return Err(Error::not_found(format!(
+                "the parent image {} is missing",
+                parent_path.display()
+            ))
+            .with_help("Run `sendense backup verify` on the chain; the next backup of this disk must be a full (--full)."));
+        }
+        let name = parent_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        args.extend(["-b".into(), name, "-F".into(), "qcow2".into()]);
+    }
+    args.push(partial.to_string_lossy().into_owned());
+    args.push(size.to_string());
+    tools::run(QEMU_IMG, &args)
+        .map_err(|e| e.context(format!("creating {}", partial.display())))?;
+    Ok(partial)
+}
+
+/// Renames a checked `.partial` image to its final name, durably.
+pub fn commit_image(partial: &Path) -> Result<PathBuf> {
+    let name = partial.to_string_lossy();
+    let final_path =
+        PathBuf::from(name.strip_suffix(PARTIAL).ok_or_else(|| {
+            Error::internal(format!("{} is not a partial image", partial.display()))
+        })?);
+    std::fs::rename(partial, &final_path).map_err(|e| Error::io("committing", partial, e))?;
+    if let Some(dir) = final_path.parent() {
+        crate::fsutil::fsync_dir(dir)?;
+    }
+    Ok(final_path)
+}
+
+/// What `qemu-img check` reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckReport {
+    /// Corruptions found.
+    #[serde(default)]
+    pub corruptions: u64,
+    /// Leaked clusters (harmless: space only).
+    #[serde(default)]
+    pub leaks: u64,
+    /// Errors while checking.
+    #[serde(default)]
+    pub check_errors: u64,
+}
+
+/// Runs `qemu-img check` on one image (not its backing chain); corruption is an error.
+pub fn check_image(path: &Path) -> Result<CheckReport> {
+    let out = QEMU_IMG
+        .command()
+        .args(["check", "--output=json", "-f", "qcow2"])
+        .arg(path)
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                QEMU_IMG.missing()
+            } else {
+                Error::new(
+                    ErrorKind::External,
+                    format!("cannot run qemu-img check: {e}"),
+                )
+            }
+        })?;
+    // Exit codes: 0 clean, 2 corrupted, 3 leaks only, 1 could not check.
+    let report: Option<CheckReport> = serde_json::from_slice(&out.stdout).ok();
+    match (out.status.code(), report) {
+        (Some(0 | 3), Some(r)) => Ok(r),
+        (Some(2), Some(r)) => Err(Error::new(
+            ErrorKind::External,
+            format!(
+                "{} is corrupt: {} corruption(s) found by qemu-img check",
+                path.display(),
+                r.corruptions
+            ),
+        )),
+        _ => Err(Error::new(
+            ErrorKind::External,
+            format!(
+                "qemu-img check of {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )),
+    }
+}
+
+/// The backing file an image records, as written in the image.
+pub fn backing_file(path: &Path) -> Result<Option<String>> {
+    Ok(qemu_img::info(path)?.backing_filename)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_are_unique() {
+        let a = new_backup_id();
+        let b = new_backup_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "20261125T211006Z-1a2b3c".len());
+        assert!(a.ends_with(|c: char| c.is_ascii_hexdigit()));
+        assert_eq!(image_rel("vm", 2000, &a), format!("vm/2000/{a}.qcow2"));
+        assert_eq!(
+            partial_of(Path::new("/r/x.qcow2")),
+            PathBuf::from("/r/x.qcow2.partial")
+        );
+    }
+}

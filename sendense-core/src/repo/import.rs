@@ -1,0 +1,205 @@
+//! `repo import`: register an existing repository and rebuild the catalog from its manifests.
+
+use super::manifest::Manifest;
+use super::RepoMeta;
+use crate::catalog::{DiskOutcome, ImportedBackup, NewBackupDisk, NewDisk, NewRepo, RepoRecord};
+use crate::error::{Error, Result};
+use crate::sendense::Sendense;
+use serde::Serialize;
+use std::path::Path;
+
+/// What `repo import` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportReport {
+    /// The registered repository.
+    pub repo: RepoRecord,
+    /// VMs created in the catalog because they were not known.
+    pub vms_created: Vec<String>,
+    /// Backups added to the catalog.
+    pub backups_imported: Vec<String>,
+    /// Backups already in the catalog.
+    pub backups_known: Vec<String>,
+    /// Backups or manifests left out, with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl Sendense {
+    /// Registers the repository at `path` (under `name`, else the name it was created with)
+    /// and adds every backup its manifests describe.
+    pub fn import_repo(
+        &mut self,
+        path: &Path,
+        name: Option<&str>,
+        require_mount: bool,
+        make_default: bool,
+    ) -> Result<ImportReport> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| {
+            Error::io("repository", path, e)
+                .with_help("Pass the directory that holds sendense-repo.yaml.")
+        })?;
+        super::check_mount(&canonical, require_mount)?;
+        let meta = RepoMeta::read(&canonical)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "{} is not a Sendense repository (no {})",
+                canonical.display(),
+                super::META_FILE
+            ))
+            .with_help("Create a new repository with `sendense repo add NAME --path DIR` instead.")
+        })?;
+        let name = name.unwrap_or(&meta.name).to_string();
+        crate::vm::validate_name("repository", &name)?;
+        if let Some(existing) = self
+            .catalog()
+            .repos()?
+            .into_iter()
+            .find(|r| r.repo_id == meta.id || r.path == canonical)
+        {
+            return Err(Error::already_exists(format!(
+                "repository {} is already registered as `{}`",
+                canonical.display(),
+                existing.name
+            ))
+            .with_help("Nothing to import; `sendense repo refresh` re-reads its capacity."));
+        }
+        let cap = crate::fsutil::capacity(&canonical)?;
+        let repo = self.catalog_mut().insert_repo(&NewRepo {
+            name,
+            path: canonical.clone(),
+            repo_id: meta.id.clone(),
+            require_mount,
+            is_default: make_default,
+            total_bytes: cap.total_bytes,
+            available_bytes: cap.available_bytes,
+        })?;
+        let mut report = ImportReport {
+            repo: repo.clone(),
+            vms_created: Vec::new(),
+            backups_imported: Vec::new(),
+            backups_known: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let scan = Manifest::read_all(&canonical)?;
+        report
+            .skipped
+            .extend(scan.errors.iter().map(|e| e.to_string()));
+        for (rel, m) in parents_first(scan.found) {
+            if m.repository != meta.id {
+                report.skipped.push(format!(
+                    "{}: belongs to repository {}",
+                    m.backup, m.repository
+                ));
+                continue;
+            }
+            if self.catalog().backup(&m.backup).is_ok() {
+                report.backups_known.push(m.backup.clone());
+                continue;
+            }
+            if let Some(problem) = missing_piece(self, &canonical, &m) {
+                report.skipped.push(format!("{}: {problem}", m.backup));
+                continue;
+            }
+            let vm = match self.catalog().vm(&m.vm.name) {
+                Ok(vm) => vm,
+                Err(_) => {
+                    let disks: Vec<NewDisk> = m
+                        .disks
+                        .iter()
+                        .map(|d| NewDisk {
+                            key: Some(d.key),
+                            identity: d.identity.clone(),
+                            format: None,
+                            size_bytes: d.size_bytes,
+                        })
+                        .collect();
+                    let vm = self.catalog_mut().insert_vm(
+                        &m.vm.name,
+                        &m.vm.source,
+                        &m.vm.source_options,
+                        &disks,
+                    )?;
+                    report.vms_created.push(vm.name.clone());
+                    vm
+                }
+            };
+            let disks: Vec<(NewBackupDisk, DiskOutcome)> = m
+                .disks
+                .iter()
+                .map(|d| {
+                    (
+                        NewBackupDisk {
+                            key: d.key,
+                            vm_disk_id: vm.disks.iter().find(|v| v.key == d.key).map(|v| v.id),
+                            mode: d.mode,
+                            reason: d.reason.clone(),
+                            rel_file: d.file.clone(),
+                            parent: d.parent.clone(),
+                            size_bytes: d.size_bytes,
+                            checkpoint: d.checkpoint.clone(),
+                        },
+                        DiskOutcome {
+                            key: d.key,
+                            bytes_read: d.bytes_read,
+                            bytes_written: d.bytes_written,
+                            digest: d.digest.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let imported = ImportedBackup {
+                id: m.backup.clone(),
+                vm_id: vm.id,
+                repo_id: repo.id,
+                created_at: m.created_at.clone(),
+                completed_at: m.completed_at.clone(),
+                manifest: rel,
+                disks,
+            };
+            match self.catalog_mut().import_backup(&imported) {
+                Ok(()) => report.backups_imported.push(m.backup.clone()),
+                Err(e) => report.skipped.push(format!("{}: {e}", m.backup)),
+            }
+        }
+        report.repo = self.catalog().repo(&repo.name)?;
+        Ok(report)
+    }
+}
+
+/// Orders manifests so every backup comes after the backups its disks are backed by (ties keep
+/// the time order). Manifests whose parents never appear keep their place at the end, to be
+/// reported as skipped.
+fn parents_first(mut rest: Vec<(String, Manifest)>) -> Vec<(String, Manifest)> {
+    let mut out: Vec<(String, Manifest)> = Vec::with_capacity(rest.len());
+    loop {
+        let ready = rest.iter().position(|(_, m)| {
+            m.disks.iter().all(|d| match &d.parent {
+                None => true,
+                Some(p) => out.iter().any(|(_, o)| &o.backup == p),
+            })
+        });
+        match ready {
+            Some(i) => out.push(rest.remove(i)),
+            None => {
+                out.append(&mut rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// Why a manifest's backup cannot be used, if it cannot: an image or a parent is missing.
+fn missing_piece(sd: &Sendense, repo: &Path, m: &Manifest) -> Option<String> {
+    for d in &m.disks {
+        if !repo.join(&d.file).is_file() {
+            return Some(format!("image {} is missing", d.file));
+        }
+        if let Some(parent) = &d.parent {
+            if sd.catalog().backup(parent).is_err() {
+                return Some(format!(
+                    "disk {}: parent backup {parent} is not in the repository",
+                    d.key
+                ));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,148 @@
+//! VM-level manifests: `<repo>/<vm>/manifests/<backup-id>.yaml`, written last and atomically.
+//! A manifest alone describes a backup well enough to rebuild the catalog (`repo import`).
+
+use crate::catalog::BackupMode;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Manifest format version.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The VM as it was at the backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestVm {
+    /// Name.
+    pub name: String,
+    /// Source kind.
+    pub source: String,
+    /// Source settings.
+    #[serde(default)]
+    pub source_options: serde_json::Value,
+}
+
+/// One disk of the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDisk {
+    /// Disk key.
+    pub key: u32,
+    /// Identity on the source.
+    pub identity: String,
+    /// Full or incremental.
+    pub mode: BackupMode,
+    /// Why.
+    pub reason: String,
+    /// Image, relative to the repository root.
+    pub file: String,
+    /// Parent backup id (incrementals).
+    pub parent: Option<String>,
+    /// Disk size.
+    pub size_bytes: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Change-tracking checkpoint the backup ends at.
+    pub checkpoint: Option<String>,
+    /// Integrity digest of the data written.
+    pub digest: Option<String>,
+}
+
+/// A backup manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version.
+    pub format: u32,
+    /// Backup id.
+    pub backup: String,
+    /// Repository id it belongs to.
+    pub repository: String,
+    /// The VM.
+    pub vm: ManifestVm,
+    /// When the backup started.
+    pub created_at: String,
+    /// When it completed.
+    pub completed_at: String,
+    /// Its disks.
+    pub disks: Vec<ManifestDisk>,
+}
+
+/// The manifests of a repository.
+#[derive(Debug, Default)]
+pub struct ManifestScan {
+    /// Readable manifests with their paths relative to the repository, oldest first.
+    pub found: Vec<(String, Manifest)>,
+    /// Manifests that could not be read.
+    pub errors: Vec<Error>,
+}
+
+/// Manifest path relative to the repository.
+pub fn manifest_rel(vm: &str, backup: &str) -> String {
+    format!("{vm}/manifests/{backup}.yaml")
+}
+
+impl Manifest {
+    /// Writes the manifest atomically (temp file, fsync, rename, fsync dir). Returns its
+    /// relative path.
+    pub fn write(&self, repo: &Path) -> Result<String> {
+        let rel = manifest_rel(&self.vm.name, &self.backup);
+        let path = repo.join(&rel);
+        if let Some(dir) = path.parent() {
+            crate::fsutil::create_private_dir(dir)?;
+        }
+        let text = serde_yaml_ng::to_string(self)
+            .map_err(|e| Error::internal(format!("serializing manifest: {e}")))?;
+        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)?;
+        Ok(rel)
+    }
+
+    /// Reads one manifest.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("reading manifest", path, e))?;
+        let m: Manifest = serde_yaml_ng::from_str(&text).map_err(|e| {
+            Error::invalid(format!("{} is not a valid manifest: {e}", path.display()))
+        })?;
+        if m.format > MANIFEST_FORMAT {
+            return Err(Error::refused(format!(
+                "{} has manifest format {}, newer than this Sendense supports",
+                path.display(),
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+
+    /// Every manifest in the repository, oldest first (parents before children). Unreadable
+    /// manifests are returned as errors alongside, not silently skipped.
+    pub fn read_all(repo: &Path) -> Result<ManifestScan> {
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        let entries = std::fs::read_dir(repo).map_err(|e| Error::io("reading", repo, e))?;
+        for vm_dir in entries.flatten() {
+            let mdir = vm_dir.path().join("manifests");
+            let Ok(files) = std::fs::read_dir(&mdir) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !name.ends_with(".yaml") {
+                    continue;
+                }
+                match Manifest::read(&f.path()) {
+                    Ok(m) => {
+                        let rel = f
+                            .path()
+                            .strip_prefix(repo)
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or(name);
+                        found.push((rel, m));
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        found.sort_by(|a, b| (&a.1.created_at, &a.1.backup).cmp(&(&b.1.created_at, &b.1.backup)));
+        Ok(ManifestScan { found, errors })
+    }
+}

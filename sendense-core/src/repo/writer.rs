@@ -1,0 +1,233 @@
+//! Writing one VM-level backup into a repository: begin (targets as `.partial` images and a
+//! `running` catalog row), then commit (check, rename, manifest last, catalog completed in one
+//! transaction) or abort (images and rows gone; earlier backups untouched).
+
+use super::chain;
+use super::manifest::{Manifest, ManifestDisk, ManifestVm, MANIFEST_FORMAT};
+use crate::catalog::{
+    BackupMode, BackupRecord, ChainTop, DiskOutcome, NewBackupDisk, RepoRecord, VmRecord,
+};
+use crate::error::{Error, Result};
+use crate::sendense::Sendense;
+use std::path::PathBuf;
+
+/// The plan for one disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPlan {
+    /// Disk key.
+    pub key: u32,
+    /// Full or incremental.
+    pub mode: BackupMode,
+    /// Why.
+    pub reason: String,
+    /// The previous image of this disk (required for an incremental, forbidden for a full).
+    pub parent: Option<ChainTop>,
+    /// Virtual size of the disk now.
+    pub size_bytes: u64,
+    /// The checkpoint this backup will end at.
+    pub checkpoint: Option<String>,
+}
+
+/// A target image being written.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The plan it follows.
+    pub plan: DiskPlan,
+    /// Identity of the source disk.
+    pub identity: String,
+    /// Final path, relative to the repository.
+    pub rel_file: String,
+    /// The `.partial` image to write into.
+    pub partial: PathBuf,
+}
+
+/// A backup between begin and commit.
+#[derive(Debug)]
+pub struct PendingBackup {
+    /// Backup id.
+    pub id: String,
+    /// The repository.
+    pub repo: RepoRecord,
+    /// The VM.
+    pub vm: VmRecord,
+    /// One target per disk.
+    pub targets: Vec<Target>,
+}
+
+impl Sendense {
+    /// Creates the `.partial` target images and records the backup as running.
+    pub fn begin_backup(
+        &mut self,
+        vm: &VmRecord,
+        repo: &RepoRecord,
+        job: Option<i64>,
+        plans: &[DiskPlan],
+    ) -> Result<PendingBackup> {
+        super::check_mount(&repo.path, repo.require_mount)?;
+        super::check_identity(&repo.path, &repo.repo_id)?;
+        let id = chain::new_backup_id();
+        let mut pending = PendingBackup {
+            id: id.clone(),
+            repo: repo.clone(),
+            vm: vm.clone(),
+            targets: Vec::new(),
+        };
+        let result = (|| {
+            for plan in plans {
+                let disk = vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
+                    Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
+                })?;
+                // A requested full is a full; a delta is never written without its parent.
+                match (plan.mode, &plan.parent) {
+                    (BackupMode::Full, Some(_)) => {
+                        return Err(Error::internal(format!(
+                            "disk {}: a full backup has no parent",
+                            plan.key
+                        )))
+                    }
+                    (BackupMode::Incremental, None) => {
+                        return Err(Error::internal(format!(
+                            "disk {}: an incremental needs its parent",
+                            plan.key
+                        )))
+                    }
+                    _ => {}
+                }
+                let rel = chain::image_rel(&vm.name, plan.key, &id);
+                let partial = chain::create_image(
+                    &repo.path,
+                    &rel,
+                    plan.size_bytes,
+                    plan.parent.as_ref().map(|p| p.rel_file.as_str()),
+                )?;
+                pending.targets.push(Target {
+                    plan: plan.clone(),
+                    identity: disk.identity.clone(),
+                    rel_file: rel,
+                    partial,
+                });
+            }
+            let disks: Vec<NewBackupDisk> = pending
+                .targets
+                .iter()
+                .map(|t| NewBackupDisk {
+                    key: t.plan.key,
+                    vm_disk_id: vm.disks.iter().find(|d| d.key == t.plan.key).map(|d| d.id),
+                    mode: t.plan.mode,
+                    reason: t.plan.reason.clone(),
+                    rel_file: t.rel_file.clone(),
+                    parent: t.plan.parent.as_ref().map(|p| p.backup.clone()),
+                    size_bytes: t.plan.size_bytes,
+                    checkpoint: t.plan.checkpoint.clone(),
+                })
+                .collect();
+            self.catalog_mut()
+                .insert_backup(&id, vm.id, repo.id, job, &disks)
+        })();
+        match result {
+            Ok(()) => Ok(pending),
+            Err(e) => {
+                remove_images(&pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits a backup whose target exports are stopped: `qemu-img check` of every image,
+    /// rename out of `.partial`, manifest written last, catalog completed in one transaction.
+    pub fn commit_backup(
+        &mut self,
+        pending: PendingBackup,
+        outcomes: &[DiskOutcome],
+    ) -> Result<BackupRecord> {
+        let result = self.commit_inner(&pending, outcomes);
+        if result.is_err() {
+            self.abort_backup(pending);
+        }
+        result
+    }
+
+    fn commit_inner(
+        &mut self,
+        p: &PendingBackup,
+        outcomes: &[DiskOutcome],
+    ) -> Result<BackupRecord> {
+        for t in &p.targets {
+            chain::check_image(&t.partial)
+                .map_err(|e| e.context(format!("disk {}", t.plan.key)))?;
+        }
+        for t in &p.targets {
+            chain::commit_image(&t.partial)?;
+        }
+        let created_at = self.catalog().backup(&p.id)?.created_at;
+        let outcome = |key: u32| {
+            outcomes
+                .iter()
+                .find(|o| o.key == key)
+                .cloned()
+                .unwrap_or(DiskOutcome {
+                    key,
+                    ..Default::default()
+                })
+        };
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            backup: p.id.clone(),
+            repository: p.repo.repo_id.clone(),
+            vm: ManifestVm {
+                name: p.vm.name.clone(),
+                source: p.vm.source.clone(),
+                source_options: p.vm.source_options.clone(),
+            },
+            created_at,
+            completed_at: crate::time::now_rfc3339(),
+            disks: p
+                .targets
+                .iter()
+                .map(|t| {
+                    let o = outcome(t.plan.key);
+                    ManifestDisk {
+                        key: t.plan.key,
+                        identity: t.identity.clone(),
+                        mode: t.plan.mode,
+                        reason: t.plan.reason.clone(),
+                        file: t.rel_file.clone(),
+                        parent: t.plan.parent.as_ref().map(|x| x.backup.clone()),
+                        size_bytes: t.plan.size_bytes,
+                        bytes_read: o.bytes_read,
+                        bytes_written: o.bytes_written,
+                        checkpoint: t.plan.checkpoint.clone(),
+                        digest: o.digest,
+                    }
+                })
+                .collect(),
+        };
+        let rel = manifest.write(&p.repo.path)?;
+        if let Err(e) = self.catalog_mut().complete_backup(&p.id, &rel, outcomes) {
+            let _ = std::fs::remove_file(p.repo.path.join(&rel));
+            return Err(e);
+        }
+        self.catalog().backup(&p.id)
+    }
+
+    /// Throws a backup away: its images (partial or committed) and its catalog rows.
+    pub fn abort_backup(&mut self, pending: PendingBackup) {
+        remove_images(&pending);
+        let _ = std::fs::remove_file(
+            pending
+                .repo
+                .path
+                .join(super::manifest::manifest_rel(&pending.vm.name, &pending.id)),
+        );
+        if let Err(e) = self.catalog_mut().discard_backup(&pending.id) {
+            tracing::warn!("discarding backup {}: {e}", pending.id);
+        }
+    }
+}
+
+fn remove_images(p: &PendingBackup) {
+    for t in &p.targets {
+        let _ = std::fs::remove_file(&t.partial);
+        let _ = std::fs::remove_file(p.repo.path.join(&t.rel_file));
+    }
+}
