@@ -16,7 +16,9 @@ all: build
 build:
 	$(CARGO) build --workspace --release
 
-## Install the system packages the tests and the demo use, when missing.
+## Install the system packages the tests and the demo use, when missing. Debian's
+## qemu-system-x86 needs qemu-utils of its own version: both are installed together, so
+## qemu-img, qemu-nbd and the live VMs always come from the same QEMU.
 deps:
 	@missing=""; \
 	for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,6 +26,13 @@ deps:
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@if ! dpkg -s qemu-system-x86 >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq; \
+		ver=$$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $$2}'); \
+		echo "installing: qemu-system-x86 and qemu-utils $$ver"; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			--allow-downgrades qemu-system-x86 "qemu-utils=$$ver"; \
 	fi
 
 ## Build release binaries and run the main job end to end on the embedded default.

@@ -436,7 +436,10 @@ fn jobs_are_listed_from_the_catalog() {
     let failed = env.json(&["job", "list", "--status", "failed"]);
     assert_eq!(failed.as_array().unwrap().len(), 2);
     assert_eq!(failed[1]["error"], "disk full");
-    assert_eq!(env.json(&["job", "list", "--status", "running"]), serde_json::json!([]));
+    assert_eq!(
+        env.json(&["job", "list", "--status", "running"]),
+        serde_json::json!([])
+    );
     assert_eq!(
         env.json(&["job", "list", "--vm", "vm1"])
             .as_array()

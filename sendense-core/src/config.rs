@@ -76,7 +76,7 @@ impl Default for QemuNbdConfig {
     fn default() -> Self {
         QemuNbdConfig {
             stop_timeout_secs: 5,
-            cache: "writeback".into(),
+            cache: "none".into(),
             aio: "threads".into(),
         }
     }
@@ -230,10 +230,12 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 #   request_size: 1048576
 
 # qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one, and the
-# cache (writeback, none, directsync, writethrough) and aio (threads, native, io_uring) modes.
+# cache (none, writeback, directsync, writethrough) and aio (threads, native, io_uring) modes.
+# cache=none (O_DIRECT) measured fastest; where the filesystem has no O_DIRECT (tmpfs) the
+# target falls back to writeback. Every copy ends with FLUSH either way.
 # qemu_nbd:
 #   stop_timeout_secs: 5
-#   cache: writeback
+#   cache: none
 #   aio: threads
 
 # Directory for fleecing overlays and other temporary files (default: <state-dir>/scratch).

@@ -51,6 +51,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result
 }
 
+/// True when files in `dir` can be opened with O_DIRECT (tmpfs, for one, cannot).
+pub fn supports_direct_io(dir: &Path) -> bool {
+    let probe = dir.join(format!(".sendense-odirect-{}", std::process::id()));
+    let result = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = fs::remove_file(&probe);
+    result.is_ok()
+}
+
 /// Space on the filesystem holding `path`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Capacity {
