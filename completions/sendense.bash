@@ -67,6 +67,9 @@ _sendense() {
             sendense__subcmd__vm,add)
                 cmd="sendense__subcmd__vm__subcmd__add"
                 ;;
+            sendense__subcmd__vm,discover)
+                cmd="sendense__subcmd__vm__subcmd__discover"
+                ;;
             sendense__subcmd__vm,list)
                 cmd="sendense__subcmd__vm__subcmd__list"
                 ;;
@@ -455,7 +458,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add list show remove"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add discover list show remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -477,13 +480,55 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__add)
-            opts="-v -q -h -V --disk --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --qmp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nbd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pre-hook)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --post-hook)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__vm__subcmd__discover)
+            opts="-v -q -h -V --qmp --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --qmp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -113,18 +113,23 @@ complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -f -a "add" -d 'Register a VM made of disk image files (QCOW2 or raw)'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -f -a "list" -d 'List VMs'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -f -a "show" -d 'Show a VM and its disks'
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add list show remove" -f -a "remove" -d 'Unregister a VM. Refused (exit 5) while backups of it exist'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -f -a "add" -d 'Register a VM: a live QEMU VM (--qmp), disk image files of a stopped VM (--disk), or existing NBD exports (--nbd)'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -f -a "discover" -d 'Show the disks of a running QEMU VM without registering it'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -f -a "list" -d 'List VMs'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -f -a "show" -d 'Show a VM, its disks and the state of their change-tracking checkpoints'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and not __fish_seen_subcommand_from add discover list show remove" -f -a "remove" -d 'Unregister a VM. Refused (exit 5) while backups of it exist'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l disk -d 'A disk image of the VM; repeat for each disk, in device order' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l qmp -d 'The QMP socket of a running QEMU VM' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l nbd -d 'An NBD export of one disk (nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH); repeat for each disk, in order' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l pre-hook -d 'Command run before the snapshot of an --nbd VM (arguments split like a shell, no shell)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l post-hook -d 'Command run after the backup of an --nbd VM' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -132,6 +137,14 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l qmp -d 'The QMP socket of a running QEMU VM' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

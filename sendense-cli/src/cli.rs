@@ -240,24 +240,64 @@ const VM_JSON: &str = "JSON OUTPUT
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Register a VM made of disk image files (QCOW2 or raw).
+    /// Register a VM: a live QEMU VM (--qmp), disk image files of a stopped VM (--disk), or
+    /// existing NBD exports (--nbd).
     #[command(after_long_help = format!("{VM_JSON}
 
-Disks get the keys 2000, 2001, ... in the order given. Each is probed with
-`qemu-img info`; its identity is its canonical path."))]
+Sources:
+  --qmp SOCKET   a running QEMU/KVM VM; its disks are discovered over QMP
+                 (identity: the device's qdev path). Backups take one consistent
+                 snapshot of all disks while the guest runs; qcow2 disks get
+                 incremental backups through persistent dirty bitmaps.
+  --disk PATH    an image file of a stopped VM (identity: its canonical path);
+                 qcow2 images get incrementals, raw images are always full.
+                 A file held by a running QEMU is refused at backup time.
+  --nbd URL      an existing NBD export per disk (identity: the URL); always
+                 full backups. --pre-hook / --post-hook run a command before the
+                 snapshot and after the backup, without a shell, with SENDENSE_VM,
+                 SENDENSE_JOB, SENDENSE_PHASE (and SENDENSE_RESULT after) set.
+
+Disks get the keys 2000, 2001, ... in device order. Later backups match disks by
+identity: a new disk gets the next free key, a vanished disk is reported."))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["disks", "qmp", "nbd"])))]
     Add {
         /// VM name (letters, digits, `.`, `-`, `_`, unicode; no `/`).
         name: String,
         /// A disk image of the VM; repeat for each disk, in device order.
-        #[arg(long = "disk", value_name = "PATH", required = true)]
+        #[arg(long = "disk", value_name = "PATH")]
         disks: Vec<PathBuf>,
+        /// The QMP socket of a running QEMU VM.
+        #[arg(long, value_name = "SOCKET")]
+        qmp: Option<PathBuf>,
+        /// An NBD export of one disk (nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH);
+        /// repeat for each disk, in order.
+        #[arg(long = "nbd", value_name = "URL")]
+        nbd: Vec<String>,
+        /// Command run before the snapshot of an --nbd VM (arguments split like a shell, no shell).
+        #[arg(long, value_name = "CMD", requires = "nbd")]
+        pre_hook: Option<String>,
+        /// Command run after the backup of an --nbd VM.
+        #[arg(long, value_name = "CMD", requires = "nbd")]
+        post_hook: Option<String>,
+    },
+    /// Show the disks of a running QEMU VM without registering it.
+    #[command(after_long_help = "JSON OUTPUT
+  [{\"identity\": \"/machine/peripheral/vd0/virtio-backend\", \"format\": \"qcow2\",
+    \"size_bytes\": 10737418240, \"detail\": \"node disk0, file /srv/vms/pg-os.qcow2\"}]")]
+    Discover {
+        /// The QMP socket of a running QEMU VM.
+        #[arg(long, value_name = "SOCKET")]
+        qmp: PathBuf,
     },
     /// List VMs.
     #[command(after_long_help = "JSON OUTPUT
   An array of VM objects (see `sendense vm add --help`).")]
     List,
-    /// Show a VM and its disks.
-    #[command(after_long_help = VM_JSON)]
+    /// Show a VM, its disks and the state of their change-tracking checkpoints.
+    #[command(after_long_help = format!("{VM_JSON}
+  vm show adds to each disk \"checkpoint_state\": {{\"state\": \"present\" | \"none\" |
+  \"missing\" | \"inconsistent\" | \"unsupported\", \"detail\": reason (unsupported only)}},
+  read live from the source (null when the source cannot be reached)."))]
     Show {
         /// VM name.
         name: String,

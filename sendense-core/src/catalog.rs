@@ -17,7 +17,7 @@ pub use backups::{
     ImportedBackup, NewBackupDisk,
 };
 pub use exports::{ExportRecord, Listen};
-pub use jobs::{JobFilter, JobKind, JobRecord, JobStatus};
+pub use jobs::{JobFilter, JobKind, JobLogLine, JobRecord, JobStatus};
 pub use repos::{NewRepo, RepoRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};
 

@@ -2,6 +2,7 @@
 
 use crate::catalog::NewDisk;
 use crate::error::{Error, Result};
+use crate::source::Source;
 use crate::tools::qemu_img;
 use std::path::Path;
 
@@ -90,5 +91,145 @@ mod tests {
         ] {
             assert!(validate_name("VM", bad).is_err(), "{bad:?} accepted");
         }
+    }
+}
+
+/// A VM's disk with the live state of its checkpoint. Also the `vm show --json` disk shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskStatus {
+    /// The disk as recorded.
+    #[serde(flatten)]
+    pub disk: crate::catalog::DiskRecord,
+    /// Its checkpoint on the source now.
+    pub checkpoint_state: crate::source::CheckpointState,
+}
+
+impl crate::Sendense {
+    fn hook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config().hook_timeout_secs)
+    }
+
+    /// The disks of a running QEMU VM, without registering anything.
+    pub fn discover_qemu(&self, qmp: &Path) -> Result<Vec<crate::source::DiscoveredDisk>> {
+        crate::source::qemu::QemuSource::new(qmp.to_path_buf()).discover()
+    }
+
+    /// Registers a live QEMU VM reached through its QMP socket; its disks are discovered and
+    /// keyed 2000, 2001, ... in device order.
+    pub fn add_qemu_vm(&mut self, name: &str, qmp: &Path) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        self.ensure_new_vm(name)?;
+        let socket = std::fs::canonicalize(qmp).map_err(|e| {
+            Error::io("QMP socket", qmp, e)
+                .with_help("Pass the path given to QEMU's -qmp unix:PATH,server=on.")
+        })?;
+        let disks: Vec<NewDisk> = self
+            .discover_qemu(&socket)?
+            .into_iter()
+            .map(|d| NewDisk {
+                key: None,
+                identity: d.identity,
+                format: d.format,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        if disks.is_empty() {
+            return Err(Error::invalid(format!(
+                "the VM behind {} has no disks",
+                socket.display()
+            )));
+        }
+        let opts = serde_json::json!({ "qmp": socket.to_string_lossy() });
+        self.catalog_mut().insert_vm(name, "qemu", &opts, &disks)
+    }
+
+    /// Registers a VM whose disks are existing NBD exports (one URL per disk, in order), with
+    /// optional hook command lines (split into arguments here; never run through a shell).
+    pub fn add_nbd_vm(
+        &mut self,
+        name: &str,
+        urls: &[String],
+        pre_hook: Option<&str>,
+        post_hook: Option<&str>,
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        self.ensure_new_vm(name)?;
+        if urls.is_empty() {
+            return Err(Error::invalid(format!(
+                "VM `{name}` needs at least one --nbd URL"
+            )));
+        }
+        let mut disks = Vec::new();
+        for url in urls {
+            let parsed: crate::nbd::NbdUrl = url.parse()?;
+            let size = crate::rt::block_on(async {
+                let c = crate::nbd::NbdClient::connect(&parsed, &Default::default()).await?;
+                let size = c.size();
+                c.disconnect().await;
+                Ok::<u64, Error>(size)
+            })??;
+            disks.push(NewDisk {
+                key: None,
+                identity: parsed.to_string(),
+                format: None,
+                size_bytes: size,
+            });
+        }
+        let split = |h: Option<&str>| h.map(crate::source::nbd::split_command).transpose();
+        let opts =
+            serde_json::json!({ "pre_hook": split(pre_hook)?, "post_hook": split(post_hook)? });
+        self.catalog_mut().insert_vm(name, "nbd", &opts, &disks)
+    }
+
+    fn ensure_new_vm(&self, name: &str) -> Result<()> {
+        if self.catalog().vm(name).is_ok() {
+            return Err(Error::already_exists(format!(
+                "a VM named `{name}` is already registered"
+            ))
+            .with_help("Choose another name, or remove the old one with `sendense vm remove`."));
+        }
+        Ok(())
+    }
+
+    /// The VM's source.
+    pub fn source_of(
+        &self,
+        vm: &crate::catalog::VmRecord,
+    ) -> Result<Box<dyn crate::source::Source>> {
+        crate::source::for_vm(vm, self.hook_timeout())
+    }
+
+    /// Re-discovers a VM's disks and matches them by identity (new disks get the next free key;
+    /// vanished disks are marked). Returns the updated VM.
+    pub fn refresh_vm_disks(&mut self, name: &str) -> Result<crate::catalog::VmRecord> {
+        let vm = self.vm(name)?;
+        let found: Vec<NewDisk> = self
+            .source_of(&vm)?
+            .discover()?
+            .into_iter()
+            .map(|d| NewDisk {
+                key: None,
+                identity: d.identity,
+                format: d.format,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        self.catalog_mut().sync_vm_disks(vm.id, &found)?;
+        self.vm(name)
+    }
+
+    /// Each disk with the live state of its checkpoint on the source.
+    pub fn disk_status(&self, vm: &crate::catalog::VmRecord) -> Result<Vec<DiskStatus>> {
+        let states = self.source_of(vm)?.checkpoints(&vm.disks)?;
+        Ok(vm
+            .disks
+            .iter()
+            .cloned()
+            .zip(states)
+            .map(|(disk, checkpoint_state)| DiskStatus {
+                disk,
+                checkpoint_state,
+            })
+            .collect())
     }
 }

@@ -314,3 +314,113 @@ pub fn allocated_bytes(path: &Path, format: &str) -> u64 {
         .map(|e| e["length"].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// A QEMU VM started by a test: disks on virtio-blk, no guest OS, two QMP sockets (one for
+/// Sendense, one for the test's own commands, since QEMU serves one client per socket).
+#[derive(Debug)]
+pub struct QemuVm {
+    /// The process.
+    pub proc: Proc,
+    /// QMP socket for Sendense.
+    pub qmp: PathBuf,
+    /// QMP socket for the test.
+    pub control: PathBuf,
+    /// The disk images, in device order (qdev ids vd0, vd1, ...).
+    pub disks: Vec<PathBuf>,
+}
+
+impl QemuVm {
+    /// Starts QEMU on `disks` (format, path) with QMP sockets in `dir`.
+    pub fn start(dir: &Path, name: &str, disks: &[(&str, &Path)]) -> QemuVm {
+        require("qemu-system-x86_64", "qemu-system-x86");
+        let qmp = dir.join(format!("{name}-qmp.sock"));
+        let control = dir.join(format!("{name}-ctl.sock"));
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-accel",
+            "kvm",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-m",
+            "64",
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", control.display()));
+        for (i, (fmt, path)) in disks.iter().enumerate() {
+            cmd.arg("-blockdev").arg(format!(
+                "driver=file,node-name=file{i},filename={}",
+                path.display()
+            ));
+            cmd.arg("-blockdev")
+                .arg(format!("driver={fmt},node-name=disk{i},file=file{i}"));
+            cmd.arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{i},id=vd{i}"));
+        }
+        let mut proc = Proc::spawn("qemu-system-x86_64", cmd);
+        wait_for_path(&qmp, &mut proc);
+        wait_for_path(&control, &mut proc);
+        QemuVm {
+            proc,
+            qmp,
+            control,
+            disks: disks.iter().map(|(_, p)| p.to_path_buf()).collect(),
+        }
+    }
+
+    /// Runs a QMP command on the test's socket and returns the `return` value.
+    pub fn qmp(&self, command: &str, args: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.control).expect("control socket");
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        for (cmd, a) in [("qmp_capabilities", serde_json::json!({})), (command, args)] {
+            writeln!(s, "{}", serde_json::json!({"execute": cmd, "arguments": a})).unwrap();
+            loop {
+                line.clear();
+                assert!(
+                    r.read_line(&mut line).unwrap() > 0,
+                    "QEMU closed QMP during {cmd}"
+                );
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v.get("event").is_some() {
+                    continue;
+                }
+                if let Some(e) = v.get("error") {
+                    panic!("QMP {cmd} failed: {e}");
+                }
+                if cmd == command {
+                    return v["return"].clone();
+                }
+                break;
+            }
+        }
+        serde_json::Value::Null
+    }
+
+    /// A guest write through the virtio device: HMP `qemu-io -d vdN/virtio-backend "..."`.
+    pub fn guest_io(&self, disk: usize, io: &str) {
+        let out = self.qmp(
+            "human-monitor-command",
+            serde_json::json!({"command-line": format!("qemu-io -d vd{disk}/virtio-backend \"{io}\"")}),
+        );
+        let text = out.as_str().unwrap_or_default();
+        assert!(!text.contains("rror"), "qemu-io {io}: {text}");
+    }
+
+    /// Quits QEMU cleanly (persistent bitmaps are saved) and waits for it.
+    pub fn quit(mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.qmp("quit", serde_json::json!({}))
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.proc.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

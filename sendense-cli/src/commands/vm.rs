@@ -9,8 +9,25 @@ use std::process::ExitCode;
 pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
     let mut sd = super::open(g)?;
     match cmd {
-        VmCommand::Add { name, disks } => {
-            let vm = sd.add_image_vm(&name, &disks)?;
+        VmCommand::Add {
+            name,
+            disks,
+            qmp,
+            nbd,
+            pre_hook,
+            post_hook,
+        } => {
+            if nbd.is_empty() && (pre_hook.is_some() || post_hook.is_some()) {
+                return Err(sendense_core::Error::invalid("--pre-hook and --post-hook apply to VMs added with --nbd")
+                    .with_help("QEMU and image VMs are snapshotted by Sendense itself; hooks are for external exports."));
+            }
+            let vm = if let Some(socket) = qmp {
+                sd.add_qemu_vm(&name, &socket)?
+            } else if !nbd.is_empty() {
+                sd.add_nbd_vm(&name, &nbd, pre_hook.as_deref(), post_hook.as_deref())?
+            } else {
+                sd.add_image_vm(&name, &disks)?
+            };
             if g.json {
                 output::json(&vm)?;
             } else {
@@ -42,10 +59,45 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
+        VmCommand::Discover { qmp } => {
+            let disks = sd.discover_qemu(&qmp)?;
+            if g.json {
+                output::json(&disks)?;
+            } else {
+                let mut t = table::new(&["Key", "Identity", "Format", "Size", "Detail"]);
+                for (i, d) in disks.iter().enumerate() {
+                    t.add_row([
+                        (2000 + i).to_string(),
+                        d.identity.clone(),
+                        d.format.clone().unwrap_or_default(),
+                        output::bytes(d.size_bytes),
+                        d.detail.clone(),
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+        }
         VmCommand::Show { name } => {
             let vm = sd.vm(&name)?;
+            let status = sd.disk_status(&vm);
+            if let Err(e) = &status {
+                tracing::warn!("cannot read checkpoints from the source: {e}");
+            }
+            let states: Vec<Option<sendense_core::source::CheckpointState>> = match &status {
+                Ok(list) => list
+                    .iter()
+                    .map(|d| Some(d.checkpoint_state.clone()))
+                    .collect(),
+                Err(_) => vec![None; vm.disks.len()],
+            };
             if g.json {
-                output::json(&vm)?;
+                let mut doc = serde_json::to_value(&vm).unwrap_or_default();
+                if let Some(disks) = doc["disks"].as_array_mut() {
+                    for (d, st) in disks.iter_mut().zip(&states) {
+                        d["checkpoint_state"] = serde_json::to_value(st).unwrap_or_default();
+                    }
+                }
+                output::json(&doc)?;
             } else {
                 let rows = [
                     ("Name", vm.name.clone()),
@@ -54,7 +106,25 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                     ("Created", vm.created_at.clone()),
                 ];
                 output::line(&table::fields(&rows).to_string())?;
-                output::line(&disk_table(&vm).to_string())?;
+                let mut t2 =
+                    table::new(&["Key", "Identity", "Format", "Size", "Checkpoint", "State"]);
+                for (d, st) in vm.disks.iter().zip(&states) {
+                    t2.add_row([
+                        d.key.to_string(),
+                        if d.present {
+                            d.identity.clone()
+                        } else {
+                            format!("{} (vanished)", d.identity)
+                        },
+                        d.format.clone().unwrap_or_else(|| "-".into()),
+                        output::bytes(d.size_bytes),
+                        d.checkpoint.clone().unwrap_or_else(|| "none".into()),
+                        st.as_ref()
+                            .map(state_text)
+                            .unwrap_or_else(|| "source unreachable".into()),
+                    ]);
+                }
+                output::line(&t2.to_string())?;
             }
         }
         VmCommand::Remove { name } => {
@@ -70,6 +140,17 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn state_text(s: &sendense_core::source::CheckpointState) -> String {
+    use sendense_core::source::CheckpointState as C;
+    match s {
+        C::Present => "present".into(),
+        C::None => "none yet".into(),
+        C::Missing => "missing on source".into(),
+        C::Inconsistent => "inconsistent".into(),
+        C::Unsupported(why) => why.clone(),
+    }
 }
 
 fn disk_table(vm: &VmRecord) -> comfy_table::Table {

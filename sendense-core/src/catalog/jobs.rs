@@ -129,6 +129,17 @@ pub struct JobRecord {
     pub error: Option<String>,
 }
 
+/// One line of a job's log. Also the `job log --json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobLogLine {
+    /// When.
+    pub ts: String,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// What happened.
+    pub message: String,
+}
+
 /// Narrows `job list`.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -227,6 +238,40 @@ impl Catalog {
             )?;
             Ok(())
         })
+    }
+
+    /// Appends a line to a job's log.
+    pub fn log_job(
+        &mut self,
+        id: i64,
+        level: &str,
+        message: &str,
+        data: Option<&str>,
+    ) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO job_events (job_id, ts, level, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (id, now, level, message, data),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// A job's log, oldest first: (time, level, message).
+    pub fn job_log(&self, id: i64) -> Result<Vec<JobLogLine>> {
+        self.job(id)?;
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT ts, level, message FROM job_events WHERE job_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(JobLogLine {
+                ts: r.get(0)?,
+                level: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Jobs not yet final.

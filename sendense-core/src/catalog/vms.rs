@@ -208,6 +208,56 @@ impl Catalog {
             .optional()?)
     }
 
+    /// Matches freshly discovered disks to the VM's disks by identity: known disks get their new
+    /// size and are marked present, new disks get the next free key, missing ones are marked
+    /// vanished. Keys are never reassigned. Returns the updated VM.
+    pub fn sync_vm_disks(&mut self, vm_id: i64, found: &[NewDisk]) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            let known: Vec<(i64, String, u32)> = {
+                let mut stmt = tx.prepare("SELECT id, identity, disk_key FROM vm_disks WHERE vm_id = ?1")?;
+                let rows = stmt.query_map([vm_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut next = known.iter().map(|k| k.2 + 1).max().unwrap_or(FIRST_DISK_KEY);
+            for (id, identity, _) in &known {
+                let present = found.iter().any(|f| &f.identity == identity);
+                tx.execute("UPDATE vm_disks SET present = ?1 WHERE id = ?2", (present, id))?;
+            }
+            for f in found {
+                match known.iter().find(|k| k.1 == f.identity) {
+                    Some((id, _, _)) => {
+                        tx.execute(
+                            "UPDATE vm_disks SET size_bytes = ?1, format = coalesce(?2, format) WHERE id = ?3",
+                            (f.size_bytes as i64, &f.format, id),
+                        )?;
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO vm_disks (vm_id, disk_key, identity, format, size_bytes, created_at) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            (vm_id, next, &f.identity, &f.format, f.size_bytes as i64, &now),
+                        )?;
+                        next += 1;
+                    }
+                }
+            }
+            tx.execute("UPDATE vms SET updated_at = ?1 WHERE id = ?2", (&now, vm_id))?;
+            Ok(())
+        })
+    }
+
+    /// Records the checkpoint a disk's source now has (after a successful backup).
+    pub fn set_disk_checkpoint(&mut self, disk_id: i64, checkpoint: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE vm_disks SET checkpoint = ?1 WHERE id = ?2",
+                (checkpoint, disk_id),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Removes a VM and its disks; refused while backups of it exist.
     pub fn delete_vm(&mut self, name: &str) -> Result<VmRecord> {
         let vm = self.vm(name)?;

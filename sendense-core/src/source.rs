@@ -1,0 +1,204 @@
+//! VM sources: where disks come from and how one consistent snapshot of all of them is taken.
+//!
+//! A [`Source`] discovers disks, takes ONE point-in-time snapshot covering ALL disks of a VM
+//! that also starts a new change-tracking checkpoint, exposes each disk as an NBD export (with
+//! the dirty bitmap of the previous checkpoint when an incremental is possible), and finishes:
+//! on success the previous checkpoint is retired, on failure the new one is dropped (its changes
+//! merged back) so the previous stays valid. Teardown — exports, jobs, fleecing overlays — always
+//! runs in `finish`, also after errors.
+//!
+//! Checkpoint lifecycle (per disk, bitmap `sendense-<backup-id>`):
+//!
+//! ```text
+//! snapshot:  add new (recording)  + disable previous    (one atomic step for all disks)
+//! export:    previous = changes from the previous backup up to the snapshot instant
+//! success:   remove previous              -> new is the checkpoint of the chain top
+//! failure:   merge new into previous, enable previous, remove new  -> as if nothing happened
+//! ```
+//!
+//! Implementations: [`qemu::QemuSource`] (a live VM over QMP), [`image::ImageSource`] (a stopped
+//! VM's image files), [`nbd::NbdSource`] (existing NBD exports, full backups, with hooks).
+
+pub mod image;
+pub mod nbd;
+pub mod qemu;
+pub mod qmp;
+
+use crate::catalog::DiskRecord;
+use crate::error::Result;
+use crate::nbd::NbdUrl;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// A disk found on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscoveredDisk {
+    /// Identity: qdev path, file path or URL.
+    pub identity: String,
+    /// Format (`qcow2`, `raw`), when known.
+    pub format: Option<String>,
+    /// Virtual size.
+    pub size_bytes: u64,
+    /// Source-specific details (node name, file).
+    pub detail: String,
+}
+
+/// State of a disk's change-tracking checkpoint on the source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum CheckpointState {
+    /// The recorded checkpoint is there and usable.
+    Present,
+    /// No checkpoint was recorded yet.
+    None,
+    /// The recorded checkpoint is gone from the source.
+    Missing,
+    /// The checkpoint exists but cannot be trusted (not saved cleanly).
+    Inconsistent,
+    /// This disk cannot track changes (raw image, external export).
+    Unsupported(String),
+}
+
+impl CheckpointState {
+    /// Why an incremental is impossible, or `None` when it is possible.
+    pub fn full_reason(&self) -> Option<String> {
+        match self {
+            CheckpointState::Present => None,
+            CheckpointState::None => Some("first backup in repository".into()),
+            CheckpointState::Missing => Some("checkpoint missing on source".into()),
+            CheckpointState::Inconsistent => Some("checkpoint inconsistent on source".into()),
+            CheckpointState::Unsupported(why) => Some(why.clone()),
+        }
+    }
+}
+
+/// One disk to snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotDiskRequest {
+    /// Disk key.
+    pub key: u32,
+    /// Identity on the source.
+    pub identity: String,
+    /// Export name to use.
+    pub export: String,
+    /// The previous checkpoint to export changes from (incremental); `None` for a full.
+    pub previous: Option<String>,
+}
+
+/// What to snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    /// The job.
+    pub job: i64,
+    /// VM name (for hooks and messages).
+    pub vm: String,
+    /// Name of the new checkpoint.
+    pub checkpoint: String,
+    /// Private scratch directory for this job (fleecing overlays, sockets).
+    pub scratch: PathBuf,
+    /// The disks.
+    pub disks: Vec<SnapshotDiskRequest>,
+}
+
+/// A disk of the snapshot, readable over NBD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotDisk {
+    /// Disk key.
+    pub key: u32,
+    /// Where to read it.
+    pub url: NbdUrl,
+    /// Size at the snapshot.
+    pub size_bytes: u64,
+    /// Dirty bitmap (name) holding the changes since the previous checkpoint, for incrementals.
+    pub bitmap: Option<String>,
+    /// The checkpoint the backup ends at, when the disk tracks changes.
+    pub checkpoint: Option<String>,
+}
+
+/// What a source needs from the hub while it works: exports and the job log.
+pub trait SourceHost {
+    /// Starts a qemu-nbd export.
+    fn start_export(
+        &mut self,
+        spec: &crate::export::ExportSpec,
+    ) -> Result<crate::export::RunningExport>;
+    /// Stops an export.
+    fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()>;
+    /// Writes a line to the job log.
+    fn log(&mut self, message: &str);
+}
+
+/// A place disks come from.
+pub trait Source: Send {
+    /// `qemu`, `image` or `nbd`.
+    fn kind(&self) -> &'static str;
+    /// The disks, in device order.
+    fn discover(&mut self) -> Result<Vec<DiscoveredDisk>>;
+    /// The state of each disk's recorded checkpoint.
+    fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>>;
+    /// One consistent snapshot of all `req.disks`, starting checkpoint `req.checkpoint`.
+    fn snapshot(
+        &mut self,
+        host: &mut dyn SourceHost,
+        req: &SnapshotRequest,
+    ) -> Result<Vec<SnapshotDisk>>;
+    /// Retires the previous checkpoint (`success`) or drops the new one, and tears everything
+    /// down. Safe to call after a failed or partial `snapshot`, and more than once.
+    fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()>;
+}
+
+/// The source of a registered VM.
+pub fn for_vm(
+    vm: &crate::catalog::VmRecord,
+    hook_timeout: std::time::Duration,
+) -> Result<Box<dyn Source>> {
+    let opts = &vm.source_options;
+    match vm.source.as_str() {
+        "qemu" => {
+            let socket = opts["qmp"].as_str().unwrap_or_default();
+            Ok(Box::new(qemu::QemuSource::new(socket.into())))
+        }
+        "image" => Ok(Box::new(image::ImageSource::new(
+            vm.disks
+                .iter()
+                .map(|d| PathBuf::from(&d.identity))
+                .collect(),
+        ))),
+        "nbd" => Ok(Box::new(nbd::NbdSource::from_options(vm, hook_timeout)?)),
+        other => Err(crate::error::Error::invalid(format!(
+            "VM `{}` has source `{other}`, which this Sendense cannot read",
+            vm.name
+        ))),
+    }
+}
+
+/// The hub side of a source's work: exports through the catalog, log lines into the job log.
+#[derive(Debug)]
+pub struct HubHost<'a> {
+    /// The open state directory.
+    pub sd: &'a mut crate::Sendense,
+    /// The job whose log receives the lines.
+    pub job: Option<i64>,
+}
+
+impl SourceHost for HubHost<'_> {
+    fn start_export(
+        &mut self,
+        spec: &crate::export::ExportSpec,
+    ) -> Result<crate::export::RunningExport> {
+        self.sd.start_export(spec)
+    }
+
+    fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()> {
+        self.sd.stop_export(export)
+    }
+
+    fn log(&mut self, message: &str) {
+        tracing::info!("{message}");
+        if let Some(job) = self.job {
+            if let Err(e) = self.sd.catalog_mut().log_job(job, "info", message, None) {
+                tracing::warn!("job log: {e}");
+            }
+        }
+    }
+}

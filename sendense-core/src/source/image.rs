@@ -1,0 +1,271 @@
+//! A stopped VM's disk image files.
+//!
+//! The files themselves are the consistent snapshot, as long as no QEMU writes them: a file
+//! locked by a running QEMU is refused. Checkpoints are persistent bitmaps in the QCOW2
+//! (`qemu-img bitmap`); each disk is exported read-only by `qemu-nbd -r -B <previous>` on a
+//! Unix socket in the job's scratch directory. Raw images cannot hold bitmaps: full backups only.
+
+use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
+use crate::catalog::{DiskRecord, Listen};
+use crate::error::{Error, ErrorKind, Result};
+use crate::export::{ExportSpec, RunningExport};
+use crate::tools::{self, qemu_img, QEMU_IMG};
+use std::path::{Path, PathBuf};
+
+/// Disk image files of a stopped VM.
+#[derive(Debug)]
+pub struct ImageSource {
+    files: Vec<PathBuf>,
+    active: Option<Active>,
+}
+
+#[derive(Debug, Default)]
+struct Active {
+    scratch: PathBuf,
+    exports: Vec<RunningExport>,
+    /// (file, previous bitmap, new bitmap) of qcow2 disks.
+    bitmaps: Vec<(PathBuf, Option<String>, Option<String>)>,
+}
+
+/// A bitmap stored in a qcow2 file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredBitmap {
+    name: String,
+    enabled: bool,
+    in_use: bool,
+}
+
+fn bitmaps(file: &Path) -> Result<Vec<StoredBitmap>> {
+    let out = tools::run(
+        QEMU_IMG,
+        ["info", "--output=json", "-U", &file.to_string_lossy()],
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::new(ErrorKind::External, format!("qemu-img info: {e}")))?;
+    Ok(v["format-specific"]["data"]["bitmaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            let flags: Vec<&str> = b["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .collect();
+            StoredBitmap {
+                name: b["name"].as_str().unwrap_or_default().to_string(),
+                enabled: flags.contains(&"auto"),
+                in_use: flags.contains(&"in-use"),
+            }
+        })
+        .collect())
+}
+
+/// Refuses an image that a running QEMU holds (it would change under the backup).
+pub fn check_not_in_use(file: &Path) -> Result<()> {
+    let out = QEMU_IMG
+        .command()
+        .args(["info", "--output=json"])
+        .arg(file)
+        .output()
+        .map_err(|_| QEMU_IMG.missing())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("lock") {
+        return Err(Error::busy(format!(
+            "{} is in use by a running QEMU (its image lock is held)",
+            file.display()
+        ))
+        .with_help("Back up a running VM through its QMP socket: register it with `sendense vm add NAME --qmp SOCKET`."));
+    }
+    Err(Error::new(
+        ErrorKind::External,
+        format!("qemu-img info {}: {}", file.display(), err.trim()),
+    ))
+}
+
+impl ImageSource {
+    /// A source over these image files (in disk-key order).
+    pub fn new(files: Vec<PathBuf>) -> Self {
+        ImageSource {
+            files,
+            active: None,
+        }
+    }
+
+    fn format(file: &Path) -> Result<String> {
+        Ok(qemu_img::info(file)?.format)
+    }
+}
+
+impl Source for ImageSource {
+    fn kind(&self) -> &'static str {
+        "image"
+    }
+
+    fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
+        self.files
+            .iter()
+            .map(|f| {
+                let d = crate::vm::probe_image_disk(f)?;
+                Ok(DiscoveredDisk {
+                    identity: d.identity,
+                    format: d.format,
+                    size_bytes: d.size_bytes,
+                    detail: String::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>> {
+        disks
+            .iter()
+            .map(|d| {
+                let file = Path::new(&d.identity);
+                if !file.exists() {
+                    return Ok(CheckpointState::Missing);
+                }
+                if Self::format(file)? != "qcow2" {
+                    return Ok(CheckpointState::Unsupported(
+                        "raw image: no change tracking, so every backup is full".into(),
+                    ));
+                }
+                let Some(name) = &d.checkpoint else {
+                    return Ok(CheckpointState::None);
+                };
+                Ok(match bitmaps(file)?.into_iter().find(|b| &b.name == name) {
+                    None => CheckpointState::Missing,
+                    Some(b) if b.in_use => CheckpointState::Inconsistent,
+                    Some(_) => CheckpointState::Present,
+                })
+            })
+            .collect()
+    }
+
+    fn snapshot(
+        &mut self,
+        host: &mut dyn SourceHost,
+        req: &SnapshotRequest,
+    ) -> Result<Vec<SnapshotDisk>> {
+        for d in &req.disks {
+            check_not_in_use(Path::new(&d.identity))?;
+        }
+        crate::fsutil::create_private_dir(&req.scratch)?;
+        self.active = Some(Active {
+            scratch: req.scratch.clone(),
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        for d in &req.disks {
+            let file = PathBuf::from(&d.identity);
+            let info = qemu_img::info(&file)?;
+            let qcow2 = info.format == "qcow2";
+            let previous = if qcow2 {
+                d.previous.clone().filter(|p| {
+                    bitmaps(&file)
+                        .map(|bs| bs.iter().any(|b| &b.name == p))
+                        .unwrap_or(false)
+                })
+            } else {
+                None
+            };
+            let new = qcow2.then(|| req.checkpoint.clone());
+            if let Some(new) = &new {
+                let mut args = vec![
+                    "bitmap".to_string(),
+                    "--add".into(),
+                    file.to_string_lossy().into_owned(),
+                    new.clone(),
+                ];
+                tools::run(QEMU_IMG, &args)?;
+                if let Some(prev) = &previous {
+                    args = vec![
+                        "bitmap".into(),
+                        "--disable".into(),
+                        file.to_string_lossy().into_owned(),
+                        prev.clone(),
+                    ];
+                    tools::run(QEMU_IMG, &args)?;
+                }
+                if let Some(a) = self.active.as_mut() {
+                    a.bitmaps
+                        .push((file.clone(), previous.clone(), Some(new.clone())));
+                }
+            }
+            let spec = ExportSpec {
+                file: file.clone(),
+                format: info.format.clone(),
+                name: d.export.clone(),
+                listen: Listen::Socket(req.scratch.join(format!("disk-{}.sock", d.key))),
+                shared: 8,
+                read_only: true,
+                bitmap: previous.clone(),
+                discard_writes: false,
+                job: Some(req.job),
+            };
+            let export = host.start_export(&spec)?;
+            let url = export.url.clone();
+            if let Some(a) = self.active.as_mut() {
+                a.exports.push(export);
+            }
+            out.push(SnapshotDisk {
+                key: d.key,
+                url,
+                size_bytes: info.virtual_size,
+                bitmap: previous,
+                checkpoint: new,
+            });
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()> {
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        for e in active.exports {
+            if let Err(err) = host.stop_export(e) {
+                errors.push(err.to_string());
+            }
+        }
+        for (file, prev, new) in &active.bitmaps {
+            let f = file.to_string_lossy().into_owned();
+            let mut run = |args: &[&str]| {
+                if let Err(e) = tools::run(QEMU_IMG, args) {
+                    errors.push(e.to_string());
+                }
+            };
+            if success {
+                if let Some(p) = prev {
+                    run(&["bitmap", "--remove", &f, p]);
+                }
+            } else {
+                if let (Some(p), Some(n)) = (prev, new) {
+                    run(&["bitmap", "--merge", n, "--enable", &f, p]);
+                } else if let Some(p) = prev {
+                    run(&["bitmap", "--enable", &f, p]);
+                }
+                if let Some(n) = new {
+                    run(&["bitmap", "--remove", &f, n]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&active.scratch);
+        for e in &errors {
+            host.log(&format!("teardown: {e}"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::External,
+                format!("tearing down the snapshot: {}", errors.join("; ")),
+            ))
+        }
+    }
+}
