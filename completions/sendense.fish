@@ -34,6 +34,7 @@ complete -c sendense -n "__fish_sendense_needs_command" -s V -l version -d 'Prin
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "init" -d 'Create the state directory, the catalog and a commented default config'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage backup repositories'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "backup" -d 'Back up VMs and inspect backups'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "nbd" -d 'NBD exports Sendense started'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "cleanup" -d 'Find and remove what interrupted jobs left behind'
@@ -166,15 +167,53 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -f -a "list" -d 'List jobs, newest first'
-complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show" -f -a "show" -d 'Show one job'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "list" -d 'List backups, newest first'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "show" -d 'Show one backup and its disks'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l repo -d 'Repository (default: the default repository)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l full -d 'A full backup of every disk'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l incremental -d 'Incremental for every disk, or fail with the reason'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -l vm -d 'Only this VM' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -l repo -d 'Only this repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "list" -d 'List jobs, newest first'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "show" -d 'Show one job'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "log" -d 'Print a job\'s log'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "cancel" -d 'Ask a running job to stop; it cancels cleanly (as Ctrl-C would)'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l vm -d 'Only jobs of this VM' -r
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l status -d 'Only jobs in this state' -r -f -a "pending\t''
 running\t''
@@ -196,6 +235,20 @@ complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_s
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from log" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

@@ -99,6 +99,9 @@ config is never overwritten.")]
     /// Manage the VMs Sendense backs up.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Back up VMs and inspect backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Inspect jobs (backups, restores, ...).
     #[command(subcommand)]
     Job(JobCommand),
@@ -311,6 +314,71 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
     },
 }
 
+const BACKUP_JSON: &str = "JSON OUTPUT
+  A backup object:
+  {\"id\": \"20261125T211006Z-1a2b3c\", \"vm\": \"pgtest1\", \"repo\": \"local\",
+   \"status\": \"completed\", \"created_at\": \"...\", \"completed_at\": \"...\", \"job\": 7,
+   \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
+              \"file\": \"/srv/backup/pgtest1/2000/<id>.qcow2\", \"parent\": null | \"<id>\",
+              \"size_bytes\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
+              \"checkpoint\": \"sendense-<id>\" | null, \"digest\": null,
+              \"status\": \"completed\", \"error\": null}]}";
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up a VM: one consistent snapshot of all its disks; full or incremental per disk.
+    #[command(
+        after_long_help = "Each disk is incremental when the repository holds a completed chain for it,
+the source still has the checkpoint of the chain's top and the disk size is
+unchanged; otherwise full, with the reason shown (first backup in repository,
+new disk, disk resized, checkpoint missing on source, --full requested, ...).
+A second backup of the same VM while one runs is refused (exit 5). Ctrl-C
+cancels cleanly (exit 130): exports stopped, new images deleted, the previous
+checkpoint kept.
+
+JSON OUTPUT
+  NDJSON events, one per line ({\"ts\", \"job\", \"event\": \"job_started\" | \"step\" |
+  \"snapshot_taken\" | \"disk_started\" | \"disk_progress\" | \"disk_finished\" |
+  \"warning\" | \"job_finished\", ...}), then the summary object:
+  {\"backup\": \"<id>\", \"job\": 7, \"vm\": \"pgtest1\", \"repo\": \"local\",
+   \"status\": \"completed\", \"seconds\": 12.3, \"vanished\": [],
+   \"disks\": [{\"key\": 2000, \"mode\": \"incremental\", \"reason\": \"...\",
+              \"file\": \"...\", \"parent\": \"<id>\", \"bytes_read\": ..., \"bytes_written\": ...,
+              \"bytes_zero\": ..., \"seconds\": ..., \"mib_per_sec\": ...}]}"
+    )]
+    Start {
+        /// VM name.
+        vm: String,
+        /// Repository (default: the default repository).
+        #[arg(long)]
+        repo: Option<String>,
+        /// A full backup of every disk.
+        #[arg(long, conflicts_with = "incremental")]
+        full: bool,
+        /// Incremental for every disk, or fail with the reason.
+        #[arg(long)]
+        incremental: bool,
+    },
+    /// List backups, newest first.
+    #[command(after_long_help = format!("{BACKUP_JSON}
+
+`backup list --json` prints an array of backup objects."))]
+    List {
+        /// Only this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only this repository.
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Show one backup and its disks.
+    #[command(after_long_help = BACKUP_JSON)]
+    Show {
+        /// Backup id.
+        id: String,
+    },
+}
+
 const JOB_JSON: &str = "JSON OUTPUT
   A job object:
   {\"id\": 7, \"kind\": \"backup\", \"vm\": \"pgtest1\", \"repo\": \"local\",
@@ -340,6 +408,20 @@ pub enum JobCommand {
     /// Show one job.
     #[command(after_long_help = JOB_JSON)]
     Show {
+        /// Job id.
+        id: i64,
+    },
+    /// Print a job's log.
+    #[command(after_long_help = "JSON OUTPUT
+  [{\"ts\": \"...\", \"level\": \"info\", \"message\": \"snapshot of 2 disk(s) taken\"}, ...]")]
+    Log {
+        /// Job id.
+        id: i64,
+    },
+    /// Ask a running job to stop; it cancels cleanly (as Ctrl-C would).
+    #[command(after_long_help = "JSON OUTPUT
+  The job object. Refused (exit 5) when the job has already ended.")]
+    Cancel {
         /// Job id.
         id: i64,
     },

@@ -1,5 +1,6 @@
 //! One module per noun; each turns arguments into a core call and renders the result.
 
+mod backup;
 mod cleanup;
 mod init;
 mod job;
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Init => init::run(g),
         Command::Repo(cmd) => repo::run(g, cmd),
         Command::Vm(cmd) => vm::run(g, cmd),
+        Command::Backup(cmd) => backup::run(g, cmd),
         Command::Job(cmd) => job::run(g, cmd),
         Command::Nbd(cmd) => nbd::run(g, cmd),
         Command::Cleanup { dry_run } => cleanup::run(g, dry_run),

@@ -41,7 +41,15 @@ fn holder_worker() {
             checkpoint: None,
         })
         .collect();
-    let pending = sd.begin_backup(&vm, &repo, Some(job.id), &plans).unwrap();
+    let pending = sd
+        .begin_backup(
+            &sendense_core::repo::chain::new_backup_id(),
+            &vm,
+            &repo,
+            Some(job.id),
+            &plans,
+        )
+        .unwrap();
     let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
     let mut exports = Vec::new();
     for t in &pending.targets {

@@ -98,6 +98,9 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     /// Seconds a pre/post hook command may run before it is killed.
     pub hook_timeout_secs: u64,
+    /// The `sendense-sna` binary for `transfer: process` (default: next to `sendense`, else
+    /// `$PATH`).
+    pub sna_path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             qemu_nbd: QemuNbdConfig::default(),
             scratch_dir: None,
             hook_timeout_secs: 300,
+            sna_path: None,
         }
     }
 }
@@ -243,6 +247,9 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 
 # Seconds a --pre-hook or --post-hook command may run before it is killed.
 # hook_timeout_secs: 300
+
+# The sendense-sna binary used with `transfer: process` (default: next to sendense, else $PATH).
+# sna_path: /usr/local/bin/sendense-sna
 ";
 
 #[cfg(test)]
@@ -268,7 +275,7 @@ mod tests {
         let uncommented: String = DEFAULT_CONFIG_TEXT
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| is_setting(l) && !l.contains("scratch_dir"))
+            .filter(|l| is_setting(l) && !l.contains("scratch_dir") && !l.contains("sna_path"))
             .map(|l| format!("{l}\n"))
             .collect();
         assert!(uncommented.contains("request_size"), "{uncommented}");

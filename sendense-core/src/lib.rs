@@ -26,6 +26,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod catalog;
 pub mod cleanup;
 pub mod config;

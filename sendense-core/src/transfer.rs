@@ -55,6 +55,8 @@ pub struct CopyRequest {
     pub request_size: usize,
     /// Disk key reported in events.
     pub disk: u32,
+    /// Why this copy is full or incremental, reported in events.
+    pub reason: String,
     /// Job reported in events.
     pub job: Option<i64>,
     /// Per-request timeout.
@@ -74,6 +76,7 @@ impl CopyRequest {
             requests: defaults.requests as usize,
             request_size: defaults.request_size as usize,
             disk: 0,
+            reason: String::new(),
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
         }

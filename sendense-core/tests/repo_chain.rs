@@ -73,7 +73,15 @@ async fn backup(sd: &mut Sendense, reference: &Path, writes: &[(u64, u64, u8)]) 
         size_bytes: SIZE,
         checkpoint: None,
     };
-    let pending = sd.begin_backup(&vm, &repo, None, &[plan]).unwrap();
+    let pending = sd
+        .begin_backup(
+            &sendense_core::repo::chain::new_backup_id(),
+            &vm,
+            &repo,
+            None,
+            &[plan],
+        )
+        .unwrap();
     let t = &pending.targets[0];
     assert!(t.partial.to_string_lossy().ends_with(".qcow2.partial"));
     let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
@@ -239,7 +247,13 @@ async fn an_aborted_backup_leaves_nothing_and_the_chain_continues() {
         checkpoint: None,
     };
     let pending = sd
-        .begin_backup(&vm, &repo, None, std::slice::from_ref(&plan))
+        .begin_backup(
+            &sendense_core::repo::chain::new_backup_id(),
+            &vm,
+            &repo,
+            None,
+            std::slice::from_ref(&plan),
+        )
         .unwrap();
     let partial = pending.targets[0].partial.clone();
     assert!(partial.exists());
@@ -258,12 +272,28 @@ async fn an_aborted_backup_leaves_nothing_and_the_chain_continues() {
         parent: None,
         ..plan.clone()
     };
-    assert!(sd.begin_backup(&vm, &repo, None, &[bad]).is_err());
+    assert!(sd
+        .begin_backup(
+            &sendense_core::repo::chain::new_backup_id(),
+            &vm,
+            &repo,
+            None,
+            &[bad]
+        )
+        .is_err());
     let bad = DiskPlan {
         mode: BackupMode::Full,
         ..plan
     };
-    assert!(sd.begin_backup(&vm, &repo, None, &[bad]).is_err());
+    assert!(sd
+        .begin_backup(
+            &sendense_core::repo::chain::new_backup_id(),
+            &vm,
+            &repo,
+            None,
+            &[bad]
+        )
+        .is_err());
     assert_eq!(
         std::fs::read_dir(repo.path.join("vm1/2000"))
             .unwrap()

@@ -362,7 +362,12 @@ async fn nbd_source_runs_hooks_and_a_failing_pre_hook_aborts() {
         marker.display()
     );
     let vm = sd
-        .add_nbd_vm("ext", std::slice::from_ref(&export.url), Some(&pre), Some(&post))
+        .add_nbd_vm(
+            "ext",
+            std::slice::from_ref(&export.url),
+            Some(&pre),
+            Some(&post),
+        )
         .unwrap();
     assert_eq!(vm.disks[0].size_bytes, 8 * M);
     let mut src = sd.source_of(&vm).unwrap();

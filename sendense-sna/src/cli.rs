@@ -37,6 +37,19 @@ JSON OUTPUT
    \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}"
     )]
     Copy(CopyArgs),
+    /// Run a backup transfer planned by the hub: a JSON plan on stdin, NDJSON events on stdout.
+    #[command(after_long_help = "The plan (stdin):
+  {\"job\": 7, \"targets\": \"2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,...\",
+   \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
+              \"source\": \"nbd+unix:///pgtest1-disk-2000?socket=...\",
+              \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...}],
+   \"connections\": 4, \"requests\": 16, \"request_size\": 1048576}
+
+Output (stdout): one JSON event per line, then
+  {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
+                \"bytes_zero\": ..., \"seconds\": ...}]}
+Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
+    Transfer,
 }
 
 #[derive(Debug, Args)]

@@ -24,18 +24,8 @@ pub fn run(args: CopyArgs, json: bool, quiet: bool) -> Result<()> {
     req.request_size = args.request_size as usize;
 
     let sink = sendense_term::progress::sink_for(json, quiet);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("starting the runtime: {e}")))?;
-    let report = rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
+    let report = runtime()?.block_on(async {
+        let cancel = cancel_on_signal();
         transfer::copy(&req, &sink, &cancel).await
     })?;
     let mut out = std::io::stdout().lock();
@@ -58,4 +48,43 @@ pub fn run(args: CopyArgs, json: bool, quiet: bool) -> Result<()> {
         )
     };
     written.map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))
+}
+
+/// `sendense-sna transfer`: the node side of a backup.
+pub fn transfer() -> Result<()> {
+    use std::io::Read;
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("reading the plan from stdin: {e}")))?;
+    let plan: sendense_core::backup::node::TransferPlan = serde_json::from_str(&input)
+        .map_err(|e| Error::invalid(format!("the transfer plan on stdin is not valid: {e}")))?;
+    let sink = sendense_term::progress::sink_for(true, false);
+    let rt = runtime()?;
+    let results = rt.block_on(async {
+        let cancel = cancel_on_signal();
+        sendense_core::backup::node::run_transfer(&plan, &sink, &cancel).await
+    })?;
+    let doc = serde_json::json!({ "summary": results });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{doc}").map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("starting the runtime: {e}")))
+}
+
+/// A token cancelled by Ctrl-C / SIGINT.
+fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    cancel
 }

@@ -12,6 +12,7 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     let result = match cli.command {
         cli::Command::Copy(args) => copy::run(args, json, cli.quiet),
+        cli::Command::Transfer => copy::transfer(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

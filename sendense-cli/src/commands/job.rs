@@ -37,6 +37,29 @@ pub fn run(g: &GlobalArgs, cmd: JobCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
+        JobCommand::Log { id } => {
+            let lines = sd.catalog().job_log(id)?;
+            if g.json {
+                output::json(&lines)?;
+            } else {
+                for l in &lines {
+                    output::line(&format!("{} {:5} {}", l.ts, l.level, l.message))?;
+                }
+            }
+        }
+        JobCommand::Cancel { id } => {
+            let mut sd = sd;
+            let job = sd.catalog_mut().request_cancel(id)?;
+            if g.json {
+                output::json(&job)?;
+            } else {
+                output::line(&format!(
+                    "Asked job {id} ({} of {}) to cancel.",
+                    job.kind,
+                    job.vm.clone().unwrap_or_default()
+                ))?;
+            }
+        }
         JobCommand::Show { id } => {
             let job = sd.job(id)?;
             if g.json {

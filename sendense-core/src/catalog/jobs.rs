@@ -274,6 +274,31 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Asks the process running job `id` to cancel it.
+    pub fn request_cancel(&mut self, id: i64) -> Result<JobRecord> {
+        let job = self.job(id)?;
+        if job.status.is_final() {
+            return Err(Error::refused(format!(
+                "job {id} has already ended ({})",
+                job.status
+            )));
+        }
+        self.write(|tx| {
+            tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+            Ok(())
+        })?;
+        self.job(id)
+    }
+
+    /// True when someone asked to cancel job `id`.
+    pub fn cancel_requested(&self, id: i64) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT cancel_requested FROM jobs WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Jobs not yet final.
     pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
         let mut stmt = self.conn().prepare(&format!(

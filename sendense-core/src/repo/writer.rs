@@ -55,9 +55,11 @@ pub struct PendingBackup {
 }
 
 impl Sendense {
-    /// Creates the `.partial` target images and records the backup as running.
+    /// Creates the `.partial` target images and records the backup `id` (see
+    /// [`chain::new_backup_id`]) as running.
     pub fn begin_backup(
         &mut self,
+        id: &str,
         vm: &VmRecord,
         repo: &RepoRecord,
         job: Option<i64>,
@@ -65,7 +67,7 @@ impl Sendense {
     ) -> Result<PendingBackup> {
         super::check_mount(&repo.path, repo.require_mount)?;
         super::check_identity(&repo.path, &repo.repo_id)?;
-        let id = chain::new_backup_id();
+        let id = id.to_string();
         let mut pending = PendingBackup {
             id: id.clone(),
             repo: repo.clone(),
@@ -94,6 +96,22 @@ impl Sendense {
                     _ => {}
                 }
                 let rel = chain::image_rel(&vm.name, plan.key, &id);
+                let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
+                if room < 4 << 20 {
+                    return Err(Error::new(
+                        crate::ErrorKind::Io,
+                        format!("repository `{}` has only {room} bytes free", repo.name),
+                    )
+                    .with_help("Free space in the repository or use another one (--repo)."));
+                }
+                let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
+                if room < 4 << 20 {
+                    return Err(Error::new(
+                        crate::ErrorKind::Io,
+                        format!("repository `{}` has only {room} bytes free", repo.name),
+                    )
+                    .with_help("Free space in the repository or use another one (--repo)."));
+                }
                 let partial = chain::create_image(
                     &repo.path,
                     &rel,

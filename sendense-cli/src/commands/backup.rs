@@ -1,0 +1,175 @@
+//! `sendense backup ...`.
+
+use crate::cli::{BackupCommand, GlobalArgs};
+use crate::output::{self, table};
+use crate::CmdResult;
+use sendense_core::backup::plan::Requested;
+use sendense_core::catalog::{BackupFilter, BackupRecord};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
+    match cmd {
+        BackupCommand::Start {
+            vm,
+            repo,
+            full,
+            incremental,
+        } => {
+            let sink = sendense_term::progress::sink_for(g.json, g.quiet);
+            let mut sd = super::open_options(g).sink(sink).open()?;
+            let mode = match (full, incremental) {
+                (true, _) => Requested::Full,
+                (_, true) => Requested::Incremental,
+                _ => Requested::Auto,
+            };
+            let cancel = cancel_on_ctrl_c();
+            let report = sd
+                .backup(&vm)
+                .repo(repo.as_deref())
+                .mode(mode)
+                .cancel_token(cancel)
+                .run()?;
+            if g.json {
+                output::line(&serde_json::to_string(&report).unwrap_or_default())?;
+            } else if !g.quiet {
+                let mut t = table::new(&[
+                    "Disk", "Mode", "Reason", "Read", "Written", "Seconds", "MiB/s",
+                ]);
+                for d in &report.disks {
+                    t.add_row([
+                        d.key.to_string(),
+                        d.mode.as_str().to_string(),
+                        d.reason.clone(),
+                        output::bytes(d.bytes_read),
+                        output::bytes(d.bytes_written),
+                        format!("{:.1}", d.seconds),
+                        format!("{:.0}", d.mib_per_sec),
+                    ]);
+                }
+                output::line(&format!(
+                    "Backup {} of `{}` completed in {:.1}s (job {}, repository `{}`).",
+                    report.backup, report.vm, report.seconds, report.job, report.repo
+                ))?;
+                output::line(&t.to_string())?;
+            }
+        }
+        BackupCommand::List { vm, repo } => {
+            let sd = super::open(g)?;
+            if let Some(v) = &vm {
+                sd.vm(v)?;
+            }
+            if let Some(r) = &repo {
+                sd.catalog().repo(r)?;
+            }
+            let list = sd.catalog().backups(&BackupFilter {
+                vm,
+                repo,
+                status: None,
+            })?;
+            if g.json {
+                output::json(&list)?;
+            } else if list.is_empty() {
+                output::line("No backups.")?;
+            } else {
+                let mut t = table::new(&[
+                    "Id",
+                    "VM",
+                    "Repository",
+                    "Status",
+                    "Created",
+                    "Disks",
+                    "Written",
+                ]);
+                for b in &list {
+                    t.add_row([
+                        b.id.clone(),
+                        b.vm.clone(),
+                        b.repo.clone(),
+                        b.status.clone(),
+                        b.created_at.clone(),
+                        b.disks
+                            .iter()
+                            .map(|d| {
+                                format!(
+                                    "{}:{}",
+                                    d.key,
+                                    if d.mode.as_str() == "full" { "F" } else { "I" }
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        output::bytes(b.disks.iter().map(|d| d.bytes_written).sum()),
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+        }
+        BackupCommand::Show { id } => {
+            let sd = super::open(g)?;
+            let b = sd.catalog().backup(&id)?;
+            if g.json {
+                output::json(&b)?;
+            } else {
+                show(&b)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
+    output::line(
+        &table::fields(&[
+            ("Id", b.id.clone()),
+            ("VM", b.vm.clone()),
+            ("Repository", b.repo.clone()),
+            ("Status", b.status.clone()),
+            ("Created", b.created_at.clone()),
+            (
+                "Completed",
+                b.completed_at.clone().unwrap_or_else(|| "-".into()),
+            ),
+            (
+                "Job",
+                b.job.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
+            ),
+        ])
+        .to_string(),
+    )?;
+    let mut t = table::new(&["Disk", "Mode", "Reason", "Parent", "Written", "File"]);
+    for d in &b.disks {
+        t.add_row([
+            d.key.to_string(),
+            d.mode.as_str().to_string(),
+            d.reason.clone(),
+            d.parent.clone().unwrap_or_else(|| "-".into()),
+            output::bytes(d.bytes_written),
+            d.file.display().to_string(),
+        ]);
+    }
+    output::line(&t.to_string())
+}
+
+/// A token cancelled by Ctrl-C (SIGINT) or SIGTERM.
+fn cancel_on_ctrl_c() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+            }
+        });
+        token.cancel();
+    });
+    cancel
+}

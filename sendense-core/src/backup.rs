@@ -1,0 +1,702 @@
+//! `backup start`: one VM-level backup, end to end.
+//!
+//! 1. Lock the VM (a second backup of it is refused, `Busy`), create the job (pid and host
+//!    recorded), re-discover the disks and match them by identity.
+//! 2. Plan per disk ([`plan::decide`]): full or incremental, with the reason.
+//! 3. Snapshot: ONE consistent point in time for all disks, starting a new checkpoint.
+//! 4. Targets: a `.partial` QCOW2 per disk (an incremental backed by the previous image of the
+//!    same disk), each exported writable by qemu-nbd on 127.0.0.1 with an allocated port.
+//! 5. Transfer ([`node`]): in-process, or through `sendense-sna transfer` (`transfer: process`).
+//! 6. Commit: stop the exports (their locks go with them), `qemu-img check`, rename, manifest
+//!    last, catalog completed in one transaction; then the source retires the old checkpoint.
+//! 7. Any failure or cancellation: stop every export started, delete every image created, drop
+//!    the new checkpoint (the old stays valid), mark the job failed/cancelled. A process killed
+//!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
+
+pub mod node;
+pub mod plan;
+
+use crate::catalog::{BackupMode, DiskOutcome, JobKind, JobStatus, RepoRecord, VmRecord};
+use crate::config::TransferMode;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, EventKind};
+use crate::export::{export_name, ExportSpec, RunningExport};
+use crate::repo::{chain, DiskPlan, PendingBackup};
+use crate::sendense::Sendense;
+use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
+use node::{TransferDisk, TransferPlan, TransferResult};
+use plan::{PlanInput, Requested};
+use serde::Serialize;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One disk in a backup report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiskReport {
+    /// Disk key.
+    pub key: u32,
+    /// Full or incremental.
+    pub mode: BackupMode,
+    /// Why.
+    pub reason: String,
+    /// The QCOW2 image.
+    pub file: std::path::PathBuf,
+    /// Parent backup (incrementals).
+    pub parent: Option<String>,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bytes that were zero.
+    pub bytes_zero: u64,
+    /// Seconds.
+    pub seconds: f64,
+    /// Read throughput.
+    pub mib_per_sec: f64,
+}
+
+/// What a backup did. Also the summary object (`--json` last line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackupReport {
+    /// Backup id.
+    pub backup: String,
+    /// Job id.
+    pub job: i64,
+    /// VM.
+    pub vm: String,
+    /// Repository.
+    pub repo: String,
+    /// `completed`.
+    pub status: String,
+    /// Seconds for the whole job.
+    pub seconds: f64,
+    /// Disks that vanished from the source (not backed up).
+    pub vanished: Vec<u32>,
+    /// Per disk.
+    pub disks: Vec<DiskReport>,
+}
+
+/// A backup about to run; see [`Sendense::backup`].
+#[derive(Debug)]
+pub struct BackupRequest<'a> {
+    sd: &'a mut Sendense,
+    vm: String,
+    repo: Option<String>,
+    mode: Requested,
+    cancel: CancellationToken,
+}
+
+impl Sendense {
+    /// Prepares a backup of `vm`: `sd.backup("pgtest1").mode(Requested::Auto).run()`.
+    pub fn backup(&mut self, vm: &str) -> BackupRequest<'_> {
+        BackupRequest {
+            sd: self,
+            vm: vm.to_string(),
+            repo: None,
+            mode: Requested::Auto,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The repository named, else the default one, else the only one.
+    pub fn resolve_repo(&self, name: Option<&str>) -> Result<RepoRecord> {
+        if let Some(n) = name {
+            return self.catalog().repo(n);
+        }
+        if let Some(r) = self.catalog().default_repo()? {
+            return Ok(r);
+        }
+        let mut all = self.catalog().repos()?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            0 => Err(Error::not_found("no repository is registered")
+                .with_help("Add one with `sendense repo add NAME --path DIR`.")),
+            _ => Err(Error::invalid("several repositories and no default")
+                .with_help("Name one with --repo, or set a default with `sendense repo add ... --default`.")),
+        }
+    }
+}
+
+impl BackupRequest<'_> {
+    /// Into this repository (default: the default repository).
+    pub fn repo(mut self, repo: Option<&str>) -> Self {
+        self.repo = repo.map(String::from);
+        self
+    }
+
+    /// Full, incremental, or whatever is possible.
+    pub fn mode(mut self, mode: Requested) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Cancelling this token cancels the backup (as Ctrl-C does).
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Runs the backup.
+    pub fn run(self) -> Result<BackupReport> {
+        let BackupRequest {
+            sd,
+            vm,
+            repo,
+            mode,
+            cancel,
+        } = self;
+        let started = Instant::now();
+        let vm_rec = sd.vm(&vm)?;
+        let repo = sd.resolve_repo(repo.as_deref())?;
+        let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name, "backing up")?;
+        let job =
+            sd.catalog_mut()
+                .create_job(JobKind::Backup, Some(&vm_rec.name), Some(&repo.name))?;
+        sd.catalog_mut().start_job(job.id)?;
+        emit(
+            sd,
+            job.id,
+            EventKind::JobStarted {
+                kind: "backup".into(),
+                vm: Some(vm_rec.name.clone()),
+            },
+        );
+        let watcher = CancelWatcher::start(sd.catalog().path(), job.id, cancel.clone());
+        let mut run = Run {
+            job: job.id,
+            cancel,
+            source: None,
+            snapshot_taken: false,
+            pending: None,
+            exports: Vec::new(),
+        };
+        let result = run.execute(sd, &vm_rec, &repo, mode, started);
+        drop(watcher);
+        match result {
+            Ok(report) => {
+                sd.catalog_mut()
+                    .finish_job(job.id, JobStatus::Completed, None)?;
+                let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
+                sd.catalog_mut().set_job_progress(job.id, total, total)?;
+                log(sd, job.id, &format!("backup {} completed", report.backup));
+                emit(
+                    sd,
+                    job.id,
+                    EventKind::JobFinished {
+                        status: "completed".into(),
+                        error: None,
+                    },
+                );
+                Ok(report)
+            }
+            Err(e) => {
+                let status = if e.kind() == ErrorKind::Cancelled || run.cancel.is_cancelled() {
+                    JobStatus::Cancelled
+                } else {
+                    JobStatus::Failed
+                };
+                let e = if status == JobStatus::Cancelled && e.kind() != ErrorKind::Cancelled {
+                    Error::new(ErrorKind::Cancelled, format!("backup cancelled ({e})"))
+                } else {
+                    e
+                };
+                log(sd, job.id, &format!("error: {e}"));
+                run.rollback(sd);
+                let _ = sd
+                    .catalog_mut()
+                    .finish_job(job.id, status, Some(e.message()));
+                emit(
+                    sd,
+                    job.id,
+                    EventKind::JobFinished {
+                        status: status.to_string(),
+                        error: Some(e.to_string()),
+                    },
+                );
+                Err(e.context(format!("backup of `{}` (job {})", vm_rec.name, job.id)))
+            }
+        }
+    }
+}
+
+fn emit(sd: &Sendense, job: i64, kind: EventKind) {
+    sd.sink().emit(&Event::now(Some(job), kind));
+}
+
+fn log(sd: &mut Sendense, job: i64, message: &str) {
+    tracing::info!("job {job}: {message}");
+    if let Err(e) = sd.catalog_mut().log_job(job, "info", message, None) {
+        tracing::warn!("job log: {e}");
+    }
+}
+
+fn step(sd: &mut Sendense, job: i64, message: String) {
+    log(sd, job, &message);
+    emit(sd, job, EventKind::Step { message });
+}
+
+/// What a running backup holds, so a failure can undo exactly that.
+struct Run {
+    job: i64,
+    cancel: CancellationToken,
+    source: Option<Box<dyn Source>>,
+    snapshot_taken: bool,
+    pending: Option<PendingBackup>,
+    exports: Vec<RunningExport>,
+}
+
+impl Run {
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::new(ErrorKind::Cancelled, "backup cancelled"));
+        }
+        Ok(())
+    }
+
+    fn execute(
+        &mut self,
+        sd: &mut Sendense,
+        vm: &VmRecord,
+        repo: &RepoRecord,
+        mode: Requested,
+        started: Instant,
+    ) -> Result<BackupReport> {
+        let job = self.job;
+        crate::repo::check_mount(&repo.path, repo.require_mount)?;
+        crate::repo::check_identity(&repo.path, &repo.repo_id)?;
+
+        // 1. Disks, matched by identity.
+        let vm = sd.refresh_vm_disks(&vm.name)?;
+        let vanished: Vec<u32> = vm
+            .disks
+            .iter()
+            .filter(|d| !d.present)
+            .map(|d| d.key)
+            .collect();
+        for d in vm.disks.iter().filter(|d| !d.present) {
+            let msg = format!(
+                "disk {} ({}) vanished from the source; it is not backed up",
+                d.key, d.identity
+            );
+            log(sd, job, &msg);
+            emit(sd, job, EventKind::Warning { message: msg });
+        }
+        let disks: Vec<_> = vm.disks.iter().filter(|d| d.present).cloned().collect();
+        if disks.is_empty() {
+            return Err(Error::invalid(format!(
+                "VM `{}` has no disks on its source",
+                vm.name
+            )));
+        }
+        let mut source = sd.source_of(&vm)?;
+
+        // 2. Plan.
+        let states = source.checkpoints(&disks)?;
+        let vm_has_backups = disks
+            .iter()
+            .map(|d| sd.catalog().chain_top(vm.id, repo.id, d.key))
+            .collect::<Result<Vec<_>>>()?
+            .iter()
+            .any(|t| t.is_some());
+        let mut decisions = Vec::new();
+        for (d, state) in disks.iter().zip(states) {
+            let input = PlanInput {
+                size_bytes: d.size_bytes,
+                chain_top: sd.catalog().chain_top(vm.id, repo.id, d.key)?,
+                recorded_checkpoint: d.checkpoint.clone(),
+                state,
+                vm_has_backups,
+            };
+            let decision = plan::decide(mode, &input).map_err(|reason| {
+                Error::refused(format!(
+                    "disk {}: an incremental backup is not possible: {reason}",
+                    d.key
+                ))
+                .with_help(
+                    "Run without --incremental (a full is taken where needed), or with --full.",
+                )
+            })?;
+            step(
+                sd,
+                job,
+                format!(
+                    "disk {}: {} ({})",
+                    d.key,
+                    decision.mode.as_str(),
+                    decision.reason
+                ),
+            );
+            decisions.push(decision);
+        }
+        self.check_cancel()?;
+
+        // 3. Snapshot.
+        let id = chain::new_backup_id();
+        let checkpoint = format!("sendense-{id}");
+        let req = SnapshotRequest {
+            job,
+            vm: vm.name.clone(),
+            checkpoint,
+            scratch: sd.scratch_dir().join(format!("job-{job}")),
+            disks: disks
+                .iter()
+                .zip(&decisions)
+                .map(|(d, dec)| SnapshotDiskRequest {
+                    key: d.key,
+                    identity: d.identity.clone(),
+                    export: export_name(&vm.name, d.key),
+                    previous: dec.previous_checkpoint.clone(),
+                })
+                .collect(),
+        };
+        self.snapshot_taken = true;
+        let snap = {
+            let src = self.source.insert(source);
+            let mut host = HubHost { sd, job: Some(job) };
+            src.snapshot(&mut host, &req)?
+        };
+        emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
+        log(
+            sd,
+            job,
+            &format!("snapshot of {} disk(s) taken", snap.len()),
+        );
+        self.check_cancel()?;
+
+        // 4. Targets.
+        let mut plans = Vec::new();
+        for ((d, mut dec), s) in disks.iter().zip(decisions).zip(&snap) {
+            if dec.mode == BackupMode::Incremental && s.bitmap.is_none() {
+                // The checkpoint vanished between planning and the snapshot.
+                if mode == Requested::Incremental {
+                    return Err(Error::refused(format!(
+                        "disk {}: an incremental backup is not possible: checkpoint missing on source",
+                        d.key
+                    )));
+                }
+                dec = plan::Decision {
+                    mode: BackupMode::Full,
+                    reason: "checkpoint missing on source".into(),
+                    parent: None,
+                    previous_checkpoint: None,
+                };
+            }
+            plans.push((
+                DiskPlan {
+                    key: d.key,
+                    mode: dec.mode,
+                    reason: dec.reason.clone(),
+                    parent: dec.parent.clone(),
+                    size_bytes: s.size_bytes,
+                    checkpoint: s.checkpoint.clone(),
+                },
+                s.clone(),
+            ));
+        }
+        let disk_plans: Vec<DiskPlan> = plans.iter().map(|(p, _)| p.clone()).collect();
+        let pending = sd.begin_backup(&id, &vm, repo, Some(job), &disk_plans)?;
+        let targets: Vec<(u32, std::path::PathBuf)> = pending
+            .targets
+            .iter()
+            .map(|t| (t.plan.key, t.partial.clone()))
+            .collect();
+        self.pending = Some(pending);
+        let copy = sd.config().copy;
+        let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+        let mut target_urls = Vec::new();
+        for (key, partial) in targets {
+            self.check_cancel()?;
+            let spec = ExportSpec::target(
+                partial,
+                export_name(&vm.name, key),
+                range,
+                copy.connections + 1,
+                Some(job),
+            );
+            let export = sd.start_export(&spec)?;
+            target_urls.push((key, export.url.clone()));
+            self.exports.push(export);
+        }
+        let targets = node::targets_string(&target_urls);
+        log(sd, job, &format!("targets {targets}"));
+
+        // 5. Transfer.
+        let transfer = TransferPlan {
+            job: Some(job),
+            targets,
+            disks: plans
+                .iter()
+                .map(|(p, s)| TransferDisk {
+                    key: p.key,
+                    mode: p.mode,
+                    reason: p.reason.clone(),
+                    source: s.url.to_string(),
+                    bitmap: if p.mode == BackupMode::Incremental {
+                        s.bitmap.clone()
+                    } else {
+                        None
+                    },
+                    size_bytes: s.size_bytes,
+                })
+                .collect(),
+            connections: copy.connections,
+            requests: copy.requests,
+            request_size: copy.request_size,
+        };
+        let results = match sd.config().transfer {
+            TransferMode::InProcess => {
+                let sink = sd.sink().clone();
+                let cancel = self.cancel.clone();
+                crate::rt::block_on(
+                    async move { node::run_transfer(&transfer, &sink, &cancel).await },
+                )??
+            }
+            TransferMode::Process => run_node_process(sd, &transfer, &self.cancel)?,
+        };
+        self.check_cancel()?;
+
+        // 6. Commit.
+        for e in std::mem::take(&mut self.exports) {
+            sd.stop_export(e)?;
+        }
+        let outcomes: Vec<DiskOutcome> = results
+            .iter()
+            .map(|r| DiskOutcome {
+                key: r.key,
+                bytes_read: r.bytes_read,
+                bytes_written: r.bytes_written,
+                digest: None,
+            })
+            .collect();
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| Error::internal("backup lost its pending state"))?;
+        let record = sd.commit_backup(pending, &outcomes)?;
+        // The backup is safe now; the old checkpoint can go.
+        for (p, _) in &plans {
+            if let (Some(cp), Some(disk)) =
+                (&p.checkpoint, vm.disks.iter().find(|d| d.key == p.key))
+            {
+                sd.catalog_mut().set_disk_checkpoint(disk.id, Some(cp))?;
+            }
+        }
+        if let Some(mut src) = self.source.take() {
+            let mut host = HubHost { sd, job: Some(job) };
+            if let Err(e) = src.finish(&mut host, true) {
+                let msg =
+                    format!("the backup is complete, but retiring the old checkpoint failed: {e}");
+                log(sd, job, &msg);
+                emit(sd, job, EventKind::Warning { message: msg });
+            }
+        }
+        self.snapshot_taken = false;
+        Ok(BackupReport {
+            backup: record.id.clone(),
+            job,
+            vm: vm.name.clone(),
+            repo: repo.name.clone(),
+            status: record.status.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            vanished,
+            disks: record
+                .disks
+                .iter()
+                .map(|d| {
+                    let r = results
+                        .iter()
+                        .find(|r| r.key == d.key)
+                        .cloned()
+                        .unwrap_or_default();
+                    DiskReport {
+                        key: d.key,
+                        mode: d.mode,
+                        reason: d.reason.clone(),
+                        file: d.file.clone(),
+                        parent: d.parent.clone(),
+                        bytes_read: r.bytes_read,
+                        bytes_written: r.bytes_written,
+                        bytes_zero: r.bytes_zero,
+                        seconds: r.seconds,
+                        mib_per_sec: if r.seconds > 0.0 {
+                            r.bytes_read as f64 / r.seconds / 1048576.0
+                        } else {
+                            0.0
+                        },
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// Undoes everything this run started: exports, images, the new checkpoint.
+    fn rollback(&mut self, sd: &mut Sendense) {
+        for e in std::mem::take(&mut self.exports) {
+            if let Err(err) = sd.stop_export(e) {
+                log(sd, self.job, &format!("rollback: stopping export: {err}"));
+            }
+        }
+        if let Some(p) = self.pending.take() {
+            sd.abort_backup(p);
+        }
+        if self.snapshot_taken {
+            if let Some(mut src) = self.source.take() {
+                let mut host = HubHost {
+                    sd,
+                    job: Some(self.job),
+                };
+                if let Err(err) = src.finish(&mut host, false) {
+                    log(sd, self.job, &format!("rollback: {err}"));
+                }
+            }
+        }
+        let scratch = sd.scratch_dir().join(format!("job-{}", self.job));
+        let _ = std::fs::remove_dir_all(scratch);
+    }
+}
+
+/// Runs the transfer through `sendense-sna transfer`, forwarding its events.
+fn run_node_process(
+    sd: &mut Sendense,
+    plan: &TransferPlan,
+    cancel: &CancellationToken,
+) -> Result<Vec<TransferResult>> {
+    use std::io::{BufRead, BufReader, Write};
+    let program = sna_binary(sd.config().sna_path.as_deref());
+    let mut child = std::process::Command::new(&program)
+        .args(["--json", "transfer"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::MissingTool,
+                format!("cannot start {}: {e}", program.display()),
+            )
+            .with_help("Install sendense-sna next to sendense, or set `sna_path` in the config.")
+        })?;
+    let plan_json =
+        serde_json::to_vec(plan).map_err(|e| Error::internal(format!("transfer plan: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&plan_json).map_err(|e| {
+            Error::new(
+                ErrorKind::External,
+                format!("sending the plan to sendense-sna: {e}"),
+            )
+        })?;
+    }
+    let stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    });
+    let pid = child.id();
+    let stop = cancel.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    let killer = std::thread::spawn(move || {
+        // Forward a cancellation as SIGINT: the node cancels its copies and exits 130.
+        while !stop.is_cancelled() {
+            if finished.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if let Some(p) = crate::proc::ProcId::of(pid) {
+            let _ = crate::proc::signal(p, nix::sys::signal::Signal::SIGINT);
+        }
+    });
+    let mut results = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(ev) = serde_json::from_str::<Event>(&line) {
+                sd.sink().emit(&ev);
+            } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(s) = v.get("summary") {
+                    results = serde_json::from_value::<Vec<TransferResult>>(s.clone()).ok();
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| {
+        Error::new(
+            ErrorKind::External,
+            format!("waiting for sendense-sna: {e}"),
+        )
+    })?;
+    let err_text = err_reader.join().unwrap_or_default();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = killer.join();
+    match (status.code(), results) {
+        (Some(0), Some(r)) => Ok(r),
+        (Some(130), _) => Err(Error::new(ErrorKind::Cancelled, "transfer cancelled")),
+        _ => Err(Error::new(
+            ErrorKind::External,
+            format!(
+                "sendense-sna transfer failed ({status}): {}",
+                err_text.trim()
+            ),
+        )),
+    }
+}
+
+/// Where `sendense-sna` is: configured, next to this executable (or its parent directory, as
+/// for test binaries), or `$PATH`.
+fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("sendense-sna");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    std::path::PathBuf::from("sendense-sna")
+}
+
+/// Watches the catalog for `job cancel` from another process.
+struct CancelWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CancelWatcher {
+    fn start(catalog: &std::path::Path, job: i64, cancel: CancellationToken) -> CancelWatcher {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = catalog.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let Ok(cat) = crate::catalog::Catalog::open(&path, false) else {
+                return;
+            };
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if cat.cancel_requested(job).unwrap_or(false) {
+                    cancel.cancel();
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        });
+        CancelWatcher {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CancelWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

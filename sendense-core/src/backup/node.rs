@@ -1,0 +1,186 @@
+//! The node side of a backup: the transfer plan the hub hands over, and running it.
+//!
+//! The hub hands the node a targets string — `2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,...`
+//! — and, per disk, its plan (mode, source export, dirty bitmap, size). In-process (hub = node)
+//! the plan runs directly; with `transfer: process` the hub spawns `sendense-sna transfer`,
+//! writes the plan as JSON on its stdin and reads NDJSON events on its stdout, the last line
+//! being `{"summary": [...]}`; the exit status says how it ended (0, 1, 130). A remote node
+//! speaks the same protocol over SSH.
+
+use crate::catalog::BackupMode;
+use crate::error::{Error, Result};
+use crate::event::SharedSink;
+use crate::nbd::NbdUrl;
+use crate::transfer::{self, CopyRequest};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// One disk of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferDisk {
+    /// Disk key.
+    pub key: u32,
+    /// Full or incremental.
+    pub mode: BackupMode,
+    /// Why.
+    pub reason: String,
+    /// The source export (snapshot) of the disk.
+    pub source: String,
+    /// Dirty bitmap on the source holding the changes (incrementals).
+    pub bitmap: Option<String>,
+    /// Disk size.
+    pub size_bytes: u64,
+}
+
+/// What the hub hands the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferPlan {
+    /// The job, for events.
+    pub job: Option<i64>,
+    /// `KEY:URL,KEY:URL,...` — where each disk goes.
+    pub targets: String,
+    /// The disks.
+    pub disks: Vec<TransferDisk>,
+    /// Connections per disk.
+    pub connections: u32,
+    /// Requests in flight per connection.
+    pub requests: u32,
+    /// Largest request.
+    pub request_size: u32,
+}
+
+/// What one disk moved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransferResult {
+    /// Disk key.
+    pub key: u32,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Bytes written to the target.
+    pub bytes_written: u64,
+    /// Bytes that were zero.
+    pub bytes_zero: u64,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Builds the targets string.
+pub fn targets_string(targets: &[(u32, NbdUrl)]) -> String {
+    targets
+        .iter()
+        .map(|(k, u)| format!("{k}:{u}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses a targets string; every key once.
+pub fn parse_targets(s: &str) -> Result<Vec<(u32, NbdUrl)>> {
+    let mut out: Vec<(u32, NbdUrl)> = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (key, url) = part
+            .split_once(':')
+            .ok_or_else(|| Error::invalid(format!("target `{part}` is not KEY:URL")))?;
+        let key: u32 = key
+            .parse()
+            .map_err(|_| Error::invalid(format!("target `{part}`: `{key}` is not a disk key")))?;
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(Error::invalid(format!("disk {key} has two targets")));
+        }
+        out.push((key, url.parse()?));
+    }
+    Ok(out)
+}
+
+/// Runs a transfer: every disk in parallel, fulls onto their fresh (zero) targets skipping
+/// zeroes, incrementals writing zeroes so the parent's old data is hidden.
+pub async fn run_transfer(
+    plan: &TransferPlan,
+    sink: &SharedSink,
+    cancel: &CancellationToken,
+) -> Result<Vec<TransferResult>> {
+    let targets = parse_targets(&plan.targets)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for disk in &plan.disks {
+        // A disk is only ever written into its own target.
+        let dst = targets
+            .iter()
+            .find(|(k, _)| *k == disk.key)
+            .map(|(_, u)| u.clone())
+            .ok_or_else(|| Error::invalid(format!("no target for disk {}", disk.key)))?;
+        if disk.mode == BackupMode::Incremental && disk.bitmap.is_none() {
+            return Err(Error::invalid(format!(
+                "incremental disk {} has no bitmap",
+                disk.key
+            )));
+        }
+        let mut req = CopyRequest::new(disk.source.parse()?, dst);
+        req.bitmap = disk.bitmap.clone();
+        req.destination_is_zero = disk.mode == BackupMode::Full;
+        req.connections = plan.connections as usize;
+        req.requests = plan.requests as usize;
+        req.request_size = plan.request_size as usize;
+        req.disk = disk.key;
+        req.job = plan.job;
+        req.reason = disk.reason.clone();
+        let sink = sink.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let report = transfer::copy(&req, &sink, &cancel)
+                .await
+                .map_err(|e| e.context(format!("disk {}", req.disk)))?;
+            Ok::<_, Error>(TransferResult {
+                key: req.disk,
+                bytes_read: report.bytes_read,
+                bytes_written: report.bytes_written,
+                bytes_zero: report.bytes_zero,
+                seconds: report.seconds,
+            })
+        });
+    }
+    let mut results = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined
+            .map_err(|e| Error::internal(format!("transfer task: {e}")))
+            .and_then(|r| r)
+        {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                if failure.is_none() {
+                    // One disk failed: the backup fails; stop the others now.
+                    cancel.cancel();
+                    failure = Some(e);
+                } else if e.kind() != crate::ErrorKind::Cancelled {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    results.sort_by_key(|r| r.key);
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_round_trip_and_reject_duplicates() {
+        let t = vec![
+            (2000, NbdUrl::tcp("127.0.0.1", 10100, "pgtest1-disk-2000")),
+            (2001, NbdUrl::tcp("127.0.0.1", 10101, "pgtest1-disk-2001")),
+        ];
+        let s = targets_string(&t);
+        assert_eq!(
+            s,
+            "2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,2001:nbd://127.0.0.1:10101/pgtest1-disk-2001"
+        );
+        assert_eq!(parse_targets(&s).unwrap(), t);
+        assert!(parse_targets("2000:nbd://h/a,2000:nbd://h/b").is_err());
+        assert!(parse_targets("x:nbd://h/a").is_err());
+        assert!(parse_targets("2000").is_err());
+    }
+}
