@@ -265,7 +265,12 @@ impl Run {
         crate::repo::check_mount(&repo.path, repo.require_mount)?;
         crate::repo::check_identity(&repo.path, &repo.repo_id)?;
 
-        // 1. Disks, matched by identity.
+        // 1. The source, cleared of what an interrupted backup left; disks matched by identity.
+        {
+            let mut source = sd.source_of(vm)?;
+            let mut host = HubHost { sd, job: Some(job) };
+            source.prepare(&mut host, job)?;
+        }
         let vm = sd.refresh_vm_disks(&vm.name)?;
         let vanished: Vec<u32> = vm
             .disks
@@ -346,6 +351,7 @@ impl Run {
                     identity: d.identity.clone(),
                     export: export_name(&vm.name, d.key),
                     previous: dec.previous_checkpoint.clone(),
+                    recorded: d.checkpoint.clone(),
                 })
                 .collect(),
         };

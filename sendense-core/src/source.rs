@@ -10,6 +10,8 @@
 //! Checkpoint lifecycle (per disk, bitmap `sendense-<backup-id>`):
 //!
 //! ```text
+//! repair:    leftovers of killed jobs (other `sendense-*` bitmaps) are merged into the
+//!            recorded checkpoint, which is re-enabled, then removed
 //! snapshot:  add new (recording)  + disable previous    (one atomic step for all disks)
 //! export:    previous = changes from the previous backup up to the snapshot instant
 //! success:   remove previous              -> new is the checkpoint of the chain top
@@ -83,6 +85,8 @@ pub struct SnapshotDiskRequest {
     pub export: String,
     /// The previous checkpoint to export changes from (incremental); `None` for a full.
     pub previous: Option<String>,
+    /// The checkpoint Sendense recorded for this disk (kept valid if this backup fails).
+    pub recorded: Option<String>,
 }
 
 /// What to snapshot.
@@ -134,6 +138,11 @@ pub trait Source: Send {
     fn kind(&self) -> &'static str;
     /// The disks, in device order.
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>>;
+    /// Called by a backup holding the VM lock, before anything else: removes what an interrupted
+    /// backup of this VM left on the source (no other backup of it can be running).
+    fn prepare(&mut self, _host: &mut dyn SourceHost, _job: i64) -> Result<()> {
+        Ok(())
+    }
     /// The state of each disk's recorded checkpoint.
     fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>>;
     /// One consistent snapshot of all `req.disks`, starting checkpoint `req.checkpoint`.
@@ -145,6 +154,22 @@ pub trait Source: Send {
     /// Retires the previous checkpoint (`success`) or drops the new one, and tears everything
     /// down. Safe to call after a failed or partial `snapshot`, and more than once.
     fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()>;
+}
+
+/// Prefix of every checkpoint bitmap Sendense creates.
+pub const CHECKPOINT_PREFIX: &str = "sendense-";
+
+/// Bitmaps a killed job left behind: Sendense's, other than the recorded checkpoint and the
+/// one being created.
+pub fn leftovers<'a>(
+    names: impl Iterator<Item = &'a str>,
+    recorded: Option<&str>,
+    new: &str,
+) -> Vec<String> {
+    names
+        .filter(|n| n.starts_with(CHECKPOINT_PREFIX) && Some(*n) != recorded && *n != new)
+        .map(String::from)
+        .collect()
 }
 
 /// The source of a registered VM.

@@ -74,6 +74,7 @@ fn request(
                 identity: d.identity.clone(),
                 export: format!("vm-disk-{}", d.key),
                 previous: previous.map(String::from),
+                recorded: previous.map(String::from),
             })
             .collect(),
     }

@@ -99,6 +99,9 @@ pub async fn run_transfer(
     cancel: &CancellationToken,
 ) -> Result<Vec<TransferResult>> {
     let targets = parse_targets(&plan.targets)?;
+    // One disk failing stops the others through this child token; the caller's token only
+    // reflects a real cancellation.
+    let stop = cancel.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     for disk in &plan.disks {
         // A disk is only ever written into its own target.
@@ -123,7 +126,7 @@ pub async fn run_transfer(
         req.job = plan.job;
         req.reason = disk.reason.clone();
         let sink = sink.clone();
-        let cancel = cancel.clone();
+        let cancel = stop.clone();
         tasks.spawn(async move {
             let report = transfer::copy(&req, &sink, &cancel)
                 .await
@@ -148,7 +151,7 @@ pub async fn run_transfer(
             Err(e) => {
                 if failure.is_none() {
                     // One disk failed: the backup fails; stop the others now.
-                    cancel.cancel();
+                    stop.cancel();
                     failure = Some(e);
                 } else if e.kind() != crate::ErrorKind::Cancelled {
                     tracing::warn!("{e}");

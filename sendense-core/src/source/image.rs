@@ -164,37 +164,41 @@ impl Source for ImageSource {
             let file = PathBuf::from(&d.identity);
             let info = qemu_img::info(&file)?;
             let qcow2 = info.format == "qcow2";
-            let previous = if qcow2 {
-                d.previous.clone().filter(|p| {
-                    bitmaps(&file)
-                        .map(|bs| bs.iter().any(|b| &b.name == p))
-                        .unwrap_or(false)
-                })
-            } else {
-                None
-            };
             let new = qcow2.then(|| req.checkpoint.clone());
+            let mut previous = None;
             if let Some(new) = &new {
-                let mut args = vec![
-                    "bitmap".to_string(),
-                    "--add".into(),
-                    file.to_string_lossy().into_owned(),
-                    new.clone(),
-                ];
-                tools::run(QEMU_IMG, &args)?;
-                if let Some(prev) = &previous {
-                    args = vec![
-                        "bitmap".into(),
-                        "--disable".into(),
-                        file.to_string_lossy().into_owned(),
-                        prev.clone(),
-                    ];
-                    tools::run(QEMU_IMG, &args)?;
+                let f = file.to_string_lossy().into_owned();
+                let stored = bitmaps(&file)?;
+                let recorded = d
+                    .recorded
+                    .clone()
+                    .filter(|r| stored.iter().any(|b| &b.name == r));
+                // Repair what a killed job left: fold its changes into the recorded checkpoint.
+                let stale = super::leftovers(
+                    stored.iter().map(|b| b.name.as_str()),
+                    recorded.as_deref(),
+                    new,
+                );
+                for b in &stale {
+                    if let Some(r) = &recorded {
+                        tools::run(QEMU_IMG, ["bitmap", "--merge", b, "--enable", &f, r])?;
+                    }
+                    tools::run(QEMU_IMG, ["bitmap", "--remove", &f, b])?;
+                }
+                if let Some(r) = &recorded {
+                    if stored.iter().any(|b| &b.name == r && !b.enabled) {
+                        tools::run(QEMU_IMG, ["bitmap", "--enable", &f, r])?;
+                    }
+                }
+                tools::run(QEMU_IMG, ["bitmap", "--add", &f, new])?;
+                if let Some(r) = &recorded {
+                    tools::run(QEMU_IMG, ["bitmap", "--disable", &f, r])?;
                 }
                 if let Some(a) = self.active.as_mut() {
                     a.bitmaps
-                        .push((file.clone(), previous.clone(), Some(new.clone())));
+                        .push((file.clone(), recorded.clone(), Some(new.clone())));
                 }
+                previous = d.previous.clone().filter(|p| Some(p) == recorded.as_ref());
             }
             let spec = ExportSpec {
                 file: file.clone(),

@@ -34,7 +34,7 @@ pub struct QemuSource {
 #[derive(Debug, Default)]
 struct Active {
     scratch: PathBuf,
-    /// (node, previous bitmap, new bitmap) per disk.
+    /// (node, recorded checkpoint, new bitmap) per disk.
     bitmaps: Vec<(String, Option<String>, Option<String>)>,
     fleece_nodes: Vec<String>,
     jobs: Vec<String>,
@@ -86,9 +86,103 @@ fn tracks_changes(dev: &BlockDevice) -> Option<String> {
     })
 }
 
+/// `sd<job>-` names are Sendense's: `tag_job("sd12-fleece-2000") == Some(12)`.
+fn tag_job(name: &str) -> Option<i64> {
+    name.strip_prefix("sd")?.split('-').next()?.parse().ok()
+}
+
+impl QemuSource {
+    /// Removes what an interrupted backup left inside QEMU: its NBD exports and server, its
+    /// fleecing jobs and nodes. Only names Sendense gives (`sd<job>-...`) are touched.
+    fn clean_leftovers(&mut self, host: &mut dyn SourceHost, job: i64) -> Result<()> {
+        let qmp = self.qmp()?;
+        let mut ours_removed = false;
+        let exports = qmp.execute("query-block-exports", json!({}))?;
+        let mut foreign_exports = false;
+        for e in exports.as_array().into_iter().flatten() {
+            let id = e["id"].as_str().unwrap_or_default();
+            match tag_job(id) {
+                Some(j) if j != job => {
+                    host.log(&format!("removing export {id} left by job {j}"));
+                    qmp.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
+                    ours_removed = true;
+                }
+                Some(_) => {}
+                None => foreign_exports = true,
+            }
+        }
+        if ours_removed && !foreign_exports {
+            let _ = qmp.execute("nbd-server-stop", json!({}));
+        }
+        let jobs = qmp.execute("query-block-jobs", json!({}))?;
+        for j in jobs.as_array().into_iter().flatten() {
+            let id = j["device"].as_str().unwrap_or_default().to_string();
+            if tag_job(&id).is_some_and(|n| n != job) {
+                host.log(&format!(
+                    "cancelling block job {id} left by an interrupted backup"
+                ));
+                qmp.execute("block-job-cancel", json!({"device": id, "force": true}))?;
+                qmp.wait_job_gone(&id, Duration::from_secs(30))?;
+            }
+        }
+        let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        for n in nodes.as_array().into_iter().flatten() {
+            let name = n["node-name"].as_str().unwrap_or_default().to_string();
+            if name.contains("-fleece-") && tag_job(&name).is_some_and(|j| j != job) {
+                host.log(&format!(
+                    "removing fleecing node {name} left by an interrupted backup"
+                ));
+                qmp.execute("blockdev-del", json!({"node-name": name}))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the bitmaps a killed job left into the recorded checkpoint (so it misses no write)
+    /// and makes sure the recorded checkpoint records.
+    fn repair(
+        &mut self,
+        host: &mut dyn SourceHost,
+        key: u32,
+        dev: &BlockDevice,
+        recorded: Option<&str>,
+        new: &str,
+    ) -> Result<()> {
+        let stale = super::leftovers(dev.bitmaps.iter().map(|b| b.name.as_str()), recorded, new);
+        let mut actions = Vec::new();
+        if let Some(r) = recorded {
+            if !stale.is_empty() {
+                actions.push(json!({"type": "block-dirty-bitmap-merge",
+                    "data": {"node": dev.node, "target": r, "bitmaps": stale}}));
+            }
+            if !stale.is_empty() || dev.bitmaps.iter().any(|b| b.name == r && !b.recording) {
+                actions.push(json!({"type": "block-dirty-bitmap-enable", "data": {"node": dev.node, "name": r}}));
+            }
+        }
+        for b in &stale {
+            actions.push(
+                json!({"type": "block-dirty-bitmap-remove", "data": {"node": dev.node, "name": b}}),
+            );
+        }
+        if actions.is_empty() {
+            return Ok(());
+        }
+        host.log(&format!(
+            "disk {key}: repairing checkpoints left by an interrupted backup ({stale:?})"
+        ));
+        self.qmp()?
+            .execute("transaction", json!({ "actions": actions }))?;
+        Ok(())
+    }
+}
+
 impl Source for QemuSource {
     fn kind(&self) -> &'static str {
         "qemu"
+    }
+
+    fn prepare(&mut self, host: &mut dyn SourceHost, job: i64) -> Result<()> {
+        self.clean_leftovers(host, job)
     }
 
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
@@ -134,10 +228,10 @@ impl Source for QemuSource {
     ) -> Result<Vec<SnapshotDisk>> {
         crate::fsutil::create_private_dir(&req.scratch)?;
         let devices = self.devices()?;
-        let mut active = Active {
+        self.active = Some(Active {
             scratch: req.scratch.clone(),
             ..Default::default()
-        };
+        });
         let tag = format!("sd{}", req.job);
         let mut actions = Vec::new();
         let mut plan = Vec::new();
@@ -165,28 +259,33 @@ impl Source for QemuSource {
                     "backing": dev.node,
                 }),
             )?;
-            active.fleece_nodes.push(node.clone());
+            if let Some(a) = self.active.as_mut() {
+                a.fleece_nodes.push(node.clone());
+            }
             let new = tracks_changes(&dev)
                 .is_none()
                 .then(|| req.checkpoint.clone());
-            let previous = d
-                .previous
+            let recorded = d
+                .recorded
                 .clone()
-                .filter(|p| dev.bitmaps.iter().any(|b| &b.name == p));
+                .filter(|r| dev.bitmaps.iter().any(|b| &b.name == r));
+            if new.is_some() {
+                self.repair(host, d.key, &dev, recorded.as_deref(), &req.checkpoint)?;
+            }
+            let previous = d.previous.clone().filter(|p| Some(p) == recorded.as_ref());
             if let Some(new) = &new {
                 actions.push(json!({"type": "block-dirty-bitmap-add",
                     "data": {"node": dev.node, "name": new, "persistent": true}}));
             }
-            if let Some(prev) = &previous {
+            if let Some(r) = &recorded {
                 actions.push(json!({"type": "block-dirty-bitmap-disable",
-                    "data": {"node": dev.node, "name": prev}}));
+                    "data": {"node": dev.node, "name": r}}));
             }
             let job = format!("{tag}-backup-{}", d.key);
             actions.push(json!({"type": "blockdev-backup",
                 "data": {"job-id": job, "device": dev.node, "target": node, "sync": "none"}}));
-            plan.push((d.clone(), dev.clone(), node, job, previous, new));
+            plan.push((d.clone(), dev.clone(), node, job, previous, recorded, new));
         }
-        self.active = Some(active);
         host.log(&format!(
             "QMP transaction with {} actions for {} disk(s)",
             actions.len(),
@@ -195,12 +294,11 @@ impl Source for QemuSource {
         self.qmp()?
             .execute("transaction", json!({ "actions": actions }))?;
         if let Some(active) = self.active.as_mut() {
-            for (d, dev, _, job, prev, new) in &plan {
-                let _ = d;
+            for (_, dev, _, job, _, recorded, new) in &plan {
                 active.jobs.push(job.clone());
                 active
                     .bitmaps
-                    .push((dev.node.clone(), prev.clone(), new.clone()));
+                    .push((dev.node.clone(), recorded.clone(), new.clone()));
             }
         }
         let sock = req.scratch.join("nbd.sock");
@@ -212,15 +310,16 @@ impl Source for QemuSource {
             a.nbd_server = true;
         }
         let mut out = Vec::new();
-        for (d, dev, node, _, prev, new) in plan {
-            let mut args = json!({"type": "nbd", "id": d.export, "node-name": node,
+        for (d, dev, node, _, prev, _, new) in plan {
+            let export_id = format!("{tag}-export-{}", d.key);
+            let mut args = json!({"type": "nbd", "id": export_id, "node-name": node,
                 "name": d.export, "writable": false});
             if let Some(p) = &prev {
                 args["bitmaps"] = json!([p]);
             }
             self.qmp()?.execute("block-export-add", args)?;
             if let Some(a) = self.active.as_mut() {
-                a.exports.push(d.export.clone());
+                a.exports.push(export_id);
             }
             out.push(SnapshotDisk {
                 key: d.key,
