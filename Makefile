@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 # Debian packages the tests and the demo need (installed when missing; needs root or sudo).
-DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux
+DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_SIZE ?= 8G
 BENCH_RUNS ?= 3
@@ -50,8 +50,9 @@ bench: deps
 	@missing=""; \
 	for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
-	$(CARGO) build --release -p sendense-sna
+	$(CARGO) build --release --workspace
 	bash bench/copy.sh $(BENCH_SIZE) $(BENCH_RUNS)
+	bash bench/backup.sh 4G $(BENCH_RUNS)
 
 ## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.
 FUZZ_SECONDS ?= 300

@@ -22,6 +22,9 @@ _sendense() {
             sendense,cleanup)
                 cmd="sendense__subcmd__cleanup"
                 ;;
+            sendense,export)
+                cmd="sendense__subcmd__export"
+                ;;
             sendense,init)
                 cmd="sendense__subcmd__init"
                 ;;
@@ -34,8 +37,14 @@ _sendense() {
             sendense,repo)
                 cmd="sendense__subcmd__repo"
                 ;;
+            sendense,restore)
+                cmd="sendense__subcmd__restore"
+                ;;
             sendense,vm)
                 cmd="sendense__subcmd__vm"
+                ;;
+            sendense__subcmd__backup,delete)
+                cmd="sendense__subcmd__backup__subcmd__delete"
                 ;;
             sendense__subcmd__backup,list)
                 cmd="sendense__subcmd__backup__subcmd__list"
@@ -45,6 +54,9 @@ _sendense() {
                 ;;
             sendense__subcmd__backup,start)
                 cmd="sendense__subcmd__backup__subcmd__start"
+                ;;
+            sendense__subcmd__backup,verify)
+                cmd="sendense__subcmd__backup__subcmd__verify"
                 ;;
             sendense__subcmd__job,cancel)
                 cmd="sendense__subcmd__job__subcmd__cancel"
@@ -104,7 +116,7 @@ _sendense() {
 
     case "${cmd}" in
         sendense)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm backup job nbd cleanup"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm backup job restore export nbd cleanup"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,8 +138,30 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__backup__subcmd__delete)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -225,6 +259,32 @@ _sendense() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sendense__subcmd__backup__subcmd__verify)
+            opts="-v -q -h -V --vm --all --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sendense__subcmd__cleanup)
             opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -232,6 +292,40 @@ _sendense() {
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__export)
+            opts="-v -q -h -V --disk --port --socket --writable --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -604,6 +698,40 @@ _sendense() {
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__restore)
+            opts="-v -q -h -V --disk --all --to --format --force --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 raw" -- "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -36,6 +36,8 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage 
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "backup" -d 'Back up VMs and inspect backups'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "restore" -d 'Restore disks as they were at a backup: standalone images, or into an NBD target'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "export" -d 'Serve a restore point over NBD until interrupted (instant recovery, inspection)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "nbd" -d 'NBD exports Sendense started'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "cleanup" -d 'Find and remove what interrupted jobs left behind'
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
@@ -167,16 +169,18 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "list" -d 'List backups, newest first'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show" -f -a "show" -d 'Show one backup and its disks'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "list" -d 'List backups, newest first'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "show" -d 'Show one backup and its disks'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "verify" -d 'Check backups: qemu-img check of every image of their chains, then a full read of the data each backup wrote against the digests recorded at backup time'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "delete" -d 'Delete a backup: refused (exit 5) while a later backup depends on it'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l repo -d 'Repository (default: the default repository)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -203,6 +207,22 @@ complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l vm -d 'Every backup of this VM' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l all -d 'Every backup'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -249,6 +269,30 @@ complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_s
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l disk -d 'Disk key to restore' -r
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l to -d 'Destination: a file, a directory (--all) or an NBD URL' -r
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l format -d 'Format of restored files' -r -f -a "qcow2\t''
+raw\t''"
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l all -d 'Every disk of the backup (PATH is a directory)'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l force -d 'Replace existing files'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l disk -d 'Disk key' -r
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l port -d 'Listen on this port of 127.0.0.1' -r
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l socket -d 'Listen on this Unix socket' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l writable -d 'Accept writes into a temporary overlay (discarded at the end)'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

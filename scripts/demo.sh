@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Sendense demo on the embedded default: a local repository and a local demo VM, all under a
-# temporary directory that is removed at the end (KEEP=1 keeps it).
+# Sendense demo on the embedded default: a local repository and a live demo VM (QEMU, no guest
+# OS) with two disks, all under a temporary directory that is removed at the end (KEEP=1 keeps
+# it). Full backup, guest writes, incremental backup, list.
 set -euo pipefail
 
 bin_dir=${1:-target/release}
 sendense="$(cd "$bin_dir" && pwd)/sendense"
 work=$(mktemp -d /tmp/sendense-demo.XXXXXX)
+qemu_pid=""
 cleanup() {
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then kill "$qemu_pid"; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -14,27 +17,56 @@ trap cleanup EXIT
 export SENDENSE_HOME="$work/state"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$ sendense %s\n' "$*"; "$sendense" "$@"; }
+# A guest write through the VM's virtio disk (HMP qemu-io over the VM's second QMP socket).
+guest() {
+    python3 - "$work/ctl.sock" "$1" "$2" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+f.readline()
+for cmd in [{"execute": "qmp_capabilities"},
+            {"execute": "human-monitor-command",
+             "arguments": {"command-line": 'qemu-io -d vd%s/virtio-backend "%s"' % (sys.argv[2], sys.argv[3])}}]:
+    f.write(json.dumps(cmd) + "\n"); f.flush()
+    while "event" in json.loads(f.readline()): pass
+PY
+}
 
 step "Initialise a state directory (catalog + config) in $SENDENSE_HOME"
 run init
 
 step "Create a repository under the demo directory"
 run repo add local --path "$work/repo"
-run repo test local
 
-step "Generate a demo VM with two disks (QCOW2 2 GiB, raw 256 MiB) and write some data"
-qemu-img create -q -f qcow2 "$work/demo-os.qcow2" 2G
-qemu-img create -q -f raw "$work/demo-data.raw" 256M
-qemu-io -f qcow2 -c "write -P 0xab 0 64M" -c "write -P 0x11 1G 16M" "$work/demo-os.qcow2" >/dev/null
-qemu-io -f raw -c "write -P 0x5a 0 8M" "$work/demo-data.raw" >/dev/null
+step "Start a demo VM: QEMU with two virtio disks (qcow2, 1 GiB and 512 MiB), no guest OS"
+qemu-img create -q -f qcow2 "$work/demo-os.qcow2" 1G
+qemu-img create -q -f qcow2 "$work/demo-data.qcow2" 512M
+qemu-io -f qcow2 -c "write -P 0xab 0 64M" -c "write -P 0x11 512M 16M" "$work/demo-os.qcow2" >/dev/null
+qemu-io -f qcow2 -c "write -P 0x5a 0 8M" "$work/demo-data.qcow2" >/dev/null
+qemu-system-x86_64 -accel kvm -accel tcg -display none -nodefaults -m 64 \
+    -qmp "unix:$work/qmp.sock,server=on,wait=off" -qmp "unix:$work/ctl.sock,server=on,wait=off" \
+    -blockdev "driver=file,node-name=f0,filename=$work/demo-os.qcow2" \
+    -blockdev driver=qcow2,node-name=disk0,file=f0 -device virtio-blk-pci,drive=disk0,id=vd0 \
+    -blockdev "driver=file,node-name=f1,filename=$work/demo-data.qcow2" \
+    -blockdev driver=qcow2,node-name=disk1,file=f1 -device virtio-blk-pci,drive=disk1,id=vd1 \
+    -daemonize -pidfile "$work/qemu.pid" 2>/dev/null
+qemu_pid=$(cat "$work/qemu.pid")
 
-step "Register the VM: disks get keys 2000, 2001 in device order"
-run vm add demo-vm --disk "$work/demo-os.qcow2" --disk "$work/demo-data.raw"
+step "Register the running VM through its QMP socket: disks get keys 2000, 2001"
+run vm add demo-vm --qmp "$work/qmp.sock"
+
+step "Full backup: one consistent snapshot of both disks, only allocated data moves"
+run backup start demo-vm
+
+step "The guest writes: 4 MiB on the first disk, 1 MiB on the second"
+guest 0 "write -P 0xcd 128M 4M"
+guest 1 "write -P 0xef 64M 1M"
+
+step "Incremental backup: only the changed blocks move"
+run backup start demo-vm
+
+step "Backups, the VM and the jobs"
+run backup list
 run vm show demo-vm
-run vm show demo-vm --json
-
-step "Repositories and jobs"
-run repo list
 run job list
 
 echo

@@ -105,6 +105,69 @@ config is never overwritten.")]
     /// Inspect jobs (backups, restores, ...).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Restore disks as they were at a backup: standalone images, or into an NBD target.
+    #[command(group(clap::ArgGroup::new("disks").required(true).args(["disk", "all"])))]
+    #[command(
+        after_long_help = "A restored file has no backing chain and stays thin (holes stay holes). With
+--all, PATH is a directory that receives <vm>-disk-<key>.<format> files.
+--to nbd://HOST:PORT/EXPORT (or nbd+unix://...) writes into an existing NBD
+export, e.g. a VM's disk. An existing file is replaced only with --force; a
+failed restore leaves no file behind.
+
+JSON OUTPUT
+  NDJSON progress events, then the summary:
+  {\"backup\": \"<id>\", \"vm\": \"pgtest1\", \"job\": 9, \"format\": \"qcow2\",
+   \"disks\": [{\"key\": 2000, \"to\": \"/restore/pgtest1-disk-2000.qcow2\",
+              \"bytes_read\": ..., \"bytes_written\": ..., \"seconds\": ..., \"mib_per_sec\": ...}]}"
+    )]
+    Restore {
+        /// Backup id.
+        backup: String,
+        /// Disk key to restore.
+        #[arg(long)]
+        disk: Option<u32>,
+        /// Every disk of the backup (PATH is a directory).
+        #[arg(long)]
+        all: bool,
+        /// Destination: a file, a directory (--all) or an NBD URL.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+        /// Format of restored files.
+        #[arg(long, value_parser = ["qcow2", "raw"], default_value = "qcow2")]
+        format: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve a restore point over NBD until interrupted (instant recovery, inspection).
+    #[command(group(clap::ArgGroup::new("listen").args(["port", "socket"])))]
+    #[command(
+        after_long_help = "Read-only by default; with --writable, writes go to a temporary overlay that is
+discarded at the end: the backup is never modified. The export listens on
+127.0.0.1 (a port from nbd_ports, or --port) or a Unix socket (--socket), shows
+in `sendense nbd list`, and is gone when sendense exits (Ctrl-C or SIGTERM).
+A VM can boot from it; nbdfuse or qemu-nbd -c can mount it.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"disk\": 2000, \"url\": \"nbd://127.0.0.1:10100/pgtest1-disk-2000\",
+   \"writable\": false}   (printed once the export is ready)"
+    )]
+    Export {
+        /// Backup id.
+        backup: String,
+        /// Disk key.
+        #[arg(long)]
+        disk: u32,
+        /// Listen on this port of 127.0.0.1.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Listen on this Unix socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Accept writes into a temporary overlay (discarded at the end).
+        #[arg(long)]
+        writable: bool,
+    },
     /// NBD exports Sendense started.
     #[command(subcommand)]
     Nbd(NbdCommand),
@@ -374,6 +437,40 @@ JSON OUTPUT
     /// Show one backup and its disks.
     #[command(after_long_help = BACKUP_JSON)]
     Show {
+        /// Backup id.
+        id: String,
+    },
+    /// Check backups: qemu-img check of every image of their chains, then a full read of the
+    /// data each backup wrote against the digests recorded at backup time.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "vm", "all"])))]
+    #[command(
+        after_long_help = "Problems are named by backup, disk and offset: bit rot or tampering in a data
+cluster, a truncated image, a changed digest file, a deleted chain link.
+Exit status 0 when everything is intact, 1 when anything is wrong.
+
+JSON OUTPUT
+  {\"ok\": true, \"backups\": [\"<id>\"],
+   \"images\": [{\"backup\": \"<id>\", \"disk\": 2000, \"file\": \"...\",
+               \"bytes_verified\": 1048576, \"problems\": []}]}"
+    )]
+    Verify {
+        /// Backup id (its whole chain is checked).
+        id: Option<String>,
+        /// Every backup of this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Every backup.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete a backup: refused (exit 5) while a later backup depends on it.
+    #[command(
+        after_long_help = "Removes the manifest, the images and digest files, and the catalog rows.
+
+JSON OUTPUT
+  The deleted backup object."
+    )]
+    Delete {
         /// Backup id.
         id: String,
     },

@@ -6,6 +6,7 @@ mod init;
 mod job;
 mod nbd;
 mod repo;
+mod restore;
 mod vm;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -22,6 +23,31 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Backup(cmd) => backup::run(g, cmd),
         Command::Job(cmd) => job::run(g, cmd),
         Command::Nbd(cmd) => nbd::run(g, cmd),
+        Command::Restore {
+            backup,
+            disk,
+            all,
+            to,
+            format,
+            force,
+        } => restore::restore(
+            g,
+            restore::Args {
+                backup,
+                disk,
+                all,
+                to,
+                format,
+                force,
+            },
+        ),
+        Command::Export {
+            backup,
+            disk,
+            port,
+            socket,
+            writable,
+        } => restore::export(g, &backup, disk, port, socket, writable),
         Command::Cleanup { dry_run } => cleanup::run(g, dry_run),
     }
 }

@@ -406,6 +406,11 @@ impl Run {
             .iter()
             .map(|t| (t.plan.key, t.partial.clone()))
             .collect();
+        let digest_files: Vec<(u32, String)> = pending
+            .targets
+            .iter()
+            .map(|t| (t.plan.key, t.digests.to_string_lossy().into_owned()))
+            .collect();
         self.pending = Some(pending);
         let copy = sd.config().copy;
         let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
@@ -443,6 +448,10 @@ impl Run {
                         None
                     },
                     size_bytes: s.size_bytes,
+                    digests: digest_files
+                        .iter()
+                        .find(|(k, _)| *k == p.key)
+                        .map(|(_, d)| d.clone()),
                 })
                 .collect(),
             connections: copy.connections,

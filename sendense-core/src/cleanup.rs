@@ -112,7 +112,9 @@ impl Sendense {
             }
             for d in &b.disks {
                 let partial = crate::repo::chain::partial_of(&d.file);
-                for f in [partial, d.file.clone()] {
+                let digests = crate::repo::digests::digests_of(&d.file);
+                let digests_partial = crate::repo::chain::partial_of(&digests);
+                for f in [partial, d.file.clone(), digests, digests_partial] {
                     if f.exists() {
                         report.add(
                             "remove_file",
@@ -248,7 +250,10 @@ impl Sendense {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let stale = if let Some(stem) = name.strip_suffix(".qcow2.partial") {
+                let partial_stem = name
+                    .strip_suffix(".qcow2.partial")
+                    .or_else(|| name.strip_suffix(".digests.partial"));
+                let stale = if let Some(stem) = partial_stem {
                     !live_backups.iter().any(|b| b == stem)
                 } else if name.starts_with('.') && name.contains(".tmp-") {
                     name.rsplit(".tmp-")

@@ -143,9 +143,12 @@ fn launch(
     } else {
         cfg.cache.as_str()
     };
-    let mut args: Vec<String> = vec![
-        "-f".into(),
-        spec.format.clone(),
+    let mut args: Vec<String> = Vec::new();
+    if !spec.format.is_empty() {
+        // An empty format means a `json:` filename that names its own driver.
+        args.extend(["-f".into(), spec.format.clone()]);
+    }
+    args.extend::<Vec<String>>(vec![
         "-x".into(),
         spec.name.clone(),
         format!("--shared={}", spec.shared.max(1)),
@@ -154,7 +157,7 @@ fn launch(
         format!("--aio={}", cfg.aio),
         "--pid-file".into(),
         pid_file.to_string_lossy().into_owned(),
-    ];
+    ]);
     let url = match (&record.port, &record.socket) {
         (Some(port), _) => {
             args.extend([

@@ -38,12 +38,14 @@ pub mod lock;
 pub mod nbd;
 pub mod proc;
 pub mod repo;
+pub mod restore;
 pub(crate) mod rt;
 mod sendense;
 pub mod source;
 pub mod time;
 pub mod tools;
 pub mod transfer;
+pub mod verify;
 pub mod vm;
 
 pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoRecord, VmRecord};

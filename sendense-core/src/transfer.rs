@@ -61,7 +61,26 @@ pub struct CopyRequest {
     pub job: Option<i64>,
     /// Per-request timeout.
     pub io_timeout: Option<Duration>,
+    /// Receives a digest of every 64 KiB block written as data (for `backup verify`).
+    pub digests: Option<Arc<dyn BlockDigests>>,
 }
+
+/// Receives `(offset, blake3(offset || block))` for every block written as data.
+pub trait BlockDigests: Send + Sync + std::fmt::Debug {
+    /// One block.
+    fn record(&self, offset: u64, hash: &[u8; 32]) -> Result<()>;
+}
+
+/// The digest of one written block: blake3 over its offset (little endian) and its bytes.
+pub fn block_digest(offset: u64, block: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&offset.to_le_bytes());
+    h.update(block);
+    *h.finalize().as_bytes()
+}
+
+/// Granularity of zero detection and of block digests: the default QCOW2 cluster size.
+pub const BLOCK: u64 = ZERO_GRANULARITY;
 
 impl CopyRequest {
     /// A full copy with default tuning.
@@ -79,6 +98,7 @@ impl CopyRequest {
             reason: String::new(),
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
+            digests: None,
         }
     }
 }
@@ -222,6 +242,7 @@ pub async fn copy(
             let counters = counters.clone();
             let stop = stop.clone();
             let dest_zero = req.destination_is_zero;
+            let digests = req.digests.clone();
             let cap = request_size as usize;
             workers.spawn(async move {
                 let mut buf: Vec<u8> = Vec::with_capacity(cap);
@@ -234,7 +255,16 @@ pub async fn copy(
                         }
                     };
                     let Some(item) = item else { return Ok(()) };
-                    buf = run_item(&src, &dst, item, buf, dest_zero, &counters).await?;
+                    buf = run_item(
+                        &src,
+                        &dst,
+                        item,
+                        buf,
+                        dest_zero,
+                        &counters,
+                        digests.as_deref(),
+                    )
+                    .await?;
                 }
             });
         }
@@ -407,6 +437,7 @@ async fn run_item(
     mut buf: Vec<u8>,
     dest_zero: bool,
     counters: &Counters,
+    digests: Option<&dyn BlockDigests>,
 ) -> Result<Vec<u8>> {
     match item {
         Work::Zero { offset, len } => {
@@ -441,6 +472,13 @@ async fn run_item(
                         .await
                         .map_err(|e| e.context(format!("writing destination at offset {at}")))?;
                     counters.written.fetch_add(n, Ordering::Relaxed);
+                    if let Some(sink) = digests {
+                        // Runs are aligned to BLOCK on disk offsets, so blocks are too.
+                        for (i, block) in buf[s..e].chunks(ZERO_GRANULARITY as usize).enumerate() {
+                            let off = at + i as u64 * ZERO_GRANULARITY;
+                            sink.record(off, &block_digest(off, block))?;
+                        }
+                    }
                 }
             }
             counters.done.fetch_add(len, Ordering::Relaxed);

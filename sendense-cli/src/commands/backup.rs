@@ -5,6 +5,8 @@ use crate::output::{self, table};
 use crate::CmdResult;
 use sendense_core::backup::plan::Requested;
 use sendense_core::catalog::{BackupFilter, BackupRecord};
+use sendense_core::verify::VerifyTarget;
+use sendense_core::{Error, ErrorKind};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +107,51 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
+        BackupCommand::Verify { id, vm, all } => {
+            let mut sd = super::open(g)?;
+            let target = match (id, vm, all) {
+                (Some(id), _, _) => VerifyTarget::Backup(id),
+                (_, Some(vm), _) => VerifyTarget::Vm(vm),
+                _ => VerifyTarget::All,
+            };
+            let report = sd.verify(&target)?;
+            if g.json {
+                output::json(&report)?;
+            } else {
+                let mut t = table::new(&["Backup", "Disk", "Verified", "Result"]);
+                for i in &report.images {
+                    t.add_row([
+                        i.backup.clone(),
+                        i.disk.to_string(),
+                        output::bytes(i.bytes_verified),
+                        if i.problems.is_empty() {
+                            "ok".to_string()
+                        } else {
+                            i.problems.join("; ")
+                        },
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+            if !report.ok {
+                let bad = report
+                    .images
+                    .iter()
+                    .filter(|i| !i.problems.is_empty())
+                    .count();
+                return Err(Error::new(ErrorKind::External, format!("{bad} image(s) failed verification"))
+                    .with_help("Restore from another backup or repository; take a --full backup of the VM to start a new chain."));
+            }
+        }
+        BackupCommand::Delete { id } => {
+            let mut sd = super::open(g)?;
+            let b = sd.delete_backup(&id)?;
+            if g.json {
+                output::json(&b)?;
+            } else {
+                output::line(&format!("Deleted backup {} of `{}`.", b.id, b.vm))?;
+            }
+        }
         BackupCommand::Show { id } => {
             let sd = super::open(g)?;
             let b = sd.catalog().backup(&id)?;
@@ -152,7 +199,7 @@ fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
 }
 
 /// A token cancelled by Ctrl-C (SIGINT) or SIGTERM.
-fn cancel_on_ctrl_c() -> CancellationToken {
+pub fn cancel_on_ctrl_c() -> CancellationToken {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     std::thread::spawn(move || {

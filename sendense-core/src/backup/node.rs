@@ -30,6 +30,10 @@ pub struct TransferDisk {
     pub bitmap: Option<String>,
     /// Disk size.
     pub size_bytes: u64,
+    /// File receiving the digest of every block written (on a node that shares the hub's
+    /// filesystem); `None` records none.
+    #[serde(default)]
+    pub digests: Option<String>,
 }
 
 /// What the hub hands the node.
@@ -125,6 +129,11 @@ pub async fn run_transfer(
         req.disk = disk.key;
         req.job = plan.job;
         req.reason = disk.reason.clone();
+        if let Some(path) = &disk.digests {
+            req.digests = Some(std::sync::Arc::new(crate::repo::digests::DigestFile::open(
+                std::path::Path::new(path),
+            )?));
+        }
         let sink = sink.clone();
         let cancel = stop.clone();
         tasks.spawn(async move {

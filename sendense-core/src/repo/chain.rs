@@ -82,7 +82,7 @@ pub fn create_image(
     Ok(partial)
 }
 
-/// Renames a checked `.partial` image to its final name, durably.
+/// Renames a checked `.partial` file (image or digests) to its final name, durably.
 pub fn commit_image(partial: &Path) -> Result<PathBuf> {
     let name = partial.to_string_lossy();
     let final_path =

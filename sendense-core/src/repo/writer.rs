@@ -39,6 +39,8 @@ pub struct Target {
     pub rel_file: String,
     /// The `.partial` image to write into.
     pub partial: PathBuf,
+    /// The `.partial` digest file for the blocks written.
+    pub digests: PathBuf,
 }
 
 /// A backup between begin and commit.
@@ -118,11 +120,14 @@ impl Sendense {
                     plan.size_bytes,
                     plan.parent.as_ref().map(|p| p.rel_file.as_str()),
                 )?;
+                let digests = super::digests::digests_of(&partial);
+                super::digests::DigestFile::create(&digests, plan.size_bytes)?;
                 pending.targets.push(Target {
                     plan: plan.clone(),
                     identity: disk.identity.clone(),
                     rel_file: rel,
                     partial,
+                    digests,
                 });
             }
             let disks: Vec<NewBackupDisk> = pending
@@ -174,8 +179,22 @@ impl Sendense {
             chain::check_image(&t.partial)
                 .map_err(|e| e.context(format!("disk {}", t.plan.key)))?;
         }
+        let mut outcomes = outcomes.to_vec();
+        for t in &p.targets {
+            let digest = super::digests::file_digest(&t.digests)?;
+            match outcomes.iter_mut().find(|o| o.key == t.plan.key) {
+                Some(o) => o.digest = Some(digest),
+                None => outcomes.push(DiskOutcome {
+                    key: t.plan.key,
+                    digest: Some(digest),
+                    ..Default::default()
+                }),
+            }
+        }
+        let outcomes = outcomes.as_slice();
         for t in &p.targets {
             chain::commit_image(&t.partial)?;
+            chain::commit_image(&t.digests)?;
         }
         let created_at = self.catalog().backup(&p.id)?.created_at;
         let outcome = |key: u32| {
@@ -245,7 +264,14 @@ impl Sendense {
 
 fn remove_images(p: &PendingBackup) {
     for t in &p.targets {
-        let _ = std::fs::remove_file(&t.partial);
-        let _ = std::fs::remove_file(p.repo.path.join(&t.rel_file));
+        let image = p.repo.path.join(&t.rel_file);
+        for f in [
+            &t.partial,
+            &t.digests,
+            &image,
+            &super::digests::digests_of(&image),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }

@@ -1,0 +1,103 @@
+//! `sendense restore` and `sendense export`.
+
+use crate::cli::GlobalArgs;
+use crate::output::{self, table};
+use crate::CmdResult;
+use sendense_core::catalog::Listen;
+use sendense_core::restore::{ImageFormat, RestoreRequest, RestoreTo};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub struct Args {
+    pub backup: String,
+    pub disk: Option<u32>,
+    pub all: bool,
+    pub to: String,
+    pub format: String,
+    pub force: bool,
+}
+
+pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
+    let sink = sendense_term::progress::sink_for(g.json, g.quiet);
+    let mut sd = super::open_options(g).sink(sink).open()?;
+    let to = if a.to.starts_with("nbd") {
+        RestoreTo::Nbd(a.to.parse()?)
+    } else if a.all {
+        RestoreTo::Dir(PathBuf::from(&a.to))
+    } else {
+        RestoreTo::File(PathBuf::from(&a.to))
+    };
+    let req = RestoreRequest {
+        backup: a.backup,
+        disks: a.disk.map(|k| vec![k]),
+        to,
+        format: if a.format == "raw" {
+            ImageFormat::Raw
+        } else {
+            ImageFormat::Qcow2
+        },
+        force: a.force,
+    };
+    let report = sd.restore(&req, super::backup::cancel_on_ctrl_c())?;
+    if g.json {
+        output::line(&serde_json::to_string(&report).unwrap_or_default())?;
+    } else if !g.quiet {
+        let mut t = table::new(&["Disk", "To", "Read", "Written", "Seconds", "MiB/s"]);
+        for d in &report.disks {
+            t.add_row([
+                d.key.to_string(),
+                d.to.clone(),
+                output::bytes(d.bytes_read),
+                output::bytes(d.bytes_written),
+                format!("{:.1}", d.seconds),
+                format!("{:.0}", d.mib_per_sec),
+            ]);
+        }
+        output::line(&format!(
+            "Restored backup {} of `{}` (job {}).",
+            report.backup, report.vm, report.job
+        ))?;
+        output::line(&t.to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export(
+    g: &GlobalArgs,
+    backup: &str,
+    disk: u32,
+    port: Option<u16>,
+    socket: Option<PathBuf>,
+    writable: bool,
+) -> CmdResult {
+    let mut sd = super::open(g)?;
+    let listen = match (port, socket) {
+        (Some(p), _) => Listen::Port(p),
+        (None, Some(s)) => Listen::Socket(s),
+        (None, None) => Listen::PortRange(sd.config().nbd_ports.first, sd.config().nbd_ports.last),
+    };
+    let stop = super::backup::cancel_on_ctrl_c();
+    let export = sd.export_backup(backup, disk, listen, writable)?;
+    let url = export.url.to_string();
+    if g.json {
+        output::line(
+            &serde_json::json!({"backup": backup, "disk": disk, "url": url, "writable": writable})
+                .to_string(),
+        )?;
+    } else {
+        output::line(&format!(
+            "Serving disk {disk} of backup {backup} at {url} ({}). Press Ctrl-C to stop.",
+            if writable {
+                "writes go to a temporary overlay"
+            } else {
+                "read-only"
+            }
+        ))?;
+    }
+    // Serve until interrupted, or until qemu-nbd ends on its own.
+    while !stop.is_cancelled() && export.server.is_alive() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    sd.end_export(export)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,532 @@
+//! Restore: a disk as it was at a backup, materialised as a standalone image (no backing chain,
+//! thin: holes stay holes) or written into an NBD target, through the same copy engine as
+//! backups. The chain top is served read-only by qemu-nbd (which reads through the chain); a file
+//! target is created by `qemu-img create` as `<file>.partial`, filled, then renamed — a failed
+//! restore leaves no file behind, and an existing file is only replaced with `force`.
+
+use crate::catalog::{BackupRecord, JobKind, JobStatus, Listen};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Event, EventKind};
+use crate::export::{ExportSpec, RunningExport};
+use crate::nbd::NbdUrl;
+use crate::sendense::Sendense;
+use crate::transfer::{self, CopyRequest};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+/// Image format of a restored file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// QCOW2 without backing file.
+    #[default]
+    Qcow2,
+    /// A sparse raw file.
+    Raw,
+}
+
+impl ImageFormat {
+    /// `qcow2` or `raw`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Raw => "raw",
+        }
+    }
+}
+
+/// Where restored disks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTo {
+    /// One file (one disk).
+    File(PathBuf),
+    /// A directory: `<vm>-disk-<key>.<format>` per disk.
+    Dir(PathBuf),
+    /// An NBD export (one disk), e.g. a VM's disk.
+    Nbd(NbdUrl),
+}
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// Backup id.
+    pub backup: String,
+    /// Disk keys; `None` restores every disk.
+    pub disks: Option<Vec<u32>>,
+    /// Destination.
+    pub to: RestoreTo,
+    /// File format.
+    pub format: ImageFormat,
+    /// Replace existing files.
+    pub force: bool,
+}
+
+/// One restored disk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoredDisk {
+    /// Disk key.
+    pub key: u32,
+    /// Where it went.
+    pub to: String,
+    /// Bytes read from the backup.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Seconds.
+    pub seconds: f64,
+    /// Read throughput.
+    pub mib_per_sec: f64,
+}
+
+/// What a restore did. Also the `restore --json` summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestoreReport {
+    /// Backup id.
+    pub backup: String,
+    /// VM.
+    pub vm: String,
+    /// Job id.
+    pub job: i64,
+    /// Format of restored files.
+    pub format: ImageFormat,
+    /// Per disk.
+    pub disks: Vec<RestoredDisk>,
+}
+
+/// Selects the disks of `backup`; an unknown key is `NotFound` with the valid keys.
+pub fn select_disks(
+    backup: &BackupRecord,
+    keys: Option<&[u32]>,
+) -> Result<Vec<crate::catalog::BackupDiskRecord>> {
+    let valid: Vec<String> = backup.disks.iter().map(|d| d.key.to_string()).collect();
+    match keys {
+        None => Ok(backup.disks.clone()),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                backup
+                    .disks
+                    .iter()
+                    .find(|d| d.key == *k)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::not_found(format!("backup {} has no disk {k}", backup.id))
+                            .with_help(format!("Its disks are: {}.", valid.join(", ")))
+                    })
+            })
+            .collect(),
+    }
+}
+
+struct Plan {
+    key: u32,
+    size: u64,
+    source: RunningExport,
+    target: Target,
+}
+
+enum Target {
+    File {
+        partial: PathBuf,
+        dest: PathBuf,
+        export: Option<Box<RunningExport>>,
+    },
+    Nbd(NbdUrl),
+}
+
+impl Sendense {
+    /// Restores disks of a backup.
+    pub fn restore(
+        &mut self,
+        req: &RestoreRequest,
+        cancel: CancellationToken,
+    ) -> Result<RestoreReport> {
+        let backup = self.catalog().backup(&req.backup)?;
+        if backup.status != "completed" {
+            return Err(Error::refused(format!(
+                "backup {} is {}, not completed",
+                backup.id, backup.status
+            )));
+        }
+        let disks = select_disks(&backup, req.disks.as_deref())?;
+        if matches!(req.to, RestoreTo::File(_) | RestoreTo::Nbd(_)) && disks.len() != 1 {
+            return Err(Error::invalid(format!(
+                "backup {} has {} disks; restoring more than one needs a directory",
+                backup.id,
+                disks.len()
+            ))
+            .with_help("Pass --disk KEY, or --all with --to DIR."));
+        }
+        let job = self.catalog_mut().create_job(
+            JobKind::Restore,
+            Some(&backup.vm),
+            Some(&backup.repo),
+        )?;
+        self.catalog_mut().start_job(job.id)?;
+        self.sink().emit(&Event::now(
+            Some(job.id),
+            EventKind::JobStarted {
+                kind: "restore".into(),
+                vm: Some(backup.vm.clone()),
+            },
+        ));
+        let mut plans: Vec<Plan> = Vec::new();
+        let result = self.restore_inner(&backup, &disks, req, job.id, &mut plans, &cancel);
+        // Whatever happened: every export goes, a failed file target goes.
+        let ok = result.is_ok();
+        for p in plans {
+            let _ = self.stop_export(p.source);
+            if let Target::File {
+                partial,
+                dest,
+                export,
+            } = p.target
+            {
+                if let Some(e) = export {
+                    let _ = self.stop_export(*e);
+                }
+                if ok {
+                    if let Err(e) = std::fs::rename(&partial, &dest) {
+                        let _ = std::fs::remove_file(&partial);
+                        let err = Error::io("moving the restored image to", &dest, e);
+                        let _ = self.catalog_mut().finish_job(
+                            job.id,
+                            JobStatus::Failed,
+                            Some(err.message()),
+                        );
+                        return Err(err);
+                    }
+                } else {
+                    let _ = std::fs::remove_file(&partial);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.scratch_dir().join(format!("job-{}", job.id)));
+        match result {
+            Ok(disks) => {
+                self.catalog_mut()
+                    .finish_job(job.id, JobStatus::Completed, None)?;
+                self.sink().emit(&Event::now(
+                    Some(job.id),
+                    EventKind::JobFinished {
+                        status: "completed".into(),
+                        error: None,
+                    },
+                ));
+                Ok(RestoreReport {
+                    backup: backup.id.clone(),
+                    vm: backup.vm.clone(),
+                    job: job.id,
+                    format: req.format,
+                    disks,
+                })
+            }
+            Err(e) => {
+                let status = if e.kind() == ErrorKind::Cancelled {
+                    JobStatus::Cancelled
+                } else {
+                    JobStatus::Failed
+                };
+                let _ = self
+                    .catalog_mut()
+                    .finish_job(job.id, status, Some(e.message()));
+                self.sink().emit(&Event::now(
+                    Some(job.id),
+                    EventKind::JobFinished {
+                        status: status.to_string(),
+                        error: Some(e.to_string()),
+                    },
+                ));
+                Err(e.context(format!("restore of backup {}", backup.id)))
+            }
+        }
+    }
+
+    fn restore_inner(
+        &mut self,
+        backup: &BackupRecord,
+        disks: &[crate::catalog::BackupDiskRecord],
+        req: &RestoreRequest,
+        job: i64,
+        plans: &mut Vec<Plan>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<RestoredDisk>> {
+        let scratch = self.scratch_dir().join(format!("job-{job}"));
+        crate::fsutil::create_private_dir(&scratch)?;
+        let copy = self.config().copy;
+        for d in disks {
+            if !d.file.is_file() {
+                return Err(Error::not_found(format!(
+                    "the image of disk {} ({}) is missing",
+                    d.key,
+                    d.file.display()
+                ))
+                .with_help("Run `sendense backup verify` to check the chain."));
+            }
+            let source = self.start_export(&ExportSpec {
+                file: d.file.clone(),
+                format: "qcow2".into(),
+                name: format!("restore-{}", d.key),
+                listen: Listen::Socket(scratch.join(format!("src-{}.sock", d.key))),
+                shared: copy.connections + 1,
+                read_only: true,
+                bitmap: None,
+                discard_writes: false,
+                job: Some(job),
+            })?;
+            let target = match &req.to {
+                RestoreTo::Nbd(url) => Target::Nbd(url.clone()),
+                RestoreTo::File(_) | RestoreTo::Dir(_) => {
+                    let dest = match &req.to {
+                        RestoreTo::File(f) => f.clone(),
+                        RestoreTo::Dir(dir) => {
+                            crate::fsutil::create_private_dir(dir)?;
+                            dir.join(format!(
+                                "{}-disk-{}.{}",
+                                backup.vm,
+                                d.key,
+                                req.format.as_str()
+                            ))
+                        }
+                        RestoreTo::Nbd(_) => unreachable_target()?,
+                    };
+                    if dest.exists() && !req.force {
+                        plans.push(Plan {
+                            key: d.key,
+                            size: d.size_bytes,
+                            source,
+                            target: Target::Nbd(NbdUrl::unix("", "")),
+                        });
+                        return Err(Error::refused(format!("{} exists", dest.display()))
+                            .with_help("Choose another path, or pass --force to replace it."));
+                    }
+                    let partial = partial_path(&dest);
+                    let _ = std::fs::remove_file(&partial);
+                    crate::tools::run(
+                        crate::tools::QEMU_IMG,
+                        [
+                            "create",
+                            "-q",
+                            "-f",
+                            req.format.as_str(),
+                            &partial.to_string_lossy(),
+                            &d.size_bytes.to_string(),
+                        ],
+                    )?;
+                    let mut target = Target::File {
+                        partial: partial.clone(),
+                        dest,
+                        export: None,
+                    };
+                    let export = self.start_export(&ExportSpec {
+                        file: partial.clone(),
+                        format: req.format.as_str().into(),
+                        name: format!("target-{}", d.key),
+                        listen: Listen::Socket(scratch.join(format!("dst-{}.sock", d.key))),
+                        shared: copy.connections + 1,
+                        read_only: false,
+                        bitmap: None,
+                        discard_writes: false,
+                        job: Some(job),
+                    });
+                    match export {
+                        Ok(e) => {
+                            if let Target::File { export, .. } = &mut target {
+                                *export = Some(Box::new(e));
+                            }
+                        }
+                        Err(e) => {
+                            plans.push(Plan {
+                                key: d.key,
+                                size: d.size_bytes,
+                                source,
+                                target,
+                            });
+                            return Err(e);
+                        }
+                    }
+                    target
+                }
+            };
+            plans.push(Plan {
+                key: d.key,
+                size: d.size_bytes,
+                source,
+                target,
+            });
+        }
+        let mut requests = Vec::new();
+        for p in plans.iter() {
+            let (dst, fresh) = match &p.target {
+                Target::Nbd(url) => (url.clone(), false),
+                Target::File { export, .. } => (
+                    export
+                        .as_ref()
+                        .map(|e| e.url.clone())
+                        .ok_or_else(|| Error::internal("target export missing"))?,
+                    true,
+                ),
+            };
+            let mut r = CopyRequest::new(p.source.url.clone(), dst);
+            r.destination_is_zero = fresh;
+            r.connections = copy.connections as usize;
+            r.requests = copy.requests as usize;
+            r.request_size = copy.request_size as usize;
+            r.disk = p.key;
+            r.job = Some(job);
+            r.reason = format!("restore of {} bytes", p.size);
+            requests.push(r);
+        }
+        let sink = self.sink().clone();
+        let cancel = cancel.clone();
+        let reports = crate::rt::block_on(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for r in requests {
+                let sink = sink.clone();
+                let cancel = cancel.clone();
+                set.spawn(async move {
+                    transfer::copy(&r, &sink, &cancel)
+                        .await
+                        .map(|rep| (r.disk, r.dst.to_string(), rep))
+                });
+            }
+            let mut out = Vec::new();
+            while let Some(j) = set.join_next().await {
+                out.push(j.map_err(|e| Error::internal(format!("restore task: {e}")))??);
+            }
+            Ok::<_, Error>(out)
+        })??;
+        let mut disks: Vec<RestoredDisk> = reports
+            .into_iter()
+            .map(|(key, dst, rep)| {
+                let to = plans
+                    .iter()
+                    .find(|p| p.key == key)
+                    .map(|p| match &p.target {
+                        Target::File { dest, .. } => dest.display().to_string(),
+                        Target::Nbd(u) => u.to_string(),
+                    })
+                    .unwrap_or(dst);
+                RestoredDisk {
+                    key,
+                    to,
+                    bytes_read: rep.bytes_read,
+                    bytes_written: rep.bytes_written,
+                    seconds: rep.seconds,
+                    mib_per_sec: rep.mib_per_sec(),
+                }
+            })
+            .collect();
+        disks.sort_by_key(|d| d.key);
+        Ok(disks)
+    }
+}
+
+fn unreachable_target() -> Result<PathBuf> {
+    Err(Error::internal("restore target kind changed"))
+}
+
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+impl Sendense {
+    /// Deletes a backup: refused while another backup depends on it; otherwise its manifest,
+    /// images, digest files and catalog rows go together.
+    pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
+        let b = self.catalog().backup(id)?;
+        let deps = self.catalog().dependents(id)?;
+        if !deps.is_empty() {
+            return Err(Error::refused(format!(
+                "backup {id} is the parent of {}",
+                deps.join(", ")
+            ))
+            .with_help("Delete the backups that depend on it first, newest first."));
+        }
+        if b.status == "running" {
+            return Err(Error::busy(format!("backup {id} is still being written")));
+        }
+        // The manifest first: from then on the repository no longer claims the backup.
+        let manifest = b
+            .repo_path
+            .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
+        remove_if_present(&manifest)?;
+        for d in &b.disks {
+            remove_if_present(&d.file)?;
+            remove_if_present(&crate::repo::digests::digests_of(&d.file))?;
+        }
+        self.catalog_mut().delete_backup(id)?;
+        Ok(b)
+    }
+
+    /// Serves a restore point over NBD (qemu-nbd on 127.0.0.1 or a Unix socket): read-only, or
+    /// with writes going to a temporary overlay discarded at the end. The backup is never
+    /// modified. Stop it with [`Sendense::stop_export`].
+    pub fn export_backup(
+        &mut self,
+        id: &str,
+        key: u32,
+        listen: Listen,
+        writable: bool,
+    ) -> Result<RunningExport> {
+        let b = self.catalog().backup(id)?;
+        let disk = select_disks(&b, Some(&[key]))?.remove(0);
+        if !disk.file.is_file() {
+            return Err(Error::not_found(format!(
+                "the image of disk {key} ({}) is missing",
+                disk.file.display()
+            )));
+        }
+        let job = self
+            .catalog_mut()
+            .create_job(JobKind::Export, Some(&b.vm), Some(&b.repo))?;
+        self.catalog_mut().start_job(job.id)?;
+        let spec = ExportSpec {
+            file: disk.file.clone(),
+            format: "qcow2".into(),
+            name: crate::export::export_name(&b.vm, key),
+            listen,
+            shared: 16,
+            read_only: !writable,
+            bitmap: None,
+            discard_writes: writable,
+            job: Some(job.id),
+        };
+        match self.start_export(&spec) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                let _ = self
+                    .catalog_mut()
+                    .finish_job(job.id, JobStatus::Failed, Some(e.message()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends an export started by [`Sendense::export_backup`].
+    pub fn end_export(&mut self, export: RunningExport) -> Result<()> {
+        let job = export.record.job;
+        let result = self.stop_export(export);
+        if let Some(j) = job {
+            let status = if result.is_ok() {
+                JobStatus::Completed
+            } else {
+                JobStatus::Failed
+            };
+            let err = result.as_ref().err().map(|e| e.message().to_string());
+            self.catalog_mut().finish_job(j, status, err.as_deref())?;
+        }
+        result
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", path, e)),
+    }
+}
