@@ -39,7 +39,11 @@ fn json(state: &Path, args: &[&str]) -> Value {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    // Long operations print NDJSON events first; their last line is the summary.
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
+    })
 }
 
 /// A finished `backup start --json`: (exit code, events, summary, stderr).
@@ -114,6 +118,37 @@ impl Lab {
     fn write(&self, disk: usize, io: &str) {
         self.vm().guest_io(disk, io);
         qemu_io(&self.refs[disk], "raw", &[io]);
+    }
+
+    /// The backup restores, as a standalone raw image, to exactly the references.
+    fn assert_restores(&self, summary: &Value) {
+        let id = summary["backup"].as_str().unwrap();
+        let out = self.dir.path().join(format!("restore-{id}"));
+        json(
+            &self.state,
+            &[
+                "restore",
+                id,
+                "--all",
+                "--to",
+                out.to_str().unwrap(),
+                "--format",
+                "raw",
+            ],
+        );
+        for d in summary["disks"].as_array().unwrap() {
+            let key = d["key"].as_u64().unwrap() as usize;
+            let file = out.join(format!("pgtest1-disk-{key}.raw"));
+            assert!(
+                images_equal(
+                    file.to_str().unwrap(),
+                    "raw",
+                    self.refs[key - 2000].to_str().unwrap()
+                ),
+                "restore of {id} disk {key}"
+            );
+        }
+        std::fs::remove_dir_all(out).unwrap();
     }
 
     /// Every disk of the summary's backup equals the references.
@@ -234,6 +269,7 @@ fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
         ]
     );
     lab.assert_point(&full);
+    lab.assert_restores(&full);
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     for k in [
         "job_started",
@@ -271,6 +307,7 @@ fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
         let (code, _, inc, err) = backup(&lab.state, &[]);
         assert_eq!(code, 0, "round {round}: {err}");
         lab.assert_point(&inc);
+        lab.assert_restores(&inc);
         for (i, d) in inc["disks"].as_array().unwrap().iter().enumerate() {
             assert_eq!(d["mode"], "incremental", "round {round}");
             // Incremental N is backed by backup N-1 of the same disk.
@@ -291,6 +328,10 @@ fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
     }
     let list = json(&lab.state, &["backup", "list", "--vm", "pgtest1"]);
     assert_eq!(list.as_array().unwrap().len(), 4);
+    assert_eq!(
+        json(&lab.state, &["backup", "verify", "--vm", "pgtest1"])["ok"],
+        true
+    );
     let shown = json(
         &lab.state,
         &["backup", "show", previous["backup"].as_str().unwrap()],
@@ -307,7 +348,13 @@ fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
         .unwrap()
         .iter()
         .all(|j| j["status"] == "completed"));
-    let log = json(&lab.state, &["job", "log", &jobs[0]["id"].to_string()]);
+    let backup_job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "backup")
+        .unwrap();
+    let log = json(&lab.state, &["job", "log", &backup_job["id"].to_string()]);
     assert!(log.as_array().unwrap().iter().any(|l| l["message"]
         .as_str()
         .unwrap()

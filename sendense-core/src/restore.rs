@@ -301,6 +301,9 @@ impl Sendense {
                         return Err(Error::refused(format!("{} exists", dest.display()))
                             .with_help("Choose another path, or pass --force to replace it."));
                     }
+                    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        crate::fsutil::create_private_dir(parent)?;
+                    }
                     let partial = partial_path(&dest);
                     let _ = std::fs::remove_file(&partial);
                     crate::tools::run(

@@ -139,6 +139,10 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                     .iter()
                     .filter(|i| !i.problems.is_empty())
                     .count();
+                if g.json {
+                    // The report is the one document on stdout; the exit status says it failed.
+                    return Ok(ExitCode::from(1));
+                }
                 return Err(Error::new(ErrorKind::External, format!("{bad} image(s) failed verification"))
                     .with_help("Restore from another backup or repository; take a --full backup of the VM to start a new chain."));
             }

@@ -1,0 +1,466 @@
+//! Restore, verify, export and delete against real backups of an image VM.
+
+use sendense_testkit::{create_image, images_equal, qemu_io, qemu_nbd};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn run(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sendense"))
+        .args(args)
+        .env("SENDENSE_HOME", state)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn json(state: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run(state, &all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Long operations print events first; the document is the last line.
+    serde_json::from_str(text.lines().last().unwrap_or("null"))
+        .unwrap_or_else(|_| serde_json::from_str(&text).unwrap())
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// An image VM with a full and two incrementals; references of the disk at each point.
+struct Chain {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    ids: Vec<String>,
+    refs: Vec<PathBuf>,
+}
+
+fn chain() -> Chain {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    sendense_testkit::private_port_config(&state, 20);
+    assert!(run(&state, &["init"]).status.success());
+    json(
+        &state,
+        &[
+            "repo",
+            "add",
+            "r",
+            "--path",
+            d.join("repo").to_str().unwrap(),
+        ],
+    );
+    let disk = create_image(&d.join("disk.qcow2"), "qcow2", "64M");
+    json(
+        &state,
+        &["vm", "add", "vm1", "--disk", disk.to_str().unwrap()],
+    );
+    let rounds: [&[&str]; 3] = [
+        &["write -P 0x11 0 8M", "write -P 0x12 40M 2M"],
+        &["write -P 0x21 1M 1M", "write -z 40M 1M"],
+        &["write -P 0x31 60M 4M", "write -P 0x32 3M 4096"],
+    ];
+    let mut ids = Vec::new();
+    let mut refs = Vec::new();
+    for (i, writes) in rounds.iter().enumerate() {
+        qemu_io(&disk, "qcow2", writes);
+        let s = json(&state, &["backup", "start", "vm1"]);
+        ids.push(s["backup"].as_str().unwrap().to_string());
+        let r = d.join(format!("ref{i}.raw"));
+        assert!(Command::new("qemu-img")
+            .args([
+                "convert",
+                "-O",
+                "raw",
+                disk.to_str().unwrap(),
+                r.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success());
+        refs.push(r);
+    }
+    Chain {
+        dir,
+        state,
+        ids,
+        refs,
+    }
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn every_point_restores_byte_for_byte_as_qcow2_and_raw_and_stays_thin() {
+    let c = chain();
+    let out = c.dir.path().join("out");
+    for (i, id) in c.ids.iter().enumerate() {
+        for fmt in ["qcow2", "raw"] {
+            let to = out.join(format!("p{i}.{fmt}"));
+            let r = json(
+                &c.state,
+                &[
+                    "restore",
+                    id,
+                    "--disk",
+                    "2000",
+                    "--to",
+                    to.to_str().unwrap(),
+                    "--format",
+                    fmt,
+                ],
+            );
+            assert_eq!(r["disks"][0]["key"], 2000);
+            assert!(
+                images_equal(to.to_str().unwrap(), fmt, c.refs[i].to_str().unwrap()),
+                "point {i} as {fmt}"
+            );
+            let backing = sendense_core::tools::qemu_img::info(&to)
+                .unwrap()
+                .backing_filename;
+            assert_eq!(backing, None, "a restored image stands alone");
+        }
+        // Holes stay holes: a 64 MiB disk with ~10-14 MiB of data.
+        let raw = out.join(format!("p{i}.raw"));
+        assert!(
+            allocated(&raw) < 20 << 20,
+            "point {i}: {} bytes allocated",
+            allocated(&raw)
+        );
+    }
+    // --all into a directory, and the overwrite rule.
+    let dir = out.join("all");
+    json(
+        &c.state,
+        &["restore", &c.ids[2], "--all", "--to", dir.to_str().unwrap()],
+    );
+    let f = dir.join("vm1-disk-2000.qcow2");
+    assert!(images_equal(
+        f.to_str().unwrap(),
+        "qcow2",
+        c.refs[2].to_str().unwrap()
+    ));
+    let o = run(
+        &c.state,
+        &["restore", &c.ids[0], "--all", "--to", dir.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        images_equal(f.to_str().unwrap(), "qcow2", c.refs[2].to_str().unwrap()),
+        "refused restore changed the file"
+    );
+    json(
+        &c.state,
+        &[
+            "restore",
+            &c.ids[0],
+            "--all",
+            "--to",
+            dir.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(images_equal(
+        f.to_str().unwrap(),
+        "qcow2",
+        c.refs[0].to_str().unwrap()
+    ));
+    assert!(!walk(&dir)
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".partial")));
+
+    // Unknown backup or key: exit 4, with the valid keys.
+    let o = run(
+        &c.state,
+        &["restore", "nope", "--disk", "2000", "--to", "/tmp/x"],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    let o = run(
+        &c.state,
+        &["restore", &c.ids[0], "--disk", "2007", "--to", "/tmp/x"],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("Its disks are: 2000"), "{}", stderr(&o));
+}
+
+#[test]
+fn restore_into_an_nbd_target() {
+    let c = chain();
+    let d = c.dir.path();
+    let target = create_image(&d.join("target.qcow2"), "qcow2", "64M");
+    qemu_io(&target, "qcow2", &["write -P 0xee 0 64M"]);
+    let mut srv = qemu_nbd(d, &target, "qcow2", "t", &["--shared=8"]);
+    json(
+        &c.state,
+        &["restore", &c.ids[1], "--disk", "2000", "--to", &srv.url],
+    );
+    srv.proc.stop();
+    assert!(
+        images_equal(
+            target.to_str().unwrap(),
+            "qcow2",
+            c.refs[1].to_str().unwrap()
+        ),
+        "old data must be overwritten, zeroes included"
+    );
+}
+
+#[test]
+fn verify_finds_bit_rot_truncation_and_missing_links() {
+    let c = chain();
+    let ok = json(&c.state, &["backup", "verify", "--all"]);
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(ok["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["bytes_verified"].as_u64().unwrap() > 0));
+
+    // One byte flipped inside a data cluster of the first incremental.
+    let b1 = &c.ids[1];
+    let file = image_of(&c, b1);
+    let map: Value = serde_json::from_slice(
+        &Command::new("qemu-img")
+            .args(["map", "--output=json", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ext = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["depth"] == 0 && e["data"] == true)
+        .unwrap()
+        .clone();
+    let host = ext["offset"].as_u64().unwrap() + 4000;
+    flip(&file, host);
+    let o = run(&c.state, &["backup", "verify", &c.ids[2], "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bad: Vec<&Value> = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| !i["problems"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(bad.len(), 1, "{report}");
+    assert_eq!(bad[0]["backup"], b1.as_str());
+    assert_eq!(bad[0]["disk"], 2000);
+    let guest = ext["start"].as_u64().unwrap() + 4000;
+    let text = bad[0]["problems"][0].as_str().unwrap();
+    assert!(
+        text.contains(&format!("offset {}", guest / 65536 * 65536)),
+        "{text}"
+    );
+    flip(&file, host);
+    assert_eq!(
+        json(&c.state, &["backup", "verify", "--vm", "vm1"])["ok"],
+        true
+    );
+
+    // A truncated image.
+    let last = image_of(&c, &c.ids[2]);
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let o = run(&c.state, &["backup", "verify", &c.ids[2]]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // A deleted chain link is named.
+    std::fs::remove_file(image_of(&c, &c.ids[1])).unwrap();
+    let o = run(&c.state, &["backup", "verify", &c.ids[2], "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("chain link") && text.contains(c.ids[1].as_str()),
+        "{text}"
+    );
+}
+
+#[test]
+fn export_serves_the_restore_point_and_never_changes_the_backup() {
+    let c = chain();
+    let d = c.dir.path();
+    let sock = d.join("export.sock");
+    for writable in [false, true] {
+        let mut args = vec![
+            "export",
+            c.ids[1].as_str(),
+            "--disk",
+            "2000",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--json",
+        ];
+        if writable {
+            args.push("--writable");
+        }
+        let before: Vec<String> = c
+            .ids
+            .iter()
+            .map(|id| digest_of(&image_of(&c, id)))
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sendense"))
+            .args(&args)
+            .env("SENDENSE_HOME", &c.state)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let doc: Value = serde_json::from_str(&line).unwrap();
+        let url = doc["url"].as_str().unwrap().to_string();
+        assert!(
+            images_equal(&url, "qcow2", c.refs[1].to_str().unwrap()),
+            "export equals the restore point"
+        );
+        let listed = json(&c.state, &["nbd", "list"]);
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        if writable {
+            let w = Command::new("qemu-io")
+                .args(["-f", "raw", "-c", "write -P 0x77 0 1M", &url])
+                .output()
+                .unwrap();
+            assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+            let r = Command::new("qemu-io")
+                .args(["-f", "raw", "-c", "read -P 0x77 0 1M", &url])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&r.stdout).contains("read 1048576"),
+                "writes are visible through the export"
+            );
+        } else {
+            let w = Command::new("qemu-io")
+                .args(["-f", "raw", "-c", "write -P 0x77 0 1M", &url])
+                .output()
+                .unwrap();
+            assert!(
+                !String::from_utf8_lossy(&w.stdout).contains("wrote 1048576"),
+                "read-only export accepted a write"
+            );
+        }
+        assert!(Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(child.wait().unwrap().success());
+        assert_eq!(
+            json(&c.state, &["nbd", "list"]),
+            serde_json::json!([]),
+            "export left behind"
+        );
+        assert!(!sock.exists());
+        let after: Vec<String> = c
+            .ids
+            .iter()
+            .map(|id| digest_of(&image_of(&c, id)))
+            .collect();
+        assert_eq!(before, after, "the backup files changed");
+    }
+    assert_eq!(json(&c.state, &["backup", "verify", "--all"])["ok"], true);
+}
+
+#[test]
+fn delete_rules() {
+    let c = chain();
+    let o = run(&c.state, &["backup", "delete", &c.ids[1]]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stderr(&o).contains(&c.ids[2]), "{}", stderr(&o));
+    let file = image_of(&c, &c.ids[2]);
+    json(&c.state, &["backup", "delete", &c.ids[2]]);
+    assert!(!file.exists());
+    assert!(!sendense_core::repo::digests::digests_of(&file).exists());
+    assert!(!c
+        .dir
+        .path()
+        .join(format!("repo/vm1/manifests/{}.yaml", c.ids[2]))
+        .exists());
+    assert_eq!(
+        json(&c.state, &["backup", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        run(&c.state, &["backup", "delete", &c.ids[2]])
+            .status
+            .code(),
+        Some(4)
+    );
+    // The chain goes on from the remaining top.
+    let s = json(&c.state, &["backup", "start", "vm1"]);
+    assert_eq!(
+        s["disks"][0]["mode"], "full",
+        "the source's checkpoint belonged to the deleted backup"
+    );
+    assert_eq!(
+        s["disks"][0]["reason"],
+        "checkpoint belongs to another chain"
+    );
+}
+
+fn image_of(c: &Chain, id: &str) -> PathBuf {
+    c.dir.path().join(format!("repo/vm1/2000/{id}.qcow2"))
+}
+
+fn flip(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0xff;
+    f.write_all_at(&b, at).unwrap();
+}
+
+/// A fingerprint of every byte of a file: its length and a polynomial checksum.
+fn digest_of(path: &Path) -> String {
+    let data = std::fs::read(path).unwrap();
+    let sum = data.iter().fold(0u64, |a, b| {
+        a.wrapping_mul(1_000_003).wrapping_add(*b as u64)
+    });
+    format!("{}:{sum:x}", data.len())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
