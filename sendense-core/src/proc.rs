@@ -129,6 +129,12 @@ mod tests {
             .spawn()
             .unwrap();
         let id = ProcId::of(child.id()).unwrap();
+        // Right after spawn the new image may not have its arguments yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cmdline(id.pid).unwrap_or_default().is_empty() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(cmdline(id.pid).unwrap(), ["sleep", "30"]);
         terminate(id, Duration::from_secs(5)).unwrap();
         child.wait().unwrap();

@@ -259,12 +259,20 @@ async fn an_aborted_backup_leaves_nothing_and_the_chain_continues() {
     assert!(partial.exists());
     sd.abort_backup(pending);
     assert!(!partial.exists());
-    let files: Vec<_> = std::fs::read_dir(repo.path.join("vm1/2000"))
+    let mut files: Vec<_> = std::fs::read_dir(repo.path.join("vm1/2000"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(files, [std::ffi::OsString::from(format!("{b1}.qcow2"))]);
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            std::ffi::OsString::from(format!("{b1}.digests")),
+            std::ffi::OsString::from(format!("{b1}.qcow2"))
+        ],
+        "only the first backup's image and digests remain"
+    );
     assert_eq!(sd.catalog().backups(&Default::default()).unwrap().len(), 1);
 
     // A delta is never written without its parent, and a full never has one.
@@ -298,6 +306,6 @@ async fn an_aborted_backup_leaves_nothing_and_the_chain_continues() {
         std::fs::read_dir(repo.path.join("vm1/2000"))
             .unwrap()
             .count(),
-        1
+        2
     );
 }
