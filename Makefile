@@ -53,6 +53,7 @@ bench: deps
 	$(CARGO) build --release --workspace
 	bash bench/copy.sh $(BENCH_SIZE) $(BENCH_RUNS)
 	bash bench/backup.sh 4G $(BENCH_RUNS)
+	bash bench/restore.sh 4G $(BENCH_RUNS)
 
 ## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.
 FUZZ_SECONDS ?= 300

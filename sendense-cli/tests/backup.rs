@@ -2,7 +2,9 @@
 //! real repository. Every guest write is mirrored into a raw reference file, so each backup is
 //! compared byte for byte with the disk as it was at the snapshot instant.
 
-use sendense_testkit::{allocated_bytes, create_image, images_equal, nbdkit, qemu_io, QemuVm};
+use sendense_testkit::{
+    allocated_bytes, create_image, images_equal, nbdkit, qemu_io, walk, QemuVm,
+};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,23 +29,11 @@ fn sendense_cmd(state: &Path, args: &[&str]) -> Command {
 }
 
 fn run(state: &Path, args: &[&str]) -> Output {
-    sendense_cmd(state, args).output().unwrap()
+    sendense_testkit::cli(env!("CARGO_BIN_EXE_sendense"), state, args)
 }
 
 fn json(state: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = run(state, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Long operations print NDJSON events first; their last line is the summary.
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap()
-    })
+    sendense_testkit::cli_json(env!("CARGO_BIN_EXE_sendense"), state, args)
 }
 
 /// A finished `backup start --json`: (exit code, events, summary, stderr).
@@ -225,18 +215,6 @@ impl Lab {
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         child
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 fn reasons(summary: &Value) -> Vec<(u64, String, String)> {

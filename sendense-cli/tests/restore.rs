@@ -1,32 +1,16 @@
 //! Restore, verify, export and delete against real backups of an image VM.
 
-use sendense_testkit::{create_image, images_equal, qemu_io, qemu_nbd};
+use sendense_testkit::{create_image, images_equal, qemu_io, qemu_nbd, walk};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn run(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sendense"))
-        .args(args)
-        .env("SENDENSE_HOME", state)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+    sendense_testkit::cli(env!("CARGO_BIN_EXE_sendense"), state, args)
 }
 
 fn json(state: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = run(state, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    // Long operations print events first; the document is the last line.
-    serde_json::from_str(text.lines().last().unwrap_or("null"))
-        .unwrap_or_else(|_| serde_json::from_str(&text).unwrap())
+    sendense_testkit::cli_json(env!("CARGO_BIN_EXE_sendense"), state, args)
 }
 
 fn stderr(o: &Output) -> String {
@@ -451,16 +435,4 @@ fn digest_of(path: &Path) -> String {
         a.wrapping_mul(1_000_003).wrapping_add(*b as u64)
     });
     format!("{}:{sum:x}", data.len())
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }

@@ -424,3 +424,43 @@ impl QemuVm {
         }
     }
 }
+
+/// Every file below `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Runs the `sendense` binary `bin` on the state directory `state`.
+pub fn cli(bin: &str, state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .args(args)
+        .env("SENDENSE_HOME", state)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running sendense")
+}
+
+/// Runs `sendense ... --json`, expects success and returns the document: the whole output, or
+/// for long operations (NDJSON events first) the last line, the summary.
+pub fn cli_json(bin: &str, state: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = cli(bin, state, &all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("null")).expect("JSON output")
+    })
+}

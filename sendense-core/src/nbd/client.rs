@@ -440,31 +440,37 @@ impl NbdClient {
             return Ok(());
         }
         let flags = if punch { 0 } else { CMD_FLAG_NO_HOLE };
+        self.split("write zeroes", CMD_WRITE_ZEROES, flags, offset, len)
+            .await
+    }
+
+    /// A payload-free command over `len` bytes, split at the server's maximum request size.
+    async fn split(
+        &self,
+        what: &'static str,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        let max = self.info.max_block as u64;
+        let min = self.info.min_block as u64;
+        let chunk = (max / min * min).max(min);
         let mut done = 0;
         while done < len {
-            let n = self.zero_chunk(offset + done).min(len - done);
-            self.call(
-                Req {
-                    what: "write zeroes",
-                    cmd: CMD_WRITE_ZEROES,
-                    flags,
-                    offset: offset + done,
-                    length: n as u32,
-                },
-                None,
-                |tx| Pending::Plain { error: None, tx },
-            )
-            .await?;
+            let n = chunk.min(len - done);
+            let req = Req {
+                what,
+                cmd,
+                flags,
+                offset: offset + done,
+                length: n as u32,
+            };
+            self.call(req, None, |tx| Pending::Plain { error: None, tx })
+                .await?;
             done += n;
         }
         Ok(())
-    }
-
-    /// Largest WRITE_ZEROES/TRIM at `offset`: the server's maximum, aligned.
-    fn zero_chunk(&self, _offset: u64) -> u64 {
-        let max = self.info.max_block as u64;
-        let min = self.info.min_block as u64;
-        (max / min * min).max(min)
     }
 
     /// Discards `len` bytes at `offset`.
@@ -473,24 +479,7 @@ impl NbdClient {
         if !self.info.can_trim() {
             return Ok(());
         }
-        let mut done = 0;
-        while done < len {
-            let n = self.zero_chunk(offset + done).min(len - done);
-            self.call(
-                Req {
-                    what: "trim",
-                    cmd: CMD_TRIM,
-                    flags: 0,
-                    offset: offset + done,
-                    length: n as u32,
-                },
-                None,
-                |tx| Pending::Plain { error: None, tx },
-            )
-            .await?;
-            done += n;
-        }
-        Ok(())
+        self.split("trim", CMD_TRIM, 0, offset, len).await
     }
 
     /// Makes every completed write durable.
