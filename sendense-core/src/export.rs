@@ -138,7 +138,9 @@ fn launch(
     // fall back to the page cache, which is as safe: every copy ends with FLUSH.
     let direct = matches!(cfg.cache.as_str(), "none" | "directsync");
     let dir = spec.file.parent().unwrap_or(Path::new("."));
-    let cache = if direct && !crate::fsutil::supports_direct_io(dir) {
+    // Read-only exports (sources, restore points) read through the page cache: O_DIRECT only
+    // pays off for the writes of a target.
+    let cache = if spec.read_only || (direct && !crate::fsutil::supports_direct_io(dir)) {
         "writeback"
     } else {
         cfg.cache.as_str()

@@ -121,7 +121,6 @@ pub fn select_disks(
 
 struct Plan {
     key: u32,
-    size: u64,
     source: RunningExport,
     target: Target,
 }
@@ -294,7 +293,6 @@ impl Sendense {
                     if dest.exists() && !req.force {
                         plans.push(Plan {
                             key: d.key,
-                            size: d.size_bytes,
                             source,
                             target: Target::Nbd(NbdUrl::unix("", "")),
                         });
@@ -342,7 +340,6 @@ impl Sendense {
                         Err(e) => {
                             plans.push(Plan {
                                 key: d.key,
-                                size: d.size_bytes,
                                 source,
                                 target,
                             });
@@ -354,7 +351,6 @@ impl Sendense {
             };
             plans.push(Plan {
                 key: d.key,
-                size: d.size_bytes,
                 source,
                 target,
             });
@@ -378,7 +374,8 @@ impl Sendense {
             r.request_size = copy.request_size as usize;
             r.disk = p.key;
             r.job = Some(job);
-            r.reason = format!("restore of {} bytes", p.size);
+            r.reason = format!("to {}", r.dst);
+            r.label = Some("restore".into());
             requests.push(r);
         }
         let sink = self.sink().clone();

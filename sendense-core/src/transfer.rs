@@ -57,6 +57,8 @@ pub struct CopyRequest {
     pub disk: u32,
     /// Why this copy is full or incremental, reported in events.
     pub reason: String,
+    /// What the copy is, for events (`full`, `incremental` by default; `restore` for restores).
+    pub label: Option<String>,
     /// Job reported in events.
     pub job: Option<i64>,
     /// Per-request timeout.
@@ -96,6 +98,7 @@ impl CopyRequest {
             request_size: defaults.request_size as usize,
             disk: 0,
             reason: String::new(),
+            label: None,
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
             digests: None,
@@ -195,13 +198,15 @@ pub async fn copy(
         req,
         EventKind::DiskStarted {
             disk: req.disk,
-            mode: if req.bitmap.is_some() {
-                "incremental"
-            } else {
-                "full"
-            }
-            .into(),
-            reason: String::new(),
+            mode: req.label.clone().unwrap_or_else(|| {
+                if req.bitmap.is_some() {
+                    "incremental"
+                } else {
+                    "full"
+                }
+                .into()
+            }),
+            reason: req.reason.clone(),
             bytes_total: planned,
         },
     );
