@@ -470,10 +470,18 @@ impl Run {
         };
         self.check_cancel()?;
 
+        let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
+        log(sd, job, &format!("transfer finished: {moved} bytes read"));
+
         // 6. Commit.
         for e in std::mem::take(&mut self.exports) {
             sd.stop_export(e)?;
         }
+        log(
+            sd,
+            job,
+            "target exports stopped; checking and committing the images",
+        );
         let outcomes: Vec<DiskOutcome> = results
             .iter()
             .map(|r| DiskOutcome {
@@ -488,6 +496,7 @@ impl Run {
             .take()
             .ok_or_else(|| Error::internal("backup lost its pending state"))?;
         let record = sd.commit_backup(pending, &outcomes)?;
+        log(sd, job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
         for (p, _) in &plans {
             if let (Some(cp), Some(disk)) =

@@ -148,6 +148,23 @@ impl Sendense {
         if let Ok(entries) = std::fs::read_dir(&scratch) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name
+                    .strip_prefix("verify-")
+                    .and_then(|p| p.parse::<u32>().ok())
+                {
+                    // A verify's scratch, left when its process died.
+                    if ProcId::of(pid).is_none() {
+                        report.add(
+                            "remove_dir",
+                            entry.path().display().to_string(),
+                            "scratch of a verify that ended",
+                        );
+                        if !dry_run {
+                            let _ = std::fs::remove_dir_all(entry.path());
+                        }
+                    }
+                    continue;
+                }
                 let Some(id) = name
                     .strip_prefix("job-")
                     .and_then(|i| i.parse::<i64>().ok())

@@ -13,7 +13,8 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
         Ok(_) => Err(Error::internal(
             "a synchronous Sendense call was made from a current-thread tokio runtime; use a multi-threaded runtime",
         )),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
+        // The copy engine needs every core: a multi-threaded runtime, not a current-thread one.
+        Err(_) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map(|rt| rt.block_on(fut))
