@@ -559,19 +559,7 @@ fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
 fn image_and_nbd_source_vms() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let state = d.join("state");
-    sendense_testkit::private_port_config(&state, 20);
-    assert!(run(&state, &["init"]).status.success());
-    json(
-        &state,
-        &[
-            "repo",
-            "add",
-            "local",
-            "--path",
-            d.join("repo").to_str().unwrap(),
-        ],
-    );
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
     let q = create_image(&d.join("img.qcow2"), "qcow2", "32M");
     let r = create_image(&d.join("img.raw"), "raw", "16M");
     qemu_io(&q, "qcow2", &["write -P 0xa1 0 4M"]);

@@ -28,19 +28,7 @@ struct Chain {
 fn chain() -> Chain {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let state = d.join("state");
-    sendense_testkit::private_port_config(&state, 20);
-    assert!(run(&state, &["init"]).status.success());
-    json(
-        &state,
-        &[
-            "repo",
-            "add",
-            "r",
-            "--path",
-            d.join("repo").to_str().unwrap(),
-        ],
-    );
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "r");
     let disk = create_image(&d.join("disk.qcow2"), "qcow2", "64M");
     json(
         &state,

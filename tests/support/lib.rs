@@ -464,3 +464,23 @@ pub fn cli_json(bin: &str, state: &Path, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(text.lines().last().unwrap_or("null")).expect("JSON output")
     })
 }
+
+/// A hub for a CLI test: `<dir>/state` with its own port range, initialised, and a repository
+/// `repo` at `<dir>/repo`. Returns the state directory.
+pub fn cli_hub(bin: &str, dir: &Path, repo: &str) -> PathBuf {
+    let state = dir.join("state");
+    private_port_config(&state, 20);
+    let out = cli(bin, &state, &["init"]);
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("repo");
+    cli_json(
+        bin,
+        &state,
+        &["repo", "add", repo, "--path", path.to_str().unwrap()],
+    );
+    state
+}
