@@ -102,7 +102,7 @@ pub fn wait_gone(id: ProcId, limit: Duration) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     true
 }

@@ -9,7 +9,7 @@ use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Sour
 use crate::catalog::{DiskRecord, Listen};
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::{ExportSpec, RunningExport};
-use crate::tools::{self, qemu_img, QEMU_IMG};
+use crate::tools::{self, QEMU_IMG};
 use std::path::{Path, PathBuf};
 
 /// Disk image files of a stopped VM.
@@ -35,14 +35,40 @@ struct StoredBitmap {
     in_use: bool,
 }
 
-fn bitmaps(file: &Path) -> Result<Vec<StoredBitmap>> {
-    let out = tools::run(
-        QEMU_IMG,
-        ["info", "--output=json", "-U", &file.to_string_lossy()],
-    )?;
+/// What one `qemu-img info` says about an image: format, size and stored bitmaps.
+#[derive(Debug, Clone)]
+struct Inspected {
+    format: String,
+    size: u64,
+    bitmaps: Vec<StoredBitmap>,
+}
+
+/// One `qemu-img info`. With `shared == false` the image lock is taken as a writer would, so an
+/// image a running QEMU holds is refused (it would change under the backup).
+fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
+    let mut cmd = QEMU_IMG.command();
+    cmd.args(["info", "--output=json"]);
+    if shared {
+        cmd.arg("-U");
+    }
+    let out = cmd.arg(file).output().map_err(|_| QEMU_IMG.missing())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("lock") {
+            return Err(Error::busy(format!(
+                "{} is in use by a running QEMU (its image lock is held)",
+                file.display()
+            ))
+            .with_help("Back up a running VM through its QMP socket: register it with `sendense vm add NAME --qmp SOCKET`."));
+        }
+        return Err(Error::new(
+            ErrorKind::External,
+            format!("qemu-img info {}: {}", file.display(), err.trim()),
+        ));
+    }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::new(ErrorKind::External, format!("qemu-img info: {e}")))?;
-    Ok(v["format-specific"]["data"]["bitmaps"]
+    let bitmaps = v["format-specific"]["data"]["bitmaps"]
         .as_array()
         .into_iter()
         .flatten()
@@ -59,32 +85,17 @@ fn bitmaps(file: &Path) -> Result<Vec<StoredBitmap>> {
                 in_use: flags.contains(&"in-use"),
             }
         })
-        .collect())
+        .collect();
+    Ok(Inspected {
+        format: v["format"].as_str().unwrap_or_default().to_string(),
+        size: v["virtual-size"].as_u64().unwrap_or(0),
+        bitmaps,
+    })
 }
 
 /// Refuses an image that a running QEMU holds (it would change under the backup).
 pub fn check_not_in_use(file: &Path) -> Result<()> {
-    let out = QEMU_IMG
-        .command()
-        .args(["info", "--output=json"])
-        .arg(file)
-        .output()
-        .map_err(|_| QEMU_IMG.missing())?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("lock") {
-        return Err(Error::busy(format!(
-            "{} is in use by a running QEMU (its image lock is held)",
-            file.display()
-        ))
-        .with_help("Back up a running VM through its QMP socket: register it with `sendense vm add NAME --qmp SOCKET`."));
-    }
-    Err(Error::new(
-        ErrorKind::External,
-        format!("qemu-img info {}: {}", file.display(), err.trim()),
-    ))
+    inspect(file, false).map(|_| ())
 }
 
 impl ImageSource {
@@ -94,10 +105,6 @@ impl ImageSource {
             files,
             active: None,
         }
-    }
-
-    fn format(file: &Path) -> Result<String> {
-        Ok(qemu_img::info(file)?.format)
     }
 }
 
@@ -129,7 +136,8 @@ impl Source for ImageSource {
                 if !file.exists() {
                     return Ok(CheckpointState::Missing);
                 }
-                if Self::format(file)? != "qcow2" {
+                let info = inspect(file, true)?;
+                if info.format != "qcow2" {
                     return Ok(CheckpointState::Unsupported(
                         "raw image: no change tracking, so every backup is full".into(),
                     ));
@@ -137,7 +145,7 @@ impl Source for ImageSource {
                 let Some(name) = &d.checkpoint else {
                     return Ok(CheckpointState::None);
                 };
-                Ok(match bitmaps(file)?.into_iter().find(|b| &b.name == name) {
+                Ok(match info.bitmaps.into_iter().find(|b| &b.name == name) {
                     None => CheckpointState::Missing,
                     Some(b) if b.in_use => CheckpointState::Inconsistent,
                     Some(_) => CheckpointState::Present,
@@ -151,24 +159,26 @@ impl Source for ImageSource {
         host: &mut dyn SourceHost,
         req: &SnapshotRequest,
     ) -> Result<Vec<SnapshotDisk>> {
-        for d in &req.disks {
-            check_not_in_use(Path::new(&d.identity))?;
-        }
+        // One look at every image, which also refuses an image a running QEMU holds.
+        let infos = req
+            .disks
+            .iter()
+            .map(|d| inspect(Path::new(&d.identity), false))
+            .collect::<Result<Vec<_>>>()?;
         crate::fsutil::create_private_dir(&req.scratch)?;
         self.active = Some(Active {
             scratch: req.scratch.clone(),
             ..Default::default()
         });
         let mut out = Vec::new();
-        for d in &req.disks {
+        for (d, info) in req.disks.iter().zip(infos) {
             let file = PathBuf::from(&d.identity);
-            let info = qemu_img::info(&file)?;
             let qcow2 = info.format == "qcow2";
             let new = qcow2.then(|| req.checkpoint.clone());
             let mut previous = None;
             if let Some(new) = &new {
                 let f = file.to_string_lossy().into_owned();
-                let stored = bitmaps(&file)?;
+                let stored = &info.bitmaps;
                 let recorded = d
                     .recorded
                     .clone()
@@ -219,7 +229,7 @@ impl Source for ImageSource {
             out.push(SnapshotDisk {
                 key: d.key,
                 url,
-                size_bytes: info.virtual_size,
+                size_bytes: info.size,
                 bitmap: previous,
                 checkpoint: new,
             });
