@@ -408,8 +408,21 @@ async fn window_plan(
             plan::classify(&lists[0], None)
         }
         Some(ctx) => {
-            let lists = src.extents(&[BASE_ALLOCATION, ctx], pos, len).await?;
-            plan::classify(&lists[0], Some(&lists[1]))
+            // Changes first; the allocation is asked only where something changed, so an
+            // incremental of a large, fragmented disk does not walk its whole allocation map.
+            let dirty = src.extents(&[ctx], pos, len).await?.remove(0);
+            let mut ranges = Vec::new();
+            for d in dirty
+                .iter()
+                .filter(|d| d.flags & crate::nbd::proto::STATE_DIRTY != 0)
+            {
+                let alloc = src
+                    .extents(&[BASE_ALLOCATION], d.offset, d.length)
+                    .await?
+                    .remove(0);
+                ranges.extend(plan::classify(&alloc, Some(std::slice::from_ref(d))));
+            }
+            ranges
         }
     };
     Ok(plan::plan(&ranges, opts))
