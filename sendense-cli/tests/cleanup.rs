@@ -80,11 +80,7 @@ struct Held {
 }
 
 fn sendense(state: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendense"))
-        .args(args)
-        .env("SENDENSE_HOME", state)
-        .output()
-        .unwrap();
+    let out = sendense_testkit::cli(env!("CARGO_BIN_EXE_sendense"), state, args);
     let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (
         out.status.code().unwrap_or(-1),

@@ -3,14 +3,9 @@
 use sendense_testkit::{create_image, nbdkit, QemuVm};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 
 fn sendense(state: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendense"))
-        .args(args)
-        .env("SENDENSE_HOME", state)
-        .output()
-        .unwrap();
+    let out = sendense_testkit::cli(env!("CARGO_BIN_EXE_sendense"), state, args);
     let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (
         out.status.code().unwrap_or(-1),

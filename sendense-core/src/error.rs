@@ -11,8 +11,9 @@
 //!    [`std::error::Error::source`], never glued into the message twice.
 //! 5. No `unwrap`, `expect` or panics outside tests: a bad input or a failing tool is an `Error`.
 //!
-//! Modules keep their own private error enums (thiserror) where that reads better and convert them
-//! into [`Error`] at the module boundary.
+//! Modules build [`Error`]s directly with the kind that fits (`Error::not_found`, `Error::new`,
+//! ...) and add context at each boundary ([`Error::context`]), so one type carries the message,
+//! the kind and the help from the failing tool call up to the frontend.
 
 use std::fmt;
 

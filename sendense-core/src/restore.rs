@@ -263,6 +263,21 @@ impl Sendense {
                 ))
                 .with_help("Run `sendense backup verify` to check the chain."));
             }
+            // Where the disk goes, decided (and refused) before anything is started.
+            let dest = match &req.to {
+                RestoreTo::Nbd(_) => None,
+                RestoreTo::File(f) => Some(f.clone()),
+                RestoreTo::Dir(dir) => Some(dir.join(format!(
+                    "{}-disk-{}.{}",
+                    backup.vm,
+                    d.key,
+                    req.format.as_str()
+                ))),
+            };
+            if let Some(dest) = dest.as_ref().filter(|p| p.exists() && !req.force) {
+                return Err(Error::refused(format!("{} exists", dest.display()))
+                    .with_help("Choose another path, or pass --force to replace it."));
+            }
             let source = self.start_export(&ExportSpec {
                 file: d.file.clone(),
                 format: "qcow2".into(),
@@ -274,31 +289,10 @@ impl Sendense {
                 discard_writes: false,
                 job: Some(job),
             })?;
-            let target = match &req.to {
-                RestoreTo::Nbd(url) => Target::Nbd(url.clone()),
-                RestoreTo::File(_) | RestoreTo::Dir(_) => {
-                    let dest = match &req.to {
-                        RestoreTo::File(f) => f.clone(),
-                        RestoreTo::Dir(dir) => {
-                            crate::fsutil::create_private_dir(dir)?;
-                            dir.join(format!(
-                                "{}-disk-{}.{}",
-                                backup.vm,
-                                d.key,
-                                req.format.as_str()
-                            ))
-                        }
-                        RestoreTo::Nbd(_) => unreachable_target()?,
-                    };
-                    if dest.exists() && !req.force {
-                        plans.push(Plan {
-                            key: d.key,
-                            source,
-                            target: Target::Nbd(NbdUrl::unix("", "")),
-                        });
-                        return Err(Error::refused(format!("{} exists", dest.display()))
-                            .with_help("Choose another path, or pass --force to replace it."));
-                    }
+            let target = match (&req.to, dest) {
+                (RestoreTo::Nbd(url), _) => Target::Nbd(url.clone()),
+                (_, None) => return Err(Error::internal("a file restore without a destination")),
+                (_, Some(dest)) => {
                     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
                         crate::fsutil::create_private_dir(parent)?;
                     }
@@ -421,10 +415,6 @@ impl Sendense {
         disks.sort_by_key(|d| d.key);
         Ok(disks)
     }
-}
-
-fn unreachable_target() -> Result<PathBuf> {
-    Err(Error::internal("restore target kind changed"))
 }
 
 fn partial_path(dest: &Path) -> PathBuf {

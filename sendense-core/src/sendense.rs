@@ -384,48 +384,6 @@ impl Sendense {
 
     // ---- VMs ------------------------------------------------------------------------------
 
-    /// Registers a VM made of disk image files (the `image` source). Disk keys are 2000, 2001,
-    /// ... in the given order.
-    pub fn add_image_vm(&mut self, name: &str, disks: &[PathBuf]) -> Result<VmRecord> {
-        vm::validate_name("VM", name)?;
-        if disks.is_empty() {
-            return Err(
-                Error::invalid(format!("VM `{name}` needs at least one disk"))
-                    .with_help("Pass --disk PATH once per disk."),
-            );
-        }
-        if self.catalog.vm(name).is_ok() {
-            return Err(Error::already_exists(format!(
-                "a VM named `{name}` is already registered"
-            ))
-            .with_help("Choose another name, or remove the old one with `sendense vm remove`."));
-        }
-        let mut probed = Vec::with_capacity(disks.len());
-        for path in disks {
-            let disk = vm::probe_image_disk(path)?;
-            if probed
-                .iter()
-                .any(|d: &crate::catalog::NewDisk| d.identity == disk.identity)
-            {
-                return Err(Error::invalid(format!(
-                    "disk {} is given more than once",
-                    disk.identity
-                ))
-                .with_help("Name each disk once; two keys must never share one disk."));
-            }
-            if let Some(other) = self.catalog.vm_with_disk_identity(&disk.identity)? {
-                return Err(Error::already_exists(format!(
-                    "disk {} already belongs to VM `{other}`",
-                    disk.identity
-                ))
-                .with_help("A disk can be backed up as part of one VM only."));
-            }
-            probed.push(disk);
-        }
-        self.catalog
-            .insert_vm(name, "image", &serde_json::json!({}), &probed)
-    }
-
     /// All VMs.
     pub fn vms(&self) -> Result<Vec<VmRecord>> {
         self.catalog.vms()

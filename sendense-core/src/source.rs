@@ -172,6 +172,20 @@ pub fn leftovers<'a>(
         .collect()
 }
 
+/// Logs the problems of a teardown into the job log and turns them into one error.
+pub(crate) fn teardown_result(host: &mut dyn SourceHost, errors: &[String]) -> Result<()> {
+    for e in errors {
+        host.log(&format!("teardown: {e}"));
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(crate::error::Error::new(
+        crate::ErrorKind::External,
+        format!("tearing down the snapshot: {}", errors.join("; ")),
+    ))
+}
+
 /// The source of a registered VM.
 pub fn for_vm(
     vm: &crate::catalog::VmRecord,

@@ -182,12 +182,21 @@ pub async fn copy(
         dsts.push(Arc::new(NbdClient::connect(&req.dst, &dst_opts).await?));
     }
 
+    // Whole blocks per request: zero detection and block digests work per aligned block.
     let request_size = (req.request_size as u64)
         .min(srcs[0].info().max_block as u64)
         .min(dsts[0].info().max_block as u64)
-        .max(4096);
+        .max(ZERO_GRANULARITY);
+    let server_max = (srcs[0].info().max_block).min(dsts[0].info().max_block) as u64;
+    if server_max < ZERO_GRANULARITY {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!("the servers accept requests of at most {server_max} bytes; Sendense needs {ZERO_GRANULARITY}"),
+        ));
+    }
     let opts = PlanOptions {
         request_size,
+        size,
         ..Default::default()
     };
 

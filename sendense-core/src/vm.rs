@@ -114,6 +114,47 @@ impl crate::Sendense {
         crate::source::qemu::QemuSource::new(qmp.to_path_buf()).discover()
     }
 
+    /// Registers a VM made of disk image files (the `image` source). Disk keys are 2000, 2001,
+    /// ... in the given order.
+    pub fn add_image_vm(
+        &mut self,
+        name: &str,
+        disks: &[std::path::PathBuf],
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        if disks.is_empty() {
+            return Err(
+                Error::invalid(format!("VM `{name}` needs at least one disk"))
+                    .with_help("Pass --disk PATH once per disk."),
+            );
+        }
+        self.ensure_new_vm(name)?;
+        let mut probed = Vec::with_capacity(disks.len());
+        for path in disks {
+            let disk = probe_image_disk(path)?;
+            if probed
+                .iter()
+                .any(|d: &crate::catalog::NewDisk| d.identity == disk.identity)
+            {
+                return Err(Error::invalid(format!(
+                    "disk {} is given more than once",
+                    disk.identity
+                ))
+                .with_help("Name each disk once; two keys must never share one disk."));
+            }
+            if let Some(other) = self.catalog().vm_with_disk_identity(&disk.identity)? {
+                return Err(Error::already_exists(format!(
+                    "disk {} already belongs to VM `{other}`",
+                    disk.identity
+                ))
+                .with_help("A disk can be backed up as part of one VM only."));
+            }
+            probed.push(disk);
+        }
+        self.catalog_mut()
+            .insert_vm(name, "image", &serde_json::json!({}), &probed)
+    }
+
     /// Registers a live QEMU VM reached through its QMP socket; its disks are discovered and
     /// keyed 2000, 2001, ... in device order.
     pub fn add_qemu_vm(&mut self, name: &str, qmp: &Path) -> Result<crate::catalog::VmRecord> {

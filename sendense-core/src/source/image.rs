@@ -93,11 +93,6 @@ fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
     })
 }
 
-/// Refuses an image that a running QEMU holds (it would change under the backup).
-pub fn check_not_in_use(file: &Path) -> Result<()> {
-    inspect(file, false).map(|_| ())
-}
-
 impl ImageSource {
     /// A source over these image files (in disk-key order).
     pub fn new(files: Vec<PathBuf>) -> Self {
@@ -270,16 +265,6 @@ impl Source for ImageSource {
             }
         }
         let _ = std::fs::remove_dir_all(&active.scratch);
-        for e in &errors {
-            host.log(&format!("teardown: {e}"));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::External,
-                format!("tearing down the snapshot: {}", errors.join("; ")),
-            ))
-        }
+        super::teardown_result(host, &errors)
     }
 }

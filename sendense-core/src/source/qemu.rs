@@ -414,16 +414,6 @@ impl Source for QemuSource {
                 errors.push(format!("removing {}: {e}", active.scratch.display()));
             }
         }
-        for e in &errors {
-            host.log(&format!("teardown: {e}"));
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::new(
-                crate::ErrorKind::External,
-                format!("tearing down the snapshot: {}", errors.join("; ")),
-            ))
-        }
+        super::teardown_result(host, &errors)
     }
 }

@@ -46,6 +46,11 @@ pub struct PlanOptions {
     pub coalesce_gap: u64,
     /// Largest zero item.
     pub zero_chunk: u64,
+    /// Data is read and written in whole aligned blocks of this size (zero detection and block
+    /// digests work per block, so a block must never be split between two items).
+    pub block: u64,
+    /// End of the disk: the last block may be shorter.
+    pub size: u64,
 }
 
 impl Default for PlanOptions {
@@ -54,6 +59,8 @@ impl Default for PlanOptions {
             request_size: 2 << 20,
             coalesce_gap: 64 << 10,
             zero_chunk: 1 << 30,
+            block: 64 << 10,
+            size: u64::MAX,
         }
     }
 }
@@ -100,9 +107,57 @@ pub fn classify(alloc: &[Extent], dirty: Option<&[Extent]>) -> Vec<(u64, u64, bo
     out
 }
 
-/// Turns classified ranges into work items: small zero gaps between data are absorbed, data is
-/// split at `request_size` boundaries, zero ranges at `zero_chunk`.
+/// Widens data ranges to whole `block`s (the last one ends at `size`) and takes what they now
+/// cover out of the zero ranges. Reading a little more is harmless; splitting a block between
+/// two writes is not.
+pub fn align_data(ranges: &[(u64, u64, bool)], block: u64, size: u64) -> Vec<(u64, u64, bool)> {
+    let mut data: Vec<(u64, u64)> = Vec::new();
+    for &(s, e, is_data) in ranges {
+        if !is_data {
+            continue;
+        }
+        let (s, e) = (
+            s / block * block,
+            e.div_ceil(block).saturating_mul(block).min(size),
+        );
+        match data.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => data.push((s, e)),
+        }
+    }
+    let mut out: Vec<(u64, u64, bool)> = data.iter().map(|&(s, e)| (s, e, true)).collect();
+    for &(s, e, is_data) in ranges {
+        if is_data {
+            continue;
+        }
+        let mut pos = s;
+        for &(ds, de) in data.iter().filter(|(ds, de)| *de > s && *ds < e) {
+            if ds > pos {
+                out.push((pos, ds, false));
+            }
+            pos = pos.max(de);
+        }
+        if pos < e {
+            out.push((pos, e, false));
+        }
+    }
+    out.sort_by_key(|r| r.0);
+    let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(out.len());
+    for (s, e, d) in out {
+        match merged.last_mut() {
+            Some(last) if last.1 == s && last.2 == d => last.1 = e,
+            _ => merged.push((s, e, d)),
+        }
+    }
+    merged
+}
+
+/// Turns classified ranges into work items: data is widened to whole blocks, small zero gaps
+/// between data are absorbed, data is split at `request_size` boundaries, zero ranges at
+/// `zero_chunk`.
 pub fn plan(ranges: &[(u64, u64, bool)], opts: &PlanOptions) -> Vec<Work> {
+    let aligned = align_data(ranges, opts.block, opts.size);
+    let ranges = aligned.as_slice();
     // 1. Absorb short zero gaps between data ranges.
     let mut merged: Vec<(u64, u64, bool)> = Vec::with_capacity(ranges.len());
     for (i, &(s, e, data)) in ranges.iter().enumerate() {
@@ -201,6 +256,8 @@ mod tests {
             request_size: MIB,
             coalesce_gap: 64 << 10,
             zero_chunk: 4 * MIB,
+            block: 1,
+            size: u64::MAX,
         };
         let k = 1024;
         let ranges = [
