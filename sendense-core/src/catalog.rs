@@ -53,16 +53,19 @@ impl Catalog {
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| Error::from(e).context(format!("opening {}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        // Switching to WAL needs a moment of exclusive access; the busy timeout covers a
-        // concurrent opener.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut catalog = Catalog {
             conn,
             path: path.to_path_buf(),
         };
-        catalog.migrate()?;
+        // Switching a new catalog to WAL needs a moment of exclusive access, and SQLite reports
+        // two openers racing for it as busy at once instead of waiting in the busy handler
+        // (each holds the shared lock the other needs released). Retrying covers that race.
+        retry_while_busy(|| {
+            catalog.conn.pragma_update(None, "journal_mode", "WAL")?;
+            catalog.conn.pragma_update(None, "synchronous", "FULL")?;
+            catalog.conn.pragma_update(None, "foreign_keys", "ON")?;
+            catalog.migrate()
+        })?;
         Ok(catalog)
     }
 
@@ -138,6 +141,21 @@ impl Catalog {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// Runs `f` again while it fails with [`ErrorKind::Busy`], for up to [`BUSY_TIMEOUT`].
+fn retry_while_busy<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(e) if e.kind() == ErrorKind::Busy && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -234,7 +252,7 @@ mod tests {
     fn concurrent_openers_migrate_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sendense.db");
-        let handles: Vec<_> = (0..8)
+        let handles: Vec<_> = (0..16)
             .map(|_| {
                 let p = path.clone();
                 std::thread::spawn(move || Catalog::open(&p, true).map(|_| ()))
