@@ -160,6 +160,12 @@ impl Lab {
     }
 
     /// Nothing of an interrupted job is left: exports, ports, partial images, scratch.
+    /// The failed or cancelled process undid its own work: the next command finds nothing to
+    /// reconcile (checked before any command that would reconcile on open).
+    fn assert_undone_by_itself(&self) {
+        assert_no_cleanup_needed(&self.state);
+    }
+
     fn assert_nothing_left(&self) {
         assert_eq!(
             json(&self.state, &["nbd", "list"]),
@@ -217,6 +223,12 @@ impl Lab {
     }
 }
 
+fn assert_no_cleanup_needed(state: &Path) {
+    let report = json(state, &["cleanup", "--dry-run"]);
+    assert_eq!(report["actions"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
+}
+
 fn reasons(summary: &Value) -> Vec<(u64, String, String)> {
     summary["disks"]
         .as_array()
@@ -239,6 +251,8 @@ fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
     lab.write(1, "write -P 0x12 4M 8M");
     let (code, events, full, err) = backup(&lab.state, &[]);
     assert_eq!(code, 0, "{err}");
+    // A completed backup leaves nothing for cleanup: no exports, ports, locks or scratch files.
+    assert_no_cleanup_needed(&lab.state);
     assert_eq!(
         reasons(&full),
         [
@@ -529,6 +543,7 @@ fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    lab.assert_undone_by_itself();
     let jobs = json(&lab.state, &["job", "list"]);
     assert_eq!(jobs[0]["status"], "cancelled");
     lab.assert_nothing_left();
@@ -539,6 +554,7 @@ fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
     assert!(run(&lab.state, &["job", "cancel", &id]).status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
+    lab.assert_undone_by_itself();
     assert_eq!(
         json(&lab.state, &["job", "show", &id])["status"],
         "cancelled"
@@ -642,6 +658,7 @@ fn image_and_nbd_source_vms() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_no_cleanup_needed(&state);
     let jobs = json(&state, &["job", "list", "--vm", "broken"]);
     assert_eq!(jobs[0]["status"], "failed");
     assert_eq!(json(&state, &["nbd", "list"]), serde_json::json!([]));
@@ -679,6 +696,7 @@ fn a_repository_that_fills_up_fails_cleanly() {
     let (code, _, _, err) = backup(&lab.state, &["--repo", "small"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("ENOSPC") || err.contains("space"), "{err}");
+    lab.assert_undone_by_itself();
     let jobs = json(&lab.state, &["job", "list"]);
     assert_eq!(jobs[0]["status"], "failed");
     lab.assert_nothing_left();

@@ -304,17 +304,22 @@ impl Sendense {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if crate::lock::is_held(&path) {
-                continue;
+            if dry_run {
+                if crate::lock::is_held(&path) {
+                    continue;
+                }
+            } else {
+                // Removed only while holding it, so a process about to take it retries.
+                match crate::lock::VmLock::try_lock(&path, false) {
+                    Ok(Some(lock)) => drop(lock),
+                    _ => continue,
+                }
             }
             report.add(
                 "remove_file",
                 path.display().to_string(),
                 "lock file nobody holds",
             );
-            if !dry_run {
-                let _ = std::fs::remove_file(&path);
-            }
         }
     }
 }
