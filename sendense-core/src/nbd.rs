@@ -9,6 +9,7 @@
 mod client;
 mod handshake;
 pub mod proto;
+mod quickack;
 mod url;
 
 pub use client::{fuzz_reply_stream, ConnectOptions, NbdClient};

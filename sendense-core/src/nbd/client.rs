@@ -8,6 +8,7 @@
 
 use super::handshake::{negotiate, ExportInfo};
 use super::proto::*;
+use super::quickack::QuickAck;
 use super::url::{Endpoint, NbdUrl};
 use super::{protocol_error, Extent};
 use crate::error::{Error, ErrorKind, Result};
@@ -219,15 +220,16 @@ impl NbdClient {
             ExportInfo,
         ) = match &url.endpoint {
             Endpoint::Tcp { host, port } => {
-                let mut s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                let s = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| connect_error(url, e))?;
                 let _ = s.set_nodelay(true);
+                let mut s = QuickAck(s);
                 let info = negotiate(&mut s, &url.export, &opts.contexts)
                     .await
                     .map_err(ctx)?;
-                let (r, w) = s.into_split();
-                (Box::new(r), Box::new(w), info)
+                let (r, w) = s.0.into_split();
+                (Box::new(QuickAck(r)), Box::new(w), info)
             }
             Endpoint::Unix(path) => {
                 let mut s = tokio::net::UnixStream::connect(path)
