@@ -688,29 +688,32 @@ fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
 
 /// Watches the catalog for `job cancel` from another process.
 struct CancelWatcher {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    // Dropping the sender wakes the watcher at once.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl CancelWatcher {
     fn start(catalog: &std::path::Path, job: i64, cancel: CancellationToken) -> CancelWatcher {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let path = catalog.to_path_buf();
         let thread = std::thread::spawn(move || {
             let Ok(cat) = crate::catalog::Catalog::open(&path, false) else {
                 return;
             };
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            loop {
                 if cat.cancel_requested(job).unwrap_or(false) {
                     cancel.cancel();
                     return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                match stopped.recv_timeout(std::time::Duration::from_millis(300)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
             }
         });
         CancelWatcher {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -718,7 +721,7 @@ impl CancelWatcher {
 
 impl Drop for CancelWatcher {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
