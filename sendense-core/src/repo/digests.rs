@@ -1,10 +1,11 @@
 //! Block digests of what a backup wrote, for `backup verify`.
 //!
 //! Next to each image, `<backup-id>.digests` holds one 32-byte record per 64 KiB block of the
-//! disk, at position `block index × 32`: blake3 over the block's offset and bytes for every block
-//! the backup wrote as data, zeroes elsewhere (the file is sparse). Records are written with
-//! positional writes while the copy runs, in any order, in constant memory. The manifest keeps
-//! the blake3 of the whole file, so the digests themselves cannot be changed unnoticed.
+//! disk, at position `block index × 32`: the blake3 of the block keyed with its offset
+//! ([`crate::transfer::block_digest`]) for every block the backup wrote as data, zeroes
+//! elsewhere (the file is sparse). Records are written with positional writes while the copy
+//! runs, in any order, in constant memory. The manifest keeps the blake3 of the whole file, so
+//! the digests themselves cannot be changed unnoticed.
 
 use crate::error::{Error, Result};
 use crate::transfer::{BlockDigests, BLOCK};
