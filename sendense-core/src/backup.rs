@@ -266,12 +266,14 @@ impl Run {
         crate::repo::check_identity(&repo.path, &repo.repo_id)?;
 
         // 1. The source, cleared of what an interrupted backup left; disks matched by identity.
+        // One source object serves the whole job, so what it learnt once is not asked again.
+        let mut source = sd.source_of(vm)?;
         {
-            let mut source = sd.source_of(vm)?;
             let mut host = HubHost { sd, job: Some(job) };
             source.prepare(&mut host, job)?;
         }
-        let vm = sd.refresh_vm_disks(&vm.name)?;
+        let found = source.discover()?;
+        let vm = sd.record_discovered_disks(&vm.name, found)?;
         let vanished: Vec<u32> = vm
             .disks
             .iter()
@@ -293,7 +295,6 @@ impl Run {
                 vm.name
             )));
         }
-        let mut source = sd.source_of(&vm)?;
 
         // 2. Plan.
         let states = source.checkpoints(&disks)?;
@@ -414,20 +415,25 @@ impl Run {
         self.pending = Some(pending);
         let copy = sd.config().copy;
         let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
-        let mut target_urls = Vec::new();
-        for (key, partial) in targets {
-            self.check_cancel()?;
-            let spec = ExportSpec::target(
-                partial,
-                export_name(&vm.name, key),
-                range,
-                copy.connections + 1,
-                Some(job),
-            );
-            let export = sd.start_export(&spec)?;
-            target_urls.push((key, export.url.clone()));
-            self.exports.push(export);
-        }
+        self.check_cancel()?;
+        let specs: Vec<ExportSpec> = targets
+            .iter()
+            .map(|(key, partial)| {
+                ExportSpec::target(
+                    partial.clone(),
+                    export_name(&vm.name, *key),
+                    range,
+                    copy.connections + 1,
+                    Some(job),
+                )
+            })
+            .collect();
+        self.exports = sd.start_exports(&specs)?;
+        let target_urls: Vec<_> = targets
+            .iter()
+            .zip(&self.exports)
+            .map(|((key, _), e)| (*key, e.url.clone()))
+            .collect();
         let targets = node::targets_string(&target_urls);
         log(sd, job, &format!("targets {targets}"));
 
@@ -474,9 +480,7 @@ impl Run {
         log(sd, job, &format!("transfer finished: {moved} bytes read"));
 
         // 6. Commit.
-        for e in std::mem::take(&mut self.exports) {
-            sd.stop_export(e)?;
-        }
+        sd.stop_exports(std::mem::take(&mut self.exports))?;
         log(
             sd,
             job,
@@ -555,10 +559,8 @@ impl Run {
 
     /// Undoes everything this run started: exports, images, the new checkpoint.
     fn rollback(&mut self, sd: &mut Sendense) {
-        for e in std::mem::take(&mut self.exports) {
-            if let Err(err) = sd.stop_export(e) {
-                log(sd, self.job, &format!("rollback: stopping export: {err}"));
-            }
+        if let Err(err) = sd.stop_exports(std::mem::take(&mut self.exports)) {
+            log(sd, self.job, &format!("rollback: stopping exports: {err}"));
         }
         if let Some(p) = self.pending.take() {
             sd.abort_backup(p);

@@ -108,13 +108,11 @@ pub fn start(
             Some(&spec.file),
             port_bindable,
         )?;
-        match launch(catalog, run_dir, spec, cfg, &record) {
+        match launch(run_dir, spec, cfg, &record).and_then(|s| s.finish(catalog)) {
             Ok(export) => return Ok(export),
             Err(e) => {
                 catalog.release_export(record.id)?;
-                let retry = e.message().contains("Address already in use")
-                    && matches!(spec.listen, Listen::PortRange(..));
-                if !retry {
+                if !port_taken(spec, &e) {
                     return Err(e);
                 }
                 last_err = Some(e);
@@ -124,13 +122,98 @@ pub fn start(
     Err(last_err.unwrap_or_else(|| Error::internal("qemu-nbd did not start")))
 }
 
-fn launch(
+/// Starts one qemu-nbd per spec, all at once (their start-ups overlap), waits until all accept
+/// connections and records them. On any failure the ones that started are stopped again.
+pub fn start_many(
     catalog: &mut Catalog,
+    run_dir: &Path,
+    specs: &[ExportSpec],
+    cfg: &QemuNbdConfig,
+    grace: Duration,
+) -> Result<Vec<RunningExport>> {
+    if let [spec] = specs {
+        return start(catalog, run_dir, spec, cfg).map(|e| vec![e]);
+    }
+    crate::fsutil::create_private_dir(run_dir)?;
+    let mut records = Vec::new();
+    for spec in specs {
+        match catalog.allocate_export(
+            &spec.listen,
+            &spec.name,
+            spec.job,
+            Some(&spec.file),
+            port_bindable,
+        ) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                for r in &records {
+                    let _ = catalog.release_export(r.id);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let launched: Vec<Result<Starting>> = specs
+        .iter()
+        .zip(&records)
+        .map(|(spec, record)| launch(run_dir, spec, cfg, record))
+        .collect();
+    let mut started = Vec::new();
+    let mut failure = None;
+    for ((spec, record), starting) in specs.iter().zip(&records).zip(launched) {
+        let e = match starting.and_then(|s| s.finish(catalog)) {
+            Ok(export) => {
+                started.push(export);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let _ = catalog.release_export(record.id);
+        if failure.is_some() {
+            continue;
+        }
+        // Lost a port race: this one goes again on its own, with retries.
+        if port_taken(spec, &e) {
+            match start(catalog, run_dir, spec, cfg) {
+                Ok(export) => started.push(export),
+                Err(e) => failure = Some(e),
+            }
+        } else {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        None => Ok(started),
+        Some(e) => {
+            let _ = stop_many(catalog, started, grace);
+            Err(e)
+        }
+    }
+}
+
+/// Whether `err`, starting `spec`, means another process took the port first.
+fn port_taken(spec: &ExportSpec, err: &Error) -> bool {
+    err.message().contains("Address already in use") && matches!(spec.listen, Listen::PortRange(..))
+}
+
+/// A qemu-nbd starting: its `--fork` starter runs until the server listens.
+struct Starting {
+    starter: std::process::Child,
+    record_id: i64,
+    url: NbdUrl,
+    file: PathBuf,
+    cmdline: Vec<String>,
+    pid_file: PathBuf,
+    log_file: PathBuf,
+}
+
+/// Spawns qemu-nbd for `spec` on the address of `record`; [`Starting::finish`] waits for it.
+fn launch(
     run_dir: &Path,
     spec: &ExportSpec,
     cfg: &QemuNbdConfig,
     record: &ExportRecord,
-) -> Result<RunningExport> {
+) -> Result<Starting> {
     let tag = format!("export-{}", record.id);
     let pid_file = run_dir.join(format!("{tag}.pid"));
     let log_file = run_dir.join(format!("{tag}.log"));
@@ -205,47 +288,62 @@ fn launch(
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut full_cmdline = vec![QEMU_NBD.program.to_string()];
     full_cmdline.extend(args.iter().cloned());
-    let mut starter = cmd.spawn().map_err(|e| {
+    let starter = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             QEMU_NBD.missing()
         } else {
             Error::new(ErrorKind::External, format!("cannot start qemu-nbd: {e}"))
         }
     })?;
-    let started = wait_exit(&mut starter, Duration::from_secs(30));
-    let server = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .and_then(ProcId::of);
-    let failure = match (started, server) {
-        (Ok(true), Some(server)) => {
-            // Recorded at once: from now on a crash leaves a row cleanup can use.
-            catalog.set_export_server(record.id, server, &full_cmdline)?;
-            return Ok(RunningExport {
-                record: catalog.export(record.id)?,
-                url,
-                server,
-                files: vec![pid_file, log_file],
-            });
+    Ok(Starting {
+        starter,
+        record_id: record.id,
+        url,
+        file: spec.file.clone(),
+        cmdline: full_cmdline,
+        pid_file,
+        log_file,
+    })
+}
+
+impl Starting {
+    /// Waits until the server listens (or failed) and records its process.
+    fn finish(mut self, catalog: &mut Catalog) -> Result<RunningExport> {
+        let started = wait_exit(&mut self.starter, Duration::from_secs(30));
+        let server = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .and_then(ProcId::of);
+        let failure = match (started, server) {
+            (Ok(true), Some(server)) => {
+                // Recorded at once: from now on a crash leaves a row cleanup can use.
+                catalog.set_export_server(self.record_id, server, &self.cmdline)?;
+                return Ok(RunningExport {
+                    record: catalog.export(self.record_id)?,
+                    url: self.url,
+                    server,
+                    files: vec![self.pid_file, self.log_file],
+                });
+            }
+            (Ok(true), None) => "it reported success but left no running server".to_string(),
+            (Ok(false), _) => "it exited with an error".to_string(),
+            (Err(e), _) => e.message().to_string(),
+        };
+        if let Some(server) = server {
+            let _ = proc::terminate(server, Duration::from_secs(1));
         }
-        (Ok(true), None) => "it reported success but left no running server".to_string(),
-        (Ok(false), _) => "it exited with an error".to_string(),
-        (Err(e), _) => e.message().to_string(),
-    };
-    if let Some(server) = server {
-        let _ = proc::terminate(server, Duration::from_secs(1));
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.log_file);
+        Err(Error::new(
+            ErrorKind::External,
+            format!(
+                "qemu-nbd for {} did not start: {failure}: {}",
+                self.file.display(),
+                text.trim()
+            ),
+        ))
     }
-    let text = std::fs::read_to_string(&log_file).unwrap_or_default();
-    let _ = std::fs::remove_file(&pid_file);
-    let _ = std::fs::remove_file(&log_file);
-    Err(Error::new(
-        ErrorKind::External,
-        format!(
-            "qemu-nbd for {} did not start: {failure}: {}",
-            spec.file.display(),
-            text.trim()
-        ),
-    ))
 }
 
 /// Waits for the `--fork` starter to exit; true when it reported success.
@@ -254,7 +352,8 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Result<bool> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Ok(status.success()),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            // qemu-nbd is ready within milliseconds: look often.
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -281,6 +380,31 @@ pub fn stop(catalog: &mut Catalog, export: RunningExport, grace: Duration) -> Re
         let _ = std::fs::remove_file(sock);
     }
     catalog.release_export(export.record.id)?;
+    result
+}
+
+/// Stops several exports this process started, all at once: SIGTERM to every server first,
+/// then the waits (SIGKILL after `grace`). Every row is released; the first error is returned.
+pub fn stop_many(
+    catalog: &mut Catalog,
+    exports: Vec<RunningExport>,
+    grace: Duration,
+) -> Result<()> {
+    let servers: Vec<ProcId> = exports.iter().map(|e| e.server).collect();
+    let mut result = proc::terminate_all(&servers, grace);
+    for export in exports {
+        for f in &export.files {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(sock) = &export.record.socket {
+            let _ = std::fs::remove_file(sock);
+        }
+        if let Err(e) = catalog.release_export(export.record.id) {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
     result
 }
 

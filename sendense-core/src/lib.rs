@@ -36,6 +36,7 @@ pub mod export;
 pub mod fsutil;
 pub mod lock;
 pub mod nbd;
+mod par;
 pub mod proc;
 pub mod repo;
 pub mod restore;

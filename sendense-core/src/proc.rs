@@ -95,6 +95,26 @@ pub fn terminate(id: ProcId, grace: Duration) -> Result<()> {
     }
 }
 
+/// [`terminate`] for several processes at once: all get SIGTERM before any is waited for.
+pub fn terminate_all(ids: &[ProcId], grace: Duration) -> Result<()> {
+    let mut first_err = None;
+    for id in ids {
+        if let Err(e) = signal(*id, Signal::SIGTERM) {
+            first_err.get_or_insert(e);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for id in ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wait_gone(*id, left) {
+            if let Err(e) = terminate(*id, Duration::ZERO) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Waits up to `limit` for `id` to end; true when it did.
 pub fn wait_gone(id: ProcId, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -102,7 +122,8 @@ pub fn wait_gone(id: ProcId, limit: Duration) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Not a child, so no waitpid: look often, most processes end within milliseconds.
+        std::thread::sleep(Duration::from_millis(1));
     }
     true
 }

@@ -411,6 +411,23 @@ impl Sendense {
         crate::export::start(&mut self.catalog, &run_dir, spec, &cfg)
     }
 
+    /// Starts several exports at once (see [`crate::export::start_many`]).
+    pub fn start_exports(
+        &mut self,
+        specs: &[crate::export::ExportSpec],
+    ) -> Result<Vec<crate::export::RunningExport>> {
+        let run_dir = self.run_dir();
+        let cfg = self.config.qemu_nbd.clone();
+        let grace = std::time::Duration::from_secs(cfg.stop_timeout_secs);
+        crate::export::start_many(&mut self.catalog, &run_dir, specs, &cfg, grace)
+    }
+
+    /// Stops several exports this process started, all at once, and frees their ports.
+    pub fn stop_exports(&mut self, exports: Vec<crate::export::RunningExport>) -> Result<()> {
+        let grace = std::time::Duration::from_secs(self.config.qemu_nbd.stop_timeout_secs);
+        crate::export::stop_many(&mut self.catalog, exports, grace)
+    }
+
     /// Stops an export this process started and frees its port.
     pub fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()> {
         let grace = std::time::Duration::from_secs(self.config.qemu_nbd.stop_timeout_secs);

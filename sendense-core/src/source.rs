@@ -128,6 +128,35 @@ pub trait SourceHost {
     ) -> Result<crate::export::RunningExport>;
     /// Stops an export.
     fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()>;
+    /// Starts several exports; all or none.
+    fn start_exports(
+        &mut self,
+        specs: &[crate::export::ExportSpec],
+    ) -> Result<Vec<crate::export::RunningExport>> {
+        let mut started = Vec::new();
+        for spec in specs {
+            match self.start_export(spec) {
+                Ok(e) => started.push(e),
+                Err(err) => {
+                    let _ = self.stop_exports(started);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(started)
+    }
+    /// Stops several exports; the first error is returned after all were tried.
+    fn stop_exports(&mut self, exports: Vec<crate::export::RunningExport>) -> Result<()> {
+        let mut result = Ok(());
+        for e in exports {
+            if let Err(err) = self.stop_export(e) {
+                if result.is_ok() {
+                    result = Err(err);
+                }
+            }
+        }
+        result
+    }
     /// Writes a line to the job log.
     fn log(&mut self, message: &str);
 }
@@ -230,6 +259,17 @@ impl SourceHost for HubHost<'_> {
 
     fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()> {
         self.sd.stop_export(export)
+    }
+
+    fn start_exports(
+        &mut self,
+        specs: &[crate::export::ExportSpec],
+    ) -> Result<Vec<crate::export::RunningExport>> {
+        self.sd.start_exports(specs)
+    }
+
+    fn stop_exports(&mut self, exports: Vec<crate::export::RunningExport>) -> Result<()> {
+        self.sd.stop_exports(exports)
     }
 
     fn log(&mut self, message: &str) {

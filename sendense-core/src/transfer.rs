@@ -202,8 +202,10 @@ pub async fn copy(
         ..Default::default()
     };
 
+    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "connected");
     // First pass: totals for progress, from the same metadata the copy will use.
     let planned = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
+    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), planned, "planned");
     emit(
         sink,
         req,
@@ -331,9 +333,23 @@ pub async fn copy(
         return Err(e.context(format!("copying {} to {}", req.src, req.dst)));
     }
 
-    for d in &dsts {
-        d.flush()
-            .await
+    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "copied");
+    // Every write has its reply. A server that allows several connections per export
+    // (CAN_MULTI_CONN) makes the writes of all of them durable with one flush; otherwise each
+    // connection flushes its own, all at once.
+    let flushing = if dsts[0].info().can_multi_conn() {
+        &dsts[..1]
+    } else {
+        &dsts[..]
+    };
+    let mut flushes = tokio::task::JoinSet::new();
+    for d in flushing {
+        let d = d.clone();
+        flushes.spawn(async move { d.flush().await });
+    }
+    while let Some(flushed) = flushes.join_next().await {
+        flushed
+            .unwrap_or_else(|e| Err(Error::internal(format!("flush task failed: {e}"))))
             .map_err(|e| e.context(format!("flushing {}", req.dst)))?;
     }
     let report = CopyReport {

@@ -37,6 +37,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 
 /// Probes one image file for `vm add --disk`: canonical path, format and virtual size.
 pub fn probe_image_disk(path: &Path) -> Result<NewDisk> {
+    let canonical = image_disk_path(path)?;
+    let info = qemu_img::info(&canonical)?;
+    Ok(NewDisk {
+        key: None,
+        identity: canonical.to_string_lossy().into_owned(),
+        format: Some(info.format),
+        size_bytes: info.virtual_size,
+    })
+}
+
+/// The canonical path of a disk image file (or block device), which is the disk's identity.
+pub fn image_disk_path(path: &Path) -> Result<std::path::PathBuf> {
     let canonical = std::fs::canonicalize(path).map_err(|e| {
         Error::io("disk image", path, e)
             .with_help("Pass the path of an existing QCOW2 or raw image file.")
@@ -48,13 +60,7 @@ pub fn probe_image_disk(path: &Path) -> Result<NewDisk> {
         ))
         .with_help("Pass the path of a QCOW2 or raw image file."));
     }
-    let info = qemu_img::info(&canonical)?;
-    Ok(NewDisk {
-        key: None,
-        identity: canonical.to_string_lossy().into_owned(),
-        format: Some(info.format),
-        size_bytes: info.virtual_size,
-    })
+    Ok(canonical)
 }
 
 fn is_block_device(path: &Path) -> bool {
@@ -244,9 +250,19 @@ impl crate::Sendense {
     /// vanished disks are marked). Returns the updated VM.
     pub fn refresh_vm_disks(&mut self, name: &str) -> Result<crate::catalog::VmRecord> {
         let vm = self.vm(name)?;
-        let found: Vec<NewDisk> = self
-            .source_of(&vm)?
-            .discover()?
+        let found = self.source_of(&vm)?.discover()?;
+        self.record_discovered_disks(name, found)
+    }
+
+    /// Records what a source discovered as the disks of VM `name` (matched by identity; new
+    /// disks get the next keys, missing ones are marked absent).
+    pub(crate) fn record_discovered_disks(
+        &mut self,
+        name: &str,
+        found: Vec<crate::source::DiscoveredDisk>,
+    ) -> Result<crate::catalog::VmRecord> {
+        let vm = self.vm(name)?;
+        let found: Vec<NewDisk> = found
             .into_iter()
             .map(|d| NewDisk {
                 key: None,

@@ -309,3 +309,52 @@ async fn an_aborted_backup_leaves_nothing_and_the_chain_continues() {
         2
     );
 }
+
+#[test]
+fn exports_started_together_are_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sd = setup(dir.path());
+    let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+    let good: Vec<ExportSpec> = (0..3)
+        .map(|i| {
+            let img = create_image(&dir.path().join(format!("t{i}.qcow2")), "qcow2", "16M");
+            ExportSpec::target(img, export_name("vm1", 2000 + i), range, 5, None)
+        })
+        .collect();
+    let started = sd.start_exports(&good).unwrap();
+    assert_eq!(started.len(), 3);
+    let ports: std::collections::HashSet<_> = started.iter().map(|e| e.record.port).collect();
+    assert_eq!(ports.len(), 3, "one port each");
+    for e in &started {
+        assert!(e.server.is_alive());
+    }
+    let servers: Vec<_> = started.iter().map(|e| e.server).collect();
+    sd.stop_exports(started).unwrap();
+    assert!(servers.iter().all(|s| !s.is_alive()));
+    assert!(sd.catalog().exports().unwrap().is_empty());
+
+    // One image that qemu-nbd cannot open: the others are stopped again, no row is left.
+    let mut mixed = good.clone();
+    mixed.insert(
+        1,
+        ExportSpec::target(
+            dir.path().join("missing.qcow2"),
+            export_name("vm1", 2009),
+            range,
+            5,
+            None,
+        ),
+    );
+    let err = sd.start_exports(&mixed).unwrap_err();
+    assert!(err.message().contains("missing.qcow2"), "{err}");
+    assert!(sd.catalog().exports().unwrap().is_empty(), "rows left");
+    for spec in &good {
+        // No qemu-nbd holds the images any more: a writer can lock them.
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&spec.file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{} still locked", spec.file.display());
+    }
+}

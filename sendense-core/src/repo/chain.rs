@@ -73,7 +73,9 @@ pub fn create_image(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        args.extend(["-b".into(), name, "-F".into(), "qcow2".into()]);
+        // `-u`: the parent is not opened here (its whole chain would be); the size is given
+        // and the target export opens the chain right after, failing on a broken parent.
+        args.extend(["-u".into(), "-b".into(), name, "-F".into(), "qcow2".into()]);
     }
     args.push(partial.to_string_lossy().into_owned());
     args.push(size.to_string());

@@ -78,9 +78,6 @@ impl Sendense {
         };
         let result = (|| {
             for plan in plans {
-                let disk = vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
-                    Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
-                })?;
                 // A requested full is a full; a delta is never written without its parent.
                 match (plan.mode, &plan.parent) {
                     (BackupMode::Full, Some(_)) => {
@@ -97,23 +94,21 @@ impl Sendense {
                     }
                     _ => {}
                 }
+            }
+            let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
+            if room < 4 << 20 {
+                return Err(Error::new(
+                    crate::ErrorKind::Io,
+                    format!("repository `{}` has only {room} bytes free", repo.name),
+                )
+                .with_help("Free space in the repository or use another one (--repo)."));
+            }
+            // The images of all disks side by side; on a failure the ones created are removed.
+            let created = crate::par::map(plans, |plan| {
+                let disk = vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
+                    Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
+                })?;
                 let rel = chain::image_rel(&vm.name, plan.key, &id);
-                let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
-                if room < 4 << 20 {
-                    return Err(Error::new(
-                        crate::ErrorKind::Io,
-                        format!("repository `{}` has only {room} bytes free", repo.name),
-                    )
-                    .with_help("Free space in the repository or use another one (--repo)."));
-                }
-                let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
-                if room < 4 << 20 {
-                    return Err(Error::new(
-                        crate::ErrorKind::Io,
-                        format!("repository `{}` has only {room} bytes free", repo.name),
-                    )
-                    .with_help("Free space in the repository or use another one (--repo)."));
-                }
                 let partial = chain::create_image(
                     &repo.path,
                     &rel,
@@ -121,14 +116,30 @@ impl Sendense {
                     plan.parent.as_ref().map(|p| p.rel_file.as_str()),
                 )?;
                 let digests = super::digests::digests_of(&partial);
-                super::digests::DigestFile::create(&digests, plan.size_bytes)?;
-                pending.targets.push(Target {
+                if let Err(e) = super::digests::DigestFile::create(&digests, plan.size_bytes) {
+                    let _ = std::fs::remove_file(&partial);
+                    let _ = std::fs::remove_file(&digests);
+                    return Err(e);
+                }
+                Ok(Target {
                     plan: plan.clone(),
                     identity: disk.identity.clone(),
                     rel_file: rel,
                     partial,
                     digests,
-                });
+                })
+            });
+            let mut failure = None;
+            for c in created {
+                match c {
+                    Ok(t) => pending.targets.push(t),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
             let disks: Vec<NewBackupDisk> = pending
                 .targets
@@ -175,10 +186,17 @@ impl Sendense {
         p: &PendingBackup,
         outcomes: &[DiskOutcome],
     ) -> Result<BackupRecord> {
-        for t in &p.targets {
+        // The images were flushed by their exports; the digest files are made durable here.
+        let checked = crate::par::map(&p.targets, |t| {
             chain::check_image(&t.partial)
-                .map_err(|e| e.context(format!("disk {}", t.plan.key)))?;
-        }
+                .and_then(|_| {
+                    std::fs::File::open(&t.digests)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("syncing", &t.digests, e))
+                })
+                .map_err(|e| e.context(format!("disk {}", t.plan.key)))
+        });
+        checked.into_iter().collect::<Result<Vec<_>>>()?;
         let mut outcomes = outcomes.to_vec();
         for t in &p.targets {
             let digest = super::digests::file_digest(&t.digests)?;

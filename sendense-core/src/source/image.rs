@@ -10,6 +10,7 @@ use crate::catalog::{DiskRecord, Listen};
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::{ExportSpec, RunningExport};
 use crate::tools::{self, QEMU_IMG};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Disk image files of a stopped VM.
@@ -17,6 +18,9 @@ use std::path::{Path, PathBuf};
 pub struct ImageSource {
     files: Vec<PathBuf>,
     active: Option<Active>,
+    /// What `qemu-img info` said about each file, asked once per source (a job holds the VM
+    /// lock, so nothing else of Sendense changes the files meanwhile).
+    inspected: HashMap<PathBuf, Inspected>,
 }
 
 #[derive(Debug, Default)]
@@ -41,10 +45,12 @@ struct Inspected {
     format: String,
     size: u64,
     bitmaps: Vec<StoredBitmap>,
+    /// A running QEMU holds the image (it was only readable with the lock shared).
+    in_use: bool,
 }
 
-/// One `qemu-img info`. With `shared == false` the image lock is taken as a writer would, so an
-/// image a running QEMU holds is refused (it would change under the backup).
+/// One `qemu-img info`. With `shared == false` the image lock is taken as a reader that needs
+/// the image unchanged would, so an image a running QEMU holds is refused.
 fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
     let mut cmd = QEMU_IMG.command();
     cmd.args(["info", "--output=json"]);
@@ -55,11 +61,7 @@ fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("lock") {
-            return Err(Error::busy(format!(
-                "{} is in use by a running QEMU (its image lock is held)",
-                file.display()
-            ))
-            .with_help("Back up a running VM through its QMP socket: register it with `sendense vm add NAME --qmp SOCKET`."));
+            return Err(in_use_error(file));
         }
         return Err(Error::new(
             ErrorKind::External,
@@ -90,6 +92,29 @@ fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
         format: v["format"].as_str().unwrap_or_default().to_string(),
         size: v["virtual-size"].as_u64().unwrap_or(0),
         bitmaps,
+        in_use: shared,
+    })
+}
+
+/// The error for an image a running QEMU holds.
+fn in_use_error(file: &Path) -> Error {
+    Error::busy(format!(
+        "{} is in use by a running QEMU (its image lock is held)",
+        file.display()
+    ))
+    .with_help(IN_USE_HELP)
+}
+
+const IN_USE_HELP: &str = "Back up a running VM through its QMP socket: register it with `sendense vm add NAME --qmp SOCKET`.";
+
+/// A tool run on an image, with a lock conflict (a QEMU started meanwhile) named as such.
+fn run_on(file: &Path, args: &[&str]) -> Result<()> {
+    tools::run(QEMU_IMG, args).map(|_| ()).map_err(|e| {
+        if e.message().contains("lock") {
+            in_use_error(file)
+        } else {
+            e
+        }
     })
 }
 
@@ -99,7 +124,21 @@ impl ImageSource {
         ImageSource {
             files,
             active: None,
+            inspected: HashMap::new(),
         }
+    }
+
+    /// `qemu-img info` of `file`, once: with the image lock, or shared when a QEMU holds it.
+    fn inspect(&mut self, file: &Path) -> Result<Inspected> {
+        if let Some(i) = self.inspected.get(file) {
+            return Ok(i.clone());
+        }
+        let info = match inspect(file, false) {
+            Err(e) if e.kind() == ErrorKind::Busy => inspect(file, true)?,
+            other => other?,
+        };
+        self.inspected.insert(file.to_path_buf(), info.clone());
+        Ok(info)
     }
 }
 
@@ -109,18 +148,35 @@ impl Source for ImageSource {
     }
 
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
-        self.files
-            .iter()
-            .map(|f| {
-                let d = crate::vm::probe_image_disk(f)?;
-                Ok(DiscoveredDisk {
-                    identity: d.identity,
-                    format: d.format,
-                    size_bytes: d.size_bytes,
-                    detail: String::new(),
-                })
-            })
-            .collect()
+        let files = crate::par::map(&self.files, |f| {
+            let file = crate::vm::image_disk_path(f)?;
+            let info = match inspect(&file, false) {
+                Err(e) if e.kind() == ErrorKind::Busy => inspect(&file, true),
+                other => other,
+            }
+            .map_err(|e| match e.kind() {
+                ErrorKind::External => Error::invalid(format!(
+                    "{} is not a readable disk image: {}",
+                    file.display(),
+                    e.message()
+                ))
+                .with_help("Pass a QCOW2 or raw disk image file."),
+                _ => e,
+            })?;
+            Ok::<_, Error>((file, info))
+        });
+        let mut out = Vec::new();
+        for found in files {
+            let (file, info) = found?;
+            out.push(DiscoveredDisk {
+                identity: file.to_string_lossy().into_owned(),
+                format: Some(info.format.clone()),
+                size_bytes: info.size,
+                detail: String::new(),
+            });
+            self.inspected.insert(file, info);
+        }
+        Ok(out)
     }
 
     fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>> {
@@ -131,7 +187,7 @@ impl Source for ImageSource {
                 if !file.exists() {
                     return Ok(CheckpointState::Missing);
                 }
-                let info = inspect(file, true)?;
+                let info = self.inspect(file)?;
                 if info.format != "qcow2" {
                     return Ok(CheckpointState::Unsupported(
                         "raw image: no change tracking, so every backup is full".into(),
@@ -154,59 +210,65 @@ impl Source for ImageSource {
         host: &mut dyn SourceHost,
         req: &SnapshotRequest,
     ) -> Result<Vec<SnapshotDisk>> {
-        // One look at every image, which also refuses an image a running QEMU holds.
-        let infos = req
-            .disks
-            .iter()
-            .map(|d| inspect(Path::new(&d.identity), false))
-            .collect::<Result<Vec<_>>>()?;
+        // An image a running QEMU holds would change under the backup.
+        let mut infos = Vec::new();
+        for d in &req.disks {
+            let file = Path::new(&d.identity);
+            let info = self.inspect(file)?;
+            if info.in_use {
+                return Err(in_use_error(file));
+            }
+            infos.push(info);
+        }
         crate::fsutil::create_private_dir(&req.scratch)?;
-        self.active = Some(Active {
+        let active = self.active.insert(Active {
             scratch: req.scratch.clone(),
             ..Default::default()
         });
-        let mut out = Vec::new();
-        for (d, info) in req.disks.iter().zip(infos) {
-            let file = PathBuf::from(&d.identity);
-            let qcow2 = info.format == "qcow2";
-            let new = qcow2.then(|| req.checkpoint.clone());
-            let mut previous = None;
-            if let Some(new) = &new {
-                let f = file.to_string_lossy().into_owned();
-                let stored = &info.bitmaps;
-                let recorded = d
-                    .recorded
-                    .clone()
-                    .filter(|r| stored.iter().any(|b| &b.name == r));
-                // Repair what a killed job left: fold its changes into the recorded checkpoint.
-                let stale = super::leftovers(
-                    stored.iter().map(|b| b.name.as_str()),
-                    recorded.as_deref(),
-                    new,
-                );
-                for b in &stale {
-                    if let Some(r) = &recorded {
-                        tools::run(QEMU_IMG, ["bitmap", "--merge", b, "--enable", &f, r])?;
+        // The new checkpoint of every disk, side by side. The previous one stays enabled: a
+        // read-only qemu-nbd exports an enabled bitmap as it is, and nothing writes the image.
+        let work: Vec<_> = req.disks.iter().zip(&infos).collect();
+        let checkpoints = crate::par::map(&work, |(d, info)| {
+            start_checkpoint(
+                Path::new(&d.identity),
+                info,
+                d.recorded.as_deref(),
+                &req.checkpoint,
+            )
+        });
+        let mut failure = None;
+        let mut recorded_of = Vec::new();
+        for ((d, info), started) in work.iter().zip(checkpoints) {
+            match started {
+                Ok(recorded) => {
+                    if info.format == "qcow2" {
+                        active.bitmaps.push((
+                            PathBuf::from(&d.identity),
+                            recorded.clone(),
+                            Some(req.checkpoint.clone()),
+                        ));
                     }
-                    tools::run(QEMU_IMG, ["bitmap", "--remove", &f, b])?;
+                    recorded_of.push(recorded);
                 }
-                if let Some(r) = &recorded {
-                    if stored.iter().any(|b| &b.name == r && !b.enabled) {
-                        tools::run(QEMU_IMG, ["bitmap", "--enable", &f, r])?;
-                    }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    recorded_of.push(None);
                 }
-                tools::run(QEMU_IMG, ["bitmap", "--add", &f, new])?;
-                if let Some(r) = &recorded {
-                    tools::run(QEMU_IMG, ["bitmap", "--disable", &f, r])?;
-                }
-                if let Some(a) = self.active.as_mut() {
-                    a.bitmaps
-                        .push((file.clone(), recorded.clone(), Some(new.clone())));
-                }
-                previous = d.previous.clone().filter(|p| Some(p) == recorded.as_ref());
             }
-            let spec = ExportSpec {
-                file: file.clone(),
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let mut specs = Vec::new();
+        let mut disks = Vec::new();
+        for ((d, info), recorded) in work.iter().zip(&recorded_of) {
+            let qcow2 = info.format == "qcow2";
+            let previous = d
+                .previous
+                .clone()
+                .filter(|p| qcow2 && Some(p) == recorded.as_ref());
+            specs.push(ExportSpec {
+                file: PathBuf::from(&d.identity),
                 format: info.format.clone(),
                 name: d.export.clone(),
                 listen: Listen::Socket(req.scratch.join(format!("disk-{}.sock", d.key))),
@@ -215,20 +277,28 @@ impl Source for ImageSource {
                 bitmap: previous.clone(),
                 discard_writes: false,
                 job: Some(req.job),
-            };
-            let export = host.start_export(&spec)?;
-            let url = export.url.clone();
-            if let Some(a) = self.active.as_mut() {
-                a.exports.push(export);
-            }
-            out.push(SnapshotDisk {
-                key: d.key,
-                url,
-                size_bytes: info.size,
-                bitmap: previous,
-                checkpoint: new,
             });
+            disks.push((d.key, info.size, previous, qcow2));
         }
+        let exports = host.start_exports(&specs).map_err(|e| {
+            if e.message().contains("lock") {
+                Error::busy(e.message().to_string()).with_help(IN_USE_HELP)
+            } else {
+                e
+            }
+        })?;
+        let out = disks
+            .into_iter()
+            .zip(&exports)
+            .map(|((key, size_bytes, bitmap, qcow2), export)| SnapshotDisk {
+                key,
+                url: export.url.clone(),
+                size_bytes,
+                bitmap,
+                checkpoint: qcow2.then(|| req.checkpoint.clone()),
+            })
+            .collect();
+        active.exports = exports;
         Ok(out)
     }
 
@@ -237,34 +307,78 @@ impl Source for ImageSource {
             return Ok(());
         };
         let mut errors = Vec::new();
-        for e in active.exports {
-            if let Err(err) = host.stop_export(e) {
-                errors.push(err.to_string());
-            }
+        if let Err(err) = host.stop_exports(active.exports) {
+            errors.push(err.to_string());
         }
-        for (file, prev, new) in &active.bitmaps {
-            let f = file.to_string_lossy().into_owned();
-            let mut run = |args: &[&str]| {
-                if let Err(e) = tools::run(QEMU_IMG, args) {
-                    errors.push(e.to_string());
-                }
-            };
-            if success {
-                if let Some(p) = prev {
-                    run(&["bitmap", "--remove", &f, p]);
-                }
-            } else {
-                if let (Some(p), Some(n)) = (prev, new) {
-                    run(&["bitmap", "--merge", n, "--enable", &f, p]);
-                } else if let Some(p) = prev {
-                    run(&["bitmap", "--enable", &f, p]);
-                }
-                if let Some(n) = new {
-                    run(&["bitmap", "--remove", &f, n]);
-                }
-            }
-        }
+        let outcomes = crate::par::map(&active.bitmaps, |(file, prev, new)| {
+            end_checkpoint(file, prev.as_deref(), new.as_deref(), success)
+        });
+        errors.extend(outcomes.into_iter().flatten());
         let _ = std::fs::remove_dir_all(&active.scratch);
         super::teardown_result(host, &errors)
     }
+}
+
+/// Starts checkpoint `new` in a qcow2 `file` (nothing for raw), after repairing what a killed
+/// job left: its bitmaps are folded into the recorded checkpoint. Returns the recorded
+/// checkpoint when the file still has it.
+fn start_checkpoint(
+    file: &Path,
+    info: &Inspected,
+    recorded: Option<&str>,
+    new: &str,
+) -> Result<Option<String>> {
+    if info.format != "qcow2" {
+        return Ok(None);
+    }
+    let f = file.to_string_lossy();
+    let stored = &info.bitmaps;
+    let recorded = recorded.filter(|r| stored.iter().any(|b| b.name == *r));
+    let stale = super::leftovers(stored.iter().map(|b| b.name.as_str()), recorded, new);
+    for b in &stale {
+        if let Some(r) = recorded {
+            run_on(file, &["bitmap", "--merge", b, "--enable", &f, r])?;
+        }
+        run_on(file, &["bitmap", "--remove", &f, b])?;
+    }
+    if let Some(r) = recorded {
+        if stored.iter().any(|b| b.name == r && !b.enabled) {
+            run_on(file, &["bitmap", "--enable", &f, r])?;
+        }
+    }
+    run_on(file, &["bitmap", "--add", &f, new])?;
+    Ok(recorded.map(str::to_string))
+}
+
+/// Ends a checkpoint started by [`start_checkpoint`]: on success the previous one goes; on
+/// failure the new one's changes go back into the previous one and the new one goes. Returns
+/// the errors.
+fn end_checkpoint(
+    file: &Path,
+    prev: Option<&str>,
+    new: Option<&str>,
+    success: bool,
+) -> Vec<String> {
+    let f = file.to_string_lossy();
+    let mut errors = Vec::new();
+    let mut run = |args: &[&str]| {
+        if let Err(e) = tools::run(QEMU_IMG, args) {
+            errors.push(e.to_string());
+        }
+    };
+    if success {
+        if let Some(p) = prev {
+            run(&["bitmap", "--remove", &f, p]);
+        }
+    } else {
+        if let (Some(p), Some(n)) = (prev, new) {
+            run(&["bitmap", "--merge", n, "--enable", &f, p]);
+        } else if let Some(p) = prev {
+            run(&["bitmap", "--enable", &f, p]);
+        }
+        if let Some(n) = new {
+            run(&["bitmap", "--remove", &f, n]);
+        }
+    }
+    errors
 }
