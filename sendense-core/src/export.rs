@@ -47,6 +47,11 @@ pub struct ExportSpec {
     pub bitmap: Option<String>,
     /// Writes go to a temporary overlay that is discarded at exit (qemu-nbd `--snapshot`).
     pub discard_writes: bool,
+    /// qemu-nbd skips every flush (`cache.no-flush`), the ones QCOW2 issues to order its own
+    /// metadata updates included; a client's FLUSH still hands all data and metadata to the
+    /// kernel. Only for an image that is thrown away unless its export ends cleanly, and that
+    /// the caller makes durable (fsync) after the export stopped.
+    pub skip_flushes: bool,
     /// The job it belongs to.
     pub job: Option<i64>,
 }
@@ -69,6 +74,7 @@ impl ExportSpec {
             read_only: false,
             bitmap: None,
             discard_writes: false,
+            skip_flushes: false,
             job,
         }
     }
@@ -228,8 +234,9 @@ fn launch(
     } else {
         cfg.cache.as_str()
     };
+    let skip_flushes = spec.skip_flushes && !spec.read_only && !spec.discard_writes;
     let mut args: Vec<String> = Vec::new();
-    if !spec.format.is_empty() {
+    if !spec.format.is_empty() && !skip_flushes {
         // An empty format means a `json:` filename that names its own driver.
         args.extend(["-f".into(), spec.format.clone()]);
     }
@@ -238,11 +245,11 @@ fn launch(
         spec.name.clone(),
         format!("--shared={}", spec.shared.max(1)),
         "--persistent".into(),
-        format!("--cache={cache}"),
-        format!("--aio={}", cfg.aio),
-        "--pid-file".into(),
-        pid_file.to_string_lossy().into_owned(),
     ]);
+    if !skip_flushes {
+        args.extend([format!("--cache={cache}"), format!("--aio={}", cfg.aio)]);
+    }
+    args.extend(["--pid-file".into(), pid_file.to_string_lossy().into_owned()]);
     let url = match (&record.port, &record.socket) {
         (Some(port), _) => {
             args.extend([
@@ -269,10 +276,23 @@ fn launch(
     if spec.discard_writes {
         args.push("--snapshot".into());
     }
-    if spec.format == "qcow2" && !spec.read_only && !spec.discard_writes {
-        args.push("--discard=unmap".into());
+    if skip_flushes {
+        // The cache mode as options: O_DIRECT as configured, flushes off.
+        let direct = matches!(cache, "none" | "directsync");
+        args.push("--image-opts".into());
+        args.push(format!(
+            "driver={},discard=unmap,cache.direct={},cache.no-flush=on,file.driver=file,file.aio={},file.filename={}",
+            spec.format,
+            if direct { "on" } else { "off" },
+            cfg.aio,
+            spec.file.to_string_lossy().replace(',', ",,"),
+        ));
+    } else {
+        if spec.format == "qcow2" && !spec.read_only && !spec.discard_writes {
+            args.push("--discard=unmap".into());
+        }
+        args.push(spec.file.to_string_lossy().into_owned());
     }
-    args.push(spec.file.to_string_lossy().into_owned());
 
     // `--fork`: qemu-nbd's first process exits only once the server listens (0) or failed
     // (non-zero), so readiness is exact even when another server answers on the same port.

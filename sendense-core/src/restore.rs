@@ -287,6 +287,7 @@ impl Sendense {
                 read_only: true,
                 bitmap: None,
                 discard_writes: false,
+                skip_flushes: false,
                 job: Some(job),
             })?;
             let target = match (&req.to, dest) {
@@ -323,6 +324,7 @@ impl Sendense {
                         read_only: false,
                         bitmap: None,
                         discard_writes: false,
+                        skip_flushes: false,
                         job: Some(job),
                     });
                     match export {
@@ -483,6 +485,7 @@ impl Sendense {
             read_only: !writable,
             bitmap: None,
             discard_writes: writable,
+            skip_flushes: false,
             job: Some(job.id),
         };
         match self.start_export(&spec) {

@@ -179,6 +179,7 @@ impl Sendense {
             read_only: true,
             bitmap: None,
             discard_writes: false,
+            skip_flushes: false,
             job: None,
         };
         let export = self.start_export(&spec);

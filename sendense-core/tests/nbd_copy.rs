@@ -109,21 +109,7 @@ async fn incremental_moves_exactly_the_dirty_bytes_and_the_chain_equals_the_sour
     );
     let dirty: u64 = MIB + 2 * MIB + 4 * MIB + 64 * 1024 + 2 * 64 * 1024;
 
-    let overlay = d.join("inc1.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            overlay.to_str().unwrap(),
-        ],
-    );
+    let overlay = sendense_testkit::create_overlay(&d.join("inc1.qcow2"), "base.qcow2");
     let src = qemu_nbd(
         d,
         &src_path,

@@ -358,3 +358,81 @@ fn exports_started_together_are_all_or_nothing() {
         assert!(out.status.success(), "{} still locked", spec.file.display());
     }
 }
+
+/// Points the first L2 entry of `image` at its L1 table: a cluster used twice.
+fn corrupt(image: &Path) {
+    use std::io::Read;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .unwrap();
+    let word = |f: &mut std::fs::File, at: u64| {
+        let mut b = [0u8; 8];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        u64::from_be_bytes(b)
+    };
+    const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+    let l1 = word(&mut f, 40);
+    let l2 = word(&mut f, l1) & OFFSET;
+    let entry = word(&mut f, l2);
+    f.seek(SeekFrom::Start(l2)).unwrap();
+    f.write_all(&((entry & !OFFSET) | (l1 & OFFSET)).to_be_bytes())
+        .unwrap();
+}
+
+#[test]
+fn a_corrupt_image_fails_the_check_with_or_without_its_chain() {
+    use sendense_core::repo::chain::{check_image, check_image_alone};
+    let dir = tempfile::tempdir().unwrap();
+    require("qemu-img", "qemu-utils");
+    let base = create_image(&dir.path().join("base.qcow2"), "qcow2", "16M");
+    let top = sendense_testkit::create_overlay(&dir.path().join("top.qcow2"), "base.qcow2");
+    sendense_testkit::qemu_io(&top, "qcow2", &["write -P 7 0 64k"]);
+    check_image(&top).unwrap();
+    check_image_alone(&top).unwrap();
+
+    // Alone, the image is checked without opening its parent.
+    std::fs::rename(&base, dir.path().join("elsewhere.qcow2")).unwrap();
+    assert!(
+        check_image(&top).is_err(),
+        "a broken chain fails the full check"
+    );
+    check_image_alone(&top).unwrap();
+
+    corrupt(&top);
+    let err = check_image_alone(&top).unwrap_err();
+    assert!(err.message().contains("corrupt"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_skips_flushes_keeps_every_write_once_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sd = setup(dir.path());
+    let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+    // A comma in the path must survive qemu-nbd's option syntax.
+    let sub = dir.path().join("odd,dir");
+    std::fs::create_dir(&sub).unwrap();
+    let img = create_image(&sub.join("t,1.qcow2"), "qcow2", "64M");
+    let reference = create_image(&dir.path().join("ref.raw"), "raw", "64M");
+    let spec = ExportSpec {
+        skip_flushes: true,
+        ..ExportSpec::target(img.clone(), export_name("vm1", 2000), range, 5, None)
+    };
+    let export = sd.start_export(&spec).unwrap();
+    let writes = [
+        (0, MIB, 0x11),
+        (7 * MIB + 65536, 3 * MIB, 0x22),
+        (40 * MIB, MIB, 0),
+    ];
+    write_both(&export.url.to_string(), &reference, &writes).await;
+    sd.stop_export(export).unwrap();
+    std::fs::File::open(&img).unwrap().sync_all().unwrap();
+    sendense_core::repo::chain::check_image_alone(&img).unwrap();
+    assert!(images_equal(
+        img.to_str().unwrap(),
+        "qcow2",
+        reference.to_str().unwrap()
+    ));
+}

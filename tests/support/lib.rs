@@ -253,6 +253,27 @@ pub fn create_image(path: &Path, format: &str, size: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// Creates a qcow2 overlay at `path` backed by the qcow2 `backing` (a path relative to the
+/// overlay's directory, as the chain records it).
+pub fn create_overlay(path: &Path, backing: &str) -> PathBuf {
+    require("qemu-img", "qemu-utils");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            "qcow2",
+            path.to_str().unwrap(),
+        ],
+    );
+    path.to_path_buf()
+}
+
 /// Runs qemu-io commands (`write -P 0xab 0 1M`, ...) on an image.
 pub fn qemu_io(path: &Path, format: &str, commands: &[&str]) {
     require("qemu-io", "qemu-utils");

@@ -276,6 +276,7 @@ impl Source for ImageSource {
                 read_only: true,
                 bitmap: previous.clone(),
                 discard_writes: false,
+                skip_flushes: false,
                 job: Some(req.job),
             });
             disks.push((d.key, info.size, previous, qcow2));
