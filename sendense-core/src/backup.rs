@@ -21,7 +21,9 @@ use crate::config::TransferMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
 use crate::export::{export_name, ExportSpec, RunningExport};
-use crate::repo::{chain, DiskPlan, PendingBackup};
+use crate::repo::{
+    chain, create_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,
+};
 use crate::sendense::Sendense;
 use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
 use node::{TransferDisk, TransferPlan, TransferResult};
@@ -336,7 +338,8 @@ impl Run {
         }
         self.check_cancel()?;
 
-        // 3. Snapshot.
+        // 3 + 4. The snapshot, and meanwhile the targets: images created and exported. They
+        // depend only on the plan, so neither waits for the other.
         let id = chain::new_backup_id();
         let checkpoint = format!("sendense-{id}");
         let req = SnapshotRequest {
@@ -356,87 +359,152 @@ impl Run {
                 })
                 .collect(),
         };
-        self.snapshot_taken = true;
-        let snap = {
-            let src = self.source.insert(source);
-            let mut host = HubHost { sd, job: Some(job) };
-            src.snapshot(&mut host, &req)?
+        let plans: Vec<DiskPlan> = disks
+            .iter()
+            .zip(&decisions)
+            .map(|(d, dec)| DiskPlan {
+                key: d.key,
+                mode: dec.mode,
+                reason: dec.reason.clone(),
+                parent: dec.parent.clone(),
+                size_bytes: d.size_bytes,
+                checkpoint: None,
+            })
+            .collect();
+        let copy = sd.config().copy;
+        let ports = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+        let specs = |targets: &[Target]| -> Vec<ExportSpec> {
+            targets
+                .iter()
+                .map(|t| ExportSpec {
+                    // Thrown away unless the backup commits, which fsyncs it first: QCOW2's
+                    // ordering flushes while the image grows only cost time.
+                    skip_flushes: true,
+                    ..ExportSpec::target(
+                        t.partial.clone(),
+                        export_name(&vm.name, t.plan.key),
+                        ports,
+                        copy.connections + 1,
+                        Some(job),
+                    )
+                })
+                .collect()
         };
+        let worker = sd.worker();
+        self.snapshot_taken = true;
+        let src = self.source.insert(source);
+        let (snap, prepared) = std::thread::scope(|s| {
+            // Created, recorded as running (so a crash leaves rows cleanup follows), exported.
+            let prepared = s.spawn(|| {
+                let targets = create_targets(repo, &vm, &id, &plans)?;
+                let mut catalog = match worker.catalog() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        remove_targets(repo, &targets);
+                        return Err(e);
+                    }
+                };
+                let pending = record_targets(&mut catalog, &id, &vm, repo, Some(job), targets)?;
+                match worker.start_exports(&mut catalog, &specs(&pending.targets)) {
+                    Ok(exports) => Ok((pending, exports)),
+                    Err(e) => {
+                        remove_targets(repo, &pending.targets);
+                        let _ = catalog.discard_backup(&id);
+                        Err(e)
+                    }
+                }
+            });
+            let mut host = HubHost { sd, job: Some(job) };
+            let snap = src.snapshot(&mut host, &req);
+            let prepared = prepared
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (snap, prepared)
+        });
+        // From here the rollback undoes the targets too.
+        let targets_failed = match prepared {
+            Ok((pending, exports)) => {
+                self.pending = Some(pending);
+                self.exports = exports;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let snap = snap?;
+        if let Some(e) = targets_failed {
+            return Err(e);
+        }
         emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
         log(
             sd,
             job,
             &format!("snapshot of {} disk(s) taken", snap.len()),
         );
-        self.check_cancel()?;
 
-        // 4. Targets.
-        let mut plans = Vec::new();
-        for ((d, mut dec), s) in disks.iter().zip(decisions).zip(&snap) {
-            if dec.mode == BackupMode::Incremental && s.bitmap.is_none() {
-                // The checkpoint vanished between planning and the snapshot.
-                if mode == Requested::Incremental {
-                    return Err(Error::refused(format!(
-                        "disk {}: an incremental backup is not possible: checkpoint missing on source",
-                        d.key
-                    )));
-                }
-                dec = plan::Decision {
-                    mode: BackupMode::Full,
-                    reason: "checkpoint missing on source".into(),
-                    parent: None,
-                    previous_checkpoint: None,
-                };
+        // The snapshot must match the plan the targets were made for; only a change on the
+        // source between planning and the snapshot (a checkpoint deleted, a disk resized in
+        // those milliseconds) makes it differ, and then the next run plans afresh.
+        let snap_of = |key: u32| snap.iter().find(|s| s.key == key);
+        if let Some(p) = plans.iter().find(|p| snap_of(p.key).is_none()) {
+            return Err(Error::internal(format!(
+                "the snapshot has no disk {}",
+                p.key
+            )));
+        }
+        let mismatch = plans.iter().find_map(|p| {
+            let s = snap_of(p.key)?;
+            if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
+                Some(format!(
+                    "disk {}: its checkpoint vanished from the source during the snapshot",
+                    p.key
+                ))
+            } else if s.size_bytes != p.size_bytes {
+                Some(format!(
+                    "disk {}: it was resized during the snapshot",
+                    p.key
+                ))
+            } else {
+                None
             }
-            plans.push((
-                DiskPlan {
-                    key: d.key,
-                    mode: dec.mode,
-                    reason: dec.reason.clone(),
-                    parent: dec.parent.clone(),
-                    size_bytes: s.size_bytes,
-                    checkpoint: s.checkpoint.clone(),
-                },
-                s.clone(),
+        });
+        if let Some(why) = mismatch {
+            return Err(Error::refused(why).with_help(
+                "Run the backup again: it plans from the source as it is now (a full where needed).",
             ));
         }
-        let disk_plans: Vec<DiskPlan> = plans.iter().map(|(p, _)| p.clone()).collect();
-        let pending = sd.begin_backup(&id, &vm, repo, Some(job), &disk_plans)?;
-        let targets: Vec<(u32, std::path::PathBuf)> = pending
-            .targets
-            .iter()
-            .map(|t| (t.plan.key, t.partial.clone()))
-            .collect();
+        let checkpoints: Vec<(u32, Option<String>)> =
+            snap.iter().map(|s| (s.key, s.checkpoint.clone())).collect();
+        sd.catalog_mut().set_backup_checkpoints(&id, &checkpoints)?;
+        let pending = self
+            .pending
+            .as_mut()
+            .ok_or_else(|| Error::internal("backup lost its pending state"))?;
+        for t in pending.targets.iter_mut() {
+            t.plan.checkpoint = snap_of(t.plan.key).and_then(|s| s.checkpoint.clone());
+        }
         let digest_files: Vec<(u32, String)> = pending
             .targets
             .iter()
             .map(|t| (t.plan.key, t.digests.to_string_lossy().into_owned()))
             .collect();
-        self.pending = Some(pending);
-        let copy = sd.config().copy;
-        let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
-        self.check_cancel()?;
-        let specs: Vec<ExportSpec> = targets
+        let disk_plans: Vec<(DiskPlan, crate::source::SnapshotDisk)> = pending
+            .targets
             .iter()
-            .map(|(key, partial)| ExportSpec {
-                // Thrown away unless the backup commits, which fsyncs it first: QCOW2's own
-                // ordering flushes while the image grows only cost time.
-                skip_flushes: true,
-                ..ExportSpec::target(
-                    partial.clone(),
-                    export_name(&vm.name, *key),
-                    range,
-                    copy.connections + 1,
-                    Some(job),
-                )
+            .filter_map(|t| Some((t.plan.clone(), snap_of(t.plan.key)?.clone())))
+            .collect();
+        let target_urls: Vec<_> = disk_plans
+            .iter()
+            .map(|(p, _)| {
+                let name = export_name(&vm.name, p.key);
+                self.exports
+                    .iter()
+                    .find(|e| e.record.export == name)
+                    .map(|e| (p.key, e.url.clone()))
+                    .ok_or_else(|| Error::internal(format!("no target export for disk {}", p.key)))
             })
-            .collect();
-        self.exports = sd.start_exports(&specs)?;
-        let target_urls: Vec<_> = targets
-            .iter()
-            .zip(&self.exports)
-            .map(|((key, _), e)| (*key, e.url.clone()))
-            .collect();
+            .collect::<Result<_>>()?;
+        let plans = disk_plans;
+        self.check_cancel()?;
         let targets = node::targets_string(&target_urls);
         log(sd, job, &format!("targets {targets}"));
 

@@ -411,6 +411,15 @@ impl Sendense {
         crate::export::start(&mut self.catalog, &run_dir, spec, &cfg)
     }
 
+    /// What another thread needs to record backups and start exports beside this handle.
+    pub fn worker(&self) -> Worker {
+        Worker {
+            catalog: self.catalog.path().to_path_buf(),
+            run_dir: self.run_dir(),
+            cfg: self.config.qemu_nbd.clone(),
+        }
+    }
+
     /// Starts several exports at once (see [`crate::export::start_many`]).
     pub fn start_exports(
         &mut self,
@@ -467,6 +476,32 @@ impl Sendense {
     /// One job.
     pub fn job(&self, id: i64) -> Result<JobRecord> {
         self.catalog.job(id)
+    }
+}
+
+/// Catalog-recorded work on another thread, through a catalog connection of its own: see
+/// [`Sendense::worker`].
+#[derive(Debug, Clone)]
+pub struct Worker {
+    catalog: PathBuf,
+    run_dir: PathBuf,
+    cfg: crate::config::QemuNbdConfig,
+}
+
+impl Worker {
+    /// A connection to the catalog.
+    pub fn catalog(&self) -> Result<crate::catalog::Catalog> {
+        crate::catalog::Catalog::open(&self.catalog, false)
+    }
+
+    /// Starts one qemu-nbd per spec, all at once (see [`crate::export::start_many`]).
+    pub fn start_exports(
+        &self,
+        catalog: &mut crate::catalog::Catalog,
+        specs: &[crate::export::ExportSpec],
+    ) -> Result<Vec<crate::export::RunningExport>> {
+        let grace = std::time::Duration::from_secs(self.cfg.stop_timeout_secs);
+        crate::export::start_many(catalog, &self.run_dir, specs, &self.cfg, grace)
     }
 }
 

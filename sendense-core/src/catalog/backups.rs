@@ -213,6 +213,23 @@ impl Catalog {
         })
     }
 
+    /// Records the checkpoint each disk of a running backup ends at.
+    pub fn set_backup_checkpoints(
+        &mut self,
+        id: &str,
+        checkpoints: &[(u32, Option<String>)],
+    ) -> Result<()> {
+        self.write(|tx| {
+            for (key, checkpoint) in checkpoints {
+                tx.execute(
+                    "UPDATE backup_disks SET checkpoint = ?1 WHERE backup_id = ?2 AND disk_key = ?3",
+                    (checkpoint, id, key),
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     /// Marks a backup completed with what each disk moved, in one transaction.
     pub fn complete_backup(
         &mut self,

@@ -5,7 +5,7 @@
 use super::chain;
 use super::manifest::{Manifest, ManifestDisk, ManifestVm, MANIFEST_FORMAT};
 use crate::catalog::{
-    BackupMode, BackupRecord, ChainTop, DiskOutcome, NewBackupDisk, RepoRecord, VmRecord,
+    BackupMode, BackupRecord, Catalog, ChainTop, DiskOutcome, NewBackupDisk, RepoRecord, VmRecord,
 };
 use crate::error::{Error, Result};
 use crate::sendense::Sendense;
@@ -56,6 +56,127 @@ pub struct PendingBackup {
     pub targets: Vec<Target>,
 }
 
+/// Creates the `.partial` target images (and empty digest files) of backup `id`, all disks
+/// side by side. Nothing is recorded yet ([`Sendense::record_backup`] does); on a failure
+/// nothing is left.
+pub fn create_targets(
+    repo: &RepoRecord,
+    vm: &VmRecord,
+    id: &str,
+    plans: &[DiskPlan],
+) -> Result<Vec<Target>> {
+    super::check_mount(&repo.path, repo.require_mount)?;
+    super::check_identity(&repo.path, &repo.repo_id)?;
+    for plan in plans {
+        // A requested full is a full; a delta is never written without its parent.
+        match (plan.mode, &plan.parent) {
+            (BackupMode::Full, Some(_)) => {
+                return Err(Error::internal(format!(
+                    "disk {}: a full backup has no parent",
+                    plan.key
+                )))
+            }
+            (BackupMode::Incremental, None) => {
+                return Err(Error::internal(format!(
+                    "disk {}: an incremental needs its parent",
+                    plan.key
+                )))
+            }
+            _ => {}
+        }
+    }
+    let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
+    if room < 4 << 20 {
+        return Err(Error::new(
+            crate::ErrorKind::Io,
+            format!("repository `{}` has only {room} bytes free", repo.name),
+        )
+        .with_help("Free space in the repository or use another one (--repo)."));
+    }
+    let created = crate::par::map(plans, |plan| {
+        let disk =
+            vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
+                Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
+            })?;
+        let rel = chain::image_rel(&vm.name, plan.key, id);
+        let partial = chain::create_image(
+            &repo.path,
+            &rel,
+            plan.size_bytes,
+            plan.parent.as_ref().map(|p| p.rel_file.as_str()),
+        )?;
+        let digests = super::digests::digests_of(&partial);
+        let target = Target {
+            plan: plan.clone(),
+            identity: disk.identity.clone(),
+            rel_file: rel,
+            partial,
+            digests,
+        };
+        if let Err(e) = super::digests::DigestFile::create(&target.digests, plan.size_bytes) {
+            remove_targets(repo, std::slice::from_ref(&target));
+            return Err(e);
+        }
+        Ok(target)
+    });
+    let mut targets = Vec::new();
+    let mut failure = None;
+    for c in created {
+        match c {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        None => Ok(targets),
+        Some(e) => {
+            remove_targets(repo, &targets);
+            Err(e)
+        }
+    }
+}
+
+/// Records backup `id` with its created `targets` as running; on a failure the target files
+/// are removed.
+pub fn record_targets(
+    catalog: &mut Catalog,
+    id: &str,
+    vm: &VmRecord,
+    repo: &RepoRecord,
+    job: Option<i64>,
+    targets: Vec<Target>,
+) -> Result<PendingBackup> {
+    let pending = PendingBackup {
+        id: id.to_string(),
+        repo: repo.clone(),
+        vm: vm.clone(),
+        targets,
+    };
+    let disks: Vec<NewBackupDisk> = pending
+        .targets
+        .iter()
+        .map(|t| NewBackupDisk {
+            key: t.plan.key,
+            vm_disk_id: vm.disks.iter().find(|d| d.key == t.plan.key).map(|d| d.id),
+            mode: t.plan.mode,
+            reason: t.plan.reason.clone(),
+            rel_file: t.rel_file.clone(),
+            parent: t.plan.parent.as_ref().map(|p| p.backup.clone()),
+            size_bytes: t.plan.size_bytes,
+            checkpoint: t.plan.checkpoint.clone(),
+        })
+        .collect();
+    match catalog.insert_backup(id, vm.id, repo.id, job, &disks) {
+        Ok(()) => Ok(pending),
+        Err(e) => {
+            remove_targets(repo, &pending.targets);
+            Err(e)
+        }
+    }
+}
+
 impl Sendense {
     /// Creates the `.partial` target images and records the backup `id` (see
     /// [`chain::new_backup_id`]) as running.
@@ -67,104 +188,8 @@ impl Sendense {
         job: Option<i64>,
         plans: &[DiskPlan],
     ) -> Result<PendingBackup> {
-        super::check_mount(&repo.path, repo.require_mount)?;
-        super::check_identity(&repo.path, &repo.repo_id)?;
-        let id = id.to_string();
-        let mut pending = PendingBackup {
-            id: id.clone(),
-            repo: repo.clone(),
-            vm: vm.clone(),
-            targets: Vec::new(),
-        };
-        let result = (|| {
-            for plan in plans {
-                // A requested full is a full; a delta is never written without its parent.
-                match (plan.mode, &plan.parent) {
-                    (BackupMode::Full, Some(_)) => {
-                        return Err(Error::internal(format!(
-                            "disk {}: a full backup has no parent",
-                            plan.key
-                        )))
-                    }
-                    (BackupMode::Incremental, None) => {
-                        return Err(Error::internal(format!(
-                            "disk {}: an incremental needs its parent",
-                            plan.key
-                        )))
-                    }
-                    _ => {}
-                }
-            }
-            let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
-            if room < 4 << 20 {
-                return Err(Error::new(
-                    crate::ErrorKind::Io,
-                    format!("repository `{}` has only {room} bytes free", repo.name),
-                )
-                .with_help("Free space in the repository or use another one (--repo)."));
-            }
-            // The images of all disks side by side; on a failure the ones created are removed.
-            let created = crate::par::map(plans, |plan| {
-                let disk = vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
-                    Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
-                })?;
-                let rel = chain::image_rel(&vm.name, plan.key, &id);
-                let partial = chain::create_image(
-                    &repo.path,
-                    &rel,
-                    plan.size_bytes,
-                    plan.parent.as_ref().map(|p| p.rel_file.as_str()),
-                )?;
-                let digests = super::digests::digests_of(&partial);
-                if let Err(e) = super::digests::DigestFile::create(&digests, plan.size_bytes) {
-                    let _ = std::fs::remove_file(&partial);
-                    let _ = std::fs::remove_file(&digests);
-                    return Err(e);
-                }
-                Ok(Target {
-                    plan: plan.clone(),
-                    identity: disk.identity.clone(),
-                    rel_file: rel,
-                    partial,
-                    digests,
-                })
-            });
-            let mut failure = None;
-            for c in created {
-                match c {
-                    Ok(t) => pending.targets.push(t),
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = failure {
-                return Err(e);
-            }
-            let disks: Vec<NewBackupDisk> = pending
-                .targets
-                .iter()
-                .map(|t| NewBackupDisk {
-                    key: t.plan.key,
-                    vm_disk_id: vm.disks.iter().find(|d| d.key == t.plan.key).map(|d| d.id),
-                    mode: t.plan.mode,
-                    reason: t.plan.reason.clone(),
-                    rel_file: t.rel_file.clone(),
-                    parent: t.plan.parent.as_ref().map(|p| p.backup.clone()),
-                    size_bytes: t.plan.size_bytes,
-                    checkpoint: t.plan.checkpoint.clone(),
-                })
-                .collect();
-            self.catalog_mut()
-                .insert_backup(&id, vm.id, repo.id, job, &disks)
-        })();
-        match result {
-            Ok(()) => Ok(pending),
-            Err(e) => {
-                remove_images(&pending);
-                Err(e)
-            }
-        }
+        let targets = create_targets(repo, vm, id, plans)?;
+        record_targets(self.catalog_mut(), id, vm, repo, job, targets)
     }
 
     /// Commits a backup whose target exports are stopped: `qemu-img check` of every image,
@@ -270,7 +295,7 @@ impl Sendense {
 
     /// Throws a backup away: its images (partial or committed) and its catalog rows.
     pub fn abort_backup(&mut self, pending: PendingBackup) {
-        remove_images(&pending);
+        remove_targets(&pending.repo, &pending.targets);
         let _ = std::fs::remove_file(
             pending
                 .repo
@@ -283,9 +308,10 @@ impl Sendense {
     }
 }
 
-fn remove_images(p: &PendingBackup) {
-    for t in &p.targets {
-        let image = p.repo.path.join(&t.rel_file);
+/// Removes the files of `targets`, whether still `.partial` or already renamed.
+pub fn remove_targets(repo: &RepoRecord, targets: &[Target]) {
+    for t in targets {
+        let image = repo.path.join(&t.rel_file);
         for f in [
             &t.partial,
             &t.digests,
