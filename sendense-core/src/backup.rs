@@ -13,20 +13,21 @@
 //!    the new checkpoint (the old stays valid), mark the job failed/cancelled. A process killed
 //!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
 
+mod cancel;
 pub mod node;
 pub mod plan;
+mod process;
+mod targets;
 
 use crate::catalog::{BackupMode, DiskOutcome, JobKind, JobStatus, RepoRecord, VmRecord};
 use crate::config::TransferMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
-use crate::export::{export_name, ExportSpec, RunningExport};
-use crate::repo::{
-    chain, create_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,
-};
+use crate::export::RunningExport;
+use crate::repo::PendingBackup;
 use crate::sendense::Sendense;
-use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
-use node::{TransferDisk, TransferPlan, TransferResult};
+use crate::source::{HubHost, Source};
+use node::{TransferDisk, TransferPlan};
 use plan::{PlanInput, Requested};
 use serde::Serialize;
 use std::time::Instant;
@@ -163,7 +164,7 @@ impl BackupRequest<'_> {
                 vm: Some(vm_rec.name.clone()),
             },
         );
-        let watcher = CancelWatcher::start(sd.catalog().path(), job.id, cancel.clone());
+        let watcher = cancel::CancelWatcher::start(sd.catalog().path(), job.id, cancel.clone());
         let mut run = Run {
             job: job.id,
             cancel,
@@ -338,175 +339,12 @@ impl Run {
         }
         self.check_cancel()?;
 
-        // 3 + 4. The snapshot, and meanwhile the targets: images created and exported. They
-        // depend only on the plan, so neither waits for the other.
-        let id = chain::new_backup_id();
-        let checkpoint = format!("sendense-{id}");
-        let req = SnapshotRequest {
-            job,
-            vm: vm.name.clone(),
-            checkpoint,
-            scratch: sd.scratch_dir().join(format!("job-{job}")),
-            disks: disks
-                .iter()
-                .zip(&decisions)
-                .map(|(d, dec)| SnapshotDiskRequest {
-                    key: d.key,
-                    identity: d.identity.clone(),
-                    export: export_name(&vm.name, d.key),
-                    previous: dec.previous_checkpoint.clone(),
-                    recorded: d.checkpoint.clone(),
-                })
-                .collect(),
-        };
-        let plans: Vec<DiskPlan> = disks
-            .iter()
-            .zip(&decisions)
-            .map(|(d, dec)| DiskPlan {
-                key: d.key,
-                mode: dec.mode,
-                reason: dec.reason.clone(),
-                parent: dec.parent.clone(),
-                size_bytes: d.size_bytes,
-                checkpoint: None,
-            })
-            .collect();
+        // 3 + 4. The snapshot, and meanwhile the targets.
+        let prepared = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
         let copy = sd.config().copy;
-        let ports = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
-        let specs = |targets: &[Target]| -> Vec<ExportSpec> {
-            targets
-                .iter()
-                .map(|t| ExportSpec {
-                    // Thrown away unless the backup commits, which fsyncs it first: QCOW2's
-                    // ordering flushes while the image grows only cost time.
-                    skip_flushes: true,
-                    ..ExportSpec::target(
-                        t.partial.clone(),
-                        export_name(&vm.name, t.plan.key),
-                        ports,
-                        copy.connections + 1,
-                        Some(job),
-                    )
-                })
-                .collect()
-        };
-        let worker = sd.worker();
-        self.snapshot_taken = true;
-        let src = self.source.insert(source);
-        let (snap, prepared) = std::thread::scope(|s| {
-            // Created, recorded as running (so a crash leaves rows cleanup follows), exported.
-            let prepared = s.spawn(|| {
-                let targets = create_targets(repo, &vm, &id, &plans)?;
-                let mut catalog = match worker.catalog() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        remove_targets(repo, &targets);
-                        return Err(e);
-                    }
-                };
-                let pending = record_targets(&mut catalog, &id, &vm, repo, Some(job), targets)?;
-                match worker.start_exports(&mut catalog, &specs(&pending.targets)) {
-                    Ok(exports) => Ok((pending, exports)),
-                    Err(e) => {
-                        remove_targets(repo, &pending.targets);
-                        let _ = catalog.discard_backup(&id);
-                        Err(e)
-                    }
-                }
-            });
-            let mut host = HubHost { sd, job: Some(job) };
-            let snap = src.snapshot(&mut host, &req);
-            let prepared = prepared
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (snap, prepared)
-        });
-        // From here the rollback undoes the targets too.
-        let targets_failed = match prepared {
-            Ok((pending, exports)) => {
-                self.pending = Some(pending);
-                self.exports = exports;
-                None
-            }
-            Err(e) => Some(e),
-        };
-        let snap = snap?;
-        if let Some(e) = targets_failed {
-            return Err(e);
-        }
-        emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
-        log(
-            sd,
-            job,
-            &format!("snapshot of {} disk(s) taken", snap.len()),
-        );
-
-        // The snapshot must match the plan the targets were made for; only a change on the
-        // source between planning and the snapshot (a checkpoint deleted, a disk resized in
-        // those milliseconds) makes it differ, and then the next run plans afresh.
-        let snap_of = |key: u32| snap.iter().find(|s| s.key == key);
-        if let Some(p) = plans.iter().find(|p| snap_of(p.key).is_none()) {
-            return Err(Error::internal(format!(
-                "the snapshot has no disk {}",
-                p.key
-            )));
-        }
-        let mismatch = plans.iter().find_map(|p| {
-            let s = snap_of(p.key)?;
-            if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
-                Some(format!(
-                    "disk {}: its checkpoint vanished from the source during the snapshot",
-                    p.key
-                ))
-            } else if s.size_bytes != p.size_bytes {
-                Some(format!(
-                    "disk {}: it was resized during the snapshot",
-                    p.key
-                ))
-            } else {
-                None
-            }
-        });
-        if let Some(why) = mismatch {
-            return Err(Error::refused(why).with_help(
-                "Run the backup again: it plans from the source as it is now (a full where needed).",
-            ));
-        }
-        let checkpoints: Vec<(u32, Option<String>)> =
-            snap.iter().map(|s| (s.key, s.checkpoint.clone())).collect();
-        sd.catalog_mut().set_backup_checkpoints(&id, &checkpoints)?;
-        let pending = self
-            .pending
-            .as_mut()
-            .ok_or_else(|| Error::internal("backup lost its pending state"))?;
-        for t in pending.targets.iter_mut() {
-            t.plan.checkpoint = snap_of(t.plan.key).and_then(|s| s.checkpoint.clone());
-        }
-        let digest_files: Vec<(u32, String)> = pending
-            .targets
-            .iter()
-            .map(|t| (t.plan.key, t.digests.to_string_lossy().into_owned()))
-            .collect();
-        let disk_plans: Vec<(DiskPlan, crate::source::SnapshotDisk)> = pending
-            .targets
-            .iter()
-            .filter_map(|t| Some((t.plan.clone(), snap_of(t.plan.key)?.clone())))
-            .collect();
-        let target_urls: Vec<_> = disk_plans
-            .iter()
-            .map(|(p, _)| {
-                let name = export_name(&vm.name, p.key);
-                self.exports
-                    .iter()
-                    .find(|e| e.record.export == name)
-                    .map(|e| (p.key, e.url.clone()))
-                    .ok_or_else(|| Error::internal(format!("no target export for disk {}", p.key)))
-            })
-            .collect::<Result<_>>()?;
-        let plans = disk_plans;
-        self.check_cancel()?;
-        let targets = node::targets_string(&target_urls);
-        log(sd, job, &format!("targets {targets}"));
+        let plans = &prepared.disks;
+        let digest_files = &prepared.digest_files;
+        let targets = prepared.targets.clone();
 
         // 5. Transfer.
         let transfer = TransferPlan {
@@ -543,7 +381,7 @@ impl Run {
                     async move { node::run_transfer(&transfer, &sink, &cancel).await },
                 )??
             }
-            TransferMode::Process => run_node_process(sd, &transfer, &self.cancel)?,
+            TransferMode::Process => process::run_node_process(sd, &transfer, &self.cancel)?,
         };
         self.check_cancel()?;
 
@@ -573,7 +411,7 @@ impl Run {
         let record = sd.commit_backup(pending, &outcomes)?;
         log(sd, job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
-        for (p, _) in &plans {
+        for (p, _) in plans {
             if let (Some(cp), Some(disk)) =
                 (&p.checkpoint, vm.disks.iter().find(|d| d.key == p.key))
             {
@@ -649,154 +487,5 @@ impl Run {
         }
         let scratch = sd.scratch_dir().join(format!("job-{}", self.job));
         let _ = std::fs::remove_dir_all(scratch);
-    }
-}
-
-/// Runs the transfer through `sendense-sna transfer`, forwarding its events.
-fn run_node_process(
-    sd: &mut Sendense,
-    plan: &TransferPlan,
-    cancel: &CancellationToken,
-) -> Result<Vec<TransferResult>> {
-    use std::io::{BufRead, BufReader, Write};
-    let program = sna_binary(sd.config().sna_path.as_deref());
-    let mut child = std::process::Command::new(&program)
-        .args(["--json", "transfer"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::MissingTool,
-                format!("cannot start {}: {e}", program.display()),
-            )
-            .with_help("Install sendense-sna next to sendense, or set `sna_path` in the config.")
-        })?;
-    let plan_json =
-        serde_json::to_vec(plan).map_err(|e| Error::internal(format!("transfer plan: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&plan_json).map_err(|e| {
-            Error::new(
-                ErrorKind::External,
-                format!("sending the plan to sendense-sna: {e}"),
-            )
-        })?;
-    }
-    let stderr = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-        }
-        s
-    });
-    let pid = child.id();
-    let stop = cancel.clone();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let finished = done.clone();
-    let killer = std::thread::spawn(move || {
-        // Forward a cancellation as SIGINT: the node cancels its copies and exits 130.
-        while !stop.is_cancelled() {
-            if finished.load(std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        if let Some(p) = crate::proc::ProcId::of(pid) {
-            let _ = crate::proc::signal(p, nix::sys::signal::Signal::SIGINT);
-        }
-    });
-    let mut results = None;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(ev) = serde_json::from_str::<Event>(&line) {
-                sd.sink().emit(&ev);
-            } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(s) = v.get("summary") {
-                    results = serde_json::from_value::<Vec<TransferResult>>(s.clone()).ok();
-                }
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| {
-        Error::new(
-            ErrorKind::External,
-            format!("waiting for sendense-sna: {e}"),
-        )
-    })?;
-    let err_text = err_reader.join().unwrap_or_default();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = killer.join();
-    match (status.code(), results) {
-        (Some(0), Some(r)) => Ok(r),
-        (Some(130), _) => Err(Error::new(ErrorKind::Cancelled, "transfer cancelled")),
-        _ => Err(Error::new(
-            ErrorKind::External,
-            format!(
-                "sendense-sna transfer failed ({status}): {}",
-                err_text.trim()
-            ),
-        )),
-    }
-}
-
-/// Where `sendense-sna` is: configured, next to this executable (or its parent directory, as
-/// for test binaries), or `$PATH`.
-fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
-    if let Some(p) = configured {
-        return p.to_path_buf();
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let candidate = dir.join("sendense-sna");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    std::path::PathBuf::from("sendense-sna")
-}
-
-/// Watches the catalog for `job cancel` from another process.
-struct CancelWatcher {
-    // Dropping the sender wakes the watcher at once.
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CancelWatcher {
-    fn start(catalog: &std::path::Path, job: i64, cancel: CancellationToken) -> CancelWatcher {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let path = catalog.to_path_buf();
-        let thread = std::thread::spawn(move || {
-            let Ok(cat) = crate::catalog::Catalog::open(&path, false) else {
-                return;
-            };
-            loop {
-                if cat.cancel_requested(job).unwrap_or(false) {
-                    cancel.cancel();
-                    return;
-                }
-                match stopped.recv_timeout(std::time::Duration::from_millis(300)) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                    _ => return,
-                }
-            }
-        });
-        CancelWatcher {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for CancelWatcher {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -1,0 +1,210 @@
+//! Steps 3 and 4 of a backup, side by side: the source takes its snapshot while a worker
+//! thread creates the target images, records the backup as running and exports the targets.
+//! The targets depend only on the plan, so neither waits for the other.
+
+use super::plan::Decision;
+use super::{emit, log, Run};
+use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
+use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::export::{export_name, ExportSpec};
+use crate::repo::{chain, create_targets, record_targets, remove_targets, DiskPlan, Target};
+use crate::sendense::Sendense;
+use crate::source::{HubHost, SnapshotDisk, SnapshotDiskRequest, SnapshotRequest, Source};
+
+/// What the transfer needs from steps 3 and 4.
+pub(super) struct Prepared {
+    /// Each disk's plan and its snapshot.
+    pub(super) disks: Vec<(DiskPlan, SnapshotDisk)>,
+    /// Each disk's digest file.
+    pub(super) digest_files: Vec<(u32, String)>,
+    /// The targets string for the node.
+    pub(super) targets: String,
+}
+
+impl Run {
+    /// Takes the snapshot and prepares the targets; from its return on, the rollback undoes
+    /// both (the source, the pending backup and the exports are in `self`).
+    pub(super) fn snapshot_and_targets(
+        &mut self,
+        sd: &mut Sendense,
+        source: Box<dyn Source>,
+        vm: &VmRecord,
+        repo: &RepoRecord,
+        disks: &[DiskRecord],
+        decisions: &[Decision],
+    ) -> Result<Prepared> {
+        let job = self.job;
+        let id = chain::new_backup_id();
+        let checkpoint = format!("sendense-{id}");
+        let req = SnapshotRequest {
+            job,
+            vm: vm.name.clone(),
+            checkpoint,
+            scratch: sd.scratch_dir().join(format!("job-{job}")),
+            disks: disks
+                .iter()
+                .zip(decisions)
+                .map(|(d, dec)| SnapshotDiskRequest {
+                    key: d.key,
+                    identity: d.identity.clone(),
+                    export: export_name(&vm.name, d.key),
+                    previous: dec.previous_checkpoint.clone(),
+                    recorded: d.checkpoint.clone(),
+                })
+                .collect(),
+        };
+        let plans: Vec<DiskPlan> = disks
+            .iter()
+            .zip(decisions)
+            .map(|(d, dec)| DiskPlan {
+                key: d.key,
+                mode: dec.mode,
+                reason: dec.reason.clone(),
+                parent: dec.parent.clone(),
+                size_bytes: d.size_bytes,
+                checkpoint: None,
+            })
+            .collect();
+        let copy = sd.config().copy;
+        let ports = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+        let specs = |targets: &[Target]| -> Vec<ExportSpec> {
+            targets
+                .iter()
+                .map(|t| ExportSpec {
+                    // Thrown away unless the backup commits, which fsyncs it first: QCOW2's
+                    // ordering flushes while the image grows only cost time.
+                    skip_flushes: true,
+                    ..ExportSpec::target(
+                        t.partial.clone(),
+                        export_name(&vm.name, t.plan.key),
+                        ports,
+                        copy.connections + 1,
+                        Some(job),
+                    )
+                })
+                .collect()
+        };
+        let worker = sd.worker();
+        self.snapshot_taken = true;
+        let src = self.source.insert(source);
+        let (snap, prepared) = std::thread::scope(|s| {
+            // Created, recorded as running (so a crash leaves rows cleanup follows), exported.
+            let prepared = s.spawn(|| {
+                let targets = create_targets(repo, vm, &id, &plans)?;
+                let mut catalog = match worker.catalog() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        remove_targets(repo, &targets);
+                        return Err(e);
+                    }
+                };
+                let pending = record_targets(&mut catalog, &id, vm, repo, Some(job), targets)?;
+                match worker.start_exports(&mut catalog, &specs(&pending.targets)) {
+                    Ok(exports) => Ok((pending, exports)),
+                    Err(e) => {
+                        remove_targets(repo, &pending.targets);
+                        let _ = catalog.discard_backup(&id);
+                        Err(e)
+                    }
+                }
+            });
+            let mut host = HubHost { sd, job: Some(job) };
+            let snap = src.snapshot(&mut host, &req);
+            let prepared = prepared
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (snap, prepared)
+        });
+        // From here the rollback undoes the targets too.
+        let targets_failed = match prepared {
+            Ok((pending, exports)) => {
+                self.pending = Some(pending);
+                self.exports = exports;
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let snap = snap?;
+        if let Some(e) = targets_failed {
+            return Err(e);
+        }
+        emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
+        log(
+            sd,
+            job,
+            &format!("snapshot of {} disk(s) taken", snap.len()),
+        );
+
+        // The snapshot must match the plan the targets were made for; only a change on the
+        // source between planning and the snapshot (a checkpoint deleted, a disk resized in
+        // those milliseconds) makes it differ, and then the next run plans afresh.
+        let snap_of = |key: u32| snap.iter().find(|s| s.key == key);
+        if let Some(p) = plans.iter().find(|p| snap_of(p.key).is_none()) {
+            return Err(Error::internal(format!(
+                "the snapshot has no disk {}",
+                p.key
+            )));
+        }
+        let mismatch = plans.iter().find_map(|p| {
+            let s = snap_of(p.key)?;
+            if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
+                Some(format!(
+                    "disk {}: its checkpoint vanished from the source during the snapshot",
+                    p.key
+                ))
+            } else if s.size_bytes != p.size_bytes {
+                Some(format!(
+                    "disk {}: it was resized during the snapshot",
+                    p.key
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some(why) = mismatch {
+            return Err(Error::refused(why).with_help(
+                "Run the backup again: it plans from the source as it is now (a full where needed).",
+            ));
+        }
+        let checkpoints: Vec<(u32, Option<String>)> =
+            snap.iter().map(|s| (s.key, s.checkpoint.clone())).collect();
+        sd.catalog_mut().set_backup_checkpoints(&id, &checkpoints)?;
+        let pending = self
+            .pending
+            .as_mut()
+            .ok_or_else(|| Error::internal("backup lost its pending state"))?;
+        for t in pending.targets.iter_mut() {
+            t.plan.checkpoint = snap_of(t.plan.key).and_then(|s| s.checkpoint.clone());
+        }
+        let digest_files: Vec<(u32, String)> = pending
+            .targets
+            .iter()
+            .map(|t| (t.plan.key, t.digests.to_string_lossy().into_owned()))
+            .collect();
+        let disk_plans: Vec<(DiskPlan, crate::source::SnapshotDisk)> = pending
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.plan.clone(), snap_of(t.plan.key)?.clone())))
+            .collect();
+        let target_urls: Vec<_> = disk_plans
+            .iter()
+            .map(|(p, _)| {
+                let name = export_name(&vm.name, p.key);
+                self.exports
+                    .iter()
+                    .find(|e| e.record.export == name)
+                    .map(|e| (p.key, e.url.clone()))
+                    .ok_or_else(|| Error::internal(format!("no target export for disk {}", p.key)))
+            })
+            .collect::<Result<_>>()?;
+        self.check_cancel()?;
+        let targets = super::node::targets_string(&target_urls);
+        log(sd, job, &format!("targets {targets}"));
+        Ok(Prepared {
+            disks: disk_plans,
+            digest_files,
+            targets,
+        })
+    }
+}
