@@ -399,6 +399,56 @@ fn delete_rules() {
     );
 }
 
+#[test]
+fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
+    use sendense_core::repo::digests::{file_digest, Scheme};
+    use std::os::unix::fs::FileExt;
+    let c = chain();
+    // Rewrite the full backup's digests as the earlier scheme wrote them, from the disk as it
+    // was at that backup, and record the file digest with that scheme's tag.
+    let id = &c.ids[0];
+    let dfile = c.dir.path().join(format!("repo/vm1/2000/{id}.digests"));
+    let disk = std::fs::read(&c.refs[0]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dfile)
+        .unwrap();
+    let mut rewritten = 0;
+    for (i, block) in disk.chunks(65536).enumerate() {
+        let mut rec = [0u8; 32];
+        f.read_exact_at(&mut rec, i as u64 * 32).unwrap();
+        if rec != [0u8; 32] {
+            let old = Scheme::OffsetPrefixed.block_digest(i as u64 * 65536, block);
+            assert_ne!(old, rec);
+            f.write_all_at(&old, i as u64 * 32).unwrap();
+            rewritten += 1;
+        }
+    }
+    assert!(rewritten > 100, "{rewritten}");
+    let digest = file_digest(&dfile, Scheme::OffsetPrefixed).unwrap();
+    assert!(digest.starts_with("blake3-64k:"));
+    let db = rusqlite::Connection::open(c.state.join("sendense.db")).unwrap();
+    db.execute(
+        "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
+        (&digest, id),
+    )
+    .unwrap();
+    let report = json(&c.state, &["backup", "verify", id]);
+    assert_eq!(report["ok"], true, "{report}");
+
+    // The records are really compared: one changed record is found.
+    f.write_all_at(&[9u8; 32], 0).unwrap();
+    db.execute(
+        "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
+        (&file_digest(&dfile, Scheme::OffsetPrefixed).unwrap(), id),
+    )
+    .unwrap();
+    let o = run(&c.state, &["backup", "verify", id, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("offset 0"));
+}
+
 fn image_of(c: &Chain, id: &str) -> PathBuf {
     c.dir.path().join(format!("repo/vm1/2000/{id}.qcow2"))
 }

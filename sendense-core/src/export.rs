@@ -337,13 +337,21 @@ impl Starting {
         let failure = match (started, server) {
             (Ok(true), Some(server)) => {
                 // Recorded at once: from now on a crash leaves a row cleanup can use.
-                catalog.set_export_server(self.record_id, server, &self.cmdline)?;
-                return Ok(RunningExport {
-                    record: catalog.export(self.record_id)?,
-                    url: self.url,
-                    server,
-                    files: vec![self.pid_file, self.log_file],
-                });
+                let recorded = catalog
+                    .set_export_server(self.record_id, server, &self.cmdline)
+                    .and_then(|()| catalog.export(self.record_id));
+                match recorded {
+                    Ok(record) => {
+                        return Ok(RunningExport {
+                            record,
+                            url: self.url,
+                            server,
+                            files: vec![self.pid_file, self.log_file],
+                        })
+                    }
+                    // Not recorded, so nothing could find it later: it goes now.
+                    Err(e) => format!("recording it failed: {e}"),
+                }
             }
             (Ok(true), None) => "it reported success but left no running server".to_string(),
             (Ok(false), _) => "it exited with an error".to_string(),
@@ -392,19 +400,12 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Result<bool> {
 /// Stops an export this process started: SIGTERM, SIGKILL after `grace`, waits until it is
 /// gone (its QCOW2 lock with it), forgets it.
 pub fn stop(catalog: &mut Catalog, export: RunningExport, grace: Duration) -> Result<()> {
-    let result = proc::terminate(export.server, grace);
-    for f in &export.files {
-        let _ = std::fs::remove_file(f);
-    }
-    if let Some(sock) = &export.record.socket {
-        let _ = std::fs::remove_file(sock);
-    }
-    catalog.release_export(export.record.id)?;
-    result
+    stop_many(catalog, vec![export], grace)
 }
 
 /// Stops several exports this process started, all at once: SIGTERM to every server first,
-/// then the waits (SIGKILL after `grace`). Every row is released; the first error is returned.
+/// then the waits (SIGKILL after `grace`). The row of every server that ended is released (one
+/// that survives stays recorded for cleanup); the first error is returned.
 pub fn stop_many(
     catalog: &mut Catalog,
     exports: Vec<RunningExport>,
@@ -413,6 +414,10 @@ pub fn stop_many(
     let servers: Vec<ProcId> = exports.iter().map(|e| e.server).collect();
     let mut result = proc::terminate_all(&servers, grace);
     for export in exports {
+        if export.server.is_alive() {
+            // It survived SIGKILL: its row stays, so cleanup keeps trying.
+            continue;
+        }
         for f in &export.files {
             let _ = std::fs::remove_file(f);
         }

@@ -14,7 +14,7 @@ use crate::export::ExportSpec;
 use crate::nbd::{ConnectOptions, NbdClient};
 use crate::repo::digests;
 use crate::sendense::Sendense;
-use crate::transfer::{block_digest, BLOCK};
+use crate::transfer::BLOCK;
 use serde::Serialize;
 use std::path::Path;
 
@@ -129,21 +129,30 @@ impl Sendense {
                 .push(format!("qemu-img check: {}", e.message()));
         }
         let dfile = digests::digests_of(&disk.file);
-        match (&disk.digest, digests::file_digest(&dfile)) {
-            (None, _) => check
+        let Some(want) = &disk.digest else {
+            check
                 .problems
-                .push("no digest was recorded for this image".into()),
-            (Some(_), Err(e)) => check.problems.push(format!("digest file: {}", e.message())),
-            (Some(want), Ok(got)) if &got != want => check.problems.push(format!(
+                .push("no digest was recorded for this image".into());
+            return check;
+        };
+        let Some(scheme) = digests::Scheme::of_digest(want) else {
+            check.problems.push(format!(
+                "the recorded digest `{want}` names a digest scheme this Sendense does not know"
+            ));
+            return check;
+        };
+        match digests::file_digest(&dfile, scheme) {
+            Err(e) => check.problems.push(format!("digest file: {}", e.message())),
+            Ok(got) if &got != want => check.problems.push(format!(
                 "the digest file {} was changed since the backup",
                 dfile.display()
             )),
-            _ => {}
+            Ok(_) => {}
         }
         if !check.problems.is_empty() {
             return check;
         }
-        match self.verify_data(&disk.file, &dfile, disk.size_bytes) {
+        match self.verify_data(&disk.file, &dfile, scheme, disk.size_bytes) {
             Ok((bytes, problems)) => {
                 check.bytes_verified = bytes;
                 check.problems.extend(
@@ -161,17 +170,21 @@ impl Sendense {
 
     /// Reads the image's own data clusters (without its backing file) and compares every block
     /// with its digest record.
-    fn verify_data(&mut self, image: &Path, dfile: &Path, size: u64) -> Result<(u64, Vec<String>)> {
+    fn verify_data(
+        &mut self,
+        image: &Path,
+        dfile: &Path,
+        scheme: digests::Scheme,
+        size: u64,
+    ) -> Result<(u64, Vec<String>)> {
         let extents = own_data(image)?;
         let scratch = self
             .scratch_dir()
             .join(format!("verify-{}", std::process::id()));
+        let alone = crate::repo::chain::without_backing(image)?;
         crate::fsutil::create_private_dir(&scratch)?;
         let spec = ExportSpec {
-            file: std::path::PathBuf::from(format!(
-                "json:{}",
-                serde_json::json!({"driver": "qcow2", "file": {"driver": "file", "filename": image}, "backing": null})
-            )),
+            file: std::path::PathBuf::from(alone),
             format: String::new(),
             name: "verify".into(),
             listen: Listen::Socket(scratch.join("image.sock")),
@@ -203,7 +216,7 @@ impl Sendense {
                     let data = client.read(off, vec![0; n]).await?;
                     bytes += n as u64;
                     match digests::read_record(&records, off)? {
-                        Some(want) if want == block_digest(off, &data) => {}
+                        Some(want) if want == scheme.block_digest(off, &data) => {}
                         Some(_) => {
                             problems.push(format!("data differs from the backup at offset {off}"))
                         }

@@ -111,9 +111,10 @@ impl Run {
             });
             let mut host = HubHost { sd, job: Some(job) };
             let snap = src.snapshot(&mut host, &req);
-            let prepared = prepared
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // A panic is a bug; as an error it still lets the rollback undo the snapshot.
+            let prepared = prepared.join().unwrap_or_else(|_| {
+                Err(Error::internal("preparing the targets failed unexpectedly"))
+            });
             (snap, prepared)
         });
         // From here the rollback undoes the targets too.

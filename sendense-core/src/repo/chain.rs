@@ -122,12 +122,24 @@ pub fn check_image(path: &Path) -> Result<CheckReport> {
 /// [`check_image`] of the image alone, its backing chain not opened: for a new image whose
 /// export just opened the chain, the check costs the same however long the chain is.
 pub fn check_image_alone(path: &Path) -> Result<CheckReport> {
+    check(path, without_backing(path)?.into(), &[])
+}
+
+/// A `json:` filename that opens the qcow2 `path` without its backing chain.
+pub fn without_backing(path: &Path) -> Result<String> {
+    let name = path.to_str().ok_or_else(|| {
+        Error::invalid(format!(
+            "{} is not valid UTF-8, which QEMU's JSON filenames need",
+            path.display()
+        ))
+        .with_help("Keep repositories under paths of valid UTF-8.")
+    })?;
     let spec = serde_json::json!({
         "driver": "qcow2",
-        "file": {"driver": "file", "filename": path},
+        "file": {"driver": "file", "filename": name},
         "backing": null,
     });
-    check(path, format!("json:{spec}").into(), &[])
+    Ok(format!("json:{spec}"))
 }
 
 fn check(path: &Path, target: std::ffi::OsString, format: &[&str]) -> Result<CheckReport> {

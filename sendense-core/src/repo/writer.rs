@@ -227,7 +227,7 @@ impl Sendense {
         checked.into_iter().collect::<Result<Vec<_>>>()?;
         let mut outcomes = outcomes.to_vec();
         for t in &p.targets {
-            let digest = super::digests::file_digest(&t.digests)?;
+            let digest = super::digests::file_digest(&t.digests, super::digests::Scheme::CURRENT)?;
             match outcomes.iter_mut().find(|o| o.key == t.plan.key) {
                 Some(o) => o.digest = Some(digest),
                 None => outcomes.push(DiskOutcome {
