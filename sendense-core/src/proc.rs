@@ -43,10 +43,29 @@ impl ProcId {
         stat(pid).map(|(_, start)| ProcId { pid, start })
     }
 
-    /// True while this very process runs (not a zombie, not a newer process with the same pid).
+    /// True while this very process runs (not a newer process with the same pid). A process
+    /// counts as ended only once all its threads have: a leader thread shows as a zombie while
+    /// the others still exit, and until the last one has, its files — listening sockets, image
+    /// locks — are still open.
     pub fn is_alive(&self) -> bool {
-        matches!(stat(self.pid), Some((state, start)) if start == self.start && state != 'Z' && state != 'X')
+        match stat(self.pid) {
+            Some((state, start)) if start == self.start => {
+                !matches!(state, 'Z' | 'X') || other_threads(self.pid)
+            }
+            _ => false,
+        }
     }
+}
+
+/// Whether threads other than the leader of process `pid` still exist.
+fn other_threads(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .any(|t| t.file_name().to_str() != Some(&pid.to_string()))
+        })
+        .unwrap_or(false)
 }
 
 /// The command line of a process, as its arguments.

@@ -436,3 +436,29 @@ async fn an_export_that_skips_flushes_keeps_every_write_once_stopped() {
         reference.to_str().unwrap()
     ));
 }
+
+#[test]
+fn a_stopped_export_has_released_its_port_and_its_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sd = setup(dir.path());
+    let range = (sd.config().nbd_ports.first, sd.config().nbd_ports.last);
+    let img = create_image(&dir.path().join("t.qcow2"), "qcow2", "16M");
+    // qemu-nbd's main thread can end (a zombie) while its other threads still hold the
+    // socket and the image: stopping must wait for all of them, every time.
+    for _ in 0..20 {
+        let spec = ExportSpec::target(img.clone(), export_name("vm1", 2000), range, 5, None);
+        let export = sd.start_export(&spec).unwrap();
+        let port = export.record.port.unwrap();
+        sd.stop_export(export).unwrap();
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} still taken after stop"
+        );
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "image still locked after stop");
+    }
+}
