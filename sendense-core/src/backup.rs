@@ -27,7 +27,6 @@ use crate::export::RunningExport;
 use crate::repo::PendingBackup;
 use crate::sendense::Sendense;
 use crate::source::{HubHost, Source};
-use node::{TransferDisk, TransferPlan};
 use plan::{PlanInput, Requested};
 use serde::Serialize;
 use std::time::Instant;
@@ -340,39 +339,9 @@ impl Run {
         self.check_cancel()?;
 
         // 3 + 4. The snapshot, and meanwhile the targets.
-        let prepared = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
-        let copy = sd.config().copy;
-        let plans = &prepared.disks;
-        let digest_files = &prepared.digest_files;
-        let targets = prepared.targets.clone();
+        let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
 
         // 5. Transfer.
-        let transfer = TransferPlan {
-            job: Some(job),
-            targets,
-            disks: plans
-                .iter()
-                .map(|(p, s)| TransferDisk {
-                    key: p.key,
-                    mode: p.mode,
-                    reason: p.reason.clone(),
-                    source: s.url.to_string(),
-                    bitmap: if p.mode == BackupMode::Incremental {
-                        s.bitmap.clone()
-                    } else {
-                        None
-                    },
-                    size_bytes: s.size_bytes,
-                    digests: digest_files
-                        .iter()
-                        .find(|(k, _)| *k == p.key)
-                        .map(|(_, d)| d.clone()),
-                })
-                .collect(),
-            connections: copy.connections,
-            requests: copy.requests,
-            request_size: copy.request_size,
-        };
         let results = match sd.config().transfer {
             TransferMode::InProcess => {
                 let sink = sd.sink().clone();
@@ -408,13 +377,16 @@ impl Run {
             .pending
             .take()
             .ok_or_else(|| Error::internal("backup lost its pending state"))?;
+        let checkpoints: Vec<(u32, String)> = pending
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.plan.key, t.plan.checkpoint.clone()?)))
+            .collect();
         let record = sd.commit_backup(pending, &outcomes)?;
         log(sd, job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
-        for (p, _) in plans {
-            if let (Some(cp), Some(disk)) =
-                (&p.checkpoint, vm.disks.iter().find(|d| d.key == p.key))
-            {
+        for (key, cp) in &checkpoints {
+            if let Some(disk) = vm.disks.iter().find(|d| d.key == *key) {
                 sd.catalog_mut().set_disk_checkpoint(disk.id, Some(cp))?;
             }
         }

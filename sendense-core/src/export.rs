@@ -224,7 +224,8 @@ fn launch(
     let pid_file = run_dir.join(format!("{tag}.pid"));
     let log_file = run_dir.join(format!("{tag}.log"));
     // O_DIRECT (cache=none) was measured fastest for targets; filesystems without it (tmpfs)
-    // fall back to the page cache, which is as safe: every copy ends with FLUSH.
+    // fall back to the page cache, which is as safe: a copy ends with FLUSH, and a backup
+    // fsyncs its images before it commits them.
     let direct = matches!(cfg.cache.as_str(), "none" | "directsync");
     let dir = spec.file.parent().unwrap_or(Path::new("."));
     // Read-only exports (sources, restore points) read through the page cache: O_DIRECT only
@@ -277,13 +278,13 @@ fn launch(
         args.push("--snapshot".into());
     }
     if skip_flushes {
-        // The cache mode as options: O_DIRECT as configured, flushes off.
-        let direct = matches!(cache, "none" | "directsync");
+        // The cache mode as options: O_DIRECT as chosen above, flushes off.
+        let o_direct = matches!(cache, "none" | "directsync");
         args.push("--image-opts".into());
         args.push(format!(
             "driver={},discard=unmap,cache.direct={},cache.no-flush=on,file.driver=file,file.aio={},file.filename={}",
             spec.format,
-            if direct { "on" } else { "off" },
+            if o_direct { "on" } else { "off" },
             cfg.aio,
             spec.file.to_string_lossy().replace(',', ",,"),
         ));

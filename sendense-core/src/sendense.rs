@@ -425,10 +425,8 @@ impl Sendense {
         &mut self,
         specs: &[crate::export::ExportSpec],
     ) -> Result<Vec<crate::export::RunningExport>> {
-        let run_dir = self.run_dir();
-        let cfg = self.config.qemu_nbd.clone();
-        let grace = std::time::Duration::from_secs(cfg.stop_timeout_secs);
-        crate::export::start_many(&mut self.catalog, &run_dir, specs, &cfg, grace)
+        let worker = self.worker();
+        worker.start_exports(&mut self.catalog, specs)
     }
 
     /// Stops several exports this process started, all at once, and frees their ports.

@@ -2,6 +2,7 @@
 //! thread creates the target images, records the backup as running and exports the targets.
 //! The targets depend only on the plan, so neither waits for the other.
 
+use super::node::{targets_string, TransferDisk, TransferPlan};
 use super::plan::Decision;
 use super::{emit, log, Run};
 use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
@@ -10,21 +11,12 @@ use crate::event::EventKind;
 use crate::export::{export_name, ExportSpec};
 use crate::repo::{chain, create_targets, record_targets, remove_targets, DiskPlan, Target};
 use crate::sendense::Sendense;
-use crate::source::{HubHost, SnapshotDisk, SnapshotDiskRequest, SnapshotRequest, Source};
-
-/// What the transfer needs from steps 3 and 4.
-pub(super) struct Prepared {
-    /// Each disk's plan and its snapshot.
-    pub(super) disks: Vec<(DiskPlan, SnapshotDisk)>,
-    /// Each disk's digest file.
-    pub(super) digest_files: Vec<(u32, String)>,
-    /// The targets string for the node.
-    pub(super) targets: String,
-}
+use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
 
 impl Run {
-    /// Takes the snapshot and prepares the targets; from its return on, the rollback undoes
-    /// both (the source, the pending backup and the exports are in `self`).
+    /// Takes the snapshot and prepares the targets; returns what the node is to copy. From its
+    /// return on, the rollback undoes both (the source, the pending backup and the exports are
+    /// in `self`).
     pub(super) fn snapshot_and_targets(
         &mut self,
         sd: &mut Sendense,
@@ -33,7 +25,7 @@ impl Run {
         repo: &RepoRecord,
         disks: &[DiskRecord],
         decisions: &[Decision],
-    ) -> Result<Prepared> {
+    ) -> Result<TransferPlan> {
         let job = self.job;
         let id = chain::new_backup_id();
         let checkpoint = format!("sendense-{id}");
@@ -140,15 +132,16 @@ impl Run {
         // The snapshot must match the plan the targets were made for; only a change on the
         // source between planning and the snapshot (a checkpoint deleted, a disk resized in
         // those milliseconds) makes it differ, and then the next run plans afresh.
-        let snap_of = |key: u32| snap.iter().find(|s| s.key == key);
-        if let Some(p) = plans.iter().find(|p| snap_of(p.key).is_none()) {
-            return Err(Error::internal(format!(
-                "the snapshot has no disk {}",
-                p.key
-            )));
+        let snap_of = |key: u32| {
+            snap.iter()
+                .find(|s| s.key == key)
+                .ok_or_else(|| Error::internal(format!("the snapshot has no disk {key}")))
+        };
+        for p in &plans {
+            snap_of(p.key)?;
         }
         let mismatch = plans.iter().find_map(|p| {
-            let s = snap_of(p.key)?;
+            let s = snap_of(p.key).ok()?;
             if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
                 Some(format!(
                     "disk {}: its checkpoint vanished from the source during the snapshot",
@@ -176,36 +169,42 @@ impl Run {
             .as_mut()
             .ok_or_else(|| Error::internal("backup lost its pending state"))?;
         for t in pending.targets.iter_mut() {
-            t.plan.checkpoint = snap_of(t.plan.key).and_then(|s| s.checkpoint.clone());
+            t.plan.checkpoint = snap_of(t.plan.key)?.checkpoint.clone();
         }
-        let digest_files: Vec<(u32, String)> = pending
-            .targets
-            .iter()
-            .map(|t| (t.plan.key, t.digests.to_string_lossy().into_owned()))
-            .collect();
-        let disk_plans: Vec<(DiskPlan, crate::source::SnapshotDisk)> = pending
-            .targets
-            .iter()
-            .filter_map(|t| Some((t.plan.clone(), snap_of(t.plan.key)?.clone())))
-            .collect();
-        let target_urls: Vec<_> = disk_plans
-            .iter()
-            .map(|(p, _)| {
-                let name = export_name(&vm.name, p.key);
-                self.exports
-                    .iter()
-                    .find(|e| e.record.export == name)
-                    .map(|e| (p.key, e.url.clone()))
-                    .ok_or_else(|| Error::internal(format!("no target export for disk {}", p.key)))
-            })
-            .collect::<Result<_>>()?;
+        let mut disks = Vec::new();
+        let mut target_urls = Vec::new();
+        for t in &pending.targets {
+            let (p, s) = (&t.plan, snap_of(t.plan.key)?);
+            let name = export_name(&vm.name, p.key);
+            let export = self
+                .exports
+                .iter()
+                .find(|e| e.record.export == name)
+                .ok_or_else(|| Error::internal(format!("no target export for disk {}", p.key)))?;
+            target_urls.push((p.key, export.url.clone()));
+            disks.push(TransferDisk {
+                key: p.key,
+                mode: p.mode,
+                reason: p.reason.clone(),
+                source: s.url.to_string(),
+                bitmap: s
+                    .bitmap
+                    .clone()
+                    .filter(|_| p.mode == BackupMode::Incremental),
+                size_bytes: s.size_bytes,
+                digests: Some(t.digests.to_string_lossy().into_owned()),
+            });
+        }
         self.check_cancel()?;
-        let targets = super::node::targets_string(&target_urls);
+        let targets = targets_string(&target_urls);
         log(sd, job, &format!("targets {targets}"));
-        Ok(Prepared {
-            disks: disk_plans,
-            digest_files,
+        Ok(TransferPlan {
+            job: Some(job),
             targets,
+            disks,
+            connections: copy.connections,
+            requests: copy.requests,
+            request_size: copy.request_size,
         })
     }
 }

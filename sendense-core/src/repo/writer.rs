@@ -57,7 +57,7 @@ pub struct PendingBackup {
 }
 
 /// Creates the `.partial` target images (and empty digest files) of backup `id`, all disks
-/// side by side. Nothing is recorded yet ([`Sendense::record_backup`] does); on a failure
+/// side by side. Nothing is recorded yet ([`record_targets`] does); on a failure
 /// nothing is left.
 pub fn create_targets(
     repo: &RepoRecord,

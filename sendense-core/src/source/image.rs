@@ -7,8 +7,9 @@
 
 use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
 use crate::catalog::{DiskRecord, Listen};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::export::{ExportSpec, RunningExport};
+use crate::tools::qemu_img::{self, ImageInfo};
 use crate::tools::{self, QEMU_IMG};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,69 +32,18 @@ struct Active {
     bitmaps: Vec<(PathBuf, Option<String>, Option<String>)>,
 }
 
-/// A bitmap stored in a qcow2 file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StoredBitmap {
-    name: String,
-    enabled: bool,
-    in_use: bool,
-}
-
-/// What one `qemu-img info` says about an image: format, size and stored bitmaps.
+/// What the source knows of one image file.
 #[derive(Debug, Clone)]
 struct Inspected {
-    format: String,
-    size: u64,
-    bitmaps: Vec<StoredBitmap>,
-    /// A running QEMU holds the image (it was only readable with the lock shared).
+    info: ImageInfo,
+    /// A running QEMU holds the image.
     in_use: bool,
 }
 
-/// One `qemu-img info`. With `shared == false` the image lock is taken as a reader that needs
-/// the image unchanged would, so an image a running QEMU holds is refused.
-fn inspect(file: &Path, shared: bool) -> Result<Inspected> {
-    let mut cmd = QEMU_IMG.command();
-    cmd.args(["info", "--output=json"]);
-    if shared {
-        cmd.arg("-U");
-    }
-    let out = cmd.arg(file).output().map_err(|_| QEMU_IMG.missing())?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("lock") {
-            return Err(in_use_error(file));
-        }
-        return Err(Error::new(
-            ErrorKind::External,
-            format!("qemu-img info {}: {}", file.display(), err.trim()),
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::new(ErrorKind::External, format!("qemu-img info: {e}")))?;
-    let bitmaps = v["format-specific"]["data"]["bitmaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
-            let flags: Vec<&str> = b["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .collect();
-            StoredBitmap {
-                name: b["name"].as_str().unwrap_or_default().to_string(),
-                enabled: flags.contains(&"auto"),
-                in_use: flags.contains(&"in-use"),
-            }
-        })
-        .collect();
-    Ok(Inspected {
-        format: v["format"].as_str().unwrap_or_default().to_string(),
-        size: v["virtual-size"].as_u64().unwrap_or(0),
-        bitmaps,
-        in_use: shared,
-    })
+/// `qemu-img info` of `file`, with the image lock (see [`qemu_img::info_and_lock`]).
+fn inspect(file: &Path) -> Result<Inspected> {
+    let (info, in_use) = qemu_img::info_and_lock(file)?;
+    Ok(Inspected { info, in_use })
 }
 
 /// The error for an image a running QEMU holds.
@@ -110,7 +60,7 @@ const IN_USE_HELP: &str = "Back up a running VM through its QMP socket: register
 /// A tool run on an image, with a lock conflict (a QEMU started meanwhile) named as such.
 fn run_on(file: &Path, args: &[&str]) -> Result<()> {
     tools::run(QEMU_IMG, args).map(|_| ()).map_err(|e| {
-        if e.message().contains("lock") {
+        if qemu_img::is_lock_conflict(&e) {
             in_use_error(file)
         } else {
             e
@@ -133,12 +83,9 @@ impl ImageSource {
         if let Some(i) = self.inspected.get(file) {
             return Ok(i.clone());
         }
-        let info = match inspect(file, false) {
-            Err(e) if e.kind() == ErrorKind::Busy => inspect(file, true)?,
-            other => other?,
-        };
-        self.inspected.insert(file.to_path_buf(), info.clone());
-        Ok(info)
+        let inspected = inspect(file)?;
+        self.inspected.insert(file.to_path_buf(), inspected.clone());
+        Ok(inspected)
     }
 }
 
@@ -150,31 +97,19 @@ impl Source for ImageSource {
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
         let files = crate::par::map(&self.files, |f| {
             let file = crate::vm::image_disk_path(f)?;
-            let info = match inspect(&file, false) {
-                Err(e) if e.kind() == ErrorKind::Busy => inspect(&file, true),
-                other => other,
-            }
-            .map_err(|e| match e.kind() {
-                ErrorKind::External => Error::invalid(format!(
-                    "{} is not a readable disk image: {}",
-                    file.display(),
-                    e.message()
-                ))
-                .with_help("Pass a QCOW2 or raw disk image file."),
-                _ => e,
-            })?;
-            Ok::<_, Error>((file, info))
+            let inspected = inspect(&file)?;
+            Ok::<_, Error>((file, inspected))
         });
         let mut out = Vec::new();
         for found in files {
-            let (file, info) = found?;
+            let (file, inspected) = found?;
             out.push(DiscoveredDisk {
                 identity: file.to_string_lossy().into_owned(),
-                format: Some(info.format.clone()),
-                size_bytes: info.size,
+                format: Some(inspected.info.format.clone()),
+                size_bytes: inspected.info.virtual_size,
                 detail: String::new(),
             });
-            self.inspected.insert(file, info);
+            self.inspected.insert(file, inspected);
         }
         Ok(out)
     }
@@ -187,7 +122,7 @@ impl Source for ImageSource {
                 if !file.exists() {
                     return Ok(CheckpointState::Missing);
                 }
-                let info = self.inspect(file)?;
+                let info = self.inspect(file)?.info;
                 if info.format != "qcow2" {
                     return Ok(CheckpointState::Unsupported(
                         "raw image: no change tracking, so every backup is full".into(),
@@ -214,11 +149,11 @@ impl Source for ImageSource {
         let mut infos = Vec::new();
         for d in &req.disks {
             let file = Path::new(&d.identity);
-            let info = self.inspect(file)?;
-            if info.in_use {
+            let inspected = self.inspect(file)?;
+            if inspected.in_use {
                 return Err(in_use_error(file));
             }
-            infos.push(info);
+            infos.push(inspected.info);
         }
         crate::fsutil::create_private_dir(&req.scratch)?;
         let active = self.active.insert(Active {
@@ -279,10 +214,10 @@ impl Source for ImageSource {
                 skip_flushes: false,
                 job: Some(req.job),
             });
-            disks.push((d.key, info.size, previous, qcow2));
+            disks.push((d.key, info.virtual_size, previous, qcow2));
         }
         let exports = host.start_exports(&specs).map_err(|e| {
-            if e.message().contains("lock") {
+            if qemu_img::is_lock_conflict(&e) {
                 Error::busy(e.message().to_string()).with_help(IN_USE_HELP)
             } else {
                 e
@@ -325,7 +260,7 @@ impl Source for ImageSource {
 /// checkpoint when the file still has it.
 fn start_checkpoint(
     file: &Path,
-    info: &Inspected,
+    info: &ImageInfo,
     recorded: Option<&str>,
     new: &str,
 ) -> Result<Option<String>> {
