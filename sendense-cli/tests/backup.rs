@@ -671,6 +671,65 @@ fn image_and_nbd_source_vms() {
 }
 
 #[test]
+fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
+    // A disk with 4 KiB clusters tracks changes in 4 KiB granules; backup targets have 64 KiB
+    // clusters and are written without opening their chain, so a change that covers part of a
+    // block must still bring the whole block (a zeroed granule most of all).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
+    let disk = d.join("small.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096"])
+        .arg(&disk)
+        .arg("8M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    qemu_io(&disk, "qcow2", &["write -P 0xc1 0 4M"]);
+    json(
+        &state,
+        &["vm", "add", "small", "--disk", disk.to_str().unwrap()],
+    );
+    let out = run(&state, &["backup", "start", "small", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    qemu_io(
+        &disk,
+        "qcow2",
+        &[
+            "write -z 68k 4k",       // zeroes inside one block
+            "write -P 0xc2 200k 4k", // data inside one block
+            "write -z 1000k 100k",   // zeroes with ragged edges around a whole block
+            "write -z 2044k 8k",     // zeroes across a block boundary
+            "write -P 0xc3 6M 4k",   // data where nothing was before
+        ],
+    );
+    let out = run(
+        &state,
+        &["backup", "start", "small", "--incremental", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["disks"][0]["mode"], "incremental");
+    let top = summary["disks"][0]["file"].as_str().unwrap();
+    assert!(
+        images_equal(top, "qcow2", disk.to_str().unwrap()),
+        "the incremental chain differs from the disk"
+    );
+    assert_no_cleanup_needed(&state);
+}
+
+#[test]
 fn a_repository_that_fills_up_fails_cleanly() {
     let lab = Lab::new(&[128, 16], "");
     let small = lab.dir.path().join("small");

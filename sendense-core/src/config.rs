@@ -54,7 +54,7 @@ impl Default for CopyConfig {
     fn default() -> Self {
         CopyConfig {
             connections: 4,
-            requests: 16,
+            requests: 4,
             request_size: 1024 * 1024,
         }
     }
@@ -230,7 +230,7 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # and the largest single request in bytes (a power of two, 4096 .. 33554432).
 # copy:
 #   connections: 4
-#   requests: 16
+#   requests: 4
 #   request_size: 1048576
 
 # qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one, and the

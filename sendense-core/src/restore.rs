@@ -288,6 +288,7 @@ impl Sendense {
                 bitmap: None,
                 discard_writes: false,
                 skip_flushes: false,
+                alone: false,
                 job: Some(job),
             })?;
             let target = match (&req.to, dest) {
@@ -325,6 +326,7 @@ impl Sendense {
                         bitmap: None,
                         discard_writes: false,
                         skip_flushes: false,
+                        alone: false,
                         job: Some(job),
                     });
                     match export {
@@ -486,6 +488,7 @@ impl Sendense {
             bitmap: None,
             discard_writes: writable,
             skip_flushes: false,
+            alone: false,
             job: Some(job.id),
         };
         match self.start_export(&spec) {

@@ -22,7 +22,9 @@ pub mod zero;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind, SharedSink};
-use crate::nbd::{dirty_bitmap_context, ConnectOptions, NbdClient, NbdUrl, BASE_ALLOCATION};
+use crate::nbd::{
+    dirty_bitmap_context, ConnectOptions, Extent, NbdClient, NbdUrl, BASE_ALLOCATION,
+};
 use plan::{PlanOptions, Work};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,10 +182,13 @@ pub async fn copy(
         dsts.push(Arc::new(NbdClient::connect(&req.dst, &dst_opts).await?));
     }
 
-    // Whole blocks per request: zero detection and block digests work per aligned block.
-    let request_size = (req.request_size as u64)
+    // Whole blocks per request: zero detection and block digests work per aligned block, and
+    // a target never sees a write to part of a cluster.
+    let request_size = ((req.request_size as u64)
         .min(srcs[0].info().max_block as u64)
         .min(dsts[0].info().max_block as u64)
+        / ZERO_GRANULARITY
+        * ZERO_GRANULARITY)
         .max(ZERO_GRANULARITY);
     let server_max = (srcs[0].info().max_block).min(dsts[0].info().max_block) as u64;
     if server_max < ZERO_GRANULARITY {
@@ -433,22 +438,61 @@ async fn window_plan(
         Some(ctx) => {
             // Changes first; the allocation is asked only where something changed, so an
             // incremental of a large, fragmented disk does not walk its whole allocation map.
+            // Those questions go out together, a batch at a time.
             let dirty = src.extents(&[ctx], pos, len).await?.remove(0);
-            let mut ranges = Vec::new();
-            for d in dirty
+            let dirty: Vec<&Extent> = dirty
                 .iter()
                 .filter(|d| d.flags & crate::nbd::proto::STATE_DIRTY != 0)
-            {
-                let alloc = src
-                    .extents(&[BASE_ALLOCATION], d.offset, d.length)
-                    .await?
-                    .remove(0);
-                ranges.extend(plan::classify(&alloc, Some(std::slice::from_ref(d))));
+                .collect();
+            let mut ranges = Vec::new();
+            for batch in dirty.chunks(STATUS_BATCH) {
+                let allocs = join_all(
+                    batch
+                        .iter()
+                        .map(|d| src.extents(&[BASE_ALLOCATION], d.offset, d.length))
+                        .collect(),
+                )
+                .await;
+                for (d, alloc) in batch.iter().zip(allocs) {
+                    let alloc = alloc?.remove(0);
+                    ranges.extend(plan::classify(&alloc, Some(std::slice::from_ref(*d))));
+                }
             }
             ranges
         }
     };
     Ok(plan::plan(&ranges, opts))
+}
+
+/// Allocation questions sent at once while planning an incremental.
+const STATUS_BATCH: usize = 32;
+
+/// Runs `futures` concurrently on this task; their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 async fn plan_totals(

@@ -193,6 +193,7 @@ impl Sendense {
             bitmap: None,
             discard_writes: false,
             skip_flushes: false,
+            alone: false,
             job: None,
         };
         let export = self.start_export(&spec);

@@ -43,7 +43,7 @@ JSON OUTPUT
    \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
               \"source\": \"nbd+unix:///pgtest1-disk-2000?socket=...\",
               \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...}],
-   \"connections\": 4, \"requests\": 16, \"request_size\": 1048576}
+   \"connections\": 4, \"requests\": 4, \"request_size\": 1048576}
 
 Output (stdout): one JSON event per line, then
   {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
@@ -68,7 +68,7 @@ pub struct CopyArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: u32,
     /// Requests in flight per connection.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub requests: u32,
     /// Largest single request in bytes (a power of two).
     #[arg(long, default_value_t = 1024 * 1024)]

@@ -67,6 +67,8 @@ impl Run {
                     // Thrown away unless the backup commits, which fsyncs it first: QCOW2's
                     // ordering flushes while the image grows only cost time.
                     skip_flushes: true,
+                    // Written in whole clusters only: the chain below is never read.
+                    alone: true,
                     ..ExportSpec::target(
                         t.partial.clone(),
                         export_name(&vm.name, t.plan.key),

@@ -54,7 +54,16 @@ pub fn create_image(
         .ok_or_else(|| Error::internal(format!("image path {rel} has no directory")))?;
     crate::fsutil::create_private_dir(dir)?;
     let partial = partial_of(&final_path);
-    let mut args: Vec<String> = vec!["create".into(), "-q".into(), "-f".into(), "qcow2".into()];
+    // Clusters of one copy block: the copy engine writes whole blocks, so a target export
+    // never needs the backing chain to fill the rest of a cluster (see `ExportSpec::alone`).
+    let mut args: Vec<String> = vec![
+        "create".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-o".into(),
+        format!("cluster_size={}", crate::transfer::BLOCK),
+    ];
     if let Some(parent) = parent_rel {
         let parent_path = repo.join(parent);
         if parent_path.parent() != Some(dir) {
@@ -73,8 +82,8 @@ pub fn create_image(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // `-u`: the parent is not opened here (its whole chain would be); the size is given
-        // and the target export opens the chain right after, failing on a broken parent.
+        // `-u`: the parent is not opened here (its whole chain would be, at a cost that grows
+        // with every backup); the size is given. Chains are checked by `backup verify`.
         args.extend(["-u".into(), "-b".into(), name, "-F".into(), "qcow2".into()]);
     }
     args.push(partial.to_string_lossy().into_owned());

@@ -212,6 +212,7 @@ impl Source for ImageSource {
                 bitmap: previous.clone(),
                 discard_writes: false,
                 skip_flushes: false,
+                alone: false,
                 job: Some(req.job),
             });
             disks.push((d.key, info.virtual_size, previous, qcow2));

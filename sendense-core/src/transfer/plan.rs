@@ -107,29 +107,48 @@ pub fn classify(alloc: &[Extent], dirty: Option<&[Extent]>) -> Vec<(u64, u64, bo
     out
 }
 
-/// Widens data ranges to whole `block`s (the last one ends at `size`) and takes what they now
-/// cover out of the zero ranges. Reading a little more is harmless; splitting a block between
-/// two writes is not.
+/// Makes every range cover whole `block`s (the last block ends at `size`): data ranges are
+/// widened, zero ranges keep only the blocks they cover entirely, and the parts of a block a
+/// zero range covers only in part are read as data instead.
+///
+/// So no write or zeroing ever touches part of a block. A target image whose clusters are
+/// `block` bytes then never needs its backing file to fill the rest of a cluster, and zero
+/// detection and block digests see whole blocks. Reading a little more is harmless: what the
+/// source holds outside the changed ranges is what the backing chain holds.
 pub fn align_data(ranges: &[(u64, u64, bool)], block: u64, size: u64) -> Vec<(u64, u64, bool)> {
+    let up = |x: u64| x.div_ceil(block).saturating_mul(block).min(size);
+    let down = |x: u64| if x >= size { size } else { x / block * block };
+    // Whole data blocks, widened and merged.
     let mut data: Vec<(u64, u64)> = Vec::new();
-    for &(s, e, is_data) in ranges {
-        if !is_data {
-            continue;
+    let mut add = |s: u64, e: u64| {
+        if s >= e {
+            return;
         }
-        let (s, e) = (
-            s / block * block,
-            e.div_ceil(block).saturating_mul(block).min(size),
-        );
+        let (s, e) = (s / block * block, up(e));
         match data.last_mut() {
             Some(last) if s <= last.1 => last.1 = last.1.max(e),
             _ => data.push((s, e)),
         }
-    }
-    let mut out: Vec<(u64, u64, bool)> = data.iter().map(|&(s, e)| (s, e, true)).collect();
+    };
+    // Zero ranges shrunk to the blocks they cover entirely; their ragged edges become data.
+    let mut zeros: Vec<(u64, u64)> = Vec::new();
     for &(s, e, is_data) in ranges {
         if is_data {
+            add(s, e);
             continue;
         }
+        let (zs, ze) = (up(s), down(e));
+        if zs < ze {
+            add(s, zs);
+            zeros.push((zs, ze));
+            add(ze, e);
+        } else {
+            add(s, e);
+        }
+    }
+    let mut out: Vec<(u64, u64, bool)> = data.iter().map(|&(s, e)| (s, e, true)).collect();
+    for (s, e) in zeros {
+        // Data edges are block multiples (or `size`), so what is left stays whole blocks.
         let mut pos = s;
         for &(ds, de) in data.iter().filter(|(ds, de)| *de > s && *ds < e) {
             if ds > pos {
@@ -248,6 +267,77 @@ mod tests {
             classify(&alloc, Some(&[])).is_empty(),
             "no changes, no work"
         );
+    }
+
+    #[test]
+    fn every_item_covers_whole_blocks() {
+        let block = 64 << 10;
+        let k = 1024;
+        // A zero range inside one block, ragged zero edges, data sharing a block with zero.
+        let ranges = [
+            (68 * k, 72 * k, false),
+            (200 * k, 400 * k, false),
+            (400 * k, 410 * k, true),
+            (1000 * k, 1100 * k, false),
+        ];
+        assert_eq!(
+            align_data(&ranges, block, 2 * MIB),
+            vec![
+                (64 * k, 128 * k, true),
+                (192 * k, 256 * k, true),
+                (256 * k, 384 * k, false),
+                (384 * k, 448 * k, true),
+                (960 * k, 1024 * k, true),
+                (1024 * k, 1088 * k, false),
+                (1088 * k, 1152 * k, true),
+            ]
+        );
+        // The last block may be short: zero up to the end of the disk stays zero.
+        let size = 2 * MIB + 5;
+        assert_eq!(
+            align_data(&[(MIB + 3, size, false)], block, size),
+            vec![(MIB, MIB + block, true), (MIB + block, size, false)]
+        );
+
+        // Any input: aligned edges, every data byte read, zero only where the input says zero.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let size = 1 + next(40 * block);
+            let mut ranges = Vec::new();
+            let mut pos = next(block);
+            while pos < size {
+                let end = (pos + 1 + next(3 * block)).min(size);
+                ranges.push((pos, end, next(2) == 0));
+                pos = end + next(2) * next(2 * block);
+            }
+            let out = align_data(&ranges, block, size);
+            for w in out.windows(2) {
+                assert!(w[0].1 <= w[1].0, "overlap in {out:?}");
+            }
+            for &(s, e, is_data) in &out {
+                assert_eq!(s % block, 0, "{out:?} from {ranges:?}");
+                assert!(e % block == 0 || e == size, "{out:?} from {ranges:?}");
+                if !is_data {
+                    assert!(
+                        ranges.iter().any(|r| !r.2 && r.0 <= s && e <= r.1),
+                        "zero {s}..{e} not inside one zero input range: {ranges:?}"
+                    );
+                }
+            }
+            for &(s, e, _) in &ranges {
+                let covered: u64 = out
+                    .iter()
+                    .map(|o| o.1.min(e).saturating_sub(o.0.max(s)))
+                    .sum();
+                assert_eq!(covered, e - s, "{s}..{e} not covered by {out:?}");
+            }
+        }
     }
 
     #[test]
