@@ -357,12 +357,16 @@ impl Run {
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
         log(sd, job, &format!("transfer finished: {moved} bytes read"));
 
-        // 6. Commit.
-        sd.stop_exports(std::mem::take(&mut self.exports))?;
+        // 6. Commit. The source's exports of the snapshot stop together with the targets.
+        let mut exports = std::mem::take(&mut self.exports);
+        if let Some(src) = self.source.as_mut() {
+            exports.extend(src.take_exports());
+        }
+        sd.stop_exports(exports)?;
         log(
             sd,
             job,
-            "target exports stopped; checking and committing the images",
+            "exports stopped; checking and committing the images",
         );
         let outcomes: Vec<DiskOutcome> = results
             .iter()
@@ -385,11 +389,14 @@ impl Run {
         let record = sd.commit_backup(pending, &outcomes)?;
         log(sd, job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
-        for (key, cp) in &checkpoints {
-            if let Some(disk) = vm.disks.iter().find(|d| d.key == *key) {
-                sd.catalog_mut().set_disk_checkpoint(disk.id, Some(cp))?;
-            }
-        }
+        let recorded: Vec<(i64, &str)> = checkpoints
+            .iter()
+            .filter_map(|(key, cp)| {
+                let disk = vm.disks.iter().find(|d| d.key == *key)?;
+                Some((disk.id, cp.as_str()))
+            })
+            .collect();
+        sd.catalog_mut().set_disk_checkpoints(&recorded)?;
         if let Some(mut src) = self.source.take() {
             let mut host = HubHost { sd, job: Some(job) };
             if let Err(e) = src.finish(&mut host, true) {

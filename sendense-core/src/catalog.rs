@@ -125,6 +125,22 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Runs `f` in an IMMEDIATE transaction whose commit is not synced on its own: it becomes
+    /// durable with the next synced commit of any connection (the write-ahead log keeps
+    /// order). Only for what may be lost with the power without leaving the catalog wrong —
+    /// job log lines — so they cost no sync of their own.
+    pub(crate) fn write_unsynced<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = self.write(f);
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
     /// Read access for queries.
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn

@@ -180,6 +180,12 @@ pub trait Source: Send {
         host: &mut dyn SourceHost,
         req: &SnapshotRequest,
     ) -> Result<Vec<SnapshotDisk>>;
+    /// The copy is over: hands back the exports it started through
+    /// [`SourceHost::start_exports`], so the hub stops them together with its targets. The
+    /// snapshot and checkpoints stay until [`Source::finish`].
+    fn take_exports(&mut self) -> Vec<crate::export::RunningExport> {
+        Vec::new()
+    }
     /// Retires the previous checkpoint (`success`) or drops the new one, and tears everything
     /// down. Safe to call after a failed or partial `snapshot`, and more than once.
     fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()>;

@@ -240,7 +240,8 @@ impl Catalog {
         })
     }
 
-    /// Appends a line to a job's log.
+    /// Appends a line to a job's log. The line is durable once the next state change is (a
+    /// line of its own costs no sync).
     pub fn log_job(
         &mut self,
         id: i64,
@@ -249,7 +250,7 @@ impl Catalog {
         data: Option<&str>,
     ) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute(
                 "INSERT INTO job_events (job_id, ts, level, message, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                 (id, now, level, message, data),
@@ -372,6 +373,29 @@ mod tests {
         }
         let err = "sideways".parse::<JobStatus>().unwrap_err();
         assert!(err.message().contains("pending, running"));
+    }
+
+    #[test]
+    fn log_lines_skip_their_own_sync_and_state_changes_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.db"), true).unwrap();
+        let job = cat.create_job(JobKind::Backup, None, None).unwrap();
+        let sync = |cat: &Catalog| -> i64 {
+            cat.conn()
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(sync(&cat), 2, "FULL");
+        cat.log_job(job.id, "info", "one", None).unwrap();
+        assert_eq!(sync(&cat), 2, "back to FULL after a log line");
+        // Also after a failed one (the job does not exist).
+        assert!(cat.log_job(job.id + 100, "info", "two", None).is_err());
+        assert_eq!(sync(&cat), 2);
+        cat.finish_job(job.id, JobStatus::Completed, None).unwrap();
+        drop(cat);
+        let cat = Catalog::open(&dir.path().join("c.db"), false).unwrap();
+        let lines = cat.job_log(job.id).unwrap();
+        assert_eq!(lines.len(), 1);
     }
 
     #[test]

@@ -247,13 +247,19 @@ impl Catalog {
         })
     }
 
-    /// Records the checkpoint a disk's source now has (after a successful backup).
-    pub fn set_disk_checkpoint(&mut self, disk_id: i64, checkpoint: Option<&str>) -> Result<()> {
+    /// Records the checkpoints the disks' sources now have (after a successful backup), all at
+    /// once: `(disk id, checkpoint)`.
+    pub fn set_disk_checkpoints(&mut self, checkpoints: &[(i64, &str)]) -> Result<()> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
         self.write(|tx| {
-            tx.execute(
-                "UPDATE vm_disks SET checkpoint = ?1 WHERE id = ?2",
-                (checkpoint, disk_id),
-            )?;
+            for (disk_id, checkpoint) in checkpoints {
+                tx.execute(
+                    "UPDATE vm_disks SET checkpoint = ?1 WHERE id = ?2",
+                    (checkpoint, disk_id),
+                )?;
+            }
             Ok(())
         })
     }

@@ -239,6 +239,13 @@ impl Source for ImageSource {
         Ok(out)
     }
 
+    fn take_exports(&mut self) -> Vec<RunningExport> {
+        self.active
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.exports))
+            .unwrap_or_default()
+    }
+
     fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()> {
         let Some(active) = self.active.take() else {
             return Ok(());
