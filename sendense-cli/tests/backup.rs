@@ -382,6 +382,11 @@ fn the_transfer_through_sendense_sna_gives_the_same_chain() {
     assert_eq!(inc["disks"][1]["mode"], "incremental");
     assert_eq!(inc["disks"][1]["bytes_read"], M);
     lab.assert_point(&inc);
+    // The node wrote the digests in the scheme the hub asked for and said so.
+    assert_eq!(
+        json(&lab.state, &["backup", "verify", "--vm", "pgtest1"])["ok"],
+        true
+    );
 }
 
 #[test]

@@ -370,13 +370,16 @@ impl Run {
         );
         let outcomes: Vec<DiskOutcome> = results
             .iter()
-            .map(|r| DiskOutcome {
-                key: r.key,
-                bytes_read: r.bytes_read,
-                bytes_written: r.bytes_written,
-                digest: None,
+            .map(|r| {
+                Ok(DiskOutcome {
+                    key: r.key,
+                    bytes_read: r.bytes_read,
+                    bytes_written: r.bytes_written,
+                    digest: None,
+                    digest_scheme: node::result_scheme(r)?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let pending = self
             .pending
             .take()

@@ -65,20 +65,15 @@ pub struct CopyRequest {
     pub job: Option<i64>,
     /// Per-request timeout.
     pub io_timeout: Option<Duration>,
-    /// Receives a digest of every 64 KiB block written as data (for `backup verify`).
+    /// Receives every 64 KiB block written as data, to record its digest (for `backup verify`).
     pub digests: Option<Arc<dyn BlockDigests>>,
 }
 
-/// Receives `(offset, digest)` for every block written as data (see [`block_digest`]).
+/// Receives every [`BLOCK`] written as data, with its offset, and keeps its digest (see
+/// [`crate::repo::digests::Scheme`]).
 pub trait BlockDigests: Send + Sync + std::fmt::Debug {
-    /// One block.
-    fn record(&self, offset: u64, hash: &[u8; 32]) -> Result<()>;
-}
-
-/// The digest of one written block, in the scheme new backups record
-/// ([`crate::repo::digests::Scheme::CURRENT`]).
-pub fn block_digest(offset: u64, block: &[u8]) -> [u8; 32] {
-    crate::repo::digests::Scheme::CURRENT.block_digest(offset, block)
+    /// One block (the last block of a disk may be shorter).
+    fn record(&self, offset: u64, block: &[u8]) -> Result<()>;
 }
 
 /// Granularity of zero detection and of block digests: the default QCOW2 cluster size.
@@ -561,7 +556,7 @@ async fn run_item(
                         // Runs are aligned to BLOCK on disk offsets, so blocks are too.
                         for (i, block) in buf[s..e].chunks(ZERO_GRANULARITY as usize).enumerate() {
                             let off = at + i as u64 * ZERO_GRANULARITY;
-                            sink.record(off, &block_digest(off, block))?;
+                            sink.record(off, block)?;
                         }
                     }
                 }

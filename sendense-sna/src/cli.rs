@@ -42,12 +42,15 @@ JSON OUTPUT
   {\"job\": 7, \"targets\": \"2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,...\",
    \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
               \"source\": \"nbd+unix:///pgtest1-disk-2000?socket=...\",
-              \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...}],
+              \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...,
+              \"digests\": null | \"/repo/.../<backup-id>.digests.partial\",
+              \"digest_scheme\": \"blake3k-64k\"}],
    \"connections\": 4, \"requests\": 4, \"request_size\": 1048576}
 
 Output (stdout): one JSON event per line, then
   {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
-                \"bytes_zero\": ..., \"seconds\": ...}]}
+                \"bytes_zero\": ..., \"seconds\": ..., \"digest_scheme\": \"blake3k-64k\"}]}
+A plan without \"digest_scheme\" means blake3-64k; an unknown scheme is a bad plan (exit 2).
 Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
     Transfer,
 }

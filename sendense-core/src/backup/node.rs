@@ -11,6 +11,7 @@ use crate::catalog::BackupMode;
 use crate::error::{Error, Result};
 use crate::event::SharedSink;
 use crate::nbd::NbdUrl;
+use crate::repo::digests::Scheme;
 use crate::transfer::{self, CopyRequest};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,41 @@ pub struct TransferDisk {
     /// filesystem); `None` records none.
     #[serde(default)]
     pub digests: Option<String>,
+    /// Tag of the scheme the digests are computed in ([`Scheme`]). Plans of hubs that did not
+    /// name it meant `blake3-64k`.
+    #[serde(default)]
+    pub digest_scheme: Option<String>,
+}
+
+/// The scheme a plan asks the digests of `disk` to be written in.
+fn plan_scheme(disk: &TransferDisk) -> Result<Scheme> {
+    match disk.digest_scheme.as_deref() {
+        None => Ok(Scheme::OffsetPrefixed),
+        Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
+            Error::invalid(format!(
+                "disk {}: the digest scheme `{tag}` is unknown to this sendense-sna",
+                disk.key
+            ))
+            .with_help("Run sendense-sna of the same version as the hub.")
+        }),
+    }
+}
+
+/// The scheme a node reports it wrote the digests of a disk in.
+pub fn result_scheme(result: &TransferResult) -> Result<Scheme> {
+    match result.digest_scheme.as_deref() {
+        None => Ok(Scheme::OffsetPrefixed),
+        Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Protocol,
+                format!(
+                    "disk {}: the node wrote digests in the unknown scheme `{tag}`",
+                    result.key
+                ),
+            )
+            .with_help("Run sendense-sna of the same version as the hub.")
+        }),
+    }
 }
 
 /// What the hub hands the node.
@@ -58,6 +94,10 @@ pub struct TransferPlan {
 pub struct TransferResult {
     /// Disk key.
     pub key: u32,
+    /// Tag of the scheme the digests were written in, when any were. Nodes that did not report
+    /// it wrote `blake3-64k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_scheme: Option<String>,
     /// Bytes read from the source.
     pub bytes_read: u64,
     /// Bytes written to the target.
@@ -129,10 +169,14 @@ pub async fn run_transfer(
         req.disk = disk.key;
         req.job = plan.job;
         req.reason = disk.reason.clone();
+        let mut scheme = None;
         if let Some(path) = &disk.digests {
+            let s = plan_scheme(disk)?;
             req.digests = Some(std::sync::Arc::new(crate::repo::digests::DigestFile::open(
                 std::path::Path::new(path),
+                s,
             )?));
+            scheme = Some(s.tag().to_string());
         }
         let sink = sink.clone();
         let cancel = stop.clone();
@@ -142,6 +186,7 @@ pub async fn run_transfer(
                 .map_err(|e| e.context(format!("disk {}", req.disk)))?;
             Ok::<_, Error>(TransferResult {
                 key: req.disk,
+                digest_scheme: scheme,
                 bytes_read: report.bytes_read,
                 bytes_written: report.bytes_written,
                 bytes_zero: report.bytes_zero,
@@ -178,6 +223,33 @@ pub async fn run_transfer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_schemes_are_named_and_older_plans_and_nodes_mean_the_first() {
+        let json = r#"{"key": 2000, "mode": "full", "reason": "r", "source": "nbd://h/e",
+                       "bitmap": null, "size_bytes": 1, "digests": "/x.digests"}"#;
+        let mut disk: TransferDisk = serde_json::from_str(json).unwrap();
+        assert_eq!(disk.digest_scheme, None);
+        assert_eq!(plan_scheme(&disk).unwrap(), Scheme::OffsetPrefixed);
+        disk.digest_scheme = Some(Scheme::CURRENT.tag().into());
+        assert_eq!(plan_scheme(&disk).unwrap(), Scheme::CURRENT);
+        disk.digest_scheme = Some("md5-4k".into());
+        let err = plan_scheme(&disk).unwrap_err();
+        assert!(err.message().contains("md5-4k"), "{err}");
+
+        let mut result: TransferResult = serde_json::from_str(
+            r#"{"key": 2000, "bytes_read": 1, "bytes_written": 1,
+                                     "bytes_zero": 0, "seconds": 0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(result_scheme(&result).unwrap(), Scheme::OffsetPrefixed);
+        result.digest_scheme = Some(Scheme::CURRENT.tag().into());
+        assert_eq!(result_scheme(&result).unwrap(), Scheme::CURRENT);
+        let text = serde_json::to_string(&result).unwrap();
+        assert!(text.contains(r#""digest_scheme":"blake3k-64k""#), "{text}");
+        result.digest_scheme = Some("md5-4k".into());
+        assert!(result_scheme(&result).is_err());
+    }
 
     #[test]
     fn targets_round_trip_and_reject_duplicates() {

@@ -9,6 +9,7 @@ use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::export::{export_name, ExportSpec};
+use crate::repo::digests::Scheme;
 use crate::repo::{chain, create_targets, record_targets, remove_targets, DiskPlan, Target};
 use crate::sendense::Sendense;
 use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
@@ -195,6 +196,7 @@ impl Run {
                     .filter(|_| p.mode == BackupMode::Incremental),
                 size_bytes: s.size_bytes,
                 digests: Some(t.digests.to_string_lossy().into_owned()),
+                digest_scheme: Some(Scheme::CURRENT.tag().into()),
             });
         }
         self.check_cancel()?;

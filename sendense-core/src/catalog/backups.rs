@@ -128,6 +128,8 @@ pub struct DiskOutcome {
     pub bytes_written: u64,
     /// Digest of the data.
     pub digest: Option<String>,
+    /// The scheme the block digests were written in.
+    pub digest_scheme: crate::repo::digests::Scheme,
 }
 
 /// The newest completed image of one disk in one repository: the parent of the next incremental.

@@ -30,6 +30,12 @@ pub enum Scheme {
     OffsetKeyed,
 }
 
+impl Default for Scheme {
+    fn default() -> Self {
+        Scheme::CURRENT
+    }
+}
+
 impl Scheme {
     /// The scheme new backups write.
     pub const CURRENT: Scheme = Scheme::OffsetKeyed;
@@ -42,12 +48,16 @@ impl Scheme {
         }
     }
 
-    /// The scheme a recorded file digest (`<tag>:<hex>`) names.
-    pub fn of_digest(digest: &str) -> Option<Scheme> {
-        let (tag, _) = digest.split_once(':')?;
+    /// The scheme of `tag`.
+    pub fn from_tag(tag: &str) -> Option<Scheme> {
         [Scheme::OffsetPrefixed, Scheme::OffsetKeyed]
             .into_iter()
             .find(|s| s.tag() == tag)
+    }
+
+    /// The scheme a recorded file digest (`<tag>:<hex>`) names.
+    pub fn of_digest(digest: &str) -> Option<Scheme> {
+        Scheme::from_tag(digest.split_once(':')?.0)
     }
 
     /// The record of the block at `offset`.
@@ -88,6 +98,7 @@ pub fn digests_of(image: &Path) -> PathBuf {
 pub struct DigestFile {
     file: File,
     path: PathBuf,
+    scheme: Scheme,
 }
 
 impl DigestFile {
@@ -99,11 +110,12 @@ impl DigestFile {
         Ok(DigestFile {
             file,
             path: path.to_path_buf(),
+            scheme: Scheme::CURRENT,
         })
     }
 
-    /// Opens an existing file for writing records.
-    pub fn open(path: &Path) -> Result<DigestFile> {
+    /// Opens an existing file for writing records computed with `scheme`.
+    pub fn open(path: &Path, scheme: Scheme) -> Result<DigestFile> {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
@@ -111,14 +123,18 @@ impl DigestFile {
         Ok(DigestFile {
             file,
             path: path.to_path_buf(),
+            scheme,
         })
     }
 }
 
 impl BlockDigests for DigestFile {
-    fn record(&self, offset: u64, hash: &[u8; 32]) -> Result<()> {
+    fn record(&self, offset: u64, block: &[u8]) -> Result<()> {
         self.file
-            .write_all_at(hash, offset / BLOCK * RECORD)
+            .write_all_at(
+                &self.scheme.block_digest(offset, block),
+                offset / BLOCK * RECORD,
+            )
             .map_err(|e| Error::io("writing digests to", &self.path, e))
     }
 }
@@ -171,12 +187,21 @@ mod tests {
         let p = dir.path().join("d");
         let f = DigestFile::create(&p, 10 * BLOCK + 1).unwrap();
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 11 * RECORD);
-        f.record(3 * BLOCK, &[7u8; 32]).unwrap();
+        let block = vec![7u8; BLOCK as usize];
+        f.record(3 * BLOCK, &block).unwrap();
         let r = File::open(&p).unwrap();
-        assert_eq!(read_record(&r, 3 * BLOCK).unwrap(), Some([7u8; 32]));
+        let want = Scheme::CURRENT.block_digest(3 * BLOCK, &block);
+        assert_eq!(read_record(&r, 3 * BLOCK).unwrap(), Some(want));
         assert_eq!(read_record(&r, 4 * BLOCK).unwrap(), None);
+        // A file opened for another scheme records in that one.
+        let old = DigestFile::open(&p, Scheme::OffsetPrefixed).unwrap();
+        old.record(5 * BLOCK, &block).unwrap();
+        assert_eq!(
+            read_record(&r, 5 * BLOCK).unwrap(),
+            Some(Scheme::OffsetPrefixed.block_digest(5 * BLOCK, &block))
+        );
         let d1 = file_digest(&p, Scheme::CURRENT).unwrap();
-        f.record(0, &[1u8; 32]).unwrap();
+        f.record(0, &block).unwrap();
         assert_ne!(file_digest(&p, Scheme::CURRENT).unwrap(), d1);
         assert!(d1.starts_with("blake3k-64k:"));
         assert_eq!(Scheme::of_digest(&d1), Some(Scheme::OffsetKeyed));

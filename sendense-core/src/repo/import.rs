@@ -141,6 +141,11 @@ impl Sendense {
                             bytes_read: d.bytes_read,
                             bytes_written: d.bytes_written,
                             digest: d.digest.clone(),
+                            digest_scheme: d
+                                .digest
+                                .as_deref()
+                                .and_then(super::digests::Scheme::of_digest)
+                                .unwrap_or_default(),
                         },
                     )
                 })

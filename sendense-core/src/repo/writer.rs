@@ -227,7 +227,12 @@ impl Sendense {
         checked.into_iter().collect::<Result<Vec<_>>>()?;
         let mut outcomes = outcomes.to_vec();
         for t in &p.targets {
-            let digest = super::digests::file_digest(&t.digests, super::digests::Scheme::CURRENT)?;
+            let scheme = outcomes
+                .iter()
+                .find(|o| o.key == t.plan.key)
+                .map(|o| o.digest_scheme)
+                .unwrap_or_default();
+            let digest = super::digests::file_digest(&t.digests, scheme)?;
             match outcomes.iter_mut().find(|o| o.key == t.plan.key) {
                 Some(o) => o.digest = Some(digest),
                 None => outcomes.push(DiskOutcome {
