@@ -166,6 +166,76 @@ fn every_point_restores_byte_for_byte_as_qcow2_and_raw_and_stays_thin() {
 }
 
 #[test]
+fn a_disk_that_cannot_be_published_fails_the_restore_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "r");
+    let a = create_image(&d.join("a.qcow2"), "qcow2", "16M");
+    let b = create_image(&d.join("b.qcow2"), "qcow2", "16M");
+    qemu_io(&a, "qcow2", &["write -P 0x41 0 1M"]);
+    qemu_io(&b, "qcow2", &["write -P 0x42 0 1M"]);
+    json(
+        &state,
+        &[
+            "vm",
+            "add",
+            "two",
+            "--disk",
+            a.to_str().unwrap(),
+            "--disk",
+            b.to_str().unwrap(),
+        ],
+    );
+    let s = json(&state, &["backup", "start", "two"]);
+    let id = s["backup"].as_str().unwrap();
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    // The first disk's file name is taken by a directory, so that disk cannot be moved into
+    // place once copied; the second disk's export must still be stopped and its file removed.
+    std::fs::create_dir(out.join("two-disk-2000.raw")).unwrap();
+    let o = run(
+        &state,
+        &[
+            "restore",
+            id,
+            "--all",
+            "--to",
+            out.to_str().unwrap(),
+            "--format",
+            "raw",
+            "--force",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("two-disk-2000.raw"), "{}", stderr(&o));
+    // Before any other command could reconcile: no qemu-nbd of this test is left running.
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("qemu-nbd") && c.contains(d.to_str().unwrap()))
+        .collect();
+    assert!(running.is_empty(), "left running: {running:?}");
+    assert_eq!(json(&state, &["nbd", "list"]), serde_json::json!([]));
+    let left: Vec<_> = walk(&out).into_iter().filter(|p| p.is_file()).collect();
+    assert!(
+        left.iter()
+            .all(|p| !p.to_string_lossy().ends_with(".partial")),
+        "partial files left: {left:?}"
+    );
+    let jobs = json(&state, &["job", "list"]);
+    let restore = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "restore")
+        .unwrap();
+    assert_eq!(restore["status"], "failed");
+    let cleanup = json(&state, &["cleanup", "--dry-run"]);
+    assert_eq!(cleanup["actions"], serde_json::json!([]), "{cleanup}");
+}
+
+#[test]
 fn restore_into_an_nbd_target() {
     let c = chain();
     let d = c.dir.path();

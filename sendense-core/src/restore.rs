@@ -171,9 +171,10 @@ impl Sendense {
             },
         ));
         let mut plans: Vec<Plan> = Vec::new();
-        let result = self.restore_inner(&backup, &disks, req, job.id, &mut plans, &cancel);
-        // Whatever happened: every export goes, a failed file target goes.
-        let ok = result.is_ok();
+        let mut result = self.restore_inner(&backup, &disks, req, job.id, &mut plans, &cancel);
+        // Whatever happened: every export goes, a failed file target goes. A file is published
+        // only once its export is gone, and its new name is made durable: a crash right after
+        // the restore must not leave only the `.partial` (which cleanup removes).
         for p in plans {
             let _ = self.stop_export(p.source);
             if let Target::File {
@@ -182,21 +183,25 @@ impl Sendense {
                 export,
             } = p.target
             {
-                if let Some(e) = export {
-                    let _ = self.stop_export(*e);
-                }
-                if ok {
-                    if let Err(e) = std::fs::rename(&partial, &dest) {
-                        let _ = std::fs::remove_file(&partial);
-                        let err = Error::io("moving the restored image to", &dest, e);
-                        let _ = self.catalog_mut().finish_job(
-                            job.id,
-                            JobStatus::Failed,
-                            Some(err.message()),
-                        );
-                        return Err(err);
+                let stopped = match export {
+                    Some(e) => self.stop_export(*e),
+                    None => Ok(()),
+                };
+                if result.is_ok() {
+                    let published = stopped
+                        .and_then(|_| {
+                            std::fs::rename(&partial, &dest)
+                                .map_err(|e| Error::io("moving the restored image to", &dest, e))
+                        })
+                        .and_then(|_| {
+                            let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
+                            crate::fsutil::fsync_dir(dir.unwrap_or(Path::new(".")))
+                        });
+                    if let Err(e) = published {
+                        result = Err(e);
                     }
-                } else {
+                }
+                if result.is_err() {
                     let _ = std::fs::remove_file(&partial);
                 }
             }
