@@ -3,7 +3,7 @@
 //! compared byte for byte with the disk as it was at the snapshot instant.
 
 use sendense_testkit::{
-    allocated_bytes, create_image, images_equal, nbdkit, qemu_io, walk, QemuVm,
+    add_image_vm, allocated_bytes, create_image, images_equal, nbdkit, qemu_io, walk, QemuVm,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -581,18 +581,7 @@ fn image_and_nbd_source_vms() {
     let r = create_image(&d.join("img.raw"), "raw", "16M");
     qemu_io(&q, "qcow2", &["write -P 0xa1 0 4M"]);
     qemu_io(&r, "raw", &["write -P 0xa2 0 1M"]);
-    json(
-        &state,
-        &[
-            "vm",
-            "add",
-            "img",
-            "--disk",
-            q.to_str().unwrap(),
-            "--disk",
-            r.to_str().unwrap(),
-        ],
-    );
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "img", &[&q, &r]);
     let out = run(&state, &["backup", "start", "img", "--json"]);
     assert!(
         out.status.success(),
@@ -692,10 +681,7 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
         .unwrap();
     assert!(made.success());
     qemu_io(&disk, "qcow2", &["write -P 0xc1 0 4M"]);
-    json(
-        &state,
-        &["vm", "add", "small", "--disk", disk.to_str().unwrap()],
-    );
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "small", &[&disk]);
     let out = run(&state, &["backup", "start", "small", "--json"]);
     assert!(
         out.status.success(),

@@ -1,6 +1,6 @@
 //! Restore, verify, export and delete against real backups of an image VM.
 
-use sendense_testkit::{create_image, images_equal, qemu_io, qemu_nbd, walk};
+use sendense_testkit::{add_image_vm, create_image, images_equal, qemu_io, qemu_nbd, walk};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -174,18 +174,7 @@ fn a_disk_that_cannot_be_published_fails_the_restore_and_leaves_nothing_behind()
     let b = create_image(&d.join("b.qcow2"), "qcow2", "16M");
     qemu_io(&a, "qcow2", &["write -P 0x41 0 1M"]);
     qemu_io(&b, "qcow2", &["write -P 0x42 0 1M"]);
-    json(
-        &state,
-        &[
-            "vm",
-            "add",
-            "two",
-            "--disk",
-            a.to_str().unwrap(),
-            "--disk",
-            b.to_str().unwrap(),
-        ],
-    );
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "two", &[&a, &b]);
     let s = json(&state, &["backup", "start", "two"]);
     let id = s["backup"].as_str().unwrap();
     let out = d.join("out");

@@ -486,6 +486,17 @@ pub fn cli_json(bin: &str, state: &Path, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// Registers an image VM: `sendense vm add NAME --disk FILE ...`, its JSON output.
+pub fn add_image_vm(bin: &str, state: &Path, name: &str, disks: &[&Path]) -> serde_json::Value {
+    let mut args = vec!["vm".to_string(), "add".into(), name.into()];
+    for d in disks {
+        args.push("--disk".into());
+        args.push(d.to_str().expect("UTF-8 test path").into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cli_json(bin, state, &args)
+}
+
 /// A hub for a CLI test: `<dir>/state` with its own port range, initialised, and a repository
 /// `repo` at `<dir>/repo`. Returns the state directory.
 pub fn cli_hub(bin: &str, dir: &Path, repo: &str) -> PathBuf {
