@@ -721,6 +721,58 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
 }
 
 #[test]
+fn native_aio_works_for_image_sources_and_page_cache_repositories() {
+    // `aio: native` needs O_DIRECT; the read-only source export and a target on tmpfs use the
+    // page cache, so they must fall back to threads instead of failing to start.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(state.join("config.yaml"))
+        .unwrap();
+    std::io::Write::write_all(&mut config, b"qemu_nbd:\n  aio: native\n").unwrap();
+    let disk = create_image(&d.join("n.qcow2"), "qcow2", "16M");
+    qemu_io(&disk, "qcow2", &["write -P 0xd1 0 2M"]);
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
+    let (code, _, _, err) = backup(&state, &[]);
+    assert_eq!(code, 0, "{err}");
+    qemu_io(&disk, "qcow2", &["write -P 0xd2 8M 1M"]);
+    let (code, _, inc, err) = backup(&state, &["--incremental"]);
+    assert_eq!(code, 0, "{err}");
+    let top = inc["disks"][0]["file"].as_str().unwrap();
+    assert!(images_equal(top, "qcow2", disk.to_str().unwrap()));
+
+    let small = d.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "sendense-native"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let _guard = Unmount(small.clone());
+    json(
+        &state,
+        &["repo", "add", "small", "--path", small.to_str().unwrap()],
+    );
+    let (code, _, full, err) = backup(&state, &["--repo", "small"]);
+    assert_eq!(code, 0, "{err}");
+    let top = full["disks"][0]["file"].as_str().unwrap();
+    assert!(images_equal(top, "qcow2", disk.to_str().unwrap()));
+    assert_no_cleanup_needed(&state);
+}
+
+/// Unmounts a test's tmpfs when the test ends, however it ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
 fn a_repository_that_fills_up_fails_cleanly() {
     let lab = Lab::new(&[128, 16], "");
     let small = lab.dir.path().join("small");
@@ -731,12 +783,6 @@ fn a_repository_that_fills_up_fails_cleanly() {
         .status()
         .unwrap();
     assert!(mounted.success(), "mounting a tmpfs needs root");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _guard = Unmount(small.clone());
     json(
         &lab.state,

@@ -236,8 +236,10 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # qemu-nbd target exports: seconds between SIGTERM and SIGKILL when stopping one, and the
 # cache (none, writeback, directsync, writethrough) and aio (threads, native, io_uring) modes.
 # cache=none (O_DIRECT) measured fastest; where the filesystem has no O_DIRECT (tmpfs) the
-# target falls back to writeback. Backup targets skip QCOW2's metadata-ordering flushes while
-# they grow; a backup fsyncs its images before it commits them, so nothing is lost either way.
+# target falls back to writeback. aio=native needs O_DIRECT: exports that use the page cache
+# (read-only sources, targets on tmpfs) use threads. Backup targets skip QCOW2's
+# metadata-ordering flushes while they grow; a backup fsyncs its images before it commits them,
+# so nothing is lost either way.
 # qemu_nbd:
 #   stop_timeout_secs: 5
 #   cache: none

@@ -247,6 +247,13 @@ fn launch(
     } else {
         cfg.cache.as_str()
     };
+    // Linux native AIO needs O_DIRECT: where the page cache is used, threads do the IO.
+    let o_direct = matches!(cache, "none" | "directsync");
+    let aio = if cfg.aio == "native" && !o_direct {
+        "threads"
+    } else {
+        cfg.aio.as_str()
+    };
     let skip_flushes = spec.skip_flushes && !spec.read_only && !spec.discard_writes;
     let mut args: Vec<String> = Vec::new();
     if !spec.format.is_empty() && !skip_flushes {
@@ -260,7 +267,7 @@ fn launch(
         "--persistent".into(),
     ]);
     if !skip_flushes {
-        args.extend([format!("--cache={cache}"), format!("--aio={}", cfg.aio)]);
+        args.extend([format!("--cache={cache}"), format!("--aio={aio}")]);
     }
     args.extend(["--pid-file".into(), pid_file.to_string_lossy().into_owned()]);
     let url = match (&record.port, &record.socket) {
@@ -302,8 +309,8 @@ fn launch(
         let mut opts = serde_json::json!({
             "driver": spec.format,
             "discard": "unmap",
-            "cache": {"direct": matches!(cache, "none" | "directsync"), "no-flush": true},
-            "file": {"driver": "file", "filename": filename, "aio": cfg.aio},
+            "cache": {"direct": o_direct, "no-flush": true},
+            "file": {"driver": "file", "filename": filename, "aio": aio},
         });
         if spec.alone {
             opts["backing"] = serde_json::Value::Null;
