@@ -744,23 +744,36 @@ fn native_aio_works_for_image_sources_and_page_cache_repositories() {
     assert!(images_equal(top, "qcow2", disk.to_str().unwrap()));
 
     let small = d.join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "sendense-native"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs needs root");
-    let _guard = Unmount(small.clone());
-    json(
-        &state,
-        &["repo", "add", "small", "--path", small.to_str().unwrap()],
-    );
+    let _guard = tmpfs_repo(&state, &small, "64m");
     let (code, _, full, err) = backup(&state, &["--repo", "small"]);
     assert_eq!(code, 0, "{err}");
     let top = full["disks"][0]["file"].as_str().unwrap();
     assert!(images_equal(top, "qcow2", disk.to_str().unwrap()));
     assert_no_cleanup_needed(&state);
+}
+
+/// Mounts a tmpfs of `size` at `dir` and registers it as repository `small`; unmounted when
+/// the returned guard goes, however the test ends.
+fn tmpfs_repo(state: &Path, dir: &Path, size: &str) -> Unmount {
+    std::fs::create_dir(dir).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "sendense-test",
+        ])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let guard = Unmount(dir.to_path_buf());
+    json(
+        state,
+        &["repo", "add", "small", "--path", dir.to_str().unwrap()],
+    );
+    guard
 }
 
 /// Unmounts a test's tmpfs when the test ends, however it ends.
@@ -776,18 +789,7 @@ impl Drop for Unmount {
 fn a_repository_that_fills_up_fails_cleanly() {
     let lab = Lab::new(&[128, 16], "");
     let small = lab.dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "sendense-small"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs needs root");
-    let _guard = Unmount(small.clone());
-    json(
-        &lab.state,
-        &["repo", "add", "small", "--path", small.to_str().unwrap()],
-    );
+    let _guard = tmpfs_repo(&lab.state, &small, "24m");
     lab.write(0, "write -P 0xc1 0 64M");
     let (code, _, _, err) = backup(&lab.state, &["--repo", "small"]);
     assert_eq!(code, 1, "{err}");
