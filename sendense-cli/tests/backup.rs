@@ -390,6 +390,43 @@ fn the_transfer_through_sendense_sna_gives_the_same_chain() {
 }
 
 #[test]
+fn a_node_that_does_not_confirm_whole_block_writes_is_not_trusted() {
+    // Targets are opened without their chain; a node of another version that does not say it
+    // wrote whole blocks only may have lost parts of blocks, so its backup is discarded.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
+    let node = d.join("old-sendense-sna");
+    std::fs::write(
+        &node,
+        "#!/bin/sh\ncat >/dev/null\necho '{\"summary\": [{\"key\": 2000, \"bytes_read\": 0, \
+         \"bytes_written\": 0, \"bytes_zero\": 0, \"seconds\": 0.0}]}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    append_config(
+        &state,
+        &format!("transfer: process\nsna_path: {}\n", node.display()),
+    );
+    let disk = create_image(&d.join("o.qcow2"), "qcow2", "8M");
+    qemu_io(&disk, "qcow2", &["write -P 0xe1 0 1M"]);
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
+    let (code, _, _, err) = backup(&state, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("whole 64 KiB blocks"), "{err}");
+    assert_no_cleanup_needed(&state);
+    let jobs = json(&state, &["job", "list"]);
+    assert_eq!(jobs[0]["status"], "failed");
+    assert_eq!(json(&state, &["backup", "list"]), serde_json::json!([]));
+    let images: Vec<_> = walk(&d.join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("pgtest1/"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(images.is_empty(), "{images:?}");
+}
+
+#[test]
 fn full_on_request_new_disks_and_lost_checkpoints() {
     let mut lab = Lab::new(&[64, 32], "");
     lab.write(0, "write -P 0x61 0 4M");
@@ -727,11 +764,7 @@ fn native_aio_works_for_image_sources_and_page_cache_repositories() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(state.join("config.yaml"))
-        .unwrap();
-    std::io::Write::write_all(&mut config, b"qemu_nbd:\n  aio: native\n").unwrap();
+    append_config(&state, "qemu_nbd:\n  aio: native\n");
     let disk = create_image(&d.join("n.qcow2"), "qcow2", "16M");
     qemu_io(&disk, "qcow2", &["write -P 0xd1 0 2M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
@@ -774,6 +807,15 @@ fn tmpfs_repo(state: &Path, dir: &Path, size: &str) -> Unmount {
         &["repo", "add", "small", "--path", dir.to_str().unwrap()],
     );
     guard
+}
+
+/// Adds `text` to the hub's configuration file.
+fn append_config(state: &Path, text: &str) {
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(state.join("config.yaml"))
+        .unwrap();
+    std::io::Write::write_all(&mut config, text.as_bytes()).unwrap();
 }
 
 /// Unmounts a test's tmpfs when the test ends, however it ends.

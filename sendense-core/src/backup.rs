@@ -353,6 +353,7 @@ impl Run {
             TransferMode::Process => process::run_node_process(sd, &transfer, &self.cancel)?,
         };
         self.check_cancel()?;
+        node::check_whole_blocks(&results)?;
 
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
         log(sd, job, &format!("transfer finished: {moved} bytes read"));

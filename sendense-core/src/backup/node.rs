@@ -55,6 +55,23 @@ fn plan_scheme(disk: &TransferDisk) -> Result<Scheme> {
     }
 }
 
+/// Refuses the results of a node that does not confirm it wrote whole blocks only: its writes
+/// into a target opened without the chain below may have lost the rest of a block.
+pub fn check_whole_blocks(results: &[TransferResult]) -> Result<()> {
+    match results.iter().find(|r| !r.whole_blocks) {
+        None => Ok(()),
+        Some(r) => Err(Error::new(
+            crate::error::ErrorKind::Protocol,
+            format!(
+                "disk {}: the node did not confirm it wrote whole 64 KiB blocks only, so its \
+                 image cannot be trusted; the backup is discarded",
+                r.key
+            ),
+        )
+        .with_help("Run sendense-sna of the same version as the hub.")),
+    }
+}
+
 /// The scheme a node reports it wrote the digests of a disk in.
 pub fn result_scheme(result: &TransferResult) -> Result<Scheme> {
     match result.digest_scheme.as_deref() {
@@ -98,6 +115,11 @@ pub struct TransferResult {
     /// it wrote `blake3-64k`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_scheme: Option<String>,
+    /// Every write and zeroing covered whole 64 KiB blocks (the hub opens targets without their
+    /// backing chain, which needs that). Nodes that do not say so may have written parts of
+    /// blocks.
+    #[serde(default)]
+    pub whole_blocks: bool,
     /// Bytes read from the source.
     pub bytes_read: u64,
     /// Bytes written to the target.
@@ -187,6 +209,7 @@ pub async fn run_transfer(
             Ok::<_, Error>(TransferResult {
                 key: req.disk,
                 digest_scheme: scheme,
+                whole_blocks: true,
                 bytes_read: report.bytes_read,
                 bytes_written: report.bytes_written,
                 bytes_zero: report.bytes_zero,
@@ -249,6 +272,13 @@ mod tests {
         assert!(text.contains(r#""digest_scheme":"blake3k-64k""#), "{text}");
         result.digest_scheme = Some("md5-4k".into());
         assert!(result_scheme(&result).is_err());
+
+        // Only results that confirm whole-block writes are taken.
+        assert!(!result.whole_blocks, "absent means not confirmed");
+        let err = check_whole_blocks(std::slice::from_ref(&result)).unwrap_err();
+        assert!(err.message().contains("disk 2000"), "{err}");
+        result.whole_blocks = true;
+        check_whole_blocks(&[result]).unwrap();
     }
 
     #[test]
