@@ -342,6 +342,7 @@ impl Run {
         let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
 
         // 5. Transfer.
+        let keys: Vec<u32> = transfer.disks.iter().map(|d| d.key).collect();
         let results = match sd.config().transfer {
             TransferMode::InProcess => {
                 let sink = sd.sink().clone();
@@ -353,17 +354,26 @@ impl Run {
             TransferMode::Process => process::run_node_process(sd, &transfer, &self.cancel)?,
         };
         self.check_cancel()?;
-        node::check_whole_blocks(&results)?;
+        node::check_results(&keys, &results)?;
 
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
         log(sd, job, &format!("transfer finished: {moved} bytes read"));
 
-        // 6. Commit. The source's exports of the snapshot stop together with the targets.
+        // 6. Commit. The source's exports of the snapshot stop together with the targets; only
+        // a target still running stops the commit (its image could still change).
         let mut exports = std::mem::take(&mut self.exports);
+        let targets: Vec<crate::proc::ProcId> = exports.iter().map(|e| e.server).collect();
         if let Some(src) = self.source.as_mut() {
             exports.extend(src.take_exports());
         }
-        sd.stop_exports(exports)?;
+        if let Err(e) = sd.stop_exports(exports) {
+            if targets.iter().any(|t| t.is_alive()) {
+                return Err(e);
+            }
+            let msg = format!("stopping the snapshot's exports: {e} (cleanup retries)");
+            log(sd, job, &msg);
+            emit(sd, job, EventKind::Warning { message: msg });
+        }
         log(
             sd,
             job,

@@ -172,9 +172,10 @@ impl Sendense {
         ));
         let mut plans: Vec<Plan> = Vec::new();
         let mut result = self.restore_inner(&backup, &disks, req, job.id, &mut plans, &cancel);
-        // Whatever happened: every export goes, a failed file target goes. A file is published
-        // only once its export is gone, and its new name is made durable: a crash right after
-        // the restore must not leave only the `.partial` (which cleanup removes).
+        // Whatever happened: every export goes, a failed file target goes. Files are published
+        // only once every export is gone, and their new names are made durable: a crash right
+        // after the restore must not leave only the `.partial` files (which cleanup removes).
+        let mut files = Vec::new();
         for p in plans {
             let _ = self.stop_export(p.source);
             if let Target::File {
@@ -183,27 +184,30 @@ impl Sendense {
                 export,
             } = p.target
             {
-                let stopped = match export {
-                    Some(e) => self.stop_export(*e),
-                    None => Ok(()),
-                };
-                if result.is_ok() {
-                    let published = stopped
-                        .and_then(|_| {
-                            std::fs::rename(&partial, &dest)
-                                .map_err(|e| Error::io("moving the restored image to", &dest, e))
-                        })
-                        .and_then(|_| {
-                            let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
-                            crate::fsutil::fsync_dir(dir.unwrap_or(Path::new(".")))
-                        });
-                    if let Err(e) = published {
-                        result = Err(e);
+                if let Some(e) = export {
+                    if let Err(e) = self.stop_export(*e) {
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
                     }
                 }
-                if result.is_err() {
-                    let _ = std::fs::remove_file(&partial);
+                files.push((partial, dest));
+            }
+        }
+        for (partial, dest) in files {
+            if result.is_ok() {
+                let published = std::fs::rename(&partial, &dest)
+                    .map_err(|e| Error::io("moving the restored image to", &dest, e))
+                    .and_then(|_| {
+                        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
+                        crate::fsutil::fsync_dir(dir.unwrap_or(Path::new(".")))
+                    });
+                if let Err(e) = published {
+                    result = Err(e);
                 }
+            }
+            if result.is_err() {
+                let _ = std::fs::remove_file(&partial);
             }
         }
         let _ = std::fs::remove_dir_all(self.scratch_dir().join(format!("job-{}", job.id)));

@@ -195,6 +195,9 @@ pub async fn copy(
     let opts = PlanOptions {
         request_size,
         size,
+        // Zeroing is cut where the client would have to cut it, on block boundaries.
+        zero_chunk: (dsts[0].info().max_block as u64 / ZERO_GRANULARITY * ZERO_GRANULARITY)
+            .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk),
         ..Default::default()
     };
 

@@ -51,7 +51,7 @@ Output (stdout): one JSON event per line, then
   {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
                 \"bytes_zero\": ..., \"seconds\": ..., \"digest_scheme\": \"blake3k-64k\",
                 \"whole_blocks\": true}]}
-A plan without \"digest_scheme\" means blake3-64k; an unknown scheme is a bad plan (exit 2).
+A plan without \"digest_scheme\" means blake3k-64k; an unknown scheme is a bad plan (exit 2).
 Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
     Transfer,
 }

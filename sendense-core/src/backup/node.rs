@@ -36,15 +36,19 @@ pub struct TransferDisk {
     #[serde(default)]
     pub digests: Option<String>,
     /// Tag of the scheme the digests are computed in ([`Scheme`]). Plans of hubs that did not
-    /// name it meant `blake3-64k`.
+    /// name it meant `blake3k-64k` (those hubs tagged the digest file with it).
     #[serde(default)]
     pub digest_scheme: Option<String>,
 }
 
+/// The scheme of plans and results that do not name one: what hubs and nodes wrote before the
+/// scheme was handed over (they already tagged digest files with it).
+const UNNAMED_SCHEME: Scheme = Scheme::OffsetKeyed;
+
 /// The scheme a plan asks the digests of `disk` to be written in.
 fn plan_scheme(disk: &TransferDisk) -> Result<Scheme> {
     match disk.digest_scheme.as_deref() {
-        None => Ok(Scheme::OffsetPrefixed),
+        None => Ok(UNNAMED_SCHEME),
         Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
             Error::invalid(format!(
                 "disk {}: the digest scheme `{tag}` is unknown to this sendense-sna",
@@ -55,27 +59,41 @@ fn plan_scheme(disk: &TransferDisk) -> Result<Scheme> {
     }
 }
 
-/// Refuses the results of a node that does not confirm it wrote whole blocks only: its writes
-/// into a target opened without the chain below may have lost the rest of a block.
-pub fn check_whole_blocks(results: &[TransferResult]) -> Result<()> {
+/// Takes a node's results only when there is exactly one for each disk of `keys` and each
+/// confirms whole-block writes: a disk without a result was never written, and writes of parts
+/// of blocks into a target opened without the chain below may have lost the rest of a block.
+pub fn check_results(keys: &[u32], results: &[TransferResult]) -> Result<()> {
+    let untrusted = |key: u32, why: &str| {
+        Err(Error::new(
+            crate::error::ErrorKind::Protocol,
+            format!("disk {key}: {why}; the backup is discarded"),
+        )
+        .with_help("Run sendense-sna of the same version as the hub."))
+    };
+    for key in keys {
+        match results.iter().filter(|r| r.key == *key).count() {
+            1 => {}
+            0 => return untrusted(*key, "the node reported no result for it"),
+            _ => return untrusted(*key, "the node reported more than one result for it"),
+        }
+    }
+    if let Some(r) = results.iter().find(|r| !keys.contains(&r.key)) {
+        return untrusted(r.key, "the node reported a disk that was not planned");
+    }
     match results.iter().find(|r| !r.whole_blocks) {
         None => Ok(()),
-        Some(r) => Err(Error::new(
-            crate::error::ErrorKind::Protocol,
-            format!(
-                "disk {}: the node did not confirm it wrote whole 64 KiB blocks only, so its \
-                 image cannot be trusted; the backup is discarded",
-                r.key
-            ),
-        )
-        .with_help("Run sendense-sna of the same version as the hub.")),
+        Some(r) => untrusted(
+            r.key,
+            "the node did not confirm it wrote whole 64 KiB blocks only, so its image cannot be \
+             trusted",
+        ),
     }
 }
 
 /// The scheme a node reports it wrote the digests of a disk in.
 pub fn result_scheme(result: &TransferResult) -> Result<Scheme> {
     match result.digest_scheme.as_deref() {
-        None => Ok(Scheme::OffsetPrefixed),
+        None => Ok(UNNAMED_SCHEME),
         Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
             Error::new(
                 crate::error::ErrorKind::Protocol,
@@ -112,7 +130,7 @@ pub struct TransferResult {
     /// Disk key.
     pub key: u32,
     /// Tag of the scheme the digests were written in, when any were. Nodes that did not report
-    /// it wrote `blake3-64k`.
+    /// it wrote `blake3k-64k`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_scheme: Option<String>,
     /// Every write and zeroing covered whole 64 KiB blocks (the hub opens targets without their
@@ -248,14 +266,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn digest_schemes_are_named_and_older_plans_and_nodes_mean_the_first() {
+    fn digest_schemes_are_named_and_unnamed_means_the_keyed_one() {
         let json = r#"{"key": 2000, "mode": "full", "reason": "r", "source": "nbd://h/e",
                        "bitmap": null, "size_bytes": 1, "digests": "/x.digests"}"#;
         let mut disk: TransferDisk = serde_json::from_str(json).unwrap();
         assert_eq!(disk.digest_scheme, None);
+        assert_eq!(plan_scheme(&disk).unwrap(), Scheme::OffsetKeyed);
+        disk.digest_scheme = Some("blake3-64k".into());
         assert_eq!(plan_scheme(&disk).unwrap(), Scheme::OffsetPrefixed);
-        disk.digest_scheme = Some(Scheme::CURRENT.tag().into());
-        assert_eq!(plan_scheme(&disk).unwrap(), Scheme::CURRENT);
         disk.digest_scheme = Some("md5-4k".into());
         let err = plan_scheme(&disk).unwrap_err();
         assert!(err.message().contains("md5-4k"), "{err}");
@@ -265,20 +283,33 @@ mod tests {
                                      "bytes_zero": 0, "seconds": 0.1}"#,
         )
         .unwrap();
+        assert_eq!(result_scheme(&result).unwrap(), Scheme::OffsetKeyed);
+        result.digest_scheme = Some("blake3-64k".into());
         assert_eq!(result_scheme(&result).unwrap(), Scheme::OffsetPrefixed);
         result.digest_scheme = Some(Scheme::CURRENT.tag().into());
-        assert_eq!(result_scheme(&result).unwrap(), Scheme::CURRENT);
         let text = serde_json::to_string(&result).unwrap();
         assert!(text.contains(r#""digest_scheme":"blake3k-64k""#), "{text}");
         result.digest_scheme = Some("md5-4k".into());
         assert!(result_scheme(&result).is_err());
 
-        // Only results that confirm whole-block writes are taken.
+        // Only one confirmed result per planned disk is taken.
         assert!(!result.whole_blocks, "absent means not confirmed");
-        let err = check_whole_blocks(std::slice::from_ref(&result)).unwrap_err();
-        assert!(err.message().contains("disk 2000"), "{err}");
+        let err = check_results(&[2000], std::slice::from_ref(&result)).unwrap_err();
+        assert!(err.message().contains("whole 64 KiB blocks"), "{err}");
         result.whole_blocks = true;
-        check_whole_blocks(&[result]).unwrap();
+        check_results(&[2000], std::slice::from_ref(&result)).unwrap();
+        let err = check_results(&[2000, 2001], std::slice::from_ref(&result)).unwrap_err();
+        assert!(
+            err.message()
+                .contains("disk 2001: the node reported no result"),
+            "{err}"
+        );
+        let twice = [result.clone(), result.clone()];
+        assert!(check_results(&[2000], &twice).is_err());
+        assert!(
+            check_results(&[], &[result]).is_err(),
+            "a disk that was not planned"
+        );
     }
 
     #[test]
