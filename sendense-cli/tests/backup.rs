@@ -3,7 +3,8 @@
 //! compared byte for byte with the disk as it was at the snapshot instant.
 
 use sendense_testkit::{
-    add_image_vm, allocated_bytes, create_image, images_equal, nbdkit, qemu_io, walk, QemuVm,
+    add_image_vm, allocated_bytes, create_image, images_equal, nbdkit, qcow2_with, qemu_io,
+    temp_hub, walk, QemuVm,
 };
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -38,7 +39,12 @@ fn json(state: &Path, args: &[&str]) -> Value {
 
 /// A finished `backup start --json`: (exit code, events, summary, stderr).
 fn backup(state: &Path, extra: &[&str]) -> (i32, Vec<Value>, Value, String) {
-    let mut args = vec!["backup", "start", "pgtest1", "--json"];
+    backup_vm(state, "pgtest1", extra)
+}
+
+/// `sendense backup start VM --json`: exit code, events, summary (the last line), stderr.
+fn backup_vm(state: &Path, vm: &str, extra: &[&str]) -> (i32, Vec<Value>, Value, String) {
+    let mut args = vec!["backup", "start", vm, "--json"];
     args.extend_from_slice(extra);
     let out = run(state, &args);
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -393,9 +399,8 @@ fn the_transfer_through_sendense_sna_gives_the_same_chain() {
 fn a_node_that_does_not_confirm_whole_block_writes_is_not_trusted() {
     // Targets are opened without their chain; a node of another version that does not say it
     // wrote whole blocks only may have lost parts of blocks, so its backup is discarded.
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
     let node = d.join("old-sendense-sna");
     std::fs::write(
         &node,
@@ -408,8 +413,7 @@ fn a_node_that_does_not_confirm_whole_block_writes_is_not_trusted() {
         &state,
         &format!("transfer: process\nsna_path: {}\n", node.display()),
     );
-    let disk = create_image(&d.join("o.qcow2"), "qcow2", "8M");
-    qemu_io(&disk, "qcow2", &["write -P 0xe1 0 1M"]);
+    let disk = qcow2_with(&d.join("o.qcow2"), "8M", &["write -P 0xe1 0 1M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
     let (code, _, _, err) = backup(&state, &[]);
     assert_eq!(code, 1, "{err}");
@@ -611,29 +615,17 @@ fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
 
 #[test]
 fn image_and_nbd_source_vms() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
-    let q = create_image(&d.join("img.qcow2"), "qcow2", "32M");
+    let q = qcow2_with(&d.join("img.qcow2"), "32M", &["write -P 0xa1 0 4M"]);
     let r = create_image(&d.join("img.raw"), "raw", "16M");
-    qemu_io(&q, "qcow2", &["write -P 0xa1 0 4M"]);
     qemu_io(&r, "raw", &["write -P 0xa2 0 1M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "img", &[&q, &r]);
-    let out = run(&state, &["backup", "start", "img", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, _, err) = backup_vm(&state, "img", &[]);
+    assert_eq!(code, 0, "{err}");
     qemu_io(&q, "qcow2", &["write -P 0xa3 8M 1M"]);
-    let out = run(&state, &["backup", "start", "img", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let (code, _, summary, err) = backup_vm(&state, "img", &[]);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(summary["disks"][0]["mode"], "incremental");
     assert_eq!(summary["disks"][0]["bytes_read"], M);
     assert_eq!(summary["disks"][1]["mode"], "full");
@@ -657,14 +649,8 @@ fn image_and_nbd_source_vms() {
     qemu_io(&src, "raw", &["write -P 0xb1 2M 2M"]);
     let good = nbdkit(d, "good", &["file", src.to_str().unwrap()]);
     json(&state, &["vm", "add", "ext", "--nbd", &good.url]);
-    let out = run(&state, &["backup", "start", "ext", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let (code, _, summary, err) = backup_vm(&state, "ext", &[]);
+    assert_eq!(code, 0, "{err}");
     assert!(images_equal(
         summary["disks"][0]["file"].as_str().unwrap(),
         "qcow2",
@@ -706,9 +692,8 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
     // A disk with 4 KiB clusters tracks changes in 4 KiB granules; backup targets have 64 KiB
     // clusters and are written without opening their chain, so a change that covers part of a
     // block must still bring the whole block (a zeroed granule most of all).
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
     let disk = d.join("small.qcow2");
     let made = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096"])
@@ -719,12 +704,8 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
     assert!(made.success());
     qemu_io(&disk, "qcow2", &["write -P 0xc1 0 4M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "small", &[&disk]);
-    let out = run(&state, &["backup", "start", "small", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, _, err) = backup_vm(&state, "small", &[]);
+    assert_eq!(code, 0, "{err}");
 
     qemu_io(
         &disk,
@@ -737,17 +718,8 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
             "write -P 0xc3 6M 4k",   // data where nothing was before
         ],
     );
-    let out = run(
-        &state,
-        &["backup", "start", "small", "--incremental", "--json"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let (code, _, summary, err) = backup_vm(&state, "small", &["--incremental"]);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(summary["disks"][0]["mode"], "incremental");
     let top = summary["disks"][0]["file"].as_str().unwrap();
     assert!(
@@ -761,12 +733,10 @@ fn changes_smaller_than_a_block_keep_the_rest_of_the_block() {
 fn native_aio_works_for_image_sources_and_page_cache_repositories() {
     // `aio: native` needs O_DIRECT; the read-only source export and a target on tmpfs use the
     // page cache, so they must fall back to threads instead of failing to start.
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "local");
     append_config(&state, "qemu_nbd:\n  aio: native\n");
-    let disk = create_image(&d.join("n.qcow2"), "qcow2", "16M");
-    qemu_io(&disk, "qcow2", &["write -P 0xd1 0 2M"]);
+    let disk = qcow2_with(&d.join("n.qcow2"), "16M", &["write -P 0xd1 0 2M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
     let (code, _, _, err) = backup(&state, &[]);
     assert_eq!(code, 0, "{err}");

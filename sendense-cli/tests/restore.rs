@@ -167,13 +167,10 @@ fn every_point_restores_byte_for_byte_as_qcow2_and_raw_and_stays_thin() {
 
 #[test]
 fn a_disk_that_cannot_be_published_fails_the_restore_and_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, state) = sendense_testkit::temp_hub(env!("CARGO_BIN_EXE_sendense"), "r");
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), d, "r");
-    let a = create_image(&d.join("a.qcow2"), "qcow2", "16M");
-    let b = create_image(&d.join("b.qcow2"), "qcow2", "16M");
-    qemu_io(&a, "qcow2", &["write -P 0x41 0 1M"]);
-    qemu_io(&b, "qcow2", &["write -P 0x42 0 1M"]);
+    let a = sendense_testkit::qcow2_with(&d.join("a.qcow2"), "16M", &["write -P 0x41 0 1M"]);
+    let b = sendense_testkit::qcow2_with(&d.join("b.qcow2"), "16M", &["write -P 0x42 0 1M"]);
     add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "two", &[&a, &b]);
     let s = json(&state, &["backup", "start", "two"]);
     let id = s["backup"].as_str().unwrap();

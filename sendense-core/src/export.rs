@@ -299,13 +299,7 @@ fn launch(
     if skip_flushes {
         // The cache mode as options: O_DIRECT as chosen above, flushes off; a JSON filename
         // also keeps any path intact.
-        let filename = spec.file.to_str().ok_or_else(|| {
-            Error::invalid(format!(
-                "{} is not valid UTF-8, which QEMU's JSON filenames need",
-                spec.file.display()
-            ))
-            .with_help("Keep repositories under paths of valid UTF-8.")
-        })?;
+        let filename = crate::repo::chain::json_path(&spec.file)?;
         let mut opts = serde_json::json!({
             "driver": spec.format,
             "discard": "unmap",

@@ -486,6 +486,21 @@ pub fn cli_json(bin: &str, state: &Path, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// A hub in a fresh temporary directory with repository `repo` ([`cli_hub`]): the directory
+/// (removed when dropped) and the state directory.
+pub fn temp_hub(bin: &str, repo: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let state = cli_hub(bin, dir.path(), repo);
+    (dir, state)
+}
+
+/// A qcow2 image of `size` at `path` with `writes` (qemu-io commands) done.
+pub fn qcow2_with(path: &Path, size: &str, writes: &[&str]) -> PathBuf {
+    let image = create_image(path, "qcow2", size);
+    qemu_io(&image, "qcow2", writes);
+    image
+}
+
 /// Registers an image VM: `sendense vm add NAME --disk FILE ...`, its JSON output.
 pub fn add_image_vm(bin: &str, state: &Path, name: &str, disks: &[&Path]) -> serde_json::Value {
     let mut args = vec!["vm".to_string(), "add".into(), name.into()];

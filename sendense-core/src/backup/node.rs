@@ -47,16 +47,20 @@ const UNNAMED_SCHEME: Scheme = Scheme::OffsetKeyed;
 
 /// The scheme a plan asks the digests of `disk` to be written in.
 fn plan_scheme(disk: &TransferDisk) -> Result<Scheme> {
-    match disk.digest_scheme.as_deref() {
-        None => Ok(UNNAMED_SCHEME),
-        Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
-            Error::invalid(format!(
-                "disk {}: the digest scheme `{tag}` is unknown to this sendense-sna",
-                disk.key
-            ))
-            .with_help("Run sendense-sna of the same version as the hub.")
-        }),
-    }
+    named_scheme(disk.digest_scheme.as_deref()).ok_or_else(|| {
+        Error::invalid(format!(
+            "disk {}: the digest scheme `{}` is unknown to this sendense-sna",
+            disk.key,
+            disk.digest_scheme.as_deref().unwrap_or_default()
+        ))
+        .with_help("Run sendense-sna of the same version as the hub.")
+    })
+}
+
+/// The scheme a plan or result names, [`UNNAMED_SCHEME`] when it names none; `None` for a tag
+/// this version does not know.
+fn named_scheme(tag: Option<&str>) -> Option<Scheme> {
+    tag.map_or(Some(UNNAMED_SCHEME), Scheme::from_tag)
 }
 
 /// Takes a node's results only when there is exactly one for each disk of `keys` and each
@@ -92,19 +96,17 @@ pub fn check_results(keys: &[u32], results: &[TransferResult]) -> Result<()> {
 
 /// The scheme a node reports it wrote the digests of a disk in.
 pub fn result_scheme(result: &TransferResult) -> Result<Scheme> {
-    match result.digest_scheme.as_deref() {
-        None => Ok(UNNAMED_SCHEME),
-        Some(tag) => Scheme::from_tag(tag).ok_or_else(|| {
-            Error::new(
-                crate::error::ErrorKind::Protocol,
-                format!(
-                    "disk {}: the node wrote digests in the unknown scheme `{tag}`",
-                    result.key
-                ),
-            )
-            .with_help("Run sendense-sna of the same version as the hub.")
-        }),
-    }
+    named_scheme(result.digest_scheme.as_deref()).ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorKind::Protocol,
+            format!(
+                "disk {}: the node wrote digests in the unknown scheme `{}`",
+                result.key,
+                result.digest_scheme.as_deref().unwrap_or_default()
+            ),
+        )
+        .with_help("Run sendense-sna of the same version as the hub.")
+    })
 }
 
 /// What the hub hands the node.

@@ -376,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_skip_their_own_sync_and_state_changes_do_not() {
+    fn log_lines_leave_the_connection_synced_and_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.db"), true).unwrap();
         let job = cat.create_job(JobKind::Backup, None, None).unwrap();

@@ -128,24 +128,28 @@ pub fn check_image(path: &Path) -> Result<CheckReport> {
     check(path, path.as_os_str().to_owned(), &["-f", "qcow2"])
 }
 
-/// [`check_image`] of the image alone, its backing chain not opened: for a new image whose
-/// export just opened the chain, the check costs the same however long the chain is.
+/// [`check_image`] of the image alone, its backing chain not opened: the check of a new image
+/// costs the same however long its chain is.
 pub fn check_image_alone(path: &Path) -> Result<CheckReport> {
     check(path, without_backing(path)?.into(), &[])
 }
 
-/// A `json:` filename that opens the qcow2 `path` without its backing chain.
-pub fn without_backing(path: &Path) -> Result<String> {
-    let name = path.to_str().ok_or_else(|| {
+/// `path` as QEMU's `json:` filenames need it: valid UTF-8.
+pub fn json_path(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| {
         Error::invalid(format!(
             "{} is not valid UTF-8, which QEMU's JSON filenames need",
             path.display()
         ))
         .with_help("Keep repositories under paths of valid UTF-8.")
-    })?;
+    })
+}
+
+/// A `json:` filename that opens the qcow2 `path` without its backing chain.
+pub fn without_backing(path: &Path) -> Result<String> {
     let spec = serde_json::json!({
         "driver": "qcow2",
-        "file": {"driver": "file", "filename": name},
+        "file": {"driver": "file", "filename": json_path(path)?},
         "backing": null,
     });
     Ok(format!("json:{spec}"))
