@@ -203,7 +203,7 @@ pub async fn copy(
 
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "connected");
     // First pass: totals for progress, from the same metadata the copy will use.
-    let planned = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
+    let (planned, kept) = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), planned, "planned");
     emit(
         sink,
@@ -234,10 +234,14 @@ pub async fn copy(
         let dirty = dirty_ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let mut kept = kept.map(Vec::into_iter);
             let mut pos = 0;
             while pos < size {
                 let len = PLAN_WINDOW.min(size - pos);
-                let items = window_plan(&src, dirty.as_deref(), &opts, pos, len).await?;
+                let items = match kept.as_mut().and_then(Iterator::next) {
+                    Some(items) => items,
+                    None => window_plan(&src, dirty.as_deref(), &opts, pos, len).await?,
+                };
                 for item in items {
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
@@ -493,24 +497,37 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     done.into_iter().flatten().collect()
 }
 
+/// Work items kept from the totals pass for the copy itself, at most: beyond that (a large or
+/// fragmented disk, where planning twice costs little next to the copy) the copy plans each
+/// window again rather than hold the whole plan. (The copy tests take both ways.)
+const KEPT_ITEMS: usize = 512;
+
+/// Bytes the copy will process, and — when the plan is small — the plan itself, window by
+/// window, so the copy does not ask the source the same questions again.
 async fn plan_totals(
     src: &NbdClient,
     dirty: Option<&str>,
     opts: &PlanOptions,
     size: u64,
-) -> Result<u64> {
+) -> Result<(u64, Option<Vec<Vec<Work>>>)> {
     let mut total = 0;
+    let mut kept = Some(Vec::new());
+    let mut items = 0;
     let mut pos = 0;
     while pos < size {
         let len = PLAN_WINDOW.min(size - pos);
-        total += window_plan(src, dirty, opts, pos, len)
-            .await?
-            .iter()
-            .map(|w| w.len())
-            .sum::<u64>();
+        let window = window_plan(src, dirty, opts, pos, len).await?;
+        total += window.iter().map(|w| w.len()).sum::<u64>();
+        items += window.len();
+        if items > KEPT_ITEMS {
+            kept = None;
+        }
+        if let Some(k) = kept.as_mut() {
+            k.push(window);
+        }
         pos += len;
     }
-    Ok(total)
+    Ok((total, kept))
 }
 
 async fn run_item(
