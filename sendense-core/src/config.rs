@@ -42,7 +42,7 @@ impl Default for PortRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CopyConfig {
-    /// NBD connections per disk.
+    /// NBD connections per disk, at most.
     pub connections: u32,
     /// Requests in flight per connection.
     pub requests: u32,
@@ -226,8 +226,9 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 #   first: 10100
 #   last: 10200
 
-# Copy engine: NBD connections per disk, requests in flight per connection,
-# and the largest single request in bytes (a power of two, 4096 .. 33554432).
+# Copy engine: NBD connections per disk, requests in flight per connection (both at most:
+# a copy with little to do uses fewer), and the largest single request in bytes (a power of
+# two, 4096 .. 33554432).
 # copy:
 #   connections: 4
 #   requests: 4

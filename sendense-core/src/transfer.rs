@@ -5,9 +5,11 @@
 //!    now zero ([`plan::classify`]). Short zero gaps are read through, data is cut into aligned
 //!    requests ([`plan::plan`]). Planning streams into a bounded queue, so memory does not grow
 //!    with the disk size.
-//! 2. Copy: `connections` source and destination connections, `requests` workers on each, every
-//!    worker owning one buffer of `request_size` bytes (memory = connections × requests ×
-//!    request_size, whatever the disk size). A worker reads a data item, inspects every byte in
+//! 2. Copy: up to `connections` source and destination connections, up to `requests` workers on
+//!    each, every worker owning one buffer of `request_size` bytes (memory at most connections ×
+//!    requests × request_size, whatever the disk size). A small copy uses fewer: one worker per
+//!    [`REQUESTS_PER_WORKER`] requests the plan holds, on as few connections as hold them
+//!    ([`parallelism`]). A worker reads a data item, inspects every byte in
 //!    64 KiB blocks, writes the non-zero runs and handles the zero runs like holes.
 //! 3. Zeroes: by default holes and zero runs are written with WRITE_ZEROES, which is correct for
 //!    any destination — in an incremental QCOW2 overlay it hides the parent's old data. With
@@ -165,17 +167,15 @@ pub async fn copy(
         ..Default::default()
     };
 
-    let first_src = NbdClient::connect(&req.src, &src_opts).await?;
-    let first_dst = NbdClient::connect(&req.dst, &dst_opts).await?;
+    let (first_src, first_dst) = tokio::try_join!(
+        NbdClient::connect(&req.src, &src_opts),
+        NbdClient::connect(&req.dst, &dst_opts)
+    )?;
     let size = first_src.size();
     check_pair(req, &first_src, &first_dst, dirty_ctx.as_deref())?;
 
     let mut srcs = vec![Arc::new(first_src)];
     let mut dsts = vec![Arc::new(first_dst)];
-    for _ in 1..connections {
-        srcs.push(Arc::new(NbdClient::connect(&req.src, &src_opts).await?));
-        dsts.push(Arc::new(NbdClient::connect(&req.dst, &dst_opts).await?));
-    }
 
     // Whole blocks per request: zero detection and block digests work per aligned block, and
     // a target never sees a write to part of a cluster.
@@ -203,8 +203,32 @@ pub async fn copy(
 
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "connected");
     // First pass: totals for progress, from the same metadata the copy will use.
-    let (planned, kept) = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
-    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), planned, "planned");
+    let totals = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
+    let planned = totals.bytes;
+    let (connections, requests) = parallelism(
+        totals.requests(req.destination_is_zero),
+        connections,
+        requests,
+    );
+    let more = (1..connections).map(|_| async {
+        tokio::try_join!(
+            NbdClient::connect(&req.src, &src_opts),
+            NbdClient::connect(&req.dst, &dst_opts)
+        )
+    });
+    for pair in join_all(more.collect()).await {
+        let (s, d) = pair?;
+        srcs.push(Arc::new(s));
+        dsts.push(Arc::new(d));
+    }
+    tracing::debug!(
+        disk = req.disk,
+        elapsed = ?started.elapsed(),
+        planned,
+        connections,
+        requests,
+        "planned"
+    );
     emit(
         sink,
         req,
@@ -233,6 +257,7 @@ pub async fn copy(
         let src = srcs[0].clone();
         let dirty = dirty_ctx.clone();
         let stop = stop.clone();
+        let kept = totals.kept;
         tokio::spawn(async move {
             let mut kept = kept.map(Vec::into_iter);
             let mut pos = 0;
@@ -502,32 +527,81 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
 /// window again rather than hold the whole plan. (The copy tests take both ways.)
 const KEPT_ITEMS: usize = 512;
 
-/// Bytes the copy will process, and — when the plan is small — the plan itself, window by
-/// window, so the copy does not ask the source the same questions again.
+/// What the first planning pass found.
+struct Totals {
+    /// Bytes the copy will process (data and zero ranges).
+    bytes: u64,
+    /// Reads the copy will make.
+    data_items: u64,
+    /// Zero ranges, each one WRITE_ZEROES unless the destination is zero already.
+    zero_items: u64,
+    /// The plan itself, window by window, when it is small — so the copy does not ask the
+    /// source the same questions again.
+    kept: Option<Vec<Vec<Work>>>,
+}
+
+impl Totals {
+    /// Requests the copy will send to the destination, about.
+    fn requests(&self, destination_is_zero: bool) -> u64 {
+        self.data_items
+            + if destination_is_zero {
+                0
+            } else {
+                self.zero_items
+            }
+    }
+}
+
 async fn plan_totals(
     src: &NbdClient,
     dirty: Option<&str>,
     opts: &PlanOptions,
     size: u64,
-) -> Result<(u64, Option<Vec<Vec<Work>>>)> {
-    let mut total = 0;
-    let mut kept = Some(Vec::new());
-    let mut items = 0;
+) -> Result<Totals> {
+    let mut totals = Totals {
+        bytes: 0,
+        data_items: 0,
+        zero_items: 0,
+        kept: Some(Vec::new()),
+    };
     let mut pos = 0;
     while pos < size {
         let len = PLAN_WINDOW.min(size - pos);
         let window = window_plan(src, dirty, opts, pos, len).await?;
-        total += window.iter().map(|w| w.len()).sum::<u64>();
-        items += window.len();
-        if items > KEPT_ITEMS {
-            kept = None;
+        for w in &window {
+            totals.bytes += w.len();
+            match w {
+                Work::Data { .. } => totals.data_items += 1,
+                Work::Zero { .. } => totals.zero_items += 1,
+            }
         }
-        if let Some(k) = kept.as_mut() {
+        if totals.data_items + totals.zero_items > KEPT_ITEMS as u64 {
+            totals.kept = None;
+        }
+        if let Some(k) = totals.kept.as_mut() {
             k.push(window);
         }
         pos += len;
     }
-    Ok((total, kept))
+    Ok(totals)
+}
+
+/// Requests each worker should have to send, at least, before another worker is worth it.
+/// Every worker costs buffers touched for the first time (its own, and the servers' for its
+/// requests), every connection a handshake on both sides; a small copy — a typical
+/// incremental — is faster with a few workers than with all of them.
+const REQUESTS_PER_WORKER: u64 = 8;
+
+/// Connections and requests in flight per connection for a copy of `requests` requests, within
+/// the configured `connections` × `per_connection`: one worker per [`REQUESTS_PER_WORKER`]
+/// requests, on as few connections as hold them.
+fn parallelism(requests: u64, connections: usize, per_connection: usize) -> (usize, usize) {
+    let most = connections * per_connection;
+    let workers = usize::try_from(requests.div_ceil(REQUESTS_PER_WORKER))
+        .unwrap_or(most)
+        .clamp(1, most);
+    let connections = workers.div_ceil(per_connection);
+    (connections, workers.div_ceil(connections))
 }
 
 async fn run_item(
@@ -600,4 +674,35 @@ fn progress(req: &CopyRequest, c: &Counters, planned: u64) -> EventKind {
 
 fn emit(sink: &SharedSink, req: &CopyRequest, kind: EventKind) {
     sink.emit(&Event::now(req.job, kind));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallelism_grows_with_the_work_up_to_the_configured_limits() {
+        // Nothing or a little to do: one worker on one connection.
+        assert_eq!(parallelism(0, 4, 4), (1, 1));
+        assert_eq!(parallelism(8, 4, 4), (1, 1));
+        // A 1 % incremental of a 4 GiB disk in 1 MiB requests: 5 workers on 2 connections.
+        assert_eq!(parallelism(41, 4, 4), (2, 3));
+        assert_eq!(parallelism(32, 4, 4), (1, 4));
+        // Enough work for all of them, and far more.
+        assert_eq!(parallelism(128, 4, 4), (4, 4));
+        assert_eq!(parallelism(u64::MAX, 4, 4), (4, 4));
+        assert_eq!(parallelism(1 << 20, 1, 1), (1, 1));
+        assert_eq!(parallelism(1 << 20, 64, 64), (64, 64));
+        // Never more than configured, on either axis.
+        for n in 0..600 {
+            for (c, r) in [(1, 1), (1, 8), (3, 5), (4, 4), (8, 2)] {
+                let (cc, rr) = parallelism(n, c, r);
+                assert!(
+                    (1..=c).contains(&cc) && (1..=r).contains(&rr),
+                    "{n} {c} {r}"
+                );
+                assert!(cc * rr >= (n.div_ceil(REQUESTS_PER_WORKER) as usize).clamp(1, c * r));
+            }
+        }
+    }
 }

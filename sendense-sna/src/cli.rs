@@ -34,7 +34,8 @@ JSON OUTPUT
   NDJSON events ({\"ts\", \"event\": \"disk_started\" | \"disk_progress\" | \"disk_finished\", ...}),
   then one summary line:
   {\"size\": ..., \"bytes_planned\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
-   \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}"
+   \"bytes_zero\": ..., \"seconds\": ..., \"connections\": 4, \"mib_per_sec\": ...}
+  (\"connections\": the number used; a copy with little to do uses fewer than --connections)"
     )]
     Copy(CopyArgs),
     /// Run a backup transfer planned by the hub: a JSON plan on stdin, NDJSON events on stdout.
@@ -68,10 +69,10 @@ pub struct CopyArgs {
     /// The destination reads as zeroes already (a fresh image): skip holes and zero blocks.
     #[arg(long)]
     pub destination_is_zero: bool,
-    /// NBD connections to each side.
+    /// NBD connections to each side, at most (a copy with little to do uses fewer).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: u32,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection, at most.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub requests: u32,
     /// Largest single request in bytes (a power of two).
