@@ -126,9 +126,14 @@ impl Catalog {
     }
 
     /// Runs `f` in an IMMEDIATE transaction whose commit is not synced on its own: it becomes
-    /// durable with the next synced commit of any connection (the write-ahead log keeps
-    /// order). Only for what may be lost with the power without leaving the catalog wrong —
-    /// job log lines — so they cost no sync of their own.
+    /// durable with the next synced commit of any connection (the write-ahead log keeps order,
+    /// so a power loss can only take back the newest unsynced commits, never one before a
+    /// synced one). A killed process loses nothing: the commit is in the log. Only for what
+    /// may be lost with the power without leaving the catalog wrong: job log lines and
+    /// progress, a job starting, the rows about qemu-nbd processes (a power loss ends them), a
+    /// backup still running and the disks found for it. What must outlive a power loss —
+    /// a completed backup, the checkpoints it leaves, a job's end, what a user asked for —
+    /// is synced.
     pub(crate) fn write_unsynced<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,

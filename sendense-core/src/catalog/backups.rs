@@ -205,7 +205,9 @@ impl Catalog {
         disks: &[NewBackupDisk],
     ) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        self.write(|tx| {
+        // Unsynced: a running backup a power loss takes back leaves `.partial` files, which
+        // `sendense cleanup` finds by scanning the repository.
+        self.write_unsynced(|tx| {
             tx.execute(
                 "INSERT INTO backups (id, vm_id, repo_id, job_id, status, created_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
                 (id, vm_id, repo_id, job, &now),
@@ -221,7 +223,7 @@ impl Catalog {
         id: &str,
         checkpoints: &[(u32, Option<String>)],
     ) -> Result<()> {
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             for (key, checkpoint) in checkpoints {
                 tx.execute(
                     "UPDATE backup_disks SET checkpoint = ?1 WHERE backup_id = ?2 AND disk_key = ?3",

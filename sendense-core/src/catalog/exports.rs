@@ -104,7 +104,9 @@ impl Catalog {
     ) -> Result<ExportRecord> {
         let me = ProcId::current();
         let now = crate::time::now_rfc3339();
-        let id = self.write(|tx| {
+        // Unsynced, as every change to these rows: a power loss ends the processes they are
+        // about, and whatever it takes back cleanup no longer needs.
+        let id = self.write_unsynced(|tx| {
             // Reclaim allocations nobody holds any more.
             let rows: Vec<ExportRecord> = {
                 let mut stmt = tx.prepare(SELECT)?;
@@ -169,7 +171,7 @@ impl Catalog {
     /// Records the qemu-nbd process serving an export.
     pub fn set_export_server(&mut self, id: i64, server: ProcId, cmdline: &[String]) -> Result<()> {
         let cmd = serde_json::to_string(cmdline).unwrap_or_default();
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute(
                 "UPDATE nbd_exports SET pid = ?1, pid_start = ?2, cmdline = ?3 WHERE id = ?4",
                 (server.pid, server.start as i64, cmd, id),
@@ -180,7 +182,7 @@ impl Catalog {
 
     /// Forgets an export (its process is gone).
     pub fn release_export(&mut self, id: i64) -> Result<()> {
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute("DELETE FROM nbd_exports WHERE id = ?1", [id])?;
             Ok(())
         })

@@ -192,7 +192,8 @@ impl Catalog {
         let now = crate::time::now_rfc3339();
         let me = crate::proc::ProcId::current();
         let host = hostname();
-        let id = self.write(|tx| {
+        // Unsynced: a job a power loss takes back never ran as far as anyone can tell.
+        let id = self.write_unsynced(|tx| {
             tx.execute(
                 "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at, pid, pid_start, host) VALUES \
                  (?1, (SELECT id FROM vms WHERE name = ?2), ?2, \
@@ -209,7 +210,7 @@ impl Catalog {
         let now = crate::time::now_rfc3339();
         let me = crate::proc::ProcId::current();
         let host = hostname();
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             let n = tx.execute(
                 "UPDATE jobs SET status = 'running', pid = ?1, pid_start = ?2, host = ?3, started_at = ?4 \
                  WHERE id = ?5 AND status = 'pending'",
@@ -311,7 +312,7 @@ impl Catalog {
 
     /// Records how many bytes a job has moved.
     pub fn set_job_progress(&mut self, id: i64, done: u64, total: u64) -> Result<()> {
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute(
                 "UPDATE jobs SET bytes_done = ?1, bytes_total = ?2 WHERE id = ?3",
                 (done as i64, total as i64, id),

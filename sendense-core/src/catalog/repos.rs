@@ -155,7 +155,7 @@ impl Catalog {
     /// Stores a fresh capacity reading.
     pub fn update_repo_capacity(&mut self, id: i64, total: u64, available: u64) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        self.write(|tx| {
+        self.write_unsynced(|tx| {
             tx.execute(
                 "UPDATE repositories SET total_bytes = ?1, available_bytes = ?2, refreshed_at = ?3 WHERE id = ?4",
                 (total as i64, available as i64, now, id),

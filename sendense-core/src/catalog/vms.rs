@@ -213,7 +213,10 @@ impl Catalog {
     /// vanished. Keys are never reassigned. Returns the updated VM.
     pub fn sync_vm_disks(&mut self, vm_id: i64, found: &[NewDisk]) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        self.write(|tx| {
+        // Unsynced: what a power loss takes back, the next discovery finds again with the same
+        // keys (they follow from the rows kept), and no backup can use a key that is not
+        // durable — its commit syncs everything written before it.
+        self.write_unsynced(|tx| {
             let known: Vec<(i64, String, u32)> = {
                 let mut stmt = tx.prepare("SELECT id, identity, disk_key FROM vm_disks WHERE vm_id = ?1")?;
                 let rows = stmt.query_map([vm_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
