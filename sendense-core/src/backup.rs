@@ -176,10 +176,10 @@ impl BackupRequest<'_> {
         drop(watcher);
         match result {
             Ok(report) => {
-                sd.catalog_mut()
-                    .finish_job(job.id, JobStatus::Completed, None)?;
                 let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
                 sd.catalog_mut().set_job_progress(job.id, total, total)?;
+                sd.catalog_mut()
+                    .finish_job(job.id, JobStatus::Completed, None)?;
                 log(sd, job.id, &format!("backup {} completed", report.backup));
                 emit(
                     sd,
@@ -395,22 +395,10 @@ impl Run {
             .pending
             .take()
             .ok_or_else(|| Error::internal("backup lost its pending state"))?;
-        let checkpoints: Vec<(u32, String)> = pending
-            .targets
-            .iter()
-            .filter_map(|t| Some((t.plan.key, t.plan.checkpoint.clone()?)))
-            .collect();
+        // Recorded with the backup: the checkpoint each disk's source now has.
         let record = sd.commit_backup(pending, &outcomes)?;
         log(sd, job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
-        let recorded: Vec<(i64, &str)> = checkpoints
-            .iter()
-            .filter_map(|(key, cp)| {
-                let disk = vm.disks.iter().find(|d| d.key == *key)?;
-                Some((disk.id, cp.as_str()))
-            })
-            .collect();
-        sd.catalog_mut().set_disk_checkpoints(&recorded)?;
         if let Some(mut src) = self.source.take() {
             let mut host = HubHost { sd, job: Some(job) };
             if let Err(e) = src.finish(&mut host, true) {

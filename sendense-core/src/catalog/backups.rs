@@ -234,15 +234,23 @@ impl Catalog {
         })
     }
 
-    /// Marks a backup completed with what each disk moved, in one transaction.
+    /// Marks a backup completed with what each disk moved and records the checkpoint each
+    /// disk's source now has (`(disk id, checkpoint)`), in one transaction.
     pub fn complete_backup(
         &mut self,
         id: &str,
         manifest: &str,
         outcomes: &[DiskOutcome],
+        checkpoints: &[(i64, &str)],
     ) -> Result<()> {
         let now = crate::time::now_rfc3339();
         self.write(|tx| {
+            for (disk_id, checkpoint) in checkpoints {
+                tx.execute(
+                    "UPDATE vm_disks SET checkpoint = ?1 WHERE id = ?2",
+                    (checkpoint, disk_id),
+                )?;
+            }
             for o in outcomes {
                 tx.execute(
                     "UPDATE backup_disks SET status = 'completed', bytes_read = ?1, bytes_written = ?2, digest = ?3 \

@@ -250,23 +250,6 @@ impl Catalog {
         })
     }
 
-    /// Records the checkpoints the disks' sources now have (after a successful backup), all at
-    /// once: `(disk id, checkpoint)`.
-    pub fn set_disk_checkpoints(&mut self, checkpoints: &[(i64, &str)]) -> Result<()> {
-        if checkpoints.is_empty() {
-            return Ok(());
-        }
-        self.write(|tx| {
-            for (disk_id, checkpoint) in checkpoints {
-                tx.execute(
-                    "UPDATE vm_disks SET checkpoint = ?1 WHERE id = ?2",
-                    (checkpoint, disk_id),
-                )?;
-            }
-            Ok(())
-        })
-    }
-
     /// Removes a VM and its disks; refused while backups of it exist.
     pub fn delete_vm(&mut self, name: &str) -> Result<VmRecord> {
         let vm = self.vm(name)?;

@@ -93,18 +93,22 @@ pub fn create_image(
     Ok(partial)
 }
 
-/// Renames a checked `.partial` file (image or digests) to its final name, durably.
-pub fn commit_image(partial: &Path) -> Result<PathBuf> {
-    let name = partial.to_string_lossy();
-    let final_path =
-        PathBuf::from(name.strip_suffix(PARTIAL).ok_or_else(|| {
-            Error::internal(format!("{} is not a partial image", partial.display()))
+/// Renames checked `.partial` files (images, digests) to their final names, durably: every
+/// directory they are in is synced once, after all renames.
+pub fn commit_files(partials: &[&Path]) -> Result<()> {
+    let mut dirs: Vec<&Path> = Vec::new();
+    for partial in partials {
+        let name = partial.to_string_lossy();
+        let final_path = PathBuf::from(name.strip_suffix(PARTIAL).ok_or_else(|| {
+            Error::internal(format!("{} is not a partial file", partial.display()))
         })?);
-    std::fs::rename(partial, &final_path).map_err(|e| Error::io("committing", partial, e))?;
-    if let Some(dir) = final_path.parent() {
-        crate::fsutil::fsync_dir(dir)?;
+        std::fs::rename(partial, &final_path).map_err(|e| Error::io("committing", partial, e))?;
+        let dir = partial.parent().unwrap_or(Path::new("."));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
     }
-    Ok(final_path)
+    dirs.into_iter().try_for_each(crate::fsutil::fsync_dir)
 }
 
 /// What `qemu-img check` reported.

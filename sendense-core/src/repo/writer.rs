@@ -218,21 +218,24 @@ impl Sendense {
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io("syncing", path, e))
         };
+        // Disk by disk, side by side: sync, check, digest of the digest file.
+        let scheme_of = |key: u32| {
+            outcomes
+                .iter()
+                .find(|o| o.key == key)
+                .map(|o| o.digest_scheme)
+                .unwrap_or_default()
+        };
         let checked = crate::par::map(&p.targets, |t| {
             sync(&t.partial)
                 .and_then(|_| sync(&t.digests))
                 .and_then(|_| chain::check_image_alone(&t.partial).map(|_| ()))
+                .and_then(|_| super::digests::file_digest(&t.digests, scheme_of(t.plan.key)))
                 .map_err(|e| e.context(format!("disk {}", t.plan.key)))
         });
-        checked.into_iter().collect::<Result<Vec<_>>>()?;
         let mut outcomes = outcomes.to_vec();
-        for t in &p.targets {
-            let scheme = outcomes
-                .iter()
-                .find(|o| o.key == t.plan.key)
-                .map(|o| o.digest_scheme)
-                .unwrap_or_default();
-            let digest = super::digests::file_digest(&t.digests, scheme)?;
+        for (t, digest) in p.targets.iter().zip(checked) {
+            let digest = digest?;
             match outcomes.iter_mut().find(|o| o.key == t.plan.key) {
                 Some(o) => o.digest = Some(digest),
                 None => outcomes.push(DiskOutcome {
@@ -243,10 +246,10 @@ impl Sendense {
             }
         }
         let outcomes = outcomes.as_slice();
-        for t in &p.targets {
-            chain::commit_image(&t.partial)?;
-            chain::commit_image(&t.digests)?;
-        }
+        let committed = crate::par::map(&p.targets, |t| {
+            chain::commit_files(&[t.partial.as_path(), t.digests.as_path()])
+        });
+        committed.into_iter().collect::<Result<Vec<_>>>()?;
         let created_at = self.catalog().backup(&p.id)?.created_at;
         let outcome = |key: u32| {
             outcomes
@@ -291,7 +294,19 @@ impl Sendense {
                 .collect(),
         };
         let rel = manifest.write(&p.repo.path)?;
-        if let Err(e) = self.catalog_mut().complete_backup(&p.id, &rel, outcomes) {
+        // The checkpoint each disk's source now has, recorded with the backup that ends there.
+        let checkpoints: Vec<(i64, &str)> = p
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let disk = p.vm.disks.iter().find(|d| d.key == t.plan.key)?;
+                Some((disk.id, t.plan.checkpoint.as_deref()?))
+            })
+            .collect();
+        if let Err(e) = self
+            .catalog_mut()
+            .complete_backup(&p.id, &rel, outcomes, &checkpoints)
+        {
             let _ = std::fs::remove_file(p.repo.path.join(&rel));
             return Err(e);
         }
