@@ -461,7 +461,8 @@ fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
     use std::os::unix::fs::FileExt;
     let c = chain();
     // Rewrite the full backup's digests as the earlier scheme wrote them, from the disk as it
-    // was at that backup, and record the file digest with that scheme's tag.
+    // was at that backup, and record the file digest as the versions of that scheme did: the
+    // blake3 of the whole file, with the scheme's tag.
     let id = &c.ids[0];
     let dfile = c.dir.path().join(format!("repo/vm1/2000/{id}.digests"));
     let disk = std::fs::read(&c.refs[0]).unwrap();
@@ -482,8 +483,13 @@ fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
         }
     }
     assert!(rewritten > 100, "{rewritten}");
-    let digest = file_digest(&dfile, Scheme::OffsetPrefixed).unwrap();
-    assert!(digest.starts_with("blake3-64k:"));
+    let whole_file = |p: &Path| {
+        format!(
+            "blake3-64k:{}",
+            blake3::hash(&std::fs::read(p).unwrap()).to_hex()
+        )
+    };
+    let digest = whole_file(&dfile);
     let db = rusqlite::Connection::open(c.state.join("sendense.db")).unwrap();
     db.execute(
         "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
@@ -492,17 +498,34 @@ fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
     .unwrap();
     let report = json(&c.state, &["backup", "verify", id]);
     assert_eq!(report["ok"], true, "{report}");
-
-    // The records are really compared: one changed record is found.
+    // A digest file changed after such a backup is found by the whole-file digest.
     f.write_all_at(&[9u8; 32], 0).unwrap();
-    db.execute(
-        "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
-        (&file_digest(&dfile, Scheme::OffsetPrefixed).unwrap(), id),
-    )
-    .unwrap();
     let o = run(&c.state, &["backup", "verify", id, "--json"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("offset 0"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("was changed since the backup"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // The records are really compared, with either form of file digest: one changed record
+    // is found.
+    for digest in [
+        whole_file(&dfile),
+        file_digest(&dfile, Scheme::OffsetPrefixed).unwrap(),
+    ] {
+        db.execute(
+            "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
+            (&digest, id),
+        )
+        .unwrap();
+        let o = run(&c.state, &["backup", "verify", id, "--json"]);
+        assert_eq!(o.status.code(), Some(1), "{digest}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("offset 0"),
+            "{digest}"
+        );
+    }
 }
 
 fn image_of(c: &Chain, id: &str) -> PathBuf {
