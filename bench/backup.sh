@@ -5,6 +5,7 @@
 # Twice: a stopped VM (its image files) and a live VM (QEMU over QMP, the same kind of disks).
 #   bench/backup.sh [DISK_SIZE] [RUNS]     defaults: 4G 3      LIVE=0 skips the live VM
 set -euo pipefail
+. "$(dirname "$0")/../scripts/vm.sh"
 size=${1:-4G}
 runs=${2:-3}
 bin=${BIN:-target/release}
@@ -167,13 +168,6 @@ rm -rf "$work/state" "$work/repo" "$work"/disk-*.qcow2
 "$sendense" init >/dev/null
 "$sendense" repo add local --path "$work/repo" >/dev/null
 make_disks "$work/live"
-qemu-system-x86_64 -accel kvm -accel tcg -display none -nodefaults -m 64 \
-    -qmp "unix:$work/qmp.sock,server=on,wait=off" -qmp "unix:$work/ctl.sock,server=on,wait=off" \
-    -blockdev "driver=file,node-name=f0,filename=$work/live-0.qcow2" \
-    -blockdev driver=qcow2,node-name=disk0,file=f0 -device virtio-blk-pci,drive=disk0,id=vd0 \
-    -blockdev "driver=file,node-name=f1,filename=$work/live-1.qcow2" \
-    -blockdev driver=qcow2,node-name=disk1,file=f1 -device virtio-blk-pci,drive=disk1,id=vd1 \
-    -daemonize -pidfile "$work/qemu.pid" 2>/dev/null
-qemu_pid=$(cat "$work/qemu.pid")
+qemu_pid=$(start_vm "$work" "$work/live-0.qcow2" "$work/live-1.qcow2")
 "$sendense" vm add live --qmp "$work/qmp.sock" >/dev/null
 bench live "$work/live" change_guest shared

@@ -3,6 +3,7 @@
 # OS) with two disks, all under a temporary directory that is removed at the end (KEEP=1 keeps
 # it). Full backup, guest writes, incremental backup, list.
 set -euo pipefail
+. "$(dirname "$0")/vm.sh"
 
 bin_dir=${1:-target/release}
 sendense="$(cd "$bin_dir" && pwd)/sendense"
@@ -42,14 +43,7 @@ qemu-img create -q -f qcow2 "$work/demo-os.qcow2" 1G
 qemu-img create -q -f qcow2 "$work/demo-data.qcow2" 512M
 qemu-io -f qcow2 -c "write -P 0xab 0 64M" -c "write -P 0x11 512M 16M" "$work/demo-os.qcow2" >/dev/null
 qemu-io -f qcow2 -c "write -P 0x5a 0 8M" "$work/demo-data.qcow2" >/dev/null
-qemu-system-x86_64 -accel kvm -accel tcg -display none -nodefaults -m 64 \
-    -qmp "unix:$work/qmp.sock,server=on,wait=off" -qmp "unix:$work/ctl.sock,server=on,wait=off" \
-    -blockdev "driver=file,node-name=f0,filename=$work/demo-os.qcow2" \
-    -blockdev driver=qcow2,node-name=disk0,file=f0 -device virtio-blk-pci,drive=disk0,id=vd0 \
-    -blockdev "driver=file,node-name=f1,filename=$work/demo-data.qcow2" \
-    -blockdev driver=qcow2,node-name=disk1,file=f1 -device virtio-blk-pci,drive=disk1,id=vd1 \
-    -daemonize -pidfile "$work/qemu.pid" 2>/dev/null
-qemu_pid=$(cat "$work/qemu.pid")
+qemu_pid=$(start_vm "$work" "$work/demo-os.qcow2" "$work/demo-data.qcow2")
 
 step "Register the running VM through its QMP socket: disks get keys 2000, 2001"
 run vm add demo-vm --qmp "$work/qmp.sock"

@@ -1,0 +1,15 @@
+# Shell helpers for the demo and the benchmarks (source this file).
+
+# start_vm DIR DISK0 DISK1: starts a QEMU VM without a guest OS whose two qcow2 disks are virtio
+# devices vd0 and vd1, with QMP on DIR/qmp.sock (for Sendense) and DIR/ctl.sock (for guest
+# writes); KVM where available, else TCG. Prints its pid.
+start_vm() {
+    qemu-system-x86_64 -accel kvm -accel tcg -display none -nodefaults -m 64 \
+        -qmp "unix:$1/qmp.sock,server=on,wait=off" -qmp "unix:$1/ctl.sock,server=on,wait=off" \
+        -blockdev "driver=file,node-name=f0,filename=$2" \
+        -blockdev driver=qcow2,node-name=disk0,file=f0 -device virtio-blk-pci,drive=disk0,id=vd0 \
+        -blockdev "driver=file,node-name=f1,filename=$3" \
+        -blockdev driver=qcow2,node-name=disk1,file=f1 -device virtio-blk-pci,drive=disk1,id=vd1 \
+        -daemonize -pidfile "$1/qemu.pid" 2>/dev/null
+    cat "$1/qemu.pid"
+}
