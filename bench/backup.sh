@@ -11,13 +11,11 @@ runs=${2:-3}
 bin=${BIN:-target/release}
 sendense="$(cd "$bin" && pwd)/sendense"
 work=$(mktemp -d /tmp/sendense-bench-backup.XXXXXX)
-pids=()
+pids=()      # processes running now that this script started (by pid)
 qemu_pid=""
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null; then
-        for _ in $(seq 100); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.05; done
-    fi
+    if [ -n "$qemu_pid" ]; then stop_vm "$qemu_pid"; fi
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -30,9 +28,10 @@ make_disks() {
     for i in 0 1; do
         nbdkit -f --exit-with-parent -U "$work/gen$i.sock" sparse-random size="$size" percent=40 seed=$((7 + i)) >/dev/null 2>&1 &
         pids+=($!)
-        while [ ! -S "$work/gen$i.sock" ]; do sleep 0.05; done
+        wait_for "$work/gen$i.sock"
         qemu-img convert -O qcow2 "nbd+unix:///?socket=$work/gen$i.sock" "$1-$i.qcow2"
         kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+        unset 'pids[-1]'
         rm -f "$work/gen$i.sock"
     done
 }
@@ -49,22 +48,22 @@ by_hand() {
             src=(--image-opts "driver=qcow2,file.driver=file,file.filename=$disks-$i.qcow2,file.locking=off")
         fi
         qemu-nbd -r -x src -k "$work/s$i.sock" --shared=8 --persistent "${src[@]}" >/dev/null 2>&1 &
-        echo $! >"$work/s$i.pid"
+        pids+=($!)
         qemu-img create -q -f qcow2 "$work/hand$n-$i.qcow2" "$size"
         qemu-nbd -f qcow2 -x t -k "$work/t$i.sock" --shared=8 --persistent --cache=none --aio=threads \
             "$work/hand$n-$i.qcow2" >/dev/null 2>&1 &
-        echo $! >"$work/t$i.pid"
+        pids+=($!)
     done
-    for i in 0 1; do while [ ! -S "$work/s$i.sock" ] || [ ! -S "$work/t$i.sock" ]; do sleep 0.01; done; done
+    for i in 0 1; do wait_for "$work/s$i.sock"; wait_for "$work/t$i.sock"; done
+    local copies=()
     for i in 0 1; do
         nbdcopy --destination-is-zero --flush "nbd+unix:///src?socket=$work/s$i.sock" "nbd+unix:///t?socket=$work/t$i.sock" &
-        echo $! >"$work/c$i.pid"
+        copies+=($!)
     done
-    wait "$(cat "$work/c0.pid")" "$(cat "$work/c1.pid")"
-    for i in 0 1; do
-        kill "$(cat "$work/s$i.pid")" "$(cat "$work/t$i.pid")"
-        wait "$(cat "$work/s$i.pid")" "$(cat "$work/t$i.pid")" 2>/dev/null || true
-    done
+    for c in "${copies[@]}"; do wait "$c"; done
+    kill "${pids[@]}"
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
     rm -f "$work/hand$n-"*.qcow2
 }
 
@@ -82,13 +81,20 @@ settle() {
     echo "(storage settled after ${waited} s)"
 }
 
+# Waits up to 30 s for a server's Unix socket; fails when none appears.
+wait_for() {
+    for _ in $(seq 600); do [ -S "$1" ] && return 0; sleep 0.05; done
+    echo "no server came up at $1" >&2
+    return 1
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 now() { date +%s.%N; }
 
 # ~1 % of each disk changes: 1 MiB writes at spread offsets, pattern and places varying with N.
 # Printed as qemu-io commands, one per line: "DISK write -P PATTERN OFFSET 1M".
 changes() {
-    local n=$1 chunks=$((bytes / 100 / 1048576))
+    local n=$1 chunks=$((bytes / 100 / 1048576 > 0 ? bytes / 100 / 1048576 : 1))
     for i in 0 1; do
         for k in $(seq 0 $((chunks - 1))); do
             echo "$i write -P $(((k + n) % 250 + 1)) $(( ((k * 7919 + n * 104729) % (bytes / 1048576)) * 1048576 )) 1M"
@@ -114,7 +120,8 @@ def call(c):
     while True:
         r = json.loads(f.readline())
         if "event" not in r:
-            if "error" in r: sys.exit(str(r["error"]))
+            # HMP reports its own failures as text in "return".
+            if "error" in r or r.get("return"): sys.exit("guest write failed: %s" % r)
             return r
 call({"execute": "qmp_capabilities"})
 for line in sys.stdin:

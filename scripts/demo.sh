@@ -10,7 +10,7 @@ sendense="$(cd "$bin_dir" && pwd)/sendense"
 work=$(mktemp -d /tmp/sendense-demo.XXXXXX)
 qemu_pid=""
 cleanup() {
-    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then kill "$qemu_pid"; fi
+    if [ -n "$qemu_pid" ]; then stop_vm "$qemu_pid"; fi
     if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT

@@ -177,7 +177,9 @@ impl BackupRequest<'_> {
         match result {
             Ok(report) => {
                 let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
-                sd.catalog_mut().set_job_progress(job.id, total, total)?;
+                if let Err(e) = sd.catalog_mut().set_job_progress(job.id, total, total) {
+                    tracing::warn!("job {}: recording its progress: {e}", job.id);
+                }
                 sd.catalog_mut()
                     .finish_job(job.id, JobStatus::Completed, None)?;
                 log(sd, job.id, &format!("backup {} completed", report.backup));

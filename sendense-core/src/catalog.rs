@@ -130,16 +130,33 @@ impl Catalog {
     /// so a power loss can only take back the newest unsynced commits, never one before a
     /// synced one). A killed process loses nothing: the commit is in the log. Only for what
     /// may be lost with the power without leaving the catalog wrong: job log lines and
-    /// progress, a job starting, the rows about qemu-nbd processes (a power loss ends them), a
-    /// backup still running and the disks found for it. What must outlive a power loss —
-    /// a completed backup, the checkpoints it leaves, a job's end, what a user asked for —
-    /// is synced.
+    /// progress, a job moving to running, the rows about qemu-nbd processes (a power loss ends
+    /// them), the disks a discovery found, the checkpoints a running backup is taking. What
+    /// must outlive a power loss — a new job (its id is shown at once), a backup once its
+    /// files exist (so the reconciliation finds them), a completed backup with the
+    /// checkpoints it leaves, a job's end, what a user asked for — is synced.
     pub(crate) fn write_unsynced<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        /// Puts the connection back to synced commits however the transaction ends, a panic
+        /// in `f` included.
+        struct Synced<'a>(&'a Connection);
+        impl Drop for Synced<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.pragma_update(None, "synchronous", "FULL");
+            }
+        }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let out = self.write(f);
+        let guard = Synced(&self.conn);
+        let out = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(Error::from)
+            .and_then(|tx| {
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            });
+        std::mem::forget(guard);
         let restored = self.conn.pragma_update(None, "synchronous", "FULL");
         let out = out?;
         restored?;

@@ -44,7 +44,7 @@ impl Default for PortRange {
 pub struct CopyConfig {
     /// NBD connections per disk, at most.
     pub connections: u32,
-    /// Requests in flight per connection.
+    /// Requests in flight per connection, at most.
     pub requests: u32,
     /// Largest single read or write, in bytes.
     pub request_size: u32,

@@ -685,7 +685,7 @@ mod tests {
         // Nothing or a little to do: one worker on one connection.
         assert_eq!(parallelism(0, 4, 4), (1, 1));
         assert_eq!(parallelism(8, 4, 4), (1, 1));
-        // A 1 % incremental of a 4 GiB disk in 1 MiB requests: 5 workers on 2 connections.
+        // A 1 % incremental of a 4 GiB disk in 1 MiB requests: 6 workers on 2 connections.
         assert_eq!(parallelism(41, 4, 4), (2, 3));
         assert_eq!(parallelism(32, 4, 4), (1, 4));
         // Enough work for all of them, and far more.

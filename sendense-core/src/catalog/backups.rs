@@ -205,9 +205,9 @@ impl Catalog {
         disks: &[NewBackupDisk],
     ) -> Result<()> {
         let now = crate::time::now_rfc3339();
-        // Unsynced: a running backup a power loss takes back leaves `.partial` files, which
-        // `sendense cleanup` finds by scanning the repository.
-        self.write_unsynced(|tx| {
+        // Synced: after a power loss the row is there for the reconciliation to find the
+        // backup's files — also once they are renamed, before the completion is recorded.
+        self.write(|tx| {
             tx.execute(
                 "INSERT INTO backups (id, vm_id, repo_id, job_id, status, created_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
                 (id, vm_id, repo_id, job, &now),

@@ -192,8 +192,8 @@ impl Catalog {
         let now = crate::time::now_rfc3339();
         let me = crate::proc::ProcId::current();
         let host = hostname();
-        // Unsynced: a job a power loss takes back never ran as far as anyone can tell.
-        let id = self.write_unsynced(|tx| {
+        // Synced: a job id, once shown, is never given to another job.
+        let id = self.write(|tx| {
             tx.execute(
                 "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at, pid, pid_start, host) VALUES \
                  (?1, (SELECT id FROM vms WHERE name = ?2), ?2, \
@@ -392,6 +392,16 @@ mod tests {
         // Also after a failed one (the job does not exist).
         assert!(cat.log_job(job.id + 100, "info", "two", None).is_err());
         assert_eq!(sync(&cat), 2);
+        // And after a panic inside the transaction (a library user may catch it).
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = cat.write_unsynced(|_| -> Result<()> { panic!("inside the transaction") });
+        }));
+        assert!(caught.is_err());
+        assert_eq!(sync(&cat), 2, "back to FULL after a panic");
+        assert!(
+            cat.conn().is_autocommit(),
+            "the transaction was rolled back"
+        );
         cat.finish_job(job.id, JobStatus::Completed, None).unwrap();
         drop(cat);
         let cat = Catalog::open(&dir.path().join("c.db"), false).unwrap();

@@ -371,6 +371,29 @@ mod tests {
     }
 
     #[test]
+    fn only_the_data_regions_of_a_sparse_digest_file_are_read() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d");
+        let len = 32u64 << 20;
+        let f = DigestFile::create(&p, len / RECORD * BLOCK).unwrap();
+        let block = vec![1u8; BLOCK as usize];
+        f.record(777 * BLOCK, &block).unwrap();
+        f.record((len / RECORD - 1) * BLOCK, &block).unwrap();
+        let file = File::open(&p).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), len);
+        assert!(meta.blocks() * 512 < len / 4, "the file is sparse");
+        // The first region holds the first record and little else; the second, the last.
+        let (s1, e1) = data_region(&file, 0, len).unwrap().unwrap();
+        assert!(s1 <= 777 * RECORD && 778 * RECORD <= e1, "{s1}..{e1}");
+        assert!(e1 - s1 < 1 << 20, "{s1}..{e1}");
+        let (s2, e2) = data_region(&file, e1, len).unwrap().unwrap();
+        assert!(s2 > e1 && len - s2 < 1 << 20 && e2 == len, "{s2}..{e2}");
+        assert_eq!(data_region(&file, len, len).unwrap(), None);
+    }
+
+    #[test]
     fn both_schemes_depend_on_offset_and_every_byte_and_keep_their_definition() {
         let block = vec![0x5au8; BLOCK as usize];
         let mut flipped = block.clone();
