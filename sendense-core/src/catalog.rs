@@ -117,12 +117,7 @@ impl Catalog {
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        write_on(&self.conn, f)
     }
 
     /// Runs `f` in an IMMEDIATE transaction whose commit is not synced on its own: it becomes
@@ -149,13 +144,7 @@ impl Catalog {
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         let guard = Synced(&self.conn);
-        let out = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(Error::from)
-            .and_then(|tx| {
-                let out = f(&tx)?;
-                tx.commit()?;
-                Ok(out)
-            });
+        let out = write_on(&self.conn, f);
         std::mem::forget(guard);
         let restored = self.conn.pragma_update(None, "synchronous", "FULL");
         let out = out?;
@@ -228,6 +217,18 @@ pub(crate) fn unique_violation(err: rusqlite::Error, message: impl FnOnce() -> E
         }
         _ => Error::from(err),
     }
+}
+
+/// Runs `f` in an immediate (write-locked) transaction on `conn`, committing when it returns
+/// `Ok` (rolled back otherwise, also on a panic).
+fn write_on<T>(
+    conn: &Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 #[cfg(test)]

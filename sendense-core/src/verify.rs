@@ -135,24 +135,27 @@ impl Sendense {
                 .push("no digest was recorded for this image".into());
             return check;
         };
-        let unknown = || {
-            format!(
-                "the recorded digest `{want}` names a digest scheme this Sendense does not know"
-            )
+        let scheme = match digests::file_digest_like(&dfile, want) {
+            Err(e) => {
+                check.problems.push(format!("digest file: {}", e.message()));
+                return check;
+            }
+            Ok(None) => {
+                check.problems.push(format!(
+                    "the recorded digest `{want}` names a digest scheme this Sendense does not know"
+                ));
+                return check;
+            }
+            Ok(Some((scheme, got))) => {
+                if &got != want {
+                    check.problems.push(format!(
+                        "the digest file {} was changed since the backup",
+                        dfile.display()
+                    ));
+                }
+                scheme
+            }
         };
-        let Some(scheme) = digests::Scheme::of_digest(want) else {
-            check.problems.push(unknown());
-            return check;
-        };
-        match digests::file_digest_like(&dfile, want) {
-            Err(e) => check.problems.push(format!("digest file: {}", e.message())),
-            Ok(None) => check.problems.push(unknown()),
-            Ok(Some(got)) if &got != want => check.problems.push(format!(
-                "the digest file {} was changed since the backup",
-                dfile.display()
-            )),
-            Ok(Some(_)) => {}
-        }
         if !check.problems.is_empty() {
             return check;
         }

@@ -64,8 +64,7 @@ impl Scheme {
     /// The scheme a recorded file digest (`<tag>+records:<hex>`, or `<tag>:<hex>` from before)
     /// names.
     pub fn of_digest(digest: &str) -> Option<Scheme> {
-        let tag = digest.split_once(':')?.0;
-        Scheme::from_tag(tag.strip_suffix(RECORDS_FORM).unwrap_or(tag))
+        parse_digest(digest).map(|(scheme, _)| scheme)
     }
 
     /// The record of the block at `offset`.
@@ -157,17 +156,24 @@ pub fn file_digest(path: &Path, scheme: Scheme) -> Result<String> {
     Ok(format!("{}{RECORDS_FORM}:{hex}", scheme.tag()))
 }
 
-/// The digest of the digest file at `path` computed the way `recorded` was (either form);
-/// `None` when `recorded` names a scheme this version does not know.
-pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<String>> {
-    let Some((tag, _)) = recorded.split_once(':') else {
+/// The scheme of a recorded file digest, and whether it is the records form.
+fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
+    let tag = recorded.split_once(':')?.0;
+    match tag.strip_suffix(RECORDS_FORM) {
+        Some(tag) => Some((Scheme::from_tag(tag)?, true)),
+        None => Some((Scheme::from_tag(tag)?, false)),
+    }
+}
+
+/// The scheme `recorded` names and the digest of the digest file at `path` computed the way
+/// `recorded` was (either form); `None` when `recorded` names a scheme this version does not
+/// know.
+pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<(Scheme, String)>> {
+    let Some((scheme, records)) = parse_digest(recorded) else {
         return Ok(None);
     };
-    let Some(scheme) = Scheme::of_digest(recorded) else {
-        return Ok(None);
-    };
-    if tag.ends_with(RECORDS_FORM) {
-        return file_digest(path, scheme).map(Some);
+    if records {
+        return file_digest(path, scheme).map(|d| Some((scheme, d)));
     }
     let mut f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let mut h = blake3::Hasher::new();
@@ -181,7 +187,10 @@ pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<String>> {
         }
         h.update(&buf[..n]);
     }
-    Ok(Some(format!("{}:{}", scheme.tag(), h.finalize().to_hex())))
+    Ok(Some((
+        scheme,
+        format!("{}:{}", scheme.tag(), h.finalize().to_hex()),
+    )))
 }
 
 /// blake3 of the file length (u64, little endian), then of each non-zero record as its index
@@ -331,8 +340,8 @@ mod tests {
         let d = file_digest(&sparse, Scheme::CURRENT).unwrap();
         assert_eq!(d, records_by_hand(&bytes));
         assert_eq!(
-            file_digest_like(&sparse, &d).unwrap().as_deref(),
-            Some(d.as_str())
+            file_digest_like(&sparse, &d).unwrap(),
+            Some((Scheme::CURRENT, d.clone()))
         );
         // The same content with its zeroes written out: the same digest.
         let dense = dir.path().join("dense");
@@ -363,8 +372,8 @@ mod tests {
         // A digest recorded before the records form: the blake3 of the whole file.
         let whole = format!("blake3k-64k:{}", blake3::hash(&bytes).to_hex());
         assert_eq!(
-            file_digest_like(&sparse, &whole).unwrap().as_deref(),
-            Some(whole.as_str())
+            file_digest_like(&sparse, &whole).unwrap(),
+            Some((Scheme::CURRENT, whole.clone()))
         );
         assert_eq!(file_digest_like(&sparse, "md5:00").unwrap(), None);
         assert_eq!(file_digest_like(&sparse, "no tag").unwrap(), None);
