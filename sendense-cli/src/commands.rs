@@ -64,6 +64,21 @@ pub fn open_options(g: &GlobalArgs) -> OpenOptions {
     opts
 }
 
+/// A token that SIGINT, SIGTERM or SIGHUP cancel; a second signal ends the process at once
+/// (see [`sendense_core::jobs::signals`]).
+pub fn interrupt_token(
+    g: &GlobalArgs,
+) -> Result<tokio_util::sync::CancellationToken, sendense_core::Error> {
+    let quiet = g.quiet;
+    sendense_core::jobs::signals::cancel_on_signals(move || {
+        if !quiet {
+            eprintln!(
+                "sendense: stopping and cleaning up; press Ctrl-C again to quit at once (the next sendense command then finishes the cleanup)"
+            );
+        }
+    })
+}
+
 /// Opens the state directory named by the global flags.
 pub fn open(g: &GlobalArgs) -> Result<Sendense, sendense_core::Error> {
     open_options(g).open()

@@ -13,13 +13,13 @@
 //!    the new checkpoint (the old stays valid), mark the job failed/cancelled. A process killed
 //!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
 
-mod cancel;
+mod delete;
 pub mod node;
 pub mod plan;
 mod process;
 mod targets;
 
-use crate::catalog::{BackupMode, DiskOutcome, JobKind, JobStatus, RepoRecord, VmRecord};
+use crate::catalog::{BackupMode, DiskOutcome, JobKind, RepoRecord, VmRecord};
 use crate::config::TransferMode;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
@@ -150,76 +150,46 @@ impl BackupRequest<'_> {
         let started = Instant::now();
         let vm_rec = sd.vm(&vm)?;
         let repo = sd.resolve_repo(repo.as_deref())?;
-        let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name, "backing up")?;
-        let job =
-            sd.catalog_mut()
-                .create_job(JobKind::Backup, Some(&vm_rec.name), Some(&repo.name))?;
-        sd.catalog_mut().start_job(job.id)?;
-        emit(
-            sd,
-            job.id,
-            EventKind::JobStarted {
-                kind: "backup".into(),
-                vm: Some(vm_rec.name.clone()),
-            },
-        );
-        let watcher = cancel::CancelWatcher::start(sd.catalog().path(), job.id, cancel.clone());
+        let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name)?;
+        let job = sd.begin_job(
+            JobKind::Backup,
+            Some(&vm_rec.name),
+            Some(&repo.name),
+            cancel,
+        )?;
+        crate::crash::point("backup.started");
         let mut run = Run {
             job: job.id,
-            cancel,
+            cancel: job.cancel.clone(),
             source: None,
+            source_dirty: false,
             snapshot_taken: false,
             pending: None,
             exports: Vec::new(),
         };
-        let result = run.execute(sd, &vm_rec, &repo, mode, started);
-        drop(watcher);
-        match result {
+        let result = match run.execute(sd, &vm_rec, &repo, mode, started) {
             Ok(report) => {
                 let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
                 if let Err(e) = sd.catalog_mut().set_job_progress(job.id, total, total) {
                     tracing::warn!("job {}: recording its progress: {e}", job.id);
                 }
-                sd.catalog_mut()
-                    .finish_job(job.id, JobStatus::Completed, None)?;
                 log(sd, job.id, &format!("backup {} completed", report.backup));
-                emit(
-                    sd,
-                    job.id,
-                    EventKind::JobFinished {
-                        status: "completed".into(),
-                        error: None,
-                    },
-                );
                 Ok(report)
             }
             Err(e) => {
-                let status = if e.kind() == ErrorKind::Cancelled || run.cancel.is_cancelled() {
-                    JobStatus::Cancelled
-                } else {
-                    JobStatus::Failed
-                };
-                let e = if status == JobStatus::Cancelled && e.kind() != ErrorKind::Cancelled {
-                    Error::new(ErrorKind::Cancelled, format!("backup cancelled ({e})"))
-                } else {
-                    e
-                };
-                log(sd, job.id, &format!("error: {e}"));
                 run.rollback(sd);
-                let _ = sd
-                    .catalog_mut()
-                    .finish_job(job.id, status, Some(e.message()));
-                emit(
-                    sd,
-                    job.id,
-                    EventKind::JobFinished {
-                        status: status.to_string(),
-                        error: Some(e.to_string()),
-                    },
-                );
-                Err(e.context(format!("backup of `{}` (job {})", vm_rec.name, job.id)))
+                Err(e)
+            }
+        };
+        if !run.source_dirty {
+            if let Err(e) = sd.catalog_mut().mark_source_clean(job.id) {
+                tracing::warn!("job {}: {e}", job.id);
             }
         }
+        crate::crash::point("backup.finished");
+        let id = job.id;
+        sd.end_job(job, result)
+            .map_err(|e| e.context(format!("backup of `{}` (job {id})", vm_rec.name)))
     }
 }
 
@@ -228,10 +198,7 @@ fn emit(sd: &Sendense, job: i64, kind: EventKind) {
 }
 
 fn log(sd: &mut Sendense, job: i64, message: &str) {
-    tracing::info!("job {job}: {message}");
-    if let Err(e) = sd.catalog_mut().log_job(job, "info", message, None) {
-        tracing::warn!("job log: {e}");
-    }
+    sd.job_log(job, message);
 }
 
 fn step(sd: &mut Sendense, job: i64, message: String) {
@@ -244,6 +211,10 @@ struct Run {
     job: i64,
     cancel: CancellationToken,
     source: Option<Box<dyn Source>>,
+    /// The source may hold objects of this job (or of interrupted ones) until a teardown or
+    /// repair succeeds; while set the job's catalog row says so (see
+    /// [`crate::catalog::Catalog::mark_source_clean`]).
+    source_dirty: bool,
     snapshot_taken: bool,
     pending: Option<PendingBackup>,
     exports: Vec<RunningExport>,
@@ -272,10 +243,9 @@ impl Run {
         // 1. The source, cleared of what an interrupted backup left; disks matched by identity.
         // One source object serves the whole job, so what it learnt once is not asked again.
         let mut source = sd.source_of(vm)?;
-        {
-            let mut host = HubHost { sd, job: Some(job) };
-            source.prepare(&mut host, job)?;
-        }
+        self.source_dirty = true;
+        sd.repair_source(vm, source.as_mut(), Some(job))?;
+        self.source_dirty = false;
         let found = source.discover()?;
         let vm = sd.record_discovered_disks(&vm.name, found)?;
         let vanished: Vec<u32> = vm
@@ -339,9 +309,12 @@ impl Run {
             decisions.push(decision);
         }
         self.check_cancel()?;
+        crate::crash::point("backup.planned");
 
         // 3 + 4. The snapshot, and meanwhile the targets.
+        self.source_dirty = true;
         let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
+        crate::crash::point("backup.snapshot-taken");
 
         // 5. Transfer.
         let keys: Vec<u32> = transfer.disks.iter().map(|d| d.key).collect();
@@ -357,6 +330,7 @@ impl Run {
         };
         self.check_cancel()?;
         node::check_results(&keys, &results)?;
+        crate::crash::point("backup.transferred");
 
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
         log(sd, job, &format!("transfer finished: {moved} bytes read"));
@@ -376,6 +350,7 @@ impl Run {
             log(sd, job, &msg);
             emit(sd, job, EventKind::Warning { message: msg });
         }
+        crate::crash::point("backup.exports-stopped");
         log(
             sd,
             job,
@@ -403,11 +378,15 @@ impl Run {
         // The backup is safe now; the old checkpoint can go.
         if let Some(mut src) = self.source.take() {
             let mut host = HubHost { sd, job: Some(job) };
-            if let Err(e) = src.finish(&mut host, true) {
-                let msg =
-                    format!("the backup is complete, but retiring the old checkpoint failed: {e}");
-                log(sd, job, &msg);
-                emit(sd, job, EventKind::Warning { message: msg });
+            match src.finish(&mut host, true) {
+                Ok(()) => self.source_dirty = false,
+                Err(e) => {
+                    let msg = format!(
+                        "the backup is complete, but retiring the old checkpoint failed: {e} (the next sendense command repairs it)"
+                    );
+                    log(sd, job, &msg);
+                    emit(sd, job, EventKind::Warning { message: msg });
+                }
             }
         }
         self.snapshot_taken = false;
@@ -449,11 +428,17 @@ impl Run {
         })
     }
 
-    /// Undoes everything this run started: exports, images, the new checkpoint.
+    /// Undoes everything this run started: exports, images, the new checkpoint. What it
+    /// cannot undo stays recorded for the reconciliation.
     fn rollback(&mut self, sd: &mut Sendense) {
-        if let Err(err) = sd.stop_exports(std::mem::take(&mut self.exports)) {
+        let mut exports = std::mem::take(&mut self.exports);
+        if let Some(src) = self.source.as_mut() {
+            exports.extend(src.take_exports());
+        }
+        if let Err(err) = sd.stop_exports(exports) {
             log(sd, self.job, &format!("rollback: stopping exports: {err}"));
         }
+        crate::crash::point("backup.rollback-exports-stopped");
         if let Some(p) = self.pending.take() {
             sd.abort_backup(p);
         }
@@ -463,12 +448,19 @@ impl Run {
                     sd,
                     job: Some(self.job),
                 };
-                if let Err(err) = src.finish(&mut host, false) {
-                    log(sd, self.job, &format!("rollback: {err}"));
+                match src.finish(&mut host, false) {
+                    Ok(()) => self.source_dirty = false,
+                    Err(err) => log(
+                        sd,
+                        self.job,
+                        &format!("rollback: {err} (the next sendense command repairs it)"),
+                    ),
                 }
             }
         }
-        let scratch = sd.scratch_dir().join(format!("job-{}", self.job));
-        let _ = std::fs::remove_dir_all(scratch);
+        if !self.source_dirty {
+            let scratch = sd.scratch_dir().join(format!("job-{}", self.job));
+            let _ = std::fs::remove_dir_all(scratch);
+        }
     }
 }

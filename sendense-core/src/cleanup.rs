@@ -1,13 +1,24 @@
 //! Reconciliation: what a dead sendense process left behind is found and removed.
 //!
-//! Guarantees, whatever killed the process (an error, Ctrl-C, SIGKILL, a reboot of the hub):
+//! Guarantees, whatever killed the process (an error, Ctrl-C, SIGKILL at any instant, a reboot
+//! of the hub):
 //!
 //! - a job left `pending`/`running` by a process that is gone ends `failed` with the reason;
-//! - its running backup is discarded: catalog rows and `.partial` images;
+//! - the backup it was writing is discarded — catalog rows, `.partial` and renamed images,
+//!   digest files, the manifest and its temporary file: a backup exists only once the catalog
+//!   says it completed, so every crash instant leaves a complete backup or none;
 //! - every qemu-nbd it started is stopped — only when pid, start time and command line still
-//!   match what was recorded (a foreign qemu-nbd, or a reused pid, is never touched) — and its
-//!   port is freed;
-//! - its fleecing/scratch directory (`<scratch>/job-<id>`) and temporary manifest files go.
+//!   match what was recorded (a foreign qemu-nbd, or a reused pid, is never touched) — its port
+//!   is freed and its pid and log files go;
+//! - a delete it had begun is finished (the backup was marked `deleting` before any file went);
+//! - the VM's source is repaired at once ([`crate::source::repair`]): QEMU's fleecing jobs,
+//!   nodes, NBD exports and server of the job go, and its checkpoint bitmaps are folded back
+//!   into the recorded checkpoint, so the next backup is incremental and misses nothing;
+//! - the files it recorded before creating them outside the repository (a restore's
+//!   `.partial` file) and its scratch directory (`<scratch>/job-<id>`) go.
+//!
+//! Children that run in the foreground (`sendense-sna`, hooks) die with the process that
+//! started them ([`crate::supervise`]), so nothing needs to find them.
 //!
 //! The light pass ([`Sendense::reconcile`]) runs when a state directory is opened and looks only
 //! at what the catalog records. `sendense cleanup` adds a scan of every repository for `.partial`
@@ -24,8 +35,8 @@ use std::time::Duration;
 /// One thing cleanup did (or would do, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CleanupAction {
-    /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `release_port`, `remove_file`,
-    /// `remove_dir`.
+    /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `release_port`, `finish_delete`,
+    /// `repair_source`, `remove_file`, `remove_dir`.
     pub action: String,
     /// What it acts on (job id, path, port, ...).
     pub target: String,
@@ -76,10 +87,28 @@ impl Sendense {
             dry_run,
             ..Default::default()
         };
-        let host = this_host();
+        let dead_jobs = self.fail_dead_jobs(dry_run, &mut report)?;
+        self.discard_unfinished_backups(&dead_jobs, dry_run, &mut report)?;
         let grace = Duration::from_secs(self.config().qemu_nbd.stop_timeout_secs);
+        for e in self.catalog().exports()? {
+            if !e.owner().is_alive() {
+                self.reap_export(&e, dry_run, grace, &mut report);
+            }
+        }
+        self.finish_deletes(dry_run, &mut report)?;
+        self.repair_sources(dry_run, &mut report)?;
+        self.remove_job_files(dry_run, &mut report)?;
+        self.remove_scratch(dry_run, &mut report)?;
+        if scan {
+            self.scan_repositories(dry_run, &mut report)?;
+            self.scan_locks(dry_run, &mut report);
+        }
+        Ok(report)
+    }
 
-        // 1. Jobs whose process is gone.
+    /// Step 1: jobs whose process is gone end failed; returns their ids.
+    fn fail_dead_jobs(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<Vec<i64>> {
+        let host = this_host();
         let mut dead_jobs = Vec::new();
         for job in self.catalog().unfinished_jobs()? {
             let same_host = job.host.is_none() || job.host == host;
@@ -100,8 +129,16 @@ impl Sendense {
                 dead_jobs.push(job.id);
             }
         }
+        Ok(dead_jobs)
+    }
 
-        // 2. Their backups: images and rows.
+    /// Step 2: the backups that jobs no longer running were writing go: files and rows.
+    fn discard_unfinished_backups(
+        &mut self,
+        dead_jobs: &[i64],
+        dry_run: bool,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
         for b in self.catalog().running_backups()? {
             let job_alive = match b.job {
                 Some(id) => !dead_jobs.contains(&id) && !self.catalog().job(id)?.status.is_final(),
@@ -110,94 +147,147 @@ impl Sendense {
             if job_alive {
                 continue;
             }
-            for d in &b.disks {
-                let partial = crate::repo::chain::partial_of(&d.file);
-                let digests = crate::repo::digests::digests_of(&d.file);
-                let digests_partial = crate::repo::chain::partial_of(&digests);
-                for f in [partial, d.file.clone(), digests, digests_partial] {
-                    if f.exists() {
-                        report.add(
-                            "remove_file",
-                            f.display().to_string(),
-                            format!("image of unfinished backup {}", b.id),
-                        );
-                        if !dry_run {
-                            if let Err(e) = std::fs::remove_file(&f) {
-                                report.errors.push(format!("removing {}: {e}", f.display()));
-                            }
-                        }
-                    }
-                }
+            let why = format!("file of unfinished backup {}", b.id);
+            for f in backup_files(&b) {
+                remove_file(&f, &why, dry_run, report);
             }
             report.add("discard_backup", &b.id, "its job did not complete");
             if !dry_run {
                 self.catalog_mut().discard_backup(&b.id)?;
             }
         }
+        Ok(())
+    }
 
-        // 3. Exports whose starter is gone.
-        for e in self.catalog().exports()? {
-            if e.owner().is_alive() {
+    /// Step 4: deletes whose process is gone are finished: the backup was marked `deleting`
+    /// (and no longer read or built on) before its first file went.
+    fn finish_deletes(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+        for b in self.catalog().deleting_backups()? {
+            // A delete in progress holds the VM lock.
+            let lock = if dry_run {
+                None
+            } else {
+                match crate::lock::VmLock::try_acquire(self.state_dir(), &b.vm)? {
+                    Some(lock) => Some(lock),
+                    None => continue,
+                }
+            };
+            let why = format!("file of deleted backup {}", b.id);
+            for f in backup_files(&b) {
+                remove_file(&f, &why, dry_run, report);
+            }
+            report.add(
+                "finish_delete",
+                &b.id,
+                "its delete was interrupted; the backup was already marked deleted",
+            );
+            if !dry_run {
+                if let Err(e) = self.catalog_mut().delete_backup(&b.id) {
+                    report.errors.push(format!("deleting backup {}: {e}", b.id));
+                }
+            }
+            drop(lock);
+        }
+        Ok(())
+    }
+
+    /// Step 5: the sources of interrupted backups are repaired, VM by VM, each under the VM's
+    /// lock (a VM being backed up now is left to that backup, which repairs it first).
+    fn repair_sources(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+        let mut vms: Vec<(String, Vec<i64>)> = Vec::new();
+        for (job, vm) in self.catalog().source_dirty_jobs()? {
+            match vms.iter_mut().find(|(name, _)| *name == vm) {
+                Some((_, jobs)) => jobs.push(job),
+                None => vms.push((vm, vec![job])),
+            }
+        }
+        for (name, jobs) in vms {
+            let jobs: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+            report.add(
+                "repair_source",
+                &name,
+                format!("left by interrupted backup job(s) {}", jobs.join(", ")),
+            );
+            if dry_run {
                 continue;
             }
-            self.reap_export(&e, dry_run, grace, &mut report);
-        }
-
-        // 4. Scratch directories of jobs that are not running.
-        let scratch = self.scratch_dir();
-        if let Ok(entries) = std::fs::read_dir(&scratch) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name
-                    .strip_prefix("verify-")
-                    .and_then(|p| p.parse::<u32>().ok())
-                {
-                    // A verify's scratch, left when its process died.
-                    if ProcId::of(pid).is_none() {
-                        report.add(
-                            "remove_dir",
-                            entry.path().display().to_string(),
-                            "scratch of a verify that ended",
-                        );
-                        if !dry_run {
-                            let _ = std::fs::remove_dir_all(entry.path());
-                        }
-                    }
-                    continue;
+            let Some(_lock) = crate::lock::VmLock::try_acquire(self.state_dir(), &name)? else {
+                continue;
+            };
+            let repaired = self.vm(&name).and_then(|vm| {
+                let mut source = self.source_of(&vm)?;
+                self.repair_source(&vm, source.as_mut(), None)
+            });
+            match repaired {
+                Ok(crate::source::Repaired::Done) => {}
+                Ok(crate::source::Repaired::Unreachable) => {
+                    tracing::info!(
+                        "VM `{name}` is not running: nothing of its backups is left in it"
+                    )
                 }
-                let Some(id) = name
-                    .strip_prefix("job-")
-                    .and_then(|i| i.parse::<i64>().ok())
-                else {
-                    continue;
-                };
-                let running = self
-                    .catalog()
-                    .job(id)
-                    .map(|j| !j.status.is_final())
-                    .unwrap_or(false);
-                if !running {
-                    report.add(
-                        "remove_dir",
-                        entry.path().display().to_string(),
-                        format!("scratch of finished job {id}"),
-                    );
-                    if !dry_run {
-                        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                            report
-                                .errors
-                                .push(format!("removing {}: {e}", entry.path().display()));
-                        }
-                    }
+                Err(e) => report
+                    .errors
+                    .push(format!("repairing the source of VM `{name}`: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 6: files that ended jobs recorded before creating them (a restore's partial file).
+    fn remove_job_files(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+        let files = self.catalog().ended_job_files()?;
+        let mut jobs: Vec<i64> = Vec::new();
+        for (job, path) in files {
+            remove_file(&path, &format!("left by job {job}"), dry_run, report);
+            if !jobs.contains(&job) {
+                jobs.push(job);
+            }
+        }
+        if !dry_run {
+            for job in jobs {
+                self.catalog_mut().forget_job_files(job)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 7: scratch directories of jobs that ended and left nothing on their source.
+    fn remove_scratch(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+        let scratch = self.scratch_dir();
+        let Ok(entries) = std::fs::read_dir(&scratch) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix("job-")
+                .and_then(|i| i.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            // Kept while the job runs, and while its source still needs a repair that looks
+            // there (for the socket of a QEMU NBD server).
+            let keep = match self.catalog().job(id) {
+                Ok(j) => !j.status.is_final() || j.source_dirty,
+                Err(_) => false,
+            };
+            if keep {
+                continue;
+            }
+            report.add(
+                "remove_dir",
+                entry.path().display().to_string(),
+                format!("scratch of finished job {id}"),
+            );
+            if !dry_run {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    report
+                        .errors
+                        .push(format!("removing {}: {e}", entry.path().display()));
                 }
             }
         }
-
-        if scan {
-            self.scan_repositories(dry_run, &mut report)?;
-            self.scan_locks(dry_run, &mut report);
-        }
-        Ok(report)
+        Ok(())
     }
 
     fn reap_export(
@@ -232,7 +322,8 @@ impl Sendense {
         if dry_run {
             return;
         }
-        if let Err(err) = crate::export::stop_orphan(self.catalog_mut(), e, grace) {
+        let run_dir = self.run_dir();
+        if let Err(err) = crate::export::stop_orphan(self.catalog_mut(), e, &run_dir, grace) {
             report
                 .errors
                 .push(format!("stopping qemu-nbd {:?}: {err}", e.pid));
@@ -310,7 +401,7 @@ impl Sendense {
                 }
             } else {
                 // Removed only while holding it, so a process about to take it retries.
-                match crate::lock::VmLock::try_lock(&path, false) {
+                match crate::lock::FileLock::try_lock(&path, false, false) {
                     Ok(Some(lock)) => drop(lock),
                     _ => continue,
                 }
@@ -320,6 +411,92 @@ impl Sendense {
                 path.display().to_string(),
                 "lock file nobody holds",
             );
+        }
+    }
+}
+
+impl Sendense {
+    /// Repairs `vm`'s source after interrupted backups (see [`crate::source::repair`]); the
+    /// caller holds the VM lock. `keep_job` is a backup starting now. On success the
+    /// interrupted jobs are recorded clean and their scratch directories go.
+    pub(crate) fn repair_source(
+        &mut self,
+        vm: &crate::catalog::VmRecord,
+        source: &mut dyn crate::source::Source,
+        keep_job: Option<i64>,
+    ) -> Result<crate::source::Repaired> {
+        let scratch = self.scratch_dir();
+        let interrupted: Vec<(i64, PathBuf)> = self
+            .catalog()
+            .source_dirty_jobs()?
+            .into_iter()
+            .filter(|(id, name)| *name == vm.name && Some(*id) != keep_job)
+            .map(|(id, _)| (id, scratch.join(format!("job-{id}"))))
+            .collect();
+        let req = crate::source::RepairRequest {
+            keep_job,
+            interrupted,
+            disks: vm
+                .disks
+                .iter()
+                .map(|d| (d.identity.clone(), d.checkpoint.clone()))
+                .collect(),
+            retired: self.catalog().completed_checkpoints(vm.id)?,
+        };
+        let repaired = {
+            let mut host = crate::source::HubHost {
+                sd: self,
+                job: keep_job,
+            };
+            source.repair(&mut host, &req)?
+        };
+        for (id, dir) in &req.interrupted {
+            self.catalog_mut().mark_source_clean(*id)?;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(repaired)
+    }
+}
+
+/// Every file a backup may have in its repository: per disk the image and its digest file,
+/// `.partial` or committed, then the manifest and its temporary files.
+fn backup_files(b: &crate::catalog::BackupRecord) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for d in &b.disks {
+        let digests = crate::repo::digests::digests_of(&d.file);
+        files.push(crate::repo::chain::partial_of(&d.file));
+        files.push(crate::repo::chain::partial_of(&digests));
+        files.push(d.file.clone());
+        files.push(digests);
+    }
+    let manifest = b
+        .repo_path
+        .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
+    if let (Some(dir), Some(name)) = (manifest.parent(), manifest.file_name()) {
+        let tmp = format!(".{}.tmp-", name.to_string_lossy());
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&tmp) {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.push(manifest);
+    files
+}
+
+/// Removes `path` if it exists, as an action of `report` (only reported in a dry run).
+fn remove_file(path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport) {
+    if std::fs::symlink_metadata(path).is_err() {
+        return;
+    }
+    report.add("remove_file", path.display().to_string(), why);
+    if !dry_run {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                report
+                    .errors
+                    .push(format!("removing {}: {e}", path.display()));
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! never a public address.
 
 pub mod naming;
+mod serve;
 
 use crate::catalog::{Catalog, ExportRecord, Listen};
 use crate::config::QemuNbdConfig;
@@ -21,6 +22,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 pub use naming::export_name;
+pub use serve::ServedExport;
 
 /// Debian package providing qemu-nbd.
 const QEMU_NBD: crate::tools::Tool = crate::tools::Tool {
@@ -87,7 +89,10 @@ impl ExportSpec {
     }
 }
 
-/// A running qemu-nbd started by this process.
+/// A running qemu-nbd started by this process. It owns the server: stop it with [`stop`] or
+/// [`stop_many`] (which report errors); dropped without that — an early return, a panic — it
+/// stops the server itself and forgets its catalog row, so nothing a long-lived process (a
+/// library user, a scheduler) started outlives the work it was started for.
 #[derive(Debug)]
 pub struct RunningExport {
     /// Catalog row.
@@ -97,6 +102,51 @@ pub struct RunningExport {
     /// The qemu-nbd process.
     pub server: ProcId,
     files: Vec<PathBuf>,
+    /// The catalog holding the row, for a stop on drop.
+    catalog: PathBuf,
+    /// SIGTERM → SIGKILL grace of that stop.
+    grace: Duration,
+    /// Stopped (or deliberately left for cleanup): nothing to do on drop.
+    released: bool,
+}
+
+impl RunningExport {
+    /// Removes the files of a server that is gone.
+    fn remove_files(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(sock) = &self.record.socket {
+            let _ = std::fs::remove_file(sock);
+        }
+    }
+}
+
+impl Drop for RunningExport {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        tracing::debug!(
+            "stopping qemu-nbd {} (export `{}`) on an early exit",
+            self.server.pid,
+            self.record.export
+        );
+        if let Err(e) = proc::terminate(self.server, self.grace) {
+            // Its row stays: the reconciliation keeps trying.
+            tracing::warn!("{e}");
+            return;
+        }
+        self.remove_files();
+        match Catalog::open(&self.catalog, false) {
+            Ok(mut c) => {
+                if let Err(e) = c.release_export(self.record.id) {
+                    tracing::warn!("forgetting export {}: {e}", self.record.id);
+                }
+            }
+            Err(e) => tracing::warn!("forgetting export {}: {e}", self.record.id),
+        }
+    }
 }
 
 fn port_bindable(port: u16) -> bool {
@@ -223,6 +273,7 @@ struct Starting {
     cmdline: Vec<String>,
     pid_file: PathBuf,
     log_file: PathBuf,
+    grace: Duration,
 }
 
 /// Spawns qemu-nbd for `spec` on the address of `record`; [`Starting::finish`] waits for it.
@@ -232,9 +283,7 @@ fn launch(
     cfg: &QemuNbdConfig,
     record: &ExportRecord,
 ) -> Result<Starting> {
-    let tag = format!("export-{}", record.id);
-    let pid_file = run_dir.join(format!("{tag}.pid"));
-    let log_file = run_dir.join(format!("{tag}.log"));
+    let [pid_file, log_file] = run_files(run_dir, record.id);
     // O_DIRECT (cache=none) was measured fastest for targets; filesystems without it (tmpfs)
     // fall back to the page cache, which is as safe: a copy ends with FLUSH, and a backup
     // fsyncs its images before it commits them.
@@ -355,6 +404,7 @@ fn launch(
         cmdline: full_cmdline,
         pid_file,
         log_file,
+        grace: Duration::from_secs(cfg.stop_timeout_secs),
     })
 }
 
@@ -379,6 +429,9 @@ impl Starting {
                             url: self.url,
                             server,
                             files: vec![self.pid_file, self.log_file],
+                            catalog: catalog.path().to_path_buf(),
+                            grace: self.grace,
+                            released: false,
                         })
                     }
                     // Not recorded, so nothing could find it later: it goes now.
@@ -445,17 +498,13 @@ pub fn stop_many(
 ) -> Result<()> {
     let servers: Vec<ProcId> = exports.iter().map(|e| e.server).collect();
     let mut result = proc::terminate_all(&servers, grace);
-    for export in exports {
+    for mut export in exports {
+        export.released = true;
         if export.server.is_alive() {
             // It survived SIGKILL: its row stays, so cleanup keeps trying.
             continue;
         }
-        for f in &export.files {
-            let _ = std::fs::remove_file(f);
-        }
-        if let Some(sock) = &export.record.socket {
-            let _ = std::fs::remove_file(sock);
-        }
+        export.remove_files();
         if let Err(e) = catalog.release_export(export.record.id) {
             if result.is_ok() {
                 result = Err(e);
@@ -465,10 +514,20 @@ pub fn stop_many(
     result
 }
 
+/// The pid file and log file of export row `id` in `run_dir`.
+fn run_files(run_dir: &Path, id: i64) -> [PathBuf; 2] {
+    ["pid", "log"].map(|ext| run_dir.join(format!("export-{id}.{ext}")))
+}
+
 /// Stops a recorded export whose starter is gone: only when the process still is the one
 /// recorded (pid, start time and command line); then forgets the row. Returns whether a process
 /// was stopped.
-pub fn stop_orphan(catalog: &mut Catalog, record: &ExportRecord, grace: Duration) -> Result<bool> {
+pub fn stop_orphan(
+    catalog: &mut Catalog,
+    record: &ExportRecord,
+    run_dir: &Path,
+    grace: Duration,
+) -> Result<bool> {
     let mut stopped = false;
     if let Some(server) = record.server() {
         let same = server.is_alive()
@@ -483,6 +542,9 @@ pub fn stop_orphan(catalog: &mut Catalog, record: &ExportRecord, grace: Duration
     }
     if let Some(sock) = &record.socket {
         let _ = std::fs::remove_file(sock);
+    }
+    for f in run_files(run_dir, record.id) {
+        let _ = std::fs::remove_file(f);
     }
     catalog.release_export(record.id)?;
     Ok(stopped)

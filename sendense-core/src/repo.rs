@@ -21,7 +21,9 @@ pub mod manifest;
 mod writer;
 
 pub use import::ImportReport;
-pub use writer::{create_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target};
+pub use writer::{
+    create_targets, plan_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,
+};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fsutil::{self, Capacity};

@@ -3,10 +3,14 @@
 //! backups. The chain top is served read-only by qemu-nbd (which reads through the chain); a file
 //! target is created by `qemu-img create` as `<file>.partial`, filled, then renamed — a failed
 //! restore leaves no file behind, and an existing file is only replaced with `force`.
+//!
+//! The restore is a job (cancellable with `job cancel`) holding shared locks on the backup and
+//! the chain below it, so none of them is deleted while it reads. Every `.partial` file is
+//! recorded in the catalog before it is created: should the process die, the reconciliation
+//! removes it.
 
-use crate::catalog::{BackupRecord, JobKind, JobStatus, Listen};
-use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Event, EventKind};
+use crate::catalog::{BackupRecord, JobKind, Listen};
+use crate::error::{Error, Result};
 use crate::export::{ExportSpec, RunningExport};
 use crate::nbd::NbdUrl;
 use crate::sendense::Sendense;
@@ -135,19 +139,34 @@ enum Target {
 }
 
 impl Sendense {
-    /// Restores disks of a backup.
-    pub fn restore(
-        &mut self,
-        req: &RestoreRequest,
-        cancel: CancellationToken,
-    ) -> Result<RestoreReport> {
-        let backup = self.catalog().backup(&req.backup)?;
+    /// Shared locks on backup `id` and its chain, then the backup as it is now: refused unless
+    /// it is completed (a backup being written or deleted is not read).
+    pub(crate) fn read_backup(
+        &self,
+        id: &str,
+    ) -> Result<(BackupRecord, crate::lock::BackupReadLocks)> {
+        self.catalog().backup(id)?;
+        let locks = crate::lock::BackupReadLocks::acquire(
+            self.state_dir(),
+            &self.catalog().chain_ids(id)?,
+        )?;
+        let backup = self.catalog().backup(id)?;
         if backup.status != "completed" {
             return Err(Error::refused(format!(
                 "backup {} is {}, not completed",
                 backup.id, backup.status
             )));
         }
+        Ok((backup, locks))
+    }
+
+    /// Restores disks of a backup; `cancel` (or `job cancel`) stops it cleanly.
+    pub fn restore(
+        &mut self,
+        req: &RestoreRequest,
+        cancel: CancellationToken,
+    ) -> Result<RestoreReport> {
+        let (backup, _locks) = self.read_backup(&req.backup)?;
         let disks = select_disks(&backup, req.disks.as_deref())?;
         if matches!(req.to, RestoreTo::File(_) | RestoreTo::Nbd(_)) && disks.len() != 1 {
             return Err(Error::invalid(format!(
@@ -157,21 +176,14 @@ impl Sendense {
             ))
             .with_help("Pass --disk KEY, or --all with --to DIR."));
         }
-        let job = self.catalog_mut().create_job(
+        let job = self.begin_job(
             JobKind::Restore,
             Some(&backup.vm),
             Some(&backup.repo),
+            cancel,
         )?;
-        self.catalog_mut().start_job(job.id)?;
-        self.sink().emit(&Event::now(
-            Some(job.id),
-            EventKind::JobStarted {
-                kind: "restore".into(),
-                vm: Some(backup.vm.clone()),
-            },
-        ));
         let mut plans: Vec<Plan> = Vec::new();
-        let mut result = self.restore_inner(&backup, &disks, req, job.id, &mut plans, &cancel);
+        let mut result = self.restore_inner(&backup, &disks, req, &job, &mut plans);
         // Whatever happened: every export goes, a failed file target goes. Files are published
         // only once every export is gone, and their new names are made durable: a crash right
         // after the restore must not leave only the `.partial` files (which cleanup removes).
@@ -202,6 +214,7 @@ impl Sendense {
                         let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
                         crate::fsutil::fsync_dir(dir.unwrap_or(Path::new(".")))
                     });
+                crate::crash::point("restore.published");
                 if let Err(e) = published {
                     result = Err(e);
                 }
@@ -210,45 +223,20 @@ impl Sendense {
                 let _ = std::fs::remove_file(&partial);
             }
         }
-        let _ = std::fs::remove_dir_all(self.scratch_dir().join(format!("job-{}", job.id)));
-        match result {
-            Ok(disks) => {
-                self.catalog_mut()
-                    .finish_job(job.id, JobStatus::Completed, None)?;
-                self.sink().emit(&Event::now(
-                    Some(job.id),
-                    EventKind::JobFinished {
-                        status: "completed".into(),
-                        error: None,
-                    },
-                ));
-                Ok(RestoreReport {
-                    backup: backup.id.clone(),
-                    vm: backup.vm.clone(),
-                    job: job.id,
-                    format: req.format,
-                    disks,
-                })
-            }
-            Err(e) => {
-                let status = if e.kind() == ErrorKind::Cancelled {
-                    JobStatus::Cancelled
-                } else {
-                    JobStatus::Failed
-                };
-                let _ = self
-                    .catalog_mut()
-                    .finish_job(job.id, status, Some(e.message()));
-                self.sink().emit(&Event::now(
-                    Some(job.id),
-                    EventKind::JobFinished {
-                        status: status.to_string(),
-                        error: Some(e.to_string()),
-                    },
-                ));
-                Err(e.context(format!("restore of backup {}", backup.id)))
-            }
+        // Published or removed: nothing is left for the reconciliation.
+        if let Err(e) = self.catalog_mut().forget_job_files(job.id) {
+            tracing::warn!("job {}: {e}", job.id);
         }
+        let _ = std::fs::remove_dir_all(self.scratch_dir().join(format!("job-{}", job.id)));
+        let report = result.map(|disks| RestoreReport {
+            backup: backup.id.clone(),
+            vm: backup.vm.clone(),
+            job: job.id,
+            format: req.format,
+            disks,
+        });
+        self.end_job(job, report)
+            .map_err(|e| e.context(format!("restore of backup {}", backup.id)))
     }
 
     fn restore_inner(
@@ -256,10 +244,11 @@ impl Sendense {
         backup: &BackupRecord,
         disks: &[crate::catalog::BackupDiskRecord],
         req: &RestoreRequest,
-        job: i64,
+        job: &crate::jobs::JobRun,
         plans: &mut Vec<Plan>,
-        cancel: &CancellationToken,
     ) -> Result<Vec<RestoredDisk>> {
+        let cancel = &job.cancel;
+        let job = job.id;
         let scratch = self.scratch_dir().join(format!("job-{job}"));
         crate::fsutil::create_private_dir(&scratch)?;
         let copy = self.config().copy;
@@ -309,6 +298,7 @@ impl Sendense {
                     }
                     let partial = partial_path(&dest);
                     let _ = std::fs::remove_file(&partial);
+                    self.catalog_mut().add_job_file(job, &partial)?;
                     crate::tools::run(
                         crate::tools::QEMU_IMG,
                         [
@@ -320,6 +310,7 @@ impl Sendense {
                             &d.size_bytes.to_string(),
                         ],
                     )?;
+                    crate::crash::point("restore.partial-created");
                     let mut target = Target::File {
                         partial: partial.clone(),
                         dest,
@@ -434,104 +425,4 @@ fn partial_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".partial");
     PathBuf::from(s)
-}
-
-impl Sendense {
-    /// Deletes a backup: refused while another backup depends on it; otherwise its manifest,
-    /// images, digest files and catalog rows go together.
-    pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
-        let b = self.catalog().backup(id)?;
-        let deps = self.catalog().dependents(id)?;
-        if !deps.is_empty() {
-            return Err(Error::refused(format!(
-                "backup {id} is the parent of {}",
-                deps.join(", ")
-            ))
-            .with_help("Delete the backups that depend on it first, newest first."));
-        }
-        if b.status == "running" {
-            return Err(Error::busy(format!("backup {id} is still being written")));
-        }
-        // The manifest first: from then on the repository no longer claims the backup.
-        let manifest = b
-            .repo_path
-            .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
-        remove_if_present(&manifest)?;
-        for d in &b.disks {
-            remove_if_present(&d.file)?;
-            remove_if_present(&crate::repo::digests::digests_of(&d.file))?;
-        }
-        self.catalog_mut().delete_backup(id)?;
-        Ok(b)
-    }
-
-    /// Serves a restore point over NBD (qemu-nbd on 127.0.0.1 or a Unix socket): read-only, or
-    /// with writes going to a temporary overlay discarded at the end. The backup is never
-    /// modified. Stop it with [`Sendense::stop_export`].
-    pub fn export_backup(
-        &mut self,
-        id: &str,
-        key: u32,
-        listen: Listen,
-        writable: bool,
-    ) -> Result<RunningExport> {
-        let b = self.catalog().backup(id)?;
-        let disk = select_disks(&b, Some(&[key]))?.remove(0);
-        if !disk.file.is_file() {
-            return Err(Error::not_found(format!(
-                "the image of disk {key} ({}) is missing",
-                disk.file.display()
-            )));
-        }
-        let job = self
-            .catalog_mut()
-            .create_job(JobKind::Export, Some(&b.vm), Some(&b.repo))?;
-        self.catalog_mut().start_job(job.id)?;
-        let spec = ExportSpec {
-            file: disk.file.clone(),
-            format: "qcow2".into(),
-            name: crate::export::export_name(&b.vm, key),
-            listen,
-            shared: 16,
-            read_only: !writable,
-            bitmap: None,
-            discard_writes: writable,
-            skip_flushes: false,
-            alone: false,
-            job: Some(job.id),
-        };
-        match self.start_export(&spec) {
-            Ok(e) => Ok(e),
-            Err(e) => {
-                let _ = self
-                    .catalog_mut()
-                    .finish_job(job.id, JobStatus::Failed, Some(e.message()));
-                Err(e)
-            }
-        }
-    }
-
-    /// Ends an export started by [`Sendense::export_backup`].
-    pub fn end_export(&mut self, export: RunningExport) -> Result<()> {
-        let job = export.record.job;
-        let result = self.stop_export(export);
-        if let Some(j) = job {
-            let status = if result.is_ok() {
-                JobStatus::Completed
-            } else {
-                JobStatus::Failed
-            };
-            let err = result.as_ref().err().map(|e| e.message().to_string());
-            self.catalog_mut().finish_job(j, status, err.as_deref())?;
-        }
-        result
-    }
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("removing", path, e)),
-    }
 }

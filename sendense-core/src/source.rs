@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! repair:    leftovers of killed jobs (other `sendense-*` bitmaps) are merged into the
-//!            recorded checkpoint, which is re-enabled, then removed
+//!            recorded checkpoint (or only removed, when a completed backup ended there),
+//!            which is re-enabled (see [`repair`])
 //! snapshot:  add new (recording)  + disable previous    (one atomic step for all disks)
 //! export:    previous = changes from the previous backup up to the snapshot instant
 //! success:   remove previous              -> new is the checkpoint of the chain top
@@ -25,6 +26,9 @@ pub mod image;
 pub mod nbd;
 pub mod qemu;
 pub mod qmp;
+pub mod repair;
+
+pub use repair::{RepairRequest, Repaired};
 
 use crate::catalog::DiskRecord;
 use crate::error::Result;
@@ -167,10 +171,11 @@ pub trait Source: Send {
     fn kind(&self) -> &'static str;
     /// The disks, in device order.
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>>;
-    /// Called by a backup holding the VM lock, before anything else: removes what an interrupted
-    /// backup of this VM left on the source (no other backup of it can be running).
-    fn prepare(&mut self, _host: &mut dyn SourceHost, _job: i64) -> Result<()> {
-        Ok(())
+    /// Removes what interrupted backups of this VM left on the source and repairs its
+    /// checkpoints (see [`repair`]). Called holding the VM lock — by a backup before anything
+    /// else, and by the reconciliation — so no backup of the VM is running.
+    fn repair(&mut self, _host: &mut dyn SourceHost, _req: &RepairRequest) -> Result<Repaired> {
+        Ok(Repaired::Done)
     }
     /// The state of each disk's recorded checkpoint.
     fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>>;
@@ -193,19 +198,6 @@ pub trait Source: Send {
 
 /// Prefix of every checkpoint bitmap Sendense creates.
 pub const CHECKPOINT_PREFIX: &str = "sendense-";
-
-/// Bitmaps a killed job left behind: Sendense's, other than the recorded checkpoint and the
-/// one being created.
-pub fn leftovers<'a>(
-    names: impl Iterator<Item = &'a str>,
-    recorded: Option<&str>,
-    new: &str,
-) -> Vec<String> {
-    names
-        .filter(|n| n.starts_with(CHECKPOINT_PREFIX) && Some(*n) != recorded && *n != new)
-        .map(String::from)
-        .collect()
-}
 
 /// Logs the problems of a teardown into the job log and turns them into one error.
 pub(crate) fn teardown_result(host: &mut dyn SourceHost, errors: &[String]) -> Result<()> {

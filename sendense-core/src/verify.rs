@@ -7,9 +7,13 @@
 //! 4. a full read of the data that backup wrote — the image's own clusters, read without its
 //!    backing file — each 64 KiB block compared with its recorded digest, so bit rot or
 //!    tampering is named by backup, disk and offset; blocks recorded but gone are named too.
+//!
+//! Verify is a job (cancellable with `job cancel`) holding shared locks on every backup it
+//! reads, so none of them is deleted meanwhile. An image's problems are listed up to
+//! [`MAX_PROBLEMS`], then counted: a badly damaged image still gives a short report.
 
-use crate::catalog::{BackupDiskRecord, BackupFilter, BackupRecord, Listen};
-use crate::error::{Error, Result};
+use crate::catalog::{BackupDiskRecord, BackupFilter, BackupRecord, JobKind, Listen};
+use crate::error::{Error, ErrorKind, Result};
 use crate::export::ExportSpec;
 use crate::nbd::{ConnectOptions, NbdClient};
 use crate::repo::digests;
@@ -17,6 +21,10 @@ use crate::sendense::Sendense;
 use crate::transfer::BLOCK;
 use serde::Serialize;
 use std::path::Path;
+use tokio_util::sync::CancellationToken;
+
+/// The problems listed per image; more are only counted.
+pub const MAX_PROBLEMS: usize = 20;
 
 /// Which backups to verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,22 +64,35 @@ pub struct VerifyReport {
 }
 
 impl Sendense {
-    /// Verifies backups and their chains.
-    pub fn verify(&mut self, target: &VerifyTarget) -> Result<VerifyReport> {
-        let backups: Vec<BackupRecord> = match target {
-            VerifyTarget::Backup(id) => vec![self.catalog().backup(id)?],
+    /// Verifies backups and their chains; `cancel` (or `job cancel`) stops it. Damage found is
+    /// in the report (`ok: false`), and the job ends failed.
+    pub fn verify(
+        &mut self,
+        target: &VerifyTarget,
+        cancel: CancellationToken,
+    ) -> Result<VerifyReport> {
+        let (backups, vm): (Vec<BackupRecord>, Option<String>) = match target {
+            VerifyTarget::Backup(id) => {
+                let b = self.catalog().backup(id)?;
+                let vm = b.vm.clone();
+                (vec![b], Some(vm))
+            }
             VerifyTarget::Vm(vm) => {
                 self.vm(vm)?;
-                self.catalog().backups(&BackupFilter {
+                let list = self.catalog().backups(&BackupFilter {
                     vm: Some(vm.clone()),
                     status: Some("completed".into()),
                     ..Default::default()
-                })?
+                })?;
+                (list, Some(vm.clone()))
             }
-            VerifyTarget::All => self.catalog().backups(&BackupFilter {
-                status: Some("completed".into()),
-                ..Default::default()
-            })?,
+            VerifyTarget::All => (
+                self.catalog().backups(&BackupFilter {
+                    status: Some("completed".into()),
+                    ..Default::default()
+                })?,
+                None,
+            ),
         };
         // Every image of every chain, once: (backup, disk).
         let mut todo: Vec<(String, BackupDiskRecord)> = Vec::new();
@@ -96,19 +117,80 @@ impl Sendense {
                 }
             }
         }
-        let mut images = Vec::new();
-        for (id, disk) in todo {
-            images.push(self.check_image(&id, &disk));
+        let mut ids: Vec<String> = todo.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let _locks = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
+        // Locked now: a backup deleted meanwhile is not verified (nor reported as damaged).
+        if let VerifyTarget::Backup(id) = target {
+            let b = self.catalog().backup(id)?;
+            if b.status == "deleting" {
+                return Err(Error::busy(format!("backup {id} is being deleted")));
+            }
         }
+        let gone: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                self.catalog()
+                    .backup(id)
+                    .map_or(true, |b| b.status == "deleting")
+            })
+            .cloned()
+            .collect();
+        todo.retain(|(id, _)| !gone.contains(id));
+        let job = self.begin_job(JobKind::Verify, vm.as_deref(), None, cancel)?;
+        let scratch = self.scratch_dir().join(format!("job-{}", job.id));
+        let mut images = Vec::new();
+        let mut result = Ok(());
+        for (id, disk) in todo {
+            if job.cancel.is_cancelled() {
+                result = Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
+                break;
+            }
+            match self.check_image(&id, &disk, &scratch, &job.cancel) {
+                Ok(check) => images.push(check),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
         images.sort_by(|a, b| (&a.backup, a.disk).cmp(&(&b.backup, b.disk)));
-        Ok(VerifyReport {
+        let report = VerifyReport {
             ok: images.iter().all(|i| i.problems.is_empty()),
             backups: backups.iter().map(|b| b.id.clone()).collect(),
             images,
-        })
+        };
+        let bad = report
+            .images
+            .iter()
+            .filter(|i| !i.problems.is_empty())
+            .count();
+        let job_result = result.and_then(|()| {
+            if bad == 0 {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::External,
+                    format!("{bad} image(s) failed verification"),
+                ))
+            }
+        });
+        match self.end_job(job, job_result) {
+            Err(e) if e.kind() == ErrorKind::Cancelled => Err(e),
+            _ => Ok(report),
+        }
     }
 
-    fn check_image(&mut self, backup: &str, disk: &BackupDiskRecord) -> ImageCheck {
+    /// Checks one image; an error only when the check itself was cancelled.
+    fn check_image(
+        &mut self,
+        backup: &str,
+        disk: &BackupDiskRecord,
+        scratch: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<ImageCheck> {
         let mut check = ImageCheck {
             backup: backup.to_string(),
             disk: disk.key,
@@ -121,7 +203,7 @@ impl Sendense {
                 "the image is missing: chain link {backup} of disk {} was deleted or moved",
                 disk.key
             ));
-            return check;
+            return Ok(check);
         }
         if let Err(e) = crate::repo::chain::check_image(&disk.file) {
             check
@@ -133,18 +215,18 @@ impl Sendense {
             check
                 .problems
                 .push("no digest was recorded for this image".into());
-            return check;
+            return Ok(check);
         };
         let scheme = match digests::file_digest_like(&dfile, want) {
             Err(e) => {
                 check.problems.push(format!("digest file: {}", e.message()));
-                return check;
+                return Ok(check);
             }
             Ok(None) => {
                 check.problems.push(format!(
                     "the recorded digest `{want}` names a digest scheme this Sendense does not know"
                 ));
-                return check;
+                return Ok(check);
             }
             Ok(Some((scheme, got))) => {
                 if &got != want {
@@ -157,22 +239,24 @@ impl Sendense {
             }
         };
         if !check.problems.is_empty() {
-            return check;
+            return Ok(check);
         }
-        match self.verify_data(&disk.file, &dfile, scheme, disk.size_bytes) {
+        match self.verify_data(&disk.file, &dfile, scheme, disk.size_bytes, scratch, cancel) {
             Ok((bytes, problems)) => {
                 check.bytes_verified = bytes;
                 check.problems.extend(
                     problems
+                        .into_list()
                         .into_iter()
                         .map(|p| format!("backup {backup}, disk {}: {p}", disk.key)),
                 );
             }
+            Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
             Err(e) => check
                 .problems
                 .push(format!("reading the image: {}", e.message())),
         }
-        check
+        Ok(check)
     }
 
     /// Reads the image's own data clusters (without its backing file) and compares every block
@@ -183,13 +267,12 @@ impl Sendense {
         dfile: &Path,
         scheme: digests::Scheme,
         size: u64,
-    ) -> Result<(u64, Vec<String>)> {
+        scratch: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, Problems)> {
         let extents = own_data(image)?;
-        let scratch = self
-            .scratch_dir()
-            .join(format!("verify-{}", std::process::id()));
         let alone = crate::repo::chain::without_backing(image)?;
-        crate::fsutil::create_private_dir(&scratch)?;
+        crate::fsutil::create_private_dir(scratch)?;
         let spec = ExportSpec {
             file: std::path::PathBuf::from(alone),
             format: String::new(),
@@ -203,23 +286,29 @@ impl Sendense {
             alone: false,
             job: None,
         };
-        let export = self.start_export(&spec);
-        let export = match export {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                return Err(e);
-            }
-        };
+        let export = self.start_export(&spec)?;
         let url = export.url.clone();
         let records = std::fs::File::open(dfile).map_err(|e| Error::io("reading", dfile, e))?;
+        let cancel = cancel.clone();
         let result = crate::rt::block_on(async move {
             let client = NbdClient::connect(&url, &ConnectOptions::default()).await?;
-            let mut problems = Vec::new();
+            let mut problems = Problems::default();
             let mut bytes = 0u64;
             for (start, len) in &extents {
+                if cancel.is_cancelled() {
+                    return Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
+                }
+                let end = start.saturating_add(*len);
+                if end > size {
+                    // A tampered image: data where the disk has no bytes.
+                    problems.push(format!(
+                        "the image holds data beyond the end of the disk ({size} bytes): {} bytes at offset {}",
+                        end - size.max(*start),
+                        size.max(*start)
+                    ));
+                }
                 let mut off = start / BLOCK * BLOCK;
-                while off < start + len {
+                while off < end.min(size) {
                     let n = BLOCK.min(size - off) as usize;
                     let data = client.read(off, vec![0; n]).await?;
                     bytes += n as u64;
@@ -258,10 +347,34 @@ impl Sendense {
             Ok::<_, Error>((bytes, problems))
         });
         let stopped = self.stop_export(export);
-        let _ = std::fs::remove_dir_all(&scratch);
         let out = result??;
         stopped?;
         Ok(out)
+    }
+}
+
+/// An image's problems: the first [`MAX_PROBLEMS`] in full, the rest counted.
+#[derive(Debug, Default)]
+struct Problems {
+    list: Vec<String>,
+    more: u64,
+}
+
+impl Problems {
+    fn push(&mut self, problem: String) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn into_list(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.list
+                .push(format!("and {} more problem(s) like these", self.more));
+        }
+        self.list
     }
 }
 

@@ -24,10 +24,8 @@ pub fn run(args: CopyArgs, json: bool, quiet: bool) -> Result<()> {
     req.request_size = args.request_size as usize;
 
     let sink = sendense_term::progress::sink_for(json, quiet);
-    let report = runtime()?.block_on(async {
-        let cancel = cancel_on_signal();
-        transfer::copy(&req, &sink, &cancel).await
-    })?;
+    let cancel = cancel_on_signals()?;
+    let report = runtime()?.block_on(transfer::copy(&req, &sink, &cancel))?;
     let mut out = std::io::stdout().lock();
     let written = if json {
         let mut doc = serde_json::to_value(&report).unwrap_or_default();
@@ -60,11 +58,10 @@ pub fn transfer() -> Result<()> {
     let plan: sendense_core::backup::node::TransferPlan = serde_json::from_str(&input)
         .map_err(|e| Error::invalid(format!("the transfer plan on stdin is not valid: {e}")))?;
     let sink = sendense_term::progress::sink_for(true, false);
-    let rt = runtime()?;
-    let results = rt.block_on(async {
-        let cancel = cancel_on_signal();
-        sendense_core::backup::node::run_transfer(&plan, &sink, &cancel).await
-    })?;
+    let cancel = cancel_on_signals()?;
+    let results = runtime()?.block_on(sendense_core::backup::node::run_transfer(
+        &plan, &sink, &cancel,
+    ))?;
     let doc = serde_json::json!({ "summary": results });
     let mut out = std::io::stdout().lock();
     writeln!(out, "{doc}").map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))
@@ -77,14 +74,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal(format!("starting the runtime: {e}")))
 }
 
-/// A token cancelled by Ctrl-C / SIGINT.
-fn cancel_on_signal() -> CancellationToken {
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
-    cancel
+/// A token cancelled by SIGINT (Ctrl-C, or the hub cancelling), SIGTERM (the hub died: the
+/// kernel's parent-death signal) or SIGHUP; a second signal exits at once.
+fn cancel_on_signals() -> Result<CancellationToken> {
+    sendense_core::jobs::signals::cancel_on_signals(|| {})
 }

@@ -8,7 +8,6 @@ use sendense_core::catalog::{BackupFilter, BackupRecord};
 use sendense_core::verify::VerifyTarget;
 use sendense_core::{Error, ErrorKind};
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
     match cmd {
@@ -25,7 +24,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                 (_, true) => Requested::Incremental,
                 _ => Requested::Auto,
             };
-            let cancel = cancel_on_ctrl_c();
+            let cancel = super::interrupt_token(g)?;
             let report = sd
                 .backup(&vm)
                 .repo(repo.as_deref())
@@ -114,7 +113,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                 (_, Some(vm), _) => VerifyTarget::Vm(vm),
                 _ => VerifyTarget::All,
             };
-            let report = sd.verify(&target)?;
+            let report = sd.verify(&target, super::interrupt_token(g)?)?;
             if g.json {
                 output::json(&report)?;
             } else {
@@ -200,27 +199,4 @@ fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
         ]);
     }
     output::line(&t.to_string())
-}
-
-/// A token cancelled by Ctrl-C (SIGINT) or SIGTERM.
-pub fn cancel_on_ctrl_c() -> CancellationToken {
-    let cancel = CancellationToken::new();
-    let token = cancel.clone();
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-        });
-        token.cancel();
-    });
-    cancel
 }

@@ -38,7 +38,7 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
         },
         force: a.force,
     };
-    let report = sd.restore(&req, super::backup::cancel_on_ctrl_c())?;
+    let report = sd.restore(&req, super::interrupt_token(g)?)?;
     if g.json {
         output::line(&serde_json::to_string(&report).unwrap_or_default())?;
     } else if !g.quiet {
@@ -76,28 +76,27 @@ pub fn export(
         (None, Some(s)) => Listen::Socket(s),
         (None, None) => Listen::PortRange(sd.config().nbd_ports.first, sd.config().nbd_ports.last),
     };
-    let stop = super::backup::cancel_on_ctrl_c();
-    let export = sd.export_backup(backup, disk, listen, writable)?;
-    let url = export.url.to_string();
+    let stop = super::interrupt_token(g)?;
+    let export = sd.export_backup(backup, disk, listen, writable, stop)?;
+    let url = export.url().to_string();
     if g.json {
         output::line(
-            &serde_json::json!({"backup": backup, "disk": disk, "url": url, "writable": writable})
+            &serde_json::json!({"backup": backup, "disk": disk, "url": url, "writable": writable, "job": export.job()})
                 .to_string(),
         )?;
     } else {
         output::line(&format!(
-            "Serving disk {disk} of backup {backup} at {url} ({}). Press Ctrl-C to stop.",
+            "Serving disk {disk} of backup {backup} at {url} ({}; job {}). Press Ctrl-C to stop.",
             if writable {
                 "writes go to a temporary overlay"
             } else {
                 "read-only"
-            }
+            },
+            export.job()
         ))?;
     }
-    // Serve until interrupted, or until qemu-nbd ends on its own.
-    while !stop.is_cancelled() && export.server.is_alive() {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Serve until interrupted, cancelled, or until qemu-nbd ends on its own.
+    export.wait();
     sd.end_export(export)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -226,6 +226,7 @@ pub async fn run_transfer(
             let report = transfer::copy(&req, &sink, &cancel)
                 .await
                 .map_err(|e| e.context(format!("disk {}", req.disk)))?;
+            crate::crash::point("transfer.disk-copied");
             Ok::<_, Error>(TransferResult {
                 key: req.disk,
                 digest_scheme: scheme,

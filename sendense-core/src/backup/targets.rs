@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::export::{export_name, ExportSpec};
 use crate::repo::digests::Scheme;
-use crate::repo::{chain, create_targets, record_targets, remove_targets, DiskPlan, Target};
+use crate::repo::{
+    chain, create_targets, plan_targets, record_targets, remove_targets, DiskPlan, Target,
+};
 use crate::sendense::Sendense;
 use crate::source::{HubHost, SnapshotDiskRequest, SnapshotRequest, Source};
 
@@ -86,16 +88,12 @@ impl Run {
         let (snap, prepared) = std::thread::scope(|s| {
             // Created, recorded as running (so a crash leaves rows cleanup follows), exported.
             let prepared = s.spawn(|| {
-                let targets = create_targets(repo, vm, &id, &plans)?;
-                let mut catalog = match worker.catalog() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        remove_targets(repo, &targets);
-                        return Err(e);
-                    }
-                };
+                let targets = plan_targets(repo, vm, &id, &plans)?;
+                let mut catalog = worker.catalog()?;
                 let pending = record_targets(&mut catalog, &id, vm, repo, Some(job), targets)?;
-                match worker.start_exports(&mut catalog, &specs(&pending.targets)) {
+                let exports = create_targets(&pending)
+                    .and_then(|()| worker.start_exports(&mut catalog, &specs(&pending.targets)));
+                match exports {
                     Ok(exports) => Ok((pending, exports)),
                     Err(e) => {
                         remove_targets(repo, &pending.targets);

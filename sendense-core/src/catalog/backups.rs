@@ -75,7 +75,7 @@ pub struct BackupRecord {
     pub vm: String,
     /// Repository name.
     pub repo: String,
-    /// `running`, `completed` or `failed`.
+    /// `running`, `completed`, `failed`, or `deleting` while a delete removes it.
     pub status: String,
     /// When it started.
     pub created_at: String,
@@ -175,8 +175,11 @@ pub struct BackupFilter {
     pub status: Option<String>,
 }
 
-const SELECT: &str = "SELECT b.id, v.name, r.name, b.status, b.created_at, b.completed_at, b.job_id, \
-     r.path, b.vm_id, b.repo_id FROM backups b JOIN vms v ON v.id = b.vm_id JOIN repositories r ON r.id = b.repo_id";
+// A backup being deleted shows as `deleting` whatever it was before.
+const SELECT: &str = "SELECT b.id, v.name, r.name, \
+     CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END, b.created_at, b.completed_at, \
+     b.job_id, r.path, b.vm_id, b.repo_id FROM backups b JOIN vms v ON v.id = b.vm_id \
+     JOIN repositories r ON r.id = b.repo_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
     Ok(BackupRecord {
@@ -325,7 +328,10 @@ impl Catalog {
         }
         if let Some(status) = &filter.status {
             args.push(status.clone());
-            sql.push_str(&format!(" AND b.status = ?{}", args.len()));
+            sql.push_str(&format!(
+                " AND (CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END) = ?{}",
+                args.len()
+            ));
         }
         // Insertion order is creation order (import inserts parents first): ids made in the same
         // second do not sort by time.
@@ -396,6 +402,7 @@ impl Catalog {
                 "SELECT d.backup_id, d.file, d.size_bytes, d.checkpoint FROM backup_disks d \
                  JOIN backups b ON b.id = d.backup_id \
                  WHERE b.vm_id = ?1 AND b.repo_id = ?2 AND d.disk_key = ?3 AND b.status = 'completed' \
+                 AND b.deleting_at IS NULL \
                  ORDER BY b.rowid DESC LIMIT 1",
                 (vm_id, repo_id, key),
                 |r| {
@@ -410,30 +417,109 @@ impl Catalog {
             .optional()?)
     }
 
-    /// Backups whose images are backed by `id`'s images.
-    pub fn dependents(&self, id: &str) -> Result<Vec<String>> {
+    /// Backup `id` and every backup its images are backed by, directly or not.
+    pub fn chain_ids(&self, id: &str) -> Result<Vec<String>> {
         let mut stmt = self.conn().prepare(
-            "SELECT DISTINCT backup_id FROM backup_disks WHERE parent_backup_id = ?1 ORDER BY backup_id",
+            "WITH RECURSIVE chain(id) AS (SELECT ?1 UNION \
+             SELECT d.parent_backup_id FROM backup_disks d JOIN chain c ON d.backup_id = c.id \
+             WHERE d.parent_backup_id IS NOT NULL) SELECT id FROM chain",
         )?;
         let rows = stmt.query_map([id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Backups whose images are backed by `id`'s images.
+    pub fn dependents(&self, id: &str) -> Result<Vec<String>> {
+        dependents_on(self.conn(), id)
+    }
+
+    /// Marks completed backup `id` as being deleted — refused while another backup depends on
+    /// it — and returns it. Synced, and checked in the same transaction that marks it: from here
+    /// on no one reads or builds on the backup, and should the deleting process die the
+    /// reconciliation finishes the delete.
+    pub fn mark_deleting(&mut self, id: &str) -> Result<BackupRecord> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            let state: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT status, deleting_at FROM backups WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match state {
+                None => {
+                    return Err(Error::not_found(format!("no backup with id `{id}`"))
+                        .with_help("See `sendense backup list` for the backup ids."))
+                }
+                Some((_, Some(_))) => {
+                    return Err(Error::busy(format!("backup {id} is already being deleted")))
+                }
+                Some((status, None)) if status != "completed" => {
+                    return Err(Error::busy(format!("backup {id} is still being written")))
+                }
+                Some(_) => {}
+            }
+            let deps = dependents_on(tx, id)?;
+            if !deps.is_empty() {
+                return Err(Error::refused(format!(
+                    "backup {id} is the parent of {}",
+                    deps.join(", ")
+                ))
+                .with_help("Delete the backups that depend on it first, newest first."));
+            }
+            tx.execute(
+                "UPDATE backups SET deleting_at = ?1 WHERE id = ?2",
+                (&now, id),
+            )?;
+            Ok(())
+        })?;
+        self.backup(id)
+    }
+
+    /// Backups whose delete was started: their files may be partly gone.
+    pub fn deleting_backups(&self) -> Result<Vec<BackupRecord>> {
+        self.backups(&BackupFilter {
+            status: Some("deleting".into()),
+            ..Default::default()
+        })
+    }
+
     /// Deletes a backup's rows; refused while another backup depends on it.
     pub fn delete_backup(&mut self, id: &str) -> Result<()> {
-        let deps = self.dependents(id)?;
-        if !deps.is_empty() {
-            return Err(Error::refused(format!(
-                "backup {id} is the parent of {}",
-                deps.join(", ")
-            ))
-            .with_help("Delete the backups that depend on it first (newest first)."));
-        }
         self.write(|tx| {
+            let deps = dependents_on(tx, id)?;
+            if !deps.is_empty() {
+                return Err(Error::refused(format!(
+                    "backup {id} is the parent of {}",
+                    deps.join(", ")
+                ))
+                .with_help("Delete the backups that depend on it first (newest first)."));
+            }
             tx.execute("DELETE FROM backups WHERE id = ?1", [id])?;
             Ok(())
         })
     }
+
+    /// The checkpoints that completed backups of VM `vm_id` ended at: a bitmap of one of them
+    /// that is not the recorded checkpoint was left only because its retirement was cut short.
+    pub fn completed_checkpoints(&self, vm_id: i64) -> Result<std::collections::HashSet<String>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT DISTINCT d.checkpoint FROM backup_disks d JOIN backups b ON b.id = d.backup_id \
+             WHERE b.vm_id = ?1 AND b.status = 'completed' AND d.checkpoint IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([vm_id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// Backups whose images are backed by `id`'s images (also inside a write transaction).
+fn dependents_on(conn: &rusqlite::Connection, id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT backup_id FROM backup_disks WHERE parent_backup_id = ?1 ORDER BY backup_id",
+    )?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 fn insert_disks(

@@ -85,6 +85,16 @@ text_enum! {
     }
 }
 
+impl JobKind {
+    /// Whether a running job of this kind watches for `job cancel` and stops cleanly.
+    pub fn cancellable(self) -> bool {
+        matches!(
+            self,
+            JobKind::Backup | JobKind::Restore | JobKind::Verify | JobKind::Export
+        )
+    }
+}
+
 impl JobStatus {
     /// True once the job can no longer change.
     pub fn is_final(self) -> bool {
@@ -127,6 +137,9 @@ pub struct JobRecord {
     pub bytes_done: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Its source may still hold objects of it (a backup whose teardown did not run yet).
+    #[serde(skip)]
+    pub source_dirty: bool,
 }
 
 /// One line of a job's log. Also the `job log --json` shape.
@@ -152,7 +165,7 @@ pub struct JobFilter {
 }
 
 const SELECT: &str = "SELECT j.id, j.kind, coalesce(v.name, j.vm_name), r.name, j.status, j.pid, \
-     j.host, j.created_at, j.started_at, j.ended_at, j.bytes_total, j.bytes_done, j.error, j.pid_start \
+     j.host, j.created_at, j.started_at, j.ended_at, j.bytes_total, j.bytes_done, j.error, j.pid_start, j.source_dirty \
      FROM jobs j LEFT JOIN vms v ON v.id = j.vm_id LEFT JOIN repositories r ON r.id = j.repo_id";
 
 fn parse_col<T: FromStr<Err = Error>>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
@@ -178,11 +191,13 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
         bytes_done: r.get::<_, i64>(11)? as u64,
         error: r.get(12)?,
         pid_start: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        source_dirty: r.get(14)?,
     })
 }
 
 impl Catalog {
-    /// Creates a pending job owned by this process.
+    /// Creates a pending job owned by this process. A backup job starts with its source marked
+    /// as possibly holding its objects (see [`Catalog::mark_source_clean`]).
     pub fn create_job(
         &mut self,
         kind: JobKind,
@@ -195,10 +210,10 @@ impl Catalog {
         // Synced: a job id, once shown, is never given to another job.
         let id = self.write(|tx| {
             tx.execute(
-                "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at, pid, pid_start, host) VALUES \
+                "INSERT INTO jobs (kind, vm_id, vm_name, repo_id, status, created_at, pid, pid_start, host, source_dirty) VALUES \
                  (?1, (SELECT id FROM vms WHERE name = ?2), ?2, \
-                  (SELECT id FROM repositories WHERE name = ?3), 'pending', ?4, ?5, ?6, ?7)",
-                (kind.as_str(), vm, repo, &now, me.pid, me.start as i64, host),
+                  (SELECT id FROM repositories WHERE name = ?3), 'pending', ?4, ?5, ?6, ?7, ?8)",
+                (kind.as_str(), vm, repo, &now, me.pid, me.start as i64, host, kind == JobKind::Backup),
             )?;
             Ok(tx.last_insert_rowid())
         })?;
@@ -276,7 +291,8 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Asks the process running job `id` to cancel it.
+    /// Asks the process running job `id` to cancel it; refused for a job that has ended or
+    /// whose kind cannot be cancelled.
     pub fn request_cancel(&mut self, id: i64) -> Result<JobRecord> {
         let job = self.job(id)?;
         if job.status.is_final() {
@@ -284,6 +300,13 @@ impl Catalog {
                 "job {id} has already ended ({})",
                 job.status
             )));
+        }
+        if !job.kind.cancellable() {
+            return Err(Error::refused(format!(
+                "job {id} is a {} job, which cannot be cancelled",
+                job.kind
+            ))
+            .with_help("Let it finish; it ends on its own."));
         }
         self.write(|tx| {
             tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
@@ -307,6 +330,59 @@ impl Catalog {
             "{SELECT} WHERE j.status IN ('pending', 'running') ORDER BY j.id"
         ))?;
         let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that job `id`'s source holds nothing of it any more (its teardown ran, or it
+    /// never touched the source). Unsynced: should a power loss take it back, the
+    /// reconciliation only repairs a clean source once more.
+    pub fn mark_source_clean(&mut self, id: i64) -> Result<()> {
+        self.write_unsynced(|tx| {
+            tx.execute("UPDATE jobs SET source_dirty = 0 WHERE id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Ended jobs whose source may still hold their objects: (job id, VM name), oldest first.
+    pub fn source_dirty_jobs(&self) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT j.id, v.name FROM jobs j JOIN vms v ON v.id = j.vm_id \
+             WHERE j.source_dirty = 1 AND j.status IN ('completed', 'failed', 'cancelled') ORDER BY j.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a file job `id` is about to create outside the repository, so that it is
+    /// removed should the job die (synced: the file may outlive a power loss).
+    pub fn add_job_file(&mut self, id: i64, path: &std::path::Path) -> Result<()> {
+        let path = path.to_string_lossy();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO job_files (job_id, path) VALUES (?1, ?2)",
+                (id, path.as_ref()),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the files of job `id` (they were completed or removed).
+    pub fn forget_job_files(&mut self, id: i64) -> Result<()> {
+        self.write_unsynced(|tx| {
+            tx.execute("DELETE FROM job_files WHERE job_id = ?1", [id])?;
+            Ok(())
+        })
+    }
+
+    /// Files recorded by jobs that have ended: (job id, path).
+    pub fn ended_job_files(&self) -> Result<Vec<(i64, std::path::PathBuf)>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT f.job_id, f.path FROM job_files f JOIN jobs j ON j.id = f.job_id \
+             WHERE j.status IN ('completed', 'failed', 'cancelled') ORDER BY f.job_id, f.path",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, std::path::PathBuf::from(r.get::<_, String>(1)?)))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -236,4 +236,26 @@ CREATE TABLE copies (
     UNIQUE (backup_id, dest_repo_id)
 );
 CREATE INDEX copies_dest ON copies(dest_repo_id);
+"#;
+
+/// Crash safety: what a killed job left outside the catalog's own rows is recorded before it
+/// exists, so the reconciliation can find it.
+const V2: &str = r#"
+-- A backup job may leave objects on its source (QEMU block jobs, fleecing nodes, exports,
+-- checkpoint bitmaps) until its teardown ran: set when the job is created, cleared once the
+-- source is known clean; the reconciliation repairs the sources of ended jobs that still have it.
+ALTER TABLE jobs ADD COLUMN source_dirty INTEGER NOT NULL DEFAULT 0 CHECK (source_dirty IN (0, 1));
+
+-- A delete in progress: set (synced) before the first file goes; the reconciliation finishes
+-- the delete of a backup whose deleting process is gone. Such a backup is never read again.
+ALTER TABLE backups ADD COLUMN deleting_at TEXT;
+
+-- Files a job creates outside the repository and the scratch directory (a restore's
+-- `<file>.partial`), recorded before they are created: the reconciliation removes those of
+-- jobs that ended.
+CREATE TABLE job_files (
+    job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    path   TEXT NOT NULL,
+    PRIMARY KEY (job_id, path)
+);
 "#;

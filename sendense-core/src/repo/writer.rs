@@ -56,10 +56,10 @@ pub struct PendingBackup {
     pub targets: Vec<Target>,
 }
 
-/// Creates the `.partial` target images (and empty digest files) of backup `id`, all disks
-/// side by side. Nothing is recorded yet ([`record_targets`] does); on a failure
-/// nothing is left.
-pub fn create_targets(
+/// Where each disk's `.partial` image and digest file of backup `id` go; nothing is created.
+/// Checks the repository (mount, identity, room) and that every plan is a full without parent
+/// or an incremental with one.
+pub fn plan_targets(
     repo: &RepoRecord,
     vm: &VmRecord,
     id: &str,
@@ -67,24 +67,6 @@ pub fn create_targets(
 ) -> Result<Vec<Target>> {
     super::check_mount(&repo.path, repo.require_mount)?;
     super::check_identity(&repo.path, &repo.repo_id)?;
-    for plan in plans {
-        // A requested full is a full; a delta is never written without its parent.
-        match (plan.mode, &plan.parent) {
-            (BackupMode::Full, Some(_)) => {
-                return Err(Error::internal(format!(
-                    "disk {}: a full backup has no parent",
-                    plan.key
-                )))
-            }
-            (BackupMode::Incremental, None) => {
-                return Err(Error::internal(format!(
-                    "disk {}: an incremental needs its parent",
-                    plan.key
-                )))
-            }
-            _ => {}
-        }
-    }
     let room = crate::fsutil::capacity(&repo.path)?.available_bytes;
     if room < 4 << 20 {
         return Err(Error::new(
@@ -93,53 +75,43 @@ pub fn create_targets(
         )
         .with_help("Free space in the repository or use another one (--repo)."));
     }
-    let created = crate::par::map(plans, |plan| {
-        let disk =
-            vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
+    plans
+        .iter()
+        .map(|plan| {
+            // A requested full is a full; a delta is never written without its parent.
+            match (plan.mode, &plan.parent) {
+                (BackupMode::Full, Some(_)) => {
+                    return Err(Error::internal(format!(
+                        "disk {}: a full backup has no parent",
+                        plan.key
+                    )))
+                }
+                (BackupMode::Incremental, None) => {
+                    return Err(Error::internal(format!(
+                        "disk {}: an incremental needs its parent",
+                        plan.key
+                    )))
+                }
+                _ => {}
+            }
+            let disk = vm.disks.iter().find(|d| d.key == plan.key).ok_or_else(|| {
                 Error::internal(format!("VM {} has no disk {}", vm.name, plan.key))
             })?;
-        let rel = chain::image_rel(&vm.name, plan.key, id);
-        let partial = chain::create_image(
-            &repo.path,
-            &rel,
-            plan.size_bytes,
-            plan.parent.as_ref().map(|p| p.rel_file.as_str()),
-        )?;
-        let digests = super::digests::digests_of(&partial);
-        let target = Target {
-            plan: plan.clone(),
-            identity: disk.identity.clone(),
-            rel_file: rel,
-            partial,
-            digests,
-        };
-        if let Err(e) = super::digests::DigestFile::create(&target.digests, plan.size_bytes) {
-            remove_targets(repo, std::slice::from_ref(&target));
-            return Err(e);
-        }
-        Ok(target)
-    });
-    let mut targets = Vec::new();
-    let mut failure = None;
-    for c in created {
-        match c {
-            Ok(t) => targets.push(t),
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    match failure {
-        None => Ok(targets),
-        Some(e) => {
-            remove_targets(repo, &targets);
-            Err(e)
-        }
-    }
+            let rel = chain::image_rel(&vm.name, plan.key, id);
+            let partial = chain::partial_of(&repo.path.join(&rel));
+            Ok(Target {
+                plan: plan.clone(),
+                identity: disk.identity.clone(),
+                digests: super::digests::digests_of(&partial),
+                rel_file: rel,
+                partial,
+            })
+        })
+        .collect()
 }
 
-/// Records backup `id` with its created `targets` as running; on a failure the target files
-/// are removed.
+/// Records backup `id` with its planned `targets` as running, before any of their files
+/// exists: whatever happens next, the reconciliation knows every file this backup may create.
 pub fn record_targets(
     catalog: &mut Catalog,
     id: &str,
@@ -168,18 +140,36 @@ pub fn record_targets(
             checkpoint: t.plan.checkpoint.clone(),
         })
         .collect();
-    match catalog.insert_backup(id, vm.id, repo.id, job, &disks) {
-        Ok(()) => Ok(pending),
-        Err(e) => {
-            remove_targets(repo, &pending.targets);
-            Err(e)
-        }
+    catalog.insert_backup(id, vm.id, repo.id, job, &disks)?;
+    crate::crash::point("backup.recorded");
+    Ok(pending)
+}
+
+/// Creates the recorded backup's `.partial` images (an incremental backed by its parent) and
+/// empty digest files, all disks side by side. On a failure the files created are removed
+/// again; the catalog row is the caller's to discard.
+pub fn create_targets(pending: &PendingBackup) -> Result<()> {
+    let repo = &pending.repo;
+    let created = crate::par::map(&pending.targets, |t| {
+        chain::create_image(
+            &repo.path,
+            &t.rel_file,
+            t.plan.size_bytes,
+            t.plan.parent.as_ref().map(|p| p.rel_file.as_str()),
+        )?;
+        super::digests::DigestFile::create(&t.digests, t.plan.size_bytes).map(drop)
+    });
+    if let Some(e) = created.into_iter().find_map(|c| c.err()) {
+        remove_targets(repo, &pending.targets);
+        return Err(e);
     }
+    crate::crash::point("backup.targets-created");
+    Ok(())
 }
 
 impl Sendense {
-    /// Creates the `.partial` target images and records the backup `id` (see
-    /// [`chain::new_backup_id`]) as running.
+    /// Records the backup `id` (see [`chain::new_backup_id`]) as running and creates its
+    /// `.partial` target images.
     pub fn begin_backup(
         &mut self,
         id: &str,
@@ -188,8 +178,13 @@ impl Sendense {
         job: Option<i64>,
         plans: &[DiskPlan],
     ) -> Result<PendingBackup> {
-        let targets = create_targets(repo, vm, id, plans)?;
-        record_targets(self.catalog_mut(), id, vm, repo, job, targets)
+        let targets = plan_targets(repo, vm, id, plans)?;
+        let pending = record_targets(self.catalog_mut(), id, vm, repo, job, targets)?;
+        if let Err(e) = create_targets(&pending) {
+            self.abort_backup(pending);
+            return Err(e);
+        }
+        Ok(pending)
     }
 
     /// Commits a backup whose target exports are stopped: `qemu-img check` of every image,
@@ -246,8 +241,11 @@ impl Sendense {
             }
         }
         let outcomes = outcomes.as_slice();
+        crate::crash::point("commit.checked");
         let committed = crate::par::map(&p.targets, |t| {
-            chain::commit_files(&[t.partial.as_path(), t.digests.as_path()])
+            let renamed = chain::commit_files(&[t.partial.as_path(), t.digests.as_path()]);
+            crate::crash::point("commit.disk-renamed");
+            renamed
         });
         committed.into_iter().collect::<Result<Vec<_>>>()?;
         let created_at = self.catalog().backup(&p.id)?.created_at;
@@ -294,6 +292,7 @@ impl Sendense {
                 .collect(),
         };
         let rel = manifest.write(&p.repo.path)?;
+        crate::crash::point("commit.manifest-written");
         // The checkpoint each disk's source now has, recorded with the backup that ends there.
         let checkpoints: Vec<(i64, &str)> = p
             .targets
@@ -310,6 +309,7 @@ impl Sendense {
             let _ = std::fs::remove_file(p.repo.path.join(&rel));
             return Err(e);
         }
+        crate::crash::point("commit.recorded");
         self.catalog().backup(&p.id)
     }
 

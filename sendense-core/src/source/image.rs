@@ -5,6 +5,7 @@
 //! (`qemu-img bitmap`); each disk is exported read-only by `qemu-nbd -r -B <previous>` on a
 //! Unix socket in the job's scratch directory. Raw images cannot hold bitmaps: full backups only.
 
+use super::repair::{plan_bitmaps, BitmapState, RepairRequest, Repaired};
 use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
 use crate::catalog::{DiskRecord, Listen};
 use crate::error::{Error, Result};
@@ -92,6 +93,58 @@ impl ImageSource {
 impl Source for ImageSource {
     fn kind(&self) -> &'static str {
         "image"
+    }
+
+    fn repair(&mut self, host: &mut dyn SourceHost, req: &RepairRequest) -> Result<Repaired> {
+        // The qemu-nbd exports of an interrupted backup are the reconciliation's (recorded in
+        // the catalog); what is left in the files are its checkpoint bitmaps.
+        for (identity, recorded) in &req.disks {
+            let file = Path::new(identity);
+            if !file.exists() {
+                continue;
+            }
+            let inspected = inspect(file)?;
+            if inspected.info.format != "qcow2" {
+                continue;
+            }
+            if inspected.in_use {
+                // A QEMU runs on it now: the next backup refuses the file, and repairs it
+                // once it is free again.
+                return Ok(Repaired::Unreachable);
+            }
+            let states: Vec<BitmapState> = inspected
+                .info
+                .bitmaps
+                .iter()
+                .map(|b| BitmapState {
+                    name: b.name.clone(),
+                    enabled: b.enabled,
+                })
+                .collect();
+            let plan = plan_bitmaps(&states, recorded.as_deref(), &req.retired);
+            if plan.is_empty() {
+                continue;
+            }
+            host.log(&format!(
+                "{identity}: repairing checkpoints left by an interrupted backup (merged {:?}, removed {:?})",
+                plan.merge, plan.remove
+            ));
+            let f = file.to_string_lossy();
+            if let Some(r) = recorded {
+                for b in &plan.merge {
+                    run_on(file, &["bitmap", "--merge", b, &f, r])?;
+                }
+            }
+            if let Some(r) = &plan.enable {
+                run_on(file, &["bitmap", "--enable", &f, r])?;
+            }
+            for b in &plan.remove {
+                run_on(file, &["bitmap", "--remove", &f, b])?;
+            }
+            // What this source learnt of the file before is stale now.
+            self.inspected.remove(file);
+        }
+        Ok(Repaired::Done)
     }
 
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
@@ -263,9 +316,9 @@ impl Source for ImageSource {
     }
 }
 
-/// Starts checkpoint `new` in a qcow2 `file` (nothing for raw), after repairing what a killed
-/// job left: its bitmaps are folded into the recorded checkpoint. Returns the recorded
-/// checkpoint when the file still has it.
+/// Starts checkpoint `new` in a qcow2 `file` (nothing for raw); what an interrupted backup left
+/// was repaired before ([`Source::repair`]). Returns the recorded checkpoint when the file still
+/// has it.
 fn start_checkpoint(
     file: &Path,
     info: &ImageInfo,
@@ -276,20 +329,7 @@ fn start_checkpoint(
         return Ok(None);
     }
     let f = file.to_string_lossy();
-    let stored = &info.bitmaps;
-    let recorded = recorded.filter(|r| stored.iter().any(|b| b.name == *r));
-    let stale = super::leftovers(stored.iter().map(|b| b.name.as_str()), recorded, new);
-    for b in &stale {
-        if let Some(r) = recorded {
-            run_on(file, &["bitmap", "--merge", b, "--enable", &f, r])?;
-        }
-        run_on(file, &["bitmap", "--remove", &f, b])?;
-    }
-    if let Some(r) = recorded {
-        if stored.iter().any(|b| b.name == r && !b.enabled) {
-            run_on(file, &["bitmap", "--enable", &f, r])?;
-        }
-    }
+    let recorded = recorded.filter(|r| info.bitmaps.iter().any(|b| b.name == *r));
     run_on(file, &["bitmap", "--add", &f, new])?;
     Ok(recorded.map(str::to_string))
 }

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::NbdUrl;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Existing NBD exports.
 #[derive(Debug)]
@@ -113,39 +113,23 @@ struct HookOutput {
     output: String,
 }
 
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<HookOutput> {
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::new(ErrorKind::External, format!("cannot run: {e}")))?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let readers = [
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(o) = stdout.as_mut() {
-                let _ = o.read_to_string(&mut s);
-            }
-            s
-        }),
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(e) = stderr.as_mut() {
-                let _ = e.read_to_string(&mut s);
-            }
-            s
-        }),
-    ];
-    let deadline = Instant::now() + timeout;
-    let (status, timed_out) = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break (Some(status), false),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                break (child.wait().ok(), true);
-            }
-            Err(e) => return Err(Error::new(ErrorKind::External, format!("waiting: {e}"))),
+/// Runs a hook, [`crate::supervise::Supervised`]: in a process group of its own that is killed
+/// on timeout (with whatever the hook started), and that dies with Sendense.
+fn run_with_timeout(cmd: Command, timeout: Duration) -> Result<HookOutput> {
+    let mut hook = crate::supervise::Supervised::spawn(cmd, "the hook", Duration::from_secs(5))
+        .map_err(|e| Error::new(ErrorKind::External, e.message().to_string()))?;
+    let (stdout, stderr) = match hook.child() {
+        Some(c) => (c.stdout.take(), c.stderr.take()),
+        None => (None, None),
+    };
+    let readers = [read_all(stdout), read_all(stderr)];
+    let (status, timed_out) = match hook.wait_timeout(timeout)? {
+        Some(status) => {
+            // Whatever it left running in its group goes with it.
+            drop(hook.wait());
+            (Some(status), false)
         }
+        None => (hook.stop(), true),
     };
     let mut output = String::new();
     for r in readers {
@@ -158,6 +142,17 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<HookOutput> {
             .unwrap_or_else(|| "killed".into()),
         timed_out,
         output,
+    })
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
     })
 }
 

@@ -7,12 +7,18 @@
 //! NBD server (`nbd-server-start` on a Unix socket in the scratch directory) exports each
 //! overlay with `block-export-add`, with the previous checkpoint's bitmap attached.
 //!
+//! Every object a backup creates in QEMU is named `sd<job>-...`, so the teardown and the repair
+//! after an interrupted backup ([`Source::repair`]) find exactly Sendense's objects by listing
+//! them, and never touch anyone else's.
+//!
 //! QMP commands used: query-block, blockdev-add, transaction (block-dirty-bitmap-add,
 //! block-dirty-bitmap-disable, blockdev-backup), nbd-server-start, block-export-add,
-//! block-export-del, nbd-server-stop, block-job-cancel, query-block-jobs, blockdev-del,
-//! transaction (block-dirty-bitmap-merge, block-dirty-bitmap-enable, block-dirty-bitmap-remove).
+//! query-block-exports, block-export-del, nbd-server-stop, query-block-jobs, block-job-cancel,
+//! query-named-block-nodes, blockdev-del, transaction (block-dirty-bitmap-merge,
+//! block-dirty-bitmap-enable, block-dirty-bitmap-remove).
 
 use super::qmp::{BlockDevice, Qmp};
+use super::repair::{plan_bitmaps, BitmapState, RepairRequest, Repaired};
 use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
 use crate::catalog::DiskRecord;
 use crate::error::{Error, Result};
@@ -33,12 +39,10 @@ pub struct QemuSource {
 /// What a snapshot set up, for `finish`.
 #[derive(Debug, Default)]
 struct Active {
+    job: i64,
     scratch: PathBuf,
     /// (node, recorded checkpoint, new bitmap) per disk.
     bitmaps: Vec<(String, Option<String>, Option<String>)>,
-    fleece_nodes: Vec<String>,
-    jobs: Vec<String>,
-    exports: Vec<String>,
     nbd_server: bool,
 }
 
@@ -91,88 +95,105 @@ fn tag_job(name: &str) -> Option<i64> {
     name.strip_prefix("sd")?.split('-').next()?.parse().ok()
 }
 
-impl QemuSource {
-    /// Removes what an interrupted backup left inside QEMU: its NBD exports and server, its
-    /// fleecing jobs and nodes. Only names Sendense gives (`sd<job>-...`) are touched.
-    fn clean_leftovers(&mut self, host: &mut dyn SourceHost, job: i64) -> Result<()> {
-        let qmp = self.qmp()?;
-        let mut ours_removed = false;
-        let exports = qmp.execute("query-block-exports", json!({}))?;
-        let mut foreign_exports = false;
-        for e in exports.as_array().into_iter().flatten() {
-            let id = e["id"].as_str().unwrap_or_default();
-            match tag_job(id) {
-                Some(j) if j != job => {
-                    host.log(&format!("removing export {id} left by job {j}"));
-                    qmp.execute("block-export-del", json!({"id": id, "mode": "hard"}))?;
-                    ours_removed = true;
-                }
-                Some(_) => {}
-                None => foreign_exports = true,
-            }
-        }
-        if ours_removed && !foreign_exports {
-            let _ = qmp.execute("nbd-server-stop", json!({}));
-        }
-        let jobs = qmp.execute("query-block-jobs", json!({}))?;
-        for j in jobs.as_array().into_iter().flatten() {
-            let id = j["device"].as_str().unwrap_or_default().to_string();
-            if tag_job(&id).is_some_and(|n| n != job) {
-                host.log(&format!(
-                    "cancelling block job {id} left by an interrupted backup"
-                ));
-                qmp.execute("block-job-cancel", json!({"device": id, "force": true}))?;
-                qmp.wait_job_gone(&id, Duration::from_secs(30))?;
-            }
-        }
-        let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
-        for n in nodes.as_array().into_iter().flatten() {
-            let name = n["node-name"].as_str().unwrap_or_default().to_string();
-            if name.contains("-fleece-") && tag_job(&name).is_some_and(|j| j != job) {
-                host.log(&format!(
-                    "removing fleecing node {name} left by an interrupted backup"
-                ));
-                qmp.execute("blockdev-del", json!({"node-name": name}))?;
-            }
-        }
-        Ok(())
+/// Removes Sendense's objects in QEMU of the jobs `ours` selects (by their `sd<job>-` names):
+/// NBD exports, then the NBD server when it is Sendense's (`server_ours`, or one of our exports
+/// was on it) and serves no one else's export, then block jobs, then fleecing nodes — the order
+/// QEMU needs. Every step is tried; returns what was removed and the errors.
+fn remove_objects(
+    qmp: &mut Qmp,
+    ours: &dyn Fn(i64) -> bool,
+    server_ours: bool,
+) -> (Vec<String>, Vec<String>) {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    fn note(errors: &mut Vec<String>, r: Result<serde_json::Value>) -> Option<serde_json::Value> {
+        r.map_err(|e| errors.push(e.to_string())).ok()
     }
+    let list =
+        |qmp: &mut Qmp, cmd: &str, args: serde_json::Value| -> Result<Vec<serde_json::Value>> {
+            Ok(qmp
+                .execute(cmd, args)?
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
+        };
+    let mut server_ours = server_ours;
+    let mut foreign_export = false;
+    match list(qmp, "query-block-exports", json!({})) {
+        Ok(exports) => {
+            for e in exports {
+                let id = e["id"].as_str().unwrap_or_default();
+                match tag_job(id) {
+                    Some(j) if ours(j) => {
+                        let deleted =
+                            qmp.execute("block-export-del", json!({"id": id, "mode": "hard"}));
+                        if note(&mut errors, deleted).is_some() {
+                            removed.push(format!("export {id}"));
+                        }
+                        server_ours = true;
+                    }
+                    Some(_) => {}
+                    None => foreign_export = true,
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    if server_ours && !foreign_export {
+        match qmp.execute("nbd-server-stop", json!({})) {
+            Ok(_) => removed.push("NBD server".into()),
+            Err(e) if e.message().contains("not running") => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    match list(qmp, "query-block-jobs", json!({})) {
+        Ok(jobs) => {
+            for j in jobs {
+                let id = j["device"].as_str().unwrap_or_default().to_string();
+                if !tag_job(&id).is_some_and(ours) {
+                    continue;
+                }
+                let cancelled =
+                    qmp.execute("block-job-cancel", json!({"device": id, "force": true}));
+                note(&mut errors, cancelled);
+                match qmp.wait_job_gone(&id, Duration::from_secs(30)) {
+                    Ok(()) => removed.push(format!("block job {id}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    match list(qmp, "query-named-block-nodes", json!({"flat": true})) {
+        Ok(nodes) => {
+            for n in nodes {
+                let name = n["node-name"].as_str().unwrap_or_default().to_string();
+                if !name.contains("-fleece-") || !tag_job(&name).is_some_and(ours) {
+                    continue;
+                }
+                match delete_node(qmp, &name) {
+                    Ok(()) => removed.push(format!("fleecing node {name}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    (removed, errors)
+}
 
-    /// Folds the bitmaps a killed job left into the recorded checkpoint (so it misses no write)
-    /// and makes sure the recorded checkpoint records.
-    fn repair(
-        &mut self,
-        host: &mut dyn SourceHost,
-        key: u32,
-        dev: &BlockDevice,
-        recorded: Option<&str>,
-        new: &str,
-    ) -> Result<()> {
-        let stale = super::leftovers(dev.bitmaps.iter().map(|b| b.name.as_str()), recorded, new);
-        let mut actions = Vec::new();
-        if let Some(r) = recorded {
-            if !stale.is_empty() {
-                actions.push(json!({"type": "block-dirty-bitmap-merge",
-                    "data": {"node": dev.node, "target": r, "bitmaps": stale}}));
+/// `blockdev-del`, retried while a cancelled job or a closing export still holds the node.
+fn delete_node(qmp: &mut Qmp, name: &str) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match qmp.execute("blockdev-del", json!({"node-name": name})) {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 50 && e.message().contains("in use") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if !stale.is_empty() || dev.bitmaps.iter().any(|b| b.name == r && !b.recording) {
-                actions.push(json!({"type": "block-dirty-bitmap-enable", "data": {"node": dev.node, "name": r}}));
-            }
+            Err(e) => return Err(e),
         }
-        for b in &stale {
-            actions.push(
-                json!({"type": "block-dirty-bitmap-remove", "data": {"node": dev.node, "name": b}}),
-            );
-        }
-        if actions.is_empty() {
-            return Ok(());
-        }
-        host.log(&format!(
-            "disk {key}: repairing checkpoints left by an interrupted backup ({stale:?})"
-        ));
-        self.qmp()?
-            .execute("transaction", json!({ "actions": actions }))?;
-        Ok(())
     }
 }
 
@@ -181,8 +202,74 @@ impl Source for QemuSource {
         "qemu"
     }
 
-    fn prepare(&mut self, host: &mut dyn SourceHost, job: i64) -> Result<()> {
-        self.clean_leftovers(host, job)
+    fn repair(&mut self, host: &mut dyn SourceHost, req: &RepairRequest) -> Result<Repaired> {
+        if self.qmp.is_none() {
+            match Qmp::connect_if_running(&self.socket)? {
+                Some(qmp) => self.qmp = Some(qmp),
+                None => return Ok(Repaired::Unreachable),
+            }
+        }
+        let keep = req.keep_job;
+        // An interrupted job's NBD server had its socket in the job's scratch directory.
+        let server_ours = req
+            .interrupted
+            .iter()
+            .any(|(_, dir)| dir.join("nbd.sock").exists());
+        let qmp = self.qmp()?;
+        let (removed, errors) = remove_objects(qmp, &|j| Some(j) != keep, server_ours);
+        for r in &removed {
+            host.log(&format!("removed {r} left by an interrupted backup"));
+        }
+        if !errors.is_empty() {
+            return Err(Error::new(
+                crate::ErrorKind::External,
+                format!(
+                    "removing what an interrupted backup left in QEMU: {}",
+                    errors.join("; ")
+                ),
+            ));
+        }
+        let devices = self.devices()?;
+        for (identity, recorded) in &req.disks {
+            let Some(dev) = devices.iter().find(|d| &d.qdev == identity) else {
+                continue;
+            };
+            let states: Vec<BitmapState> = dev
+                .bitmaps
+                .iter()
+                .map(|b| BitmapState {
+                    name: b.name.clone(),
+                    enabled: b.recording,
+                })
+                .collect();
+            let plan = plan_bitmaps(&states, recorded.as_deref(), &req.retired);
+            if plan.is_empty() {
+                continue;
+            }
+            host.log(&format!(
+                "disk {identity}: repairing checkpoints left by an interrupted backup (merged {:?}, removed {:?})",
+                plan.merge, plan.remove
+            ));
+            let node = &dev.node;
+            let mut actions = Vec::new();
+            if let (Some(r), false) = (recorded, plan.merge.is_empty()) {
+                actions.push(json!({"type": "block-dirty-bitmap-merge",
+                    "data": {"node": node, "target": r, "bitmaps": plan.merge}}));
+            }
+            if let Some(r) = &plan.enable {
+                actions.push(
+                    json!({"type": "block-dirty-bitmap-enable", "data": {"node": node, "name": r}}),
+                );
+            }
+            for b in &plan.remove {
+                actions.push(
+                    json!({"type": "block-dirty-bitmap-remove", "data": {"node": node, "name": b}}),
+                );
+            }
+            self.qmp()?
+                .execute("transaction", json!({ "actions": actions }))?;
+        }
+        Ok(Repaired::Done)
     }
 
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
@@ -229,6 +316,7 @@ impl Source for QemuSource {
         crate::fsutil::create_private_dir(&req.scratch)?;
         let devices = self.devices()?;
         self.active = Some(Active {
+            job: req.job,
             scratch: req.scratch.clone(),
             ..Default::default()
         });
@@ -259,9 +347,6 @@ impl Source for QemuSource {
                     "backing": dev.node,
                 }),
             )?;
-            if let Some(a) = self.active.as_mut() {
-                a.fleece_nodes.push(node.clone());
-            }
             let new = tracks_changes(&dev)
                 .is_none()
                 .then(|| req.checkpoint.clone());
@@ -269,9 +354,6 @@ impl Source for QemuSource {
                 .recorded
                 .clone()
                 .filter(|r| dev.bitmaps.iter().any(|b| &b.name == r));
-            if new.is_some() {
-                self.repair(host, d.key, &dev, recorded.as_deref(), &req.checkpoint)?;
-            }
             let previous = d.previous.clone().filter(|p| Some(p) == recorded.as_ref());
             if let Some(new) = &new {
                 actions.push(json!({"type": "block-dirty-bitmap-add",
@@ -293,9 +375,9 @@ impl Source for QemuSource {
         ));
         self.qmp()?
             .execute("transaction", json!({ "actions": actions }))?;
+        crate::crash::point("qemu.snapshot-taken");
         if let Some(active) = self.active.as_mut() {
-            for (_, dev, _, job, _, recorded, new) in &plan {
-                active.jobs.push(job.clone());
+            for (_, dev, _, _, _, recorded, new) in &plan {
                 active
                     .bitmaps
                     .push((dev.node.clone(), recorded.clone(), new.clone()));
@@ -309,6 +391,7 @@ impl Source for QemuSource {
         if let Some(a) = self.active.as_mut() {
             a.nbd_server = true;
         }
+        crate::crash::point("qemu.nbd-server-started");
         let mut out = Vec::new();
         for (d, dev, node, _, prev, _, new) in plan {
             let export_id = format!("{tag}-export-{}", d.key);
@@ -318,9 +401,6 @@ impl Source for QemuSource {
                 args["bitmaps"] = json!([p]);
             }
             self.qmp()?.execute("block-export-add", args)?;
-            if let Some(a) = self.active.as_mut() {
-                a.exports.push(export_id);
-            }
             out.push(SnapshotDisk {
                 key: d.key,
                 url: NbdUrl::unix(&sock, &d.export),
@@ -343,40 +423,10 @@ impl Source for QemuSource {
             }
         }
         if let Ok(qmp) = self.qmp() {
-            for e in &active.exports {
-                note(
-                    &mut errors,
-                    qmp.execute("block-export-del", json!({"id": e, "mode": "hard"})),
-                );
-            }
-            if active.nbd_server {
-                note(&mut errors, qmp.execute("nbd-server-stop", json!({})));
-            }
-            for j in &active.jobs {
-                note(
-                    &mut errors,
-                    qmp.execute("block-job-cancel", json!({"device": j, "force": true})),
-                );
-                if let Err(e) = qmp.wait_job_gone(j, Duration::from_secs(30)) {
-                    errors.push(e.to_string());
-                }
-            }
-            for n in &active.fleece_nodes {
-                let mut tries = 0;
-                loop {
-                    match qmp.execute("blockdev-del", json!({"node-name": n})) {
-                        Ok(_) => break,
-                        Err(e) if tries < 50 && e.message().contains("in use") => {
-                            tries += 1;
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(e) => {
-                            errors.push(e.to_string());
-                            break;
-                        }
-                    }
-                }
-            }
+            let job = active.job;
+            let (_, failed) = remove_objects(qmp, &|j| j == job, active.nbd_server);
+            errors.extend(failed);
+            crate::crash::point("qemu.teardown-objects-removed");
             for (node, prev, new) in &active.bitmaps {
                 let mut actions = Vec::new();
                 if success {
@@ -409,9 +459,17 @@ impl Source for QemuSource {
                 self.socket.display()
             ));
         }
-        if let Err(e) = std::fs::remove_dir_all(&active.scratch) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errors.push(format!("removing {}: {e}", active.scratch.display()));
+        // Kept after a failed teardown of a QEMU that still runs: the repair finds the NBD
+        // server's socket there. A QEMU that is gone took all of it with it.
+        let gone = !errors.is_empty() && {
+            self.qmp = None;
+            matches!(Qmp::connect_if_running(&self.socket), Ok(None))
+        };
+        if errors.is_empty() || gone {
+            if let Err(e) = std::fs::remove_dir_all(&active.scratch) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(format!("removing {}: {e}", active.scratch.display()));
+                }
             }
         }
         super::teardown_result(host, &errors)

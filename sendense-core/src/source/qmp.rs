@@ -72,16 +72,28 @@ raw_commands! {
 impl Qmp {
     /// Connects to the QMP socket and negotiates capabilities.
     pub fn connect(socket: &Path) -> Result<Qmp> {
-        let stream = UnixStream::connect(socket).map_err(|e| {
-            Error::new(
-                ErrorKind::External,
-                format!("cannot connect to QMP socket {}: {e}", socket.display()),
-            )
-            .with_source(e)
-            .with_help(
-                "Check that the VM runs and was started with -qmp unix:PATH,server=on,wait=off.",
-            )
-        })?;
+        let stream = UnixStream::connect(socket).map_err(|e| connect_error(socket, e))?;
+        Self::greet(socket, stream)
+    }
+
+    /// Connects like [`Qmp::connect`], or `None` when no QEMU listens on `socket` (it is gone,
+    /// or nothing accepts connections on it): the VM is not running.
+    pub fn connect_if_running(socket: &Path) -> Result<Option<Qmp>> {
+        match UnixStream::connect(socket) {
+            Ok(stream) => Self::greet(socket, stream).map(Some),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(connect_error(socket, e)),
+        }
+    }
+
+    fn greet(socket: &Path, stream: UnixStream) -> Result<Qmp> {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
         let reader = stream
             .try_clone()
@@ -149,6 +161,15 @@ impl Qmp {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn connect_error(socket: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::External,
+        format!("cannot connect to QMP socket {}: {e}", socket.display()),
+    )
+    .with_source(e)
+    .with_help("Check that the VM runs and was started with -qmp unix:PATH,server=on,wait=off.")
 }
 
 /// A disk as `query-block` reports it.

@@ -3,6 +3,7 @@
 use tokio_util::sync::CancellationToken;
 
 /// Watches the catalog for `job cancel` from another process.
+#[derive(Debug)]
 pub(super) struct CancelWatcher {
     // Dropping the sender wakes the watcher at once.
     stop: Option<std::sync::mpsc::Sender<()>>,

@@ -1,0 +1,55 @@
+//! `backup delete`: a backup's manifest, images, digest files and rows go together, safely
+//! beside everything else Sendense runs and at any crash instant.
+//!
+//! 1. Take the VM lock: no backup of the VM runs (none can plan on the backup as its parent).
+//! 2. Take the backup's lock exclusively: no restore, export or verify reads it (they hold it
+//!    shared, for the whole chain they read).
+//! 3. In one synced transaction, check that it is completed and no backup depends on it, and
+//!    mark it `deleting`: from here on nothing reads it or builds on it, and should this process
+//!    die the reconciliation finishes the delete ([`crate::cleanup`]).
+//! 4. Remove the manifest first (the repository no longer claims the backup, `repo import` will
+//!    not bring it back), then images and digest files, each directory synced; then the rows.
+
+use crate::catalog::BackupRecord;
+use crate::error::{Error, Result};
+use crate::lock::{BackupDeleteLock, VmLock};
+use crate::sendense::Sendense;
+use std::path::Path;
+
+impl Sendense {
+    /// Deletes a backup: refused while another backup depends on it (exit 5, `Refused`) or
+    /// while a backup of its VM, or a restore, export or verify of it runs (`Busy`).
+    pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
+        let b = self.catalog().backup(id)?;
+        let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
+        let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
+        let mut b = self.catalog_mut().mark_deleting(id)?;
+        crate::crash::point("delete.marked");
+        let manifest = b
+            .repo_path
+            .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
+        remove_durably(&manifest)?;
+        crate::crash::point("delete.manifest-removed");
+        for d in &b.disks {
+            remove_durably(&d.file)?;
+            remove_durably(&crate::repo::digests::digests_of(&d.file))?;
+            crate::crash::point("delete.disk-removed");
+        }
+        self.catalog_mut().delete_backup(id)?;
+        b.status = "deleted".into();
+        Ok(b)
+    }
+}
+
+/// Removes `path` (a missing file is fine) and syncs its directory.
+fn remove_durably(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("removing", path, e)),
+    }
+    match path.parent() {
+        Some(dir) => crate::fsutil::fsync_dir(dir),
+        None => Ok(()),
+    }
+}
