@@ -2,253 +2,17 @@
 //! real repository. Every guest write is mirrored into a raw reference file, so each backup is
 //! compared byte for byte with the disk as it was at the snapshot instant.
 
+mod common;
+
+use common::*;
 use sendense_testkit::{
     add_image_vm, allocated_bytes, create_image, images_equal, nbdkit, qcow2_with, qemu_io,
-    temp_hub, walk, QemuVm,
+    temp_hub, walk,
 };
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
-
-const M: u64 = 1 << 20;
-
-struct Lab {
-    dir: tempfile::TempDir,
-    state: PathBuf,
-    vm: Option<QemuVm>,
-    refs: Vec<PathBuf>,
-}
-
-fn sendense_cmd(state: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sendense"));
-    c.args(args)
-        .env("SENDENSE_HOME", state)
-        .env("NO_COLOR", "1");
-    c
-}
-
-fn run(state: &Path, args: &[&str]) -> Output {
-    sendense_testkit::cli(env!("CARGO_BIN_EXE_sendense"), state, args)
-}
-
-fn json(state: &Path, args: &[&str]) -> Value {
-    sendense_testkit::cli_json(env!("CARGO_BIN_EXE_sendense"), state, args)
-}
-
-/// A finished `backup start --json`: (exit code, events, summary, stderr).
-fn backup(state: &Path, extra: &[&str]) -> (i32, Vec<Value>, Value, String) {
-    backup_vm(state, "pgtest1", extra)
-}
-
-/// `sendense backup start VM --json`: exit code, events, summary (the last line), stderr.
-fn backup_vm(state: &Path, vm: &str, extra: &[&str]) -> (i32, Vec<Value>, Value, String) {
-    let mut args = vec!["backup", "start", vm, "--json"];
-    args.extend_from_slice(extra);
-    let out = run(state, &args);
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let summary = lines.last().cloned().unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        lines,
-        summary,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-impl Lab {
-    /// A QEMU VM `pgtest1` with qcow2 disks of these sizes (MiB), registered with --qmp.
-    fn new(sizes: &[u64], config: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let state = d.join("state");
-        sendense_testkit::private_port_config(&state, 20);
-        if !config.is_empty() {
-            let mut text = std::fs::read_to_string(state.join("config.yaml")).unwrap();
-            text.push_str(config);
-            std::fs::write(state.join("config.yaml"), text).unwrap();
-        }
-        assert!(run(&state, &["init"]).status.success());
-        let mut images = Vec::new();
-        let mut refs = Vec::new();
-        for (i, size) in sizes.iter().enumerate() {
-            images.push(create_image(
-                &d.join(format!("disk{i}.qcow2")),
-                "qcow2",
-                &format!("{size}M"),
-            ));
-            refs.push(create_image(
-                &d.join(format!("ref{i}.raw")),
-                "raw",
-                &format!("{size}M"),
-            ));
-        }
-        let disks: Vec<(&str, &Path)> = images.iter().map(|p| ("qcow2", p.as_path())).collect();
-        let vm = QemuVm::start(d, "pg", &disks);
-        let repo = d.join("repo");
-        json(
-            &state,
-            &["repo", "add", "local", "--path", repo.to_str().unwrap()],
-        );
-        json(
-            &state,
-            &["vm", "add", "pgtest1", "--qmp", vm.qmp.to_str().unwrap()],
-        );
-        Lab {
-            dir,
-            state,
-            vm: Some(vm),
-            refs,
-        }
-    }
-
-    fn vm(&self) -> &QemuVm {
-        self.vm.as_ref().unwrap()
-    }
-
-    /// A guest write, mirrored into the reference.
-    fn write(&self, disk: usize, io: &str) {
-        self.vm().guest_io(disk, io);
-        qemu_io(&self.refs[disk], "raw", &[io]);
-    }
-
-    /// The backup restores, as a standalone raw image, to exactly the references.
-    fn assert_restores(&self, summary: &Value) {
-        let id = summary["backup"].as_str().unwrap();
-        let out = self.dir.path().join(format!("restore-{id}"));
-        json(
-            &self.state,
-            &[
-                "restore",
-                id,
-                "--all",
-                "--to",
-                out.to_str().unwrap(),
-                "--format",
-                "raw",
-            ],
-        );
-        for d in summary["disks"].as_array().unwrap() {
-            let key = d["key"].as_u64().unwrap() as usize;
-            let file = out.join(format!("pgtest1-disk-{key}.raw"));
-            assert!(
-                images_equal(
-                    file.to_str().unwrap(),
-                    "raw",
-                    self.refs[key - 2000].to_str().unwrap()
-                ),
-                "restore of {id} disk {key}"
-            );
-        }
-        std::fs::remove_dir_all(out).unwrap();
-    }
-
-    /// Every disk of the summary's backup equals the references.
-    fn assert_point(&self, summary: &Value) {
-        for d in summary["disks"].as_array().unwrap() {
-            let key = d["key"].as_u64().unwrap() as usize - 2000;
-            let file = d["file"].as_str().unwrap();
-            assert!(
-                images_equal(file, "qcow2", self.refs[key].to_str().unwrap()),
-                "disk {} of backup {} differs from the VM at the snapshot",
-                d["key"],
-                summary["backup"]
-            );
-        }
-    }
-
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-
-    /// Nothing of an interrupted job is left: exports, ports, partial images, scratch.
-    /// The failed or cancelled process undid its own work: the next command finds nothing to
-    /// reconcile (checked before any command that would reconcile on open).
-    fn assert_undone_by_itself(&self) {
-        assert_no_cleanup_needed(&self.state);
-    }
-
-    fn assert_nothing_left(&self) {
-        assert_eq!(
-            json(&self.state, &["nbd", "list"]),
-            serde_json::json!([]),
-            "exports left"
-        );
-        let partials = walk(&self.repo())
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(".partial"))
-            .count();
-        assert_eq!(partials, 0, "partial images left");
-        let scratch = self.state.join("scratch");
-        let left = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(left, 0, "scratch (fleecing) files left");
-        let text = std::fs::read_to_string(self.state.join("config.yaml")).unwrap();
-        let first: u16 = text
-            .split("first: ")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        for p in first..first + 20 {
-            assert!(
-                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-                "port {p} still taken"
-            );
-        }
-    }
-
-    /// Starts a backup in the background and waits until data is moving.
-    fn start_slow_backup(&self) -> Child {
-        let mut child = sendense_cmd(&self.state, &["backup", "start", "pgtest1", "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "backup ended before moving data"
-            );
-            if line.contains("\"disk_progress\"") {
-                break;
-            }
-        }
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        child
-    }
-}
-
-fn assert_no_cleanup_needed(state: &Path) {
-    let report = json(state, &["cleanup", "--dry-run"]);
-    assert_eq!(report["actions"], serde_json::json!([]), "{report:#}");
-    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
-}
-
-fn reasons(summary: &Value) -> Vec<(u64, String, String)> {
-    summary["disks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["key"].as_u64().unwrap(),
-                d["mode"].as_str().unwrap().into(),
-                d["reason"].as_str().unwrap().into(),
-            )
-        })
-        .collect()
-}
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn full_then_three_incrementals_match_the_vm_at_each_snapshot() {
@@ -755,48 +519,6 @@ fn native_aio_works_for_image_sources_and_page_cache_repositories() {
     assert_no_cleanup_needed(&state);
 }
 
-/// Mounts a tmpfs of `size` at `dir` and registers it as repository `small`; unmounted when
-/// the returned guard goes, however the test ends.
-fn tmpfs_repo(state: &Path, dir: &Path, size: &str) -> Unmount {
-    std::fs::create_dir(dir).unwrap();
-    let mounted = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size}"),
-            "sendense-test",
-        ])
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs needs root");
-    let guard = Unmount(dir.to_path_buf());
-    json(
-        state,
-        &["repo", "add", "small", "--path", dir.to_str().unwrap()],
-    );
-    guard
-}
-
-/// Adds `text` to the hub's configuration file.
-fn append_config(state: &Path, text: &str) {
-    let mut config = std::fs::OpenOptions::new()
-        .append(true)
-        .open(state.join("config.yaml"))
-        .unwrap();
-    std::io::Write::write_all(&mut config, text.as_bytes()).unwrap();
-}
-
-/// Unmounts a test's tmpfs when the test ends, however it ends.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_repository_that_fills_up_fails_cleanly() {
     let lab = Lab::new(&[128, 16], "");
@@ -824,7 +546,114 @@ fn a_repository_that_fills_up_fails_cleanly() {
     lab.assert_point(&s);
 }
 
-#[allow(dead_code)]
-fn sleep(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
+/// A hub using the script `body` as its `sendense-sna`, with an image VM `pgtest1`.
+fn hub_with_node_script(body: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
+    let d = dir.path();
+    let node = d.join("broken-sendense-sna");
+    std::fs::write(&node, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    append_config(
+        &state,
+        &format!("transfer: process\nsna_path: {}\n", node.display()),
+    );
+    let disk = qcow2_with(&d.join("o.qcow2"), "8M", &["write -P 0xe1 0 1M"]);
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "pgtest1", &[&disk]);
+    (dir, state)
+}
+
+/// `backup start` that must end within `limit`: its exit code and stderr.
+fn backup_within(state: &Path, limit: Duration) -> (i32, String) {
+    let mut child = sendense_cmd(state, &["backup", "start", "pgtest1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the backup hung on its node for more than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_node_that_garbles_its_output_or_hangs_is_stopped_and_reaped() {
+    for (what, body) in [
+        (
+            "output that is not text, then silence",
+            "cat >/dev/null\nprintf '\\377\\376\\n'\nwhile :; do sleep 1; done",
+        ),
+        (
+            "its pipes closed, then silence",
+            "exec 0<&- 1>&-\nwhile :; do sleep 1; done",
+        ),
+    ] {
+        let (dir, state) = hub_with_node_script(body);
+        let (code, err) = backup_within(&state, Duration::from_secs(60));
+        assert_eq!(code, 1, "{what}: {err}");
+        assert!(err.contains("sendense-sna"), "{what}: {err}");
+        // Gone with the backup, before any other command could reconcile.
+        let left = sendense_testkit::processes_with(&dir.path().to_string_lossy(), &[]);
+        assert!(left.is_empty(), "{what}: left running: {left:?}");
+        assert_no_cleanup_needed(&state);
+        assert_eq!(json(&state, &["backup", "list"]), serde_json::json!([]));
+    }
+}
+
+#[test]
+fn killing_the_hub_takes_its_sendense_sna_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sna = dir.path().join("sendense-sna");
+    let built = Path::new(env!("CARGO_BIN_EXE_sendense"))
+        .parent()
+        .unwrap()
+        .join("sendense-sna");
+    std::fs::copy(&built, &sna).unwrap();
+    let lab = Lab::new_in(
+        dir,
+        &[32, 16],
+        &format!("transfer: process\nsna_path: {}\n", sna.display()),
+    );
+    lab.write(0, "write -P 0x71 0 8M");
+    // The node stops for a minute once a disk is copied; the hub is killed right then.
+    let mut child = sendense_cmd(&lab.state, &["backup", "start", "pgtest1", "--json"])
+        .env("SENDENSE_TEST_PAUSE_AT", "transfer.disk-copied:60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("\"disk_finished\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "no disk finished");
+    }
+    assert!(
+        !sendense_testkit::processes_with(&sna.to_string_lossy(), &[]).is_empty(),
+        "the node runs while the hub does"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = sendense_testkit::processes_with(&sna.to_string_lossy(), &[]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sendense-sna outlived its hub: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    json(&lab.state, &["job", "list"]);
+    lab.assert_nothing_left();
 }

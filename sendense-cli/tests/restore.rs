@@ -195,12 +195,7 @@ fn a_disk_that_cannot_be_published_fails_the_restore_and_leaves_nothing_behind()
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("two-disk-2000.raw"), "{}", stderr(&o));
     // Before any other command could reconcile: no qemu-nbd of this test is left running.
-    let running: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("qemu-nbd") && c.contains(d.to_str().unwrap()))
-        .collect();
+    let running = sendense_testkit::processes_with(d.to_str().unwrap(), &[]);
     assert!(running.is_empty(), "left running: {running:?}");
     assert_eq!(json(&state, &["nbd", "list"]), serde_json::json!([]));
     let left: Vec<_> = walk(&out).into_iter().filter(|p| p.is_file()).collect();
@@ -219,6 +214,44 @@ fn a_disk_that_cannot_be_published_fails_the_restore_and_leaves_nothing_behind()
     assert_eq!(restore["status"], "failed");
     let cleanup = json(&state, &["cleanup", "--dry-run"]);
     assert_eq!(cleanup["actions"], serde_json::json!([]), "{cleanup}");
+}
+
+#[test]
+fn a_restore_that_fails_after_its_source_export_started_leaves_no_qemu_nbd() {
+    let c = chain();
+    let d = c.dir.path();
+    let file = d.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let long = d.join(format!("{}.qcow2", "x".repeat(300)));
+    // The source is served before the destination is made; then making it fails: a parent that
+    // is a file (its directory cannot be created), a name too long for qemu-img.
+    for (to, why) in [
+        (file.join("sub/disk.qcow2"), "Not a directory"),
+        (long, "name too long"),
+    ] {
+        let o = run(
+            &c.state,
+            &[
+                "restore",
+                &c.ids[2],
+                "--disk",
+                "2000",
+                "--to",
+                to.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(
+            stderr(&o).to_lowercase().contains(&why.to_lowercase()),
+            "{}",
+            stderr(&o)
+        );
+        // Before any other command could reconcile: nothing of the restore runs.
+        let running = sendense_testkit::processes_with(d.to_str().unwrap(), &[]);
+        assert!(running.is_empty(), "left running: {running:?}");
+        let cleanup = json(&c.state, &["cleanup", "--dry-run"]);
+        assert_eq!(cleanup["actions"], serde_json::json!([]), "{cleanup}");
+    }
 }
 
 #[test]

@@ -5,18 +5,25 @@
 //! hits the few milliseconds that matter most — between two renames of a commit, between the
 //! manifest and the catalog. So the code names those instants with [`point`], and a test sets
 //! `SENDENSE_TEST_CRASH_AT=NAME` (or `NAME#N` for the N-th time the point is reached, counting
-//! from 1) in the environment of the process it wants to die there: the process then sends
+//! from 1; several separated by commas) in the environment of the process it wants to die
+//! there: the process then sends
 //! itself SIGKILL — no destructor, no flush, exactly what `kill -9` or a power cut of the
 //! process does. Unset, a point costs one comparison against a value read once.
 //!
 //! The variable is inherited by the children Sendense starts, so a point in code that also runs
 //! in `sendense-sna` (the transfer) kills whichever process reaches it.
+//!
+//! `SENDENSE_TEST_PAUSE_AT=NAME:MS` makes the process sleep MS milliseconds each time it reaches
+//! point NAME instead: a test can then act at that instant (cancel the job, delete its backup,
+//! kill it) without racing the clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The environment variable naming the crash point.
 pub const ENV: &str = "SENDENSE_TEST_CRASH_AT";
+/// The environment variable naming a point to pause at, and for how long.
+pub const PAUSE_ENV: &str = "SENDENSE_TEST_PAUSE_AT";
 
 struct Target {
     name: String,
@@ -24,28 +31,54 @@ struct Target {
     hits: AtomicU64,
 }
 
-fn target() -> Option<&'static Target> {
-    static TARGET: OnceLock<Option<Target>> = OnceLock::new();
-    TARGET
-        .get_or_init(|| {
-            let value = std::env::var(ENV).ok().filter(|v| !v.is_empty())?;
-            let (name, nth) = match value.split_once('#') {
-                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
-                None => (value, 1),
-            };
-            Some(Target {
-                name,
-                nth,
-                hits: AtomicU64::new(0),
+fn targets() -> &'static [Target] {
+    static TARGETS: OnceLock<Vec<Target>> = OnceLock::new();
+    TARGETS.get_or_init(|| {
+        let value = std::env::var(ENV).unwrap_or_default();
+        value
+            .split(',')
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let (name, nth) = match v.split_once('#') {
+                    Some((name, n)) => (name, n.parse().unwrap_or(1)),
+                    None => (v, 1),
+                };
+                Target {
+                    name: name.to_string(),
+                    nth,
+                    hits: AtomicU64::new(0),
+                }
             })
+            .collect()
+    })
+}
+
+fn pause() -> Option<&'static (String, std::time::Duration)> {
+    static PAUSE: OnceLock<Option<(String, std::time::Duration)>> = OnceLock::new();
+    PAUSE
+        .get_or_init(|| {
+            let value = std::env::var(PAUSE_ENV).ok()?;
+            let (name, ms) = value.split_once(':')?;
+            Some((
+                name.to_string(),
+                std::time::Duration::from_millis(ms.parse().ok()?),
+            ))
         })
         .as_ref()
 }
 
-/// Dies here with SIGKILL when the environment names this point (see the module docs).
+/// Dies here with SIGKILL, or pauses, when the environment names this point (see the module
+/// docs).
 pub fn point(name: &str) {
-    let Some(t) = target() else { return };
-    if t.name != name || t.hits.fetch_add(1, Ordering::SeqCst) + 1 != t.nth {
+    if let Some((pause_at, pause)) = pause() {
+        if pause_at == name {
+            std::thread::sleep(*pause);
+        }
+    }
+    let Some(t) = targets().iter().find(|t| t.name == name) else {
+        return;
+    };
+    if t.hits.fetch_add(1, Ordering::SeqCst) + 1 != t.nth {
         return;
     }
     tracing::debug!("crash point {name}: killing this process");

@@ -171,7 +171,7 @@ pub fn start(
             Some(&spec.file),
             port_bindable,
         )?;
-        match launch(run_dir, spec, cfg, &record).and_then(|s| s.finish(catalog)) {
+        match launch(catalog, run_dir, spec, cfg, &record).and_then(|s| s.finish(catalog)) {
             Ok(export) => return Ok(export),
             Err(e) => {
                 catalog.release_export(record.id)?;
@@ -219,7 +219,7 @@ pub fn start_many(
     let launched: Vec<Result<Starting>> = specs
         .iter()
         .zip(&records)
-        .map(|(spec, record)| launch(run_dir, spec, cfg, record))
+        .map(|(spec, record)| launch(catalog, run_dir, spec, cfg, record))
         .collect();
     let mut started = Vec::new();
     let mut failure = None;
@@ -278,6 +278,7 @@ struct Starting {
 
 /// Spawns qemu-nbd for `spec` on the address of `record`; [`Starting::finish`] waits for it.
 fn launch(
+    catalog: &mut Catalog,
     run_dir: &Path,
     spec: &ExportSpec,
     cfg: &QemuNbdConfig,
@@ -387,8 +388,14 @@ fn launch(
     // Its own process group: a Ctrl-C in the terminal reaches sendense, which then stops the
     // export in order, instead of killing qemu-nbd under a running copy.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // The starter dies with this thread until it has handed over to the server; the server
+    // it forks is found by its command line should this process die before it recorded the
+    // server's pid (see `stop_orphan`), so the command line is recorded first.
+    crate::supervise::die_with_parent(&mut cmd);
     let mut full_cmdline = vec![QEMU_NBD.program.to_string()];
     full_cmdline.extend(args.iter().cloned());
+    catalog.set_export_command(record.id, &full_cmdline)?;
+    crate::crash::point("export.command-recorded");
     let starter = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             QEMU_NBD.missing()
@@ -529,16 +536,24 @@ pub fn stop_orphan(
     grace: Duration,
 ) -> Result<bool> {
     let mut stopped = false;
-    if let Some(server) = record.server() {
-        let same = server.is_alive()
-            && record
-                .cmdline
-                .as_deref()
-                .is_some_and(|c| proc::cmdline(server.pid).as_deref() == Some(c));
-        if same {
-            proc::terminate(server, grace)?;
-            stopped = true;
+    let servers = match (record.server(), record.cmdline.as_deref()) {
+        (Some(server), Some(c)) => {
+            let same = server.is_alive() && proc::cmdline(server.pid).as_deref() == Some(c);
+            if same {
+                vec![server]
+            } else {
+                Vec::new()
+            }
         }
+        // Its starter was killed before the server's pid was recorded: the server, if it
+        // came up, runs with exactly the recorded command line (unique: it names this row's
+        // pid file in the state directory).
+        (None, Some(c)) => proc::with_cmdline(c),
+        _ => Vec::new(),
+    };
+    for server in servers {
+        proc::terminate(server, grace)?;
+        stopped = true;
     }
     if let Some(sock) = &record.socket {
         let _ = std::fs::remove_file(sock);

@@ -79,6 +79,24 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
+/// The processes whose command line is exactly `cmdline` (zombies excluded).
+pub fn with_cmdline(cmdline: &[String]) -> Vec<ProcId> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| cmdline_is(*pid, cmdline))
+        .filter_map(ProcId::of)
+        .filter(ProcId::is_alive)
+        .collect()
+}
+
+fn cmdline_is(pid: u32, want: &[String]) -> bool {
+    cmdline(pid).is_some_and(|c| c == want)
+}
+
 /// Sends `signal` to `id` if it is still that process.
 pub fn signal(id: ProcId, sig: Signal) -> Result<()> {
     if !id.is_alive() {

@@ -5,9 +5,10 @@
 //!
 //! - **Foreground children** (`sendense-sna transfer`, hook commands) run while the caller waits.
 //!   [`Supervised`] owns one: it starts the child in a process group of its own, asks the kernel
-//!   to send it SIGTERM should the starting thread die (`PR_SET_PDEATHSIG` — a `kill -9` of the
-//!   hub takes its node process with it), and stops and reaps the whole group when dropped, so
-//!   an early return or a panic cannot leave it running or a zombie.
+//!   to kill it should the starting thread die (`PR_SET_PDEATHSIG` with SIGKILL — a `kill -9`
+//!   of the hub takes its node process with it at once, however busy or stuck the node is;
+//!   nothing is left for it to do with no one to report to), and stops and reaps the whole
+//!   group when dropped, so an early return or a panic cannot leave it running or a zombie.
 //! - **Servers** (qemu-nbd) daemonise and must outlive the thread that started them, so the
 //!   kernel cannot tie them to it. They are recorded in the catalog — pid, start time and exact
 //!   command line — before anything depends on them, owned by a
@@ -31,7 +32,7 @@ pub struct Supervised {
     grace: Duration,
 }
 
-/// Makes `cmd` die with the calling thread: SIGTERM when it ends, however it ends.
+/// Makes `cmd` die with the calling thread: SIGKILL when it ends, however it ends.
 pub fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and calls only prctl(2) and
@@ -39,7 +40,7 @@ pub fn die_with_parent(cmd: &mut Command) {
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The parent may have died before the prctl took effect: then nobody would ever
             // send the signal, so give up instead of running as an orphan.
             if nix::unistd::getppid().as_raw() as u32 != parent {

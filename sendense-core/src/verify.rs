@@ -147,6 +147,7 @@ impl Sendense {
                 result = Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
                 break;
             }
+            crate::crash::point("verify.image");
             match self.check_image(&id, &disk, &scratch, &job.cancel) {
                 Ok(check) => images.push(check),
                 Err(e) => {

@@ -74,8 +74,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::internal(format!("starting the runtime: {e}")))
 }
 
-/// A token cancelled by SIGINT (Ctrl-C, or the hub cancelling), SIGTERM (the hub died: the
-/// kernel's parent-death signal) or SIGHUP; a second signal exits at once.
+/// A token cancelled by SIGINT (Ctrl-C, or the hub cancelling), SIGTERM or SIGHUP; a second
+/// signal exits at once. (Should the hub die, the kernel kills this process outright.)
 fn cancel_on_signals() -> Result<CancellationToken> {
     sendense_core::jobs::signals::cancel_on_signals(|| {})
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How long `sendense-sna` has to end after SIGINT (a cancellation) or after it closed its
 /// output, before it is killed.
-const NODE_GRACE: Duration = Duration::from_secs(10);
+const NODE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `plan` through a `sendense-sna transfer` process: the plan as JSON on its stdin, its
 /// NDJSON events forwarded to the sink, the summary from its last line, a cancellation

@@ -115,7 +115,10 @@ impl Catalog {
             };
             for r in &rows {
                 let server_alive = r.server().is_some_and(|s| s.is_alive());
-                if !r.owner().is_alive() && !server_alive {
+                // A row with a command line but no server pid may have a server nobody could
+                // record: the reconciliation looks for it before the row goes.
+                let unknown_server = r.server().is_none() && r.cmdline.is_some();
+                if !r.owner().is_alive() && !server_alive && !unknown_server {
                     tx.execute("DELETE FROM nbd_exports WHERE id = ?1", [r.id])?;
                 }
             }
@@ -166,6 +169,18 @@ impl Catalog {
             Ok(tx.last_insert_rowid())
         })?;
         self.export(id)
+    }
+
+    /// Records the command line an export's qemu-nbd is about to be started with.
+    pub fn set_export_command(&mut self, id: i64, cmdline: &[String]) -> Result<()> {
+        let cmd = serde_json::to_string(cmdline).unwrap_or_default();
+        self.write_unsynced(|tx| {
+            tx.execute(
+                "UPDATE nbd_exports SET cmdline = ?1 WHERE id = ?2",
+                (cmd, id),
+            )?;
+            Ok(())
+        })
     }
 
     /// Records the qemu-nbd process serving an export.
