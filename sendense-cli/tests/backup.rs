@@ -333,30 +333,33 @@ fn a_second_backup_of_a_busy_vm_is_refused_and_the_first_completes() {
 }
 
 #[test]
-fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
+fn ctrl_c_sigterm_sighup_and_job_cancel_end_as_cancelled_and_clean() {
     let lab = Lab::new(
         &[256, 16],
         "copy: {connections: 1, requests: 1, request_size: 4096}\n",
     );
     lab.write(0, "write -P 0x91 0 128M");
-    let child = lab.start_slow_backup();
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lab.assert_undone_by_itself();
-    let jobs = json(&lab.state, &["job", "list"]);
-    assert_eq!(jobs[0]["status"], "cancelled");
-    lab.assert_nothing_left();
+    // Ctrl-C, systemd's stop or an administrator's kill, a closed terminal: all cancel cleanly.
+    for signal in ["INT", "TERM", "HUP"] {
+        let child = lab.start_slow_backup();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab.assert_undone_by_itself();
+        let jobs = json(&lab.state, &["job", "list"]);
+        assert_eq!(jobs[0]["status"], "cancelled", "SIG{signal}");
+        lab.assert_nothing_left();
+    }
 
     let child = lab.start_slow_backup();
     let jobs = json(&lab.state, &["job", "list", "--status", "running"]);
@@ -375,6 +378,152 @@ fn ctrl_c_and_job_cancel_end_as_cancelled_and_clean() {
         Some(5),
         "an ended job"
     );
+}
+
+#[test]
+fn a_second_signal_ends_a_hung_cleanup_at_once() {
+    // An external NBD export that reads slowly, and a post-hook that hangs: the first Ctrl-C
+    // cancels, the rollback runs the post-hook, which hangs; the second Ctrl-C ends sendense at
+    // once, the hook with it, and the next command finishes the cleanup.
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "local");
+    let d = dir.path();
+    let src = create_image(&d.join("slow.raw"), "raw", "64M");
+    qemu_io(&src, "raw", &["write -P 0xa5 0 64M"]);
+    let slow = nbdkit(
+        d,
+        "slow",
+        &[
+            "--filter=delay",
+            "file",
+            src.to_str().unwrap(),
+            "rdelay=50ms",
+        ],
+    );
+    let hook = d.join("post-hook");
+    let marker = d.join("post-hook-ran");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh
+touch {}
+sleep 120
+",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    append_config(
+        &state,
+        "copy: {connections: 1, requests: 1, request_size: 65536}\n",
+    );
+    json(
+        &state,
+        &[
+            "vm",
+            "add",
+            "ext",
+            "--nbd",
+            &slow.url,
+            "--post-hook",
+            hook.to_str().unwrap(),
+        ],
+    );
+    let mut child = sendense_cmd(&state, &["backup", "start", "ext", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("\"disk_started\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "no disk started");
+    }
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the rollback never ran the post-hook"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "the second signal took {:?} to end sendense",
+        second.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+    // The hung hook went with it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sendense_testkit::processes_with(&hook.to_string_lossy(), &[]).is_empty() {
+        assert!(Instant::now() < deadline, "the post-hook outlived sendense");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next command finishes what the cleanup left.
+    let jobs = json(&state, &["job", "list"]);
+    assert_eq!(jobs[0]["status"], "failed", "{jobs}");
+    assert_no_cleanup_needed(&state);
+    assert_eq!(json(&state, &["nbd", "list"]), serde_json::json!([]));
+    assert_eq!(json(&state, &["backup", "list"]), serde_json::json!([]));
+    let left: Vec<_> = walk(&d.join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/ext/") && p.is_file())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_backup_is_never_deleted_while_a_backup_of_its_vm_runs() {
+    let lab = Lab::new(
+        &[256, 16],
+        "copy: {connections: 1, requests: 1, request_size: 4096}\n",
+    );
+    lab.write(0, "write -P 0x95 0 4M");
+    let (code, _, full, err) = backup(&lab.state, &[]);
+    assert_eq!(code, 0, "{err}");
+    let full_id = full["backup"].as_str().unwrap();
+    lab.write(0, "write -P 0x96 8M 96M");
+    let refs = lab.keep_refs("second");
+    // The running backup planned on the full as its parent: deleting it now is refused.
+    let child = lab.start_slow_backup();
+    let out = run(&lab.state, &["backup", "delete", full_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("busy"));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = json(&lab.state, &["backup", "list"]);
+    let top = list[0]["id"].as_str().unwrap();
+    assert_eq!(list[0]["disks"][0]["parent"], full_id);
+    lab.assert_backup_equals(top, &refs);
+    assert_eq!(json(&lab.state, &["backup", "verify", "--all"])["ok"], true);
+    // Now the full has a dependent: refused for that reason.
+    let out = run(&lab.state, &["backup", "delete", full_id]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parent of"));
 }
 
 #[test]

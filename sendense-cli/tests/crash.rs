@@ -567,3 +567,194 @@ fn killing_restore_verify_and_export_leaves_nothing() {
     assert_eq!(json(&lab.state, &["backup", "verify", &id])["ok"], true);
     lab.assert_backup_equals(&id, &refs);
 }
+
+/// One of several VMs of a hub: the QEMU process, its name and its raw references.
+struct Guest {
+    vm: sendense_testkit::QemuVm,
+    name: String,
+    refs: Vec<PathBuf>,
+}
+
+impl Guest {
+    fn write(&self, disk: usize, io: &str) {
+        self.vm.guest_io(disk, io);
+        sendense_testkit::qemu_io(&self.refs[disk], "raw", &[io]);
+    }
+
+    fn keep_refs(&self, dir: &Path, label: &str) -> Vec<PathBuf> {
+        let to = dir.join(format!("refs-{}-{label}", self.name));
+        std::fs::create_dir_all(&to).unwrap();
+        self.refs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let copy = to.join(format!("ref{i}.raw"));
+                std::fs::copy(r, &copy).unwrap();
+                copy
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn three_vms_at_once_and_deletes_racing_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    sendense_testkit::private_port_config(&state, 30);
+    assert!(run(&state, &["init"]).status.success());
+    let repo = d.join("repo");
+    json(
+        &state,
+        &["repo", "add", "local", "--path", repo.to_str().unwrap()],
+    );
+    let guests: Vec<Guest> = (0..3)
+        .map(|g| {
+            let name = format!("vm{g}");
+            let mut disks = Vec::new();
+            let mut refs = Vec::new();
+            for (i, size) in ["16M", "8M"].iter().enumerate() {
+                disks.push(sendense_testkit::create_image(
+                    &d.join(format!("{name}-disk{i}.qcow2")),
+                    "qcow2",
+                    size,
+                ));
+                refs.push(sendense_testkit::create_image(
+                    &d.join(format!("{name}-ref{i}.raw")),
+                    "raw",
+                    size,
+                ));
+            }
+            let with: Vec<(&str, &Path)> = disks.iter().map(|p| ("qcow2", p.as_path())).collect();
+            let vm = sendense_testkit::QemuVm::start(d, &name, &with);
+            json(
+                &state,
+                &["vm", "add", &name, "--qmp", vm.qmp.to_str().unwrap()],
+            );
+            Guest { vm, name, refs }
+        })
+        .collect();
+    let mut expected: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let equals = |id: &str, refs: &[PathBuf]| {
+        let shown = json(&state, &["backup", "show", id]);
+        for disk in shown["disks"].as_array().unwrap() {
+            let key = disk["key"].as_u64().unwrap() as usize - 2000;
+            assert!(
+                sendense_testkit::images_equal(
+                    disk["file"].as_str().unwrap(),
+                    "qcow2",
+                    refs[key].to_str().unwrap()
+                ),
+                "backup {id} disk {key} differs from its VM at the snapshot"
+            );
+        }
+    };
+
+    // Three backups at once, twice: a full and an incremental of every VM, all exact.
+    for round in 0..2u8 {
+        for (g, guest) in guests.iter().enumerate() {
+            guest.write(
+                0,
+                &format!("write -P {} {}M 2M", 0x50 + round * 4 + g as u8, round * 4),
+            );
+            guest.write(1, &format!("write -P {} 0 1M", 0x60 + round * 4 + g as u8));
+        }
+        let refs: Vec<Vec<PathBuf>> = guests
+            .iter()
+            .map(|g| g.keep_refs(d, &format!("r{round}")))
+            .collect();
+        let children: Vec<_> = guests
+            .iter()
+            .map(|g| {
+                sendense_cmd(&state, &["backup", "start", &g.name, "--json"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let summary: Value =
+                serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+                    .unwrap();
+            let mode = if round == 0 { "full" } else { "incremental" };
+            assert_eq!(summary["disks"][0]["mode"], mode);
+            let id = summary["backup"].as_str().unwrap().to_string();
+            equals(&id, &refs[i]);
+            expected.insert(id, refs[i].clone());
+        }
+    }
+
+    // A delete of each VM's newest backup racing that VM's next backup: whichever takes the
+    // VM first wins, the other is refused or builds on what is left; nothing is lost.
+    for (g, guest) in guests.iter().enumerate() {
+        guest.write(0, &format!("write -P {} 12M 1M", 0x70 + g as u8));
+        let refs = guest.keep_refs(d, "race");
+        let top = json(&state, &["backup", "list", "--vm", &guest.name])[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let backup = sendense_cmd(&state, &["backup", "start", &guest.name, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let delete = sendense_cmd(&state, &["backup", "delete", &top])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deleted = delete.wait_with_output().unwrap();
+        let backed_up = backup.wait_with_output().unwrap();
+        let (dc, bc) = (deleted.status.code(), backed_up.status.code());
+        assert!(
+            matches!(dc, Some(0) | Some(5)) && matches!(bc, Some(0) | Some(5)),
+            "delete {dc:?}: {}\nbackup {bc:?}: {}",
+            String::from_utf8_lossy(&deleted.stderr),
+            String::from_utf8_lossy(&backed_up.stderr)
+        );
+        eprintln!("{}: delete {dc:?}, backup {bc:?}", guest.name);
+        if dc == Some(0) {
+            expected.remove(&top);
+        }
+        if bc == Some(0) {
+            let summary: Value = serde_json::from_str(
+                String::from_utf8_lossy(&backed_up.stdout)
+                    .lines()
+                    .last()
+                    .unwrap(),
+            )
+            .unwrap();
+            expected.insert(summary["backup"].as_str().unwrap().to_string(), refs);
+        }
+    }
+
+    // Everything listed is exactly what was made, whole and exact; nothing is left.
+    let listed: Vec<String> = json(&state, &["backup", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<&String> = expected.keys().collect();
+    let mut have: Vec<&String> = listed.iter().collect();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want);
+    assert_eq!(json(&state, &["backup", "verify", "--all"])["ok"], true);
+    for (id, refs) in &expected {
+        equals(id, refs);
+    }
+    assert_eq!(json(&state, &["nbd", "list"]), serde_json::json!([]));
+    let report = json(&state, &["cleanup", "--dry-run"]);
+    assert_eq!(report["actions"], serde_json::json!([]), "{report:#}");
+    let vms: Vec<u32> = guests.iter().map(|g| g.vm.proc.pid()).collect();
+    let left = sendense_testkit::processes_with(&d.to_string_lossy(), &vms);
+    assert!(left.is_empty(), "{left:?}");
+}

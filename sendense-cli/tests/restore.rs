@@ -586,3 +586,197 @@ fn digest_of(path: &Path) -> String {
     });
     format!("{}:{sum:x}", data.len())
 }
+
+/// The host offsets of the 64 KiB blocks an image holds itself.
+fn own_blocks(file: &Path) -> Vec<u64> {
+    let map: Value = serde_json::from_slice(
+        &Command::new("qemu-img")
+            .args(["map", "--output=json", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    map.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["depth"] == 0 && e["data"] == true)
+        .flat_map(|e| {
+            let host = e["offset"].as_u64().unwrap();
+            let len = e["length"].as_u64().unwrap();
+            (0..len / 65536).map(move |k| host + k * 65536)
+        })
+        .collect()
+}
+
+#[test]
+fn verify_bounds_its_report_of_a_badly_damaged_image() {
+    let c = chain();
+    // Thirty damaged blocks in the full: the report lists twenty and counts the rest.
+    let full = image_of(&c, &c.ids[0]);
+    let blocks: Vec<u64> = own_blocks(&full).into_iter().take(30).collect();
+    assert_eq!(blocks.len(), 30);
+    for b in &blocks {
+        flip(&full, b + 100);
+    }
+    let o = run(&c.state, &["backup", "verify", &c.ids[0], "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = report["images"][0]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 21, "{report:#}");
+    assert!(
+        problems[20].as_str().unwrap().contains("10 more"),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn verify_names_data_beyond_the_end_of_the_disk() {
+    let c = chain();
+    // The top image grown past the disk's size with data written there (a tampered image):
+    // named as such, not a crash.
+    let top = image_of(&c, &c.ids[2]);
+    sendense_testkit::run("qemu-img", &["resize", "-q", top.to_str().unwrap(), "+2M"]);
+    qemu_io(&top, "qcow2", &["write -P 0x77 65M 64k"]);
+    let o = run(&c.state, &["backup", "verify", &c.ids[2], "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("beyond the end of the disk"), "{text}");
+    assert!(text.contains(&c.ids[2]), "{text}");
+}
+
+/// Waits until a job of `kind` runs; its id.
+fn running_job(state: &Path, kind: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let jobs = json(state, &["job", "list", "--status", "running"]);
+        if let Some(j) = jobs.as_array().unwrap().iter().find(|j| j["kind"] == kind) {
+            return j["id"].to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} job runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `sendense ARGS` in the background with a pause point set.
+fn spawn_paused(state: &Path, args: &[&str], pause: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sendense"))
+        .args(args)
+        .env("SENDENSE_HOME", state)
+        .env("SENDENSE_TEST_PAUSE_AT", pause)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn restore_verify_and_export_are_cancelled_by_job_cancel() {
+    let c = chain();
+    let d = c.dir.path();
+    let out = d.join("out.qcow2");
+    let runs: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "restore",
+            vec![
+                "restore",
+                &c.ids[2],
+                "--disk",
+                "2000",
+                "--to",
+                out.to_str().unwrap(),
+            ],
+            "restore.partial-created:3000",
+        ),
+        (
+            "verify",
+            vec!["backup", "verify", &c.ids[2]],
+            "verify.image:3000",
+        ),
+        (
+            "export",
+            vec!["export", &c.ids[2], "--disk", "2000"],
+            "none:0",
+        ),
+    ];
+    for (kind, args, pause) in runs {
+        let child = spawn_paused(&c.state, &args, pause);
+        let id = running_job(&c.state, kind);
+        let o = run(&c.state, &["job", "cancel", &id]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{kind}: {}", stderr(&o));
+        assert_eq!(
+            json(&c.state, &["job", "show", &id])["status"],
+            "cancelled",
+            "{kind}"
+        );
+        let running = sendense_testkit::processes_with(d.to_str().unwrap(), &[]);
+        assert!(running.is_empty(), "{kind}: left running: {running:?}");
+        assert!(
+            !out.exists() && !d.join("out.qcow2.partial").exists(),
+            "{kind}"
+        );
+        let cleanup = json(&c.state, &["cleanup", "--dry-run"]);
+        assert_eq!(
+            cleanup["actions"],
+            serde_json::json!([]),
+            "{kind}: {cleanup}"
+        );
+    }
+}
+
+#[test]
+fn a_backup_is_never_deleted_while_it_is_read() {
+    let c = chain();
+    // An export of the top, then a restore of the one below it: neither backup can be deleted
+    // meanwhile; once they end, the delete goes through.
+    let export = spawn_paused(&c.state, &["export", &c.ids[2], "--disk", "2000"], "none:0");
+    running_job(&c.state, "export");
+    let o = run(&c.state, &["backup", "delete", &c.ids[2]]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("in use"), "{}", stderr(&o));
+    let pid = export.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = export.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    json(&c.state, &["backup", "delete", &c.ids[2]]);
+
+    let out = c.dir.path().join("r.raw");
+    let restore = spawn_paused(
+        &c.state,
+        &[
+            "restore",
+            &c.ids[1],
+            "--disk",
+            "2000",
+            "--to",
+            out.to_str().unwrap(),
+            "--format",
+            "raw",
+        ],
+        "restore.partial-created:2000",
+    );
+    running_job(&c.state, "restore");
+    let o = run(&c.state, &["backup", "delete", &c.ids[1]]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let o = restore.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(images_equal(
+        out.to_str().unwrap(),
+        "raw",
+        c.refs[1].to_str().unwrap()
+    ));
+    json(&c.state, &["backup", "delete", &c.ids[1]]);
+    assert_eq!(json(&c.state, &["backup", "verify", "--all"])["ok"], true);
+}
