@@ -12,7 +12,16 @@ EXIT STATUS
   4    not found: the named VM, repository, backup, job or disk does not exist
   5    busy, locked or refused: a name already exists, a lock is held, or the
        operation would lose data (removing a repository that still holds backups)
-  130  interrupted (Ctrl-C); the operation was cancelled and cleaned up
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP) or cancelled (`sendense job cancel`):
+       the operation stopped and cleaned up. A second signal ends sendense at
+       once; the next sendense command finishes the cleanup.
+
+CRASH SAFETY
+  A sendense process may be killed at any instant (kill -9, a power cut): the
+  next sendense command, whichever it is, finds what it left and undoes or
+  finishes it. A backup is complete, or it is gone with all its files; a delete
+  is finished; no qemu-nbd or sendense-sna keeps running; nothing of the backup
+  stays in the VM, whose next backup is incremental and misses no change.
 
 ENVIRONMENT
   SENDENSE_HOME   state directory when --state-dir is not given
@@ -88,7 +97,7 @@ pub enum Command {
     #[command(after_long_help = "JSON OUTPUT
   {\"state_dir\": \"/var/lib/sendense\", \"catalog\": \".../sendense.db\",
    \"config\": \".../config.yaml\", \"catalog_created\": true,
-   \"config_created\": true, \"schema_version\": 1}
+   \"config_created\": true, \"schema_version\": 2}
 
 Running init again is safe: an existing catalog is migrated, an existing
 config is never overwritten.")]
@@ -145,12 +154,13 @@ JSON OUTPUT
         after_long_help = "Read-only by default; with --writable, writes go to a temporary overlay that is
 discarded at the end: the backup is never modified. The export listens on
 127.0.0.1 (a port from nbd_ports, or --port) or a Unix socket (--socket), shows
-in `sendense nbd list`, and is gone when sendense exits (Ctrl-C or SIGTERM).
-A VM can boot from it; nbdfuse or qemu-nbd -c can mount it.
+in `sendense nbd list`, and is gone when sendense exits (Ctrl-C, SIGTERM, SIGHUP,
+or `sendense job cancel JOB`). A VM can boot from it; nbdfuse or qemu-nbd -c can
+mount it. The backup and its chain cannot be deleted while they are served.
 
 JSON OUTPUT
   {\"backup\": \"<id>\", \"disk\": 2000, \"url\": \"nbd://127.0.0.1:10100/pgtest1-disk-2000\",
-   \"writable\": false}   (printed once the export is ready)"
+   \"writable\": false, \"job\": 12}   (printed once the export is ready)"
     )]
     Export {
         /// Backup id.
@@ -173,17 +183,22 @@ JSON OUTPUT
     Nbd(NbdCommand),
     /// Find and remove what interrupted jobs left behind.
     #[command(
-        after_long_help = "Removes, for sendense processes that are gone: qemu-nbd processes they started
-(matched by recorded pid, start time and command line, never by name; a qemu-nbd
-Sendense did not start is never touched), their ports, .partial images and
-temporary manifests in every repository, scratch (fleecing) directories, lock
-files nobody holds, and jobs left running (marked failed with the reason).
-The catalog part of this runs automatically whenever sendense opens its state.
+        after_long_help = "Removes, for sendense processes that are gone: jobs left running (marked failed
+with the reason), the backups they were writing (images, digest files, manifest),
+qemu-nbd processes they started (matched by recorded pid, start time and command
+line, never by name; a qemu-nbd Sendense did not start is never touched) and
+their ports, deletes they began (finished), what their backups left in the VM's
+source (QEMU block jobs, fleecing nodes, NBD exports and server; checkpoint
+bitmaps folded back into the recorded checkpoint), files a restore was writing,
+and scratch directories. Then, beyond what the catalog records: stray .partial
+images and temporary manifests in every repository, and lock files nobody holds.
+All but the last sentence runs automatically whenever sendense opens its state.
 
 JSON OUTPUT
   {\"dry_run\": false,
-   \"actions\": [{\"action\": \"stop_qemu_nbd\" | \"release_port\" | \"remove_file\" |
-                           \"remove_dir\" | \"fail_job\" | \"discard_backup\",
+   \"actions\": [{\"action\": \"fail_job\" | \"discard_backup\" | \"stop_qemu_nbd\" |
+                           \"release_port\" | \"finish_delete\" | \"repair_source\" |
+                           \"remove_file\" | \"remove_dir\",
                 \"target\": \"...\", \"reason\": \"...\"}],
    \"errors\": []}"
     )]
@@ -380,7 +395,8 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
 const BACKUP_JSON: &str = "JSON OUTPUT
   A backup object:
   {\"id\": \"20261125T211006Z-1a2b3c\", \"vm\": \"pgtest1\", \"repo\": \"local\",
-   \"status\": \"completed\", \"created_at\": \"...\", \"completed_at\": \"...\", \"job\": 7,
+   \"status\": \"completed\" | \"running\" | \"deleting\", \"created_at\": \"...\",
+   \"completed_at\": \"...\", \"job\": 7,
    \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
               \"file\": \"/srv/backup/pgtest1/2000/<id>.qcow2\", \"parent\": null | \"<id>\",
               \"size_bytes\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
@@ -395,9 +411,9 @@ pub enum BackupCommand {
 the source still has the checkpoint of the chain's top and the disk size is
 unchanged; otherwise full, with the reason shown (first backup in repository,
 new disk, disk resized, checkpoint missing on source, --full requested, ...).
-A second backup of the same VM while one runs is refused (exit 5). Ctrl-C
-cancels cleanly (exit 130): exports stopped, new images deleted, the previous
-checkpoint kept.
+A second backup of the same VM while one runs is refused (exit 5). Ctrl-C,
+SIGTERM, SIGHUP or `sendense job cancel` cancel cleanly (exit 130): exports
+stopped, new images deleted, the previous checkpoint kept.
 
 JSON OUTPUT
   NDJSON events, one per line ({\"ts\", \"job\", \"event\": \"job_started\" | \"step\" |
@@ -445,7 +461,10 @@ JSON OUTPUT
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "vm", "all"])))]
     #[command(
         after_long_help = "Problems are named by backup, disk and offset: bit rot or tampering in a data
-cluster, a truncated image, a changed digest file, a deleted chain link.
+cluster, a truncated image, a changed digest file, a deleted chain link, data
+beyond the end of the disk. Each image lists its first 20 problems, then counts
+the rest. Verify runs as a job (`sendense job cancel` stops it); the backups it
+reads cannot be deleted meanwhile.
 Exit status 0 when everything is intact, 1 when anything is wrong.
 
 JSON OUTPUT
@@ -465,10 +484,13 @@ JSON OUTPUT
     },
     /// Delete a backup: refused (exit 5) while a later backup depends on it.
     #[command(
-        after_long_help = "Removes the manifest, the images and digest files, and the catalog rows.
+        after_long_help = "Removes the manifest, the images and digest files, and the catalog rows. Also
+refused (exit 5) while a backup of the VM runs, or while a restore, export or
+verify reads the backup. The backup is marked deleted before its first file
+goes: a delete that is interrupted is finished by the next sendense command.
 
 JSON OUTPUT
-  The deleted backup object."
+  The deleted backup object, with \"status\": \"deleted\"."
     )]
     Delete {
         /// Backup id.
@@ -516,8 +538,13 @@ pub enum JobCommand {
         id: i64,
     },
     /// Ask a running job to stop; it cancels cleanly (as Ctrl-C would).
-    #[command(after_long_help = "JSON OUTPUT
-  The job object. Refused (exit 5) when the job has already ended.")]
+    #[command(
+        after_long_help = "Backups, restores, verifies and exports stop within a second and clean up as
+after a failure; their job ends cancelled.
+
+JSON OUTPUT
+  The job object. Refused (exit 5) when the job has already ended."
+    )]
     Cancel {
         /// Job id.
         id: i64,

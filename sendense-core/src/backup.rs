@@ -459,7 +459,7 @@ impl Run {
             }
         }
         if !self.source_dirty {
-            let scratch = sd.scratch_dir().join(format!("job-{}", self.job));
+            let scratch = sd.job_scratch(self.job);
             let _ = std::fs::remove_dir_all(scratch);
         }
     }

@@ -268,7 +268,10 @@ impl Sendense {
             // Kept while the job runs, and while its source still needs a repair that looks
             // there (for the socket of a QEMU NBD server).
             let keep = match self.catalog().job(id) {
-                Ok(j) => !j.status.is_final() || j.source_dirty,
+                Ok(j) => {
+                    let repairable = j.vm.as_deref().is_some_and(|vm| self.vm(vm).is_ok());
+                    !j.status.is_final() || (j.source_dirty && repairable)
+                }
                 Err(_) => false,
             };
             if keep {
@@ -425,13 +428,12 @@ impl Sendense {
         source: &mut dyn crate::source::Source,
         keep_job: Option<i64>,
     ) -> Result<crate::source::Repaired> {
-        let scratch = self.scratch_dir();
         let interrupted: Vec<(i64, PathBuf)> = self
             .catalog()
             .source_dirty_jobs()?
             .into_iter()
             .filter(|(id, name)| *name == vm.name && Some(*id) != keep_job)
-            .map(|(id, _)| (id, scratch.join(format!("job-{id}"))))
+            .map(|(id, _)| (id, self.job_scratch(id)))
             .collect();
         let req = crate::source::RepairRequest {
             keep_job,

@@ -227,7 +227,7 @@ impl Sendense {
         if let Err(e) = self.catalog_mut().forget_job_files(job.id) {
             tracing::warn!("job {}: {e}", job.id);
         }
-        let _ = std::fs::remove_dir_all(self.scratch_dir().join(format!("job-{}", job.id)));
+        let _ = std::fs::remove_dir_all(self.job_scratch(job.id));
         let report = result.map(|disks| RestoreReport {
             backup: backup.id.clone(),
             vm: backup.vm.clone(),
@@ -249,7 +249,7 @@ impl Sendense {
     ) -> Result<Vec<RestoredDisk>> {
         let cancel = &job.cancel;
         let job = job.id;
-        let scratch = self.scratch_dir().join(format!("job-{job}"));
+        let scratch = self.job_scratch(job);
         crate::fsutil::create_private_dir(&scratch)?;
         let copy = self.config().copy;
         for d in disks {

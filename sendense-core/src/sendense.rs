@@ -261,6 +261,12 @@ impl Sendense {
             .unwrap_or_else(|| self.state_dir.join("scratch"))
     }
 
+    /// Job `job`'s private scratch directory (fleecing overlays, sockets); removed when the job
+    /// ends, or by the reconciliation.
+    pub fn job_scratch(&self, job: i64) -> PathBuf {
+        self.scratch_dir().join(format!("job-{job}"))
+    }
+
     /// Where qemu-nbd pid files and logs go.
     pub fn run_dir(&self) -> PathBuf {
         self.state_dir.join("run")

@@ -46,7 +46,9 @@ impl Tool {
     }
 }
 
-/// Runs `tool` with `args` and returns its output; a non-zero exit is an error.
+/// Runs `tool` with `args` and returns its output; a non-zero exit is an error. The tool dies
+/// with the calling thread ([`crate::supervise::die_with_parent`]): killed with Sendense, it
+/// cannot create a file after the reconciliation looked for it.
 pub fn run<I, S>(tool: Tool, args: I) -> Result<Output>
 where
     I: IntoIterator<Item = S>,
@@ -54,6 +56,7 @@ where
 {
     let mut cmd = tool.command();
     cmd.args(args);
+    crate::supervise::die_with_parent(&mut cmd);
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             tool.missing()

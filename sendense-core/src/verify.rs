@@ -122,12 +122,6 @@ impl Sendense {
         ids.dedup();
         let _locks = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
         // Locked now: a backup deleted meanwhile is not verified (nor reported as damaged).
-        if let VerifyTarget::Backup(id) = target {
-            let b = self.catalog().backup(id)?;
-            if b.status == "deleting" {
-                return Err(Error::busy(format!("backup {id} is being deleted")));
-            }
-        }
         let gone: Vec<String> = ids
             .iter()
             .filter(|id| {
@@ -137,9 +131,14 @@ impl Sendense {
             })
             .cloned()
             .collect();
+        if let VerifyTarget::Backup(id) = target {
+            if gone.contains(id) {
+                return Err(Error::busy(format!("backup {id} was deleted meanwhile")));
+            }
+        }
         todo.retain(|(id, _)| !gone.contains(id));
         let job = self.begin_job(JobKind::Verify, vm.as_deref(), None, cancel)?;
-        let scratch = self.scratch_dir().join(format!("job-{}", job.id));
+        let scratch = self.job_scratch(job.id);
         let mut images = Vec::new();
         let mut result = Ok(());
         for (id, disk) in todo {

@@ -36,7 +36,7 @@ impl Run {
             job,
             vm: vm.name.clone(),
             checkpoint,
-            scratch: sd.scratch_dir().join(format!("job-{job}")),
+            scratch: sd.job_scratch(job),
             disks: disks
                 .iter()
                 .zip(decisions)

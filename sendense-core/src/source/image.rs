@@ -103,7 +103,8 @@ impl Source for ImageSource {
             if !file.exists() {
                 continue;
             }
-            let inspected = inspect(file)?;
+            // Asked once per source: discovery and planning use the same answer.
+            let inspected = self.inspect(file)?;
             if inspected.info.format != "qcow2" {
                 continue;
             }
@@ -148,9 +149,13 @@ impl Source for ImageSource {
     }
 
     fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
+        let known = &self.inspected;
         let files = crate::par::map(&self.files, |f| {
             let file = crate::vm::image_disk_path(f)?;
-            let inspected = inspect(&file)?;
+            let inspected = match known.get(&file) {
+                Some(i) => i.clone(),
+                None => inspect(&file)?,
+            };
             Ok::<_, Error>((file, inspected))
         });
         let mut out = Vec::new();
@@ -244,6 +249,8 @@ impl Source for ImageSource {
                 }
             }
         }
+        // The files' bitmaps changed: what this source learnt of them is stale now.
+        self.inspected.clear();
         if let Some(e) = failure {
             return Err(e);
         }
@@ -303,6 +310,7 @@ impl Source for ImageSource {
         let Some(active) = self.active.take() else {
             return Ok(());
         };
+        self.inspected.clear();
         let mut errors = Vec::new();
         if let Err(err) = host.stop_exports(active.exports) {
             errors.push(err.to_string());
