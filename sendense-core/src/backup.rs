@@ -173,7 +173,7 @@ impl BackupRequest<'_> {
                 if let Err(e) = sd.catalog_mut().set_job_progress(job.id, total, total) {
                     tracing::warn!("job {}: recording its progress: {e}", job.id);
                 }
-                log(sd, job.id, &format!("backup {} completed", report.backup));
+                sd.job_log(job.id, &format!("backup {} completed", report.backup));
                 Ok(report)
             }
             Err(e) => {
@@ -197,12 +197,8 @@ fn emit(sd: &Sendense, job: i64, kind: EventKind) {
     sd.sink().emit(&Event::now(Some(job), kind));
 }
 
-fn log(sd: &mut Sendense, job: i64, message: &str) {
-    sd.job_log(job, message);
-}
-
 fn step(sd: &mut Sendense, job: i64, message: String) {
-    log(sd, job, &message);
+    sd.job_log(job, &message);
     emit(sd, job, EventKind::Step { message });
 }
 
@@ -259,7 +255,7 @@ impl Run {
                 "disk {} ({}) vanished from the source; it is not backed up",
                 d.key, d.identity
             );
-            log(sd, job, &msg);
+            sd.job_log(job, &msg);
             emit(sd, job, EventKind::Warning { message: msg });
         }
         let disks: Vec<_> = vm.disks.iter().filter(|d| d.present).cloned().collect();
@@ -333,7 +329,7 @@ impl Run {
         crate::crash::point("backup.transferred");
 
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
-        log(sd, job, &format!("transfer finished: {moved} bytes read"));
+        sd.job_log(job, &format!("transfer finished: {moved} bytes read"));
 
         // 6. Commit. The source's exports of the snapshot stop together with the targets; only
         // a target still running stops the commit (its image could still change).
@@ -347,15 +343,11 @@ impl Run {
                 return Err(e);
             }
             let msg = format!("stopping the snapshot's exports: {e} (cleanup retries)");
-            log(sd, job, &msg);
+            sd.job_log(job, &msg);
             emit(sd, job, EventKind::Warning { message: msg });
         }
         crate::crash::point("backup.exports-stopped");
-        log(
-            sd,
-            job,
-            "exports stopped; checking and committing the images",
-        );
+        sd.job_log(job, "exports stopped; checking and committing the images");
         let outcomes: Vec<DiskOutcome> = results
             .iter()
             .map(|r| {
@@ -374,7 +366,7 @@ impl Run {
             .ok_or_else(|| Error::internal("backup lost its pending state"))?;
         // Recorded with the backup: the checkpoint each disk's source now has.
         let record = sd.commit_backup(pending, &outcomes)?;
-        log(sd, job, "images checked, manifest written, backup recorded");
+        sd.job_log(job, "images checked, manifest written, backup recorded");
         // The backup is safe now; the old checkpoint can go.
         if let Some(mut src) = self.source.take() {
             let mut host = HubHost { sd, job: Some(job) };
@@ -384,7 +376,7 @@ impl Run {
                     let msg = format!(
                         "the backup is complete, but retiring the old checkpoint failed: {e} (the next sendense command repairs it)"
                     );
-                    log(sd, job, &msg);
+                    sd.job_log(job, &msg);
                     emit(sd, job, EventKind::Warning { message: msg });
                 }
             }
@@ -436,7 +428,7 @@ impl Run {
             exports.extend(src.take_exports());
         }
         if let Err(err) = sd.stop_exports(exports) {
-            log(sd, self.job, &format!("rollback: stopping exports: {err}"));
+            sd.job_log(self.job, &format!("rollback: stopping exports: {err}"));
         }
         crate::crash::point("backup.rollback-exports-stopped");
         if let Some(p) = self.pending.take() {
@@ -450,8 +442,7 @@ impl Run {
                 };
                 match src.finish(&mut host, false) {
                     Ok(()) => self.source_dirty = false,
-                    Err(err) => log(
-                        sd,
+                    Err(err) => sd.job_log(
                         self.job,
                         &format!("rollback: {err} (the next sendense command repairs it)"),
                     ),

@@ -72,7 +72,8 @@ fn this_host() -> Option<String> {
 }
 
 impl Sendense {
-    /// The light reconciliation: jobs, backups and exports of dead processes.
+    /// The light reconciliation: everything the catalog records of dead processes — their jobs,
+    /// backups, exports, deletes, sources and files (see the module docs).
     pub fn reconcile(&mut self) -> Result<CleanupReport> {
         self.reconcile_with(false, false)
     }

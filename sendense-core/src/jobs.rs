@@ -15,7 +15,9 @@ use crate::event::{Event, EventKind};
 use crate::sendense::Sendense;
 use tokio_util::sync::CancellationToken;
 
-/// A job this process runs: its id, its cancellation and the watcher feeding it.
+/// A job this process runs: its id, its cancellation and the watcher feeding it. Ended by
+/// [`Sendense::end_job`]; dropped without that (a panic in a long-lived process), it ends the
+/// job failed itself, so no job stays `running` while its process lives on.
 #[derive(Debug)]
 pub(crate) struct JobRun {
     /// The job's id.
@@ -23,6 +25,26 @@ pub(crate) struct JobRun {
     /// Cancelled by the caller's token or by `job cancel`.
     pub cancel: CancellationToken,
     _watcher: cancel::CancelWatcher,
+    catalog: std::path::PathBuf,
+    ended: bool,
+}
+
+impl Drop for JobRun {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let ended = crate::catalog::Catalog::open(&self.catalog, false).and_then(|mut c| {
+            c.finish_job(
+                self.id,
+                JobStatus::Failed,
+                Some("the job ended without reporting its outcome"),
+            )
+        });
+        if let Err(e) = ended {
+            tracing::warn!("job {}: recording its end: {e}", self.id);
+        }
+    }
 }
 
 impl Sendense {
@@ -54,13 +76,16 @@ impl Sendense {
             id: job.id,
             cancel,
             _watcher: watcher,
+            catalog: self.catalog().path().to_path_buf(),
+            ended: false,
         })
     }
 
     /// Ends `job` with the outcome of its work: completed, cancelled (a `Cancelled` error, or
     /// any error once the job was asked to stop) or failed, logged and reported to the sink.
     /// Returns the result, an error turned into `Cancelled` where the job was cancelled.
-    pub(crate) fn end_job<T>(&mut self, job: JobRun, result: Result<T>) -> Result<T> {
+    pub(crate) fn end_job<T>(&mut self, mut job: JobRun, result: Result<T>) -> Result<T> {
+        job.ended = true;
         let result = match result {
             Err(e) if job.cancel.is_cancelled() && e.kind() != ErrorKind::Cancelled => Err(
                 Error::new(ErrorKind::Cancelled, format!("cancelled ({})", e.message())),
@@ -97,5 +122,50 @@ impl Sendense {
         if let Err(e) = self.catalog_mut().log_job(id, "info", message, None) {
             tracing::warn!("job log: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_ends_once_and_never_stays_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sd, _) = crate::OpenOptions::new()
+            .state_dir(dir.path())
+            .init()
+            .unwrap();
+        let fresh = || CancellationToken::new();
+        // Dropped without an end (a panic in a long-lived process): failed, not running.
+        let job = sd.begin_job(JobKind::Verify, None, None, fresh()).unwrap();
+        let id = job.id;
+        assert_eq!(sd.job(id).unwrap().status, JobStatus::Running);
+        drop(job);
+        assert_eq!(sd.job(id).unwrap().status, JobStatus::Failed);
+        // An error after a cancellation is the cancellation.
+        let job = sd.begin_job(JobKind::Restore, None, None, fresh()).unwrap();
+        let id = job.id;
+        job.cancel.cancel();
+        let r: Result<()> = sd.end_job(job, Err(Error::new(ErrorKind::External, "broken pipe")));
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+        assert_eq!(sd.job(id).unwrap().status, JobStatus::Cancelled);
+        // Success is success, and the end is not overwritten by the drop.
+        let job = sd.begin_job(JobKind::Export, None, None, fresh()).unwrap();
+        let id = job.id;
+        sd.end_job(job, Ok(())).unwrap();
+        assert_eq!(sd.job(id).unwrap().status, JobStatus::Completed);
+        // `job cancel` from elsewhere reaches the job's token.
+        let job = sd.begin_job(JobKind::Verify, None, None, fresh()).unwrap();
+        sd.catalog_mut().request_cancel(job.id).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !job.cancel.is_cancelled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the watcher missed it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = sd.end_job(job, Ok(()));
     }
 }

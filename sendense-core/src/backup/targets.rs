@@ -4,7 +4,7 @@
 
 use super::node::{targets_string, TransferDisk, TransferPlan};
 use super::plan::Decision;
-use super::{emit, log, Run};
+use super::{emit, Run};
 use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -124,11 +124,7 @@ impl Run {
             return Err(e);
         }
         emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
-        log(
-            sd,
-            job,
-            &format!("snapshot of {} disk(s) taken", snap.len()),
-        );
+        sd.job_log(job, &format!("snapshot of {} disk(s) taken", snap.len()));
 
         // The snapshot must match the plan the targets were made for; only a change on the
         // source between planning and the snapshot (a checkpoint deleted, a disk resized in
@@ -199,7 +195,7 @@ impl Run {
         }
         self.check_cancel()?;
         let targets = targets_string(&target_urls);
-        log(sd, job, &format!("targets {targets}"));
+        sd.job_log(job, &format!("targets {targets}"));
         Ok(TransferPlan {
             job: Some(job),
             targets,

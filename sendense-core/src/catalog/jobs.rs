@@ -516,5 +516,12 @@ mod tests {
         assert!(filtered.is_empty());
         assert_eq!(cat.jobs(&JobFilter::default()).unwrap().len(), 1);
         assert_eq!(cat.job(999).unwrap_err().kind(), crate::ErrorKind::NotFound);
+
+        // A kind that does not watch for `job cancel` is refused, not silently ignored.
+        let copy = cat.create_job(JobKind::Copy, None, None).unwrap();
+        let err = cat.request_cancel(copy.id).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Refused);
+        assert!(err.message().contains("cannot be cancelled"), "{err}");
+        assert!(!cat.cancel_requested(copy.id).unwrap());
     }
 }
