@@ -9,7 +9,7 @@ use sendense_testkit::{
     add_image_vm, allocated_bytes, create_image, images_equal, nbdkit, qcow2_with, qemu_io,
     temp_hub, walk,
 };
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -435,11 +435,7 @@ sleep 120
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("\"disk_started\"") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "no disk started");
-    }
+    wait_for_event(&mut reader, "disk_started");
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let pid = child.id().to_string();
     assert!(Command::new("kill")
@@ -780,11 +776,7 @@ fn killing_the_hub_takes_its_sendense_sna_with_it() {
         .spawn()
         .unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("\"disk_finished\"") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "no disk finished");
-    }
+    wait_for_event(&mut reader, "disk_finished");
     assert!(
         !sendense_testkit::processes_with(&sna.to_string_lossy(), &[]).is_empty(),
         "the node runs while the hub does"

@@ -582,17 +582,7 @@ impl Guest {
     }
 
     fn keep_refs(&self, dir: &Path, label: &str) -> Vec<PathBuf> {
-        let to = dir.join(format!("refs-{}-{label}", self.name));
-        std::fs::create_dir_all(&to).unwrap();
-        self.refs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let copy = to.join(format!("ref{i}.raw"));
-                std::fs::copy(r, &copy).unwrap();
-                copy
-            })
-            .collect()
+        copy_refs(&self.refs, &dir.join(format!("refs-{}-{label}", self.name)))
     }
 }
 

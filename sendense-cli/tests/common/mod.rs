@@ -322,17 +322,7 @@ impl Lab {
 
     /// A copy of the reference disks as they are now (the VM's disks at the next snapshot).
     pub fn keep_refs(&self, label: &str) -> Vec<PathBuf> {
-        let dir = self.dir.path().join(format!("refs-{label}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        self.refs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let copy = dir.join(format!("ref{i}.raw"));
-                std::fs::copy(r, &copy).unwrap();
-                copy
-            })
-            .collect()
+        copy_refs(&self.refs, &self.dir.path().join(format!("refs-{label}")))
     }
 
     /// Every disk of backup `id` equals `refs` (read through its chain).
@@ -360,19 +350,38 @@ impl Lab {
             .spawn()
             .unwrap();
         let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "backup ended before moving data"
-            );
-            if line.contains("\"disk_progress\"") {
-                break;
-            }
-        }
+        wait_for_event(&mut reader, "disk_progress");
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         child
+    }
+}
+
+/// Copies of the reference disks `refs` into `dir` (created): the disks as they are now.
+pub fn copy_refs(refs: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    refs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let copy = dir.join(format!("ref{i}.raw"));
+            std::fs::copy(r, &copy).unwrap();
+            copy
+        })
+        .collect()
+}
+
+/// Reads NDJSON events from `reader` until one of kind `event` (panics at the end of output).
+pub fn wait_for_event(reader: &mut impl BufRead, event: &str) {
+    let want = format!("\"event\":\"{event}\"");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the output ended before a {event} event"
+        );
+        if line.replace(' ', "").contains(&want) {
+            return;
+        }
     }
 }
 

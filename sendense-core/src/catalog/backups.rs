@@ -460,14 +460,7 @@ impl Catalog {
                 }
                 Some(_) => {}
             }
-            let deps = dependents_on(tx, id)?;
-            if !deps.is_empty() {
-                return Err(Error::refused(format!(
-                    "backup {id} is the parent of {}",
-                    deps.join(", ")
-                ))
-                .with_help("Delete the backups that depend on it first, newest first."));
-            }
+            refuse_if_depended_on(tx, id)?;
             tx.execute(
                 "UPDATE backups SET deleting_at = ?1 WHERE id = ?2",
                 (&now, id),
@@ -488,14 +481,7 @@ impl Catalog {
     /// Deletes a backup's rows; refused while another backup depends on it.
     pub fn delete_backup(&mut self, id: &str) -> Result<()> {
         self.write(|tx| {
-            let deps = dependents_on(tx, id)?;
-            if !deps.is_empty() {
-                return Err(Error::refused(format!(
-                    "backup {id} is the parent of {}",
-                    deps.join(", ")
-                ))
-                .with_help("Delete the backups that depend on it first (newest first)."));
-            }
+            refuse_if_depended_on(tx, id)?;
             tx.execute("DELETE FROM backups WHERE id = ?1", [id])?;
             Ok(())
         })
@@ -511,6 +497,18 @@ impl Catalog {
         let rows = stmt.query_map([vm_id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// `Refused` while other backups' images are backed by `id`'s.
+fn refuse_if_depended_on(conn: &rusqlite::Connection, id: &str) -> Result<()> {
+    let deps = dependents_on(conn, id)?;
+    if deps.is_empty() {
+        return Ok(());
+    }
+    Err(
+        Error::refused(format!("backup {id} is the parent of {}", deps.join(", ")))
+            .with_help("Delete the backups that depend on it first, newest first."),
+    )
 }
 
 /// Backups whose images are backed by `id`'s images (also inside a write transaction).

@@ -126,10 +126,7 @@ impl Source for ImageSource {
             if plan.is_empty() {
                 continue;
             }
-            host.log(&format!(
-                "{identity}: repairing checkpoints left by an interrupted backup (merged {:?}, removed {:?})",
-                plan.merge, plan.remove
-            ));
+            host.log(&plan.describe(identity));
             let f = file.to_string_lossy();
             if let Some(r) = recorded {
                 for b in &plan.merge {

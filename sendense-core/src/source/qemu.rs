@@ -246,10 +246,7 @@ impl Source for QemuSource {
             if plan.is_empty() {
                 continue;
             }
-            host.log(&format!(
-                "disk {identity}: repairing checkpoints left by an interrupted backup (merged {:?}, removed {:?})",
-                plan.merge, plan.remove
-            ));
+            host.log(&plan.describe(identity));
             let node = &dev.node;
             let mut actions = Vec::new();
             if let (Some(r), false) = (recorded, plan.merge.is_empty()) {

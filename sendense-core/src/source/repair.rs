@@ -66,6 +66,14 @@ impl BitmapRepair {
     pub fn is_empty(&self) -> bool {
         self.merge.is_empty() && self.remove.is_empty() && self.enable.is_none()
     }
+
+    /// For the job log: what disk `disk` gets.
+    pub fn describe(&self, disk: &str) -> String {
+        format!(
+            "{disk}: repairing checkpoints left by an interrupted backup (merged {:?}, removed {:?})",
+            self.merge, self.remove
+        )
+    }
 }
 
 /// Decides one disk's repair from its bitmaps, the recorded checkpoint and the checkpoints of
