@@ -193,6 +193,9 @@ bitmaps folded back into the recorded checkpoint), files a restore was writing,
 and scratch directories. Then, beyond what the catalog records: stray .partial
 images and temporary manifests in every repository, and lock files nobody holds.
 All but the last sentence runs automatically whenever sendense opens its state.
+Files of a repository that is not mounted (or not the registered one) are left
+alone until it is back. Exit status 3 when something could not be cleaned up
+(listed under errors).
 
 JSON OUTPUT
   {\"dry_run\": false,

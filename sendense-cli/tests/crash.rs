@@ -748,3 +748,106 @@ fn three_vms_at_once_and_deletes_racing_backups() {
     let left = sendense_testkit::processes_with(&d.to_string_lossy(), &vms);
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A bind mount made by a test, undone when the guard goes, however the test ends.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(from: &Path, at: &Path) -> BindMount {
+        let ok = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "a bind mount needs root");
+        BindMount(at.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn files_on_an_unmounted_repository_are_left_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    sendense_testkit::private_port_config(&state, 10);
+    assert!(run(&state, &["init"]).status.success());
+    let (store, mnt) = (d.join("store"), d.join("mnt"));
+    std::fs::create_dir(&store).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = BindMount::new(&store, &mnt);
+    json(
+        &state,
+        &[
+            "repo",
+            "add",
+            "share",
+            "--path",
+            mnt.to_str().unwrap(),
+            "--require-mount",
+        ],
+    );
+    let disk = sendense_testkit::qcow2_with(&d.join("vm.qcow2"), "16M", &["write -P 0x11 0 2M"]);
+    sendense_testkit::add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "vm1", &[&disk]);
+    let full = json(&state, &["backup", "start", "vm1"]);
+    let full_id = full["backup"].as_str().unwrap().to_string();
+    sendense_testkit::qemu_io(&disk, "qcow2", &["write -P 0x12 4M 1M"]);
+    let out = sendense_cmd(&state, &["backup", "start", "vm1"])
+        .env("SENDENSE_TEST_CRASH_AT", "backup.targets-created")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    let partials = |root: &Path| -> Vec<PathBuf> {
+        sendense_testkit::walk(root)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect()
+    };
+    assert!(!partials(&store).is_empty());
+
+    // The share goes away: the job ends failed, but its files and rows wait for the share.
+    drop(mount);
+    let jobs = json(&state, &["job", "list"]);
+    assert_eq!(jobs[0]["status"], "failed");
+    let o = run(&state, &["cleanup", "--dry-run", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "partly failed");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        report["errors"].to_string().contains("not available"),
+        "{report:#}"
+    );
+    let o = run(&state, &["backup", "delete", &full_id]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a mount point"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !partials(&store).is_empty(),
+        "nothing was touched while unmounted"
+    );
+
+    // Back: the next command removes the unfinished backup, files and row.
+    let _mount = BindMount::new(&store, &mnt);
+    json(&state, &["job", "list"]);
+    assert!(partials(&store).is_empty(), "{:?}", partials(&store));
+    let list = json(&state, &["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(list[0]["id"], full_id.as_str());
+    let report = json(&state, &["cleanup", "--dry-run"]);
+    assert_eq!(report["actions"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
+}

@@ -145,7 +145,7 @@ impl Sendense {
                 Some(id) => !dead_jobs.contains(&id) && !self.catalog().job(id)?.status.is_final(),
                 None => false,
             };
-            if job_alive {
+            if job_alive || !self.repo_present(&b, report) {
                 continue;
             }
             let why = format!("file of unfinished backup {}", b.id);
@@ -164,6 +164,9 @@ impl Sendense {
     /// (and no longer read or built on) before its first file went.
     fn finish_deletes(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
         for b in self.catalog().deleting_backups()? {
+            if !self.repo_present(&b, report) {
+                continue;
+            }
             // A delete in progress holds the VM lock.
             let lock = if dry_run {
                 None
@@ -190,6 +193,26 @@ impl Sendense {
             drop(lock);
         }
         Ok(())
+    }
+
+    /// Whether backup `b`'s repository is there to work on (mounted, and the one registered);
+    /// when it is not, the backup's files are left alone — removing nothing and forgetting them
+    /// would orphan them — and the next reconciliation tries again.
+    fn repo_present(&self, b: &crate::catalog::BackupRecord, report: &mut CleanupReport) -> bool {
+        let present = self.catalog().repo(&b.repo).and_then(|r| {
+            crate::repo::check_mount(&r.path, r.require_mount)?;
+            crate::repo::check_identity(&r.path, &r.repo_id).map(drop)
+        });
+        match present {
+            Ok(()) => true,
+            Err(e) => {
+                report.errors.push(format!(
+                    "backup {}: its repository is not available: {e}",
+                    b.id
+                ));
+                false
+            }
+        }
     }
 
     /// Step 5: the sources of interrupted backups are repaired, VM by VM, each under the VM's

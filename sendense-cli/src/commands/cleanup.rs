@@ -24,6 +24,10 @@ pub fn run(g: &GlobalArgs, dry_run: bool) -> CmdResult {
         }
     }
     if !report.errors.is_empty() {
+        if g.json {
+            // The report, errors included, is the one document on stdout; the status says it.
+            return Ok(ExitCode::from(crate::exit_code(ErrorKind::PartiallyFailed)));
+        }
         return Err(Error::new(
             ErrorKind::PartiallyFailed,
             format!("cleanup could not finish: {}", report.errors.join("; ")),

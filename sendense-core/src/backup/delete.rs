@@ -21,6 +21,17 @@ impl Sendense {
     /// while a backup of its VM, or a restore, export or verify of it runs (`Busy`).
     pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
         let b = self.catalog().backup(id)?;
+        // An unmounted share or another repository at the path: nothing there is this backup's,
+        // and a delete that removed only the row would orphan the files.
+        let repo = self.catalog().repo(&b.repo)?;
+        crate::repo::check_mount(&repo.path, repo.require_mount)
+            .and_then(|()| crate::repo::check_identity(&repo.path, &repo.repo_id))
+            .map_err(|e| {
+                e.context(format!(
+                    "deleting backup {id} from repository `{}`",
+                    repo.name
+                ))
+            })?;
         let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
         let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
         let mut b = self.catalog_mut().mark_deleting(id)?;
