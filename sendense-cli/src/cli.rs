@@ -190,9 +190,9 @@ line, never by name; a qemu-nbd Sendense did not start is never touched) and
 their ports, deletes they began (finished), what their backups left in the VM's
 source (QEMU block jobs, fleecing nodes, NBD exports and server; checkpoint
 bitmaps folded back into the recorded checkpoint), files a restore was writing,
-and scratch directories. Then, beyond what the catalog records: stray .partial
-images and temporary manifests in every repository, and lock files nobody holds.
-All but the last sentence runs automatically whenever sendense opens its state.
+scratch directories, and lock files nobody holds. Then, beyond what the catalog
+records: stray .partial images and temporary manifests in every repository.
+All but that last sentence runs automatically whenever sendense opens its state.
 Files of a repository that is not mounted (or not the registered one) are left
 alone until it is back. Exit status 3 when something could not be cleaned up
 (listed under errors).

@@ -15,14 +15,14 @@
 //!   nodes, NBD exports and server of the job go, and its checkpoint bitmaps are folded back
 //!   into the recorded checkpoint, so the next backup is incremental and misses nothing;
 //! - the files it recorded before creating them outside the repository (a restore's
-//!   `.partial` file) and its scratch directory (`<scratch>/job-<id>`) go.
+//!   `.partial` file), its scratch directory (`<scratch>/job-<id>`) and its lock files go.
 //!
 //! Children that run in the foreground (`sendense-sna`, hooks) die with the process that
 //! started them ([`crate::supervise`]), so nothing needs to find them.
 //!
-//! The light pass ([`Sendense::reconcile`]) runs when a state directory is opened and looks only
-//! at what the catalog records. `sendense cleanup` adds a scan of every repository for `.partial`
-//! images and temporary files no live job owns, and of the lock directory.
+//! The light pass ([`Sendense::reconcile`]) runs when a state directory is opened and looks at
+//! what the catalog records and at the lock directory. `sendense cleanup` adds a scan of every
+//! repository for `.partial` images and temporary files no live job owns.
 
 use crate::catalog::{ExportRecord, JobStatus};
 use crate::error::Result;
@@ -100,9 +100,9 @@ impl Sendense {
         self.repair_sources(dry_run, &mut report)?;
         self.remove_job_files(dry_run, &mut report)?;
         self.remove_scratch(dry_run, &mut report)?;
+        self.scan_locks(dry_run, &mut report);
         if scan {
             self.scan_repositories(dry_run, &mut report)?;
-            self.scan_locks(dry_run, &mut report);
         }
         Ok(report)
     }

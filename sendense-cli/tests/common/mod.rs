@@ -194,7 +194,7 @@ impl Lab {
             stray.is_empty(),
             "partial or temporary files left: {stray:?}"
         );
-        for dir in ["scratch", "run"] {
+        for dir in ["scratch", "run", "locks"] {
             let left: Vec<_> = std::fs::read_dir(self.state.join(dir))
                 .map(|d| d.flatten().map(|e| e.path()).collect())
                 .unwrap_or_default();
