@@ -190,9 +190,12 @@ line, never by name; a qemu-nbd Sendense did not start is never touched) and
 their ports, deletes they began (finished), what their backups left in the VM's
 source (QEMU block jobs, fleecing nodes, NBD exports and server; checkpoint
 bitmaps folded back into the recorded checkpoint), files a restore was writing,
-scratch directories, and lock files nobody holds. Then, beyond what the catalog
-records: stray .partial images and temporary manifests in every repository.
-All but that last sentence runs automatically whenever sendense opens its state.
+scratch directories, and lock files nobody holds. All of this runs automatically
+whenever sendense opens its state. `cleanup` also lists files of a repository's
+layout that look unfinished (.partial images, temporary manifests) but that no
+job of this hub wrote: they are left alone (another hub may be writing them).
+Nothing outside a repository's layout is ever touched; --dry-run reports exactly
+what the real run does.
 Files of a repository that is not mounted (or not the registered one) are left
 alone until it is back. Exit status 3 when something could not be cleaned up
 (listed under errors).
@@ -203,7 +206,7 @@ JSON OUTPUT
                            \"release_port\" | \"finish_delete\" | \"repair_source\" |
                            \"remove_file\" | \"remove_dir\",
                 \"target\": \"...\", \"reason\": \"...\"}],
-   \"errors\": []}"
+   \"errors\": [], \"strays\": [\"<path>\"]}"
     )]
     Cleanup {
         /// Only show what would be removed.

@@ -22,7 +22,9 @@
 //!
 //! The light pass ([`Sendense::reconcile`]) runs when a state directory is opened and looks at
 //! what the catalog records and at the lock directory. `sendense cleanup` adds a scan of every
-//! repository for `.partial` images and temporary files no live job owns.
+//! repository for files of its layout that look unfinished but that no job of this hub wrote:
+//! those are listed, never removed (another hub may be writing them). Nothing outside a
+//! repository's layout is ever touched, and the dry run reports exactly what the real run does.
 
 use crate::catalog::{ExportRecord, JobStatus};
 use crate::error::Result;
@@ -53,6 +55,9 @@ pub struct CleanupReport {
     pub actions: Vec<CleanupAction>,
     /// Problems that stopped an action (the rest went on).
     pub errors: Vec<String>,
+    /// Files in a repository's layout that look unfinished but that no job of this hub wrote:
+    /// left alone (see `sendense cleanup --help`).
+    pub strays: Vec<String>,
 }
 
 impl CleanupReport {
@@ -97,12 +102,12 @@ impl Sendense {
             }
         }
         self.finish_deletes(dry_run, &mut report)?;
-        self.repair_sources(dry_run, &mut report)?;
+        self.repair_sources(&dead_jobs, dry_run, &mut report)?;
         self.remove_job_files(dry_run, &mut report)?;
         self.remove_scratch(dry_run, &mut report)?;
         self.scan_locks(dry_run, &mut report);
         if scan {
-            self.scan_repositories(dry_run, &mut report)?;
+            self.scan_repositories(&mut report)?;
         }
         Ok(report)
     }
@@ -149,11 +154,13 @@ impl Sendense {
                 continue;
             }
             let why = format!("file of unfinished backup {}", b.id);
+            let errors = report.errors.len();
             for f in backup_files(&b) {
-                remove_file(&f, &why, dry_run, report);
+                remove_inside(&b.repo_path, &f, &why, dry_run, report);
             }
             report.add("discard_backup", &b.id, "its job did not complete");
-            if !dry_run {
+            // Its row stays while a file could not go: it is how the next pass finds them.
+            if !dry_run && report.errors.len() == errors {
                 self.catalog_mut().discard_backup(&b.id)?;
             }
         }
@@ -178,7 +185,7 @@ impl Sendense {
             };
             let why = format!("file of deleted backup {}", b.id);
             for f in backup_files(&b) {
-                remove_file(&f, &why, dry_run, report);
+                remove_inside(&b.repo_path, &f, &why, dry_run, report);
             }
             report.add(
                 "finish_delete",
@@ -217,9 +224,26 @@ impl Sendense {
 
     /// Step 5: the sources of interrupted backups are repaired, VM by VM, each under the VM's
     /// lock (a VM being backed up now is left to that backup, which repairs it first).
-    fn repair_sources(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+    fn repair_sources(
+        &mut self,
+        dead_jobs: &[i64],
+        dry_run: bool,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
+        let mut dirty = self.catalog().source_dirty_jobs()?;
+        if dry_run {
+            // The dry run did not end the dead jobs, so they are not listed yet: they would be.
+            for id in dead_jobs {
+                let job = self.catalog().job(*id)?;
+                if let (true, Some(vm)) = (job.source_dirty, job.vm) {
+                    if self.vm(&vm).is_ok() {
+                        dirty.push((*id, vm));
+                    }
+                }
+            }
+        }
         let mut vms: Vec<(String, Vec<i64>)> = Vec::new();
-        for (job, vm) in self.catalog().source_dirty_jobs()? {
+        for (job, vm) in dirty {
             match vms.iter_mut().find(|(name, _)| *name == vm) {
                 Some((_, jobs)) => jobs.push(job),
                 None => vms.push((vm, vec![job])),
@@ -357,19 +381,15 @@ impl Sendense {
         }
     }
 
-    fn scan_repositories(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
-        let live_backups: Vec<String> = self
+    /// `sendense cleanup`'s scan: files in a repository's layout that look like an unfinished
+    /// write (`.partial` images and digest files, temporary manifests) but that no job of this
+    /// hub can be tied to. They are listed, never removed: they may belong to another hub's
+    /// running backup, or to a Sendense that predates recording rows before files.
+    fn scan_repositories(&mut self, report: &mut CleanupReport) -> Result<()> {
+        let known: std::collections::HashSet<String> = self
             .catalog()
-            .running_backups()?
+            .backups(&crate::catalog::BackupFilter::default())?
             .into_iter()
-            .filter(|b| {
-                b.job.is_some_and(|j| {
-                    self.catalog()
-                        .job(j)
-                        .map(|j| !j.status.is_final())
-                        .unwrap_or(false)
-                })
-            })
             .map(|b| b.id)
             .collect();
         for repo in self.catalog().repos()? {
@@ -381,34 +401,11 @@ impl Sendense {
             let mut found = Vec::new();
             walk(&repo.path, 3, &mut found);
             for f in found {
-                let name = f
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let partial_stem = name
-                    .strip_suffix(".qcow2.partial")
-                    .or_else(|| name.strip_suffix(".digests.partial"));
-                let stale = if let Some(stem) = partial_stem {
-                    !live_backups.iter().any(|b| b == stem)
-                } else if name.starts_with('.') && name.contains(".tmp-") {
-                    name.rsplit(".tmp-")
-                        .next()
-                        .and_then(|p| p.parse::<u32>().ok())
-                        .is_none_or(|pid| ProcId::of(pid).is_none())
-                } else {
-                    false
+                let Some(id) = layout_write_of(&repo.path, &f) else {
+                    continue;
                 };
-                if stale {
-                    report.add(
-                        "remove_file",
-                        f.display().to_string(),
-                        "left by an unfinished backup",
-                    );
-                    if !dry_run {
-                        if let Err(e) = std::fs::remove_file(&f) {
-                            report.errors.push(format!("removing {}: {e}", f.display()));
-                        }
-                    }
+                if !known.contains(&id) {
+                    report.strays.push(f.display().to_string());
                 }
             }
         }
@@ -510,6 +507,14 @@ fn backup_files(b: &crate::catalog::BackupRecord) -> Vec<PathBuf> {
     files
 }
 
+/// [`remove_file`] for a file of repository `root`, which is only removed while it is inside.
+fn remove_inside(root: &Path, path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport) {
+    match crate::repo::chain::check_inside(root, path) {
+        Ok(()) => remove_file(path, why, dry_run, report),
+        Err(e) => report.errors.push(e.to_string()),
+    }
+}
+
 /// Removes `path` if it exists, as an action of `report` (only reported in a dry run).
 fn remove_file(path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport) {
     if std::fs::symlink_metadata(path).is_err() {
@@ -525,6 +530,29 @@ fn remove_file(path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport
             }
         }
     }
+}
+
+/// The backup id of `file` when it is an unfinished write in repository `root`'s layout:
+/// `<vm>/<key>/<id>.qcow2.partial`, `<vm>/<key>/<id>.digests.partial` or
+/// `<vm>/manifests/.<id>.yaml.tmp-<pid>`, with a valid VM name, key and id.
+fn layout_write_of(root: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(root).ok()?;
+    let parts: Vec<&str> = rel.iter().map(|p| p.to_str()).collect::<Option<_>>()?;
+    let [vm, dir, name] = parts[..] else {
+        return None;
+    };
+    crate::vm::validate_name("VM", vm).ok()?;
+    let id = if dir == "manifests" {
+        let rest = name.strip_prefix('.')?;
+        let (stem, pid) = rest.split_once(".yaml.tmp-")?;
+        pid.parse::<u32>().ok()?;
+        stem
+    } else {
+        dir.parse::<u32>().ok().filter(|k| *k >= 2000)?;
+        name.strip_suffix(".qcow2.partial")
+            .or_else(|| name.strip_suffix(".digests.partial"))?
+    };
+    crate::repo::chain::is_backup_id(id).then(|| id.to_string())
 }
 
 /// Files up to `depth` directories below `dir`.

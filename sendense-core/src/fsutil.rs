@@ -175,3 +175,62 @@ mod tests {
         assert!(c.total_bytes > 0 && c.available_bytes <= c.total_bytes);
     }
 }
+
+/// `path` with its longest existing prefix resolved (symbolic links, `..`) and the rest, not
+/// there yet, applied to it (`..` included): where a file created at `path` would really be.
+pub fn resolve_existing_prefix(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("resolving", path, e))?
+            .join(path)
+    };
+    let parts: Vec<Component<'_>> = absolute.components().collect();
+    for split in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..split].iter().collect();
+        match std::fs::canonicalize(&prefix) {
+            Ok(mut real) => {
+                let mut climbed = false;
+                for part in &parts[split..] {
+                    match part {
+                        Component::ParentDir => {
+                            real.pop();
+                            climbed = true;
+                        }
+                        Component::Normal(name) => real.push(name),
+                        _ => {}
+                    }
+                }
+                // Climbing back out of what does not exist can lead into what does (a link
+                // among it): resolve once more, now without `..`.
+                return if climbed {
+                    resolve_existing_prefix(&real)
+                } else {
+                    Ok(real)
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("resolving", &prefix, e)),
+        }
+    }
+    Ok(absolute)
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    #[test]
+    fn where_a_new_file_would_really_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(d.join("real")).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+        let r = |p: &Path| resolve_existing_prefix(p).unwrap();
+        assert_eq!(r(&d.join("link/new/file")), d.join("real/new/file"));
+        assert_eq!(r(&d.join("new/../real/x")), d.join("real/x"));
+        assert_eq!(r(&d.join("a/b/../../link/y")), d.join("real/y"));
+    }
+}

@@ -157,7 +157,33 @@ impl Sendense {
                 backup.id, backup.status
             )));
         }
+        for d in &backup.disks {
+            crate::repo::chain::check_inside(&backup.repo_path, &d.file)?;
+        }
         Ok((backup, locks))
+    }
+
+    /// Refuses `dest` (a file or directory a restore would write) inside a registered
+    /// repository or the state directory: a restore never overwrites a backup or the catalog.
+    fn refuse_protected_destination(&self, dest: &Path) -> Result<()> {
+        let real = crate::fsutil::resolve_existing_prefix(dest)?;
+        let state = std::fs::canonicalize(self.state_dir())
+            .map_err(|e| Error::io("resolving", self.state_dir(), e))?;
+        let mut protected = vec![("the state directory".to_string(), state)];
+        for r in self.catalog().repos()? {
+            protected.push((format!("repository `{}`", r.name), r.path));
+        }
+        for (what, root) in protected {
+            if real.starts_with(&root) {
+                return Err(Error::refused(format!(
+                    "{} is inside {what} ({})",
+                    dest.display(),
+                    root.display()
+                ))
+                .with_help("Restore to a path outside repositories and the state directory."));
+            }
+        }
+        Ok(())
     }
 
     /// Restores disks of a backup; `cancel` (or `job cancel`) stops it cleanly.
@@ -175,6 +201,11 @@ impl Sendense {
                 disks.len()
             ))
             .with_help("Pass --disk KEY, or --all with --to DIR."));
+        }
+        match &req.to {
+            RestoreTo::File(f) => self.refuse_protected_destination(f)?,
+            RestoreTo::Dir(d) => self.refuse_protected_destination(d)?,
+            RestoreTo::Nbd(_) => {}
         }
         let job = self.begin_job(
             JobKind::Restore,

@@ -303,6 +303,7 @@ impl Sendense {
                 )));
             }
         }
+        self.refuse_overlapping_repo(&req.path)?;
         let (path, meta) = repo::initialise(&req.path, &req.name, req.require_mount)?;
         let cap = fsutil::capacity(&path)?;
         let inserted = self.catalog.insert_repo(&NewRepo {
@@ -319,6 +320,37 @@ impl Sendense {
             let _ = std::fs::remove_file(path.join(repo::META_FILE));
         }
         inserted
+    }
+
+    /// Refuses a repository at `path` that would share files with something else Sendense owns:
+    /// `/`, the state directory (or a directory holding it), or another registered repository
+    /// (inside it, or holding it) — cleanup and deletes of one would touch the other.
+    pub(crate) fn refuse_overlapping_repo(&self, path: &Path) -> Result<()> {
+        let real = fsutil::resolve_existing_prefix(path)?;
+        let refuse = |why: String| {
+            Err(Error::refused(format!("{} cannot be a repository: {why}", path.display()))
+                .with_help("Choose a directory of its own for every repository, outside the state directory."))
+        };
+        if real.parent().is_none() {
+            return refuse("it is the root directory".into());
+        }
+        let state = fsutil::resolve_existing_prefix(&self.state_dir)?;
+        if real.starts_with(&state) || state.starts_with(&real) {
+            return refuse(format!(
+                "it overlaps the state directory {}",
+                state.display()
+            ));
+        }
+        for r in self.catalog.repos()? {
+            if real.starts_with(&r.path) || r.path.starts_with(&real) {
+                return refuse(format!(
+                    "it overlaps repository `{}` at {}",
+                    r.name,
+                    r.path.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// All repositories.

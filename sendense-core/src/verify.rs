@@ -198,6 +198,15 @@ impl Sendense {
             bytes_verified: 0,
             problems: Vec::new(),
         };
+        let root = self
+            .catalog()
+            .backup(backup)
+            .map(|b| b.repo_path)
+            .unwrap_or_default();
+        if let Err(e) = crate::repo::chain::check_inside(&root, &disk.file) {
+            check.problems.push(e.message().to_string());
+            return Ok(check);
+        }
         if !disk.file.is_file() {
             check.problems.push(format!(
                 "the image is missing: chain link {backup} of disk {} was deleted or moved",

@@ -9,13 +9,23 @@ use std::path::Path;
 /// Longest VM or repository name, in bytes (a VM name becomes a directory name in repositories).
 pub const MAX_NAME_BYTES: usize = 200;
 
+/// Names that would collide with a repository's own layout.
+const RESERVED_NAMES: &[&str] = &[crate::repo::META_FILE, "manifests", "locks"];
+
 /// Checks a VM or repository name (`what` is "VM" or "repository"). A VM name becomes a
-/// directory in every repository, so names must be safe single path components. Unicode is
-/// allowed.
+/// directory in every repository, so names must be safe single path components: letters and
+/// digits (Unicode ones too), `.`, `-` and `_`, not starting with `.` or `-`, at most
+/// [`MAX_NAME_BYTES`], and none of the repository's own names. The same rule holds for names
+/// read from a repository (`repo import`), which are untrusted input.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let bad = |why: &str| {
-        Err(Error::invalid(format!("invalid {what} name `{name}`: {why}"))
-            .with_help("Use letters, digits, `.`, `-` and `_`; no `/`, no leading `.` or `-`, at most 200 bytes."))
+        Err(Error::invalid(format!(
+            "invalid {what} name `{}`: {why}",
+            name.escape_debug()
+        ))
+        .with_help(
+            "Use letters, digits, `.`, `-` and `_`; no leading `.` or `-`, at most 200 bytes.",
+        ))
     };
     if name.is_empty() {
         return bad("it is empty");
@@ -28,9 +38,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| *c == '/' || *c == '\\' || c.is_control() || c.is_whitespace())
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_')))
     {
         return bad(&format!("it contains {c:?}"));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return bad("that name is part of a repository's own layout");
     }
     Ok(())
 }
@@ -94,6 +107,13 @@ mod tests {
             "tab\t",
             &"x".repeat(201),
             "..",
+            "x$(id)",
+            "a:b",
+            "zero\u{200b}width",
+            "semi;colon",
+            "sendense-repo.yaml",
+            "manifests",
+            "locks",
         ] {
             assert!(validate_name("VM", bad).is_err(), "{bad:?} accepted");
         }

@@ -11,8 +11,10 @@ pub fn run(g: &GlobalArgs, dry_run: bool) -> CmdResult {
     let report = sd.cleanup(dry_run)?;
     if g.json {
         output::json(&report)?;
-    } else if report.actions.is_empty() {
+    } else if report.actions.is_empty() && report.strays.is_empty() {
         output::line("Nothing to clean up.")?;
+    } else if report.actions.is_empty() {
+        output::line("Nothing of this hub to clean up.")?;
     } else {
         let mut t = table::new(&["Action", "Target", "Reason"]);
         for a in &report.actions {
@@ -21,6 +23,15 @@ pub fn run(g: &GlobalArgs, dry_run: bool) -> CmdResult {
         output::line(&t.to_string())?;
         if dry_run {
             output::line("Dry run: nothing was changed.")?;
+        }
+    }
+    if !g.json && !report.strays.is_empty() {
+        output::line(
+            "Left alone — they look unfinished, but no job of this hub wrote them (another hub's \
+             running backup, or an older Sendense); remove them by hand once you know:",
+        )?;
+        for f in &report.strays {
+            output::line(&format!("  {f}"))?;
         }
     }
     if !report.errors.is_empty() {

@@ -124,9 +124,18 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
                     report.backups_known.len(),
                     report.vms_created.len()
                 ))?;
-                for s in &report.skipped {
-                    tracing::warn!("skipped {s}");
+                for w in &report.warnings {
+                    output::line(&format!("warning: {w}"))?;
                 }
+                for s in &report.skipped {
+                    output::line(&format!("not registered: {s}"))?;
+                }
+            }
+            if !report.skipped.is_empty() {
+                // Part of the repository could not be registered: say so in the status.
+                return Ok(ExitCode::from(crate::exit_code(
+                    sendense_core::ErrorKind::PartiallyFailed,
+                )));
             }
         }
         RepoCommand::Refresh => {

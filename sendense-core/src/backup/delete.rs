@@ -32,13 +32,16 @@ impl Sendense {
                     repo.name
                 ))
             })?;
+        let manifest = b
+            .repo_path
+            .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
+        for f in b.disks.iter().map(|d| &d.file).chain([&manifest]) {
+            crate::repo::chain::check_inside(&repo.path, f)?;
+        }
         let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
         let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
         let mut b = self.catalog_mut().mark_deleting(id)?;
         crate::crash::point("delete.marked");
-        let manifest = b
-            .repo_path
-            .join(crate::repo::manifest::manifest_rel(&b.vm, &b.id));
         remove_durably(&manifest)?;
         crate::crash::point("delete.manifest-removed");
         for d in &b.disks {

@@ -28,6 +28,53 @@ pub fn new_backup_id() -> String {
     format!("{stamp}-{}", &rand[..6])
 }
 
+/// Whether `id` has the form [`new_backup_id`] gives: `20261125T211006Z-1a2b3c`. Ids read from a
+/// repository are checked with it before they name a file.
+pub fn is_backup_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 23
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Checks that `file`, a path of repository `root`'s layout, stays inside the repository: its
+/// directory, every symbolic link resolved, is `root` or below it. A repository is untrusted
+/// input: a directory in it replaced by a link to elsewhere must not make Sendense read, write
+/// or remove files outside it.
+pub fn check_inside(root: &Path, file: &Path) -> Result<()> {
+    let escapes = || {
+        Error::refused(format!(
+            "{} is outside repository {}: a directory on its way is a link to elsewhere",
+            file.display(),
+            root.display()
+        ))
+        .with_help("Inspect the repository: nothing outside it is touched. Remove the link, or restore from another repository.")
+    };
+    if file
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(escapes());
+    }
+    let root = std::fs::canonicalize(root).map_err(|e| Error::io("resolving", root, e))?;
+    let Some(dir) = file.parent() else {
+        return Err(escapes());
+    };
+    match std::fs::canonicalize(dir) {
+        Ok(real) if real.starts_with(&root) => Ok(()),
+        Ok(_) => Err(escapes()),
+        // Nothing there yet (or any more): nothing to follow.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("resolving", dir, e)),
+    }
+}
+
 /// Image path of disk `key` of `vm` in backup `id`, relative to the repository root.
 pub fn image_rel(vm: &str, key: u32, id: &str) -> String {
     format!("{vm}/{key}/{id}.qcow2")
@@ -220,5 +267,38 @@ mod tests {
             partial_of(Path::new("/r/x.qcow2")),
             PathBuf::from("/r/x.qcow2.partial")
         );
+    }
+
+    #[test]
+    fn backup_ids_are_recognised_and_nothing_else() {
+        assert!(is_backup_id(&new_backup_id()));
+        assert!(is_backup_id("20261125T211006Z-1a2b3c"));
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "20261125T211006Z-1a2b3",
+            "20261125T211006Z-1A2B3C",
+            "20261125X211006Z-1a2b3c",
+            "20261125T211006Z/1a2b3c",
+            "20261125T211006Z-1a2b3c.qcow2",
+        ] {
+            assert!(!is_backup_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_link_out_of_the_repository_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("vm/2000")).unwrap();
+        std::fs::create_dir_all(outside.join("2000")).unwrap();
+        check_inside(&root, &root.join("vm/2000/x.qcow2")).unwrap();
+        check_inside(&root, &root.join("new/2000/x.qcow2")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        let err = check_inside(&root, &root.join("evil/2000/x.qcow2")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert!(err.message().contains("outside repository"), "{err}");
+        assert!(check_inside(&root, &root.join("vm/../../outside/2000/x")).is_err());
     }
 }

@@ -21,6 +21,8 @@ pub struct ImportReport {
     pub backups_known: Vec<String>,
     /// Backups or manifests left out, with the reason.
     pub skipped: Vec<String>,
+    /// What was registered differently from what the repository says, and why.
+    pub warnings: Vec<String>,
 }
 
 impl Sendense {
@@ -61,6 +63,7 @@ impl Sendense {
             ))
             .with_help("Nothing to import; `sendense repo refresh` re-reads its capacity."));
         }
+        self.refuse_overlapping_repo(&canonical)?;
         let cap = crate::fsutil::capacity(&canonical)?;
         let repo = self.catalog_mut().insert_repo(&NewRepo {
             name,
@@ -77,12 +80,17 @@ impl Sendense {
             backups_imported: Vec::new(),
             backups_known: Vec::new(),
             skipped: Vec::new(),
+            warnings: Vec::new(),
         };
         let scan = Manifest::read_all(&canonical)?;
         report
             .skipped
             .extend(scan.errors.iter().map(|e| e.to_string()));
         for (rel, m) in parents_first(scan.found) {
+            if let Err(e) = m.validate(&rel) {
+                report.skipped.push(e.message().to_string());
+                continue;
+            }
             if m.repository != meta.id {
                 report.skipped.push(format!(
                     "{}: belongs to repository {}",
@@ -111,12 +119,23 @@ impl Sendense {
                             size_bytes: d.size_bytes,
                         })
                         .collect();
-                    let vm = self.catalog_mut().insert_vm(
-                        &m.vm.name,
-                        &m.vm.source,
-                        &m.vm.source_options,
-                        &disks,
-                    )?;
+                    // Commands are never taken from a repository: a hook would run as this
+                    // hub's user on the next backup.
+                    let mut options = m.vm.source_options.clone();
+                    if let Some(map) = options.as_object_mut() {
+                        for hook in ["pre_hook", "post_hook"] {
+                            if map.remove(hook).is_some() {
+                                report.warnings.push(format!(
+                                    "VM `{}`: its {} from the repository was not registered; add it again with `sendense vm add`",
+                                    m.vm.name,
+                                    hook.replace('_', "-")
+                                ));
+                            }
+                        }
+                    }
+                    let vm =
+                        self.catalog_mut()
+                            .insert_vm(&m.vm.name, &m.vm.source, &options, &disks)?;
                     report.vms_created.push(vm.name.clone());
                     vm
                 }

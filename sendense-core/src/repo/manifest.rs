@@ -96,6 +96,54 @@ impl Manifest {
         Ok(rel)
     }
 
+    /// Checks a manifest read from a repository — untrusted input — before anything it says is
+    /// used: the VM name by the rule for names, the backup id, keys and parents by their
+    /// formats, the manifest at `rel` and every image exactly where the layout puts them. A
+    /// manifest that fails is reported, never followed.
+    pub fn validate(&self, rel: &str) -> Result<()> {
+        let bad = |why: String| Err(Error::invalid(format!("manifest {rel}: {why}")));
+        crate::vm::validate_name("VM", &self.vm.name)
+            .map_err(|e| e.context(format!("manifest {rel}")))?;
+        if !super::chain::is_backup_id(&self.backup) {
+            return bad(format!("{:?} is not a backup id", self.backup));
+        }
+        if rel != manifest_rel(&self.vm.name, &self.backup) {
+            return bad(format!(
+                "it describes backup {} of VM `{}`, whose manifest is not at this path",
+                self.backup, self.vm.name
+            ));
+        }
+        if self.disks.is_empty() {
+            return bad("it lists no disks".into());
+        }
+        let mut keys = std::collections::HashSet::new();
+        for d in &self.disks {
+            if d.key < 2000 || !keys.insert(d.key) {
+                return bad(format!("disk key {} is invalid or repeated", d.key));
+            }
+            let want = super::chain::image_rel(&self.vm.name, d.key, &self.backup);
+            if d.file != want {
+                return bad(format!(
+                    "disk {}: its image {:?} is not where the layout puts it ({want})",
+                    d.key, d.file
+                ));
+            }
+            match (d.mode, &d.parent) {
+                (BackupMode::Full, None) => {}
+                (BackupMode::Incremental, Some(p)) if super::chain::is_backup_id(p) => {}
+                _ => {
+                    return bad(format!(
+                        "disk {}: a {} with parent {:?}",
+                        d.key,
+                        d.mode.as_str(),
+                        d.parent
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads one manifest.
     pub fn read(path: &Path) -> Result<Manifest> {
         let text =

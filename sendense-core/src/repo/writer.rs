@@ -99,6 +99,7 @@ pub fn plan_targets(
             })?;
             let rel = chain::image_rel(&vm.name, plan.key, id);
             let partial = chain::partial_of(&repo.path.join(&rel));
+            chain::check_inside(&repo.path, &partial)?;
             Ok(Target {
                 plan: plan.clone(),
                 identity: disk.identity.clone(),
