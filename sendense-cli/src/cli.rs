@@ -416,7 +416,9 @@ pub enum BackupCommand {
         after_long_help = "Each disk is incremental when the repository holds a completed chain for it,
 the source still has the checkpoint of the chain's top and the disk size is
 unchanged; otherwise full, with the reason shown (first backup in repository,
-new disk, disk resized, checkpoint missing on source, --full requested, ...).
+new disk, disk resized, checkpoint missing on source, --full requested, previous
+backup failed its check, ...). A chain whose links are not as recorded (missing,
+rewired, resized, unreadable) is never extended.
 A second backup of the same VM while one runs is refused (exit 5). Ctrl-C,
 SIGTERM, SIGHUP or `sendense job cancel` cancel cleanly (exit 130): exports
 stopped, new images deleted, the previous checkpoint kept.
@@ -468,7 +470,8 @@ JSON OUTPUT
     #[command(
         after_long_help = "Problems are named by backup, disk and offset: bit rot or tampering in a data
 cluster, a truncated image, a changed digest file, a deleted chain link, data
-beyond the end of the disk. Each image lists its first 20 problems, then counts
+beyond the end of the disk, a link backed by another image than its recorded
+parent or of another size, a missing or disagreeing manifest. Each image lists its first 20 problems, then counts
 the rest. Verify runs as a job (`sendense job cancel` stops it); the backups it
 reads cannot be deleted meanwhile.
 Exit status 0 when everything is intact, 1 when anything is wrong.

@@ -524,11 +524,25 @@ fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
     };
     let digest = whole_file(&dfile);
     let db = rusqlite::Connection::open(c.state.join("sendense.db")).unwrap();
-    db.execute(
-        "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
-        (&digest, id),
-    )
-    .unwrap();
+    // An earlier version wrote the same digest into the catalog and the manifest.
+    let manifest = c.dir.path().join(format!("repo/vm1/manifests/{id}.yaml"));
+    let record = |digest: &str| {
+        let old: String = db
+            .query_row(
+                "SELECT digest FROM backup_disks WHERE backup_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, text.replace(&old, digest)).unwrap();
+        db.execute(
+            "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
+            (digest, id),
+        )
+        .unwrap();
+    };
+    record(&digest);
     let report = json(&c.state, &["backup", "verify", id]);
     assert_eq!(report["ok"], true, "{report}");
     // A digest file changed after such a backup is found by the whole-file digest.
@@ -547,11 +561,7 @@ fn backups_keep_verifying_with_the_digest_scheme_they_were_written_with() {
         whole_file(&dfile),
         file_digest(&dfile, Scheme::OffsetPrefixed).unwrap(),
     ] {
-        db.execute(
-            "UPDATE backup_disks SET digest = ?1 WHERE backup_id = ?2",
-            (&digest, id),
-        )
-        .unwrap();
+        record(&digest);
         let o = run(&c.state, &["backup", "verify", id, "--json"]);
         assert_eq!(o.status.code(), Some(1), "{digest}");
         assert!(

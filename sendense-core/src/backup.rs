@@ -119,6 +119,39 @@ impl Sendense {
     }
 }
 
+impl Sendense {
+    /// Why the chain of disk `key` ending at backup `top` cannot be trusted to build on or to
+    /// restore from, if it cannot: its links as QEMU opens them (present, backed by the
+    /// recorded parents, of the recorded sizes) and the top's digest file unchanged. Cheap: image
+    /// headers and the top's digest records only; `backup verify` reads the data.
+    pub fn chain_problem(&self, top: &str, key: u32) -> Result<Option<String>> {
+        let links = self.catalog().disk_chain(top, key)?;
+        if let Some(p) = crate::repo::chain::chain_problems(&links)
+            .into_iter()
+            .next()
+        {
+            return Ok(Some(p));
+        }
+        let disk = self
+            .catalog()
+            .backup(top)?
+            .disks
+            .into_iter()
+            .find(|d| d.key == key)
+            .ok_or_else(|| Error::not_found(format!("backup {top} has no disk {key}")))?;
+        let Some(want) = disk.digest else {
+            return Ok(None);
+        };
+        let file = crate::repo::digests::digests_of(&disk.file);
+        Ok(match crate::repo::digests::file_digest_like(&file, &want) {
+            Ok(Some((_, got))) if got == want => None,
+            Ok(Some(_)) => Some(format!("backup {top}'s digest file was changed")),
+            Ok(None) => Some(format!("backup {top}'s digest names an unknown scheme")),
+            Err(e) => Some(format!("backup {top}'s digest file: {}", e.message())),
+        })
+    }
+}
+
 impl BackupRequest<'_> {
     /// Into this repository (default: the default repository).
     pub fn repo(mut self, repo: Option<&str>) -> Self {
@@ -276,12 +309,18 @@ impl Run {
             .any(|t| t.is_some());
         let mut decisions = Vec::new();
         for (d, state) in disks.iter().zip(states) {
+            let chain_top = sd.catalog().chain_top(vm.id, repo.id, d.key)?;
+            let chain_problem = match &chain_top {
+                Some(top) => sd.chain_problem(&top.backup, d.key)?,
+                None => None,
+            };
             let input = PlanInput {
                 size_bytes: d.size_bytes,
-                chain_top: sd.catalog().chain_top(vm.id, repo.id, d.key)?,
+                chain_top,
                 recorded_checkpoint: d.checkpoint.clone(),
                 state,
                 vm_has_backups,
+                chain_problem,
             };
             let decision = plan::decide(mode, &input).map_err(|reason| {
                 Error::refused(format!(

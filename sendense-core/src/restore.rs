@@ -125,6 +125,8 @@ pub fn select_disks(
 
 struct Plan {
     key: u32,
+    /// The disk's size as the backup recorded it.
+    size: u64,
     source: RunningExport,
     target: Target,
 }
@@ -163,6 +165,27 @@ impl Sendense {
         Ok((backup, locks))
     }
 
+    /// Refuses to read disk `key` of backup `id` through a chain that is not as recorded: QEMU
+    /// would follow the images' own backing names, and a rewired, resized or missing link
+    /// would give another disk than the backup's.
+    pub(crate) fn refuse_broken_chain(&self, id: &str, key: u32) -> Result<()> {
+        let links = self.catalog().disk_chain(id, key)?;
+        let problems = crate::repo::chain::chain_problems(&links);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::ErrorKind::External,
+            format!(
+                "disk {key} of backup {id} cannot be read as it was backed up: {}",
+                problems.join("; ")
+            ),
+        )
+        .with_help(format!(
+            "Run `sendense backup verify {id}` for the whole picture; restore from another backup or repository."
+        )))
+    }
+
     /// Refuses `dest` (a file or directory a restore would write) inside a registered
     /// repository or the state directory: a restore never overwrites a backup or the catalog.
     fn refuse_protected_destination(&self, dest: &Path) -> Result<()> {
@@ -194,6 +217,9 @@ impl Sendense {
     ) -> Result<RestoreReport> {
         let (backup, _locks) = self.read_backup(&req.backup)?;
         let disks = select_disks(&backup, req.disks.as_deref())?;
+        for d in &disks {
+            self.refuse_broken_chain(&backup.id, d.key)?;
+        }
         if matches!(req.to, RestoreTo::File(_) | RestoreTo::Nbd(_)) && disks.len() != 1 {
             return Err(Error::invalid(format!(
                 "backup {} has {} disks; restoring more than one needs a directory",
@@ -232,6 +258,12 @@ impl Sendense {
                         if result.is_ok() {
                             result = Err(e);
                         }
+                    }
+                }
+                // QEMU makes a raw file whole 512-byte sectors: cut it to the disk's own size.
+                if result.is_ok() && req.format == ImageFormat::Raw {
+                    if let Err(e) = exact_size(&partial, p.size) {
+                        result = Err(e);
                     }
                 }
                 files.push((partial, dest));
@@ -369,6 +401,7 @@ impl Sendense {
                         Err(e) => {
                             plans.push(Plan {
                                 key: d.key,
+                                size: d.size_bytes,
                                 source,
                                 target,
                             });
@@ -380,6 +413,7 @@ impl Sendense {
             };
             plans.push(Plan {
                 key: d.key,
+                size: d.size_bytes,
                 source,
                 target,
             });
@@ -405,6 +439,7 @@ impl Sendense {
             r.job = Some(job);
             r.reason = format!("to {}", r.dst);
             r.label = Some("restore".into());
+            r.expected_size = Some(p.size);
             requests.push(r);
         }
         let sink = self.sink().clone();
@@ -450,6 +485,17 @@ impl Sendense {
         disks.sort_by_key(|d| d.key);
         Ok(disks)
     }
+}
+
+/// Sets `file` to exactly `size` bytes, durably.
+fn exact_size(file: &Path, size: u64) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .map_err(|e| Error::io("opening", file, e))?;
+    f.set_len(size)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("sizing", file, e))
 }
 
 fn partial_path(dest: &Path) -> PathBuf {

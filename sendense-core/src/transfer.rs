@@ -69,6 +69,9 @@ pub struct CopyRequest {
     pub io_timeout: Option<Duration>,
     /// Receives every 64 KiB block written as data, to record its digest (for `backup verify`).
     pub digests: Option<Arc<dyn BlockDigests>>,
+    /// The source must have this size (QEMU's rounding up to 512-byte sectors aside): a source
+    /// that is shorter or longer than what was recorded is an error, never a partial copy.
+    pub expected_size: Option<u64>,
 }
 
 /// Receives every [`BLOCK`] written as data, with its offset, and keeps its digest (see
@@ -99,6 +102,7 @@ impl CopyRequest {
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
             digests: None,
+            expected_size: None,
         }
     }
 }
@@ -416,6 +420,21 @@ fn check_pair(
             "destination {} is read-only",
             req.dst
         )));
+    }
+    if let Some(want) = req.expected_size {
+        if src.size() != want && src.size() != want.div_ceil(512) * 512 {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!(
+                    "source {} has {} bytes, not the {want} recorded for it",
+                    req.src,
+                    src.size()
+                ),
+            )
+            .with_help(
+                "The image was changed since it was written; run `sendense backup verify`.",
+            ));
+        }
     }
     if dst.size() < src.size() {
         return Err(Error::refused(format!(

@@ -156,6 +156,22 @@ impl Sendense {
             }
         }
         let _ = std::fs::remove_dir_all(&scratch);
+        // What a restore depends on beyond each image's own data: the chain as QEMU opens it
+        // (for every backup asked for) and the manifest (for every backup read).
+        for b in &backups {
+            for d in &b.disks {
+                let problems = match self.catalog().disk_chain(&b.id, d.key) {
+                    Ok(links) => crate::repo::chain::chain_problems(&links),
+                    Err(e) => vec![e.message().to_string()],
+                };
+                add_problems(&mut images, &b.id, Some(d.key), problems);
+            }
+        }
+        for id in &ids {
+            if let Ok(b) = self.catalog().backup(id) {
+                add_problems(&mut images, id, None, manifest_problems(&b));
+            }
+        }
         images.sort_by(|a, b| (&a.backup, a.disk).cmp(&(&b.backup, b.disk)));
         let report = VerifyReport {
             ok: images.iter().all(|i| i.problems.is_empty()),
@@ -360,6 +376,69 @@ impl Sendense {
         stopped?;
         Ok(out)
     }
+}
+
+/// Adds `problems` to the checks of backup `id` (its disk `key`, or every disk).
+fn add_problems(images: &mut [ImageCheck], id: &str, key: Option<u32>, problems: Vec<String>) {
+    if problems.is_empty() {
+        return;
+    }
+    for check in images
+        .iter_mut()
+        .filter(|c| c.backup == id && key.is_none_or(|k| c.disk == k))
+    {
+        for p in &problems {
+            if !check.problems.contains(p) {
+                check.problems.push(p.clone());
+            }
+        }
+    }
+}
+
+/// What is wrong with backup `b`'s manifest: missing (a new hub's `repo import` would not
+/// find the backup), unreadable, invalid, or disagreeing with the catalog.
+fn manifest_problems(b: &BackupRecord) -> Vec<String> {
+    use crate::repo::manifest::{manifest_rel, Manifest};
+    let rel = manifest_rel(&b.vm, &b.id);
+    let path = b.repo_path.join(&rel);
+    if let Err(e) = crate::repo::chain::check_inside(&b.repo_path, &path) {
+        return vec![e.message().to_string()];
+    }
+    if !path.is_file() {
+        return vec![format!(
+            "its manifest {rel} is missing: the repository alone no longer describes this backup"
+        )];
+    }
+    let m = match Manifest::read(&path).and_then(|m| m.validate(&rel).map(|()| m)) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("its manifest: {}", e.message())],
+    };
+    let mut problems = Vec::new();
+    if m.disks.len() != b.disks.len() {
+        problems.push(format!(
+            "its manifest lists {} disk(s), the catalog {}",
+            m.disks.len(),
+            b.disks.len()
+        ));
+    }
+    for d in &b.disks {
+        let Some(md) = m.disks.iter().find(|x| x.key == d.key) else {
+            problems.push(format!("its manifest has no disk {}", d.key));
+            continue;
+        };
+        let agree = md.file == d.rel_file
+            && md.parent == d.parent
+            && md.mode == d.mode
+            && md.size_bytes == d.size_bytes
+            && md.digest == d.digest;
+        if !agree {
+            problems.push(format!(
+                "its manifest disagrees with the catalog about disk {}",
+                d.key
+            ));
+        }
+    }
+    problems
 }
 
 /// An image's problems: the first [`MAX_PROBLEMS`] in full, the rest counted.

@@ -55,8 +55,8 @@ pub fn probe_image_disk(path: &Path) -> Result<NewDisk> {
     Ok(NewDisk {
         key: None,
         identity: canonical.to_string_lossy().into_owned(),
+        size_bytes: info.disk_size(&canonical),
         format: Some(info.format),
-        size_bytes: info.virtual_size,
     })
 }
 

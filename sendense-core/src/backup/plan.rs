@@ -1,8 +1,9 @@
 //! The full/incremental decision per disk: a pure function, table-tested.
 //!
-//! Incremental only when the repository holds a completed chain for that disk, the disk size is
-//! unchanged, and the source still has the checkpoint the chain's top ended at. Otherwise full,
-//! with the reason recorded and shown.
+//! Incremental only when the repository holds a completed chain for that disk that passes its
+//! check (a chain that cannot be trusted is never extended), the disk size is unchanged, and the
+//! source still has the checkpoint the chain's top ended at. Otherwise full, with the reason
+//! recorded and shown.
 
 use crate::catalog::{BackupMode, ChainTop};
 use crate::source::CheckpointState;
@@ -33,6 +34,9 @@ pub struct PlanInput {
     pub state: CheckpointState,
     /// Other disks of the VM already have backups in this repository (so this one is new).
     pub vm_has_backups: bool,
+    /// What is wrong with the chain below `chain_top`, if anything (see
+    /// [`crate::repo::chain::chain_problems`]).
+    pub chain_problem: Option<String>,
 }
 
 /// The decision for one disk.
@@ -67,6 +71,8 @@ pub fn decide(requested: Requested, input: &PlanInput) -> Result<Decision, Strin
             }
             .into(),
         )
+    } else if let Some(problem) = &input.chain_problem {
+        Some(format!("previous backup failed its check ({problem})"))
     } else if input
         .chain_top
         .as_ref()
@@ -112,7 +118,8 @@ mod tests {
         })
     }
 
-    /// (requested, size now, chain top, recorded checkpoint, state, VM has backups) -> result.
+    /// (requested, size now, chain top, recorded checkpoint, state, VM has backups) -> result;
+    /// the chain passes its check.
     type Case = (
         Requested,
         u64,
@@ -255,6 +262,7 @@ mod tests {
                 recorded_checkpoint: recorded.map(String::from),
                 state,
                 vm_has_backups: has,
+                chain_problem: None,
             };
             let got = decide(req, &input);
             match (got, want) {
@@ -270,5 +278,30 @@ mod tests {
                 (got, want) => panic!("case {i}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_chain_that_fails_its_check_is_never_extended() {
+        let input = PlanInput {
+            size_bytes: 10,
+            chain_top: top(10, Some("c1")),
+            recorded_checkpoint: Some("c1".into()),
+            state: CheckpointState::Present,
+            vm_has_backups: true,
+            chain_problem: Some("b1's image is missing".into()),
+        };
+        let d = decide(Requested::Auto, &input).unwrap();
+        assert_eq!(d.mode, BackupMode::Full);
+        assert_eq!(d.parent, None);
+        assert_eq!(
+            d.reason,
+            "previous backup failed its check (b1's image is missing)"
+        );
+        let err = decide(Requested::Incremental, &input).unwrap_err();
+        assert!(err.starts_with("previous backup failed its check"), "{err}");
+        assert_eq!(
+            decide(Requested::Full, &input).unwrap().reason,
+            "--full requested"
+        );
     }
 }

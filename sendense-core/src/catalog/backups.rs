@@ -417,6 +417,32 @@ impl Catalog {
             .optional()?)
     }
 
+    /// The chain of disk `key` of backup `id` as recorded, top first down to the full.
+    pub fn disk_chain(&self, id: &str, key: u32) -> Result<Vec<crate::repo::chain::ExpectedLink>> {
+        let mut chain: Vec<crate::repo::chain::ExpectedLink> = Vec::new();
+        let mut cur = Some(id.to_string());
+        while let Some(b) = cur {
+            if chain.iter().any(|l| l.backup == b) {
+                return Err(Error::internal(format!(
+                    "the chain of backup {id} loops at {b}"
+                )));
+            }
+            let rec = self.backup(&b)?;
+            let disk = rec
+                .disks
+                .into_iter()
+                .find(|d| d.key == key)
+                .ok_or_else(|| Error::not_found(format!("backup {b} has no disk {key}")))?;
+            cur = disk.parent;
+            chain.push(crate::repo::chain::ExpectedLink {
+                backup: b,
+                file: disk.file,
+                size: disk.size_bytes,
+            });
+        }
+        Ok(chain)
+    }
+
     /// Backup `id` and every backup its images are backed by, directly or not.
     pub fn chain_ids(&self, id: &str) -> Result<Vec<String>> {
         let mut stmt = self.conn().prepare(

@@ -57,6 +57,7 @@ impl Sendense {
     ) -> Result<ServedExport> {
         let (b, locks) = self.read_backup(id)?;
         let disk = crate::restore::select_disks(&b, Some(&[key]))?.remove(0);
+        self.refuse_broken_chain(&b.id, key)?;
         if !disk.file.is_file() {
             return Err(Error::not_found(format!(
                 "the image of disk {key} ({}) is missing",

@@ -158,6 +158,107 @@ pub fn commit_files(partials: &[&Path]) -> Result<()> {
     dirs.into_iter().try_for_each(crate::fsutil::fsync_dir)
 }
 
+/// One link of a disk's chain as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedLink {
+    /// The backup that wrote it.
+    pub backup: String,
+    /// Its image.
+    pub file: PathBuf,
+    /// The disk's size at that backup.
+    pub size: u64,
+}
+
+/// QEMU rounds an image's virtual size up to whole 512-byte sectors.
+fn qemu_size(size: u64) -> u64 {
+    size.div_ceil(512) * 512
+}
+
+/// What is wrong with a disk's chain as QEMU opens it, `links` top first down to the full, as
+/// recorded: a link that is missing or cannot be opened, a backing name that is not the
+/// recorded parent (an unsafe rebase, a botched repair, tampering), a virtual size that is not
+/// the recorded one. Reads only image headers (`qemu-img info --backing-chain`), so it is cheap
+/// enough to run before every restore and every incremental. Empty when the chain is sound.
+pub fn chain_problems(links: &[ExpectedLink]) -> Vec<String> {
+    let Some(top) = links.first() else {
+        return vec!["the chain has no image".into()];
+    };
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    if let Some(missing) = links.iter().find(|l| !l.file.is_file()) {
+        return vec![format!(
+            "the image of backup {} ({}) is missing",
+            missing.backup,
+            missing.file.display()
+        )];
+    }
+    let out = tools::run(
+        QEMU_IMG,
+        [
+            "info".as_ref(),
+            "--backing-chain".as_ref(),
+            "--output=json".as_ref(),
+            "-U".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            top.file.as_os_str(),
+        ],
+    );
+    let infos: Vec<serde_json::Value> = match out
+        .map_err(|e| e.message().to_string())
+        .and_then(|o| serde_json::from_slice(&o.stdout).map_err(|e| e.to_string()))
+    {
+        Ok(list) => list,
+        Err(e) => {
+            return vec![format!(
+                "the chain of backup {} cannot be opened: {e}",
+                top.backup
+            )]
+        }
+    };
+    let mut problems = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        let Some(info) = infos.get(i) else {
+            problems.push(format!(
+                "backup {}'s image is not in the chain QEMU opens",
+                link.backup
+            ));
+            break;
+        };
+        let got_name = info["filename"].as_str().map(|f| name(Path::new(f)));
+        if got_name.as_deref() != Some(name(&link.file).as_str()) {
+            problems.push(format!(
+                "the chain reaches {} where backup {}'s image should be",
+                got_name.unwrap_or_default(),
+                link.backup
+            ));
+            break;
+        }
+        let want_backing = links.get(i + 1).map(|p| name(&p.file));
+        let backing = info["backing-filename"].as_str();
+        if backing != want_backing.as_deref() {
+            problems.push(format!(
+                "backup {}'s image is backed by {}, not by {}",
+                link.backup,
+                backing.unwrap_or("nothing"),
+                want_backing.as_deref().unwrap_or("nothing (it is a full)")
+            ));
+            break;
+        }
+        let size = info["virtual-size"].as_u64().unwrap_or(0);
+        if size != qemu_size(link.size) {
+            problems.push(format!(
+                "backup {}'s image says its disk has {size} bytes; the backup recorded {}",
+                link.backup, link.size
+            ));
+        }
+    }
+    problems
+}
+
 /// What `qemu-img check` reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

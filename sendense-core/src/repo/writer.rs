@@ -249,6 +249,26 @@ impl Sendense {
             renamed
         });
         committed.into_iter().collect::<Result<Vec<_>>>()?;
+        // Each new image opens with its chain as recorded: backed by its parent, of its size.
+        for t in &p.targets {
+            let mut links = vec![chain::ExpectedLink {
+                backup: p.id.clone(),
+                file: p.repo.path.join(&t.rel_file),
+                size: t.plan.size_bytes,
+            }];
+            if let Some(parent) = &t.plan.parent {
+                links.extend(self.catalog().disk_chain(&parent.backup, t.plan.key)?);
+            }
+            if let Some(problem) = chain::chain_problems(&links).into_iter().next() {
+                return Err(Error::new(
+                    crate::ErrorKind::External,
+                    format!(
+                        "disk {}: the new image does not open with its chain: {problem}",
+                        t.plan.key
+                    ),
+                ));
+            }
+        }
         let created_at = self.catalog().backup(&p.id)?.created_at;
         let outcome = |key: u32| {
             outcomes

@@ -161,7 +161,7 @@ impl Source for ImageSource {
             out.push(DiscoveredDisk {
                 identity: file.to_string_lossy().into_owned(),
                 format: Some(inspected.info.format.clone()),
-                size_bytes: inspected.info.virtual_size,
+                size_bytes: inspected.info.disk_size(&file),
                 detail: String::new(),
             });
             self.inspected.insert(file, inspected);
@@ -272,7 +272,12 @@ impl Source for ImageSource {
                 alone: false,
                 job: Some(req.job),
             });
-            disks.push((d.key, info.virtual_size, previous, qcow2));
+            disks.push((
+                d.key,
+                info.disk_size(Path::new(&d.identity)),
+                previous,
+                qcow2,
+            ));
         }
         let exports = host.start_exports(&specs).map_err(|e| {
             if qemu_img::is_lock_conflict(&e) {

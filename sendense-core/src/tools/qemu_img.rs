@@ -24,6 +24,21 @@ pub struct ImageInfo {
     pub bitmaps: Vec<StoredBitmap>,
 }
 
+impl ImageInfo {
+    /// The size of the disk the image holds, in bytes: for a raw file its exact length (QEMU
+    /// reports it rounded up to whole 512-byte sectors), else the virtual size.
+    pub fn disk_size(&self, file: &Path) -> u64 {
+        if self.format == "raw" {
+            if let Ok(m) = std::fs::metadata(file) {
+                if m.is_file() {
+                    return m.len();
+                }
+            }
+        }
+        self.virtual_size
+    }
+}
+
 /// A persistent dirty bitmap stored in a qcow2 file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBitmap {
