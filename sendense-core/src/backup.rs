@@ -119,19 +119,41 @@ impl Sendense {
     }
 }
 
-impl Sendense {
-    /// Why the chain of disk `key` ending at backup `top` cannot be trusted to build on or to
-    /// restore from, if it cannot: its links as QEMU opens them (present, backed by the
-    /// recorded parents, of the recorded sizes) and the top's digest file unchanged. Cheap: image
-    /// headers and the top's digest records only; `backup verify` reads the data.
-    pub fn chain_problem(&self, top: &str, key: u32) -> Result<Option<String>> {
-        let links = self.catalog().disk_chain(top, key)?;
-        if let Some(p) = crate::repo::chain::chain_problems(&links)
+/// A disk's chain to check before it is built on: its links as recorded, and the top's digest
+/// file with the digest recorded for it.
+struct ChainToCheck {
+    links: Vec<crate::repo::chain::ExpectedLink>,
+    digests: std::path::PathBuf,
+    digest: Option<String>,
+}
+
+impl ChainToCheck {
+    /// Why the chain cannot be trusted to build on, if it cannot: its links as QEMU opens them
+    /// (present, backed by the recorded parents, of the recorded sizes) and the top's digest
+    /// file unchanged. Cheap: image headers and the top's digest records only; `backup verify`
+    /// reads the data.
+    fn problem(&self) -> Option<String> {
+        if let Some(p) = crate::repo::chain::chain_problems(&self.links)
             .into_iter()
             .next()
         {
-            return Ok(Some(p));
+            return Some(p);
         }
+        let want = self.digest.as_deref()?;
+        let top = &self.links.first()?.backup;
+        match crate::repo::digests::file_digest_like(&self.digests, want) {
+            Ok(Some((_, got))) if got == want => None,
+            Ok(Some(_)) => Some(format!("backup {top}'s digest file was changed")),
+            Ok(None) => Some(format!("backup {top}'s digest names an unknown scheme")),
+            Err(e) => Some(format!("backup {top}'s digest file: {}", e.message())),
+        }
+    }
+}
+
+impl Sendense {
+    /// What to check of the chain of disk `key` that ends at backup `top`.
+    fn chain_to_check(&self, top: &str, key: u32) -> Result<ChainToCheck> {
+        let links = self.catalog().disk_chain(top, key)?;
         let disk = self
             .catalog()
             .backup(top)?
@@ -139,15 +161,10 @@ impl Sendense {
             .into_iter()
             .find(|d| d.key == key)
             .ok_or_else(|| Error::not_found(format!("backup {top} has no disk {key}")))?;
-        let Some(want) = disk.digest else {
-            return Ok(None);
-        };
-        let file = crate::repo::digests::digests_of(&disk.file);
-        Ok(match crate::repo::digests::file_digest_like(&file, &want) {
-            Ok(Some((_, got))) if got == want => None,
-            Ok(Some(_)) => Some(format!("backup {top}'s digest file was changed")),
-            Ok(None) => Some(format!("backup {top}'s digest names an unknown scheme")),
-            Err(e) => Some(format!("backup {top}'s digest file: {}", e.message())),
+        Ok(ChainToCheck {
+            links,
+            digests: crate::repo::digests::digests_of(&disk.file),
+            digest: disk.digest,
         })
     }
 }
@@ -308,12 +325,23 @@ impl Run {
             .iter()
             .any(|t| t.is_some());
         let mut decisions = Vec::new();
-        for (d, state) in disks.iter().zip(states) {
-            let chain_top = sd.catalog().chain_top(vm.id, repo.id, d.key)?;
-            let chain_problem = match &chain_top {
-                Some(top) => sd.chain_problem(&top.backup, d.key)?,
-                None => None,
-            };
+        // Every chain to build on is checked first, the disks side by side.
+        let tops = disks
+            .iter()
+            .map(|d| sd.catalog().chain_top(vm.id, repo.id, d.key))
+            .collect::<Result<Vec<_>>>()?;
+        let chains = disks
+            .iter()
+            .zip(&tops)
+            .map(|(d, top)| match top {
+                Some(t) => sd.chain_to_check(&t.backup, d.key).map(Some),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let problems = crate::par::map(&chains, |c| c.as_ref().and_then(ChainToCheck::problem));
+        for (((d, state), chain_top), chain_problem) in
+            disks.iter().zip(states).zip(tops).zip(problems)
+        {
             let input = PlanInput {
                 size_bytes: d.size_bytes,
                 chain_top,

@@ -222,10 +222,35 @@ impl Sendense {
                 .map(|o| o.digest_scheme)
                 .unwrap_or_default()
         };
-        let checked = crate::par::map(&p.targets, |t| {
+        // Each new image must open with its chain as recorded: backed by its parent, of its
+        // size (its parent's chain was checked before the backup built on it).
+        let chains = p
+            .targets
+            .iter()
+            .map(|t| {
+                let mut links = vec![chain::ExpectedLink {
+                    backup: p.id.clone(),
+                    file: t.partial.clone(),
+                    size: t.plan.size_bytes,
+                }];
+                if let Some(parent) = &t.plan.parent {
+                    links.extend(self.catalog().disk_chain(&parent.backup, t.plan.key)?);
+                }
+                Ok(links)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let work: Vec<_> = p.targets.iter().zip(&chains).collect();
+        let checked = crate::par::map(&work, |(t, links)| {
             sync(&t.partial)
                 .and_then(|_| sync(&t.digests))
                 .and_then(|_| chain::check_image_alone(&t.partial).map(|_| ()))
+                .and_then(|_| match chain::chain_problems(links).into_iter().next() {
+                    None => Ok(()),
+                    Some(problem) => Err(Error::new(
+                        crate::ErrorKind::External,
+                        format!("the new image does not open with its chain: {problem}"),
+                    )),
+                })
                 .and_then(|_| super::digests::file_digest(&t.digests, scheme_of(t.plan.key)))
                 .map_err(|e| e.context(format!("disk {}", t.plan.key)))
         });
@@ -249,26 +274,6 @@ impl Sendense {
             renamed
         });
         committed.into_iter().collect::<Result<Vec<_>>>()?;
-        // Each new image opens with its chain as recorded: backed by its parent, of its size.
-        for t in &p.targets {
-            let mut links = vec![chain::ExpectedLink {
-                backup: p.id.clone(),
-                file: p.repo.path.join(&t.rel_file),
-                size: t.plan.size_bytes,
-            }];
-            if let Some(parent) = &t.plan.parent {
-                links.extend(self.catalog().disk_chain(&parent.backup, t.plan.key)?);
-            }
-            if let Some(problem) = chain::chain_problems(&links).into_iter().next() {
-                return Err(Error::new(
-                    crate::ErrorKind::External,
-                    format!(
-                        "disk {}: the new image does not open with its chain: {problem}",
-                        t.plan.key
-                    ),
-                ));
-            }
-        }
         let created_at = self.catalog().backup(&p.id)?.created_at;
         let outcome = |key: u32| {
             outcomes
