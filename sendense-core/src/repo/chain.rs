@@ -174,85 +174,138 @@ fn qemu_size(size: u64) -> u64 {
     size.div_ceil(512) * 512
 }
 
-/// What is wrong with a disk's chain as QEMU opens it, `links` top first down to the full, as
-/// recorded: a link that is missing or cannot be opened, a backing name that is not the
-/// recorded parent (an unsafe rebase, a botched repair, tampering), a virtual size that is not
-/// the recorded one. Reads only image headers (`qemu-img info --backing-chain`), so it is cheap
-/// enough to run before every restore and every incremental. Empty when the chain is sound.
-pub fn chain_problems(links: &[ExpectedLink]) -> Vec<String> {
-    let Some(top) = links.first() else {
-        return vec!["the chain has no image".into()];
+/// The fields of a QCOW2 header a chain depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qcow2Header {
+    /// Virtual size of the disk, in bytes.
+    pub size: u64,
+    /// The backing file name, as written.
+    pub backing: Option<String>,
+    /// The backing file's format, from the header extension, when there is one.
+    pub backing_format: Option<String>,
+}
+
+/// QCOW2 magic: `QFI\xfb`.
+const QCOW2_MAGIC: u32 = 0x5146_49fb;
+/// Header extension holding the backing file's format.
+const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+
+/// Reads the header of the QCOW2 image at `path` — only reads: QEMU's tools own every QCOW2
+/// write. Reading ~4 KiB makes checking a whole chain cheap enough to run before every restore
+/// and every incremental.
+pub fn qcow2_header(path: &Path) -> std::result::Result<Qcow2Header, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let n = f.read_at(&mut buf, 0).map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    let u32_at =
+        |o: usize| -> Option<u32> { Some(u32::from_be_bytes(buf.get(o..o + 4)?.try_into().ok()?)) };
+    let u64_at =
+        |o: usize| -> Option<u64> { Some(u64::from_be_bytes(buf.get(o..o + 8)?.try_into().ok()?)) };
+    if u32_at(0) != Some(QCOW2_MAGIC) {
+        return Err("it is not a QCOW2 image (bad magic)".into());
+    }
+    let version = u32_at(4).ok_or("its header is cut short")?;
+    if !(2..=3).contains(&version) {
+        return Err(format!("unknown QCOW2 version {version}"));
+    }
+    let size = u64_at(24).ok_or("its header is cut short")?;
+    let (off, len) = (
+        u64_at(8).ok_or("its header is cut short")?,
+        u32_at(16).ok_or("its header is cut short")?,
+    );
+    let backing = if off == 0 {
+        None
+    } else {
+        let range = usize::try_from(off)
+            .ok()
+            .filter(|_| len <= 1023)
+            .and_then(|o| buf.get(o..o + len as usize))
+            .ok_or("its backing file name lies outside its header")?;
+        Some(String::from_utf8(range.to_vec()).map_err(|_| "its backing file name is not UTF-8")?)
     };
+    let mut backing_format = None;
+    // Extensions follow the header: 72 bytes in version 2, `header_length` in version 3.
+    let mut at = if version == 2 {
+        72
+    } else {
+        u32_at(100).ok_or("its header is cut short")? as usize
+    };
+    while let (Some(kind), Some(len)) = (u32_at(at), u32_at(at + 4)) {
+        if kind == 0 {
+            break;
+        }
+        let data = buf
+            .get(at + 8..at + 8 + len as usize)
+            .ok_or("a header extension lies outside its header")?;
+        if kind == EXT_BACKING_FORMAT {
+            backing_format = Some(String::from_utf8_lossy(data).into_owned());
+        }
+        at += 8 + (len as usize).div_ceil(8) * 8;
+    }
+    Ok(Qcow2Header {
+        size,
+        backing,
+        backing_format,
+    })
+}
+
+/// What is wrong with a disk's chain, `links` top first down to the full, as recorded: a link
+/// that is missing or no QCOW2 image, a backing name that is not the recorded parent (an unsafe
+/// rebase, a botched repair, tampering) or a backing format other than qcow2, a virtual size
+/// that is not the recorded one. Reads only image headers, so it is cheap enough to run before
+/// every restore and every incremental. Empty when the chain is sound.
+pub fn chain_problems(links: &[ExpectedLink]) -> Vec<String> {
     let name = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    if let Some(missing) = links.iter().find(|l| !l.file.is_file()) {
-        return vec![format!(
-            "the image of backup {} ({}) is missing",
-            missing.backup,
-            missing.file.display()
-        )];
+    if links.is_empty() {
+        return vec!["the chain has no image".into()];
     }
-    let out = tools::run(
-        QEMU_IMG,
-        [
-            "info".as_ref(),
-            "--backing-chain".as_ref(),
-            "--output=json".as_ref(),
-            "-U".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            top.file.as_os_str(),
-        ],
-    );
-    let infos: Vec<serde_json::Value> = match out
-        .map_err(|e| e.message().to_string())
-        .and_then(|o| serde_json::from_slice(&o.stdout).map_err(|e| e.to_string()))
-    {
-        Ok(list) => list,
-        Err(e) => {
-            return vec![format!(
-                "the chain of backup {} cannot be opened: {e}",
-                top.backup
-            )]
-        }
-    };
     let mut problems = Vec::new();
     for (i, link) in links.iter().enumerate() {
-        let Some(info) = infos.get(i) else {
+        if !link.file.is_file() {
             problems.push(format!(
-                "backup {}'s image is not in the chain QEMU opens",
-                link.backup
-            ));
-            break;
-        };
-        let got_name = info["filename"].as_str().map(|f| name(Path::new(f)));
-        if got_name.as_deref() != Some(name(&link.file).as_str()) {
-            problems.push(format!(
-                "the chain reaches {} where backup {}'s image should be",
-                got_name.unwrap_or_default(),
-                link.backup
+                "the image of backup {} ({}) is missing",
+                link.backup,
+                link.file.display()
             ));
             break;
         }
-        let want_backing = links.get(i + 1).map(|p| name(&p.file));
-        let backing = info["backing-filename"].as_str();
-        if backing != want_backing.as_deref() {
+        let header = match qcow2_header(&link.file) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(format!(
+                    "the image of backup {} cannot be opened: {e}",
+                    link.backup
+                ));
+                break;
+            }
+        };
+        let want = links.get(i + 1).map(|p| name(&p.file));
+        if header.backing != want {
             problems.push(format!(
                 "backup {}'s image is backed by {}, not by {}",
                 link.backup,
-                backing.unwrap_or("nothing"),
-                want_backing.as_deref().unwrap_or("nothing (it is a full)")
+                header.backing.as_deref().unwrap_or("nothing"),
+                want.as_deref().unwrap_or("nothing (it is a full)")
             ));
             break;
         }
-        let size = info["virtual-size"].as_u64().unwrap_or(0);
-        if size != qemu_size(link.size) {
+        if header.backing.is_some() && header.backing_format.as_deref() != Some("qcow2") {
             problems.push(format!(
-                "backup {}'s image says its disk has {size} bytes; the backup recorded {}",
-                link.backup, link.size
+                "backup {}'s image names its backing file's format {:?}, not qcow2",
+                link.backup, header.backing_format
+            ));
+            break;
+        }
+        if header.size != qemu_size(link.size) {
+            problems.push(format!(
+                "backup {}'s image says its disk has {} bytes; the backup recorded {}",
+                link.backup, header.size, link.size
             ));
         }
     }
@@ -401,5 +454,75 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert!(err.message().contains("outside repository"), "{err}");
         assert!(check_inside(&root, &root.join("vm/../../outside/2000/x")).is_err());
+    }
+
+    #[test]
+    fn headers_read_as_qemu_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("qemu-img")
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "qemu-img {args:?}");
+        };
+        run(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            base.to_str().unwrap(),
+            "1000001",
+        ]);
+        run(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            top.to_str().unwrap(),
+            "1000001",
+        ]);
+        let h = qcow2_header(&base).unwrap();
+        assert_eq!((h.size, h.backing, h.backing_format), (1000448, None, None));
+        let h = qcow2_header(&top).unwrap();
+        assert_eq!(h.backing.as_deref(), Some("base.qcow2"));
+        assert_eq!(h.backing_format.as_deref(), Some("qcow2"));
+        let links = |top_size: u64| {
+            vec![
+                ExpectedLink {
+                    backup: "t".into(),
+                    file: top.clone(),
+                    size: top_size,
+                },
+                ExpectedLink {
+                    backup: "b".into(),
+                    file: base.clone(),
+                    size: 1000001,
+                },
+            ]
+        };
+        assert!(chain_problems(&links(1000001)).is_empty());
+        assert!(chain_problems(&links(2000000))[0].contains("says its disk has"));
+        run(&[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "raw",
+            top.to_str().unwrap(),
+        ]);
+        assert!(chain_problems(&links(1000001))[0].contains("not qcow2"));
+        std::fs::write(dir.path().join("junk"), b"not an image").unwrap();
+        assert!(qcow2_header(&dir.path().join("junk")).is_err());
     }
 }
