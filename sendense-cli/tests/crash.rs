@@ -336,18 +336,10 @@ fn kill_9_at_every_instant_of_a_backup_through_sendense_sna() {
     torture("process");
 }
 
-/// The status a crash point leaves: killed by SIGKILL.
+/// Runs `args` until crash point `point` kills it, then one ordinary command (`job list`),
+/// whose newest job it returns.
 fn crashed_at(lab: &Lab, args: &[&str], point: &str) -> Value {
-    let out = sendense_cmd(&lab.state, args)
-        .env("SENDENSE_TEST_CRASH_AT", point)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "{args:?} did not reach crash point {point}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crashed_at_only(lab, args, point);
     json(&lab.state, &["job", "list", "--limit", "1"])
 }
 
@@ -850,4 +842,59 @@ fn files_on_an_unmounted_repository_are_left_until_it_is_back() {
     let report = json(&state, &["cleanup", "--dry-run"]);
     assert_eq!(report["actions"], serde_json::json!([]), "{report:#}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report:#}");
+}
+
+#[test]
+fn cleanup_dry_run_says_exactly_what_cleanup_then_does() {
+    let lab = Lab::new(&[16, 8], "");
+    lab.write(0, "write -P 0x51 0 2M");
+    let (code, _, _, err) = backup(&lab.state, &[]);
+    assert_eq!(code, 0, "{err}");
+    let points = [
+        "backup.targets-created",
+        "qemu.nbd-server-started",
+        "commit.manifest-written",
+        "commit.recorded",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        lab.write(1, &format!("write -P {} 0 64k", 0x52 + i));
+        let out = sendense_cmd(&lab.state, &["backup", "start", "pgtest1"])
+            .env("SENDENSE_TEST_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}");
+        // No other command in between: the dry run sees everything the kill left.
+        let dry = json(&lab.state, &["cleanup", "--dry-run"]);
+        let real = json(&lab.state, &["cleanup"]);
+        assert!(
+            !real["actions"].as_array().unwrap().is_empty(),
+            "{point}: nothing was left?"
+        );
+        assert_eq!(dry["actions"], real["actions"], "{point}");
+        lab.assert_nothing_left();
+    }
+    // A delete killed after marking the backup.
+    let top = backup_ids(&lab)[0].clone();
+    crashed_at_only(&lab, &["backup", "delete", &top], "delete.manifest-removed");
+    let dry = json(&lab.state, &["cleanup", "--dry-run"]);
+    let real = json(&lab.state, &["cleanup"]);
+    assert_eq!(dry["actions"], real["actions"]);
+    assert!(
+        real["actions"].to_string().contains("finish_delete"),
+        "{real:#}"
+    );
+    lab.assert_repo_matches_catalog();
+}
+
+/// Runs `args` until crash point `point` kills it, and nothing else.
+fn crashed_at_only(lab: &Lab, args: &[&str], point: &str) {
+    let out = sendense_cmd(&lab.state, args)
+        .env("SENDENSE_TEST_CRASH_AT", point)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{args:?} did not reach {point}"
+    );
 }

@@ -119,53 +119,23 @@ impl Sendense {
     }
 }
 
-/// A disk's chain to check before it is built on: its links as recorded, and the top's digest
-/// file with the digest recorded for it.
-struct ChainToCheck {
-    links: Vec<crate::repo::chain::ExpectedLink>,
-    digests: std::path::PathBuf,
-    digest: Option<String>,
-}
-
-impl ChainToCheck {
-    /// Why the chain cannot be trusted to build on, if it cannot: its links as QEMU opens them
-    /// (present, backed by the recorded parents, of the recorded sizes) and the top's digest
-    /// file unchanged. Cheap: image headers and the top's digest records only; `backup verify`
-    /// reads the data.
-    fn problem(&self) -> Option<String> {
-        if let Some(p) = crate::repo::chain::chain_problems(&self.links)
-            .into_iter()
-            .next()
-        {
-            return Some(p);
-        }
-        let want = self.digest.as_deref()?;
-        let top = &self.links.first()?.backup;
-        match crate::repo::digests::file_digest_like(&self.digests, want) {
-            Ok(Some((_, got))) if got == want => None,
-            Ok(Some(_)) => Some(format!("backup {top}'s digest file was changed")),
-            Ok(None) => Some(format!("backup {top}'s digest names an unknown scheme")),
-            Err(e) => Some(format!("backup {top}'s digest file: {}", e.message())),
-        }
+/// Why the chain `links` (top first) cannot be trusted to build on, if it cannot: its links
+/// as recorded (present, backed by the recorded parents, of the recorded sizes) and the top's
+/// digest file unchanged. Cheap: image headers and the top's digest records only; `backup
+/// verify` reads the data.
+fn chain_problem(links: &[crate::repo::chain::ExpectedLink]) -> Option<String> {
+    if let Some(p) = crate::repo::chain::chain_problems(links).into_iter().next() {
+        return Some(p);
     }
-}
-
-impl Sendense {
-    /// What to check of the chain of disk `key` that ends at backup `top`.
-    fn chain_to_check(&self, top: &str, key: u32) -> Result<ChainToCheck> {
-        let links = self.catalog().disk_chain(top, key)?;
-        let disk = self
-            .catalog()
-            .backup(top)?
-            .disks
-            .into_iter()
-            .find(|d| d.key == key)
-            .ok_or_else(|| Error::not_found(format!("backup {top} has no disk {key}")))?;
-        Ok(ChainToCheck {
-            links,
-            digests: crate::repo::digests::digests_of(&disk.file),
-            digest: disk.digest,
-        })
+    let top = links.first()?;
+    let want = top.digest.as_deref()?;
+    let file = crate::repo::digests::digests_of(&top.file);
+    let id = &top.backup;
+    match crate::repo::digests::file_digest_like(&file, want) {
+        Ok(Some((_, got))) if got == want => None,
+        Ok(Some(_)) => Some(format!("backup {id}'s digest file was changed")),
+        Ok(None) => Some(format!("backup {id}'s digest names an unknown scheme")),
+        Err(e) => Some(format!("backup {id}'s digest file: {}", e.message())),
     }
 }
 
@@ -334,11 +304,17 @@ impl Run {
             .iter()
             .zip(&tops)
             .map(|(d, top)| match top {
-                Some(t) => sd.chain_to_check(&t.backup, d.key).map(Some),
-                None => Ok(None),
+                Some(t) => sd.catalog().disk_chain(&t.backup, d.key),
+                None => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>>>()?;
-        let problems = crate::par::map(&chains, |c| c.as_ref().and_then(ChainToCheck::problem));
+        let problems = crate::par::map(&chains, |links| {
+            if links.is_empty() {
+                None
+            } else {
+                chain_problem(links)
+            }
+        });
         for (((d, state), chain_top), chain_problem) in
             disks.iter().zip(states).zip(tops).zip(problems)
         {

@@ -101,11 +101,13 @@ impl Sendense {
                 self.reap_export(&e, dry_run, grace, &mut report);
             }
         }
-        self.finish_deletes(dry_run, &mut report)?;
-        self.repair_sources(&dead_jobs, dry_run, &mut report)?;
-        self.remove_job_files(dry_run, &mut report)?;
-        self.remove_scratch(dry_run, &mut report)?;
+        // Lock files nobody holds go before the steps below take locks of their own (whose
+        // files go again when they are released), so both runs list the same ones.
         self.scan_locks(dry_run, &mut report);
+        self.finish_deletes(dry_run, &mut report)?;
+        let repaired = self.repair_sources(&dead_jobs, dry_run, &mut report)?;
+        self.remove_job_files(&dead_jobs, dry_run, &mut report)?;
+        self.remove_scratch(&dead_jobs, &repaired, dry_run, &mut report)?;
         if scan {
             self.scan_repositories(&mut report)?;
         }
@@ -175,13 +177,8 @@ impl Sendense {
                 continue;
             }
             // A delete in progress holds the VM lock.
-            let lock = if dry_run {
-                None
-            } else {
-                match crate::lock::VmLock::try_acquire(self.state_dir(), &b.vm)? {
-                    Some(lock) => Some(lock),
-                    None => continue,
-                }
+            let Some(lock) = self.vm_free(&b.vm, dry_run)? else {
+                continue;
             };
             let why = format!("file of deleted backup {}", b.id);
             for f in backup_files(&b) {
@@ -200,6 +197,16 @@ impl Sendense {
             drop(lock);
         }
         Ok(())
+    }
+
+    /// The lock of `vm` when no other process holds it: `Some` (with the lock taken, or in a
+    /// dry run nothing taken) to go on, `None` when a backup or a delete of the VM runs. The dry
+    /// run decides as the real run does, without taking anything.
+    fn vm_free(&self, vm: &str, dry_run: bool) -> Result<Option<Option<crate::lock::VmLock>>> {
+        if dry_run {
+            return Ok((!crate::lock::VmLock::is_held(self.state_dir(), vm)).then_some(None));
+        }
+        Ok(crate::lock::VmLock::try_acquire(self.state_dir(), vm)?.map(Some))
     }
 
     /// Whether backup `b`'s repository is there to work on (mounted, and the one registered);
@@ -223,25 +230,23 @@ impl Sendense {
     }
 
     /// Step 5: the sources of interrupted backups are repaired, VM by VM, each under the VM's
-    /// lock (a VM being backed up now is left to that backup, which repairs it first).
+    /// lock (a VM being backed up now is left to that backup, which repairs it first). Returns
+    /// the jobs whose sources were repaired (in a dry run: would be).
     fn repair_sources(
         &mut self,
         dead_jobs: &[i64],
         dry_run: bool,
         report: &mut CleanupReport,
-    ) -> Result<()> {
-        let mut dirty = self.catalog().source_dirty_jobs()?;
-        if dry_run {
-            // The dry run did not end the dead jobs, so they are not listed yet: they would be.
-            for id in dead_jobs {
-                let job = self.catalog().job(*id)?;
-                if let (true, Some(vm)) = (job.source_dirty, job.vm) {
-                    if self.vm(&vm).is_ok() {
-                        dirty.push((*id, vm));
-                    }
-                }
-            }
-        }
+    ) -> Result<Vec<i64>> {
+        let mut repaired_jobs = Vec::new();
+        // Jobs this pass ended count as ended, in a dry run too (where they were not marked).
+        let dirty: Vec<(i64, String)> = self
+            .catalog()
+            .source_dirty_jobs()?
+            .into_iter()
+            .filter(|(id, _, ended)| *ended || dead_jobs.contains(id))
+            .map(|(id, vm, _)| (id, vm))
+            .collect();
         let mut vms: Vec<(String, Vec<i64>)> = Vec::new();
         for (job, vm) in dirty {
             match vms.iter_mut().find(|(name, _)| *name == vm) {
@@ -250,42 +255,53 @@ impl Sendense {
             }
         }
         for (name, jobs) in vms {
-            let jobs: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+            // A VM being backed up now is repaired by that backup first.
+            let Some(_lock) = self.vm_free(&name, dry_run)? else {
+                continue;
+            };
+            let listed: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
             report.add(
                 "repair_source",
                 &name,
-                format!("left by interrupted backup job(s) {}", jobs.join(", ")),
+                format!("left by interrupted backup job(s) {}", listed.join(", ")),
             );
             if dry_run {
+                repaired_jobs.extend(jobs);
                 continue;
             }
-            let Some(_lock) = crate::lock::VmLock::try_acquire(self.state_dir(), &name)? else {
-                continue;
-            };
             let repaired = self.vm(&name).and_then(|vm| {
                 let mut source = self.source_of(&vm)?;
                 self.repair_source(&vm, source.as_mut(), None)
             });
             match repaired {
-                Ok(crate::source::Repaired::Done) => {}
-                Ok(crate::source::Repaired::Unreachable) => {
-                    tracing::info!(
-                        "VM `{name}` is not running: nothing of its backups is left in it"
-                    )
+                Ok(how) => {
+                    if how == crate::source::Repaired::Unreachable {
+                        tracing::info!(
+                            "VM `{name}` is not running: nothing of its backups is left in it"
+                        );
+                    }
+                    repaired_jobs.extend(jobs);
                 }
                 Err(e) => report
                     .errors
                     .push(format!("repairing the source of VM `{name}`: {e}")),
             }
         }
-        Ok(())
+        Ok(repaired_jobs)
     }
 
     /// Step 6: files that ended jobs recorded before creating them (a restore's partial file).
-    fn remove_job_files(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
-        let files = self.catalog().ended_job_files()?;
+    fn remove_job_files(
+        &mut self,
+        dead_jobs: &[i64],
+        dry_run: bool,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
         let mut jobs: Vec<i64> = Vec::new();
-        for (job, path) in files {
+        for (job, path, ended) in self.catalog().job_files()? {
+            if !ended && !dead_jobs.contains(&job) {
+                continue;
+            }
             remove_file(&path, &format!("left by job {job}"), dry_run, report);
             if !jobs.contains(&job) {
                 jobs.push(job);
@@ -299,8 +315,15 @@ impl Sendense {
         Ok(())
     }
 
-    /// Step 7: scratch directories of jobs that ended and left nothing on their source.
-    fn remove_scratch(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+    /// Step 7: scratch directories of jobs that ended and left nothing on their source (or whose
+    /// source step 5 repaired).
+    fn remove_scratch(
+        &mut self,
+        dead_jobs: &[i64],
+        repaired: &[i64],
+        dry_run: bool,
+        report: &mut CleanupReport,
+    ) -> Result<()> {
         let scratch = self.scratch_dir();
         let Ok(entries) = std::fs::read_dir(&scratch) else {
             return Ok(());
@@ -317,8 +340,10 @@ impl Sendense {
             // there (for the socket of a QEMU NBD server).
             let keep = match self.catalog().job(id) {
                 Ok(j) => {
+                    let ended = j.status.is_final() || dead_jobs.contains(&id);
                     let repairable = j.vm.as_deref().is_some_and(|vm| self.vm(vm).is_ok());
-                    !j.status.is_final() || (j.source_dirty && repairable)
+                    let dirty = j.source_dirty && !repaired.contains(&id);
+                    !ended || (dirty && repairable)
                 }
                 Err(_) => false,
             };
@@ -442,7 +467,7 @@ impl Sendense {
 impl Sendense {
     /// Repairs `vm`'s source after interrupted backups (see [`crate::source::repair`]); the
     /// caller holds the VM lock. `keep_job` is a backup starting now. On success the
-    /// interrupted jobs are recorded clean and their scratch directories go.
+    /// interrupted jobs are recorded clean (the reconciliation then removes their scratch).
     pub(crate) fn repair_source(
         &mut self,
         vm: &crate::catalog::VmRecord,
@@ -453,8 +478,8 @@ impl Sendense {
             .catalog()
             .source_dirty_jobs()?
             .into_iter()
-            .filter(|(id, name)| *name == vm.name && Some(*id) != keep_job)
-            .map(|(id, _)| (id, self.job_scratch(id)))
+            .filter(|(id, name, ended)| *ended && *name == vm.name && Some(*id) != keep_job)
+            .map(|(id, _, _)| (id, self.job_scratch(id)))
             .collect();
         let req = crate::source::RepairRequest {
             keep_job,
@@ -473,9 +498,9 @@ impl Sendense {
             };
             source.repair(&mut host, &req)?
         };
-        for (id, dir) in &req.interrupted {
+        // Their scratch directories go with the reconciliation's last step.
+        for (id, _) in &req.interrupted {
             self.catalog_mut().mark_source_clean(*id)?;
-            let _ = std::fs::remove_dir_all(dir);
         }
         Ok(repaired)
     }

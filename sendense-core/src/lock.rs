@@ -72,6 +72,11 @@ impl VmLock {
         Ok(FileLock::try_lock(&path, true, false)?.map(VmLock))
     }
 
+    /// Whether another process holds the lock of `vm` now (nothing is taken).
+    pub fn is_held(state_dir: &Path, vm: &str) -> bool {
+        is_held(&vm_lock_path(&state_dir.join("locks"), vm))
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.0.path
@@ -305,15 +310,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Positive: readers inside; -1000: a deleter inside.
         let inside = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
         let threads: Vec<_> = (0..8)
             .map(|i| {
                 let state = dir.path().to_path_buf();
                 let inside = inside.clone();
+                let deleter = i % 2 == 0;
                 std::thread::spawn(move || {
                     use std::sync::atomic::Ordering::SeqCst;
-                    for _ in 0..300 {
-                        if i % 3 == 0 {
+                    let mut got = 0;
+                    while std::time::Instant::now() < until {
+                        if deleter {
                             if let Ok(lock) = BackupDeleteLock::acquire(&state, "b") {
+                                got += 1;
                                 assert_eq!(
                                     inside.fetch_sub(1000, SeqCst),
                                     0,
@@ -324,17 +333,28 @@ mod tests {
                                 drop(lock);
                             }
                         } else if let Ok(lock) = BackupReadLocks::acquire(&state, &["b".into()]) {
+                            got += 1;
                             assert!(inside.fetch_add(1, SeqCst) >= 0, "read during a delete");
                             std::thread::yield_now();
                             inside.fetch_sub(1, SeqCst);
                             drop(lock);
                         }
+                        // Everyone pauses between tries, so each side finds moments without
+                        // the other.
+                        std::thread::sleep(std::time::Duration::from_micros(500));
                     }
+                    (deleter, got)
                 })
             })
             .collect();
+        let (mut deletes, mut reads) = (0, 0);
         for t in threads {
-            t.join().unwrap();
+            match t.join().unwrap() {
+                (true, n) => deletes += n,
+                (false, n) => reads += n,
+            }
         }
+        // Both sides got in, so their exclusion was really tried.
+        assert!(deletes > 0 && reads > 0, "deletes {deletes}, reads {reads}");
     }
 }

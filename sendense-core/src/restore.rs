@@ -159,9 +159,6 @@ impl Sendense {
                 backup.id, backup.status
             )));
         }
-        for d in &backup.disks {
-            crate::repo::chain::check_inside(&backup.repo_path, &d.file)?;
-        }
         Ok((backup, locks))
     }
 
@@ -170,6 +167,11 @@ impl Sendense {
     /// would give another disk than the backup's.
     pub(crate) fn refuse_broken_chain(&self, id: &str, key: u32) -> Result<()> {
         let links = self.catalog().disk_chain(id, key)?;
+        // A link reached through a link out of the repository is refused (exit 5) before it is
+        // looked at; a chain that is damaged fails (exit 1).
+        for link in &links {
+            crate::repo::chain::check_inside(&link.repo, &link.file)?;
+        }
         let problems = crate::repo::chain::chain_problems(&links);
         if problems.is_empty() {
             return Ok(());

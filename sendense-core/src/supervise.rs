@@ -84,60 +84,58 @@ impl Supervised {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Sends `sig` to the child's process group while the child has not been reaped (so the
-    /// group id cannot belong to anyone else yet).
+    /// Sends `sig` to the child's process group. The child is reaped only in [`Self::reap`],
+    /// after its group was killed, so until then the group id cannot belong to anyone else.
     pub fn signal(&mut self, sig: Signal) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(None)) {
-            if let Ok(pgid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
-            }
+        if let Some(pgid) = self.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
         }
     }
 
-    /// Waits up to `limit` for the child to exit; `None` when it still runs.
-    pub fn wait_timeout(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + limit;
-        let Some(child) = self.child.as_mut() else {
-            return Err(Error::internal(format!("{} was already reaped", self.name)));
+    /// Whether the child has exited, without reaping it (its group id stays reserved).
+    fn exited(&self, block: bool) -> bool {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let Some(pid) = self.id().and_then(|p| i32::try_from(p).ok()) else {
+            return true;
         };
-        let mut pause = Duration::from_millis(1);
+        let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        if !block {
+            flags |= WaitPidFlag::WNOHANG;
+        }
         loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok(Some(status)),
-                Ok(None) if Instant::now() >= deadline => return Ok(None),
-                Ok(None) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(Error::new(
-                        ErrorKind::External,
-                        format!("waiting for {}: {e}", self.name),
-                    ))
-                }
+            match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
+                Ok(WaitStatus::StillAlive) => return false,
+                Err(nix::errno::Errno::EINTR) => continue,
+                // Exited, or (an error) nothing left to wait for.
+                _ => return true,
             }
         }
     }
 
-    /// Waits for the child to exit on its own, then reaps it.
+    /// Waits up to `limit` for the child to exit; true when it did. It is not reaped yet.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut pause = Duration::from_millis(1);
+        while !self.exited(false) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Waits for the child to exit on its own, then reaps it (whatever it left running in its
+    /// group is killed first).
     pub fn wait(mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            return Err(Error::internal(format!("{} was already reaped", self.name)));
-        };
-        let status = child.wait().map_err(|e| {
+        self.exited(true);
+        self.reap().ok_or_else(|| {
             Error::new(
                 ErrorKind::External,
-                format!("waiting for {}: {e}", self.name),
+                format!("waiting for {}: it could not be reaped", self.name),
             )
-        });
-        // Whatever it left in its group goes with it.
-        if let Ok(pgid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-        status
+        })
     }
 
     /// Stops the child: SIGTERM to its group, SIGKILL after the grace period, then reaps it.
@@ -147,19 +145,16 @@ impl Supervised {
 
     fn stop_now(&mut self) -> Option<ExitStatus> {
         self.signal(Signal::SIGTERM);
-        let status = match self.wait_timeout(self.grace) {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                self.signal(Signal::SIGKILL);
-                self.child.as_mut().and_then(|c| c.wait().ok())
-            }
-        };
-        if let Some(child) = self.child.take() {
-            if let Ok(pgid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
-            }
+        if !self.exited_within(self.grace) {
+            self.signal(Signal::SIGKILL);
         }
-        status
+        self.reap()
+    }
+
+    /// Kills what is left of the child's group, then reaps the child.
+    fn reap(&mut self) -> Option<ExitStatus> {
+        self.signal(Signal::SIGKILL);
+        self.child.take().and_then(|mut c| c.wait().ok())
     }
 }
 
@@ -228,6 +223,27 @@ mod tests {
         let _ = nix::sys::wait::waitpid(
             nix::unistd::Pid::from_raw(id.pid as i32),
             Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+
+    #[test]
+    fn what_a_child_leaves_running_goes_when_it_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("left");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("sleep 60 & echo $! > {}", pidfile.display()));
+        let guard = Supervised::spawn(cmd, "sh", Duration::from_secs(1)).unwrap();
+        assert!(guard.wait().unwrap().success());
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let left = ProcId::of(pid);
+        assert!(
+            left.is_none_or(|p| crate::proc::wait_gone(p, Duration::from_secs(5))),
+            "the background child outlived its exited parent"
         );
     }
 }

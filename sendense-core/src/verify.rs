@@ -12,10 +12,11 @@
 //! reads, so none of them is deleted meanwhile. An image's problems are listed up to
 //! [`MAX_PROBLEMS`], then counted: a badly damaged image still gives a short report.
 
-use crate::catalog::{BackupDiskRecord, BackupFilter, BackupRecord, JobKind, Listen};
+use crate::catalog::{BackupFilter, BackupRecord, JobKind, Listen};
 use crate::error::{Error, ErrorKind, Result};
 use crate::export::ExportSpec;
 use crate::nbd::{ConnectOptions, NbdClient};
+use crate::repo::chain::ExpectedLink;
 use crate::repo::digests;
 use crate::sendense::Sendense;
 use crate::transfer::BLOCK;
@@ -94,30 +95,30 @@ impl Sendense {
                 None,
             ),
         };
-        // Every image of every chain, once: (backup, disk).
-        let mut todo: Vec<(String, BackupDiskRecord)> = Vec::new();
+        // Every image of every chain, once: (disk key, link). A chain the catalog cannot walk
+        // (a parent row gone) is a problem of its top.
+        let mut chains: Vec<(String, u32, Vec<ExpectedLink>)> = Vec::new();
+        let mut unwalkable: Vec<(String, u32, String)> = Vec::new();
         for b in &backups {
             for d in &b.disks {
-                let mut cur = Some((b.id.clone(), d.clone()));
-                while let Some((id, disk)) = cur {
-                    if todo.iter().any(|(i, x)| *i == id && x.key == disk.key) {
-                        break;
-                    }
-                    let parent = disk.parent.clone();
-                    todo.push((id, disk));
-                    cur = match parent {
-                        Some(p) => self.catalog().backup(&p).ok().and_then(|pb| {
-                            pb.disks
-                                .into_iter()
-                                .find(|x| x.key == d.key)
-                                .map(|x| (pb.id, x))
-                        }),
-                        None => None,
-                    };
+                match self.catalog().disk_chain(&b.id, d.key) {
+                    Ok(links) => chains.push((b.id.clone(), d.key, links)),
+                    Err(e) => unwalkable.push((b.id.clone(), d.key, e.message().to_string())),
                 }
             }
         }
-        let mut ids: Vec<String> = todo.iter().map(|(id, _)| id.clone()).collect();
+        let mut todo: Vec<(u32, ExpectedLink)> = Vec::new();
+        for (_, key, links) in &chains {
+            for link in links {
+                if !todo
+                    .iter()
+                    .any(|(k, l)| k == key && l.backup == link.backup)
+                {
+                    todo.push((*key, link.clone()));
+                }
+            }
+        }
+        let mut ids: Vec<String> = todo.iter().map(|(_, l)| l.backup.clone()).collect();
         ids.sort();
         ids.dedup();
         let _locks = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
@@ -136,18 +137,18 @@ impl Sendense {
                 return Err(Error::busy(format!("backup {id} was deleted meanwhile")));
             }
         }
-        todo.retain(|(id, _)| !gone.contains(id));
+        todo.retain(|(_, l)| !gone.contains(&l.backup));
         let job = self.begin_job(JobKind::Verify, vm.as_deref(), None, cancel)?;
         let scratch = self.job_scratch(job.id);
         let mut images = Vec::new();
         let mut result = Ok(());
-        for (id, disk) in todo {
+        for (key, link) in &todo {
             if job.cancel.is_cancelled() {
                 result = Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
                 break;
             }
             crate::crash::point("verify.image");
-            match self.check_image(&id, &disk, &scratch, &job.cancel) {
+            match self.check_image(*key, link, &scratch, &job.cancel) {
                 Ok(check) => images.push(check),
                 Err(e) => {
                     result = Err(e);
@@ -158,14 +159,16 @@ impl Sendense {
         let _ = std::fs::remove_dir_all(&scratch);
         // What a restore depends on beyond each image's own data: the chain as QEMU opens it
         // (for every backup asked for) and the manifest (for every backup read).
-        for b in &backups {
-            for d in &b.disks {
-                let problems = match self.catalog().disk_chain(&b.id, d.key) {
-                    Ok(links) => crate::repo::chain::chain_problems(&links),
-                    Err(e) => vec![e.message().to_string()],
-                };
-                add_problems(&mut images, &b.id, Some(d.key), problems);
-            }
+        for (id, key, links) in &chains {
+            add_problems(
+                &mut images,
+                id,
+                Some(*key),
+                crate::repo::chain::chain_problems(links),
+            );
+        }
+        for (id, key, problem) in unwalkable {
+            add_problems(&mut images, &id, Some(key), vec![problem]);
         }
         for id in &ids {
             if let Ok(b) = self.catalog().backup(id) {
@@ -202,41 +205,37 @@ impl Sendense {
     /// Checks one image; an error only when the check itself was cancelled.
     fn check_image(
         &mut self,
-        backup: &str,
-        disk: &BackupDiskRecord,
+        key: u32,
+        link: &ExpectedLink,
         scratch: &Path,
         cancel: &CancellationToken,
     ) -> Result<ImageCheck> {
+        let backup = link.backup.as_str();
         let mut check = ImageCheck {
             backup: backup.to_string(),
-            disk: disk.key,
-            file: disk.file.display().to_string(),
+            disk: key,
+            file: link.file.display().to_string(),
             bytes_verified: 0,
             problems: Vec::new(),
         };
-        let root = self
-            .catalog()
-            .backup(backup)
-            .map(|b| b.repo_path)
-            .unwrap_or_default();
-        if let Err(e) = crate::repo::chain::check_inside(&root, &disk.file) {
+        if let Err(e) = crate::repo::chain::check_inside(&link.repo, &link.file) {
             check.problems.push(e.message().to_string());
             return Ok(check);
         }
-        if !disk.file.is_file() {
+        if !link.file.is_file() {
             check.problems.push(format!(
                 "the image is missing: chain link {backup} of disk {} was deleted or moved",
-                disk.key
+                key
             ));
             return Ok(check);
         }
-        if let Err(e) = crate::repo::chain::check_image(&disk.file) {
+        if let Err(e) = crate::repo::chain::check_image(&link.file) {
             check
                 .problems
                 .push(format!("qemu-img check: {}", e.message()));
         }
-        let dfile = digests::digests_of(&disk.file);
-        let Some(want) = &disk.digest else {
+        let dfile = digests::digests_of(&link.file);
+        let Some(want) = &link.digest else {
             check
                 .problems
                 .push("no digest was recorded for this image".into());
@@ -266,14 +265,14 @@ impl Sendense {
         if !check.problems.is_empty() {
             return Ok(check);
         }
-        match self.verify_data(&disk.file, &dfile, scheme, disk.size_bytes, scratch, cancel) {
+        match self.verify_data(&link.file, &dfile, scheme, link.size, scratch, cancel) {
             Ok((bytes, problems)) => {
                 check.bytes_verified = bytes;
                 check.problems.extend(
                     problems
                         .into_list()
                         .into_iter()
-                        .map(|p| format!("backup {backup}, disk {}: {p}", disk.key)),
+                        .map(|p| format!("backup {backup}, disk {}: {p}", key)),
                 );
             }
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),

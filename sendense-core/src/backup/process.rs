@@ -103,12 +103,10 @@ pub(super) fn run_node_process(
     } else {
         NODE_GRACE
     };
-    let status = match node.wait_timeout(limit) {
-        Ok(Some(status)) => {
-            drop(node.wait());
-            Some(status)
-        }
-        _ => node.stop(),
+    let status = if node.exited_within(limit) {
+        node.wait().ok()
+    } else {
+        node.stop()
     };
     let err_text = err_reader.join().unwrap_or_default();
     drop(done);

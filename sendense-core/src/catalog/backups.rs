@@ -438,6 +438,8 @@ impl Catalog {
                 backup: b,
                 file: disk.file,
                 size: disk.size_bytes,
+                digest: disk.digest,
+                repo: rec.repo_path.clone(),
             });
         }
         Ok(chain)

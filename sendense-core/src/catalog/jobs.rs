@@ -343,13 +343,14 @@ impl Catalog {
         })
     }
 
-    /// Ended jobs whose source may still hold their objects: (job id, VM name), oldest first.
-    pub fn source_dirty_jobs(&self) -> Result<Vec<(i64, String)>> {
+    /// Jobs whose source may still hold their objects: (job id, VM name, whether the job has
+    /// ended), oldest first.
+    pub fn source_dirty_jobs(&self) -> Result<Vec<(i64, String, bool)>> {
         let mut stmt = self.conn().prepare(
-            "SELECT j.id, v.name FROM jobs j JOIN vms v ON v.id = j.vm_id \
-             WHERE j.source_dirty = 1 AND j.status IN ('completed', 'failed', 'cancelled') ORDER BY j.id",
+            "SELECT j.id, v.name, j.status IN ('completed', 'failed', 'cancelled') \
+             FROM jobs j JOIN vms v ON v.id = j.vm_id WHERE j.source_dirty = 1 ORDER BY j.id",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -374,14 +375,18 @@ impl Catalog {
         })
     }
 
-    /// Files recorded by jobs that have ended: (job id, path).
-    pub fn ended_job_files(&self) -> Result<Vec<(i64, std::path::PathBuf)>> {
+    /// Files jobs recorded before creating them: (job id, path, whether the job has ended).
+    pub fn job_files(&self) -> Result<Vec<(i64, std::path::PathBuf, bool)>> {
         let mut stmt = self.conn().prepare(
-            "SELECT f.job_id, f.path FROM job_files f JOIN jobs j ON j.id = f.job_id \
-             WHERE j.status IN ('completed', 'failed', 'cancelled') ORDER BY f.job_id, f.path",
+            "SELECT f.job_id, f.path, j.status IN ('completed', 'failed', 'cancelled') \
+             FROM job_files f JOIN jobs j ON j.id = f.job_id ORDER BY f.job_id, f.path",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, std::path::PathBuf::from(r.get::<_, String>(1)?)))
+            Ok((
+                r.get(0)?,
+                std::path::PathBuf::from(r.get::<_, String>(1)?),
+                r.get(2)?,
+            ))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -167,6 +167,10 @@ pub struct ExpectedLink {
     pub file: PathBuf,
     /// The disk's size at that backup.
     pub size: u64,
+    /// The recorded digest of its digest file (none for a link being written).
+    pub digest: Option<String>,
+    /// The repository it is in.
+    pub repo: PathBuf,
 }
 
 /// QEMU rounds an image's virtual size up to whole 512-byte sectors.
@@ -252,7 +256,7 @@ pub fn qcow2_header(path: &Path) -> std::result::Result<Qcow2Header, String> {
 }
 
 /// What is wrong with a disk's chain, `links` top first down to the full, as recorded: a link
-/// that is missing or no QCOW2 image, a backing name that is not the recorded parent (an unsafe
+/// outside its repository (through a link to elsewhere), missing or no QCOW2 image, a backing name that is not the recorded parent (an unsafe
 /// rebase, a botched repair, tampering) or a backing format other than qcow2, a virtual size
 /// that is not the recorded one. Reads only image headers, so it is cheap enough to run before
 /// every restore and every incremental. Empty when the chain is sound.
@@ -267,6 +271,10 @@ pub fn chain_problems(links: &[ExpectedLink]) -> Vec<String> {
     }
     let mut problems = Vec::new();
     for (i, link) in links.iter().enumerate() {
+        if let Err(e) = check_inside(&link.repo, &link.file) {
+            problems.push(e.message().to_string());
+            break;
+        }
         if !link.file.is_file() {
             problems.push(format!(
                 "the image of backup {} ({}) is missing",
@@ -500,11 +508,15 @@ mod tests {
                     backup: "t".into(),
                     file: top.clone(),
                     size: top_size,
+                    digest: None,
+                    repo: dir.path().into(),
                 },
                 ExpectedLink {
                     backup: "b".into(),
                     file: base.clone(),
                     size: 1000001,
+                    digest: None,
+                    repo: dir.path().into(),
                 },
             ]
         };

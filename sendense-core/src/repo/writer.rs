@@ -232,6 +232,8 @@ impl Sendense {
                     backup: p.id.clone(),
                     file: t.partial.clone(),
                     size: t.plan.size_bytes,
+                    digest: None,
+                    repo: p.repo.path.clone(),
                 }];
                 if let Some(parent) = &t.plan.parent {
                     links.extend(self.catalog().disk_chain(&parent.backup, t.plan.key)?);

@@ -123,13 +123,11 @@ fn run_with_timeout(cmd: Command, timeout: Duration) -> Result<HookOutput> {
         None => (None, None),
     };
     let readers = [read_all(stdout), read_all(stderr)];
-    let (status, timed_out) = match hook.wait_timeout(timeout)? {
-        Some(status) => {
-            // Whatever it left running in its group goes with it.
-            drop(hook.wait());
-            (Some(status), false)
-        }
-        None => (hook.stop(), true),
+    // Whatever it left running in its group goes with it either way.
+    let (status, timed_out) = if hook.exited_within(timeout) {
+        (hook.wait().ok(), false)
+    } else {
+        (hook.stop(), true)
     };
     let mut output = String::new();
     for r in readers {
