@@ -714,7 +714,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__restore)
-            opts="-v -q -h -V --disk --all --to --format --force --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --all --to --format --force --no-verify --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -277,6 +277,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand restore" -l state-dir 
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l all -d 'Every disk of the backup (PATH is a directory)'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l force -d 'Replace existing files'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l no-verify -d 'Do not check the blocks against the backups\' digests (a damaged backup then restores what its images hold)'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -s q -l quiet -d 'Only errors on stderr'

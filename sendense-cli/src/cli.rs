@@ -123,11 +123,17 @@ config is never overwritten.")]
 export, e.g. a VM's disk. An existing file is replaced only with --force; a
 failed restore leaves no file behind.
 
+Every block is checked against the digests its backups recorded before it is
+written: a block that differs (bit rot, a damaged or rewired chain) fails the
+restore with exit 1, naming the backup, disk and offset, and nothing is
+published. --no-verify skips the check and says so.
+
 JSON OUTPUT
   NDJSON progress events, then the summary:
   {\"backup\": \"<id>\", \"vm\": \"pgtest1\", \"job\": 9, \"format\": \"qcow2\",
    \"disks\": [{\"key\": 2000, \"to\": \"/restore/pgtest1-disk-2000.qcow2\",
-              \"bytes_read\": ..., \"bytes_written\": ..., \"seconds\": ..., \"mib_per_sec\": ...}]}"
+              \"bytes_read\": ..., \"bytes_written\": ..., \"seconds\": ..., \"mib_per_sec\": ...,
+              \"bytes_verified\": ..., \"bytes_unchecked\": 0}], \"verified\": true}"
     )]
     Restore {
         /// Backup id.
@@ -147,6 +153,10 @@ JSON OUTPUT
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Do not check the blocks against the backups' digests (a damaged backup then restores
+        /// what its images hold).
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Serve a restore point over NBD until interrupted (instant recovery, inspection).
     #[command(group(clap::ArgGroup::new("listen").args(["port", "socket"])))]

@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> CmdResult {
             to,
             format,
             force,
+            no_verify,
         } => restore::restore(
             g,
             restore::Args {
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> CmdResult {
                 to,
                 format,
                 force,
+                no_verify,
             },
         ),
         Command::Export {

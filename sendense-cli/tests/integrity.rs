@@ -127,20 +127,7 @@ fn a_rewired_backing_link_is_caught() {
     let c = Chain::new();
     // The top now skips its parent (same name length: what an unsafe `rebase -u` does).
     let name = |i: usize| format!("{}.qcow2", c.ids[i]);
-    sendense_testkit::run(
-        "qemu-img",
-        &[
-            "rebase",
-            "-u",
-            "-f",
-            "qcow2",
-            "-b",
-            &name(1),
-            "-F",
-            "qcow2",
-            c.image(3).to_str().unwrap(),
-        ],
-    );
+    sendense_testkit::qcow2::rebase_unsafe(&c.image(3), &name(1));
     c.assert_caught(&format!("backed by {}", name(1)));
 }
 
@@ -219,4 +206,128 @@ fn a_raw_disk_of_an_odd_size_restores_to_exactly_that_size() {
     );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 1_000_001);
     assert_eq!(std::fs::read(&out).unwrap(), content);
+}
+
+/// `restore BACKUP --disk 2000 --to OUT [extra]`.
+fn restore(state: &Path, id: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "restore",
+        id,
+        "--disk",
+        "2000",
+        "--to",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(state, &args)
+}
+
+#[test]
+fn a_flipped_byte_fails_verify_and_every_restore_that_reads_it() {
+    let c = Chain::new();
+    // Backup 1 wrote 0x11 at 2 MiB; no later backup overwrote it.
+    sendense_testkit::qcow2::flip_data_byte(&c.image(1), (2 << 20) + 4321);
+    let o = run(&c.state, &["backup", "verify", &c.ids[1]]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("at offset 2097152"), "{}", text(&o));
+    let out = c.dir.path().join("out.qcow2");
+    for id in &c.ids[1..] {
+        let o = restore(&c.state, id, &out, &[]);
+        assert_eq!(o.status.code(), Some(1), "restore {id}: {}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("the block at offset 2097152 differs from what backup")
+                && t.contains(&c.ids[1])
+                && t.contains("--no-verify"),
+            "{t}"
+        );
+        assert!(!out.exists());
+    }
+    // The full below is intact and restores.
+    let o = restore(&c.state, &c.ids[0], &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("Verified"), "{}", text(&o));
+    std::fs::remove_file(&out).unwrap();
+    // Asked not to verify: restored as the images hold it, and said so.
+    let o = restore(&c.state, &c.ids[3], &out, &["--no-verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("Not verified"), "{}", text(&o));
+    assert!(!images_equal(
+        out.to_str().unwrap(),
+        "qcow2",
+        c.disk.to_str().unwrap()
+    ));
+}
+
+#[test]
+fn a_truncated_top_link_fails_the_restore() {
+    let c = Chain::new();
+    let top = c.image(3);
+    let len = std::fs::metadata(&top).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&top).unwrap();
+    f.set_len(len - (64 << 10)).unwrap();
+    let o = run(&c.state, &["backup", "verify", &c.ids[3]]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = c.dir.path().join("out.qcow2");
+    let o = restore(&c.state, &c.ids[3], &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(&c.ids[3]), "{}", text(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn zeroes_an_incremental_wrote_are_verified_through_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), dir.path(), "r");
+    let disk = create_image(&dir.path().join("vm1.qcow2"), "qcow2", "16M");
+    json(
+        &state,
+        &["vm", "add", "vm1", "--disk", disk.to_str().unwrap()],
+    );
+    qemu_io(&disk, "qcow2", &["write -P 0x5a 8M 4M"]);
+    let full = json(&state, &["backup", "start", "vm1"]);
+    qemu_io(&disk, "qcow2", &["write -z 10M 1M"]);
+    let inc = json(&state, &["backup", "start", "vm1", "--incremental"]);
+    let id = inc["backup"].as_str().unwrap();
+    let image = PathBuf::from(inc["disks"][0]["file"].as_str().unwrap());
+    // Before any damage: verified, exact, every block checked.
+    let out = dir.path().join("out.qcow2");
+    let o = restore(&state, id, &out, &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["verified"], true, "{summary}");
+    assert_eq!(summary["disks"][0]["bytes_unchecked"], 0, "{summary}");
+    assert!(images_equal(
+        out.to_str().unwrap(),
+        "qcow2",
+        disk.to_str().unwrap()
+    ));
+    std::fs::remove_file(&out).unwrap();
+    // The zero flag of one cluster cleared: a valid "unallocated" entry, `qemu-img check` is
+    // content, and the full's 0x5a shows through.
+    sendense_testkit::qcow2::clear_zero_flag(&image, 10 << 20);
+    let o = run(&state, &["backup", "verify", id]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("zeroes written by the backup are missing at offset 10485760"),
+        "{}",
+        text(&o)
+    );
+    let o = restore(&state, id, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "the block at offset 10485760 holds data where backup {id} wrote zeroes"
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+    // The full is not concerned.
+    let o = run(
+        &state,
+        &["backup", "verify", full["backup"].as_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

@@ -120,23 +120,36 @@ impl Sendense {
 }
 
 /// Why the chain `links` (top first) cannot be trusted to build on, if it cannot: its links
-/// as recorded (present, backed by the recorded parents, of the recorded sizes) and the top's
-/// digest file unchanged. Cheap: image headers and the top's digest records only; `backup
-/// verify` reads the data.
+/// as recorded (present, of their lengths, backed by the recorded parents, of the recorded
+/// sizes), every link's digest file and manifest as its backup left them, and no link found
+/// damaged by a verify or a restore. Cheap: file lengths, image headers and digest records;
+/// `backup verify` reads the data.
 fn chain_problem(links: &[crate::repo::chain::ExpectedLink]) -> Option<String> {
     if let Some(p) = crate::repo::chain::chain_problems(links).into_iter().next() {
         return Some(p);
     }
-    let top = links.first()?;
-    let want = top.digest.as_deref()?;
-    let file = crate::repo::digests::digests_of(&top.file);
-    let id = &top.backup;
-    match crate::repo::digests::file_digest_like(&file, want) {
-        Ok(Some((_, got))) if got == want => None,
-        Ok(Some(_)) => Some(format!("backup {id}'s digest file was changed")),
-        Ok(None) => Some(format!("backup {id}'s digest names an unknown scheme")),
-        Err(e) => Some(format!("backup {id}'s digest file: {}", e.message())),
+    for link in links {
+        let id = &link.backup;
+        if let Some(why) = &link.damaged {
+            return Some(format!("backup {id} is damaged: {why}"));
+        }
+        if let Some(manifest) = &link.manifest {
+            if !manifest.is_file() {
+                return Some(format!("backup {id}'s manifest is missing"));
+            }
+        }
+        let Some(want) = link.digest.as_deref() else {
+            continue;
+        };
+        let file = crate::repo::digests::digests_of(&link.file);
+        match crate::repo::digests::file_digest_like(&file, want) {
+            Ok(Some((_, got))) if got == want => {}
+            Ok(Some(_)) => return Some(format!("backup {id}'s digest file was changed")),
+            Ok(None) => return Some(format!("backup {id}'s digest names an unknown scheme")),
+            Err(e) => return Some(format!("backup {id}'s digest file: {}", e.message())),
+        }
     }
+    None
 }
 
 impl BackupRequest<'_> {
@@ -399,6 +412,7 @@ impl Run {
                     bytes_read: r.bytes_read,
                     bytes_written: r.bytes_written,
                     digest: None,
+                    image_bytes: None,
                     digest_scheme: node::result_scheme(r)?,
                 })
             })

@@ -15,6 +15,7 @@
 //! point, so an unmounted share never fills the root filesystem.
 
 pub mod chain;
+pub mod chain_check;
 pub mod digests;
 mod import;
 pub mod manifest;

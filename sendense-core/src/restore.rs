@@ -64,6 +64,9 @@ pub struct RestoreRequest {
     pub format: ImageFormat,
     /// Replace existing files.
     pub force: bool,
+    /// Check every block read against the digests its chain recorded (the default); a block
+    /// that differs fails the restore, naming backup, disk and offset.
+    pub verify: bool,
 }
 
 /// One restored disk.
@@ -81,6 +84,12 @@ pub struct RestoredDisk {
     pub seconds: f64,
     /// Read throughput.
     pub mib_per_sec: f64,
+    /// Bytes whose digests were checked: every byte read and every range of zeroes, less
+    /// [`RestoredDisk::bytes_unchecked`]; 0 without verification.
+    pub bytes_verified: u64,
+    /// Bytes no record could decide: blocks of backups whose digests record no zero writes
+    /// (made before Sendense recorded them), where a newer backup has no record.
+    pub bytes_unchecked: u64,
 }
 
 /// What a restore did. Also the `restore --json` summary.
@@ -94,6 +103,8 @@ pub struct RestoreReport {
     pub job: i64,
     /// Format of restored files.
     pub format: ImageFormat,
+    /// False when the restore was asked not to check the digests (`--no-verify`).
+    pub verified: bool,
     /// Per disk.
     pub disks: Vec<RestoredDisk>,
 }
@@ -127,6 +138,8 @@ struct Plan {
     key: u32,
     /// The disk's size as the backup recorded it.
     size: u64,
+    /// Checks every block against the chain's records (unless `--no-verify`).
+    check: Option<std::sync::Arc<crate::repo::chain_check::ChainCheck>>,
     source: RunningExport,
     target: Target,
 }
@@ -247,6 +260,18 @@ impl Sendense {
         // only once every export is gone, and their new names are made durable: a crash right
         // after the restore must not leave only the `.partial` files (which cleanup removes).
         let mut files = Vec::new();
+        // A restore point found not as backed up is marked damaged: nothing builds on it.
+        let damage = plans
+            .iter()
+            .find_map(|p| p.check.as_ref().and_then(|c| c.failure()));
+        if let Some(why) = damage {
+            if let Err(e) = self
+                .catalog_mut()
+                .set_damaged(&backup.id, Some(&format!("a restore found {why}")))
+            {
+                tracing::warn!("backup {}: {e}", backup.id);
+            }
+        }
         for p in plans {
             let _ = self.stop_export(p.source);
             if let Target::File {
@@ -298,6 +323,7 @@ impl Sendense {
             vm: backup.vm.clone(),
             job: job.id,
             format: req.format,
+            verified: req.verify,
             disks,
         });
         self.end_job(job, report)
@@ -341,6 +367,15 @@ impl Sendense {
                 return Err(Error::refused(format!("{} exists", dest.display()))
                     .with_help("Choose another path, or pass --force to replace it."));
             }
+            // The records every block is checked against, themselves checked first.
+            let check = if req.verify {
+                let links = self.catalog().disk_chain(&backup.id, d.key)?;
+                Some(std::sync::Arc::new(
+                    crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
+                ))
+            } else {
+                None
+            };
             let source = self.start_export(&ExportSpec {
                 file: d.file.clone(),
                 format: "qcow2".into(),
@@ -404,6 +439,7 @@ impl Sendense {
                             plans.push(Plan {
                                 key: d.key,
                                 size: d.size_bytes,
+                                check,
                                 source,
                                 target,
                             });
@@ -416,6 +452,7 @@ impl Sendense {
             plans.push(Plan {
                 key: d.key,
                 size: d.size_bytes,
+                check,
                 source,
                 target,
             });
@@ -442,6 +479,10 @@ impl Sendense {
             r.reason = format!("to {}", r.dst);
             r.label = Some("restore".into());
             r.expected_size = Some(p.size);
+            r.check = p
+                .check
+                .clone()
+                .map(|c| c as std::sync::Arc<dyn transfer::BlockCheck>);
             requests.push(r);
         }
         let sink = self.sink().clone();
@@ -474,6 +515,11 @@ impl Sendense {
                         Target::Nbd(u) => u.to_string(),
                     })
                     .unwrap_or(dst);
+                let unchecked = plans
+                    .iter()
+                    .find(|p| p.key == key)
+                    .and_then(|p| p.check.as_ref())
+                    .map(|c| c.unchecked_bytes());
                 RestoredDisk {
                     key,
                     to,
@@ -481,6 +527,8 @@ impl Sendense {
                     bytes_written: rep.bytes_written,
                     seconds: rep.seconds,
                     mib_per_sec: rep.mib_per_sec(),
+                    bytes_verified: unchecked.map_or(0, |u| rep.bytes_planned.saturating_sub(u)),
+                    bytes_unchecked: unchecked.unwrap_or(0),
                 }
             })
             .collect();

@@ -67,8 +67,12 @@ pub struct CopyRequest {
     pub job: Option<i64>,
     /// Per-request timeout.
     pub io_timeout: Option<Duration>,
-    /// Receives every 64 KiB block written as data, to record its digest (for `backup verify`).
+    /// Receives every 64 KiB block written as data, and every range written as zeroes, to
+    /// record their digests (for `backup verify` and verified restores).
     pub digests: Option<Arc<dyn BlockDigests>>,
+    /// Checks every block read, and every range the source reports as zeroes, before anything
+    /// of it is written (a restore checking the chain's digest records).
+    pub check: Option<Arc<dyn BlockCheck>>,
     /// The source must have this size (QEMU's rounding up to 512-byte sectors aside): a source
     /// that is shorter or longer than what was recorded is an error, never a partial copy.
     pub expected_size: Option<u64>,
@@ -79,6 +83,20 @@ pub struct CopyRequest {
 pub trait BlockDigests: Send + Sync + std::fmt::Debug {
     /// One block (the last block of a disk may be shorter).
     fn record(&self, offset: u64, block: &[u8]) -> Result<()>;
+
+    /// Whole blocks written as zeroes (`offset` is a block boundary; `len` ends on one, or at the
+    /// disk's end). Not called for zeroes skipped on a destination that reads as zeroes.
+    fn record_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+}
+
+/// Checks what a copy reads against what it must read, before it is written.
+pub trait BlockCheck: Send + Sync + std::fmt::Debug {
+    /// `data` read at `offset` (a block boundary): whole blocks, the last one of the disk may be
+    /// shorter. An error names the first block that is not as it must be.
+    fn check_data(&self, offset: u64, data: &[u8]) -> Result<()>;
+
+    /// The source reports `[offset, offset + len)` as zeroes (whole blocks).
+    fn check_zeroes(&self, offset: u64, len: u64) -> Result<()>;
 }
 
 /// Granularity of zero detection and of block digests: the default QCOW2 cluster size.
@@ -102,6 +120,7 @@ impl CopyRequest {
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
             digests: None,
+            check: None,
             expected_size: None,
         }
     }
@@ -291,8 +310,12 @@ pub async fn copy(
             let rx = rx.clone();
             let counters = counters.clone();
             let stop = stop.clone();
-            let dest_zero = req.destination_is_zero;
-            let digests = req.digests.clone();
+            let ctx = ItemContext {
+                dest_zero: req.destination_is_zero,
+                counters: counters.clone(),
+                digests: req.digests.clone(),
+                check: req.check.clone(),
+            };
             let cap = request_size as usize;
             workers.spawn(async move {
                 let mut buf: Vec<u8> = Vec::with_capacity(cap);
@@ -305,16 +328,7 @@ pub async fn copy(
                         }
                     };
                     let Some(item) = item else { return Ok(()) };
-                    buf = run_item(
-                        &src,
-                        &dst,
-                        item,
-                        buf,
-                        dest_zero,
-                        &counters,
-                        digests.as_deref(),
-                    )
-                    .await?;
+                    buf = run_item(&src, &dst, item, buf, &ctx).await?;
                 }
             });
         }
@@ -623,21 +637,34 @@ fn parallelism(requests: u64, connections: usize, per_connection: usize) -> (usi
     (connections, workers.div_ceil(connections))
 }
 
+/// What every item of one copy shares.
+struct ItemContext {
+    dest_zero: bool,
+    counters: Arc<Counters>,
+    digests: Option<Arc<dyn BlockDigests>>,
+    check: Option<Arc<dyn BlockCheck>>,
+}
+
 async fn run_item(
     src: &NbdClient,
     dst: &NbdClient,
     item: Work,
     mut buf: Vec<u8>,
-    dest_zero: bool,
-    counters: &Counters,
-    digests: Option<&dyn BlockDigests>,
+    ctx: &ItemContext,
 ) -> Result<Vec<u8>> {
+    let counters = &ctx.counters;
     match item {
         Work::Zero { offset, len } => {
-            if !dest_zero {
+            if let Some(check) = &ctx.check {
+                check.check_zeroes(offset, len)?;
+            }
+            if !ctx.dest_zero {
                 dst.write_zeroes(offset, len, true)
                     .await
                     .map_err(|e| e.context(format!("zeroing destination at offset {offset}")))?;
+                if let Some(sink) = &ctx.digests {
+                    sink.record_zeroes(offset, len)?;
+                }
             }
             counters.zero.fetch_add(len, Ordering::Relaxed);
             counters.done.fetch_add(len, Ordering::Relaxed);
@@ -650,14 +677,20 @@ async fn run_item(
                 .map_err(|e| e.context(format!("reading source at offset {offset}")))?;
             buf = buf_in;
             counters.read.fetch_add(len, Ordering::Relaxed);
+            if let Some(check) = &ctx.check {
+                check.check_data(offset, &buf)?;
+            }
             for (s, e, zero) in zero::zero_runs(&buf, offset, ZERO_GRANULARITY) {
                 let at = offset + s as u64;
                 let n = (e - s) as u64;
                 if zero {
-                    if !dest_zero {
+                    if !ctx.dest_zero {
                         dst.write_zeroes(at, n, true).await.map_err(|e| {
                             e.context(format!("zeroing destination at offset {at}"))
                         })?;
+                        if let Some(sink) = &ctx.digests {
+                            sink.record_zeroes(at, n)?;
+                        }
                     }
                     counters.zero.fetch_add(n, Ordering::Relaxed);
                 } else {
@@ -665,7 +698,7 @@ async fn run_item(
                         .await
                         .map_err(|e| e.context(format!("writing destination at offset {at}")))?;
                     counters.written.fetch_add(n, Ordering::Relaxed);
-                    if let Some(sink) = digests {
+                    if let Some(sink) = &ctx.digests {
                         // Runs are aligned to BLOCK on disk offsets, so blocks are too.
                         for (i, block) in buf[s..e].chunks(ZERO_GRANULARITY as usize).enumerate() {
                             let off = at + i as u64 * ZERO_GRANULARITY;

@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::export::ExportSpec;
 use crate::nbd::{ConnectOptions, NbdClient};
 use crate::repo::chain::ExpectedLink;
-use crate::repo::digests;
+use crate::repo::digests::{self, Record};
 use crate::sendense::Sendense;
 use crate::transfer::BLOCK;
 use serde::Serialize;
@@ -186,6 +186,25 @@ impl Sendense {
             .iter()
             .filter(|i| !i.problems.is_empty())
             .count();
+        // What a finished verify found is recorded: nothing builds on a damaged backup, and a
+        // backup found whole again (repaired from a copy) is trusted again.
+        if result.is_ok() {
+            for id in &ids {
+                let first = report
+                    .images
+                    .iter()
+                    .filter(|i| &i.backup == id)
+                    .flat_map(|i| i.problems.first())
+                    .next();
+                if !report.images.iter().any(|i| &i.backup == id) {
+                    continue;
+                }
+                let why = first.map(|p| format!("verify found: {p}"));
+                if let Err(e) = self.catalog_mut().set_damaged(id, why.as_deref()) {
+                    tracing::warn!("backup {id}: {e}");
+                }
+            }
+        }
         let job_result = result.and_then(|()| {
             if bad == 0 {
                 Ok(())
@@ -294,7 +313,11 @@ impl Sendense {
         scratch: &Path,
         cancel: &CancellationToken,
     ) -> Result<(u64, Problems)> {
-        let extents = own_data(image)?;
+        let map = own_map(image)?;
+        let extents = map.data.clone();
+        let has_parent = crate::repo::chain::qcow2_header(image)
+            .map(|h| h.backing.is_some())
+            .unwrap_or(true);
         let alone = crate::repo::chain::without_backing(image)?;
         crate::fsutil::create_private_dir(scratch)?;
         let spec = ExportSpec {
@@ -336,13 +359,17 @@ impl Sendense {
                     let n = BLOCK.min(size - off) as usize;
                     let data = client.read(off, vec![0; n]).await?;
                     bytes += n as u64;
+                    let zero = data.iter().all(|b| *b == 0);
                     match digests::read_record(&records, off)? {
-                        Some(want) if want == scheme.block_digest(off, &data) => {}
-                        Some(_) => {
+                        Record::Data(want) if scheme.matches(off, &data, &want, size) => {}
+                        Record::Data(_) => {
                             problems.push(format!("data differs from the backup at offset {off}"))
                         }
-                        None if data.iter().all(|b| *b == 0) => {}
-                        None => problems.push(format!("unexpected data at offset {off}")),
+                        Record::Zero | Record::None if zero => {}
+                        Record::Zero => problems.push(format!(
+                            "data at offset {off}, where the backup wrote zeroes"
+                        )),
+                        Record::None => problems.push(format!("unexpected data at offset {off}")),
                     }
                     off += BLOCK;
                 }
@@ -360,10 +387,23 @@ impl Sendense {
                 for rec in buf[..n].chunks(digests::RECORD as usize) {
                     let off = pos / digests::RECORD * BLOCK;
                     pos += rec.len() as u64;
-                    if rec.iter().any(|b| *b != 0) && !covered(&extents, off) {
-                        problems.push(format!(
+                    if rec.len() < digests::RECORD as usize {
+                        problems.push("the digest file ends inside a record".into());
+                        continue;
+                    }
+                    match Record::of(rec, off) {
+                        Record::Data(_) if !covered(&extents, off) => problems.push(format!(
                             "data written by the backup is missing at offset {off}"
-                        ));
+                        )),
+                        // Zeroes the image no longer holds itself: its parent's data shows
+                        // through in every restore.
+                        Record::Zero if has_parent && !covered(&map.own, off) => {
+                            problems.push(format!(
+                                "zeroes written by the backup are missing at offset {off}: \
+                                 what the backing file holds there shows through"
+                            ))
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -429,7 +469,8 @@ fn manifest_problems(b: &BackupRecord) -> Vec<String> {
             && md.parent == d.parent
             && md.mode == d.mode
             && md.size_bytes == d.size_bytes
-            && md.digest == d.digest;
+            && md.digest == d.digest
+            && md.image_bytes == d.image_bytes;
         if !agree {
             problems.push(format!(
                 "its manifest disagrees with the catalog about disk {}",
@@ -471,8 +512,16 @@ fn covered(extents: &[(u64, u64)], off: u64) -> bool {
     i > 0 && off < extents[i - 1].0 + extents[i - 1].1
 }
 
-/// The data ranges held by the image itself (not its backing chain): `qemu-img map` depth 0.
-fn own_data(image: &Path) -> Result<Vec<(u64, u64)>> {
+/// What an image holds itself, per `qemu-img map` with its backing chain (depth 0).
+#[derive(Debug, Default)]
+struct OwnMap {
+    /// Ranges of data.
+    data: Vec<(u64, u64)>,
+    /// Ranges the image decides (data or zeroes), where the backing file does not show through.
+    own: Vec<(u64, u64)>,
+}
+
+fn own_map(image: &Path) -> Result<OwnMap> {
     let out = crate::tools::run(
         crate::tools::QEMU_IMG,
         [
@@ -486,15 +535,19 @@ fn own_data(image: &Path) -> Result<Vec<(u64, u64)>> {
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::new(crate::ErrorKind::External, format!("qemu-img map: {e}")))?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["depth"] == 0 && e["data"] == true)
-        .map(|e| {
-            (
-                e["start"].as_u64().unwrap_or(0),
-                e["length"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect())
+    let mut map = OwnMap::default();
+    for e in v.as_array().into_iter().flatten() {
+        if e["depth"] != 0 || e["present"] == false {
+            continue;
+        }
+        let range = (
+            e["start"].as_u64().unwrap_or(0),
+            e["length"].as_u64().unwrap_or(0),
+        );
+        if e["data"] == true {
+            map.data.push(range);
+        }
+        map.own.push(range);
+    }
+    Ok(map)
 }

@@ -45,12 +45,12 @@ JSON OUTPUT
               \"source\": \"nbd+unix:///pgtest1-disk-2000?socket=...\",
               \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...,
               \"digests\": null | \"/repo/.../<backup-id>.digests.partial\",
-              \"digest_scheme\": \"blake3k-64k\"}],
+              \"digest_scheme\": \"blake3kz-64k\"}],
    \"connections\": 4, \"requests\": 4, \"request_size\": 1048576}
 
 Output (stdout): one JSON event per line, then
   {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
-                \"bytes_zero\": ..., \"seconds\": ..., \"digest_scheme\": \"blake3k-64k\",
+                \"bytes_zero\": ..., \"seconds\": ..., \"digest_scheme\": \"blake3kz-64k\",
                 \"whole_blocks\": true}]}
 A plan without \"digest_scheme\" means blake3k-64k; an unknown scheme is a bad plan (exit 2).
 Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]

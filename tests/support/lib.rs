@@ -563,3 +563,119 @@ pub fn cli_hub(bin: &str, dir: &Path, repo: &str) -> PathBuf {
     );
     state
 }
+
+/// Damage done to QCOW2 images the way disks, filesystems and people do it, for tests that must
+/// see it caught. Reads the on-disk structures itself (QCOW2 version 3, 64 KiB clusters,
+/// standard L2 entries).
+pub mod qcow2 {
+    use std::os::unix::fs::FileExt;
+    use std::path::Path;
+
+    fn be64(f: &std::fs::File, at: u64) -> u64 {
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, at).unwrap();
+        u64::from_be_bytes(b)
+    }
+
+    fn be32(f: &std::fs::File, at: u64) -> u32 {
+        let mut b = [0u8; 4];
+        f.read_exact_at(&mut b, at).unwrap();
+        u32::from_be_bytes(b)
+    }
+
+    fn open(path: &Path) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap()
+    }
+
+    /// Where the L2 entry of the cluster at `guest` offset is in the file, and its value.
+    pub fn l2_entry(path: &Path, guest: u64) -> (u64, u64) {
+        let f = open(path);
+        let bits = be32(&f, 20);
+        let l1 = be64(&f, 40);
+        let per_l2 = (1u64 << bits) / 8;
+        let cluster = guest >> bits;
+        let l1e = be64(&f, l1 + cluster / per_l2 * 8) & 0x00ff_ffff_ffff_fe00;
+        assert_ne!(
+            l1e,
+            0,
+            "no L2 table for offset {guest} in {}",
+            path.display()
+        );
+        let at = l1e + cluster % per_l2 * 8;
+        (at, be64(&f, at))
+    }
+
+    /// Sets the L2 entry of the cluster at `guest`.
+    pub fn set_l2_entry(path: &Path, guest: u64, value: u64) {
+        let (at, _) = l2_entry(path, guest);
+        open(path).write_all_at(&value.to_be_bytes(), at).unwrap();
+    }
+
+    /// The file offset of the data of the cluster at `guest` (standard, allocated).
+    pub fn host_offset(path: &Path, guest: u64) -> u64 {
+        let (_, e) = l2_entry(path, guest);
+        let host = e & 0x00ff_ffff_ffff_fe00;
+        assert_ne!(
+            host,
+            0,
+            "cluster {guest} of {} is not allocated",
+            path.display()
+        );
+        host
+    }
+
+    /// Flips one bit of the byte at `guest` in the image's own cluster (the L2 entry unchanged).
+    pub fn flip_data_byte(path: &Path, guest: u64) {
+        let at = host_offset(path, guest & !0xffff) + (guest & 0xffff);
+        let f = open(path);
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+    }
+
+    /// Clears the zero flag (bit 0) of the L2 entry of the cluster at `guest`, which must have
+    /// it: the cluster becomes "unallocated", a valid entry, and the backing file shows through.
+    pub fn clear_zero_flag(path: &Path, guest: u64) {
+        let (_, e) = l2_entry(path, guest);
+        assert_eq!(
+            e & 1,
+            1,
+            "cluster {guest} of {} is no zero cluster",
+            path.display()
+        );
+        set_l2_entry(path, guest, e & !1);
+    }
+
+    /// Names `backing` (a file name in the same directory) as the image's backing file without
+    /// touching its data: what an unsafe `qemu-img rebase -u` does.
+    pub fn rebase_unsafe(path: &Path, backing: &str) {
+        crate::run(
+            "qemu-img",
+            &[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-b",
+                backing,
+                "-F",
+                "qcow2",
+                path.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Overwrites the 4-byte magic with zeroes.
+    pub fn zero_magic(path: &Path) {
+        open(path).write_all_at(&[0u8; 4], 0).unwrap();
+    }
+
+    /// Sets the virtual size in the header.
+    pub fn set_size(path: &Path, size: u64) {
+        open(path).write_all_at(&size.to_be_bytes(), 24).unwrap();
+    }
+}

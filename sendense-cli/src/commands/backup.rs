@@ -87,7 +87,11 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                         b.id.clone(),
                         b.vm.clone(),
                         b.repo.clone(),
-                        b.status.clone(),
+                        if b.damaged.is_some() {
+                            format!("{} (damaged)", b.status)
+                        } else {
+                            b.status.clone()
+                        },
                         b.created_at.clone(),
                         b.disks
                             .iter()
@@ -175,6 +179,12 @@ fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
             ("VM", b.vm.clone()),
             ("Repository", b.repo.clone()),
             ("Status", b.status.clone()),
+            (
+                "Damaged",
+                b.damaged
+                    .clone()
+                    .unwrap_or_else(|| "no (as far as checks found)".into()),
+            ),
             ("Created", b.created_at.clone()),
             (
                 "Completed",

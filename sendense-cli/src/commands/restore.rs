@@ -15,6 +15,7 @@ pub struct Args {
     pub to: String,
     pub format: String,
     pub force: bool,
+    pub no_verify: bool,
 }
 
 pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
@@ -37,6 +38,7 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
             ImageFormat::Qcow2
         },
         force: a.force,
+        verify: !a.no_verify,
     };
     let report = sd.restore(&req, super::interrupt_token(g)?)?;
     if g.json {
@@ -58,6 +60,17 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
             report.backup, report.vm, report.job
         ))?;
         output::line(&t.to_string())?;
+        let unchecked: u64 = report.disks.iter().map(|d| d.bytes_unchecked).sum();
+        if !report.verified {
+            output::line("Not verified: --no-verify restored what the images hold without checking their digests.")?;
+        } else if unchecked > 0 {
+            output::line(&format!(
+                "Verified against the backups' digests, except {}: backups made before Sendense recorded zero writes leave them undecided.",
+                output::bytes(unchecked)
+            ))?;
+        } else {
+            output::line("Verified: every block matches the digests the backups recorded.")?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

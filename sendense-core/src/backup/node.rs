@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(result_scheme(&result).unwrap(), Scheme::OffsetPrefixed);
         result.digest_scheme = Some(Scheme::CURRENT.tag().into());
         let text = serde_json::to_string(&result).unwrap();
-        assert!(text.contains(r#""digest_scheme":"blake3k-64k""#), "{text}");
+        assert!(text.contains(r#""digest_scheme":"blake3kz-64k""#), "{text}");
         result.digest_scheme = Some("md5-4k".into());
         assert!(result_scheme(&result).is_err());
 

@@ -57,6 +57,8 @@ pub struct BackupDiskRecord {
     pub checkpoint: Option<String>,
     /// Digest of the data written (for verify).
     pub digest: Option<String>,
+    /// Length of the committed image file (none for backups made before it was recorded).
+    pub image_bytes: Option<u64>,
     /// `running`, `completed` or `failed`.
     pub status: String,
     /// Why it failed.
@@ -83,6 +85,9 @@ pub struct BackupRecord {
     pub completed_at: Option<String>,
     /// The job that made it.
     pub job: Option<i64>,
+    /// Why it is damaged, as the last `backup verify` or restore that read it found; `None`
+    /// when none found damage. Nothing builds on a damaged backup.
+    pub damaged: Option<String>,
     /// Its disks, by key.
     pub disks: Vec<BackupDiskRecord>,
     #[serde(skip)]
@@ -128,6 +133,8 @@ pub struct DiskOutcome {
     pub bytes_written: u64,
     /// Digest of the data.
     pub digest: Option<String>,
+    /// Length of the committed image file.
+    pub image_bytes: Option<u64>,
     /// The scheme the block digests were written in.
     pub digest_scheme: crate::repo::digests::Scheme,
 }
@@ -178,7 +185,7 @@ pub struct BackupFilter {
 // A backup being deleted shows as `deleting` whatever it was before.
 const SELECT: &str = "SELECT b.id, v.name, r.name, \
      CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END, b.created_at, b.completed_at, \
-     b.job_id, r.path, b.vm_id, b.repo_id FROM backups b JOIN vms v ON v.id = b.vm_id \
+     b.job_id, r.path, b.vm_id, b.repo_id, b.damaged FROM backups b JOIN vms v ON v.id = b.vm_id \
      JOIN repositories r ON r.id = b.repo_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
@@ -193,6 +200,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         repo_path: PathBuf::from(r.get::<_, String>(7)?),
         vm_id: r.get(8)?,
         repo_id: r.get(9)?,
+        damaged: r.get(10)?,
         disks: Vec::new(),
     })
 }
@@ -256,9 +264,9 @@ impl Catalog {
             }
             for o in outcomes {
                 tx.execute(
-                    "UPDATE backup_disks SET status = 'completed', bytes_read = ?1, bytes_written = ?2, digest = ?3 \
-                     WHERE backup_id = ?4 AND disk_key = ?5",
-                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, id, o.key),
+                    "UPDATE backup_disks SET status = 'completed', bytes_read = ?1, bytes_written = ?2, digest = ?3, \
+                     image_bytes = ?4 WHERE backup_id = ?5 AND disk_key = ?6",
+                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, o.image_bytes.map(|b| b as i64), id, o.key),
                 )?;
             }
             let n = tx.execute(
@@ -306,8 +314,9 @@ impl Catalog {
             insert_disks(tx, id, &plain, "completed")?;
             for (d, o) in disks {
                 tx.execute(
-                    "UPDATE backup_disks SET bytes_read = ?1, bytes_written = ?2, digest = ?3 WHERE backup_id = ?4 AND disk_key = ?5",
-                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, id, d.key),
+                    "UPDATE backup_disks SET bytes_read = ?1, bytes_written = ?2, digest = ?3, image_bytes = ?4 \
+                     WHERE backup_id = ?5 AND disk_key = ?6",
+                    (o.bytes_read as i64, o.bytes_written as i64, &o.digest, o.image_bytes.map(|b| b as i64), id, d.key),
                 )?;
             }
             Ok(())
@@ -371,7 +380,7 @@ impl Catalog {
     fn backup_disks(&self, id: &str, repo_path: &std::path::Path) -> Result<Vec<BackupDiskRecord>> {
         let mut stmt = self.conn().prepare(
             "SELECT disk_key, mode, reason, file, parent_backup_id, size_bytes, bytes_read, bytes_written, \
-             checkpoint, digest, status, error FROM backup_disks WHERE backup_id = ?1 ORDER BY disk_key",
+             checkpoint, digest, status, error, image_bytes FROM backup_disks WHERE backup_id = ?1 ORDER BY disk_key",
         )?;
         let rows = stmt.query_map([id], |r| {
             let rel: String = r.get(3)?;
@@ -388,6 +397,7 @@ impl Catalog {
                 digest: r.get(9)?,
                 status: r.get(10)?,
                 error: r.get(11)?,
+                image_bytes: r.get::<_, Option<i64>>(12)?.map(|b| b as u64),
                 rel_file: rel,
             })
         })?;
@@ -435,14 +445,31 @@ impl Catalog {
                 .ok_or_else(|| Error::not_found(format!("backup {b} has no disk {key}")))?;
             cur = disk.parent;
             chain.push(crate::repo::chain::ExpectedLink {
-                backup: b,
+                backup: b.clone(),
                 file: disk.file,
                 size: disk.size_bytes,
                 digest: disk.digest,
+                image_bytes: disk.image_bytes,
+                damaged: rec.damaged.clone(),
+                manifest: Some(
+                    rec.repo_path
+                        .join(crate::repo::manifest::manifest_rel(&rec.vm, &rec.id)),
+                ),
                 repo: rec.repo_path.clone(),
             });
         }
         Ok(chain)
+    }
+
+    /// Records what a check found wrong with backup `id` (`None`: it found the backup whole).
+    pub fn set_damaged(&mut self, id: &str, damaged: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE backups SET damaged = ?1 WHERE id = ?2",
+                (damaged, id),
+            )?;
+            Ok(())
+        })
     }
 
     /// Backup `id` and every backup its images are backed by, directly or not.

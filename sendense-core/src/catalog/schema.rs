@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -258,4 +258,16 @@ CREATE TABLE job_files (
     path   TEXT NOT NULL,
     PRIMARY KEY (job_id, path)
 );
+"#;
+
+/// Integrity: what a backup's files must still be, and what checks found.
+const V3: &str = r#"
+-- The length of each committed image: images are never written after their commit, so a
+-- truncated or appended image is found by its length, before anything reads it.
+ALTER TABLE backup_disks ADD COLUMN image_bytes INTEGER CHECK (image_bytes IS NULL OR image_bytes >= 0);
+
+-- Why the backup is damaged, as the last `backup verify` or restore that read it found; NULL
+-- when none found damage (a verify that finds it whole clears it). Nothing builds on a
+-- damaged backup.
+ALTER TABLE backups ADD COLUMN damaged TEXT;
 "#;

@@ -169,6 +169,13 @@ pub struct ExpectedLink {
     pub size: u64,
     /// The recorded digest of its digest file (none for a link being written).
     pub digest: Option<String>,
+    /// The recorded length of its image file (none for a link being written, and for backups
+    /// made before lengths were recorded).
+    pub image_bytes: Option<u64>,
+    /// Why its backup is damaged, as a check found.
+    pub damaged: Option<String>,
+    /// Its backup's manifest (none for a link being written).
+    pub manifest: Option<PathBuf>,
     /// The repository it is in.
     pub repo: PathBuf,
 }
@@ -309,6 +316,17 @@ pub fn chain_problems(links: &[ExpectedLink]) -> Vec<String> {
                 link.backup, header.backing_format
             ));
             break;
+        }
+        if let Some(want) = link.image_bytes {
+            let got = std::fs::metadata(&link.file).map(|m| m.len()).unwrap_or(0);
+            if got != want {
+                problems.push(format!(
+                    "backup {}'s image is {got} bytes long; the backup left it {want} bytes \
+                     (truncated or appended to since)",
+                    link.backup
+                ));
+                break;
+            }
         }
         if header.size != qemu_size(link.size) {
             problems.push(format!(
@@ -509,6 +527,9 @@ mod tests {
                     file: top.clone(),
                     size: top_size,
                     digest: None,
+                    image_bytes: None,
+                    damaged: None,
+                    manifest: None,
                     repo: dir.path().into(),
                 },
                 ExpectedLink {
@@ -516,12 +537,26 @@ mod tests {
                     file: base.clone(),
                     size: 1000001,
                     digest: None,
+                    image_bytes: None,
+                    damaged: None,
+                    manifest: None,
                     repo: dir.path().into(),
                 },
             ]
         };
         assert!(chain_problems(&links(1000001)).is_empty());
         assert!(chain_problems(&links(2000000))[0].contains("says its disk has"));
+        // A recorded length that differs from the file's: truncated or appended to.
+        let mut cut = links(1000001);
+        let len = std::fs::metadata(&base).unwrap().len();
+        cut[1].image_bytes = Some(len);
+        assert!(chain_problems(&cut).is_empty());
+        cut[1].image_bytes = Some(len + 512);
+        let p = chain_problems(&cut);
+        assert!(
+            p[0].contains(&format!("image is {len} bytes long")),
+            "{p:?}"
+        );
         run(&[
             "rebase",
             "-u",

@@ -2,7 +2,10 @@
 //!
 //! Next to each image, `<backup-id>.digests` holds one 32-byte record per 64 KiB block of the
 //! disk, at position `block index × 32`: the digest of the block ([`Scheme`]) for every block
-//! the backup wrote as data, zeroes elsewhere (the file is sparse). Records are written with
+//! the backup wrote as data, a zero marker ([`Scheme::zero_record`]) for every block it wrote as
+//! zeroes over its parent, zeroes elsewhere (the file is sparse). So every block a backup wrote
+//! is verifiable, and the chain tells what each block of a restore must read as: the record of
+//! the newest backup that wrote it, zeroes where none did. Records are written with
 //! positional writes while the copy runs, in any order, in constant memory. The manifest keeps
 //! a digest of the file, tagged with the scheme, so the digests themselves cannot be changed
 //! unnoticed and each backup is verified the way it was written.
@@ -34,6 +37,9 @@ pub enum Scheme {
     /// endian, zero-padded to 32 bytes). The bytes stay aligned to blake3's chunks, which hashes
     /// a third faster.
     OffsetKeyed,
+    /// `blake3kz-64k`: [`Scheme::OffsetKeyed`]'s records, and a zero marker for every block
+    /// written as zeroes: a block without a record was not written by that backup.
+    OffsetKeyedZeroes,
 }
 
 impl Default for Scheme {
@@ -44,21 +50,26 @@ impl Default for Scheme {
 
 impl Scheme {
     /// The scheme new backups write.
-    pub const CURRENT: Scheme = Scheme::OffsetKeyed;
+    pub const CURRENT: Scheme = Scheme::OffsetKeyedZeroes;
+
+    const ALL: [Scheme; 3] = [
+        Scheme::OffsetPrefixed,
+        Scheme::OffsetKeyed,
+        Scheme::OffsetKeyedZeroes,
+    ];
 
     /// The tag in front of a file digest.
     pub fn tag(self) -> &'static str {
         match self {
             Scheme::OffsetPrefixed => "blake3-64k",
             Scheme::OffsetKeyed => "blake3k-64k",
+            Scheme::OffsetKeyedZeroes => "blake3kz-64k",
         }
     }
 
     /// The scheme of `tag`.
     pub fn from_tag(tag: &str) -> Option<Scheme> {
-        [Scheme::OffsetPrefixed, Scheme::OffsetKeyed]
-            .into_iter()
-            .find(|s| s.tag() == tag)
+        Scheme::ALL.into_iter().find(|s| s.tag() == tag)
     }
 
     /// The scheme a recorded file digest (`<tag>+records:<hex>`, or `<tag>:<hex>` from before)
@@ -76,13 +87,70 @@ impl Scheme {
                 h.update(block);
                 *h.finalize().as_bytes()
             }
-            Scheme::OffsetKeyed => {
-                let mut key = [0u8; 32];
-                key[..8].copy_from_slice(&offset.to_le_bytes());
-                *blake3::keyed_hash(&key, block).as_bytes()
+            Scheme::OffsetKeyed | Scheme::OffsetKeyedZeroes => {
+                *blake3::keyed_hash(&offset_key(offset), block).as_bytes()
             }
         }
     }
+
+    /// True when the records of this scheme mark the blocks written as zeroes too, so a block
+    /// without a record was not written at all.
+    pub fn records_zeroes(self) -> bool {
+        self == Scheme::OffsetKeyedZeroes
+    }
+
+    /// The record of a block written as zeroes at `offset`: the keyed hash of no bytes, which
+    /// no block (at least one byte) has, and which no other offset has.
+    pub fn zero_record(offset: u64) -> [u8; 32] {
+        *blake3::keyed_hash(&offset_key(offset), &[]).as_bytes()
+    }
+
+    /// True when `record`, read at the block at `offset`, says the backup wrote data that hashes
+    /// to it: `data` is the block as read, `disk_size` the size the backup recorded. A last block
+    /// is accepted hashed at the length the source had (QEMU rounds sizes up to 512 bytes) or
+    /// at the disk's own length (the rest zero).
+    pub fn matches(self, offset: u64, data: &[u8], record: &[u8; 32], disk_size: u64) -> bool {
+        if self.block_digest(offset, data) == *record {
+            return true;
+        }
+        let own = disk_size.saturating_sub(offset) as usize;
+        own < data.len()
+            && data[own..].iter().all(|b| *b == 0)
+            && self.block_digest(offset, &data[..own]) == *record
+    }
+}
+
+/// What one record says about its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The backup did not write the block (or, in a scheme without zero records, wrote zeroes).
+    None,
+    /// The backup wrote zeroes.
+    Zero,
+    /// The backup wrote data with this digest.
+    Data([u8; 32]),
+}
+
+impl Record {
+    /// Reads the 32 bytes of the record of the block at `offset`.
+    pub fn of(bytes: &[u8], offset: u64) -> Record {
+        let mut rec = [0u8; 32];
+        rec.copy_from_slice(&bytes[..RECORD as usize]);
+        if rec == [0u8; 32] {
+            Record::None
+        } else if rec == Scheme::zero_record(offset) {
+            Record::Zero
+        } else {
+            Record::Data(rec)
+        }
+    }
+}
+
+/// The blake3 key of the block at `offset`: its offset, little endian, zero-padded.
+fn offset_key(offset: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&offset.to_le_bytes());
+    key
 }
 
 /// The digest file of an image path (`x/<id>.qcow2` → `x/<id>.digests`).
@@ -143,6 +211,29 @@ impl BlockDigests for DigestFile {
                 offset / BLOCK * RECORD,
             )
             .map_err(|e| Error::io("writing digests to", &self.path, e))
+    }
+
+    fn record_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if !self.scheme.records_zeroes() {
+            return Ok(());
+        }
+        // At most 1 MiB of records (2 GiB of disk) per write.
+        let first = offset / BLOCK;
+        let end = offset.saturating_add(len).div_ceil(BLOCK);
+        let mut buf = Vec::new();
+        let mut at = first;
+        while at < end {
+            let n = (end - at).min(1 << 15);
+            buf.clear();
+            for b in at..at + n {
+                buf.extend_from_slice(&Scheme::zero_record(b * BLOCK));
+            }
+            self.file
+                .write_all_at(&buf, at * RECORD)
+                .map_err(|e| Error::io("writing digests to", &self.path, e))?;
+            at += n;
+        }
+        Ok(())
     }
 }
 
@@ -233,7 +324,7 @@ fn records_digest(path: &Path) -> Result<String> {
 
 /// The first data region of `file` at or after `from`, as `[start, end)`; `None` when only a
 /// hole follows. Where the filesystem cannot tell holes from data, everything is data.
-fn data_region(file: &File, from: u64, len: u64) -> std::io::Result<Option<(u64, u64)>> {
+pub(crate) fn data_region(file: &File, from: u64, len: u64) -> std::io::Result<Option<(u64, u64)>> {
     use nix::errno::Errno;
     use nix::unistd::{lseek, Whence};
     let start = match lseek(file, from as i64, Whence::SeekData) {
@@ -250,12 +341,12 @@ fn data_region(file: &File, from: u64, len: u64) -> std::io::Result<Option<(u64,
     Ok(Some((start, end.min(len))))
 }
 
-/// Reads the record of the block at `offset`; `None` when the backup wrote no data there.
-pub fn read_record(file: &File, offset: u64) -> Result<Option<[u8; 32]>> {
+/// Reads the record of the block at `offset`.
+pub fn read_record(file: &File, offset: u64) -> Result<Record> {
     let mut rec = [0u8; 32];
     match file.read_exact_at(&mut rec, offset / BLOCK * RECORD) {
-        Ok(()) => Ok((rec != [0u8; 32]).then_some(rec)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Ok(()) => Ok(Record::of(&rec, offset)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Record::None),
         Err(e) => Err(Error::new(
             crate::ErrorKind::Io,
             format!("reading a digest record: {e}"),
@@ -285,20 +376,40 @@ mod tests {
         f.record(3 * BLOCK, &block).unwrap();
         let r = File::open(&p).unwrap();
         let want = Scheme::CURRENT.block_digest(3 * BLOCK, &block);
-        assert_eq!(read_record(&r, 3 * BLOCK).unwrap(), Some(want));
-        assert_eq!(read_record(&r, 4 * BLOCK).unwrap(), None);
+        assert_eq!(read_record(&r, 3 * BLOCK).unwrap(), Record::Data(want));
+        assert_eq!(read_record(&r, 4 * BLOCK).unwrap(), Record::None);
+        f.record_zeroes(6 * BLOCK, 2 * BLOCK).unwrap();
+        assert_eq!(read_record(&r, 6 * BLOCK).unwrap(), Record::Zero);
+        assert_eq!(read_record(&r, 7 * BLOCK).unwrap(), Record::Zero);
+        assert_eq!(read_record(&r, 8 * BLOCK).unwrap(), Record::None);
+        // A zero marker belongs to its offset.
+        assert_ne!(
+            Scheme::zero_record(6 * BLOCK),
+            Scheme::zero_record(7 * BLOCK)
+        );
+        assert_eq!(
+            Record::of(&Scheme::zero_record(6 * BLOCK), 7 * BLOCK),
+            Record::Data(Scheme::zero_record(6 * BLOCK))
+        );
         // A file opened for another scheme records in that one.
         let old = DigestFile::open(&p, Scheme::OffsetPrefixed).unwrap();
         old.record(5 * BLOCK, &block).unwrap();
         assert_eq!(
             read_record(&r, 5 * BLOCK).unwrap(),
-            Some(Scheme::OffsetPrefixed.block_digest(5 * BLOCK, &block))
+            Record::Data(Scheme::OffsetPrefixed.block_digest(5 * BLOCK, &block))
         );
+        // Schemes without zero records keep none.
+        old.record_zeroes(9 * BLOCK, BLOCK).unwrap();
+        assert_eq!(read_record(&r, 9 * BLOCK).unwrap(), Record::None);
         let d1 = file_digest(&p, Scheme::CURRENT).unwrap();
         f.record(0, &block).unwrap();
         assert_ne!(file_digest(&p, Scheme::CURRENT).unwrap(), d1);
-        assert!(d1.starts_with("blake3k-64k+records:"), "{d1}");
-        assert_eq!(Scheme::of_digest(&d1), Some(Scheme::OffsetKeyed));
+        assert!(d1.starts_with("blake3kz-64k+records:"), "{d1}");
+        assert_eq!(Scheme::of_digest(&d1), Some(Scheme::OffsetKeyedZeroes));
+        assert_eq!(
+            Scheme::of_digest("blake3k-64k+records:00ff"),
+            Some(Scheme::OffsetKeyed)
+        );
         assert_eq!(
             Scheme::of_digest("blake3-64k+records:00ff"),
             Some(Scheme::OffsetPrefixed)
@@ -321,7 +432,7 @@ mod tests {
                 h.update(rec);
             }
         }
-        format!("blake3k-64k+records:{}", h.finalize().to_hex())
+        format!("blake3kz-64k+records:{}", h.finalize().to_hex())
     }
 
     #[test]
@@ -370,7 +481,7 @@ mod tests {
             );
         }
         // A digest recorded before the records form: the blake3 of the whole file.
-        let whole = format!("blake3k-64k:{}", blake3::hash(&bytes).to_hex());
+        let whole = format!("blake3kz-64k:{}", blake3::hash(&bytes).to_hex());
         assert_eq!(
             file_digest_like(&sparse, &whole).unwrap(),
             Some((Scheme::CURRENT, whole.clone()))
@@ -407,7 +518,7 @@ mod tests {
         let block = vec![0x5au8; BLOCK as usize];
         let mut flipped = block.clone();
         flipped[BLOCK as usize - 1] ^= 1;
-        for scheme in [Scheme::OffsetPrefixed, Scheme::OffsetKeyed] {
+        for scheme in Scheme::ALL {
             let d = scheme.block_digest(0, &block);
             assert_eq!(d, scheme.block_digest(0, &block));
             assert_ne!(d, scheme.block_digest(BLOCK, &block), "same data elsewhere");
@@ -428,5 +539,42 @@ mod tests {
             Scheme::OffsetKeyed.block_digest(off, &block),
             *blake3::keyed_hash(&key, &block).as_bytes()
         );
+        assert_eq!(
+            Scheme::OffsetKeyedZeroes.block_digest(off, &block),
+            Scheme::OffsetKeyed.block_digest(off, &block)
+        );
+        assert_eq!(
+            Scheme::zero_record(off),
+            *blake3::keyed_hash(&key, &[]).as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_last_block_matches_at_the_source_length_or_the_disk_length_only() {
+        let scheme = Scheme::CURRENT;
+        // A disk of 1,000,001 bytes: its last block starts at 983,040; QEMU serves it rounded up
+        // to 1,000,448 bytes.
+        let (size, off) = (1_000_001u64, 15 * BLOCK);
+        let mut read = vec![0u8; (1_000_448 - off) as usize];
+        read[..(size - off) as usize].fill(9);
+        let own = &read[..(size - off) as usize];
+        for recorded in [
+            scheme.block_digest(off, &read),
+            scheme.block_digest(off, own),
+        ] {
+            assert!(scheme.matches(off, &read, &recorded, size));
+        }
+        // Past the disk's end the padding must be zeroes; a byte inside must match.
+        let mut padded = read.clone();
+        *padded.last_mut().unwrap() = 1;
+        assert!(!scheme.matches(off, &padded, &scheme.block_digest(off, own), size));
+        let mut inside = read.clone();
+        inside[0] ^= 1;
+        assert!(!scheme.matches(off, &inside, &scheme.block_digest(off, own), size));
+        assert!(!scheme.matches(off, &inside, &scheme.block_digest(off, &read), size));
+        // Whole blocks match exactly.
+        let block = vec![4u8; BLOCK as usize];
+        assert!(scheme.matches(0, &block, &scheme.block_digest(0, &block), size));
+        assert!(!scheme.matches(0, &block, &scheme.block_digest(BLOCK, &block), size));
     }
 }

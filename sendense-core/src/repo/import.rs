@@ -160,6 +160,7 @@ impl Sendense {
                             bytes_read: d.bytes_read,
                             bytes_written: d.bytes_written,
                             digest: d.digest.clone(),
+                            image_bytes: d.image_bytes,
                             digest_scheme: d
                                 .digest
                                 .as_deref()

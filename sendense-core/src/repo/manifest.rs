@@ -46,6 +46,10 @@ pub struct ManifestDisk {
     pub checkpoint: Option<String>,
     /// Integrity digest of the data written.
     pub digest: Option<String>,
+    /// Length of the image file as committed (absent in manifests of backups made before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<u64>,
 }
 
 /// A backup manifest.

@@ -233,6 +233,9 @@ impl Sendense {
                     file: t.partial.clone(),
                     size: t.plan.size_bytes,
                     digest: None,
+                    image_bytes: None,
+                    damaged: None,
+                    manifest: None,
                     repo: p.repo.path.clone(),
                 }];
                 if let Some(parent) = &t.plan.parent {
@@ -254,16 +257,27 @@ impl Sendense {
                     )),
                 })
                 .and_then(|_| super::digests::file_digest(&t.digests, scheme_of(t.plan.key)))
+                .and_then(|digest| {
+                    // The image is never written again: its length is part of what it must be.
+                    let len = std::fs::metadata(&t.partial)
+                        .map_err(|e| Error::io("reading", &t.partial, e))?
+                        .len();
+                    Ok((digest, len))
+                })
                 .map_err(|e| e.context(format!("disk {}", t.plan.key)))
         });
         let mut outcomes = outcomes.to_vec();
-        for (t, digest) in p.targets.iter().zip(checked) {
-            let digest = digest?;
+        for (t, checked) in p.targets.iter().zip(checked) {
+            let (digest, len) = checked?;
             match outcomes.iter_mut().find(|o| o.key == t.plan.key) {
-                Some(o) => o.digest = Some(digest),
+                Some(o) => {
+                    o.digest = Some(digest);
+                    o.image_bytes = Some(len);
+                }
                 None => outcomes.push(DiskOutcome {
                     key: t.plan.key,
                     digest: Some(digest),
+                    image_bytes: Some(len),
                     ..Default::default()
                 }),
             }
@@ -315,6 +329,7 @@ impl Sendense {
                         bytes_written: o.bytes_written,
                         checkpoint: t.plan.checkpoint.clone(),
                         digest: o.digest,
+                        image_bytes: o.image_bytes,
                     }
                 })
                 .collect(),

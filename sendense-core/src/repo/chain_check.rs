@@ -1,0 +1,448 @@
+//! What every block of a restore point must read as, from the digest records of its chain.
+//!
+//! The chain of a disk at a backup is its image and the images below it. Walking the links
+//! newest first, the first record of a block decides it: the digest of the data that backup
+//! wrote, or zeroes ([`Record::Zero`]). A block no link recorded reads as zeroes: nothing
+//! was ever written there, and the full at the bottom has no backing file. A link whose scheme
+//! does not record zero writes (backups made before it did) leaves a block it has no record for
+//! undecided: that block is counted, not checked.
+//!
+//! A restore hands a [`ChainCheck`] to the copy engine, which checks every block it reads and
+//! every range the chain reports as zeroes before writing anything of it. Records are read with
+//! positional reads per request (one per link at most), ranges of zeroes only where the digest
+//! files hold data, so a check costs the hashing of the data read and little else.
+
+use super::chain::ExpectedLink;
+use super::digests::{self, Record, Scheme, RECORD};
+use crate::error::{Error, ErrorKind, Result};
+use crate::transfer::{BlockCheck, BLOCK};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One link's records.
+#[derive(Debug)]
+struct LinkRecords {
+    backup: String,
+    /// `None` when the backup recorded no digests: none of its blocks can be checked.
+    file: Option<File>,
+    scheme: Scheme,
+}
+
+/// What a block must read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Data whose digest link `usize` recorded.
+    Data(usize, [u8; 32]),
+    /// Zeroes; written by link `Some(i)` or by no link.
+    Zero(Option<usize>),
+    /// Unknown: link `usize` records no zero writes and has no record.
+    Unknown(usize),
+}
+
+/// Checks the blocks of one disk at one backup against its chain's digest records.
+#[derive(Debug)]
+pub struct ChainCheck {
+    /// The backup restored.
+    top: String,
+    key: u32,
+    /// The disk's size at the backup.
+    size: u64,
+    /// Top first.
+    links: Vec<LinkRecords>,
+    unchecked: AtomicU64,
+    /// The first block found not as it must be.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl ChainCheck {
+    /// Opens the digest files of `links` (top first, as [`crate::catalog::Catalog::disk_chain`]
+    /// gives them), each checked against its recorded digest first: a digest file changed
+    /// since its backup is an error, never a reference.
+    pub fn open(key: u32, links: &[ExpectedLink]) -> Result<ChainCheck> {
+        let top = links
+            .first()
+            .ok_or_else(|| Error::internal("a chain without links"))?;
+        let mut out = Vec::new();
+        for link in links {
+            let Some(recorded) = &link.digest else {
+                out.push(LinkRecords {
+                    backup: link.backup.clone(),
+                    file: None,
+                    scheme: Scheme::OffsetPrefixed,
+                });
+                continue;
+            };
+            let path = digests::digests_of(&link.file);
+            super::chain::check_inside(&link.repo, &path)?;
+            let damaged = |why: String| {
+                Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "disk {key} of backup {}: the digest file {} {why}",
+                        link.backup,
+                        path.display()
+                    ),
+                )
+                .with_help(format!(
+                    "Run `sendense backup verify {}`; restore from another backup or repository, \
+                     or pass --no-verify to restore without checking.",
+                    link.backup
+                ))
+            };
+            let scheme = match digests::file_digest_like(&path, recorded) {
+                Err(e) => return Err(damaged(format!("cannot be read ({})", e.message()))),
+                Ok(None) => {
+                    return Err(damaged(format!(
+                        "has a digest in a scheme this Sendense does not know (`{recorded}`)"
+                    )))
+                }
+                Ok(Some((_, got))) if &got != recorded => {
+                    return Err(damaged("was changed since the backup".into()))
+                }
+                Ok(Some((scheme, _))) => scheme,
+            };
+            let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
+            out.push(LinkRecords {
+                backup: link.backup.clone(),
+                file: Some(file),
+                scheme,
+            });
+        }
+        Ok(ChainCheck {
+            top: top.backup.clone(),
+            key,
+            size: top.size,
+            links: out,
+            unchecked: AtomicU64::new(0),
+            failure: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Bytes read that no record could decide (backups whose scheme records no zero writes).
+    pub fn unchecked_bytes(&self) -> u64 {
+        self.unchecked.load(Ordering::Relaxed)
+    }
+
+    /// What the `n` blocks from block `first` must read as.
+    fn expect(&self, first: u64, n: usize) -> Result<Vec<Expect>> {
+        let mut out: Vec<Option<Expect>> = vec![None; n];
+        let mut buf = vec![0u8; n * RECORD as usize];
+        for (i, link) in self.links.iter().enumerate() {
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+            let Some(file) = &link.file else {
+                out.iter_mut()
+                    .filter(|e| e.is_none())
+                    .for_each(|e| *e = Some(Expect::Unknown(i)));
+                break;
+            };
+            read_records(file, first, &mut buf, &link.backup)?;
+            let root = i + 1 == self.links.len();
+            for (b, slot) in out.iter_mut().enumerate().filter(|(_, e)| e.is_none()) {
+                let at = (first + b as u64) * BLOCK;
+                let rec = &buf[b * RECORD as usize..(b + 1) * RECORD as usize];
+                *slot = match Record::of(rec, at) {
+                    Record::Data(d) => Some(Expect::Data(i, d)),
+                    Record::Zero => Some(Expect::Zero(Some(i))),
+                    Record::None if root => Some(Expect::Zero(None)),
+                    Record::None if link.scheme.records_zeroes() => None,
+                    Record::None => Some(Expect::Unknown(i)),
+                };
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|e| e.unwrap_or(Expect::Zero(None)))
+            .collect())
+    }
+
+    /// What the first block found not as it must be was, if one was.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().map(|f| f.clone()).unwrap_or(None)
+    }
+
+    /// The error for the block at `offset` (the first one is kept, see [`ChainCheck::failure`]).
+    fn differs(&self, offset: u64, what: String) -> Error {
+        let message = format!(
+            "disk {} of backup {}: the block at offset {offset} {what}",
+            self.key, self.top
+        );
+        if let Ok(mut first) = self.failure.lock() {
+            first.get_or_insert_with(|| message.clone());
+        }
+        Error::new(ErrorKind::External, message).with_help(format!(
+            "The repository was damaged; nothing was restored. Run `sendense backup verify {}`, \
+             restore from another backup or repository, or pass --no-verify to restore what the \
+             images hold without checking.",
+            self.top
+        ))
+    }
+
+    fn check_block(&self, offset: u64, data: &[u8], expect: Expect) -> Result<()> {
+        let zero = data.iter().all(|b| *b == 0);
+        match expect {
+            Expect::Unknown(_) => {
+                self.unchecked
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Expect::Zero(_) if zero => Ok(()),
+            Expect::Zero(Some(i)) => Err(self.differs(
+                offset,
+                format!(
+                    "holds data where backup {} wrote zeroes",
+                    self.links[i].backup
+                ),
+            )),
+            Expect::Zero(None) => Err(self.differs(
+                offset,
+                "holds data where no backup of the chain wrote any".into(),
+            )),
+            Expect::Data(i, want) => {
+                let link = &self.links[i];
+                if link.scheme.matches(offset, data, &want, self.size) {
+                    Ok(())
+                } else {
+                    Err(self.differs(
+                        offset,
+                        format!("differs from what backup {} wrote", link.backup),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl BlockCheck for ChainCheck {
+    fn check_data(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let blocks: Vec<&[u8]> = data.chunks(BLOCK as usize).collect();
+        let expect = self.expect(offset / BLOCK, blocks.len())?;
+        for (i, (block, e)) in blocks.into_iter().zip(expect).enumerate() {
+            self.check_block(offset + i as u64 * BLOCK, block, e)?;
+        }
+        Ok(())
+    }
+
+    fn check_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        let first = offset / BLOCK;
+        let end = offset.saturating_add(len).div_ceil(BLOCK);
+        // Only blocks some link holds a record for can be anything but zeroes.
+        let mut candidates: Vec<u64> = Vec::new();
+        for link in &self.links {
+            let Some(file) = &link.file else {
+                continue;
+            };
+            recorded_blocks(file, first, end, &mut candidates, &link.backup)?;
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for block in candidates {
+            match self.expect(block, 1)?[0] {
+                Expect::Data(i, _) => {
+                    return Err(self.differs(
+                        block * BLOCK,
+                        format!(
+                            "reads as zeroes where backup {} wrote data",
+                            self.links[i].backup
+                        ),
+                    ))
+                }
+                Expect::Zero(_) | Expect::Unknown(_) => {}
+            }
+        }
+        // Above a link that records no zero writes (the full aside, below which there is
+        // nothing), a block without records is not known to be zeroes.
+        let undecided = self.links[..self.links.len() - 1]
+            .iter()
+            .any(|l| l.file.is_none() || !l.scheme.records_zeroes());
+        if undecided {
+            self.unchecked.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the records of the blocks from `first` into `buf` (past the file's end: none).
+fn read_records(file: &File, first: u64, buf: &mut [u8], backup: &str) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], first * RECORD + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("reading the digests of backup {backup}: {e}"),
+                ))
+            }
+        }
+    }
+    buf[done..].fill(0);
+    Ok(())
+}
+
+/// Adds to `out` the blocks in `[first, end)` that `file` holds a record for, reading only the
+/// file's data regions.
+fn recorded_blocks(
+    file: &File,
+    first: u64,
+    end: u64,
+    out: &mut Vec<u64>,
+    backup: &str,
+) -> Result<()> {
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Io,
+            format!("reading the digests of backup {backup}: {e}"),
+        )
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let stop = end.saturating_mul(RECORD).min(len);
+    let mut pos = first * RECORD;
+    let mut buf = vec![0u8; 1 << 16];
+    while pos < stop {
+        let Some((start, region_end)) = digests::data_region(file, pos, len).map_err(io)? else {
+            break;
+        };
+        if start >= stop {
+            break;
+        }
+        let mut at = (start / RECORD * RECORD).max(pos);
+        let region_end = region_end.min(stop);
+        while at < region_end {
+            let n = ((region_end - at) as usize)
+                .min(buf.len())
+                .div_ceil(RECORD as usize)
+                * RECORD as usize;
+            read_records(file, at / RECORD, &mut buf[..n], backup)?;
+            for (i, rec) in buf[..n].chunks_exact(RECORD as usize).enumerate() {
+                let block = at / RECORD + i as u64;
+                if block < end && rec.iter().any(|b| *b != 0) {
+                    out.push(block);
+                }
+            }
+            at += n as u64;
+        }
+        pos = at.max(pos + RECORD);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::digests::DigestFile;
+    use crate::transfer::BlockDigests;
+    use std::path::Path;
+
+    /// A link of a chain in `dir`: its digest file written by `write`, its digest recorded.
+    fn link(dir: &Path, id: &str, size: u64, write: impl Fn(&DigestFile)) -> ExpectedLink {
+        let file = dir.join(format!("{id}.qcow2"));
+        let dfile = digests::digests_of(&file);
+        let d = DigestFile::create(&dfile, size).unwrap();
+        write(&d);
+        ExpectedLink {
+            backup: id.into(),
+            file,
+            size,
+            digest: Some(digests::file_digest(&dfile, Scheme::CURRENT).unwrap()),
+            image_bytes: None,
+            damaged: None,
+            manifest: None,
+            repo: dir.to_path_buf(),
+        }
+    }
+
+    fn block(v: u8) -> Vec<u8> {
+        vec![v; BLOCK as usize]
+    }
+
+    #[test]
+    fn the_newest_record_decides_and_no_record_means_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 8 * BLOCK;
+        // Full: data 1 in blocks 0..4. Incremental: data 2 in block 1, zeroes in block 2.
+        let full = link(dir.path(), "full", size, |d| {
+            for b in 0..4 {
+                d.record(b * BLOCK, &block(1)).unwrap();
+            }
+        });
+        let inc = link(dir.path(), "inc", size, |d| {
+            d.record(BLOCK, &block(2)).unwrap();
+            d.record_zeroes(2 * BLOCK, BLOCK).unwrap();
+        });
+        let check = ChainCheck::open(2000, &[inc.clone(), full.clone()]).unwrap();
+        // What a restore of the incremental reads.
+        let mut disk = block(1);
+        disk.extend(block(2));
+        disk.extend(block(0));
+        disk.extend(block(1));
+        check.check_data(0, &disk).unwrap();
+        check.check_zeroes(4 * BLOCK, 4 * BLOCK).unwrap();
+        check.check_zeroes(2 * BLOCK, BLOCK).unwrap();
+        assert_eq!(check.unchecked_bytes(), 0);
+        // The full's old data showing through the zeroed block; data where nothing was
+        // written; zeroes where data was written; a changed byte.
+        let err = |e: Error| e.message().to_string();
+        let shows = check.check_data(2 * BLOCK, &block(1)).unwrap_err();
+        assert!(err(shows).contains("offset 131072 holds data where backup inc wrote zeroes"));
+        let stray = check.check_data(5 * BLOCK, &block(7)).unwrap_err();
+        assert!(err(stray).contains("holds data where no backup of the chain wrote any"));
+        let lost = check.check_zeroes(0, 4 * BLOCK).unwrap_err();
+        assert!(err(lost).contains("offset 0 reads as zeroes where backup full wrote data"));
+        let lost = check.check_zeroes(BLOCK, BLOCK).unwrap_err();
+        assert!(err(lost).contains("where backup inc wrote data"));
+        let mut flipped = block(2);
+        flipped[100] ^= 4;
+        let differs = check.check_data(BLOCK, &flipped).unwrap_err();
+        assert!(err(differs).contains("offset 65536 differs from what backup inc wrote"));
+        // The full alone: its own blocks.
+        let check = ChainCheck::open(2000, &[full]).unwrap();
+        check.check_data(2 * BLOCK, &block(1)).unwrap();
+        assert!(check.check_data(BLOCK, &block(2)).is_err());
+    }
+
+    #[test]
+    fn a_changed_digest_file_is_refused_and_old_schemes_leave_blocks_unchecked() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 4 * BLOCK;
+        let full = link(dir.path(), "full", size, |d| {
+            d.record(0, &block(1)).unwrap();
+        });
+        let mut inc = link(dir.path(), "inc", size, |_| {});
+        // An incremental written before zero writes were recorded: its empty record may mean
+        // "zeroed", so the full's record below cannot decide block 0.
+        let dfile = digests::digests_of(&inc.file);
+        inc.digest = Some(digests::file_digest(&dfile, Scheme::OffsetKeyed).unwrap());
+        let check = ChainCheck::open(2000, &[inc.clone(), full.clone()]).unwrap();
+        check.check_data(0, &block(0)).unwrap();
+        check.check_data(0, &block(1)).unwrap();
+        assert_eq!(check.unchecked_bytes(), 2 * BLOCK);
+        // A record changed after the backup: refused before anything is read.
+        let fdigests = digests::digests_of(&full.file);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fdigests)
+            .unwrap();
+        f.write_all_at(&[1u8; 32], RECORD).unwrap();
+        let e = ChainCheck::open(2000, &[inc, full]).unwrap_err();
+        assert!(e.message().contains("was changed since the backup"), "{e}");
+    }
+
+    #[test]
+    fn ranges_of_zeroes_read_only_where_digest_files_hold_data() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 64 GiB disk: a 32 MiB digest file, one record at its end.
+        let size = 64 << 30;
+        let full = link(dir.path(), "full", size, |d| {
+            d.record(size - BLOCK, &block(3)).unwrap();
+        });
+        let check = ChainCheck::open(2000, &[full]).unwrap();
+        check.check_zeroes(0, size - BLOCK).unwrap();
+        assert!(check.check_zeroes(0, size).is_err());
+        check.check_data(size - BLOCK, &block(3)).unwrap();
+    }
+}
