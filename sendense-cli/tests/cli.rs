@@ -491,3 +491,36 @@ fn two_processes_write_the_catalog_at_once() {
     });
     assert_eq!(env.json(&["vm", "list"]).as_array().unwrap().len(), 40);
 }
+
+#[test]
+fn usage_errors_under_json_are_json_too() {
+    let env = Env::new();
+    for args in [
+        &["backup", "start", "--json"][..],
+        &["backup", "bogus", "--json"],
+        &[
+            "restore", "x", "--json", "--to", "/tmp/x", "--format", "vmdk",
+        ],
+    ] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 2, "{args:?}");
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert_eq!(doc["error"]["code"], "sendense::invalid_input", "{doc}");
+        assert!(
+            !doc["error"]["message"].as_str().unwrap().is_empty(),
+            "{doc}"
+        );
+        assert!(!stderr(&out).is_empty(), "clap's message stays on stderr");
+    }
+    // Without --json, stdout stays empty; --help and --version are not errors.
+    let out = env.run(&["backup", "start"]);
+    assert_eq!(code(&out), 2);
+    assert!(out.stdout.is_empty());
+    assert_eq!(code(&env.run(&["--version"])), 0);
+    assert_eq!(code(&env.run(&["backup", "--help"])), 0);
+}

@@ -320,3 +320,91 @@ fn cleanup_touches_only_what_its_own_jobs_left_and_says_so_first() {
         assert!(f.exists(), "{} was removed", f.display());
     }
 }
+
+#[test]
+fn paths_are_kept_exactly_or_refused_never_altered() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let (dir, state, id) = hub_with_backup();
+    // A disk whose name is not UTF-8, and a file with the name a lossy conversion would give.
+    let bad = dir.path().join(OsStr::from_bytes(b"bad\xff\xfename.qcow2"));
+    let made = qcow2_with(
+        &dir.path().join("made.qcow2"),
+        "8M",
+        &["write -P 0x62 0 1M"],
+    );
+    std::fs::rename(made, &bad).unwrap();
+    qcow2_with(
+        &dir.path().join("bad\u{fffd}\u{fffd}name.qcow2"),
+        "8M",
+        &["write -P 0x63 0 1M"],
+    );
+    let sendense = |args: &[&OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sendense"))
+            .args(args)
+            .env("SENDENSE_HOME", &state)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let o = sendense(&[
+        OsStr::new("vm"),
+        OsStr::new("add"),
+        OsStr::new("vm2"),
+        OsStr::new("--disk"),
+        bad.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not valid UTF-8"), "{}", stderr(&o));
+    assert_eq!(json(&state, &["vm", "list"]).as_array().unwrap().len(), 1);
+    // Nor is a restore written to such a path.
+    let dest = dir.path().join(OsStr::from_bytes(b"out\xff.qcow2"));
+    let o = sendense(&[
+        OsStr::new("restore"),
+        OsStr::new(&id),
+        OsStr::new("--disk"),
+        OsStr::new("2000"),
+        OsStr::new("--to"),
+        dest.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn one_file_under_two_names_is_one_disk() {
+    let (dir, state, _) = hub_with_backup();
+    let disk = dir.path().join("vm1.qcow2");
+    let link = dir.path().join("other-name.qcow2");
+    std::fs::hard_link(&disk, &link).unwrap();
+    // Another VM on the same file under another name.
+    let o = run(
+        &state,
+        &["vm", "add", "vm2", "--disk", link.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the same file as disk") && stderr(&o).contains("`vm1`"),
+        "{}",
+        stderr(&o)
+    );
+    // Two keys of one new VM on one file.
+    let fresh = qcow2_with(&dir.path().join("fresh.qcow2"), "8M", &[]);
+    let twin = dir.path().join("fresh-twin.qcow2");
+    std::fs::hard_link(&fresh, &twin).unwrap();
+    let o = run(
+        &state,
+        &[
+            "vm",
+            "add",
+            "vm3",
+            "--disk",
+            fresh.to_str().unwrap(),
+            "--disk",
+            twin.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(a hard link)"), "{}", stderr(&o));
+    assert_eq!(json(&state, &["vm", "list"]).as_array().unwrap().len(), 1);
+}

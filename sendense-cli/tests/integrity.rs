@@ -23,6 +23,18 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// A hub with repository `r` and an image VM `vm1` of one empty 16 MiB QCOW2 disk.
+fn image_vm() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), dir.path(), "r");
+    let disk = create_image(&dir.path().join("vm1.qcow2"), "qcow2", "16M");
+    json(
+        &state,
+        &["vm", "add", "vm1", "--disk", disk.to_str().unwrap()],
+    );
+    (dir, state, disk)
+}
+
 /// An image VM `vm1` (one 16 MiB disk) with a full and three incrementals.
 struct Chain {
     dir: tempfile::TempDir,
@@ -33,13 +45,7 @@ struct Chain {
 
 impl Chain {
     fn new() -> Chain {
-        let dir = tempfile::tempdir().unwrap();
-        let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), dir.path(), "r");
-        let disk = create_image(&dir.path().join("vm1.qcow2"), "qcow2", "16M");
-        json(
-            &state,
-            &["vm", "add", "vm1", "--disk", disk.to_str().unwrap()],
-        );
+        let (dir, state, disk) = image_vm();
         let mut ids = Vec::new();
         for i in 0..4u8 {
             qemu_io(
@@ -277,13 +283,7 @@ fn a_truncated_top_link_fails_the_restore() {
 
 #[test]
 fn zeroes_an_incremental_wrote_are_verified_through_the_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = sendense_testkit::cli_hub(env!("CARGO_BIN_EXE_sendense"), dir.path(), "r");
-    let disk = create_image(&dir.path().join("vm1.qcow2"), "qcow2", "16M");
-    json(
-        &state,
-        &["vm", "add", "vm1", "--disk", disk.to_str().unwrap()],
-    );
+    let (dir, state, disk) = image_vm();
     qemu_io(&disk, "qcow2", &["write -P 0x5a 8M 4M"]);
     let full = json(&state, &["backup", "start", "vm1"]);
     qemu_io(&disk, "qcow2", &["write -z 10M 1M"]);
@@ -330,4 +330,56 @@ fn zeroes_an_incremental_wrote_are_verified_through_the_chain() {
         &["backup", "verify", full["backup"].as_str().unwrap()],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn a_disk_shrunk_and_grown_back_gets_a_full_that_says_why() {
+    let (dir, state, disk) = image_vm();
+    qemu_io(
+        &disk,
+        "qcow2",
+        &["write -P 0x21 1M 1M", "write -P 0x22 10M 2M"],
+    );
+    json(&state, &["backup", "start", "vm1"]);
+    // 16 MiB -> 8 MiB -> 16 MiB: the same size, the bitmap still there, 10M..12M now zeroes.
+    let resize = |args: &[&str]| {
+        let mut a = vec!["resize", "-f", "qcow2"];
+        a.extend_from_slice(args);
+        sendense_testkit::run("qemu-img", &a);
+    };
+    resize(&["--shrink", disk.to_str().unwrap(), "8M"]);
+    resize(&[disk.to_str().unwrap(), "16M"]);
+    qemu_io(&disk, "qcow2", &["write -P 0x23 2M 64k"]);
+    // Asked for an incremental: refused, saying why.
+    let o = run(&state, &["backup", "start", "vm1", "--incremental"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("disk resized"), "{}", text(&o));
+    // Otherwise a full, exact.
+    let s = json(&state, &["backup", "start", "vm1"]);
+    assert_eq!(s["disks"][0]["mode"], "full", "{s}");
+    let reason = s["disks"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("disk resized"), "{reason}");
+    let id = s["backup"].as_str().unwrap();
+    let out = dir.path().join("out.qcow2");
+    let o = run(
+        &state,
+        &[
+            "restore",
+            id,
+            "--disk",
+            "2000",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(images_equal(
+        out.to_str().unwrap(),
+        "qcow2",
+        disk.to_str().unwrap()
+    ));
+    // And the chain goes on from that full as usual.
+    qemu_io(&disk, "qcow2", &["write -P 0x24 13M 64k"]);
+    let s = json(&state, &["backup", "start", "vm1"]);
+    assert_eq!(s["disks"][0]["mode"], "incremental", "{s}");
 }

@@ -152,6 +152,49 @@ fn chain_problem(links: &[crate::repo::chain::ExpectedLink]) -> Option<String> {
     None
 }
 
+/// The incremental disks of `transfer` whose dirty bitmap missed changes, with what shows it:
+/// zero, clean ranges at the end of the disk (see [`crate::transfer::untracked`]) where its
+/// chain recorded data. The chain's digest files were checked while planning, under the VM
+/// lock that still holds.
+fn untracked_changes(
+    sd: &Sendense,
+    transfer: &node::TransferPlan,
+    decisions: &[(u32, &plan::Decision)],
+) -> Result<Vec<(u32, String)>> {
+    let mut found = Vec::new();
+    for disk in &transfer.disks {
+        let (Some(bitmap), BackupMode::Incremental) = (&disk.bitmap, disk.mode) else {
+            continue;
+        };
+        let Some(parent) = decisions
+            .iter()
+            .find(|(k, _)| *k == disk.key)
+            .and_then(|(_, d)| d.parent.as_ref())
+        else {
+            continue;
+        };
+        let url: crate::nbd::NbdUrl = disk.source.parse()?;
+        let suspects = crate::rt::block_on(crate::transfer::untracked::resize_suspects(
+            &url,
+            bitmap,
+            crate::transfer::BLOCK,
+        ))??;
+        if suspects.is_empty() {
+            continue;
+        }
+        let links = sd.catalog().disk_chain(&parent.backup, disk.key)?;
+        let check = crate::repo::chain_check::ChainCheck::open_trusted(disk.key, &links)?;
+        for (start, end) in suspects {
+            use crate::transfer::BlockCheck;
+            if let Err(e) = check.check_zeroes(start, end - start) {
+                found.push((disk.key, e.message().to_string()));
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
 impl BackupRequest<'_> {
     /// Into this repository (default: the default repository).
     pub fn repo(mut self, repo: Option<&str>) -> Self {
@@ -191,27 +234,48 @@ impl BackupRequest<'_> {
             cancel,
         )?;
         crate::crash::point("backup.started");
-        let mut run = Run {
-            job: job.id,
-            cancel: job.cancel.clone(),
-            source: None,
-            source_dirty: false,
-            snapshot_taken: false,
-            pending: None,
-            exports: Vec::new(),
-        };
-        let result = match run.execute(sd, &vm_rec, &repo, mode, started) {
-            Ok(report) => {
-                let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
-                if let Err(e) = sd.catalog_mut().set_job_progress(job.id, total, total) {
-                    tracing::warn!("job {}: recording its progress: {e}", job.id);
+        let mut forced_full = Vec::new();
+        let (run, result) = loop {
+            let mut run = Run {
+                job: job.id,
+                cancel: job.cancel.clone(),
+                source: None,
+                source_dirty: false,
+                snapshot_taken: false,
+                pending: None,
+                exports: Vec::new(),
+                forced_full: forced_full.clone(),
+                untracked: Vec::new(),
+            };
+            match run.execute(sd, &vm_rec, &repo, mode, started) {
+                Ok(report) => {
+                    let total: u64 = report.disks.iter().map(|d| d.bytes_read).sum();
+                    if let Err(e) = sd.catalog_mut().set_job_progress(job.id, total, total) {
+                        tracing::warn!("job {}: recording its progress: {e}", job.id);
+                    }
+                    sd.job_log(job.id, &format!("backup {} completed", report.backup));
+                    break (run, Ok(report));
                 }
-                sd.job_log(job.id, &format!("backup {} completed", report.backup));
-                Ok(report)
-            }
-            Err(e) => {
-                run.rollback(sd);
-                Err(e)
+                Err(e) => {
+                    run.rollback(sd);
+                    // Once, the disks whose change tracking missed changes again, in full.
+                    if run.untracked.is_empty() || !forced_full.is_empty() {
+                        break (run, Err(e));
+                    }
+                    for (key, why) in &run.untracked {
+                        let msg = format!(
+                            "disk {key}: {why}; its change tracking missed changes, so the \
+                             backup starts again with this disk in full"
+                        );
+                        sd.job_log(job.id, &msg);
+                        emit(sd, job.id, EventKind::Warning { message: msg });
+                    }
+                    forced_full = run
+                        .untracked
+                        .iter()
+                        .map(|(k, _)| (*k, UNTRACKED_REASON.to_string()))
+                        .collect();
+                }
             }
         };
         if !run.source_dirty {
@@ -247,7 +311,16 @@ struct Run {
     snapshot_taken: bool,
     pending: Option<PendingBackup>,
     exports: Vec<RunningExport>,
+    /// Disks to back up in full whatever else allows, with the reason.
+    forced_full: Vec<(u32, String)>,
+    /// Disks found to have changes their dirty bitmap does not show (this attempt fails; the
+    /// next one takes them in full).
+    untracked: Vec<(u32, String)>,
 }
+
+/// The reason of a full for a disk whose change tracking missed changes.
+const UNTRACKED_REASON: &str = "disk resized (shrunk and grown since the previous backup: its \
+     change tracking missed what was discarded)";
 
 impl Run {
     fn check_cancel(&self) -> Result<()> {
@@ -338,6 +411,11 @@ impl Run {
                 state,
                 vm_has_backups,
                 chain_problem,
+                forced_full: self
+                    .forced_full
+                    .iter()
+                    .find(|(k, _)| *k == d.key)
+                    .map(|(_, why)| why.clone()),
             };
             let decision = plan::decide(mode, &input).map_err(|reason| {
                 Error::refused(format!(
@@ -367,6 +445,15 @@ impl Run {
         self.source_dirty = true;
         let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
         crate::crash::point("backup.snapshot-taken");
+        let planned: Vec<(u32, &plan::Decision)> =
+            disks.iter().map(|d| d.key).zip(&decisions).collect();
+        self.untracked = untracked_changes(sd, &transfer, &planned)?;
+        if let Some((key, why)) = self.untracked.first() {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!("disk {key}: its change tracking missed changes ({why})"),
+            ));
+        }
 
         // 5. Transfer.
         let keys: Vec<u32> = transfer.disks.iter().map(|d| d.key).collect();

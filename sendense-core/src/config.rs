@@ -188,6 +188,15 @@ impl Config {
                 "must be a power of two between 4096 and 33554432 bytes",
             );
         }
+        // Relative paths would depend on the directory each command runs in.
+        for (key, path) in [
+            ("scratch_dir", &self.scratch_dir),
+            ("sna_path", &self.sna_path),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return bad(key, "must be an absolute path");
+            }
+        }
         Ok(())
     }
 }
@@ -246,7 +255,8 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 #   cache: none
 #   aio: threads
 
-# Directory for fleecing overlays and other temporary files (default: <state-dir>/scratch).
+# Directory for fleecing overlays and other temporary files, an absolute path
+# (default: <state-dir>/scratch).
 # scratch_dir: /var/lib/sendense/scratch
 
 # Seconds a --pre-hook or --post-hook command may run before it is killed.
@@ -318,5 +328,11 @@ mod tests {
         assert!(parse("nbd_ports: {first: 3, last: 2}\n").is_err());
         assert!(parse("copy: {request_size: 5000}\n").is_err());
         assert!(parse("transfer: sideways\n").is_err());
+        // Paths that would depend on the directory a command runs in.
+        for text in ["scratch_dir: scratch\n", "sna_path: bin/sendense-sna\n"] {
+            let err = parse(text).unwrap_err();
+            assert!(err.message().contains("must be an absolute path"), "{err}");
+        }
+        assert!(parse("scratch_dir: /var/tmp/sendense\n").is_ok());
     }
 }

@@ -6,6 +6,20 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// Refuses a path that is not valid UTF-8: the catalog, manifests and logs keep paths as text,
+/// and a path altered to fit (replacement characters) would name another file, or none.
+pub fn require_utf8(what: &str, path: &Path) -> Result<()> {
+    if path.to_str().is_some() {
+        return Ok(());
+    }
+    Err(
+        Error::invalid(format!("{what} {} is not valid UTF-8", path.display())).with_help(
+            "Sendense records paths exactly, as text: rename the file or directory, or pass a \
+         symbolic link whose path is UTF-8.",
+        ),
+    )
+}
+
 /// Creates `dir` (and missing parents) with mode 0700. An existing directory is left as it is.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
@@ -232,5 +246,21 @@ mod resolve_tests {
         assert_eq!(r(&d.join("link/new/file")), d.join("real/new/file"));
         assert_eq!(r(&d.join("new/../real/x")), d.join("real/x"));
         assert_eq!(r(&d.join("a/b/../../link/y")), d.join("real/y"));
+    }
+}
+
+#[cfg(test)]
+mod utf8_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn paths_that_are_not_utf8_are_refused_naming_them() {
+        assert!(require_utf8("disk", Path::new("/srv/vm/disk.qcow2")).is_ok());
+        let bad = Path::new(std::ffi::OsStr::from_bytes(b"/srv/bad\xff\xfename.qcow2"));
+        let err = require_utf8("disk", bad).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        assert!(err.message().starts_with("disk /srv/bad"), "{err}");
+        assert!(err.message().contains("is not valid UTF-8"), "{err}");
     }
 }

@@ -244,8 +244,14 @@ impl Sendense {
             .with_help("Pass --disk KEY, or --all with --to DIR."));
         }
         match &req.to {
-            RestoreTo::File(f) => self.refuse_protected_destination(f)?,
-            RestoreTo::Dir(d) => self.refuse_protected_destination(d)?,
+            RestoreTo::File(f) => {
+                crate::fsutil::require_utf8("restore destination", f)?;
+                self.refuse_protected_destination(f)?
+            }
+            RestoreTo::Dir(d) => {
+                crate::fsutil::require_utf8("restore destination", d)?;
+                self.refuse_protected_destination(d)?
+            }
             RestoreTo::Nbd(_) => {}
         }
         let job = self.begin_job(

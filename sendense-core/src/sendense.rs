@@ -282,6 +282,7 @@ impl Sendense {
     /// Creates and registers a repository at `path`.
     pub fn add_repo(&mut self, req: &AddRepo) -> Result<RepoRecord> {
         vm::validate_name("repository", &req.name)?;
+        crate::fsutil::require_utf8("repository path", &req.path)?;
         if self.catalog.repo(&req.name).is_ok() {
             return Err(Error::already_exists(format!(
                 "a repository named `{}` is already registered",
@@ -327,6 +328,7 @@ impl Sendense {
     /// (inside it, or holding it) — cleanup and deletes of one would touch the other.
     pub(crate) fn refuse_overlapping_repo(&self, path: &Path) -> Result<()> {
         let real = fsutil::resolve_existing_prefix(path)?;
+        fsutil::require_utf8("repository path", &real)?;
         let refuse = |why: String| {
             Err(Error::refused(format!("{} cannot be a repository: {why}", path.display()))
                 .with_help("Choose a directory of its own for every repository, outside the state directory."))

@@ -20,6 +20,7 @@
 //! workers and reports the offset where it failed.
 
 pub mod plan;
+pub mod untracked;
 pub mod zero;
 
 use crate::error::{Error, ErrorKind, Result};

@@ -50,7 +50,9 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 
 /// Probes one image file for `vm add --disk`: canonical path, format and virtual size.
 pub fn probe_image_disk(path: &Path) -> Result<NewDisk> {
+    crate::fsutil::require_utf8("disk", path)?;
     let canonical = image_disk_path(path)?;
+    crate::fsutil::require_utf8("disk", &canonical)?;
     let info = qemu_img::info(&canonical)?;
     Ok(NewDisk {
         key: None,
@@ -177,8 +179,42 @@ impl crate::Sendense {
             }
             probed.push(disk);
         }
+        self.refuse_shared_files(&probed)?;
         self.catalog_mut()
             .insert_vm(name, "image", &serde_json::json!({}), &probed)
+    }
+
+    /// Refuses new image disks that are one file under two names (hard links) — each other, or a
+    /// disk of a registered VM: two keys or two VMs on one file would destroy each other's
+    /// change tracking. Files are the same when device and inode are.
+    fn refuse_shared_files(&self, new: &[NewDisk]) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let file_id = |path: &str| {
+            std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let mut known: Vec<(String, String, (u64, u64))> = Vec::new();
+        for (vm, identity) in self.catalog().disk_identities()? {
+            if let Some(id) = file_id(&identity) {
+                known.push((format!("disk {identity} of VM `{vm}`"), identity, id));
+            }
+        }
+        for d in new {
+            let Some(id) = file_id(&d.identity) else {
+                continue;
+            };
+            if let Some((what, _, _)) = known.iter().find(|(_, _, k)| *k == id) {
+                return Err(Error::already_exists(format!(
+                    "disk {} is the same file as {what} (a hard link)",
+                    d.identity
+                ))
+                .with_help("A disk can be backed up as part of one VM only, under one name."));
+            }
+            known.push((format!("disk {}", d.identity), d.identity.clone(), id));
+        }
+        Ok(())
     }
 
     /// Registers a live QEMU VM reached through its QMP socket; its disks are discovered and
@@ -186,6 +222,7 @@ impl crate::Sendense {
     pub fn add_qemu_vm(&mut self, name: &str, qmp: &Path) -> Result<crate::catalog::VmRecord> {
         validate_name("VM", name)?;
         self.ensure_new_vm(name)?;
+        crate::fsutil::require_utf8("QMP socket", qmp)?;
         let socket = std::fs::canonicalize(qmp).map_err(|e| {
             Error::io("QMP socket", qmp, e)
                 .with_help("Pass the path given to QEMU's -qmp unix:PATH,server=on.")
@@ -206,6 +243,7 @@ impl crate::Sendense {
                 socket.display()
             )));
         }
+        crate::fsutil::require_utf8("QMP socket", &socket)?;
         let opts = serde_json::json!({ "qmp": socket.to_string_lossy() });
         self.catalog_mut().insert_vm(name, "qemu", &opts, &disks)
     }

@@ -37,6 +37,9 @@ pub struct PlanInput {
     /// What is wrong with the chain below `chain_top`, if anything (see
     /// [`crate::repo::chain::chain_problems`]).
     pub chain_problem: Option<String>,
+    /// Why this disk must be full although everything else allows an incremental: its change
+    /// tracking was found to have missed changes (see [`crate::transfer::untracked`]).
+    pub forced_full: Option<String>,
 }
 
 /// The decision for one disk.
@@ -73,6 +76,8 @@ pub fn decide(requested: Requested, input: &PlanInput) -> Result<Decision, Strin
         )
     } else if let Some(problem) = &input.chain_problem {
         Some(format!("previous backup failed its check ({problem})"))
+    } else if let Some(reason) = &input.forced_full {
+        Some(reason.clone())
     } else if input
         .chain_top
         .as_ref()
@@ -263,6 +268,7 @@ mod tests {
                 state,
                 vm_has_backups: has,
                 chain_problem: None,
+                forced_full: None,
             };
             let got = decide(req, &input);
             match (got, want) {
@@ -289,6 +295,7 @@ mod tests {
             state: CheckpointState::Present,
             vm_has_backups: true,
             chain_problem: Some("b1's image is missing".into()),
+            forced_full: None,
         };
         let d = decide(Requested::Auto, &input).unwrap();
         assert_eq!(d.mode, BackupMode::Full);
@@ -302,6 +309,33 @@ mod tests {
         assert_eq!(
             decide(Requested::Full, &input).unwrap().reason,
             "--full requested"
+        );
+    }
+
+    #[test]
+    fn a_disk_whose_change_tracking_missed_changes_is_full() {
+        let mut input = PlanInput {
+            size_bytes: 10,
+            chain_top: top(10, Some("c1")),
+            recorded_checkpoint: Some("c1".into()),
+            state: CheckpointState::Present,
+            vm_has_backups: true,
+            chain_problem: None,
+            forced_full: None,
+        };
+        assert_eq!(
+            decide(Requested::Auto, &input).unwrap().mode,
+            BackupMode::Incremental
+        );
+        input.forced_full = Some("disk resized (shrunk and grown)".into());
+        let d = decide(Requested::Auto, &input).unwrap();
+        assert_eq!(
+            (d.mode, d.reason.as_str()),
+            (BackupMode::Full, "disk resized (shrunk and grown)")
+        );
+        assert_eq!(
+            decide(Requested::Incremental, &input).unwrap_err(),
+            "disk resized (shrunk and grown)"
         );
     }
 }

@@ -208,6 +208,15 @@ impl Catalog {
             .optional()?)
     }
 
+    /// Every registered disk's identity with its VM's name.
+    pub fn disk_identities(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT v.name, d.identity FROM vm_disks d JOIN vms v ON v.id = d.vm_id ORDER BY d.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Matches freshly discovered disks to the VM's disks by identity: known disks get their new
     /// size and are marked present, new disks get the next free key, missing ones are marked
     /// vanished. Keys are never reassigned. Returns the updated VM.

@@ -35,10 +35,12 @@ impl Sendense {
         require_mount: bool,
         make_default: bool,
     ) -> Result<ImportReport> {
+        crate::fsutil::require_utf8("repository path", path)?;
         let canonical = std::fs::canonicalize(path).map_err(|e| {
             Error::io("repository", path, e)
                 .with_help("Pass the directory that holds sendense-repo.yaml.")
         })?;
+        crate::fsutil::require_utf8("repository path", &canonical)?;
         super::check_mount(&canonical, require_mount)?;
         let meta = RepoMeta::read(&canonical)?.ok_or_else(|| {
             Error::not_found(format!(
