@@ -22,6 +22,9 @@ _sendense() {
             sendense,cleanup)
                 cmd="sendense__subcmd__cleanup"
                 ;;
+            sendense,doctor)
+                cmd="sendense__subcmd__doctor"
+                ;;
             sendense,export)
                 cmd="sendense__subcmd__export"
                 ;;
@@ -116,7 +119,7 @@ _sendense() {
 
     case "${cmd}" in
         sendense)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm backup job restore export nbd cleanup"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm backup job restore export nbd cleanup doctor"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +290,28 @@ _sendense() {
             ;;
         sendense__subcmd__cleanup)
             opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__doctor)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -578,7 +603,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__repo__subcmd__import)
-            opts="-v -q -h -V --name --require-mount --default --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --name --require-mount --default --take-over --salvage --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

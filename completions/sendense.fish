@@ -40,6 +40,7 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "restore" -d 'Rest
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "export" -d 'Serve a restore point over NBD until interrupted (instant recovery, inspection)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "nbd" -d 'NBD exports Sendense started'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "cleanup" -d 'Find and remove what interrupted jobs left behind'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "doctor" -d 'Check the catalog (every page, index and reference) and, when it is damaged, say how to rebuild it from the repositories'
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand init" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -97,6 +98,8 @@ complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l require-mount -d 'Refuse to use the path unless it is a mount point'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l default -d 'Make it the default repository'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l take-over -d 'Take the repository over from the hub that owns it: that hub\'s backups and deletes there are refused from then on'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l salvage -d 'Also register backups whose manifest is lost when their images, digest files and backing links prove them (each gets a new manifest)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s q -l quiet -d 'Only errors on stderr'
@@ -317,3 +320,10 @@ complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s v -l verbo
 complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand cleanup" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand doctor" -s V -l version -d 'Print version'

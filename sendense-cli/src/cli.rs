@@ -223,6 +223,20 @@ JSON OUTPUT
         #[arg(long)]
         dry_run: bool,
     },
+    /// Check the catalog (every page, index and reference) and, when it is damaged, say how to
+    /// rebuild it from the repositories.
+    #[command(
+        after_long_help = "The catalog is opened read-only: nothing is migrated, reconciled or written.
+Exit status 0 when the catalog is whole, 1 when it is damaged; then the advice
+lists the steps: move the state directory aside, `sendense init`, and
+`sendense repo import PATH --take-over` for every repository it still names.
+
+JSON OUTPUT
+  {\"catalog\": \"/var/lib/sendense/sendense.db\", \"ok\": false,
+   \"problems\": [\"...\"], \"repositories\": [[\"local\", \"/srv/backup\"]],
+   \"advice\": [\"...\"]}"
+    )]
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,9 +309,22 @@ another repository at the path, 1: the write failed).")]
     #[command(
         after_long_help = "Use it when the hub was lost: the repository alone is enough to restore.
 
+A repository has one owner, the hub that writes into it. Importing a repository
+another hub owns is refused (exit 5) unless --take-over; the other hub's
+backups and deletes there are refused from then on.
+
+Every backup that cannot be registered is named, and the import exits 3: a
+manifest that fails its checks, a missing image or parent, and images whose
+manifest is lost. With --salvage, such images are registered when they prove
+themselves: each opens, is a full or backed by the same disk's image of a
+registered backup, and every block of data it holds matches its digest file.
+A salvaged backup gets a new manifest; its change-tracking checkpoint is lost,
+so the VM's next backup is a full.
+
 JSON OUTPUT
   {\"repo\": {repository object}, \"vms_created\": [\"pgtest1\"],
    \"backups_imported\": [\"<backup-id>\", ...], \"backups_known\": [],
+   \"backups_salvaged\": [], \"warnings\": [],
    \"skipped\": [\"<backup-id>: image ... is missing\"]}"
     )]
     Import {
@@ -312,6 +339,14 @@ JSON OUTPUT
         /// Make it the default repository.
         #[arg(long)]
         default: bool,
+        /// Take the repository over from the hub that owns it: that hub's backups and deletes
+        /// there are refused from then on.
+        #[arg(long)]
+        take_over: bool,
+        /// Also register backups whose manifest is lost when their images, digest files and
+        /// backing links prove them (each gets a new manifest).
+        #[arg(long)]
+        salvage: bool,
     },
     /// Re-read the capacity of every repository and check each is present.
     #[command(after_long_help = "JSON OUTPUT

@@ -2,6 +2,7 @@
 
 mod backup;
 mod cleanup;
+mod doctor;
 mod init;
 mod job;
 mod nbd;
@@ -51,6 +52,7 @@ pub fn run(cli: Cli) -> CmdResult {
             writable,
         } => restore::export(g, &backup, disk, port, socket, writable),
         Command::Cleanup { dry_run } => cleanup::run(g, dry_run),
+        Command::Doctor => doctor::run(g),
     }
 }
 

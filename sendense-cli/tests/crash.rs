@@ -384,6 +384,7 @@ fn a_crash_in_the_commit_leaves_a_whole_backup_or_none_and_import_agrees() {
             lab.repo().to_str().unwrap(),
             "--name",
             "again",
+            "--take-over",
         ],
     );
     let mut found: Vec<String> = json(&other, &["backup", "list"])

@@ -109,7 +109,13 @@ fn hostile_manifests_are_reported_never_followed() {
     run(&state, &["repo", "remove", "r"]);
     let o = run(
         &other,
-        &["repo", "import", repo.to_str().unwrap(), "--json"],
+        &[
+            "repo",
+            "import",
+            repo.to_str().unwrap(),
+            "--take-over",
+            "--json",
+        ],
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();

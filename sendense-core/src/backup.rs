@@ -341,6 +341,7 @@ impl Run {
         let job = self.job;
         crate::repo::check_mount(&repo.path, repo.require_mount)?;
         crate::repo::check_identity(&repo.path, &repo.repo_id)?;
+        crate::repo::check_owner(&repo.path, &sd.catalog().hub_id()?)?;
 
         // 1. The source, cleared of what an interrupted backup left; disks matched by identity.
         // One source object serves the whole job, so what it learnt once is not asked again.

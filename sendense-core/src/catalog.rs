@@ -74,6 +74,27 @@ impl Catalog {
         &self.path
     }
 
+    /// What SQLite's quick check of every page finds wrong (nothing when the catalog is whole).
+    pub fn quick_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row?;
+            if row != "ok" {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// This hub's id (made when the catalog was created or migrated to schema 3).
+    pub fn hub_id(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("SELECT hub_id FROM hub WHERE id = 1", [], |r| r.get(0))?)
+    }
+
     /// The number of migrations applied.
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self

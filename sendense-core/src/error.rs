@@ -215,6 +215,16 @@ impl From<rusqlite::Error> for Error {
             Error::busy(format!("the catalog is locked by another process: {err}"))
                 .with_help("Another sendense command holds the catalog for too long; retry when it has finished.")
                 .with_source(err)
+        } else if matches!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) {
+            Error::new(ErrorKind::Catalog, format!("catalog error: {err}"))
+                .with_help(
+                    "The catalog file is damaged. `sendense doctor` checks it and says how to \
+                     rebuild it from the repositories, which describe every backup themselves.",
+                )
+                .with_source(err)
         } else {
             Error::new(ErrorKind::Catalog, format!("catalog error: {err}")).with_source(err)
         }

@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod config;
 pub mod crash;
+pub mod doctor;
 mod error;
 mod event;
 pub mod export;

@@ -19,9 +19,10 @@ pub mod chain_check;
 pub mod digests;
 mod import;
 pub mod manifest;
+mod salvage;
 mod writer;
 
-pub use import::ImportReport;
+pub use import::{ImportOptions, ImportReport};
 pub use writer::{
     create_targets, plan_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,
 };
@@ -54,6 +55,34 @@ pub struct RepoMeta {
     /// Which Sendense created it.
     #[serde(default)]
     pub created_by: String,
+    /// The hub that writes into it (absent in repositories made before hubs recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<RepoOwner>,
+}
+
+/// The hub that owns a repository: the only one that writes backups into it or deletes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoOwner {
+    /// The hub's id.
+    pub hub: String,
+    /// The host it ran on when it took the repository.
+    pub host: String,
+    /// Since when.
+    pub since: String,
+}
+
+impl RepoOwner {
+    /// This hub, now.
+    pub fn now(hub: &str) -> RepoOwner {
+        RepoOwner {
+            hub: hub.to_string(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".into()),
+            since: crate::time::now_rfc3339(),
+        }
+    }
 }
 
 impl RepoMeta {
@@ -82,6 +111,13 @@ impl RepoMeta {
         Ok(Some(meta))
     }
 
+    /// Makes `hub` the owner and writes the file.
+    pub fn take(mut self, dir: &Path, hub: &str) -> Result<RepoMeta> {
+        self.owner = Some(RepoOwner::now(hub));
+        self.write(dir)?;
+        Ok(self)
+    }
+
     fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_yaml_ng::to_string(self)
             .map_err(|e| Error::internal(format!("serializing repository metadata: {e}")))?;
@@ -95,7 +131,12 @@ impl RepoMeta {
 /// Creates (if needed) and initialises a repository directory. Returns its canonical path and
 /// metadata. Refuses a directory that already holds a repository and, with `require_mount`, a
 /// path that is not a mount point.
-pub fn initialise(path: &Path, name: &str, require_mount: bool) -> Result<(PathBuf, RepoMeta)> {
+pub fn initialise(
+    path: &Path,
+    name: &str,
+    require_mount: bool,
+    hub: &str,
+) -> Result<(PathBuf, RepoMeta)> {
     if require_mount {
         if !path.is_dir() {
             return Err(Error::refused(format!(
@@ -130,6 +171,7 @@ pub fn initialise(path: &Path, name: &str, require_mount: bool) -> Result<(PathB
         name: name.to_string(),
         created_at: crate::time::now_rfc3339(),
         created_by: format!("sendense {}", env!("CARGO_PKG_VERSION")),
+        owner: Some(RepoOwner::now(hub)),
     };
     meta.write(&canonical)?;
     Ok((canonical, meta))
@@ -163,6 +205,36 @@ pub fn check_identity(path: &Path, expected_id: &str) -> Result<RepoMeta> {
         ))
         .with_help("Mount the backup filesystem, or remove the repository with `sendense repo remove`.")),
     }
+}
+
+/// Refuses to write into the repository at `path` unless this hub (`hub`) owns it. A
+/// repository made before owners were recorded becomes this hub's.
+pub fn check_owner(path: &Path, hub: &str) -> Result<()> {
+    let Some(meta) = RepoMeta::read(path)? else {
+        return Ok(());
+    };
+    match &meta.owner {
+        None => meta.take(path, hub).map(drop),
+        Some(o) if o.hub == hub => Ok(()),
+        Some(o) => Err(owned_elsewhere(path, o)),
+    }
+}
+
+/// The error for a repository another hub owns.
+pub fn owned_elsewhere(path: &Path, o: &RepoOwner) -> Error {
+    Error::refused(format!(
+        "repository {} is owned by another hub (hub {} on host {}, since {}); this hub does not \
+         write to it",
+        path.display(),
+        o.hub,
+        o.host,
+        o.since
+    ))
+    .with_help(
+        "Two hubs writing into one repository destroy each other's backups. Keep using it from \
+         its owner; or, once that hub no longer uses it, take it over with `sendense repo \
+         import PATH --take-over` (remove it here first with `sendense repo remove`).",
+    )
 }
 
 /// What `repo test` found.
@@ -227,10 +299,10 @@ mod tests {
     fn initialise_writes_meta_once() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("a/b/repo");
-        let (path, meta) = initialise(&target, "r1", false).unwrap();
+        let (path, meta) = initialise(&target, "r1", false, "hub-a").unwrap();
         assert_eq!(path, fs::canonicalize(&target).unwrap());
         assert_eq!(RepoMeta::read(&path).unwrap().unwrap(), meta);
-        let err = initialise(&target, "r2", false).unwrap_err();
+        let err = initialise(&target, "r2", false, "hub-a").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
         assert!(err.message().contains(&meta.id));
         check_identity(&path, &meta.id).unwrap();
@@ -243,10 +315,10 @@ mod tests {
     #[test]
     fn require_mount_refuses_plain_dir_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let err = initialise(dir.path(), "r", true).unwrap_err();
+        let err = initialise(dir.path(), "r", true, "hub-a").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert!(!dir.path().join(META_FILE).exists());
-        let err = initialise(&dir.path().join("missing"), "r", true).unwrap_err();
+        let err = initialise(&dir.path().join("missing"), "r", true, "hub-a").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert!(!dir.path().join("missing").exists());
     }

@@ -86,6 +86,20 @@ impl OpenOptions {
         }
         let catalog_created = !dir.join(CATALOG_FILE).exists();
         let sd = Sendense::open_with(self.state_dir(dir.clone()), true)?;
+        // An existing catalog is checked whole, not only the pages opening it read.
+        if let Some(first) = sd.catalog.quick_check()?.first() {
+            return Err(Error::new(
+                crate::ErrorKind::Catalog,
+                format!(
+                    "the catalog {} is damaged: {first}",
+                    sd.catalog.path().display()
+                ),
+            )
+            .with_help(
+                "`sendense doctor` lists what is wrong and how to rebuild the catalog from the \
+                 repositories.",
+            ));
+        }
         let report = InitReport {
             state_dir: dir,
             catalog: sd.catalog.path().to_path_buf(),
@@ -305,7 +319,8 @@ impl Sendense {
             }
         }
         self.refuse_overlapping_repo(&req.path)?;
-        let (path, meta) = repo::initialise(&req.path, &req.name, req.require_mount)?;
+        let hub = self.catalog.hub_id()?;
+        let (path, meta) = repo::initialise(&req.path, &req.name, req.require_mount, &hub)?;
         let cap = fsutil::capacity(&path)?;
         let inserted = self.catalog.insert_repo(&NewRepo {
             name: req.name.clone(),
@@ -373,8 +388,13 @@ impl Sendense {
     }
 
     fn refresh_one(&mut self, mut record: RepoRecord) -> RepoStatus {
+        let hub = self.catalog.hub_id().unwrap_or_default();
         let check = repo::check_mount(&record.path, record.require_mount)
             .and_then(|_| repo::check_identity(&record.path, &record.repo_id))
+            .and_then(|meta| match &meta.owner {
+                Some(o) if o.hub != hub => Err(repo::owned_elsewhere(&record.path, o)),
+                _ => Ok(()),
+            })
             .and_then(|_| fsutil::capacity(&record.path));
         let problem = match check {
             Ok(Capacity {

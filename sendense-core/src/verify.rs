@@ -222,7 +222,7 @@ impl Sendense {
     }
 
     /// Checks one image; an error only when the check itself was cancelled.
-    fn check_image(
+    pub(crate) fn check_image(
         &mut self,
         key: u32,
         link: &ExpectedLink,

@@ -189,7 +189,22 @@ async fn full_and_two_incrementals_survive_a_move_and_an_import() {
         .state_dir(d.join("state2"))
         .init()
         .unwrap();
-    let report = fresh.import_repo(&moved, None, false, false).unwrap();
+    // The old hub still owns it: refused unless taken over.
+    let refused = fresh.import_repo(&moved, &Default::default()).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        sendense_core::ErrorKind::Refused,
+        "{refused}"
+    );
+    let report = fresh
+        .import_repo(
+            &moved,
+            &sendense_core::repo::ImportOptions {
+                take_over: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(report.backups_imported, points, "{report:?}");
     assert_eq!(report.vms_created, ["vm1"]);
     assert!(report.skipped.is_empty(), "{report:?}");
@@ -216,10 +231,16 @@ async fn full_and_two_incrementals_survive_a_move_and_an_import() {
         .unwrap()
         .unwrap();
     assert_eq!(top.backup, b3);
-    // Importing again is refused; nothing doubles.
+    // Importing it again under another name is refused; nothing doubles.
     assert_eq!(
         fresh
-            .import_repo(&moved, Some("again"), false, false)
+            .import_repo(
+                &moved,
+                &sendense_core::repo::ImportOptions {
+                    name: Some("again".into()),
+                    ..Default::default()
+                },
+            )
             .unwrap_err()
             .kind(),
         ErrorKind::AlreadyExists

@@ -111,16 +111,28 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
             name,
             require_mount,
             default,
+            take_over,
+            salvage,
         } => {
-            let report = sd.import_repo(&path, name.as_deref(), require_mount, default)?;
+            let report = sd.import_repo(
+                &path,
+                &sendense_core::repo::ImportOptions {
+                    name,
+                    require_mount,
+                    make_default: default,
+                    take_over,
+                    salvage,
+                },
+            )?;
             if g.json {
                 output::json(&report)?;
             } else {
                 output::line(&format!(
-                    "Imported repository `{}` at {}: {} backup(s) added, {} already known, {} VM(s) created.",
+                    "Imported repository `{}` at {}: {} backup(s) added, {} salvaged, {} already known, {} VM(s) created.",
                     report.repo.name,
                     report.repo.path.display(),
                     report.backups_imported.len(),
+                    report.backups_salvaged.len(),
                     report.backups_known.len(),
                     report.vms_created.len()
                 ))?;

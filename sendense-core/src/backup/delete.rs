@@ -24,8 +24,10 @@ impl Sendense {
         // An unmounted share or another repository at the path: nothing there is this backup's,
         // and a delete that removed only the row would orphan the files.
         let repo = self.catalog().repo(&b.repo)?;
+        let hub = self.catalog().hub_id()?;
         crate::repo::check_mount(&repo.path, repo.require_mount)
             .and_then(|()| crate::repo::check_identity(&repo.path, &repo.repo_id))
+            .and_then(|_| crate::repo::check_owner(&repo.path, &hub))
             .map_err(|e| {
                 e.context(format!(
                     "deleting backup {id} from repository `{}`",
@@ -40,6 +42,19 @@ impl Sendense {
         }
         let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
         let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
+        // The catalog is not the only witness: an image or a manifest in the repository that
+        // depends on this backup (another hub's, or one this catalog never held) keeps it.
+        let catalog = self.catalog();
+        let known = |id: &str| catalog.backup(id).is_ok();
+        if let Some(dependant) = repository_dependant(&repo.path, &b, &known)? {
+            return Err(Error::refused(format!(
+                "backup {id} cannot be deleted: {dependant} depends on it"
+            ))
+            .with_help(
+                "That backup is not in this hub's catalog: another hub's, one being written, or \
+                 one `repo import` could not register. Deleting this one would break it.",
+            ));
+        }
         let mut b = self.catalog_mut().mark_deleting(id)?;
         crate::crash::point("delete.marked");
         remove_durably(&manifest)?;
@@ -53,6 +68,53 @@ impl Sendense {
         b.status = "deleted".into();
         Ok(b)
     }
+}
+
+/// What in backup `b`'s repository depends on it that the catalog does not know (`known`
+/// tells; the catalog's own dependants are refused by the catalog): an image of its disks
+/// backed by its image (finished or being written), or a manifest naming it as a parent.
+fn repository_dependant(
+    repo: &Path,
+    b: &BackupRecord,
+    known: &dyn Fn(&str) -> bool,
+) -> Result<Option<String>> {
+    use crate::repo::manifest::Manifest;
+    for d in &b.disks {
+        let own = format!("{}.qcow2", b.id);
+        let Some(dir) = d.file.parent() else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".qcow2")
+                .or_else(|| name.strip_suffix(".qcow2.partial"))
+            else {
+                continue;
+            };
+            if name == own || known(id) {
+                continue;
+            }
+            let header = crate::repo::chain::qcow2_header(&e.path());
+            if header.is_ok_and(|h| h.backing.as_deref() == Some(own.as_str())) {
+                return Ok(Some(format!(
+                    "image {} (backed by its image)",
+                    e.path().strip_prefix(repo).unwrap_or(&e.path()).display()
+                )));
+            }
+        }
+    }
+    let scan = Manifest::read_all(repo)?;
+    for (rel, m) in scan.found {
+        let names_it = m.disks.iter().any(|d| d.parent.as_deref() == Some(&b.id));
+        if m.backup != b.id && names_it && !known(&m.backup) {
+            return Ok(Some(format!("backup {} (manifest {rel})", m.backup)));
+        }
+    }
+    Ok(None)
 }
 
 /// Removes `path` (a missing file is fine) and syncs its directory.

@@ -270,4 +270,14 @@ ALTER TABLE backup_disks ADD COLUMN image_bytes INTEGER CHECK (image_bytes IS NU
 -- when none found damage (a verify that finds it whole clears it). Nothing builds on a
 -- damaged backup.
 ALTER TABLE backups ADD COLUMN damaged TEXT;
+
+-- This hub's identity: the owner it writes into the repositories it registers, so a second
+-- hub importing one is refused unless it takes it over (and then this hub stops writing there).
+CREATE TABLE hub (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    hub_id     TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+INSERT INTO hub (id, hub_id, created_at)
+    VALUES (1, lower(hex(randomblob(16))), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
 "#;

@@ -8,6 +8,22 @@ use crate::sendense::Sendense;
 use serde::Serialize;
 use std::path::Path;
 
+/// How `repo import` registers a repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Register it under this name (default: the name it was created with).
+    pub name: Option<String>,
+    /// Refuse the path unless it is a mount point.
+    pub require_mount: bool,
+    /// Make it the default repository.
+    pub make_default: bool,
+    /// Take the repository over from the hub that owns it (which then stops writing to it).
+    pub take_over: bool,
+    /// Also register backups whose manifest is lost when their images, digest files and
+    /// backing links prove them (see [`super::salvage`]).
+    pub salvage: bool,
+}
+
 /// What `repo import` did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImportReport {
@@ -23,18 +39,23 @@ pub struct ImportReport {
     pub skipped: Vec<String>,
     /// What was registered differently from what the repository says, and why.
     pub warnings: Vec<String>,
+    /// Backups registered from their images because their manifest was lost (`--salvage`);
+    /// each got a new manifest.
+    pub backups_salvaged: Vec<String>,
 }
 
 impl Sendense {
     /// Registers the repository at `path` (under `name`, else the name it was created with)
     /// and adds every backup its manifests describe.
-    pub fn import_repo(
-        &mut self,
-        path: &Path,
-        name: Option<&str>,
-        require_mount: bool,
-        make_default: bool,
-    ) -> Result<ImportReport> {
+    pub fn import_repo(&mut self, path: &Path, opts: &ImportOptions) -> Result<ImportReport> {
+        let ImportOptions {
+            name,
+            require_mount,
+            make_default,
+            take_over,
+            salvage,
+        } = opts.clone();
+        let name = name.as_deref();
         crate::fsutil::require_utf8("repository path", path)?;
         let canonical = std::fs::canonicalize(path).map_err(|e| {
             Error::io("repository", path, e)
@@ -50,32 +71,70 @@ impl Sendense {
             ))
             .with_help("Create a new repository with `sendense repo add NAME --path DIR` instead.")
         })?;
-        let name = name.unwrap_or(&meta.name).to_string();
-        crate::vm::validate_name("repository", &name)?;
-        if let Some(existing) = self
+        let existing = self
             .catalog()
             .repos()?
             .into_iter()
-            .find(|r| r.repo_id == meta.id || r.path == canonical)
-        {
+            .find(|r| r.repo_id == meta.id || r.path == canonical);
+        // The same repository, registered here already, at the same path and under the same
+        // name: scanned again for what the catalog lacks (with --salvage, say).
+        let again = existing.as_ref().is_some_and(|r| {
+            r.repo_id == meta.id && r.path == canonical && name.is_none_or(|n| n == r.name)
+        });
+        if let (Some(existing), false) = (&existing, again) {
             return Err(Error::already_exists(format!(
                 "repository {} is already registered as `{}`",
                 canonical.display(),
                 existing.name
             ))
-            .with_help("Nothing to import; `sendense repo refresh` re-reads its capacity."));
+            .with_help(format!(
+                "Import it again as `{}` at the same path to register what the catalog lacks; \
+                 `sendense repo refresh` re-reads its capacity.",
+                existing.name
+            )));
         }
-        self.refuse_overlapping_repo(&canonical)?;
-        let cap = crate::fsutil::capacity(&canonical)?;
-        let repo = self.catalog_mut().insert_repo(&NewRepo {
-            name,
-            path: canonical.clone(),
-            repo_id: meta.id.clone(),
-            require_mount,
-            is_default: make_default,
-            total_bytes: cap.total_bytes,
-            available_bytes: cap.available_bytes,
-        })?;
+        let name = name.unwrap_or(&meta.name).to_string();
+        crate::vm::validate_name("repository", &name)?;
+        if !again {
+            self.refuse_overlapping_repo(&canonical)?;
+        }
+        // One hub writes into a repository: another hub's is taken over only when asked.
+        let hub = self.catalog().hub_id()?;
+        let taken_from = match &meta.owner {
+            Some(o) if o.hub != hub && !take_over => {
+                return Err(super::owned_elsewhere(&canonical, o).with_help(
+                    "Two hubs writing into one repository destroy each other's backups. Use it \
+                     from its owner; once that hub no longer uses it, pass --take-over: this \
+                     hub becomes the owner and the other hub's backups and deletes there are \
+                     refused from then on.",
+                ))
+            }
+            Some(o) if o.hub != hub => Some(o.clone()),
+            _ => None,
+        };
+        let repo = match existing.filter(|_| again) {
+            Some(repo) => repo,
+            None => {
+                let cap = crate::fsutil::capacity(&canonical)?;
+                self.catalog_mut().insert_repo(&NewRepo {
+                    name,
+                    path: canonical.clone(),
+                    repo_id: meta.id.clone(),
+                    require_mount,
+                    is_default: make_default,
+                    total_bytes: cap.total_bytes,
+                    available_bytes: cap.available_bytes,
+                })?
+            }
+        };
+        if meta.owner.as_ref().is_none_or(|o| o.hub != hub) {
+            if let Err(e) = meta.clone().take(&canonical, &hub) {
+                if !again {
+                    let _ = self.catalog_mut().delete_repo(&repo.name);
+                }
+                return Err(e);
+            }
+        }
         let mut report = ImportReport {
             repo: repo.clone(),
             vms_created: Vec::new(),
@@ -83,8 +142,39 @@ impl Sendense {
             backups_known: Vec::new(),
             skipped: Vec::new(),
             warnings: Vec::new(),
+            backups_salvaged: Vec::new(),
         };
-        let scan = Manifest::read_all(&canonical)?;
+        if let Some(o) = taken_from {
+            report.warnings.push(format!(
+                "taken over from hub {} on host {} (its owner since {}): that hub's backups and \
+                 deletes in this repository are refused from now on",
+                o.hub, o.host, o.since
+            ));
+        }
+        // Manifests first; then backups whose manifest is lost (registered when they prove
+        // themselves with --salvage, else named); again while salvaged parents let more in.
+        loop {
+            let registered = report.backups_imported.len() + report.backups_salvaged.len();
+            report.skipped.clear();
+            self.import_manifests(&canonical, &meta.id, &repo, &mut report)?;
+            super::salvage::lost_manifests(self, &repo, &meta.id, salvage, &mut report)?;
+            if report.backups_imported.len() + report.backups_salvaged.len() == registered {
+                break;
+            }
+        }
+        report.repo = self.catalog().repo(&repo.name)?;
+        Ok(report)
+    }
+    /// Registers the backups the manifests of the repository at `canonical` describe that the
+    /// catalog does not hold yet.
+    fn import_manifests(
+        &mut self,
+        canonical: &Path,
+        repo_id: &str,
+        repo: &RepoRecord,
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        let scan = Manifest::read_all(canonical)?;
         report
             .skipped
             .extend(scan.errors.iter().map(|e| e.to_string()));
@@ -93,7 +183,7 @@ impl Sendense {
                 report.skipped.push(e.message().to_string());
                 continue;
             }
-            if m.repository != meta.id {
+            if m.repository != repo_id {
                 report.skipped.push(format!(
                     "{}: belongs to repository {}",
                     m.backup, m.repository
@@ -101,10 +191,16 @@ impl Sendense {
                 continue;
             }
             if self.catalog().backup(&m.backup).is_ok() {
-                report.backups_known.push(m.backup.clone());
+                // Known before this import (not registered by an earlier pass of it).
+                let counted = report.backups_imported.contains(&m.backup)
+                    || report.backups_salvaged.contains(&m.backup)
+                    || report.backups_known.contains(&m.backup);
+                if !counted {
+                    report.backups_known.push(m.backup.clone());
+                }
                 continue;
             }
-            if let Some(problem) = missing_piece(self, &canonical, &m) {
+            if let Some(problem) = missing_piece(self, canonical, &m) {
                 report.skipped.push(format!("{}: {problem}", m.backup));
                 continue;
             }
@@ -128,10 +224,10 @@ impl Sendense {
                         for hook in ["pre_hook", "post_hook"] {
                             if map.remove(hook).is_some() {
                                 report.warnings.push(format!(
-                                    "VM `{}`: its {} from the repository was not registered; add it again with `sendense vm add`",
-                                    m.vm.name,
-                                    hook.replace('_', "-")
-                                ));
+                                "VM `{}`: its {} from the repository was not registered; add it again with `sendense vm add`",
+                                m.vm.name,
+                                hook.replace('_', "-")
+                            ));
                             }
                         }
                     }
@@ -186,8 +282,7 @@ impl Sendense {
                 Err(e) => report.skipped.push(format!("{}: {e}", m.backup)),
             }
         }
-        report.repo = self.catalog().repo(&repo.name)?;
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -207,6 +207,8 @@ impl Sendense {
         p: &PendingBackup,
         outcomes: &[DiskOutcome],
     ) -> Result<BackupRecord> {
+        // Taken over by another hub meanwhile: this backup is not written into it.
+        super::check_owner(&p.repo.path, &self.catalog().hub_id()?)?;
         // Images and digest files are made durable here (their writers may have skipped
         // flushes), then each image is checked.
         let sync = |path: &std::path::Path| {
