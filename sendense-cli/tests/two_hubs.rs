@@ -307,3 +307,44 @@ fn salvage_refuses_files_that_do_not_prove_a_backup() {
         .join(format!("vm1/manifests/{}.yaml", a.ids[2]))
         .exists());
 }
+
+#[test]
+fn a_repository_is_never_taken_over_while_its_owner_writes_into_it() {
+    let a = hub_a();
+    let b = a.hub_b();
+    // Hub A's backup holds on after its snapshot, writing into the repository.
+    sendense_testkit::qemu_io(&a.disk, "qcow2", &["write -P 0x66 7M 64k"]);
+    let backup = std::process::Command::new(env!("CARGO_BIN_EXE_sendense"))
+        .args(["backup", "start", "vm1", "--json"])
+        .env("SENDENSE_HOME", &a.state)
+        .env("SENDENSE_TEST_PAUSE_AT", "backup.snapshot-taken:4000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = a.repo().join("locks/writers.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = run(
+        &b,
+        &["repo", "import", a.repo().to_str().unwrap(), "--take-over"],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("being written to now"), "{}", text(&o));
+    assert_eq!(json(&b, &["repo", "list"]), serde_json::json!([]));
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once it has ended, the take-over goes through.
+    let r = json(
+        &b,
+        &["repo", "import", a.repo().to_str().unwrap(), "--take-over"],
+    );
+    assert_eq!(r["backups_imported"].as_array().unwrap().len(), 4, "{r}");
+    assert!(!lock.exists(), "the lock file goes with its last holder");
+}

@@ -227,6 +227,9 @@ impl BackupRequest<'_> {
         let vm_rec = sd.vm(&vm)?;
         let repo = sd.resolve_repo(repo.as_deref())?;
         let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name)?;
+        // Held to the end: the repository is not taken over while this backup writes into it.
+        crate::repo::check_mount(&repo.path, repo.require_mount)?;
+        let _writing = crate::lock::RepoWriteLock::writer(&repo.path)?;
         let job = sd.begin_job(
             JobKind::Backup,
             Some(&vm_rec.name),

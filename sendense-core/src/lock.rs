@@ -123,6 +123,49 @@ impl BackupDeleteLock {
     }
 }
 
+/// The lock in a repository that keeps a take-over from happening while its owner writes:
+/// `<repo>/locks/writers.lock`, held shared by every backup and delete of the owning hub and
+/// exclusively by `repo import --take-over` while it takes the repository. Across the
+/// processes of one host always; across hosts where the filesystem carries `flock` (NFSv4).
+#[derive(Debug)]
+pub struct RepoWriteLock(#[allow(dead_code)] FileLock);
+
+impl RepoWriteLock {
+    fn path(repo: &Path) -> Result<PathBuf> {
+        let dir = repo.join("locks");
+        crate::fsutil::create_private_dir(&dir)?;
+        Ok(dir.join("writers.lock"))
+    }
+
+    /// Held while this hub writes into `repo`; `Busy` while another hub takes it over.
+    pub fn writer(repo: &Path) -> Result<RepoWriteLock> {
+        match FileLock::try_lock(&Self::path(repo)?, true, true)? {
+            Some(lock) => Ok(RepoWriteLock(lock)),
+            None => Err(Error::busy(format!(
+                "repository {} is being taken over by another hub",
+                repo.display()
+            ))
+            .with_help("See `sendense repo show`; the other hub owns it from now on.")),
+        }
+    }
+
+    /// Held while a hub takes `repo` over; `Busy` while a hub writes into it.
+    pub fn take_over(repo: &Path) -> Result<RepoWriteLock> {
+        match FileLock::try_lock(&Self::path(repo)?, true, false)? {
+            Some(lock) => Ok(RepoWriteLock(lock)),
+            None => Err(Error::busy(format!(
+                "repository {} is being written to now (a backup or a delete of the hub that \
+                 owns it runs)",
+                repo.display()
+            ))
+            .with_help(
+                "Taking it over now would break that job. Retry when it has ended, and stop \
+                 the other hub from using the repository first.",
+            )),
+        }
+    }
+}
+
 impl FileLock {
     /// Takes the lock at `path` without waiting (shared or exclusive): `None` when a
     /// conflicting holder has it, or when `create` is off and there is no file.

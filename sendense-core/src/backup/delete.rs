@@ -42,6 +42,9 @@ impl Sendense {
         }
         let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
         let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
+        let _writing = crate::lock::RepoWriteLock::writer(&repo.path)?;
+        // Checked again under the lock: a take-over may have happened just before.
+        crate::repo::check_owner(&repo.path, &hub)?;
         // The catalog is not the only witness: an image or a manifest in the repository that
         // depends on this backup (another hub's, or one this catalog never held) keeps it.
         let catalog = self.catalog();

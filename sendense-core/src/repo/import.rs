@@ -98,7 +98,14 @@ impl Sendense {
         if !again {
             self.refuse_overlapping_repo(&canonical)?;
         }
-        // One hub writes into a repository: another hub's is taken over only when asked.
+        // One hub writes into a repository: another hub's is taken over only when asked, and
+        // never while it writes there.
+        let _taking = match &meta.owner {
+            Some(o) if o.hub != self.catalog().hub_id()? && take_over => {
+                Some(crate::lock::RepoWriteLock::take_over(&canonical)?)
+            }
+            _ => None,
+        };
         let hub = self.catalog().hub_id()?;
         let taken_from = match &meta.owner {
             Some(o) if o.hub != hub && !take_over => {
