@@ -178,16 +178,27 @@ fn untracked_changes(
             &url,
             bitmap,
             crate::transfer::BLOCK,
-        ))??;
+        ))?
+        .map_err(|e| {
+            e.context(format!(
+                "disk {}: reading its allocation and changes",
+                disk.key
+            ))
+        })?;
         if suspects.is_empty() {
             continue;
         }
         let links = sd.catalog().disk_chain(&parent.backup, disk.key)?;
         let check = crate::repo::chain_check::ChainCheck::open_trusted(disk.key, &links)?;
         for (start, end) in suspects {
-            use crate::transfer::BlockCheck;
-            if let Err(e) = check.check_zeroes(start, end - start) {
-                found.push((disk.key, e.message().to_string()));
+            if let Some((offset, backup)) = check.recorded_data(start, end - start)? {
+                found.push((
+                    disk.key,
+                    format!(
+                        "it reads as zeroes at offset {offset}, where backup {backup} holds \
+                         data, and its dirty bitmap does not say it changed"
+                    ),
+                ));
                 break;
             }
         }
@@ -229,6 +240,7 @@ impl BackupRequest<'_> {
         let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name)?;
         // Held to the end: the repository is not taken over while this backup writes into it.
         crate::repo::check_mount(&repo.path, repo.require_mount)?;
+        crate::repo::claim_if_unowned(&repo.path, &sd.catalog().hub_id()?)?;
         let _writing = crate::lock::RepoWriteLock::writer(&repo.path)?;
         let job = sd.begin_job(
             JobKind::Backup,
@@ -267,8 +279,7 @@ impl BackupRequest<'_> {
                     }
                     for (key, why) in &run.untracked {
                         let msg = format!(
-                            "disk {key}: {why}; its change tracking missed changes, so the \
-                             backup starts again with this disk in full"
+                            "disk {key}: {why}: the backup starts again with this disk in full"
                         );
                         sd.job_log(job.id, &msg);
                         emit(sd, job.id, EventKind::Warning { message: msg });
@@ -322,8 +333,8 @@ struct Run {
 }
 
 /// The reason of a full for a disk whose change tracking missed changes.
-const UNTRACKED_REASON: &str = "disk resized (shrunk and grown since the previous backup: its \
-     change tracking missed what was discarded)";
+const UNTRACKED_REASON: &str = "disk resized or changed behind its change tracking (shrunk and \
+     grown since the previous backup, or zeroed where its dirty bitmap does not show it)";
 
 impl Run {
     fn check_cancel(&self) -> Result<()> {
@@ -398,8 +409,9 @@ impl Run {
                 None => Ok(Vec::new()),
             })
             .collect::<Result<Vec<_>>>()?;
+        // (A full by request builds on nothing: no chain to check.)
         let problems = crate::par::map(&chains, |links| {
-            if links.is_empty() {
+            if links.is_empty() || mode == Requested::Full {
                 None
             } else {
                 chain_problem(links)

@@ -439,11 +439,24 @@ impl Sendense {
 
     fn scan_locks(&mut self, dry_run: bool, report: &mut CleanupReport) {
         let dir = self.state_dir().join("locks");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        // The lock a killed backup or delete left in a repository (mounted, the registered one,
+        // and the lock file no link).
+        for r in self.catalog().repos().unwrap_or_default() {
+            let lock = r.path.join("locks").join("writers.lock");
+            let present = crate::repo::check_mount(&r.path, r.require_mount)
+                .and_then(|()| crate::repo::check_identity(&r.path, &r.repo_id))
+                .and_then(|_| crate::repo::chain::check_inside(&r.path, &lock));
+            if present.is_ok() && lock.is_file() {
+                paths.push(lock);
+            }
+        }
+        for path in paths {
             if dry_run {
                 if crate::lock::is_held(&path) {
                     continue;

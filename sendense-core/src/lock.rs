@@ -133,8 +133,10 @@ pub struct RepoWriteLock(#[allow(dead_code)] FileLock);
 impl RepoWriteLock {
     fn path(repo: &Path) -> Result<PathBuf> {
         let dir = repo.join("locks");
+        let file = dir.join("writers.lock");
+        crate::repo::chain::check_inside(repo, &file)?;
         crate::fsutil::create_private_dir(&dir)?;
-        Ok(dir.join("writers.lock"))
+        Ok(file)
     }
 
     /// Held while this hub writes into `repo`; `Busy` while another hub takes it over.

@@ -207,16 +207,26 @@ pub fn check_identity(path: &Path, expected_id: &str) -> Result<RepoMeta> {
     }
 }
 
-/// Refuses to write into the repository at `path` unless this hub (`hub`) owns it. A
-/// repository made before owners were recorded becomes this hub's.
+/// Refuses to write into the repository at `path` unless this hub (`hub`) owns it (or nobody
+/// does yet: see [`claim_if_unowned`]).
 pub fn check_owner(path: &Path, hub: &str) -> Result<()> {
-    let Some(meta) = RepoMeta::read(path)? else {
+    match RepoMeta::read(path)?.and_then(|m| m.owner) {
+        Some(o) if o.hub != hub => Err(owned_elsewhere(path, &o)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes this hub the owner of a repository made before owners were recorded, under the
+/// repository's lock held exclusively (so two hubs cannot both claim it); called before the
+/// lock is taken for writing.
+pub fn claim_if_unowned(path: &Path, hub: &str) -> Result<()> {
+    if RepoMeta::read(path)?.is_none_or(|m| m.owner.is_some()) {
         return Ok(());
-    };
-    match &meta.owner {
-        None => meta.take(path, hub).map(drop),
-        Some(o) if o.hub == hub => Ok(()),
-        Some(o) => Err(owned_elsewhere(path, o)),
+    }
+    let _claiming = crate::lock::RepoWriteLock::take_over(path)?;
+    match RepoMeta::read(path)? {
+        Some(meta) if meta.owner.is_none() => meta.take(path, hub).map(drop),
+        _ => Ok(()),
     }
 }
 

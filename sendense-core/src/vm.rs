@@ -184,8 +184,8 @@ impl crate::Sendense {
             .insert_vm(name, "image", &serde_json::json!({}), &probed)
     }
 
-    /// Refuses new image disks that are one file under two names (hard links) — each other, or a
-    /// disk of a registered VM: two keys or two VMs on one file would destroy each other's
+    /// Refuses new disks (image files, or the files a QEMU VM's disks are) that are one file
+    /// under two names (hard links) — each other, or a disk of a registered VM: two keys or two VMs on one file would destroy each other's
     /// change tracking. Files are the same when device and inode are.
     fn refuse_shared_files(&self, new: &[NewDisk]) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
@@ -244,6 +244,7 @@ impl crate::Sendense {
             )));
         }
         crate::fsutil::require_utf8("QMP socket", &socket)?;
+        self.refuse_shared_files(&disks)?;
         let opts = serde_json::json!({ "qmp": socket.to_string_lossy() });
         self.catalog_mut().insert_vm(name, "qemu", &opts, &disks)
     }

@@ -42,6 +42,7 @@ impl Sendense {
         }
         let _vm = VmLock::acquire(self.state_dir(), &b.vm)?;
         let _backup = BackupDeleteLock::acquire(self.state_dir(), id)?;
+        crate::repo::claim_if_unowned(&repo.path, &hub)?;
         let _writing = crate::lock::RepoWriteLock::writer(&repo.path)?;
         // Checked again under the lock: a take-over may have happened just before.
         crate::repo::check_owner(&repo.path, &hub)?;
@@ -110,8 +111,18 @@ fn repository_dependant(
             }
         }
     }
-    let scan = Manifest::read_all(repo)?;
-    for (rel, m) in scan.found {
+    // The manifests of its VM (a backup's parent is always of the same VM).
+    let dir = repo.join(&b.vm).join("manifests");
+    let found = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".yaml"))
+        .filter_map(|e| {
+            let rel = format!("{}/manifests/{}", b.vm, e.file_name().to_string_lossy());
+            Manifest::read(&e.path()).ok().map(|m| (rel, m))
+        });
+    for (rel, m) in found {
         let names_it = m.disks.iter().any(|d| d.parent.as_deref() == Some(&b.id));
         if m.backup != b.id && names_it && !known(&m.backup) {
             return Ok(Some(format!("backup {} (manifest {rel})", m.backup)));

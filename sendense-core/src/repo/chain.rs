@@ -67,11 +67,21 @@ pub fn check_inside(root: &Path, file: &Path) -> Result<()> {
         return Err(escapes());
     };
     match std::fs::canonicalize(dir) {
-        Ok(real) if real.starts_with(&root) => Ok(()),
-        Ok(_) => Err(escapes()),
+        Ok(real) if real.starts_with(&root) => {}
+        Ok(_) => return Err(escapes()),
         // Nothing there yet (or any more): nothing to follow.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("resolving", dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("resolving", dir, e)),
+    }
+    // Nor is the file itself a link: Sendense never puts one in a repository.
+    match std::fs::symlink_metadata(file) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::refused(format!(
+            "{} in repository {} is a symbolic link",
+            file.display(),
+            root.display()
+        ))
+        .with_help("Sendense writes no links into a repository: inspect it, and remove the link; nothing it points to is touched.")),
+        _ => Ok(()),
     }
 }
 
@@ -480,6 +490,15 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Refused);
         assert!(err.message().contains("outside repository"), "{err}");
         assert!(check_inside(&root, &root.join("vm/../../outside/2000/x")).is_err());
+        // The file itself a link, to a file outside or inside: refused either way.
+        std::fs::write(outside.join("2000/victim.qcow2"), b"precious").unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("2000/victim.qcow2"),
+            root.join("vm/2000/y.qcow2"),
+        )
+        .unwrap();
+        let err = check_inside(&root, &root.join("vm/2000/y.qcow2")).unwrap_err();
+        assert!(err.message().contains("is a symbolic link"), "{err}");
     }
 
     #[test]

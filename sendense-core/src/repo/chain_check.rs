@@ -100,9 +100,11 @@ impl ChainCheck {
                     link.backup
                 ))
             };
+            // Checked through the handle that is then read: what was checked is what is used.
+            let file = File::open(&path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
             let scheme = match digests::Scheme::of_digest(recorded) {
                 Some(scheme) if !check => Ok(Some((scheme, recorded.clone()))),
-                _ => digests::file_digest_like(&path, recorded),
+                _ => digests::file_digest_like_open(&file, &path, recorded),
             };
             let scheme = match scheme {
                 Err(e) => return Err(damaged(format!("cannot be read ({})", e.message()))),
@@ -116,7 +118,6 @@ impl ChainCheck {
                 }
                 Ok(Some((scheme, _))) => scheme,
             };
-            let file = File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
             out.push(LinkRecords {
                 backup: link.backup.clone(),
                 file: Some(file),
@@ -187,7 +188,8 @@ impl ChainCheck {
             first.get_or_insert_with(|| message.clone());
         }
         Error::new(ErrorKind::External, message).with_help(format!(
-            "The repository was damaged; nothing was restored. Run `sendense backup verify {}`, \
+            "The repository was damaged and the restore stopped there (a file target is removed; \
+             an NBD target keeps what was written before). Run `sendense backup verify {}`, \
              restore from another backup or repository, or pass --no-verify to restore what the \
              images hold without checking.",
             self.top
@@ -229,6 +231,40 @@ impl ChainCheck {
     }
 }
 
+impl ChainCheck {
+    /// The first block in `[offset, offset + len)` that some link holds data for with no newer
+    /// link writing zeroes over it, and the backup that wrote that data. Unlike a restore's
+    /// check, a link without a record is looked through even when its scheme records no zero
+    /// writes: for finding changes a dirty bitmap missed, data that may still be there counts.
+    pub fn recorded_data(&self, offset: u64, len: u64) -> Result<Option<(u64, String)>> {
+        let first = offset / BLOCK;
+        let end = offset.saturating_add(len).div_ceil(BLOCK);
+        let mut candidates: Vec<u64> = Vec::new();
+        for link in &self.links {
+            if let Some(file) = &link.file {
+                recorded_blocks(file, first, end, &mut candidates, &link.backup)?;
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut rec = [0u8; RECORD as usize];
+        for block in candidates {
+            for link in &self.links {
+                let Some(file) = &link.file else {
+                    continue;
+                };
+                read_records(file, block, &mut rec, &link.backup)?;
+                match Record::of(&rec, block * BLOCK) {
+                    Record::Data(_) => return Ok(Some((block * BLOCK, link.backup.clone()))),
+                    Record::Zero => break,
+                    Record::None => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl BlockCheck for ChainCheck {
     fn check_data(&self, offset: u64, data: &[u8]) -> Result<()> {
         let blocks: Vec<&[u8]> = data.chunks(BLOCK as usize).collect();
@@ -267,10 +303,14 @@ impl BlockCheck for ChainCheck {
             }
         }
         // Above a link that records no zero writes (the full aside, below which there is
-        // nothing), a block without records is not known to be zeroes.
-        let undecided = self.links[..self.links.len() - 1]
+        // nothing), or with a link that recorded nothing at all, a block without records is
+        // not known to be zeroes.
+        let last = self.links.len() - 1;
+        let undecided = self
+            .links
             .iter()
-            .any(|l| l.file.is_none() || !l.scheme.records_zeroes());
+            .enumerate()
+            .any(|(i, l)| l.file.is_none() || (i < last && !l.scheme.records_zeroes()));
         if undecided {
             self.unchecked.fetch_add(len, Ordering::Relaxed);
         }
@@ -444,6 +484,36 @@ mod tests {
         f.write_all_at(&[1u8; 32], RECORD).unwrap();
         let e = ChainCheck::open(2000, &[inc, full]).unwrap_err();
         assert!(e.message().contains("was changed since the backup"), "{e}");
+    }
+
+    #[test]
+    fn data_a_dirty_bitmap_may_have_missed_is_found_through_every_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 4 * BLOCK;
+        let full = link(dir.path(), "full", size, |d| {
+            d.record(0, &block(1)).unwrap();
+            d.record(BLOCK, &block(1)).unwrap();
+        });
+        // An incremental that zeroed block 1 (its marker hides the full's data there).
+        let inc = link(dir.path(), "inc", size, |d| {
+            d.record_zeroes(BLOCK, BLOCK).unwrap();
+        });
+        let check = ChainCheck::open(2000, &[inc.clone(), full.clone()]).unwrap();
+        assert_eq!(check.recorded_data(BLOCK, 3 * BLOCK).unwrap(), None);
+        assert_eq!(
+            check.recorded_data(0, 4 * BLOCK).unwrap(),
+            Some((0, "full".to_string()))
+        );
+        // An incremental of a scheme without zero markers: its silence hides nothing, so the
+        // full's data may still be what the chain holds there.
+        let mut old = link(dir.path(), "old", size, |_| {});
+        let dfile = digests::digests_of(&old.file);
+        old.digest = Some(digests::file_digest(&dfile, Scheme::OffsetKeyed).unwrap());
+        let check = ChainCheck::open(2000, &[old, full]).unwrap();
+        assert_eq!(
+            check.recorded_data(BLOCK, 3 * BLOCK).unwrap(),
+            Some((BLOCK, "full".to_string()))
+        );
     }
 
     #[test]

@@ -19,7 +19,6 @@
 use crate::error::{Error, Result};
 use crate::transfer::{BlockDigests, BLOCK};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -260,23 +259,39 @@ fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
 /// `recorded` was (either form); `None` when `recorded` names a scheme this version does not
 /// know.
 pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<(Scheme, String)>> {
+    let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    file_digest_like_open(&f, path, recorded)
+}
+
+/// [`file_digest_like`] of a file already open (`path` names it in errors): what is checked is
+/// what is then read, even should the path be replaced meanwhile.
+pub fn file_digest_like_open(
+    f: &File,
+    path: &Path,
+    recorded: &str,
+) -> Result<Option<(Scheme, String)>> {
     let Some((scheme, records)) = parse_digest(recorded) else {
         return Ok(None);
     };
     if records {
-        return file_digest(path, scheme).map(|d| Some((scheme, d)));
+        let hex = records_digest_open(f, path)?;
+        return Ok(Some((
+            scheme,
+            format!("{}{RECORDS_FORM}:{hex}", scheme.tag()),
+        )));
     }
-    let mut f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
     loop {
         let n = f
-            .read(&mut buf)
+            .read_at(&mut buf, pos)
             .map_err(|e| Error::io("reading", path, e))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
+        pos += n as u64;
     }
     Ok(Some((
         scheme,
@@ -288,6 +303,10 @@ pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<(Scheme, S
 /// (u64, little endian) and its 32 bytes, in file order. Holes are skipped without reading.
 fn records_digest(path: &Path) -> Result<String> {
     let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    records_digest_open(&f, path)
+}
+
+fn records_digest_open(f: &File, path: &Path) -> Result<String> {
     let len = f
         .metadata()
         .map_err(|e| Error::io("reading", path, e))?
@@ -299,7 +318,7 @@ fn records_digest(path: &Path) -> Result<String> {
     let mut next = 0;
     while next < len {
         let Some((start, end)) =
-            data_region(&f, next, len).map_err(|e| Error::io("reading", path, e))?
+            data_region(f, next, len).map_err(|e| Error::io("reading", path, e))?
         else {
             break;
         };

@@ -99,14 +99,23 @@ impl Sendense {
             self.refuse_overlapping_repo(&canonical)?;
         }
         // One hub writes into a repository: another hub's is taken over only when asked, and
-        // never while it writes there.
-        let _taking = match &meta.owner {
-            Some(o) if o.hub != self.catalog().hub_id()? && take_over => {
-                Some(crate::lock::RepoWriteLock::take_over(&canonical)?)
-            }
-            _ => None,
-        };
+        // never while it writes there. Who owns it is read again under the lock.
         let hub = self.catalog().hub_id()?;
+        let _taking = match &meta.owner {
+            Some(o) if o.hub == hub => None,
+            Some(_) if !take_over => None,
+            _ => Some(crate::lock::RepoWriteLock::take_over(&canonical)?),
+        };
+        let meta = match _taking {
+            Some(_) => RepoMeta::read(&canonical)?.ok_or_else(|| {
+                Error::not_found(format!(
+                    "{} is no longer a Sendense repository (its {} went)",
+                    canonical.display(),
+                    super::META_FILE
+                ))
+            })?,
+            None => meta,
+        };
         let taken_from = match &meta.owner {
             Some(o) if o.hub != hub && !take_over => {
                 return Err(super::owned_elsewhere(&canonical, o).with_help(

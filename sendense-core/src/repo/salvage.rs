@@ -189,69 +189,121 @@ fn prove(sd: &mut Sendense, repo: &RepoRecord, vm: &str, id: &str, keys: &[u32])
             }
         };
         let dfile = digests::digests_of(&file);
+        chain::check_inside(&repo.path, &dfile)?;
         if !dfile.is_file() {
             return Ok(Proven::No(format!(
                 "disk {key}: its digest file is missing"
             )));
         }
-        // The scheme is not written down anywhere but in the lost manifest: zero markers tell
-        // the current one; an incremental without them is taken as not recording zero writes,
-        // which only leaves its undecided blocks unchecked.
-        let scheme = if parent.is_none() || has_zero_marker(&dfile)? {
-            Scheme::CURRENT
+        // The scheme is written down nowhere but in the lost manifest. Zero markers tell the
+        // current one; otherwise each scheme the records could be in is tried, and the one the
+        // data proves is taken (an incremental without markers is taken as recording no zero
+        // writes, which only leaves its undecided blocks unchecked).
+        let schemes: &[Scheme] = if has_zero_marker(&dfile)? {
+            &[Scheme::CURRENT]
+        } else if parent.is_none() {
+            &[Scheme::CURRENT, Scheme::OffsetPrefixed]
         } else {
-            Scheme::OffsetKeyed
+            &[Scheme::OffsetKeyed, Scheme::OffsetPrefixed]
         };
-        let digest = digests::file_digest(&dfile, scheme)?;
         let image_bytes = std::fs::metadata(&file)
             .map_err(|e| crate::Error::io("reading", &file, e))?
             .len();
-        disks.push(FoundDisk {
+        let mut disk = FoundDisk {
             key,
             rel_file,
             size: header.size,
             parent,
-            digest,
+            digest: String::new(),
             image_bytes,
-        });
-    }
-    // Every block of data each image holds must match its record.
-    let scratch = sd.scratch_dir().join(format!("salvage-{id}"));
-    for d in &disks {
-        let link = ExpectedLink {
-            backup: id.to_string(),
-            file: repo.path.join(&d.rel_file),
-            size: d.size,
-            digest: Some(d.digest.clone()),
-            image_bytes: Some(d.image_bytes),
-            damaged: None,
-            manifest: None,
-            repo: repo.path.clone(),
         };
-        let check = sd.check_image(
-            d.key,
-            &link,
-            &scratch,
-            &tokio_util::sync::CancellationToken::new(),
-        );
-        let _ = std::fs::remove_dir_all(&scratch);
-        let check = check?;
-        if let Some(p) = check.problems.first() {
-            return Ok(Proven::No(format!("disk {}: {p}", d.key)));
+        // Every block of data the image holds must match its record.
+        let mut first_problem = None;
+        for &scheme in schemes {
+            disk.digest = digests::file_digest(&dfile, scheme)?;
+            match proven_by_data(sd, repo, id, &disk)? {
+                None => {
+                    first_problem = None;
+                    break;
+                }
+                Some(problem) => {
+                    first_problem.get_or_insert(problem);
+                }
+            }
         }
+        if let Some(problem) = first_problem {
+            return Ok(Proven::No(format!("disk {key}: {problem}")));
+        }
+        disks.push(disk);
     }
     Ok(Proven::Yes(disks))
 }
 
-/// Whether a digest file holds a zero marker (read in order, holes skipped by the OS cheaply).
+/// The first problem `backup verify` finds with the data of `disk`'s image against its digest
+/// file read with `disk.digest`'s scheme; `None` when every block of data matches.
+fn proven_by_data(
+    sd: &mut Sendense,
+    repo: &RepoRecord,
+    id: &str,
+    disk: &FoundDisk,
+) -> Result<Option<String>> {
+    let link = ExpectedLink {
+        backup: id.to_string(),
+        file: repo.path.join(&disk.rel_file),
+        size: disk.size,
+        digest: Some(disk.digest.clone()),
+        image_bytes: Some(disk.image_bytes),
+        damaged: None,
+        manifest: None,
+        repo: repo.path.clone(),
+    };
+    let scratch = sd.scratch_dir().join(format!("salvage-{id}"));
+    let check = sd.check_image(
+        disk.key,
+        &link,
+        &scratch,
+        &tokio_util::sync::CancellationToken::new(),
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(check?.problems.into_iter().next())
+}
+
+/// Whether a digest file holds a zero marker: its data regions read a bounded buffer at a time
+/// (holes skipped), up to the first marker.
 fn has_zero_marker(dfile: &Path) -> Result<bool> {
-    let bytes = std::fs::read(dfile).map_err(|e| crate::Error::io("reading", dfile, e))?;
-    Ok(bytes
-        .chunks_exact(digests::RECORD as usize)
-        .enumerate()
-        .any(|(i, rec)| {
-            digests::Record::of(rec, i as u64 * crate::transfer::BLOCK) == digests::Record::Zero
-        }))
+    use std::os::unix::fs::FileExt;
+    let io = |e: std::io::Error| crate::Error::io("reading", dfile, e);
+    let f = std::fs::File::open(dfile).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    while pos < len {
+        let Some((start, end)) = digests::data_region(&f, pos, len).map_err(io)? else {
+            break;
+        };
+        let mut at = start / digests::RECORD * digests::RECORD;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            let n = n.div_ceil(digests::RECORD as usize) * digests::RECORD as usize;
+            let got = f.read_at(&mut buf[..n], at).map_err(io)?;
+            if got == 0 {
+                break;
+            }
+            for (i, rec) in buf[..got]
+                .chunks_exact(digests::RECORD as usize)
+                .enumerate()
+            {
+                let block = at / digests::RECORD + i as u64;
+                let offset = block * crate::transfer::BLOCK;
+                if digests::Record::of(rec, offset) == digests::Record::Zero {
+                    return Ok(true);
+                }
+            }
+            at += got as u64;
+        }
+        pos = end.max(pos + 1);
+    }
+    Ok(false)
 }
 
 /// Registers a proven backup and writes its new manifest.
