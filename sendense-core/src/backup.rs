@@ -190,7 +190,13 @@ fn untracked_changes(
         }
         let links = sd.catalog().disk_chain(&parent.backup, disk.key)?;
         let check = crate::repo::chain_check::ChainCheck::open_trusted(disk.key, &links)?;
-        for (start, end) in suspects {
+        // A GiB at a time: the blocks a step looks at stay few whatever the disk's size.
+        let steps = suspects.into_iter().flat_map(|(start, end)| {
+            (start..end)
+                .step_by(1 << 30)
+                .map(move |s| (s, end.min(s + (1 << 30))))
+        });
+        for (start, end) in steps {
             if let Some((offset, backup)) = check.recorded_data(start, end - start)? {
                 found.push((
                     disk.key,
