@@ -48,8 +48,8 @@ pub struct CopyRequest {
     pub src: NbdUrl,
     /// Destination export.
     pub dst: NbdUrl,
-    /// Copy only what this dirty bitmap marks (an incremental); `None` copies all allocated data.
-    pub bitmap: Option<String>,
+    /// Copy only what changed (an incremental); `None` copies all allocated data.
+    pub changes: Option<Changes>,
     /// The destination reads as zeroes already: skip holes and zero blocks instead of writing them.
     pub destination_is_zero: bool,
     /// Connections to each side.
@@ -77,6 +77,46 @@ pub struct CopyRequest {
     /// The source must have this size (QEMU's rounding up to 512-byte sectors aside): a source
     /// that is shorter or longer than what was recorded is an error, never a partial copy.
     pub expected_size: Option<u64>,
+}
+
+/// What changed since the previous backup: where an incremental copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The source's NBD export offers this dirty bitmap (`qemu:dirty-bitmap:NAME`).
+    Bitmap(String),
+    /// The changed ranges as `(offset, length)`, sorted and disjoint, as a source's change
+    /// tracking answers them (VMware's changed areas, say).
+    Extents(Vec<(u64, u64)>),
+}
+
+impl Changes {
+    /// Refuses extents out of order, overlapping, empty or past `size`, naming the first.
+    pub fn check(&self, size: u64) -> Result<()> {
+        let Changes::Extents(list) = self else {
+            return Ok(());
+        };
+        let mut end = 0;
+        for &(offset, len) in list {
+            let bad = |why: &str| {
+                Err(
+                    Error::invalid(format!("changed extent {offset}+{len} {why}")).with_help(
+                        "Changed extents must be sorted, disjoint, non-empty and inside the disk.",
+                    ),
+                )
+            };
+            if len == 0 {
+                return bad("is empty");
+            }
+            if offset < end {
+                return bad("overlaps or precedes the one before it");
+            }
+            match offset.checked_add(len) {
+                Some(e) if e <= size => end = e,
+                _ => return bad(&format!("reaches past the end of the disk ({size} bytes)")),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Receives every [`BLOCK`] written as data, with its offset, and keeps its digest (see
@@ -110,7 +150,7 @@ impl CopyRequest {
         CopyRequest {
             src,
             dst,
-            bitmap: None,
+            changes: None,
             destination_is_zero: false,
             connections: defaults.connections as usize,
             requests: defaults.requests as usize,
@@ -175,7 +215,10 @@ pub async fn copy(
     let connections = req.connections.max(1);
     let requests = req.requests.max(1);
     let mut contexts = vec![BASE_ALLOCATION.to_string()];
-    let dirty_ctx = req.bitmap.as_deref().map(dirty_bitmap_context);
+    let dirty_ctx = match &req.changes {
+        Some(Changes::Bitmap(name)) => Some(dirty_bitmap_context(name)),
+        _ => None,
+    };
     if let Some(c) = &dirty_ctx {
         contexts.push(c.clone());
     }
@@ -197,6 +240,15 @@ pub async fn copy(
     )?;
     let size = first_src.size();
     check_pair(req, &first_src, &first_dst, dirty_ctx.as_deref())?;
+    if let Some(changes) = &req.changes {
+        changes.check(size)?;
+    }
+    // Where an incremental's changes come from, for the planner.
+    let dirty: Option<Arc<Dirty>> = match &req.changes {
+        None => None,
+        Some(Changes::Bitmap(_)) => dirty_ctx.clone().map(|c| Arc::new(Dirty::Context(c))),
+        Some(Changes::Extents(list)) => Some(Arc::new(Dirty::Extents(list.clone()))),
+    };
 
     let mut srcs = vec![Arc::new(first_src)];
     let mut dsts = vec![Arc::new(first_dst)];
@@ -227,7 +279,7 @@ pub async fn copy(
 
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "connected");
     // First pass: totals for progress, from the same metadata the copy will use.
-    let totals = plan_totals(&srcs[0], dirty_ctx.as_deref(), &opts, size).await?;
+    let totals = plan_totals(&srcs[0], dirty.as_deref(), &opts, size).await?;
     let planned = totals.bytes;
     let (connections, requests) = parallelism(
         totals.requests(req.destination_is_zero),
@@ -259,7 +311,7 @@ pub async fn copy(
         EventKind::DiskStarted {
             disk: req.disk,
             mode: req.label.clone().unwrap_or_else(|| {
-                if req.bitmap.is_some() {
+                if req.changes.is_some() {
                     "incremental"
                 } else {
                     "full"
@@ -279,7 +331,7 @@ pub async fn copy(
     // Planner.
     let planner = {
         let src = srcs[0].clone();
-        let dirty = dirty_ctx.clone();
+        let dirty = dirty.clone();
         let stop = stop.clone();
         let kept = totals.kept;
         tokio::spawn(async move {
@@ -484,9 +536,49 @@ fn check_pair(
     Ok(())
 }
 
+/// The changes an incremental copies, as the planner reads them.
+#[derive(Debug)]
+enum Dirty {
+    /// A dirty bitmap's metadata context on the source.
+    Context(String),
+    /// Changed ranges given with the request, checked sorted and disjoint.
+    Extents(Vec<(u64, u64)>),
+}
+
+impl Dirty {
+    /// The changed ranges within `[pos, pos + len)`.
+    async fn within(&self, src: &NbdClient, pos: u64, len: u64) -> Result<Vec<Extent>> {
+        let end = pos + len;
+        Ok(match self {
+            Dirty::Context(ctx) => src
+                .extents(&[ctx.as_str()], pos, len)
+                .await?
+                .remove(0)
+                .into_iter()
+                .filter(|d| d.flags & crate::nbd::proto::STATE_DIRTY != 0)
+                .collect(),
+            Dirty::Extents(list) => {
+                let first = list.partition_point(|(o, l)| o + l <= pos);
+                list[first..]
+                    .iter()
+                    .take_while(|(o, _)| *o < end)
+                    .map(|&(o, l)| {
+                        let s = o.max(pos);
+                        Extent {
+                            offset: s,
+                            length: (o + l).min(end) - s,
+                            flags: crate::nbd::proto::STATE_DIRTY,
+                        }
+                    })
+                    .collect()
+            }
+        })
+    }
+}
+
 async fn window_plan(
     src: &NbdClient,
-    dirty: Option<&str>,
+    dirty: Option<&Dirty>,
     opts: &PlanOptions,
     pos: u64,
     len: u64,
@@ -496,15 +588,11 @@ async fn window_plan(
             let lists = src.extents(&[BASE_ALLOCATION], pos, len).await?;
             plan::classify(&lists[0], None)
         }
-        Some(ctx) => {
+        Some(dirty) => {
             // Changes first; the allocation is asked only where something changed, so an
             // incremental of a large, fragmented disk does not walk its whole allocation map.
             // Those questions go out together, a batch at a time.
-            let dirty = src.extents(&[ctx], pos, len).await?.remove(0);
-            let dirty: Vec<&Extent> = dirty
-                .iter()
-                .filter(|d| d.flags & crate::nbd::proto::STATE_DIRTY != 0)
-                .collect();
+            let dirty = dirty.within(src, pos, len).await?;
             let mut ranges = Vec::new();
             for batch in dirty.chunks(STATUS_BATCH) {
                 let allocs = join_all(
@@ -516,7 +604,7 @@ async fn window_plan(
                 .await;
                 for (d, alloc) in batch.iter().zip(allocs) {
                     let alloc = alloc?.remove(0);
-                    ranges.extend(plan::classify(&alloc, Some(std::slice::from_ref(*d))));
+                    ranges.extend(plan::classify(&alloc, Some(std::slice::from_ref(d))));
                 }
             }
             ranges
@@ -588,7 +676,7 @@ impl Totals {
 
 async fn plan_totals(
     src: &NbdClient,
-    dirty: Option<&str>,
+    dirty: Option<&Dirty>,
     opts: &PlanOptions,
     size: u64,
 ) -> Result<Totals> {

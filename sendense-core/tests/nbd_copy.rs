@@ -1,10 +1,11 @@
 //! The copy engine against real NBD servers (nbdkit, qemu-nbd) on Unix sockets and loopback TCP.
 
 use sendense_core::nbd::{ConnectOptions, NbdClient, NbdUrl};
-use sendense_core::transfer::{copy, CopyReport, CopyRequest};
+use sendense_core::transfer::{copy, Changes, CopyReport, CopyRequest};
 use sendense_core::{ErrorKind, NullSink, SharedSink};
 use sendense_testkit::{
-    allocated_bytes, create_image, images_equal, nbdkit, qemu_io, qemu_nbd, qemu_nbd_tcp, run,
+    allocated_bytes, create_image, images_equal, nbdkit, qcow2_with, qemu_io, qemu_nbd,
+    qemu_nbd_tcp, run,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -118,9 +119,11 @@ async fn incremental_moves_exactly_the_dirty_bytes_and_the_chain_equals_the_sour
         &["-r", "--shared=8", "-B", "b1"],
     );
     let mut dst = qemu_nbd(d, &overlay, "qcow2", "inc1", &["--shared=8"]);
-    let report = copy_urls(&src.url, &dst.url, |r| r.bitmap = Some("b1".into()))
-        .await
-        .unwrap();
+    let report = copy_urls(&src.url, &dst.url, |r| {
+        r.changes = Some(Changes::Bitmap("b1".into()))
+    })
+    .await
+    .unwrap();
     assert_eq!(report.bytes_planned, dirty, "{report:?}");
     assert_eq!(
         report.bytes_read,
@@ -137,6 +140,70 @@ async fn incremental_moves_exactly_the_dirty_bytes_and_the_chain_equals_the_sour
         top <= dirty + 2 * MIB,
         "overlay allocates {top} bytes for {dirty} dirty"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_from_a_list_of_changed_extents_is_exact() {
+    // Change tracking that answers with extents (as VMware's does) instead of a bitmap on the
+    // export: the source is served plainly, the changes come with the request.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src_path = qcow2_with(&d.join("src.qcow2"), "256M", &["write -P 0x11 0 64M"]);
+    {
+        let src = qemu_nbd(d, &src_path, "qcow2", "src", &["-r", "--shared=8"]);
+        let (_base, mut dst) = fresh_target(d, "base", "256M");
+        copy_urls(&src.url, &dst.url, |r| r.destination_is_zero = true)
+            .await
+            .unwrap();
+        dst.proc.stop();
+    }
+    qemu_io(
+        &src_path,
+        "qcow2",
+        &[
+            "write -P 0x33 1M 1M",
+            "write -z 8M 2M",
+            "write -P 0x44 200M 64K",
+            "write -P 0x55 262139904 8K",
+        ],
+    );
+    let changed = vec![
+        (MIB, MIB),
+        (8 * MIB, 2 * MIB),
+        (200 * MIB, 64 * 1024),
+        (262139904, 8 * 1024),
+    ];
+    let overlay = sendense_testkit::create_overlay(&d.join("inc1.qcow2"), "base.qcow2");
+    let src = qemu_nbd(d, &src_path, "qcow2", "src", &["-r", "--shared=8"]);
+    let mut dst = qemu_nbd(d, &overlay, "qcow2", "inc1", &["--shared=8"]);
+    let report = copy_urls(&src.url, &dst.url, |r| {
+        r.changes = Some(Changes::Extents(changed.clone()))
+    })
+    .await
+    .unwrap();
+    // Whole 64 KiB blocks: the 8 KiB write crosses a block boundary.
+    let planned = MIB + 2 * MIB + 64 * 1024 + 2 * 64 * 1024;
+    assert_eq!(report.bytes_planned, planned, "{report:?}");
+    assert_eq!(report.bytes_read, planned - 2 * MIB, "{report:?}");
+    dst.proc.stop();
+    assert!(images_equal(overlay.to_str().unwrap(), "qcow2", &src.url));
+
+    // Extents out of order, overlapping or past the end are refused, naming the first.
+    for bad in [
+        vec![(2 * MIB, MIB), (MIB, MIB)],
+        vec![(MIB, 2 * MIB), (2 * MIB, MIB)],
+        vec![(255 * MIB, 2 * MIB)],
+        vec![(MIB, 0)],
+    ] {
+        let (_t, _dst2) = fresh_target(d, "bad", "256M");
+        let err = copy_urls(&src.url, &_dst2.url, |r| {
+            r.changes = Some(Changes::Extents(bad.clone()))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}: {err}");
+        assert!(err.message().contains("changed extent"), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,8 +437,10 @@ async fn a_smaller_target_and_a_missing_bitmap_are_refused() {
     let err = copy_urls(&src.url, &dst.url, |_| {}).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     let (_p2, dst2) = fresh_target(d, "dst2", "128M");
-    let err = copy_urls(&src.url, &dst2.url, |r| r.bitmap = Some("nope".into()))
-        .await
-        .unwrap_err();
+    let err = copy_urls(&src.url, &dst2.url, |r| {
+        r.changes = Some(Changes::Bitmap("nope".into()))
+    })
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }

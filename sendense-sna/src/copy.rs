@@ -17,7 +17,7 @@ pub fn run(args: CopyArgs, json: bool, quiet: bool) -> Result<()> {
         )));
     }
     let mut req = CopyRequest::new(args.src.parse()?, args.dst.parse()?);
-    req.bitmap = args.bitmap;
+    req.changes = args.bitmap.map(sendense_core::transfer::Changes::Bitmap);
     req.destination_is_zero = args.destination_is_zero;
     req.connections = args.connections as usize;
     req.requests = args.requests as usize;

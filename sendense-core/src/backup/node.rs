@@ -203,7 +203,7 @@ pub async fn run_transfer(
             )));
         }
         let mut req = CopyRequest::new(disk.source.parse()?, dst);
-        req.bitmap = disk.bitmap.clone();
+        req.changes = disk.bitmap.clone().map(transfer::Changes::Bitmap);
         req.destination_is_zero = disk.mode == BackupMode::Full;
         req.connections = plan.connections as usize;
         req.requests = plan.requests as usize;
