@@ -42,7 +42,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
         || e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand && !json_asked()
     {
         let _ = e.print();
-        return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        return ExitCode::from(if e.use_stderr() {
+            sendense_core::exit::USAGE
+        } else {
+            sendense_core::exit::SUCCESS
+        });
     }
     if json_asked() {
         let rendered = e.render().to_string();

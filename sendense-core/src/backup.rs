@@ -479,15 +479,47 @@ impl Run {
 
         // 5. Transfer.
         let keys: Vec<u32> = transfer.disks.iter().map(|d| d.key).collect();
+        // The hub writes every disk's digest file, whichever side computes the records.
+        let digest_files: Vec<(u32, std::path::PathBuf)> = self
+            .pending
+            .as_ref()
+            .map(|p| {
+                p.targets
+                    .iter()
+                    .map(|t| (t.plan.key, t.digests.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let open_digests = |key: u32, scheme: crate::repo::digests::Scheme| {
+            let (_, path) = digest_files
+                .iter()
+                .find(|(k, _)| *k == key)
+                .ok_or_else(|| Error::internal(format!("no digest file for disk {key}")))?;
+            crate::repo::digests::DigestFile::open(path, scheme).map(std::sync::Arc::new)
+        };
         let results = match sd.config().transfer {
             TransferMode::InProcess => {
                 let sink = sd.sink().clone();
                 let cancel = self.cancel.clone();
-                crate::rt::block_on(
-                    async move { node::run_transfer(&transfer, &sink, &cancel).await },
-                )??
+                let digests_for = |key: u32, scheme| {
+                    open_digests(key, scheme)
+                        .map(|f| Some(f as std::sync::Arc<dyn crate::transfer::BlockDigests>))
+                };
+                crate::rt::block_on(async move {
+                    node::run_transfer(&transfer, &sink, &cancel, &digests_for).await
+                })??
             }
-            TransferMode::Process => process::run_node_process(sd, &transfer, &self.cancel)?,
+            TransferMode::Process => {
+                let mut files = Vec::new();
+                for d in &transfer.disks {
+                    let scheme = crate::repo::digests::Scheme::from_tag(
+                        d.digest_scheme.as_deref().unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
+                    files.push((d.key, open_digests(d.key, scheme)?));
+                }
+                process::run_node_process(sd, &transfer, &files, &self.cancel)?
+            }
         };
         self.check_cancel()?;
         node::check_results(&keys, &results)?;

@@ -52,7 +52,43 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// The documented exit codes of the `sendense` and `sendense-sna` commands (EXIT STATUS in
+/// `man sendense`), for frontends and scripts alike.
+pub mod exit {
+    /// Success.
+    pub const SUCCESS: u8 = 0;
+    /// Failed: an external tool, I/O, the catalog or a peer failed; damage was found.
+    pub const FAILED: u8 = 1;
+    /// Usage error: bad arguments, an invalid name, an invalid config file.
+    pub const USAGE: u8 = 2;
+    /// Partly failed: some parts succeeded and others did not.
+    pub const PARTIAL: u8 = 3;
+    /// Not found: the named VM, repository, backup, job or disk does not exist.
+    pub const NOT_FOUND: u8 = 4;
+    /// Busy, locked or refused.
+    pub const REFUSED: u8 = 5;
+    /// Interrupted or cancelled.
+    pub const INTERRUPTED: u8 = 130;
+}
+
 impl ErrorKind {
+    /// The exit code a command ends with on an error of this kind (see [`exit`]).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::AlreadyExists | ErrorKind::Busy | ErrorKind::Refused => exit::REFUSED,
+            ErrorKind::InvalidInput | ErrorKind::Config => exit::USAGE,
+            ErrorKind::PartiallyFailed => exit::PARTIAL,
+            ErrorKind::Cancelled => exit::INTERRUPTED,
+            ErrorKind::MissingTool
+            | ErrorKind::External
+            | ErrorKind::Io
+            | ErrorKind::Catalog
+            | ErrorKind::Protocol
+            | ErrorKind::Internal => exit::FAILED,
+        }
+    }
+
     /// The stable, machine-readable code, e.g. `sendense::not_found`.
     pub fn code(self) -> &'static str {
         match self {

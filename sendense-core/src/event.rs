@@ -40,8 +40,8 @@ impl Event {
 pub enum EventKind {
     /// A job started.
     JobStarted {
-        /// Job kind ("backup", "restore", ...).
-        kind: String,
+        /// Job kind.
+        kind: crate::catalog::JobKind,
         /// The VM concerned, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         vm: Option<String>,
@@ -55,8 +55,8 @@ pub enum EventKind {
     DiskStarted {
         /// Disk key (2000, 2001, ...).
         disk: u32,
-        /// "full" or "incremental".
-        mode: String,
+        /// What the copy is.
+        mode: CopyMode,
         /// Why this mode was chosen.
         reason: String,
         /// Bytes that will be read (the planned extents).
@@ -102,12 +102,41 @@ pub enum EventKind {
     },
     /// The job ended.
     JobFinished {
-        /// "completed", "failed" or "cancelled".
-        status: String,
+        /// `completed`, `failed` or `cancelled`.
+        status: crate::catalog::JobStatus,
         /// The error, when it failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+}
+
+/// What a copy of one disk is, in events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyMode {
+    /// Every allocated block of a disk into a new chain.
+    Full,
+    /// The blocks changed since the previous backup, on top of its image.
+    Incremental,
+    /// A restore point out of a chain.
+    Restore,
+}
+
+impl CopyMode {
+    /// `full`, `incremental` or `restore`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyMode::Full => "full",
+            CopyMode::Incremental => "incremental",
+            CopyMode::Restore => "restore",
+        }
+    }
+}
+
+impl std::fmt::Display for CopyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Receives events. Implementations must be cheap: they are called from the data path.

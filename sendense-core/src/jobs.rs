@@ -67,7 +67,7 @@ impl Sendense {
         self.sink().emit(&Event::now(
             Some(job.id),
             EventKind::JobStarted {
-                kind: kind.to_string(),
+                kind,
                 vm: vm.map(String::from),
             },
         ));
@@ -109,7 +109,7 @@ impl Sendense {
         self.sink().emit(&Event::now(
             Some(job.id),
             EventKind::JobFinished {
-                status: status.to_string(),
+                status,
                 error: error.map(|e| e.to_string()),
             },
         ));

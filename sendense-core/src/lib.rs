@@ -55,8 +55,8 @@ pub mod vm;
 
 pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoRecord, VmRecord};
 pub use config::{Config, TransferMode};
-pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, EventKind, EventSink, NullSink, SharedSink};
+pub use error::{exit, Error, ErrorKind, Result};
+pub use event::{CopyMode, Event, EventKind, EventSink, NullSink, SharedSink};
 pub use sendense::{
     resolve_state_dir, AddRepo, ExportStatus, InitReport, OpenOptions, RepoStatus, Sendense,
     CATALOG_FILE, CONFIG_FILE,

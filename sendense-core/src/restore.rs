@@ -483,7 +483,7 @@ impl Sendense {
             r.disk = p.key;
             r.job = Some(job);
             r.reason = format!("to {}", r.dst);
-            r.label = Some("restore".into());
+            r.mode = Some(crate::event::CopyMode::Restore);
             r.expected_size = Some(p.size);
             r.check = p
                 .check

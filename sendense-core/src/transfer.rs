@@ -62,8 +62,8 @@ pub struct CopyRequest {
     pub disk: u32,
     /// Why this copy is full or incremental, reported in events.
     pub reason: String,
-    /// What the copy is, for events (`full`, `incremental` by default; `restore` for restores).
-    pub label: Option<String>,
+    /// What the copy is, for events (by default `full`, or `incremental` with changes).
+    pub mode: Option<crate::event::CopyMode>,
     /// Job reported in events.
     pub job: Option<i64>,
     /// Per-request timeout.
@@ -157,7 +157,7 @@ impl CopyRequest {
             request_size: defaults.request_size as usize,
             disk: 0,
             reason: String::new(),
-            label: None,
+            mode: None,
             job: None,
             io_timeout: ConnectOptions::default().io_timeout,
             digests: None,
@@ -310,13 +310,10 @@ pub async fn copy(
         req,
         EventKind::DiskStarted {
             disk: req.disk,
-            mode: req.label.clone().unwrap_or_else(|| {
-                if req.changes.is_some() {
-                    "incremental"
-                } else {
-                    "full"
-                }
-                .into()
+            mode: req.mode.unwrap_or(if req.changes.is_some() {
+                crate::event::CopyMode::Incremental
+            } else {
+                crate::event::CopyMode::Full
             }),
             reason: req.reason.clone(),
             bytes_total: planned,

@@ -38,21 +38,25 @@ JSON OUTPUT
   (\"connections\": the number used; a copy with little to do uses fewer than --connections)"
     )]
     Copy(CopyArgs),
-    /// Run a backup transfer planned by the hub: a JSON plan on stdin, NDJSON events on stdout.
-    #[command(after_long_help = "The plan (stdin):
-  {\"job\": 7, \"targets\": \"2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,...\",
+    /// Run a backup transfer planned by the hub: a JSON plan on stdin, NDJSON on stdout.
+    #[command(after_long_help = "Node protocol 2. The plan (stdin):
+  {\"protocol\": 2, \"job\": 7,
    \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
               \"source\": \"nbd+unix:///pgtest1-disk-2000?socket=...\",
+              \"target\": \"nbd://127.0.0.1:10100/pgtest1-disk-2000\",
               \"bitmap\": null | \"sendense-...\", \"size_bytes\": ...,
-              \"digests\": null | \"/repo/.../<backup-id>.digests.partial\",
-              \"digest_scheme\": \"blake3kz-64k\"}],
+              \"record_digests\": true, \"digest_scheme\": \"blake3kz-64k\"}],
    \"connections\": 4, \"requests\": 4, \"request_size\": 1048576}
 
-Output (stdout): one JSON event per line, then
-  {\"summary\": [{\"key\": 2000, \"bytes_read\": ..., \"bytes_written\": ...,
-                \"bytes_zero\": ..., \"seconds\": ..., \"digest_scheme\": \"blake3kz-64k\",
-                \"whole_blocks\": true}]}
-A plan without \"digest_scheme\" means blake3k-64k; an unknown scheme is a bad plan (exit 2).
+Output (stdout), one JSON document per line: events; the digest of every block
+written as data, {\"digest\": {\"disk\": 2000, \"offset\": 65536, \"record\": \"<64 hex>\"}},
+and of every range written as zeroes, {\"zeroes\": {\"disk\": 2000, \"offset\": ...,
+\"len\": ...}} (the hub writes the digest files); last
+  {\"summary\": {\"protocol\": 2, \"results\": [{\"key\": 2000, \"bytes_read\": ...,
+                \"bytes_written\": ..., \"bytes_zero\": ..., \"seconds\": ...,
+                \"digest_scheme\": \"blake3kz-64k\", \"whole_blocks\": true}]}}
+A plan of another protocol version, or with an unknown digest scheme, is a bad
+plan (exit 2); a plan without \"digest_scheme\" means blake3k-64k.
 Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
     Transfer,
 }

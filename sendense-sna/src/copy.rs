@@ -1,6 +1,7 @@
 //! `sendense-sna copy`.
 
 use crate::cli::CopyArgs;
+use sendense_core::transfer::BlockDigests;
 use sendense_core::transfer::{self, CopyRequest};
 use sendense_core::{Error, ErrorKind, Result};
 use std::io::Write;
@@ -55,16 +56,65 @@ pub fn transfer() -> Result<()> {
     std::io::stdin()
         .read_to_string(&mut input)
         .map_err(|e| Error::new(ErrorKind::Io, format!("reading the plan from stdin: {e}")))?;
-    let plan: sendense_core::backup::node::TransferPlan = serde_json::from_str(&input)
-        .map_err(|e| Error::invalid(format!("the transfer plan on stdin is not valid: {e}")))?;
+    use sendense_core::backup::node::{self, NodeLine};
+    let plan = node::parse_plan(&input).map_err(|e| e.context("reading the plan on stdin"))?;
     let sink = sendense_term::progress::sink_for(true, false);
     let cancel = cancel_on_signals()?;
-    let results = runtime()?.block_on(sendense_core::backup::node::run_transfer(
-        &plan, &sink, &cancel,
-    ))?;
-    let doc = serde_json::json!({ "summary": results });
+    let digests_for = |disk: u32, scheme| {
+        Ok(Some(
+            std::sync::Arc::new(LineDigests { disk, scheme }) as std::sync::Arc<dyn BlockDigests>
+        ))
+    };
+    let results = runtime()?.block_on(node::run_transfer(&plan, &sink, &cancel, &digests_for))?;
+    print_line(&NodeLine::Summary {
+        protocol: node::PROTOCOL,
+        results,
+    })
+}
+
+/// Sends the digests of one disk's blocks to the hub, a line each, on stdout (lines are
+/// written whole under stdout's lock, so they never interleave with events).
+#[derive(Debug)]
+struct LineDigests {
+    disk: u32,
+    scheme: sendense_core::repo::digests::Scheme,
+}
+
+impl BlockDigests for LineDigests {
+    fn record(&self, offset: u64, block: &[u8]) -> Result<()> {
+        let record: String = self
+            .scheme
+            .block_digest(offset, block)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        print_line(&sendense_core::backup::node::NodeLine::Digest {
+            disk: self.disk,
+            offset,
+            record,
+        })
+    }
+
+    fn record_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        if !self.scheme.records_zeroes() {
+            return Ok(());
+        }
+        print_line(&sendense_core::backup::node::NodeLine::Zeroes {
+            disk: self.disk,
+            offset,
+            len,
+        })
+    }
+}
+
+/// One protocol line on stdout.
+fn print_line(line: &sendense_core::backup::node::NodeLine) -> Result<()> {
+    let text = serde_json::to_string(line)
+        .map_err(|e| Error::internal(format!("encoding a protocol line: {e}")))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{doc}").map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::new(ErrorKind::Io, format!("writing to stdout: {e}")))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

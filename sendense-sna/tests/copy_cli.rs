@@ -99,3 +99,82 @@ fn bad_input_and_unreachable_servers_have_clear_errors() {
     let out = sna(&["copy", "nbd://h/a", "nbd://h/b", "--connections", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `sendense-sna transfer` with `plan` on stdin.
+fn transfer(plan: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sendense-sna"))
+        .args(["--json", "transfer"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plan.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_plan_of_another_node_protocol_is_refused_before_anything_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = nbdkit(d, "src", &["pattern", "size=8M"]);
+    let img = create_image(&d.join("t.qcow2"), "qcow2", "8M");
+    let dst = qemu_nbd(d, &img, "qcow2", "t", &["--shared=5"]);
+    // What a hub of protocol 1 sent: one targets string, a digest path of its own.
+    let old = format!(
+        r#"{{"job": 1, "targets": "2000:{dst}", "disks": [{{"key": 2000, "mode": "full",
+            "reason": "r", "source": "{src}", "bitmap": null, "size_bytes": 8388608,
+            "digests": "{digests}"}}], "connections": 1, "requests": 1,
+            "request_size": 1048576}}"#,
+        dst = dst.url,
+        src = src.url,
+        digests = d.join("x.digests").display()
+    );
+    let out = transfer(&old);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("node protocol 1") && err.contains("same version as the hub"),
+        "{err}"
+    );
+    assert!(!d.join("x.digests").exists());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#""code":"sendense::invalid_input""#),
+        "{stdout}"
+    );
+    // The same disk in protocol 2: copied, its digests sent back, then the summary.
+    let new = format!(
+        r#"{{"protocol": 2, "job": 1, "disks": [{{"key": 2000, "mode": "full",
+            "reason": "r", "source": "{src}", "target": "{dst}", "bitmap": null,
+            "size_bytes": 8388608, "record_digests": true,
+            "digest_scheme": "blake3kz-64k"}}], "connections": 1, "requests": 1,
+            "request_size": 1048576}}"#,
+        dst = dst.url,
+        src = src.url,
+    );
+    let out = transfer(&new);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let digests = lines.iter().filter(|l| l.get("digest").is_some()).count();
+    assert_eq!(digests, 128, "one per 64 KiB block of data");
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["protocol"], 2, "{summary}");
+    assert_eq!(summary["results"][0]["key"], 2000, "{summary}");
+    assert!(images_equal(img.to_str().unwrap(), "qcow2", &src.url));
+}

@@ -7,16 +7,10 @@ pub mod progress;
 use sendense_core::{Error, ErrorKind};
 use std::io::{IsTerminal, Write};
 
-/// The documented exit code for an error kind (EXIT STATUS in `man sendense`).
+/// The documented exit code for an error kind (EXIT STATUS in `man sendense`); the core
+/// owns the table ([`ErrorKind::exit_code`]).
 pub fn exit_code(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::NotFound => 4,
-        ErrorKind::AlreadyExists | ErrorKind::Busy | ErrorKind::Refused => 5,
-        ErrorKind::InvalidInput | ErrorKind::Config => 2,
-        ErrorKind::PartiallyFailed => 3,
-        ErrorKind::Cancelled => 130,
-        _ => 1,
-    }
+    kind.exit_code()
 }
 
 /// A core error as a miette diagnostic: the message, the stable code and the help.

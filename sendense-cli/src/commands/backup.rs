@@ -144,7 +144,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                     .count();
                 if g.json {
                     // The report is the one document on stdout; the exit status says it failed.
-                    return Ok(ExitCode::from(1));
+                    return Ok(ExitCode::from(sendense_core::exit::FAILED));
                 }
                 return Err(Error::new(ErrorKind::External, format!("{bad} image(s) failed verification"))
                     .with_help("Restore from another backup or repository; take a --full backup of the VM to start a new chain."));

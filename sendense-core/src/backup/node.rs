@@ -1,11 +1,13 @@
 //! The node side of a backup: the transfer plan the hub hands over, and running it.
 //!
-//! The hub hands the node a targets string — `2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,...`
-//! — and, per disk, its plan (mode, source export, dirty bitmap, size). In-process (hub = node)
-//! the plan runs directly; with `transfer: process` the hub spawns `sendense-sna transfer`,
-//! writes the plan as JSON on its stdin and reads NDJSON events on its stdout, the last line
-//! being `{"summary": [...]}`; the exit status says how it ended (0, 1, 130). A remote node
-//! speaks the same protocol over SSH.
+//! The node protocol, version [`PROTOCOL`]: the hub hands the node a [`TransferPlan`] — per
+//! disk its source and target exports, mode, changes and size; nothing in it is a path of the
+//! hub's. In-process (hub = node) the plan runs directly; with `transfer: process` the hub
+//! spawns `sendense-sna transfer`, writes the plan as JSON on its stdin and reads NDJSON on its
+//! stdout: events, the block digests as [`NodeLine::Digest`] and [`NodeLine::Zeroes`] (the hub
+//! writes the digest files), and last the [`NodeLine::Summary`]. The exit status says how it
+//! ended (0, 1, 2 for a plan it refuses, 130). A plan or a node of another protocol version is
+//! refused. A remote node speaks the same protocol over SSH.
 
 use crate::catalog::BackupMode;
 use crate::error::{Error, Result};
@@ -15,6 +17,16 @@ use crate::repo::digests::Scheme;
 use crate::transfer::{self, CopyRequest};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+/// The version of the node protocol this Sendense speaks. 1: targets as one `KEY:URL,...`
+/// string and digest files written by the node at the hub's paths; 2: targets per disk, digests
+/// sent back.
+pub const PROTOCOL: u32 = 2;
+
+/// The protocol of a plan that names none.
+fn first_protocol() -> u32 {
+    1
+}
 
 /// One disk of a transfer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,14 +39,15 @@ pub struct TransferDisk {
     pub reason: String,
     /// The source export (snapshot) of the disk.
     pub source: String,
+    /// The target export the disk is written into.
+    pub target: String,
     /// Dirty bitmap on the source holding the changes (incrementals).
     pub bitmap: Option<String>,
     /// Disk size.
     pub size_bytes: u64,
-    /// File receiving the digest of every block written (on a node that shares the hub's
-    /// filesystem); `None` records none.
+    /// Send the digest of every block written back to the hub.
     #[serde(default)]
-    pub digests: Option<String>,
+    pub record_digests: bool,
     /// Tag of the scheme the digests are computed in ([`Scheme`]). Plans of hubs that did not
     /// name it meant `blake3k-64k` (those hubs tagged the digest file with it).
     #[serde(default)]
@@ -112,10 +125,11 @@ pub fn result_scheme(result: &TransferResult) -> Result<Scheme> {
 /// What the hub hands the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferPlan {
+    /// The node protocol the plan is written in ([`PROTOCOL`]).
+    #[serde(default = "first_protocol")]
+    pub protocol: u32,
     /// The job, for events.
     pub job: Option<i64>,
-    /// `KEY:URL,KEY:URL,...` — where each disk goes.
-    pub targets: String,
     /// The disks.
     pub disks: Vec<TransferDisk>,
     /// Connections per disk.
@@ -125,6 +139,83 @@ pub struct TransferPlan {
     /// Largest request.
     pub request_size: u32,
 }
+
+/// A line of the node's output other than an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeLine {
+    /// The digest of a block the node wrote as data.
+    Digest {
+        /// Disk key.
+        disk: u32,
+        /// The block's offset (a multiple of 64 KiB).
+        offset: u64,
+        /// Its record, 32 bytes in hex.
+        record: String,
+    },
+    /// Whole blocks the node wrote as zeroes.
+    Zeroes {
+        /// Disk key.
+        disk: u32,
+        /// Start (a multiple of 64 KiB).
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// The last line: what each disk moved.
+    Summary {
+        /// The node protocol the node speaks.
+        protocol: u32,
+        /// Per disk.
+        results: Vec<TransferResult>,
+    },
+}
+
+/// Refuses a plan written in another protocol than this Sendense's.
+pub fn check_plan_protocol(plan: &TransferPlan) -> Result<()> {
+    check_plan_version(plan.protocol)
+}
+
+/// Refuses a plan of protocol `version` unless it is this Sendense's (read before the plan is
+/// parsed: a plan of another version may not parse at all).
+pub fn check_plan_version(version: u32) -> Result<()> {
+    if version == PROTOCOL {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the transfer plan is written in node protocol {version}; this sendense-sna speaks \
+         protocol {PROTOCOL}"
+    ))
+    .with_help("Run sendense-sna of the same version as the hub."))
+}
+
+/// Parses a plan, refusing one of another protocol version first.
+pub fn parse_plan(text: &str) -> Result<TransferPlan> {
+    let bad = |e: serde_json::Error| Error::invalid(format!("the transfer plan is not valid: {e}"));
+    let raw: serde_json::Value = serde_json::from_str(text).map_err(bad)?;
+    let version = raw.get("protocol").map_or(Some(first_protocol()), |p| {
+        p.as_u64().and_then(|v| u32::try_from(v).ok())
+    });
+    check_plan_version(version.unwrap_or(0))?;
+    serde_json::from_value(raw).map_err(bad)
+}
+
+/// Refuses a node that speaks another protocol than this hub.
+pub fn check_node_protocol(protocol: u32) -> Result<()> {
+    if protocol == PROTOCOL {
+        return Ok(());
+    }
+    Err(Error::new(
+        crate::error::ErrorKind::Protocol,
+        format!("the node speaks node protocol {protocol}; this hub speaks protocol {PROTOCOL}"),
+    )
+    .with_help("Run sendense-sna of the same version as the hub."))
+}
+
+/// Where the digests of each disk go: the hub's digest file in process, the hub over the
+/// protocol on a node. `None` records none.
+pub type DigestsFor<'a> =
+    dyn Fn(u32, Scheme) -> Result<Option<std::sync::Arc<dyn transfer::BlockDigests>>> + 'a;
 
 /// What one disk moved.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,52 +241,26 @@ pub struct TransferResult {
     pub seconds: f64,
 }
 
-/// Builds the targets string.
-pub fn targets_string(targets: &[(u32, NbdUrl)]) -> String {
-    targets
-        .iter()
-        .map(|(k, u)| format!("{k}:{u}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Parses a targets string; every key once.
-pub fn parse_targets(s: &str) -> Result<Vec<(u32, NbdUrl)>> {
-    let mut out: Vec<(u32, NbdUrl)> = Vec::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (key, url) = part
-            .split_once(':')
-            .ok_or_else(|| Error::invalid(format!("target `{part}` is not KEY:URL")))?;
-        let key: u32 = key
-            .parse()
-            .map_err(|_| Error::invalid(format!("target `{part}`: `{key}` is not a disk key")))?;
-        if out.iter().any(|(k, _)| *k == key) {
-            return Err(Error::invalid(format!("disk {key} has two targets")));
-        }
-        out.push((key, url.parse()?));
-    }
-    Ok(out)
-}
-
 /// Runs a transfer: every disk in parallel, fulls onto their fresh (zero) targets skipping
 /// zeroes, incrementals writing zeroes so the parent's old data is hidden.
 pub async fn run_transfer(
     plan: &TransferPlan,
     sink: &SharedSink,
     cancel: &CancellationToken,
+    digests_for: &DigestsFor<'_>,
 ) -> Result<Vec<TransferResult>> {
-    let targets = parse_targets(&plan.targets)?;
+    check_plan_protocol(plan)?;
+    let mut keys: Vec<u32> = plan.disks.iter().map(|d| d.key).collect();
+    keys.sort_unstable();
+    if keys.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::invalid("the transfer plan names a disk twice"));
+    }
     // One disk failing stops the others through this child token; the caller's token only
     // reflects a real cancellation.
     let stop = cancel.child_token();
     let mut tasks = tokio::task::JoinSet::new();
     for disk in &plan.disks {
-        // A disk is only ever written into its own target.
-        let dst = targets
-            .iter()
-            .find(|(k, _)| *k == disk.key)
-            .map(|(_, u)| u.clone())
-            .ok_or_else(|| Error::invalid(format!("no target for disk {}", disk.key)))?;
+        let dst: NbdUrl = disk.target.parse()?;
         if disk.mode == BackupMode::Incremental && disk.bitmap.is_none() {
             return Err(Error::invalid(format!(
                 "incremental disk {} has no bitmap",
@@ -212,12 +277,9 @@ pub async fn run_transfer(
         req.job = plan.job;
         req.reason = disk.reason.clone();
         let mut scheme = None;
-        if let Some(path) = &disk.digests {
+        if disk.record_digests {
             let s = plan_scheme(disk)?;
-            req.digests = Some(std::sync::Arc::new(crate::repo::digests::DigestFile::open(
-                std::path::Path::new(path),
-                s,
-            )?));
+            req.digests = digests_for(disk.key, s)?;
             scheme = Some(s.tag().to_string());
         }
         let sink = sink.clone();
@@ -271,7 +333,8 @@ mod tests {
     #[test]
     fn digest_schemes_are_named_and_unnamed_means_the_keyed_one() {
         let json = r#"{"key": 2000, "mode": "full", "reason": "r", "source": "nbd://h/e",
-                       "bitmap": null, "size_bytes": 1, "digests": "/x.digests"}"#;
+                       "target": "nbd://h/t", "bitmap": null, "size_bytes": 1,
+                       "record_digests": true}"#;
         let mut disk: TransferDisk = serde_json::from_str(json).unwrap();
         assert_eq!(disk.digest_scheme, None);
         assert_eq!(plan_scheme(&disk).unwrap(), Scheme::OffsetKeyed);
@@ -316,19 +379,36 @@ mod tests {
     }
 
     #[test]
-    fn targets_round_trip_and_reject_duplicates() {
-        let t = vec![
-            (2000, NbdUrl::tcp("127.0.0.1", 10100, "pgtest1-disk-2000")),
-            (2001, NbdUrl::tcp("127.0.0.1", 10101, "pgtest1-disk-2001")),
-        ];
-        let s = targets_string(&t);
+    fn plans_and_nodes_of_another_protocol_are_refused() {
+        let old = r#"{"job": 7, "targets": "2000:nbd://h/t", "disks": [],
+                      "connections": 1, "requests": 1, "request_size": 65536}"#;
+        let plan: TransferPlan = serde_json::from_str(old).unwrap();
         assert_eq!(
-            s,
-            "2000:nbd://127.0.0.1:10100/pgtest1-disk-2000,2001:nbd://127.0.0.1:10101/pgtest1-disk-2001"
+            plan.protocol, 1,
+            "a plan that names no protocol is protocol 1"
         );
-        assert_eq!(parse_targets(&s).unwrap(), t);
-        assert!(parse_targets("2000:nbd://h/a,2000:nbd://h/b").is_err());
-        assert!(parse_targets("x:nbd://h/a").is_err());
-        assert!(parse_targets("2000").is_err());
+        let err = check_plan_protocol(&plan).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        assert!(err.message().contains("node protocol 1"), "{err}");
+        assert!(check_plan_protocol(&TransferPlan {
+            protocol: PROTOCOL,
+            ..plan
+        })
+        .is_ok());
+        let err = check_node_protocol(3).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Protocol);
+        check_node_protocol(PROTOCOL).unwrap();
+        // The lines, as they travel.
+        let line = NodeLine::Zeroes {
+            disk: 2000,
+            offset: 65536,
+            len: 131072,
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            text,
+            r#"{"zeroes":{"disk":2000,"offset":65536,"len":131072}}"#
+        );
+        assert_eq!(serde_json::from_str::<NodeLine>(&text).unwrap(), line);
     }
 }

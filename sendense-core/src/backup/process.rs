@@ -1,7 +1,7 @@
 //! The hub side of the node's process boundary: `sendense-sna transfer` spawned locally, the
 //! same protocol a remote node speaks over SSH (see [`super::node`]).
 
-use super::node::{TransferPlan, TransferResult};
+use super::node::{check_node_protocol, NodeLine, TransferPlan, TransferResult};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::sendense::Sendense;
@@ -21,6 +21,7 @@ const NODE_GRACE: Duration = Duration::from_secs(5);
 pub(super) fn run_node_process(
     sd: &mut Sendense,
     plan: &TransferPlan,
+    digests: &[(u32, std::sync::Arc<crate::repo::digests::DigestFile>)],
     cancel: &CancellationToken,
 ) -> Result<Vec<TransferResult>> {
     use std::io::{BufRead, BufReader, Write};
@@ -90,10 +91,22 @@ pub(super) fn run_node_process(
         };
         if let Ok(ev) = serde_json::from_str::<Event>(&line) {
             sd.sink().emit(&ev);
-        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if let Some(s) = v.get("summary") {
-                results = serde_json::from_value::<Vec<TransferResult>>(s.clone()).ok();
-            }
+            continue;
+        }
+        // A record that cannot be taken (of another disk, out of place, garbled, or not
+        // written) ends the transfer: the backup's digests would not be whole.
+        let taken = match node_line(&line) {
+            Ok(Some(NodeLine::Summary {
+                protocol,
+                results: r,
+            })) => check_node_protocol(protocol).map(|()| results = Some(r)),
+            Ok(Some(line)) => take_digest_line(plan, digests, &line),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = taken {
+            read_error = Some(std::io::Error::other(e.message().to_string()));
+            break;
         }
     }
     // Its output ended: it exits now (or, after a cancellation, within the grace period). One
@@ -133,6 +146,71 @@ pub(super) fn run_node_process(
     }
 }
 
+/// A protocol line of the node's output (`None` for anything else, such as a log line). The
+/// summary of a node of protocol 1 (a bare list) is refused as that protocol.
+fn node_line(line: &str) -> Result<Option<NodeLine>> {
+    if let Ok(parsed) = serde_json::from_str::<NodeLine>(line) {
+        return Ok(Some(parsed));
+    }
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) if v.get("summary").is_some_and(|s| s.is_array()) => {
+            check_node_protocol(1).map(|()| None)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes a digest line of the node into the hub's digest file of its disk.
+fn take_digest_line(
+    plan: &TransferPlan,
+    digests: &[(u32, std::sync::Arc<crate::repo::digests::DigestFile>)],
+    line: &NodeLine,
+) -> Result<()> {
+    let (disk, offset, len) = match line {
+        NodeLine::Digest { disk, offset, .. } => (*disk, *offset, 1),
+        NodeLine::Zeroes { disk, offset, len } => (*disk, *offset, *len),
+        NodeLine::Summary { .. } => return Ok(()),
+    };
+    let bad = |why: &str| {
+        Err(Error::new(
+            ErrorKind::Protocol,
+            format!("sendense-sna sent a digest line for disk {disk} at offset {offset} {why}"),
+        ))
+    };
+    let (Some(planned), Some((_, file))) = (
+        plan.disks.iter().find(|d| d.key == disk),
+        digests.iter().find(|(k, _)| *k == disk),
+    ) else {
+        return bad("of a disk that is not planned");
+    };
+    let end = offset.checked_add(len);
+    if offset % crate::transfer::BLOCK != 0
+        || end.is_none_or(|e| e > planned.size_bytes.div_ceil(512) * 512)
+    {
+        return bad("outside the disk's blocks");
+    }
+    match line {
+        NodeLine::Digest { record, .. } => {
+            let mut bytes = [0u8; 32];
+            let ok = record.len() == 64
+                && record.bytes().all(|b| b.is_ascii_hexdigit())
+                && (0..32).all(|i| {
+                    u8::from_str_radix(&record[2 * i..2 * i + 2], 16)
+                        .map(|b| bytes[i] = b)
+                        .is_ok()
+                });
+            if !ok {
+                return bad("that is no 32-byte record");
+            }
+            file.write_record(offset, &bytes)
+        }
+        _ => {
+            use crate::transfer::BlockDigests;
+            file.record_zeroes(offset, len)
+        }
+    }
+}
+
 /// Where `sendense-sna` is: configured, next to this executable (or its parent directory, as
 /// for test binaries), or `$PATH`.
 fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
@@ -148,4 +226,79 @@ fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
         }
     }
     std::path::PathBuf::from("sendense-sna")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_a_node_of_another_protocol_are_refused() {
+        // Protocol 1 ended with a bare list.
+        let err = node_line(r#"{"summary": [{"key": 2000, "bytes_read": 1, "bytes_written": 1, "bytes_zero": 0, "seconds": 0.1}]}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Protocol);
+        assert!(err.message().contains("node protocol 1"), "{err}");
+        // Protocol 2's summary names its version; another is refused when it is checked.
+        let line = r#"{"summary": {"protocol": 3, "results": []}}"#;
+        let Some(NodeLine::Summary { protocol, .. }) = node_line(line).unwrap() else {
+            panic!("not a summary");
+        };
+        assert!(check_node_protocol(protocol).is_err());
+        assert_eq!(node_line("not json").unwrap(), None);
+        assert_eq!(node_line(r#"{"other": 1}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn digest_lines_land_only_in_their_disk_s_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.digests");
+        let size = 4 * crate::transfer::BLOCK;
+        crate::repo::digests::DigestFile::create(&path, size).unwrap();
+        let file = std::sync::Arc::new(
+            crate::repo::digests::DigestFile::open(&path, crate::repo::digests::Scheme::CURRENT)
+                .unwrap(),
+        );
+        let plan = TransferPlan {
+            protocol: super::super::node::PROTOCOL,
+            job: None,
+            disks: vec![super::super::node::TransferDisk {
+                key: 2000,
+                mode: crate::catalog::BackupMode::Full,
+                reason: String::new(),
+                source: "nbd://h/s".into(),
+                target: "nbd://h/t".into(),
+                bitmap: None,
+                size_bytes: size,
+                record_digests: true,
+                digest_scheme: None,
+            }],
+            connections: 1,
+            requests: 1,
+            request_size: 65536,
+        };
+        let digests = [(2000, file)];
+        let record = "ab".repeat(32);
+        let line = |disk: u32, offset: u64, record: &str| NodeLine::Digest {
+            disk,
+            offset,
+            record: record.to_string(),
+        };
+        take_digest_line(&plan, &digests, &line(2000, 65536, &record)).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        assert_eq!(
+            crate::repo::digests::read_record(&f, 65536).unwrap(),
+            crate::repo::digests::Record::Data([0xab; 32])
+        );
+        for (disk, offset, rec) in [
+            (2001, 0, record.as_str()),
+            (2000, 100, record.as_str()),
+            (2000, size, record.as_str()),
+            (2000, 0, "ab"),
+            (2000, 0, &"é".repeat(32)),
+        ] {
+            let err = take_digest_line(&plan, &digests, &line(disk, offset, rec)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{disk} {offset} {rec}");
+        }
+    }
 }

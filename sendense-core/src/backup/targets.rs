@@ -2,7 +2,7 @@
 //! thread creates the target images, records the backup as running and exports the targets.
 //! The targets depend only on the plan, so neither waits for the other.
 
-use super::node::{targets_string, TransferDisk, TransferPlan};
+use super::node::{TransferDisk, TransferPlan};
 use super::plan::Decision;
 use super::{emit, Run};
 use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
@@ -184,21 +184,25 @@ impl Run {
                 mode: p.mode,
                 reason: p.reason.clone(),
                 source: s.url.to_string(),
+                target: export.url.to_string(),
                 bitmap: s
                     .bitmap
                     .clone()
                     .filter(|_| p.mode == BackupMode::Incremental),
                 size_bytes: s.size_bytes,
-                digests: Some(t.digests.to_string_lossy().into_owned()),
+                record_digests: true,
                 digest_scheme: Some(Scheme::CURRENT.tag().into()),
             });
         }
         self.check_cancel()?;
-        let targets = targets_string(&target_urls);
-        sd.job_log(job, &format!("targets {targets}"));
+        let targets: Vec<String> = target_urls
+            .iter()
+            .map(|(k, u)| format!("{k}:{u}"))
+            .collect();
+        sd.job_log(job, &format!("targets {}", targets.join(",")));
         Ok(TransferPlan {
+            protocol: super::node::PROTOCOL,
             job: Some(job),
-            targets,
             disks,
             connections: copy.connections,
             requests: copy.requests,

@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// The exit status after a second signal (and of a cancelled command).
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = crate::error::exit::INTERRUPTED as i32;
 
 /// Installs the handlers and returns the token the first signal cancels. `on_first` runs once,
 /// on the first signal (to tell a person at a terminal what happens next).

@@ -202,6 +202,20 @@ impl DigestFile {
     }
 }
 
+impl DigestFile {
+    /// Writes a record computed elsewhere (a node sends them) for the block at `offset`.
+    pub fn write_record(&self, offset: u64, record: &[u8; 32]) -> Result<()> {
+        self.file
+            .write_all_at(record, offset / BLOCK * RECORD)
+            .map_err(|e| Error::io("writing digests to", &self.path, e))
+    }
+
+    /// The scheme the records are computed in.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+}
+
 impl BlockDigests for DigestFile {
     fn record(&self, offset: u64, block: &[u8]) -> Result<()> {
         self.file
