@@ -1,5 +1,6 @@
 //! Generated documentation: one man page per command (clap_mangen) and shell completions
-//! (clap_complete), both from the clap definitions in [`crate::cli`]. The committed `man/` and
+//! (clap_complete), both from the clap definitions in [`crate::cli`] — and the man pages of
+//! `sendense-sna`, from its own. The committed `man/` and
 //! `completions/` must equal [`render_all`]; a test fails when they are stale
 //! (`make docs` rewrites them).
 
@@ -14,6 +15,9 @@ pub fn render_all() -> BTreeMap<PathBuf, Vec<u8>> {
     let mut cmd = crate::cli::command();
     cmd.build();
     add_man_pages(&cmd, &mut files);
+    let mut sna = <sendense_sna::cli::Cli as clap::CommandFactory>::command();
+    sna.build();
+    add_man_pages(&sna, &mut files);
     for (shell, name) in [
         (Shell::Bash, "sendense.bash"),
         (Shell::Zsh, "_sendense"),

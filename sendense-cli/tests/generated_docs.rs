@@ -9,6 +9,7 @@ fn committed_man_pages_and_completions_are_current() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let files = sendense_cli::docs::render_all();
     assert!(files.keys().any(|p| p.ends_with("sendense-vm-add.1")));
+    assert!(files.keys().any(|p| p.ends_with("sendense-sna-transfer.1")));
     assert!(files.keys().any(|p| p.ends_with("sendense.bash")));
     let update = std::env::var_os("SENDENSE_UPDATE_DOCS").is_some();
     let mut stale = Vec::new();

@@ -5,7 +5,7 @@
 //! `/var/lib/sendense` for root, `$XDG_DATA_HOME/sendense`, `~/.local/share/sendense`.
 //! It holds `sendense.db` (the catalog, 0600), `config.yaml` and `scratch/`, all private (0700).
 
-use crate::catalog::{Catalog, JobFilter, JobRecord, NewRepo, RepoRecord, VmRecord};
+use crate::catalog::{BackupRecord, Catalog, JobFilter, JobRecord, NewRepo, RepoRecord, VmRecord};
 use crate::config::{Config, DEFAULT_CONFIG_TEXT};
 use crate::error::{Error, Result};
 use crate::event::{NullSink, SharedSink};
@@ -534,6 +534,37 @@ impl Sendense {
     /// One job.
     pub fn job(&self, id: i64) -> Result<JobRecord> {
         self.catalog.job(id)
+    }
+
+    /// Job `id`'s log, oldest line first.
+    pub fn job_log_lines(&self, id: i64) -> Result<Vec<crate::catalog::JobLogLine>> {
+        self.catalog.job_log(id)
+    }
+
+    /// Asks the process running job `id` to cancel it (`job cancel`); refused for a job that
+    /// has ended or whose kind cannot be cancelled.
+    pub fn cancel_job(&mut self, id: i64) -> Result<JobRecord> {
+        self.catalog.request_cancel(id)
+    }
+
+    // ---- backups --------------------------------------------------------------------------
+
+    /// Backups, newest first.
+    pub fn backups(&self, filter: &crate::catalog::BackupFilter) -> Result<Vec<BackupRecord>> {
+        if let Some(r) = &filter.repo {
+            self.catalog.repo(r)?;
+        }
+        self.catalog.backups(filter)
+    }
+
+    /// One backup.
+    pub fn backup_record(&self, id: &str) -> Result<BackupRecord> {
+        self.catalog.backup(id)
+    }
+
+    /// One repository as registered.
+    pub fn repo(&self, name: &str) -> Result<RepoRecord> {
+        self.catalog.repo(name)
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
     name = "sendense-sna",
     version,
     about = "Sendense node data mover",
+    propagate_version = true,
     disable_help_subcommand = true
 )]
 pub struct Cli {

@@ -60,10 +60,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
             if let Some(v) = &vm {
                 sd.vm(v)?;
             }
-            if let Some(r) = &repo {
-                sd.catalog().repo(r)?;
-            }
-            let list = sd.catalog().backups(&BackupFilter {
+            let list = sd.backups(&BackupFilter {
                 vm,
                 repo,
                 status: None,
@@ -161,7 +158,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
         }
         BackupCommand::Show { id } => {
             let sd = super::open(g)?;
-            let b = sd.catalog().backup(&id)?;
+            let b = sd.backup_record(&id)?;
             if g.json {
                 output::json(&b)?;
             } else {

@@ -38,7 +38,7 @@ pub fn run(g: &GlobalArgs, cmd: JobCommand) -> CmdResult {
             }
         }
         JobCommand::Log { id } => {
-            let lines = sd.catalog().job_log(id)?;
+            let lines = sd.job_log_lines(id)?;
             if g.json {
                 output::json(&lines)?;
             } else {
@@ -49,7 +49,7 @@ pub fn run(g: &GlobalArgs, cmd: JobCommand) -> CmdResult {
         }
         JobCommand::Cancel { id } => {
             let mut sd = sd;
-            let job = sd.catalog_mut().request_cancel(id)?;
+            let job = sd.cancel_job(id)?;
             if g.json {
                 output::json(&job)?;
             } else {

@@ -77,7 +77,7 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
         }
         RepoCommand::Test { name } => {
             let report = sd.test_repo(&name)?;
-            let repo = sd.catalog().repo(&name)?;
+            let repo = sd.repo(&name)?;
             if g.json {
                 let mut doc = serde_json::json!({"name": repo.name, "path": repo.path, "ok": true});
                 if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
