@@ -44,6 +44,7 @@ pub mod proc;
 pub mod repo;
 pub mod restore;
 pub(crate) mod rt;
+pub mod runner;
 mod sendense;
 pub mod source;
 pub mod supervise;
