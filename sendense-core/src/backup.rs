@@ -338,6 +338,17 @@ struct Run {
     untracked: Vec<(u32, String)>,
 }
 
+/// The source of a backup, ready, and the VM's disks as it has them now.
+struct OpenedSource {
+    source: Box<dyn Source>,
+    /// The VM with its disks matched by identity.
+    vm: VmRecord,
+    /// The disks still there.
+    disks: Vec<crate::catalog::DiskRecord>,
+    /// Keys of the disks that vanished from the source.
+    vanished: Vec<u32>,
+}
+
 /// The reason of a full for a disk whose change tracking missed changes.
 const UNTRACKED_REASON: &str = "disk resized or changed behind its change tracking (shrunk and \
      grown since the previous backup, or zeroed where its dirty bitmap does not show it)";
@@ -350,6 +361,7 @@ impl Run {
         Ok(())
     }
 
+    /// The whole backup, step by step; on an error the caller rolls back what `self` holds.
     fn execute(
         &mut self,
         sd: &mut Sendense,
@@ -358,13 +370,33 @@ impl Run {
         mode: Requested,
         started: Instant,
     ) -> Result<BackupReport> {
-        let job = self.job;
         crate::repo::check_mount(&repo.path, repo.require_mount)?;
         crate::repo::check_identity(&repo.path, &repo.repo_id)?;
         crate::repo::check_owner(&repo.path, &sd.catalog().hub_id()?)?;
+        let OpenedSource {
+            mut source,
+            vm,
+            disks,
+            vanished,
+        } = self.open_source(sd, vm)?;
+        let decisions = self.plan_disks(sd, source.as_mut(), &vm, repo, &disks, mode)?;
+        self.check_cancel()?;
+        crate::crash::point("backup.planned");
 
-        // 1. The source, cleared of what an interrupted backup left; disks matched by identity.
-        // One source object serves the whole job, so what it learnt once is not asked again.
+        // The snapshot, and meanwhile the targets.
+        self.source_dirty = true;
+        let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
+        crate::crash::point("backup.snapshot-taken");
+        self.refuse_untracked_changes(sd, &transfer, &disks, &decisions)?;
+        let results = self.transfer(sd, transfer)?;
+        self.commit(sd, &vm, repo, vanished, results, started)
+    }
+
+    /// Step 1: the source, cleared of what an interrupted backup left, and the VM's disks
+    /// matched by identity (the ones still there, and the keys of those that vanished). One
+    /// source object serves the whole job, so what it learnt once is not asked again.
+    fn open_source(&mut self, sd: &mut Sendense, vm: &VmRecord) -> Result<OpenedSource> {
+        let job = self.job;
         let mut source = sd.source_of(vm)?;
         self.source_dirty = true;
         sd.repair_source(vm, source.as_mut(), Some(job))?;
@@ -392,21 +424,32 @@ impl Run {
                 vm.name
             )));
         }
+        Ok(OpenedSource {
+            source,
+            vm,
+            disks,
+            vanished,
+        })
+    }
 
-        // 2. Plan.
-        let states = source.checkpoints(&disks)?;
-        let vm_has_backups = disks
-            .iter()
-            .map(|d| sd.catalog().chain_top(vm.id, repo.id, d.key))
-            .collect::<Result<Vec<_>>>()?
-            .iter()
-            .any(|t| t.is_some());
-        let mut decisions = Vec::new();
-        // Every chain to build on is checked first, the disks side by side.
+    /// Step 2: full or incremental per disk, with the reason; every chain to build on is
+    /// checked first, the disks side by side.
+    fn plan_disks(
+        &self,
+        sd: &mut Sendense,
+        source: &mut dyn Source,
+        vm: &VmRecord,
+        repo: &RepoRecord,
+        disks: &[crate::catalog::DiskRecord],
+        mode: Requested,
+    ) -> Result<Vec<plan::Decision>> {
+        let job = self.job;
+        let states = source.checkpoints(disks)?;
         let tops = disks
             .iter()
             .map(|d| sd.catalog().chain_top(vm.id, repo.id, d.key))
             .collect::<Result<Vec<_>>>()?;
+        let vm_has_backups = tops.iter().any(|t| t.is_some());
         let chains = disks
             .iter()
             .zip(&tops)
@@ -423,6 +466,7 @@ impl Run {
                 chain_problem(links)
             }
         });
+        let mut decisions = Vec::new();
         for (((d, state), chain_top), chain_problem) in
             disks.iter().zip(states).zip(tops).zip(problems)
         {
@@ -460,26 +504,38 @@ impl Run {
             );
             decisions.push(decision);
         }
-        self.check_cancel()?;
-        crate::crash::point("backup.planned");
+        Ok(decisions)
+    }
 
-        // 3 + 4. The snapshot, and meanwhile the targets.
-        self.source_dirty = true;
-        let transfer = self.snapshot_and_targets(sd, source, &vm, repo, &disks, &decisions)?;
-        crate::crash::point("backup.snapshot-taken");
+    /// After the snapshot: fails (recording the disks in `self.untracked`, for the job to start again with
+    /// them in full) when an incremental disk's dirty bitmap missed changes.
+    fn refuse_untracked_changes(
+        &mut self,
+        sd: &Sendense,
+        transfer: &node::TransferPlan,
+        disks: &[crate::catalog::DiskRecord],
+        decisions: &[plan::Decision],
+    ) -> Result<()> {
         let planned: Vec<(u32, &plan::Decision)> =
-            disks.iter().map(|d| d.key).zip(&decisions).collect();
-        self.untracked = untracked_changes(sd, &transfer, &planned)?;
-        if let Some((key, why)) = self.untracked.first() {
-            return Err(Error::new(
+            disks.iter().map(|d| d.key).zip(decisions).collect();
+        self.untracked = untracked_changes(sd, transfer, &planned)?;
+        match self.untracked.first() {
+            None => Ok(()),
+            Some((key, why)) => Err(Error::new(
                 ErrorKind::External,
                 format!("disk {key}: its change tracking missed changes ({why})"),
-            ));
+            )),
         }
+    }
 
-        // 5. Transfer.
+    /// Step 5: the data, in this process or through `sendense-sna`; the hub writes every
+    /// disk's digest file, whichever side computes the records.
+    fn transfer(
+        &mut self,
+        sd: &mut Sendense,
+        transfer: node::TransferPlan,
+    ) -> Result<Vec<node::TransferResult>> {
         let keys: Vec<u32> = transfer.disks.iter().map(|d| d.key).collect();
-        // The hub writes every disk's digest file, whichever side computes the records.
         let digest_files: Vec<(u32, std::path::PathBuf)> = self
             .pending
             .as_ref()
@@ -524,12 +580,24 @@ impl Run {
         self.check_cancel()?;
         node::check_results(&keys, &results)?;
         crate::crash::point("backup.transferred");
-
         let moved: u64 = results.iter().map(|r| r.bytes_read).sum();
-        sd.job_log(job, &format!("transfer finished: {moved} bytes read"));
+        sd.job_log(self.job, &format!("transfer finished: {moved} bytes read"));
+        Ok(results)
+    }
 
-        // 6. Commit. The source's exports of the snapshot stop together with the targets; only
-        // a target still running stops the commit (its image could still change).
+    /// Step 6: the exports stop, the images are checked and committed, then the source retires
+    /// the old checkpoint. The source's exports of the snapshot stop together with the targets;
+    /// only a target still running stops the commit (its image could still change).
+    fn commit(
+        &mut self,
+        sd: &mut Sendense,
+        vm: &VmRecord,
+        repo: &RepoRecord,
+        vanished: Vec<u32>,
+        results: Vec<node::TransferResult>,
+        started: Instant,
+    ) -> Result<BackupReport> {
+        let job = self.job;
         let mut exports = std::mem::take(&mut self.exports);
         let targets: Vec<crate::proc::ProcId> = exports.iter().map(|e| e.server).collect();
         if let Some(src) = self.source.as_mut() {

@@ -206,97 +206,30 @@ struct Counters {
 }
 
 /// Copies `req.src` into `req.dst`. Cancelling `cancel` stops it with [`ErrorKind::Cancelled`].
+///
+/// Steps: connect a first pair and check it ([`connect`]); plan the whole copy once for the
+/// totals and the parallelism it is worth; open the other connections; run the planner, the
+/// workers and the progress ticker until the plan is done ([`run_copy`]); flush
+/// ([`flush_all`]).
 pub async fn copy(
     req: &CopyRequest,
     sink: &SharedSink,
     cancel: &CancellationToken,
 ) -> Result<CopyReport> {
     let started = Instant::now();
-    let connections = req.connections.max(1);
-    let requests = req.requests.max(1);
-    let mut contexts = vec![BASE_ALLOCATION.to_string()];
-    let dirty_ctx = match &req.changes {
-        Some(Changes::Bitmap(name)) => Some(dirty_bitmap_context(name)),
-        _ => None,
-    };
-    if let Some(c) = &dirty_ctx {
-        contexts.push(c.clone());
-    }
-    let src_opts = ConnectOptions {
-        contexts,
-        max_in_flight: requests + 1,
-        io_timeout: req.io_timeout,
-        ..Default::default()
-    };
-    let dst_opts = ConnectOptions {
-        max_in_flight: requests + 1,
-        io_timeout: req.io_timeout,
-        ..Default::default()
-    };
-
-    let (first_src, first_dst) = tokio::try_join!(
-        NbdClient::connect(&req.src, &src_opts),
-        NbdClient::connect(&req.dst, &dst_opts)
-    )?;
-    let size = first_src.size();
-    check_pair(req, &first_src, &first_dst, dirty_ctx.as_deref())?;
-    if let Some(changes) = &req.changes {
-        changes.check(size)?;
-    }
-    // Where an incremental's changes come from, for the planner.
-    let dirty: Option<Arc<Dirty>> = match &req.changes {
-        None => None,
-        Some(Changes::Bitmap(_)) => dirty_ctx.clone().map(|c| Arc::new(Dirty::Context(c))),
-        Some(Changes::Extents(list)) => Some(Arc::new(Dirty::Extents(list.clone()))),
-    };
-
-    let mut srcs = vec![Arc::new(first_src)];
-    let mut dsts = vec![Arc::new(first_dst)];
-
-    // Whole blocks per request: zero detection and block digests work per aligned block, and
-    // a target never sees a write to part of a cluster.
-    let request_size = ((req.request_size as u64)
-        .min(srcs[0].info().max_block as u64)
-        .min(dsts[0].info().max_block as u64)
-        / ZERO_GRANULARITY
-        * ZERO_GRANULARITY)
-        .max(ZERO_GRANULARITY);
-    let server_max = (srcs[0].info().max_block).min(dsts[0].info().max_block) as u64;
-    if server_max < ZERO_GRANULARITY {
-        return Err(Error::new(
-            ErrorKind::Protocol,
-            format!("the servers accept requests of at most {server_max} bytes; Sendense needs {ZERO_GRANULARITY}"),
-        ));
-    }
-    let opts = PlanOptions {
-        request_size,
-        size,
-        // Zeroing is cut where the client would have to cut it, on block boundaries.
-        zero_chunk: (dsts[0].info().max_block as u64 / ZERO_GRANULARITY * ZERO_GRANULARITY)
-            .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk),
-        ..Default::default()
-    };
-
+    let link = connect(req).await?;
+    let size = link.srcs[0].size();
+    let opts = plan_options(req, &link.srcs[0], &link.dsts[0], size)?;
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "connected");
     // First pass: totals for progress, from the same metadata the copy will use.
-    let totals = plan_totals(&srcs[0], dirty.as_deref(), &opts, size).await?;
+    let totals = plan_totals(&link.srcs[0], link.dirty.as_deref(), &opts, size).await?;
     let planned = totals.bytes;
     let (connections, requests) = parallelism(
         totals.requests(req.destination_is_zero),
-        connections,
-        requests,
+        req.connections.max(1),
+        req.requests.max(1),
     );
-    let more = (1..connections).map(|_| async {
-        tokio::try_join!(
-            NbdClient::connect(&req.src, &src_opts),
-            NbdClient::connect(&req.dst, &dst_opts)
-        )
-    });
-    for pair in join_all(more.collect()).await {
-        let (s, d) = pair?;
-        srcs.push(Arc::new(s));
-        dsts.push(Arc::new(d));
-    }
+    let link = link.widen(req, connections).await?;
     tracing::debug!(
         disk = req.disk,
         elapsed = ?started.elapsed(),
@@ -319,18 +252,183 @@ pub async fn copy(
             bytes_total: planned,
         },
     );
-
     let counters = Arc::new(Counters::default());
+    let running = Running {
+        req,
+        sink,
+        link: &link,
+        counters: &counters,
+        planned,
+        requests,
+    };
+    run_copy(&running, cancel, opts, totals.kept)
+        .await
+        .map_err(|e| e.context(format!("copying {} to {}", req.src, req.dst)))?;
+    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "copied");
+    flush_all(req, &link.dsts).await?;
+    let report = CopyReport {
+        size,
+        bytes_planned: planned,
+        bytes_read: counters.read.load(Ordering::Relaxed),
+        bytes_written: counters.written.load(Ordering::Relaxed),
+        bytes_zero: counters.zero.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        connections,
+    };
+    emit(sink, req, progress(req, &counters, planned));
+    emit(
+        sink,
+        req,
+        EventKind::DiskFinished {
+            disk: req.disk,
+            bytes_read: report.bytes_read,
+            bytes_written: report.bytes_written,
+            bytes_zero: report.bytes_zero,
+            seconds: report.seconds,
+        },
+    );
+    Ok(report)
+}
+
+/// The connections of one copy, pair by pair, and where its changes come from.
+struct Link {
+    srcs: Vec<Arc<NbdClient>>,
+    dsts: Vec<Arc<NbdClient>>,
+    src_opts: ConnectOptions,
+    dst_opts: ConnectOptions,
+    dirty: Option<Arc<Dirty>>,
+}
+
+/// The first source and destination connections, checked against each other and the request.
+async fn connect(req: &CopyRequest) -> Result<Link> {
+    let requests = req.requests.max(1);
+    let mut contexts = vec![BASE_ALLOCATION.to_string()];
+    let dirty_ctx = match &req.changes {
+        Some(Changes::Bitmap(name)) => Some(dirty_bitmap_context(name)),
+        _ => None,
+    };
+    if let Some(c) = &dirty_ctx {
+        contexts.push(c.clone());
+    }
+    let src_opts = ConnectOptions {
+        contexts,
+        max_in_flight: requests + 1,
+        io_timeout: req.io_timeout,
+        ..Default::default()
+    };
+    let dst_opts = ConnectOptions {
+        max_in_flight: requests + 1,
+        io_timeout: req.io_timeout,
+        ..Default::default()
+    };
+    let (src, dst) = tokio::try_join!(
+        NbdClient::connect(&req.src, &src_opts),
+        NbdClient::connect(&req.dst, &dst_opts)
+    )?;
+    check_pair(req, &src, &dst, dirty_ctx.as_deref())?;
+    if let Some(changes) = &req.changes {
+        changes.check(src.size())?;
+    }
+    // Where an incremental's changes come from, for the planner.
+    let dirty = match &req.changes {
+        None => None,
+        Some(Changes::Bitmap(_)) => dirty_ctx.map(|c| Arc::new(Dirty::Context(c))),
+        Some(Changes::Extents(list)) => Some(Arc::new(Dirty::Extents(list.clone()))),
+    };
+    Ok(Link {
+        srcs: vec![Arc::new(src)],
+        dsts: vec![Arc::new(dst)],
+        src_opts,
+        dst_opts,
+        dirty,
+    })
+}
+
+impl Link {
+    /// Opens pairs until there are `connections`.
+    async fn widen(mut self, req: &CopyRequest, connections: usize) -> Result<Link> {
+        let more = (self.srcs.len()..connections).map(|_| async {
+            tokio::try_join!(
+                NbdClient::connect(&req.src, &self.src_opts),
+                NbdClient::connect(&req.dst, &self.dst_opts)
+            )
+        });
+        for pair in join_all(more.collect()).await {
+            let (s, d) = pair?;
+            self.srcs.push(Arc::new(s));
+            self.dsts.push(Arc::new(d));
+        }
+        Ok(self)
+    }
+}
+
+/// Whole blocks per request: zero detection and block digests work per aligned block, and a
+/// target never sees a write to part of a cluster. Zeroing is cut where the client would have
+/// to cut it, on block boundaries.
+fn plan_options(
+    req: &CopyRequest,
+    src: &NbdClient,
+    dst: &NbdClient,
+    size: u64,
+) -> Result<PlanOptions> {
+    let server_max = (src.info().max_block).min(dst.info().max_block) as u64;
+    if server_max < ZERO_GRANULARITY {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!("the servers accept requests of at most {server_max} bytes; Sendense needs {ZERO_GRANULARITY}"),
+        ));
+    }
+    let request_size = ((req.request_size as u64).min(server_max) / ZERO_GRANULARITY
+        * ZERO_GRANULARITY)
+        .max(ZERO_GRANULARITY);
+    Ok(PlanOptions {
+        request_size,
+        size,
+        zero_chunk: (dst.info().max_block as u64 / ZERO_GRANULARITY * ZERO_GRANULARITY)
+            .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk),
+        ..Default::default()
+    })
+}
+
+/// What the running copy shares.
+struct Running<'a> {
+    req: &'a CopyRequest,
+    sink: &'a SharedSink,
+    link: &'a Link,
+    counters: &'a Arc<Counters>,
+    /// Bytes the plan covers.
+    planned: u64,
+    /// Requests in flight per connection.
+    requests: usize,
+}
+
+/// The copy proper: a planner streaming work items into a bounded queue (`kept`: the plan
+/// already made, when it was small), the workers taking them, a ticker reporting progress.
+/// The first failure stops the rest.
+async fn run_copy(
+    run: &Running<'_>,
+    cancel: &CancellationToken,
+    opts: PlanOptions,
+    kept: Option<Vec<Vec<Work>>>,
+) -> Result<()> {
+    let Running {
+        req,
+        sink,
+        link,
+        counters,
+        planned,
+        requests,
+    } = *run;
+    let connections = link.srcs.len();
+    let size = opts.size;
     let stop = cancel.child_token();
     let (tx, rx) = mpsc::channel::<Work>(connections * requests * 4);
     let rx = Arc::new(Mutex::new(rx));
 
-    // Planner.
     let planner = {
-        let src = srcs[0].clone();
-        let dirty = dirty.clone();
+        let src = link.srcs[0].clone();
+        let dirty = link.dirty.clone();
         let stop = stop.clone();
-        let kept = totals.kept;
         tokio::spawn(async move {
             let mut kept = kept.map(Vec::into_iter);
             let mut pos = 0;
@@ -352,13 +450,11 @@ pub async fn copy(
         })
     };
 
-    // Workers.
     let mut workers = tokio::task::JoinSet::new();
     for c in 0..connections {
         for _ in 0..requests {
-            let (src, dst) = (srcs[c].clone(), dsts[c].clone());
+            let (src, dst) = (link.srcs[c].clone(), link.dsts[c].clone());
             let rx = rx.clone();
-            let counters = counters.clone();
             let stop = stop.clone();
             let ctx = ItemContext {
                 dest_zero: req.destination_is_zero,
@@ -366,7 +462,7 @@ pub async fn copy(
                 digests: req.digests.clone(),
                 check: req.check.clone(),
             };
-            let cap = request_size as usize;
+            let cap = opts.request_size as usize;
             workers.spawn(async move {
                 let mut buf: Vec<u8> = Vec::with_capacity(cap);
                 loop {
@@ -425,18 +521,17 @@ pub async fn copy(
     if failure.is_none() && cancel.is_cancelled() {
         failure = Some(Error::new(ErrorKind::Cancelled, "copy cancelled"));
     }
-    if let Some(e) = failure {
-        return Err(e.context(format!("copying {} to {}", req.src, req.dst)));
-    }
+    failure.map_or(Ok(()), Err)
+}
 
-    tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "copied");
-    // Every write has its reply. A server that allows several connections per export
-    // (CAN_MULTI_CONN) makes the writes of all of them durable with one flush; otherwise each
-    // connection flushes its own, all at once.
+/// Every write has its reply. A server that allows several connections per export
+/// (CAN_MULTI_CONN) makes the writes of all of them durable with one flush; otherwise each
+/// connection flushes its own, all at once.
+async fn flush_all(req: &CopyRequest, dsts: &[Arc<NbdClient>]) -> Result<()> {
     let flushing = if dsts[0].info().can_multi_conn() {
         &dsts[..1]
     } else {
-        &dsts[..]
+        dsts
     };
     let mut flushes = tokio::task::JoinSet::new();
     for d in flushing {
@@ -448,29 +543,7 @@ pub async fn copy(
             .unwrap_or_else(|e| Err(Error::internal(format!("flush task failed: {e}"))))
             .map_err(|e| e.context(format!("flushing {}", req.dst)))?;
     }
-    let report = CopyReport {
-        size,
-        bytes_planned: planned,
-        bytes_read: counters.read.load(Ordering::Relaxed),
-        bytes_written: counters.written.load(Ordering::Relaxed),
-        bytes_zero: counters.zero.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-        connections,
-    };
-    emit(sink, req, progress(req, &counters, planned));
-    emit(
-        sink,
-        req,
-        EventKind::DiskFinished {
-            disk: req.disk,
-            bytes_read: report.bytes_read,
-            bytes_written: report.bytes_written,
-            bytes_zero: report.bytes_zero,
-            seconds: report.seconds,
-        },
-    );
-    drop((srcs, dsts));
-    Ok(report)
+    Ok(())
 }
 
 fn check_pair(
