@@ -344,127 +344,150 @@ impl Sendense {
         job: &crate::jobs::JobRun,
         plans: &mut Vec<Plan>,
     ) -> Result<Vec<RestoredDisk>> {
-        let cancel = &job.cancel;
-        let job = job.id;
-        let scratch = self.job_scratch(job);
+        let scratch = self.job_scratch(job.id);
         crate::fsutil::create_private_dir(&scratch)?;
-        let copy = self.config().copy;
         for d in disks {
-            if !d.file.is_file() {
-                return Err(Error::not_found(format!(
-                    "the image of disk {} ({}) is missing",
-                    d.key,
-                    d.file.display()
-                ))
-                .with_help("Run `sendense backup verify` to check the chain."));
-            }
-            // Where the disk goes, decided (and refused) before anything is started.
-            let dest = match &req.to {
-                RestoreTo::Nbd(_) => None,
-                RestoreTo::File(f) => Some(f.clone()),
-                RestoreTo::Dir(dir) => Some(dir.join(format!(
-                    "{}-disk-{}.{}",
-                    backup.vm,
-                    d.key,
-                    req.format.as_str()
-                ))),
-            };
-            if let Some(dest) = dest.as_ref().filter(|p| p.exists() && !req.force) {
-                return Err(Error::refused(format!("{} exists", dest.display()))
-                    .with_help("Choose another path, or pass --force to replace it."));
-            }
-            // The records every block is checked against, themselves checked first.
-            let check = if req.verify {
-                let links = self.catalog().disk_chain(&backup.id, d.key)?;
-                Some(std::sync::Arc::new(
-                    crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
-                ))
-            } else {
-                None
-            };
-            let source = self.start_export(&ExportSpec {
-                file: d.file.clone(),
-                format: "qcow2".into(),
-                name: format!("restore-{}", d.key),
-                listen: Listen::Socket(scratch.join(format!("src-{}.sock", d.key))),
-                shared: copy.connections + 1,
-                read_only: true,
-                bitmap: None,
-                discard_writes: false,
-                skip_flushes: false,
-                alone: false,
-                job: Some(job),
-            })?;
-            let target = match (&req.to, dest) {
-                (RestoreTo::Nbd(url), _) => Target::Nbd(url.clone()),
-                (_, None) => return Err(Error::internal("a file restore without a destination")),
-                (_, Some(dest)) => {
-                    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-                        crate::fsutil::create_private_dir(parent)?;
-                    }
-                    let partial = partial_path(&dest);
-                    let _ = std::fs::remove_file(&partial);
-                    self.catalog_mut().add_job_file(job, &partial)?;
-                    crate::tools::run(
-                        crate::tools::QEMU_IMG,
-                        [
-                            "create",
-                            "-q",
-                            "-f",
-                            req.format.as_str(),
-                            &partial.to_string_lossy(),
-                            &d.size_bytes.to_string(),
-                        ],
-                    )?;
-                    crate::crash::point("restore.partial-created");
-                    let mut target = Target::File {
-                        partial: partial.clone(),
-                        dest,
-                        export: None,
-                    };
-                    let export = self.start_export(&ExportSpec {
-                        file: partial.clone(),
-                        format: req.format.as_str().into(),
-                        name: format!("target-{}", d.key),
-                        listen: Listen::Socket(scratch.join(format!("dst-{}.sock", d.key))),
-                        shared: copy.connections + 1,
-                        read_only: false,
-                        bitmap: None,
-                        discard_writes: false,
-                        skip_flushes: false,
-                        alone: false,
-                        job: Some(job),
-                    });
-                    match export {
-                        Ok(e) => {
-                            if let Target::File { export, .. } = &mut target {
-                                *export = Some(Box::new(e));
-                            }
-                        }
-                        Err(e) => {
-                            plans.push(Plan {
-                                key: d.key,
-                                size: d.size_bytes,
-                                check,
-                                source,
-                                target,
-                            });
-                            return Err(e);
-                        }
-                    }
-                    target
-                }
-            };
-            plans.push(Plan {
-                key: d.key,
-                size: d.size_bytes,
-                check,
-                source,
-                target,
-            });
+            self.prepare_disk(backup, d, req, job.id, &scratch, plans)?;
         }
+        let requests = self.copy_requests(plans, job.id)?;
+        let reports = self.run_copies(requests, &job.cancel)?;
+        Ok(restored_disks(reports, plans))
+    }
+
+    /// One disk's restore, made ready: its destination decided (and refused) before anything
+    /// starts, the chain's records opened (unless `--no-verify`), the chain served read-only,
+    /// and a file target created as `<file>.partial` (recorded first) and served writable. What
+    /// was started is in `plans` (for the caller to stop) even when a later part fails.
+    fn prepare_disk(
+        &mut self,
+        backup: &BackupRecord,
+        d: &crate::catalog::BackupDiskRecord,
+        req: &RestoreRequest,
+        job: i64,
+        scratch: &Path,
+        plans: &mut Vec<Plan>,
+    ) -> Result<()> {
+        let copy = self.config().copy;
+        if !d.file.is_file() {
+            return Err(Error::not_found(format!(
+                "the image of disk {} ({}) is missing",
+                d.key,
+                d.file.display()
+            ))
+            .with_help("Run `sendense backup verify` to check the chain."));
+        }
+        // Where the disk goes, decided (and refused) before anything is started.
+        let dest = match &req.to {
+            RestoreTo::Nbd(_) => None,
+            RestoreTo::File(f) => Some(f.clone()),
+            RestoreTo::Dir(dir) => Some(dir.join(format!(
+                "{}-disk-{}.{}",
+                backup.vm,
+                d.key,
+                req.format.as_str()
+            ))),
+        };
+        if let Some(dest) = dest.as_ref().filter(|p| p.exists() && !req.force) {
+            return Err(Error::refused(format!("{} exists", dest.display()))
+                .with_help("Choose another path, or pass --force to replace it."));
+        }
+        // The records every block is checked against, themselves checked first.
+        let check = if req.verify {
+            let links = self.catalog().disk_chain(&backup.id, d.key)?;
+            Some(std::sync::Arc::new(
+                crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
+            ))
+        } else {
+            None
+        };
+        let source = self.start_export(&ExportSpec {
+            file: d.file.clone(),
+            format: "qcow2".into(),
+            name: format!("restore-{}", d.key),
+            listen: Listen::Socket(scratch.join(format!("src-{}.sock", d.key))),
+            shared: copy.connections + 1,
+            read_only: true,
+            bitmap: None,
+            discard_writes: false,
+            skip_flushes: false,
+            alone: false,
+            job: Some(job),
+        })?;
+        let target = match (&req.to, dest) {
+            (RestoreTo::Nbd(url), _) => Target::Nbd(url.clone()),
+            (_, None) => return Err(Error::internal("a file restore without a destination")),
+            (_, Some(dest)) => {
+                if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    crate::fsutil::create_private_dir(parent)?;
+                }
+                let partial = partial_path(&dest);
+                let _ = std::fs::remove_file(&partial);
+                self.catalog_mut().add_job_file(job, &partial)?;
+                crate::tools::run(
+                    crate::tools::QEMU_IMG,
+                    [
+                        "create",
+                        "-q",
+                        "-f",
+                        req.format.as_str(),
+                        &partial.to_string_lossy(),
+                        &d.size_bytes.to_string(),
+                    ],
+                )?;
+                crate::crash::point("restore.partial-created");
+                let mut target = Target::File {
+                    partial: partial.clone(),
+                    dest,
+                    export: None,
+                };
+                let export = self.start_export(&ExportSpec {
+                    file: partial.clone(),
+                    format: req.format.as_str().into(),
+                    name: format!("target-{}", d.key),
+                    listen: Listen::Socket(scratch.join(format!("dst-{}.sock", d.key))),
+                    shared: copy.connections + 1,
+                    read_only: false,
+                    bitmap: None,
+                    discard_writes: false,
+                    skip_flushes: false,
+                    alone: false,
+                    job: Some(job),
+                });
+                match export {
+                    Ok(e) => {
+                        if let Target::File { export, .. } = &mut target {
+                            *export = Some(Box::new(e));
+                        }
+                    }
+                    Err(e) => {
+                        plans.push(Plan {
+                            key: d.key,
+                            size: d.size_bytes,
+                            check,
+                            source,
+                            target,
+                        });
+                        return Err(e);
+                    }
+                }
+                target
+            }
+        };
+        plans.push(Plan {
+            key: d.key,
+            size: d.size_bytes,
+            check,
+            source,
+            target,
+        });
+        Ok(())
+    }
+
+    /// The copy request of each prepared disk.
+    fn copy_requests(&self, plans: &[Plan], job: i64) -> Result<Vec<CopyRequest>> {
+        let copy = self.config().copy;
         let mut requests = Vec::new();
-        for p in plans.iter() {
+        for p in plans {
             let (dst, fresh) = match &p.target {
                 Target::Nbd(url) => (url.clone(), false),
                 Target::File { export, .. } => (
@@ -491,9 +514,18 @@ impl Sendense {
                 .map(|c| c as std::sync::Arc<dyn transfer::BlockCheck>);
             requests.push(r);
         }
+        Ok(requests)
+    }
+
+    /// Every disk's copy, side by side; their reports as (key, destination, report).
+    fn run_copies(
+        &self,
+        requests: Vec<CopyRequest>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(u32, String, transfer::CopyReport)>> {
         let sink = self.sink().clone();
         let cancel = cancel.clone();
-        let reports = crate::rt::block_on(async move {
+        crate::rt::block_on(async move {
             let mut set = tokio::task::JoinSet::new();
             for r in requests {
                 let sink = sink.clone();
@@ -509,38 +541,45 @@ impl Sendense {
                 out.push(j.map_err(|e| Error::internal(format!("restore task: {e}")))??);
             }
             Ok::<_, Error>(out)
-        })??;
-        let mut disks: Vec<RestoredDisk> = reports
-            .into_iter()
-            .map(|(key, dst, rep)| {
-                let to = plans
-                    .iter()
-                    .find(|p| p.key == key)
-                    .map(|p| match &p.target {
-                        Target::File { dest, .. } => dest.display().to_string(),
-                        Target::Nbd(u) => u.to_string(),
-                    })
-                    .unwrap_or(dst);
-                let unchecked = plans
-                    .iter()
-                    .find(|p| p.key == key)
-                    .and_then(|p| p.check.as_ref())
-                    .map(|c| c.unchecked_bytes());
-                RestoredDisk {
-                    key,
-                    to,
-                    bytes_read: rep.bytes_read,
-                    bytes_written: rep.bytes_written,
-                    seconds: rep.seconds,
-                    mib_per_sec: rep.mib_per_sec(),
-                    bytes_verified: unchecked.map_or(0, |u| rep.bytes_planned.saturating_sub(u)),
-                    bytes_unchecked: unchecked.unwrap_or(0),
-                }
-            })
-            .collect();
-        disks.sort_by_key(|d| d.key);
-        Ok(disks)
+        })?
     }
+}
+
+/// What each disk's restore did, by key.
+fn restored_disks(
+    reports: Vec<(u32, String, transfer::CopyReport)>,
+    plans: &[Plan],
+) -> Vec<RestoredDisk> {
+    let mut disks: Vec<RestoredDisk> = reports
+        .into_iter()
+        .map(|(key, dst, rep)| {
+            let to = plans
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| match &p.target {
+                    Target::File { dest, .. } => dest.display().to_string(),
+                    Target::Nbd(u) => u.to_string(),
+                })
+                .unwrap_or(dst);
+            let unchecked = plans
+                .iter()
+                .find(|p| p.key == key)
+                .and_then(|p| p.check.as_ref())
+                .map(|c| c.unchecked_bytes());
+            RestoredDisk {
+                key,
+                to,
+                bytes_read: rep.bytes_read,
+                bytes_written: rep.bytes_written,
+                seconds: rep.seconds,
+                mib_per_sec: rep.mib_per_sec(),
+                bytes_verified: unchecked.map_or(0, |u| rep.bytes_planned.saturating_sub(u)),
+                bytes_unchecked: unchecked.unwrap_or(0),
+            }
+        })
+        .collect();
+    disks.sort_by_key(|d| d.key);
+    disks
 }
 
 /// Sets `file` to exactly `size` bytes, durably.

@@ -3,7 +3,9 @@
 use crate::cli::{GlobalArgs, RepoCommand};
 use crate::output::{self, table};
 use crate::CmdResult;
-use sendense_core::{AddRepo, Error, ErrorKind, RepoRecord, RepoStatus};
+use sendense_core::repo::ImportOptions;
+use sendense_core::{AddRepo, Error, ErrorKind, RepoRecord, RepoStatus, Sendense};
+use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
@@ -14,98 +16,10 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
             path,
             require_mount,
             default,
-        } => {
-            let req = AddRepo::new(name, path)
-                .require_mount(require_mount)
-                .make_default(default);
-            let repo = sd.add_repo(&req)?;
-            if g.json {
-                output::json(&repo)?;
-            } else {
-                output::line(&format!(
-                    "Added repository `{}` at {}",
-                    repo.name,
-                    repo.path.display()
-                ))?;
-                output::line(&details(&repo, None).to_string())?;
-            }
-        }
-        RepoCommand::List => {
-            let repos = sd.repos()?;
-            if g.json {
-                output::json(&repos)?;
-            } else if repos.is_empty() {
-                output::line("No repositories. Add one with `sendense repo add NAME --path DIR`.")?;
-            } else {
-                let mut t = table::new(&[
-                    "Name",
-                    "Path",
-                    "Default",
-                    "Backups",
-                    "Size",
-                    "Available",
-                    "Refreshed",
-                ]);
-                for r in &repos {
-                    t.add_row([
-                        r.name.clone(),
-                        r.path.display().to_string(),
-                        if r.is_default {
-                            "yes".into()
-                        } else {
-                            String::new()
-                        },
-                        r.backups.to_string(),
-                        output::opt_bytes(r.total_bytes),
-                        output::opt_bytes(r.available_bytes),
-                        r.refreshed_at.clone().unwrap_or_default(),
-                    ]);
-                }
-                output::line(&t.to_string())?;
-            }
-        }
-        RepoCommand::Show { name } => {
-            let status = sd.repo_status(&name)?;
-            if g.json {
-                output::json(&status)?;
-            } else {
-                output::line(&details(&status.record, Some(&status)).to_string())?;
-                if let Some(problem) = &status.problem {
-                    tracing::warn!("repository `{name}`: {problem}");
-                }
-            }
-        }
-        RepoCommand::Test { name } => {
-            let report = sd.test_repo(&name)?;
-            let repo = sd.repo(&name)?;
-            if g.json {
-                let mut doc = serde_json::json!({"name": repo.name, "path": repo.path, "ok": true});
-                if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
-                    (doc.as_object_mut(), serde_json::to_value(&report))
-                {
-                    obj.extend(extra);
-                }
-                output::json(&doc)?;
-            } else {
-                output::line(&format!(
-                    "Repository `{}` at {} is usable: wrote, synced, read back and removed {} in {:.1} ms.",
-                    repo.name,
-                    repo.path.display(),
-                    output::bytes(report.probe_bytes),
-                    report.write_ms
-                ))?;
-                output::line(&format!(
-                    "  {} available of {}{}",
-                    output::bytes(report.capacity.available_bytes),
-                    output::bytes(report.capacity.total_bytes),
-                    if report.mount_point {
-                        " (mount point)"
-                    } else {
-                        ""
-                    }
-                ))?;
-            }
-        }
+        } => add(g, &mut sd, name, path, require_mount, default),
+        RepoCommand::List => list(g, &mut sd),
+        RepoCommand::Show { name } => show(g, &mut sd, name),
+        RepoCommand::Test { name } => test(g, &mut sd, name),
         RepoCommand::Import {
             path,
             name,
@@ -114,96 +28,211 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
             take_over,
             salvage,
         } => {
-            let report = sd.import_repo(
-                &path,
-                &sendense_core::repo::ImportOptions {
-                    name,
-                    require_mount,
-                    make_default: default,
-                    take_over,
-                    salvage,
-                },
-            )?;
-            if g.json {
-                output::json(&report)?;
-            } else {
-                output::line(&format!(
-                    "Imported repository `{}` at {}: {} backup(s) added, {} salvaged, {} already known, {} VM(s) created.",
-                    report.repo.name,
-                    report.repo.path.display(),
-                    report.backups_imported.len(),
-                    report.backups_salvaged.len(),
-                    report.backups_known.len(),
-                    report.vms_created.len()
-                ))?;
-                for w in &report.warnings {
-                    output::line(&format!("warning: {w}"))?;
-                }
-                for s in &report.skipped {
-                    output::line(&format!("not registered: {s}"))?;
-                }
-            }
-            if !report.skipped.is_empty() {
-                // Part of the repository could not be registered: say so in the status.
-                return Ok(ExitCode::from(crate::exit_code(
-                    sendense_core::ErrorKind::PartiallyFailed,
-                )));
-            }
+            let opts = ImportOptions {
+                name,
+                require_mount,
+                make_default: default,
+                take_over,
+                salvage,
+            };
+            import(g, &mut sd, &path, &opts)
         }
-        RepoCommand::Refresh => {
-            let statuses = sd.refresh_repos()?;
-            if g.json {
-                output::json(&statuses)?;
-            } else if statuses.is_empty() {
-                output::line("No repositories.")?;
-            } else {
-                let mut t = table::new(&["Name", "Path", "Size", "Available", "Status"]);
-                for s in &statuses {
-                    t.add_row([
-                        s.record.name.clone(),
-                        s.record.path.display().to_string(),
-                        output::opt_bytes(s.record.total_bytes),
-                        output::opt_bytes(s.record.available_bytes),
-                        s.problem.clone().unwrap_or_else(|| "ok".into()),
-                    ]);
-                }
-                output::line(&t.to_string())?;
-            }
-            let bad = statuses.iter().filter(|s| s.problem.is_some()).count();
-            if bad > 0 {
-                let kind = if bad == statuses.len() {
-                    ErrorKind::Io
+        RepoCommand::Refresh => refresh(g, &mut sd),
+        RepoCommand::Remove { name } => remove(g, &mut sd, name),
+    }
+}
+
+fn add(
+    g: &GlobalArgs,
+    sd: &mut Sendense,
+    name: String,
+    path: std::path::PathBuf,
+    require_mount: bool,
+    default: bool,
+) -> CmdResult {
+    let req = AddRepo::new(name, path)
+        .require_mount(require_mount)
+        .make_default(default);
+    let repo = sd.add_repo(&req)?;
+    if g.json {
+        output::json(&repo)?;
+    } else {
+        output::line(&format!(
+            "Added repository `{}` at {}",
+            repo.name,
+            repo.path.display()
+        ))?;
+        output::line(&details(&repo, None).to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(g: &GlobalArgs, sd: &mut Sendense) -> CmdResult {
+    let repos = sd.repos()?;
+    if g.json {
+        output::json(&repos)?;
+    } else if repos.is_empty() {
+        output::line("No repositories. Add one with `sendense repo add NAME --path DIR`.")?;
+    } else {
+        let mut t = table::new(&[
+            "Name",
+            "Path",
+            "Default",
+            "Backups",
+            "Size",
+            "Available",
+            "Refreshed",
+        ]);
+        for r in &repos {
+            t.add_row([
+                r.name.clone(),
+                r.path.display().to_string(),
+                if r.is_default {
+                    "yes".into()
                 } else {
-                    ErrorKind::PartiallyFailed
-                };
-                let names: Vec<_> = statuses
-                    .iter()
-                    .filter(|s| s.problem.is_some())
-                    .map(|s| s.record.name.as_str())
-                    .collect();
-                return Err(Error::new(
-                    kind,
-                    format!(
-                        "{bad} of {} repositories have problems: {}",
-                        statuses.len(),
-                        names.join(", ")
-                    ),
-                )
-                .with_help("See `sendense repo test NAME` for each of them."));
-            }
+                    String::new()
+                },
+                r.backups.to_string(),
+                output::opt_bytes(r.total_bytes),
+                output::opt_bytes(r.available_bytes),
+                r.refreshed_at.clone().unwrap_or_default(),
+            ]);
         }
-        RepoCommand::Remove { name } => {
-            let repo = sd.remove_repo(&name)?;
-            if g.json {
-                output::json(&repo)?;
+        output::line(&t.to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(g: &GlobalArgs, sd: &mut Sendense, name: String) -> CmdResult {
+    let status = sd.repo_status(&name)?;
+    if g.json {
+        output::json(&status)?;
+    } else {
+        output::line(&details(&status.record, Some(&status)).to_string())?;
+        if let Some(problem) = &status.problem {
+            tracing::warn!("repository `{name}`: {problem}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(g: &GlobalArgs, sd: &mut Sendense, name: String) -> CmdResult {
+    let report = sd.test_repo(&name)?;
+    let repo = sd.repo(&name)?;
+    if g.json {
+        let mut doc = serde_json::json!({"name": repo.name, "path": repo.path, "ok": true});
+        if let (Some(obj), Ok(serde_json::Value::Object(extra))) =
+            (doc.as_object_mut(), serde_json::to_value(&report))
+        {
+            obj.extend(extra);
+        }
+        output::json(&doc)?;
+    } else {
+        output::line(&format!(
+            "Repository `{}` at {} is usable: wrote, synced, read back and removed {} in {:.1} ms.",
+            repo.name,
+            repo.path.display(),
+            output::bytes(report.probe_bytes),
+            report.write_ms
+        ))?;
+        output::line(&format!(
+            "  {} available of {}{}",
+            output::bytes(report.capacity.available_bytes),
+            output::bytes(report.capacity.total_bytes),
+            if report.mount_point {
+                " (mount point)"
             } else {
-                output::line(&format!(
-                    "Removed repository `{}` from the catalog; its files at {} were kept.",
-                    repo.name,
-                    repo.path.display()
-                ))?;
+                ""
             }
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(g: &GlobalArgs, sd: &mut Sendense, path: &Path, opts: &ImportOptions) -> CmdResult {
+    let report = sd.import_repo(path, opts)?;
+    if g.json {
+        output::json(&report)?;
+    } else {
+        output::line(&format!(
+            "Imported repository `{}` at {}: {} backup(s) added, {} salvaged, {} already known, {} VM(s) created.",
+            report.repo.name,
+            report.repo.path.display(),
+            report.backups_imported.len(),
+            report.backups_salvaged.len(),
+            report.backups_known.len(),
+            report.vms_created.len()
+        ))?;
+        for w in &report.warnings {
+            output::line(&format!("warning: {w}"))?;
         }
+        for s in &report.skipped {
+            output::line(&format!("not registered: {s}"))?;
+        }
+    }
+    if !report.skipped.is_empty() {
+        // Part of the repository could not be registered: say so in the status.
+        return Ok(ExitCode::from(crate::exit_code(
+            sendense_core::ErrorKind::PartiallyFailed,
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refresh(g: &GlobalArgs, sd: &mut Sendense) -> CmdResult {
+    let statuses = sd.refresh_repos()?;
+    if g.json {
+        output::json(&statuses)?;
+    } else if statuses.is_empty() {
+        output::line("No repositories.")?;
+    } else {
+        let mut t = table::new(&["Name", "Path", "Size", "Available", "Status"]);
+        for s in &statuses {
+            t.add_row([
+                s.record.name.clone(),
+                s.record.path.display().to_string(),
+                output::opt_bytes(s.record.total_bytes),
+                output::opt_bytes(s.record.available_bytes),
+                s.problem.clone().unwrap_or_else(|| "ok".into()),
+            ]);
+        }
+        output::line(&t.to_string())?;
+    }
+    let bad = statuses.iter().filter(|s| s.problem.is_some()).count();
+    if bad > 0 {
+        let kind = if bad == statuses.len() {
+            ErrorKind::Io
+        } else {
+            ErrorKind::PartiallyFailed
+        };
+        let names: Vec<_> = statuses
+            .iter()
+            .filter(|s| s.problem.is_some())
+            .map(|s| s.record.name.as_str())
+            .collect();
+        return Err(Error::new(
+            kind,
+            format!(
+                "{bad} of {} repositories have problems: {}",
+                statuses.len(),
+                names.join(", ")
+            ),
+        )
+        .with_help("See `sendense repo test NAME` for each of them."));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(g: &GlobalArgs, sd: &mut Sendense, name: String) -> CmdResult {
+    let repo = sd.remove_repo(&name)?;
+    if g.json {
+        output::json(&repo)?;
+    } else {
+        output::line(&format!(
+            "Removed repository `{}` from the catalog; its files at {} were kept.",
+            repo.name,
+            repo.path.display()
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

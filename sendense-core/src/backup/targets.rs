@@ -126,38 +126,12 @@ impl Run {
         emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
         sd.job_log(job, &format!("snapshot of {} disk(s) taken", snap.len()));
 
-        // The snapshot must match the plan the targets were made for; only a change on the
-        // source between planning and the snapshot (a checkpoint deleted, a disk resized in
-        // those milliseconds) makes it differ, and then the next run plans afresh.
+        check_snapshot(&plans, &snap)?;
         let snap_of = |key: u32| {
             snap.iter()
                 .find(|s| s.key == key)
                 .ok_or_else(|| Error::internal(format!("the snapshot has no disk {key}")))
         };
-        for p in &plans {
-            snap_of(p.key)?;
-        }
-        let mismatch = plans.iter().find_map(|p| {
-            let s = snap_of(p.key).ok()?;
-            if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
-                Some(format!(
-                    "disk {}: its checkpoint vanished from the source during the snapshot",
-                    p.key
-                ))
-            } else if s.size_bytes != p.size_bytes {
-                Some(format!(
-                    "disk {}: it was resized during the snapshot",
-                    p.key
-                ))
-            } else {
-                None
-            }
-        });
-        if let Some(why) = mismatch {
-            return Err(Error::refused(why).with_help(
-                "Run the backup again: it plans from the source as it is now (a full where needed).",
-            ));
-        }
         let checkpoints: Vec<(u32, Option<String>)> =
             snap.iter().map(|s| (s.key, s.checkpoint.clone())).collect();
         sd.catalog_mut().set_backup_checkpoints(&id, &checkpoints)?;
@@ -168,10 +142,30 @@ impl Run {
         for t in pending.targets.iter_mut() {
             t.plan.checkpoint = snap_of(t.plan.key)?.checkpoint.clone();
         }
+        self.check_cancel()?;
+        self.transfer_plan(sd, vm, &snap)
+    }
+
+    /// What the node is to copy: per disk, the snapshot's export and the target's.
+    fn transfer_plan(
+        &self,
+        sd: &mut Sendense,
+        vm: &VmRecord,
+        snap: &[crate::source::SnapshotDisk],
+    ) -> Result<TransferPlan> {
+        let pending = self
+            .pending
+            .as_ref()
+            .ok_or_else(|| Error::internal("backup lost its pending state"))?;
+        let copy = sd.config().copy;
         let mut disks = Vec::new();
         let mut target_urls = Vec::new();
         for t in &pending.targets {
-            let (p, s) = (&t.plan, snap_of(t.plan.key)?);
+            let p = &t.plan;
+            let s = snap
+                .iter()
+                .find(|s| s.key == p.key)
+                .ok_or_else(|| Error::internal(format!("the snapshot has no disk {}", p.key)))?;
             let name = export_name(&vm.name, p.key);
             let export = self
                 .exports
@@ -194,19 +188,46 @@ impl Run {
                 digest_scheme: Some(Scheme::CURRENT.tag().into()),
             });
         }
-        self.check_cancel()?;
         let targets: Vec<String> = target_urls
             .iter()
             .map(|(k, u)| format!("{k}:{u}"))
             .collect();
-        sd.job_log(job, &format!("targets {}", targets.join(",")));
+        sd.job_log(self.job, &format!("targets {}", targets.join(",")));
         Ok(TransferPlan {
             protocol: super::node::PROTOCOL,
-            job: Some(job),
+            job: Some(self.job),
             disks,
             connections: copy.connections,
             requests: copy.requests,
             request_size: copy.request_size,
         })
     }
+}
+
+/// The snapshot must match the plan the targets were made for; only a change on the source
+/// between planning and the snapshot (a checkpoint deleted, a disk resized in those
+/// milliseconds) makes it differ, and then the next run plans afresh.
+fn check_snapshot(plans: &[DiskPlan], snap: &[crate::source::SnapshotDisk]) -> Result<()> {
+    for p in plans {
+        let Some(s) = snap.iter().find(|s| s.key == p.key) else {
+            return Err(Error::internal(format!(
+                "the snapshot has no disk {}",
+                p.key
+            )));
+        };
+        let why = if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
+            format!(
+                "disk {}: its checkpoint vanished from the source during the snapshot",
+                p.key
+            )
+        } else if s.size_bytes != p.size_bytes {
+            format!("disk {}: it was resized during the snapshot", p.key)
+        } else {
+            continue;
+        };
+        return Err(Error::refused(why).with_help(
+            "Run the backup again: it plans from the source as it is now (a full where needed).",
+        ));
+    }
+    Ok(())
 }
