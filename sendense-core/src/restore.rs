@@ -400,19 +400,26 @@ impl Sendense {
         } else {
             None
         };
-        let source = self.start_export(&ExportSpec {
-            file: d.file.clone(),
-            format: "qcow2".into(),
-            name: format!("restore-{}", d.key),
-            listen: Listen::Socket(scratch.join(format!("src-{}.sock", d.key))),
-            shared: copy.connections + 1,
-            read_only: true,
-            bitmap: None,
-            discard_writes: false,
-            skip_flushes: false,
-            alone: false,
-            job: Some(job),
-        })?;
+        // Served on sockets in the job's scratch directory, one connection more than the copy
+        // uses.
+        let served = |file: &Path, format: &str, name: String, read_only: bool| ExportSpec {
+            format: format.into(),
+            listen: Listen::Socket(scratch.join(format!("{name}.sock"))),
+            read_only,
+            ..ExportSpec::target(
+                file.to_path_buf(),
+                name,
+                (0, 0),
+                copy.connections + 1,
+                Some(job),
+            )
+        };
+        let source = self.start_export(&served(
+            &d.file,
+            "qcow2",
+            format!("restore-{}", d.key),
+            true,
+        ))?;
         let target = match (&req.to, dest) {
             (RestoreTo::Nbd(url), _) => Target::Nbd(url.clone()),
             (_, None) => return Err(Error::internal("a file restore without a destination")),
@@ -440,19 +447,12 @@ impl Sendense {
                     dest,
                     export: None,
                 };
-                let export = self.start_export(&ExportSpec {
-                    file: partial.clone(),
-                    format: req.format.as_str().into(),
-                    name: format!("target-{}", d.key),
-                    listen: Listen::Socket(scratch.join(format!("dst-{}.sock", d.key))),
-                    shared: copy.connections + 1,
-                    read_only: false,
-                    bitmap: None,
-                    discard_writes: false,
-                    skip_flushes: false,
-                    alone: false,
-                    job: Some(job),
-                });
+                let export = self.start_export(&served(
+                    &partial,
+                    req.format.as_str(),
+                    format!("target-{}", d.key),
+                    false,
+                ));
                 match export {
                     Ok(e) => {
                         if let Target::File { export, .. } = &mut target {
