@@ -16,7 +16,7 @@
 mod delete;
 pub mod node;
 pub mod plan;
-mod process;
+pub(crate) mod process;
 mod targets;
 
 use crate::catalog::{BackupMode, DiskOutcome, JobKind, RepoRecord, VmRecord};

@@ -19,6 +19,17 @@ pub enum TransferMode {
     Process,
 }
 
+/// Where a VM's source side runs (discover, snapshot, checkpoints, repair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceSide {
+    /// In the hub's own process.
+    #[default]
+    Hub,
+    /// In a `sendense-sna source` process, the way a remote node runs it (live QEMU VMs).
+    Node,
+}
+
 /// An inclusive range of TCP ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +99,8 @@ impl Default for QemuNbdConfig {
 pub struct Config {
     /// How backups move data.
     pub transfer: TransferMode,
+    /// Where the source side of live QEMU VMs runs.
+    pub source_side: SourceSide,
     /// Ports handed out to qemu-nbd target exports.
     pub nbd_ports: PortRange,
     /// Copy engine tuning.
@@ -98,8 +111,8 @@ pub struct Config {
     pub scratch_dir: Option<PathBuf>,
     /// Seconds a pre/post hook command may run before it is killed.
     pub hook_timeout_secs: u64,
-    /// The `sendense-sna` binary for `transfer: process` (default: next to `sendense`, else
-    /// `$PATH`).
+    /// The `sendense-sna` binary for `transfer: process` and `source_side: node` (default:
+    /// next to `sendense`, else `$PATH`).
     pub sna_path: Option<PathBuf>,
 }
 
@@ -107,6 +120,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             transfer: TransferMode::default(),
+            source_side: SourceSide::default(),
             nbd_ports: PortRange::default(),
             copy: CopyConfig::default(),
             qemu_nbd: QemuNbdConfig::default(),
@@ -230,6 +244,10 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # `process` (the hub spawns `sendense-sna transfer`, the same protocol a remote node speaks).
 # transfer: in-process
 
+# Where the source side of live QEMU VMs runs — discover, snapshot, checkpoints, repair: `hub`
+# (this process) or `node` (a `sendense-sna source` process, as on a remote node).
+# source_side: hub
+
 # TCP ports handed out to qemu-nbd for backup targets (inclusive; bound on 127.0.0.1 only).
 # nbd_ports:
 #   first: 10100
@@ -262,7 +280,8 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # Seconds a --pre-hook or --post-hook command may run before it is killed.
 # hook_timeout_secs: 300
 
-# The sendense-sna binary used with `transfer: process` (default: next to sendense, else $PATH).
+# The sendense-sna binary used with `transfer: process` and `source_side: node` (default: next
+# to sendense, else $PATH).
 # sna_path: /usr/local/bin/sendense-sna
 ";
 

@@ -24,6 +24,7 @@
 
 pub mod image;
 pub mod nbd;
+pub mod node;
 pub mod qemu;
 pub mod qmp;
 pub mod repair;
@@ -33,11 +34,11 @@ pub use repair::{RepairRequest, Repaired};
 use crate::catalog::DiskRecord;
 use crate::error::Result;
 use crate::nbd::NbdUrl;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// A disk found on the source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscoveredDisk {
     /// Identity: qdev path, file path or URL.
     pub identity: String,
@@ -50,7 +51,7 @@ pub struct DiscoveredDisk {
 }
 
 /// State of a disk's change-tracking checkpoint on the source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "detail")]
 pub enum CheckpointState {
     /// The recorded checkpoint is there and usable.
@@ -79,7 +80,7 @@ impl CheckpointState {
 }
 
 /// One disk to snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotDiskRequest {
     /// Disk key.
     pub key: u32,
@@ -94,7 +95,7 @@ pub struct SnapshotDiskRequest {
 }
 
 /// What to snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotRequest {
     /// The job.
     pub job: i64,

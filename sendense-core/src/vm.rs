@@ -302,6 +302,10 @@ impl crate::Sendense {
         &self,
         vm: &crate::catalog::VmRecord,
     ) -> Result<Box<dyn crate::source::Source>> {
+        if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
+            let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
+            return Ok(Box::new(crate::source::node::NodeSource::start(&sna, vm)?));
+        }
         crate::source::for_vm(vm, self.hook_timeout())
     }
 

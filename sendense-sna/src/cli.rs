@@ -60,6 +60,18 @@ A plan of another protocol version, or with an unknown digest scheme, is a bad
 plan (exit 2); a plan without \"digest_scheme\" means blake3k-64k.
 Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
     Transfer,
+    /// Run the source side of a VM for the hub: one JSON call per line on stdin, the answers
+    /// on stdout.
+    #[command(after_long_help = "Source protocol 1. The hub sends one call per line:
+  {\"call\": \"open\", \"protocol\": 1, \"kind\": \"qemu\", \"options\": {\"qmp\": \"/run/vm.qmp\"}}
+  {\"call\": \"discover\"}   {\"call\": \"checkpoints\", \"disks\": [...]}
+  {\"call\": \"repair\", \"req\": {...}}   {\"call\": \"snapshot\", \"req\": {...}}
+  {\"call\": \"finish\", \"success\": true}
+and reads, per call, log lines {\"log\": \"...\"} then {\"ok\": <result>} or
+{\"error\": {\"kind\", \"message\", \"help\"}}. The source object lives for the
+session: a snapshot and its finish are one session. When stdin closes, what a
+snapshot left is torn down and the process exits 0.")]
+    Source,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Copy(args) => copy::run(args, json, cli.quiet),
         cli::Command::Transfer => copy::transfer(),
+        cli::Command::Source => {
+            sendense_core::source::node::serve(std::io::stdin().lock(), std::io::stdout().lock())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -213,7 +213,7 @@ fn take_digest_line(
 
 /// Where `sendense-sna` is: configured, next to this executable (or its parent directory, as
 /// for test binaries), or `$PATH`.
-fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
+pub(crate) fn sna_binary(configured: Option<&std::path::Path>) -> std::path::PathBuf {
     if let Some(p) = configured {
         return p.to_path_buf();
     }

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
 /// A disk of a VM. Its key is assigned once and never recomputed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DiskRecord {
     /// Catalog row id.
     #[serde(skip)]

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// What a repair must know.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RepairRequest {
     /// The job starting now, whose objects (none yet) must stay; `None` in the reconciliation.
     pub keep_job: Option<i64>,
@@ -32,7 +32,8 @@ pub struct RepairRequest {
 }
 
 /// What a repair found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Repaired {
     /// The source holds nothing of an interrupted backup any more.
     Done,

@@ -1,0 +1,401 @@
+//! The source side behind the process boundary: `sendense-sna source` runs a VM's source —
+//! discover, checkpoints, repair, snapshot, finish — next to the hypervisor, and the hub drives
+//! it with one JSON call per line on the node's stdin, one reply per line on its stdout (log
+//! lines first, then `ok` or `error`). The node keeps the source object between calls, so a
+//! snapshot and its finish are one session. The hub never touches the VM's QMP socket itself.
+//!
+//! The node starts no qemu-nbd of its own yet: a live QEMU VM serves its snapshot from QEMU's
+//! own NBD server, which needs none. (Image files and NBD sources stay on the hub.)
+
+use super::{
+    CheckpointState, DiscoveredDisk, RepairRequest, Repaired, SnapshotDisk, SnapshotRequest,
+    Source, SourceHost,
+};
+use crate::catalog::DiskRecord;
+use crate::error::{Error, ErrorKind, Result};
+use crate::supervise::Supervised;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+/// The version of the source session protocol.
+pub const SOURCE_PROTOCOL: u32 = 1;
+
+/// A call from the hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum SourceCall {
+    /// The first call: which source to run.
+    Open {
+        /// [`SOURCE_PROTOCOL`].
+        protocol: u32,
+        /// Source kind (`qemu`).
+        kind: String,
+        /// Its settings (`{"qmp": "/run/…"}`).
+        options: serde_json::Value,
+    },
+    /// [`Source::discover`].
+    Discover,
+    /// [`Source::checkpoints`].
+    Checkpoints {
+        /// The VM's disks as the catalog has them.
+        disks: Vec<DiskRecord>,
+    },
+    /// [`Source::repair`].
+    Repair {
+        /// What to repair.
+        req: RepairRequest,
+    },
+    /// [`Source::snapshot`].
+    Snapshot {
+        /// What to snapshot.
+        req: SnapshotRequest,
+    },
+    /// [`Source::finish`].
+    Finish {
+        /// Whether the backup committed.
+        success: bool,
+    },
+}
+
+/// A line of the node's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceReply {
+    /// A line for the job log; more lines follow.
+    Log(String),
+    /// The call's result.
+    Ok(serde_json::Value),
+    /// The call failed.
+    Error {
+        /// Its kind.
+        kind: ErrorKind,
+        /// What happened.
+        message: String,
+        /// What to do.
+        help: Option<String>,
+    },
+}
+
+/// A snapshot disk as it travels (the URL as text).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireSnapshotDisk {
+    key: u32,
+    url: String,
+    size_bytes: u64,
+    bitmap: Option<String>,
+    checkpoint: Option<String>,
+}
+
+/// The node's side: answers the calls read from `input` on `output` until `input` ends.
+pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
+    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("the source session: {e}"));
+    let mut source: Option<Box<dyn Source>> = None;
+    for line in input.lines() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut logs = Vec::new();
+        let result = serde_json::from_str::<SourceCall>(&line)
+            .map_err(|e| Error::invalid(format!("a source call that is not valid: {e}")))
+            .and_then(|call| answer(&mut source, call, &mut logs));
+        for l in logs {
+            writeln!(output, "{}", to_line(&SourceReply::Log(l))?).map_err(io)?;
+        }
+        let reply = match result {
+            Ok(v) => SourceReply::Ok(v),
+            Err(e) => SourceReply::Error {
+                kind: e.kind(),
+                message: e.message().to_string(),
+                help: e.help().map(String::from),
+            },
+        };
+        writeln!(output, "{}", to_line(&reply)?).map_err(io)?;
+        output.flush().map_err(io)?;
+    }
+    // The hub is gone or done: whatever a snapshot left is torn down.
+    if let Some(mut s) = source {
+        let _ = s.finish(
+            &mut NodeHost {
+                logs: &mut Vec::new(),
+            },
+            false,
+        );
+    }
+    Ok(())
+}
+
+fn to_line(reply: &SourceReply) -> Result<String> {
+    serde_json::to_string(reply).map_err(|e| Error::internal(format!("a source reply: {e}")))
+}
+
+fn answer(
+    source: &mut Option<Box<dyn Source>>,
+    call: SourceCall,
+    logs: &mut Vec<String>,
+) -> Result<serde_json::Value> {
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| Error::internal(format!("a source result: {e}")))
+    };
+    if let SourceCall::Open {
+        protocol,
+        kind,
+        options,
+    } = &call
+    {
+        if *protocol != SOURCE_PROTOCOL {
+            return Err(Error::invalid(format!(
+                "the hub speaks source protocol {protocol}; this sendense-sna speaks \
+                 {SOURCE_PROTOCOL}"
+            ))
+            .with_help("Run sendense-sna of the same version as the hub."));
+        }
+        if kind != "qemu" {
+            return Err(Error::invalid(format!(
+                "a `{kind}` source does not run on a node yet"
+            )));
+        }
+        let qmp = options["qmp"].as_str().unwrap_or_default();
+        *source = Some(Box::new(super::qemu::QemuSource::new(qmp.into())));
+        return Ok(serde_json::Value::Null);
+    }
+    let s = source
+        .as_mut()
+        .ok_or_else(|| Error::invalid("a source call before `open`"))?;
+    let mut host = NodeHost { logs };
+    match call {
+        SourceCall::Open { .. } => Ok(serde_json::Value::Null),
+        SourceCall::Discover => json(serde_json::to_value(s.discover()?)),
+        SourceCall::Checkpoints { disks } => json(serde_json::to_value(s.checkpoints(&disks)?)),
+        SourceCall::Repair { req } => json(serde_json::to_value(s.repair(&mut host, &req)?)),
+        SourceCall::Snapshot { req } => {
+            let disks: Vec<WireSnapshotDisk> = s
+                .snapshot(&mut host, &req)?
+                .into_iter()
+                .map(|d| WireSnapshotDisk {
+                    key: d.key,
+                    url: d.url.to_string(),
+                    size_bytes: d.size_bytes,
+                    bitmap: d.bitmap,
+                    checkpoint: d.checkpoint,
+                })
+                .collect();
+            json(serde_json::to_value(disks))
+        }
+        SourceCall::Finish { success } => {
+            s.finish(&mut host, success)?;
+            Ok(serde_json::Value::Null)
+        }
+    }
+}
+
+/// The node's host for a source: log lines go back to the hub; exports are the hub's.
+struct NodeHost<'a> {
+    logs: &'a mut Vec<String>,
+}
+
+impl SourceHost for NodeHost<'_> {
+    fn start_export(
+        &mut self,
+        _spec: &crate::export::ExportSpec,
+    ) -> Result<crate::export::RunningExport> {
+        Err(Error::invalid(
+            "a source on a node cannot start qemu-nbd exports yet",
+        ))
+    }
+
+    fn stop_export(&mut self, _export: crate::export::RunningExport) -> Result<()> {
+        Ok(())
+    }
+
+    fn start_exports(
+        &mut self,
+        _specs: &[crate::export::ExportSpec],
+    ) -> Result<Vec<crate::export::RunningExport>> {
+        Err(Error::invalid(
+            "a source on a node cannot start qemu-nbd exports yet",
+        ))
+    }
+
+    fn log(&mut self, message: &str) {
+        self.logs.push(message.to_string());
+    }
+}
+
+/// The hub's side: a [`Source`] whose work a `sendense-sna source` process does.
+#[derive(Debug)]
+pub struct NodeSource {
+    kind: &'static str,
+    /// `None` once it ended.
+    node: Option<Supervised>,
+    /// `None` once closed.
+    input: Option<std::process::ChildStdin>,
+    output: BufReader<std::process::ChildStdout>,
+}
+
+/// How long the node has to end after its input closed.
+const NODE_GRACE: Duration = Duration::from_secs(10);
+
+impl NodeSource {
+    /// Starts `sna source` for `vm` (a QEMU VM) and opens its source there.
+    pub fn start(sna: &std::path::Path, vm: &crate::catalog::VmRecord) -> Result<NodeSource> {
+        let mut cmd = std::process::Command::new(sna);
+        cmd.arg("source")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut node = Supervised::spawn(cmd, &sna.display().to_string(), NODE_GRACE)?;
+        let (input, output) = match node.child() {
+            Some(c) => (c.stdin.take(), c.stdout.take()),
+            None => (None, None),
+        };
+        let (Some(input), Some(output)) = (input, output) else {
+            return Err(Error::internal("sendense-sna started without its pipes"));
+        };
+        let mut source = NodeSource {
+            kind: "qemu",
+            node: Some(node),
+            input: Some(input),
+            output: BufReader::new(output),
+        };
+        source.call(
+            None,
+            &SourceCall::Open {
+                protocol: SOURCE_PROTOCOL,
+                kind: vm.source.clone(),
+                options: vm.source_options.clone(),
+            },
+        )?;
+        Ok(source)
+    }
+
+    /// One call: its log lines into `host` (when there is one), then its result.
+    fn call(
+        &mut self,
+        mut host: Option<&mut dyn SourceHost>,
+        call: &SourceCall,
+    ) -> Result<serde_json::Value> {
+        let lost = |what: String| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("the source on sendense-sna: {what}"),
+            )
+        };
+        let text = serde_json::to_string(call)
+            .map_err(|e| Error::internal(format!("a source call: {e}")))?;
+        let input = self
+            .input
+            .as_mut()
+            .ok_or_else(|| lost("its session is closed".into()))?;
+        writeln!(input, "{text}")
+            .and_then(|()| input.flush())
+            .map_err(|e| lost(format!("sending a call: {e}")))?;
+        loop {
+            let mut line = String::new();
+            let n = self
+                .output
+                .read_line(&mut line)
+                .map_err(|e| lost(format!("reading its answer: {e}")))?;
+            if n == 0 {
+                return Err(lost("it ended without answering".into()));
+            }
+            match serde_json::from_str::<SourceReply>(&line)
+                .map_err(|e| lost(format!("an answer that is not valid: {e}")))?
+            {
+                SourceReply::Log(l) => {
+                    if let Some(h) = host.as_mut() {
+                        h.log(&format!("node: {l}"));
+                    }
+                }
+                SourceReply::Ok(v) => return Ok(v),
+                SourceReply::Error {
+                    kind,
+                    message,
+                    help,
+                } => {
+                    let e = Error::new(kind, message);
+                    return Err(match help {
+                        Some(h) => e.with_help(h),
+                        None => e,
+                    });
+                }
+            }
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> {
+        serde_json::from_value(v).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("the source on sendense-sna answered wrongly: {e}"),
+            )
+        })
+    }
+}
+
+impl Source for NodeSource {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn discover(&mut self) -> Result<Vec<DiscoveredDisk>> {
+        let v = self.call(None, &SourceCall::Discover)?;
+        Self::parse(v)
+    }
+
+    fn repair(&mut self, host: &mut dyn SourceHost, req: &RepairRequest) -> Result<Repaired> {
+        let v = self.call(Some(host), &SourceCall::Repair { req: req.clone() })?;
+        Self::parse(v)
+    }
+
+    fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>> {
+        let v = self.call(
+            None,
+            &SourceCall::Checkpoints {
+                disks: disks.to_vec(),
+            },
+        )?;
+        Self::parse(v)
+    }
+
+    fn snapshot(
+        &mut self,
+        host: &mut dyn SourceHost,
+        req: &SnapshotRequest,
+    ) -> Result<Vec<SnapshotDisk>> {
+        let v = self.call(Some(host), &SourceCall::Snapshot { req: req.clone() })?;
+        let disks: Vec<WireSnapshotDisk> = Self::parse(v)?;
+        disks
+            .into_iter()
+            .map(|d| {
+                Ok(SnapshotDisk {
+                    key: d.key,
+                    url: d.url.parse()?,
+                    size_bytes: d.size_bytes,
+                    bitmap: d.bitmap,
+                    checkpoint: d.checkpoint,
+                })
+            })
+            .collect()
+    }
+
+    fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()> {
+        self.call(Some(host), &SourceCall::Finish { success })
+            .map(drop)
+    }
+}
+
+impl Drop for NodeSource {
+    fn drop(&mut self) {
+        // Closing its input ends the session: the node tears down what is left and exits.
+        drop(self.input.take());
+        if let Some(mut node) = self.node.take() {
+            if node.exited_within(NODE_GRACE) {
+                let _ = node.wait();
+            } else {
+                let _ = node.stop();
+            }
+        }
+    }
+}
