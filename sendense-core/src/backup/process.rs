@@ -81,6 +81,8 @@ pub(super) fn run_node_process(
     });
     let mut results = None;
     let mut read_error = None;
+    // A line the protocol does not allow: the node is stopped, the transfer fails with it.
+    let mut refused: Option<Error> = None;
     for line in BufReader::new(stdout).lines() {
         let line = match line {
             Ok(l) => l,
@@ -96,6 +98,11 @@ pub(super) fn run_node_process(
         // A record that cannot be taken (of another disk, out of place, garbled, or not
         // written) ends the transfer: the backup's digests would not be whole.
         let taken = match node_line(&line) {
+            // Nothing may follow the summary.
+            Ok(Some(_)) if results.is_some() => Err(Error::new(
+                ErrorKind::Protocol,
+                "sendense-sna wrote on after its summary",
+            )),
             Ok(Some(NodeLine::Summary {
                 protocol,
                 results: r,
@@ -105,13 +112,13 @@ pub(super) fn run_node_process(
             Err(e) => Err(e),
         };
         if let Err(e) = taken {
-            read_error = Some(std::io::Error::other(e.message().to_string()));
+            refused = Some(e);
             break;
         }
     }
     // Its output ended: it exits now (or, after a cancellation, within the grace period). One
     // that does not — or whose output could not be read — is stopped.
-    let limit = if read_error.is_some() {
+    let limit = if read_error.is_some() || refused.is_some() {
         Duration::ZERO
     } else {
         NODE_GRACE
@@ -124,6 +131,14 @@ pub(super) fn run_node_process(
     let err_text = err_reader.join().unwrap_or_default();
     drop(done);
     let _ = forwarder.join();
+    if let Some(e) = refused {
+        let said = err_text.trim();
+        return Err(if said.is_empty() {
+            e
+        } else {
+            e.context(format!("sendense-sna said: {said}"))
+        });
+    }
     if let Some(e) = read_error {
         return Err(Error::new(
             ErrorKind::External,
@@ -156,6 +171,18 @@ fn node_line(line: &str) -> Result<Option<NodeLine>> {
         Ok(v) if v.get("summary").is_some_and(|s| s.is_array()) => {
             check_node_protocol(1).map(|()| None)
         }
+        // A protocol line that does not parse as one is never dropped: the digests would not
+        // be whole.
+        Ok(v)
+            if ["digest", "zeroes", "summary"]
+                .iter()
+                .any(|k| v.get(k).is_some()) =>
+        {
+            Err(Error::new(
+                ErrorKind::Protocol,
+                format!("sendense-sna wrote a protocol line that is not valid: {line}"),
+            ))
+        }
         _ => Ok(None),
     }
 }
@@ -167,8 +194,9 @@ fn take_digest_line(
     line: &NodeLine,
 ) -> Result<()> {
     let (disk, offset, len) = match line {
-        NodeLine::Digest { disk, offset, .. } => (*disk, *offset, 1),
-        NodeLine::Zeroes { disk, offset, len } => (*disk, *offset, *len),
+        // One block (the last one of the disk may be shorter).
+        NodeLine::Digest { disk, offset, .. } => (*disk, *offset, None),
+        NodeLine::Zeroes { disk, offset, len } => (*disk, *offset, Some(*len)),
         NodeLine::Summary { .. } => return Ok(()),
     };
     let bad = |why: &str| {
@@ -178,16 +206,22 @@ fn take_digest_line(
         ))
     };
     let (Some(planned), Some((_, file))) = (
-        plan.disks.iter().find(|d| d.key == disk),
+        plan.disks
+            .iter()
+            .find(|d| d.key == disk && d.record_digests),
         digests.iter().find(|(k, _)| *k == disk),
     ) else {
-        return bad("of a disk that is not planned");
+        return bad("of a disk whose digests were not asked for");
     };
-    let end = offset.checked_add(len);
-    if offset % crate::transfer::BLOCK != 0
-        || end.is_none_or(|e| e > planned.size_bytes.div_ceil(512) * 512)
-    {
-        return bad("outside the disk's blocks");
+    // Whole blocks of the disk as the node reads it (QEMU serves whole 512-byte sectors): a
+    // range ends on a block boundary or at the disk's end.
+    let held = planned.size_bytes.div_ceil(512) * 512;
+    let len = len.unwrap_or_else(|| crate::transfer::BLOCK.min(held.saturating_sub(offset)));
+    let whole = offset
+        .checked_add(len)
+        .is_some_and(|e| e <= held && (e % crate::transfer::BLOCK == 0 || e == held));
+    if offset % crate::transfer::BLOCK != 0 || len == 0 || !whole {
+        return bad("outside the disk's whole blocks");
     }
     match line {
         NodeLine::Digest { record, .. } => {
@@ -246,6 +280,18 @@ mod tests {
         };
         assert!(check_node_protocol(protocol).is_err());
         assert_eq!(node_line("not json").unwrap(), None);
+        // A protocol line of the wrong shape is refused, never dropped.
+        for bad in [
+            r#"{"digest": {"disk": 2000, "offset": -1, "record": "00"}}"#,
+            r#"{"zeroes": {"disk": 2000, "offset": 0}}"#,
+            r#"{"summary": {"results": []}}"#,
+        ] {
+            assert_eq!(
+                node_line(bad).unwrap_err().kind(),
+                ErrorKind::Protocol,
+                "{bad}"
+            );
+        }
         assert_eq!(node_line(r#"{"other": 1}"#).unwrap(), None);
     }
 
@@ -290,6 +336,17 @@ mod tests {
             crate::repo::digests::read_record(&f, 65536).unwrap(),
             crate::repo::digests::Record::Data([0xab; 32])
         );
+        // Ranges of zeroes: whole blocks inside the disk, nothing else.
+        let zeroes = |offset: u64, len: u64| NodeLine::Zeroes {
+            disk: 2000,
+            offset,
+            len,
+        };
+        take_digest_line(&plan, &digests, &zeroes(0, 2 * 65536)).unwrap();
+        for (offset, len) in [(0, 1), (0, 0), (65536, 4 * 65536), (100, 65536)] {
+            let err = take_digest_line(&plan, &digests, &zeroes(offset, len)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{offset}+{len}");
+        }
         for (disk, offset, rec) in [
             (2001, 0, record.as_str()),
             (2000, 100, record.as_str()),

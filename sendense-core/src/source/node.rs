@@ -89,8 +89,27 @@ struct WireSnapshotDisk {
 
 /// The node's side: answers the calls read from `input` on `output` until `input` ends.
 pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
-    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("the source session: {e}"));
     let mut source: Option<Box<dyn Source>> = None;
+    let result = session(&mut source, input, &mut output);
+    // The hub is gone or done (or its pipe broke): whatever a snapshot left is torn down.
+    if let Some(mut s) = source {
+        let _ = s.finish(
+            &mut NodeHost {
+                logs: &mut Vec::new(),
+            },
+            false,
+        );
+    }
+    result
+}
+
+/// Answers calls until the input ends or the output breaks.
+fn session(
+    source: &mut Option<Box<dyn Source>>,
+    input: impl BufRead,
+    output: &mut impl Write,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("the source session: {e}"));
     for line in input.lines() {
         let line = line.map_err(io)?;
         if line.trim().is_empty() {
@@ -99,7 +118,7 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
         let mut logs = Vec::new();
         let result = serde_json::from_str::<SourceCall>(&line)
             .map_err(|e| Error::invalid(format!("a source call that is not valid: {e}")))
-            .and_then(|call| answer(&mut source, call, &mut logs));
+            .and_then(|call| answer(source, call, &mut logs));
         for l in logs {
             writeln!(output, "{}", to_line(&SourceReply::Log(l))?).map_err(io)?;
         }
@@ -113,15 +132,6 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
         };
         writeln!(output, "{}", to_line(&reply)?).map_err(io)?;
         output.flush().map_err(io)?;
-    }
-    // The hub is gone or done: whatever a snapshot left is torn down.
-    if let Some(mut s) = source {
-        let _ = s.finish(
-            &mut NodeHost {
-                logs: &mut Vec::new(),
-            },
-            false,
-        );
     }
     Ok(())
 }
@@ -150,6 +160,9 @@ fn answer(
                  {SOURCE_PROTOCOL}"
             ))
             .with_help("Run sendense-sna of the same version as the hub."));
+        }
+        if source.is_some() {
+            return Err(Error::invalid("the source session is open already"));
         }
         if kind != "qemu" {
             return Err(Error::invalid(format!(
@@ -231,8 +244,14 @@ pub struct NodeSource {
     node: Option<Supervised>,
     /// `None` once closed.
     input: Option<std::process::ChildStdin>,
-    output: BufReader<std::process::ChildStdout>,
+    /// The node's answer lines, read on a thread of their own so that a node that stops
+    /// answering is noticed ([`CALL_TIMEOUT`]).
+    lines: std::sync::mpsc::Receiver<std::io::Result<String>>,
 }
+
+/// Longest a call may take: QEMU answers QMP within 60 s or is given up on, and a snapshot
+/// makes a few calls per disk.
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long the node has to end after its input closed.
 const NODE_GRACE: Duration = Duration::from_secs(10);
@@ -253,11 +272,20 @@ impl NodeSource {
         let (Some(input), Some(output)) = (input, output) else {
             return Err(Error::internal("sendense-sna started without its pipes"));
         };
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines() {
+                let end = line.is_err();
+                if tx.send(line).is_err() || end {
+                    return;
+                }
+            }
+        });
         let mut source = NodeSource {
             kind: "qemu",
             node: Some(node),
             input: Some(input),
-            output: BufReader::new(output),
+            lines,
         };
         source.call(
             None,
@@ -291,15 +319,26 @@ impl NodeSource {
         writeln!(input, "{text}")
             .and_then(|()| input.flush())
             .map_err(|e| lost(format!("sending a call: {e}")))?;
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         loop {
-            let mut line = String::new();
-            let n = self
-                .output
-                .read_line(&mut line)
-                .map_err(|e| lost(format!("reading its answer: {e}")))?;
-            if n == 0 {
-                return Err(lost("it ended without answering".into()));
-            }
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match self.lines.recv_timeout(wait) {
+                Ok(Ok(line)) => line,
+                Ok(Err(e)) => return Err(lost(format!("reading its answer: {e}"))),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(lost("it ended without answering".into()))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Stopped: whatever it holds in the VM is repaired by the next command.
+                    if let Some(node) = self.node.take() {
+                        let _ = node.stop();
+                    }
+                    return Err(lost(format!(
+                        "it did not answer within {} s and was stopped",
+                        CALL_TIMEOUT.as_secs()
+                    )));
+                }
+            };
             match serde_json::from_str::<SourceReply>(&line)
                 .map_err(|e| lost(format!("an answer that is not valid: {e}")))?
             {
@@ -369,9 +408,26 @@ impl Source for NodeSource {
         disks
             .into_iter()
             .map(|d| {
+                let url: crate::nbd::NbdUrl = d.url.parse()?;
+                // The snapshot is served where the job's scratch is, nowhere else: a node must
+                // not point the hub at another export.
+                let inside = match &url.endpoint {
+                    crate::nbd::Endpoint::Unix(path) => path.starts_with(&req.scratch),
+                    crate::nbd::Endpoint::Tcp { .. } => false,
+                };
+                if !inside || !req.disks.iter().any(|r| r.key == d.key) {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the node served disk {} at {url}, not in the job's scratch {}",
+                            d.key,
+                            req.scratch.display()
+                        ),
+                    ));
+                }
                 Ok(SnapshotDisk {
                     key: d.key,
-                    url: d.url.parse()?,
+                    url,
                     size_bytes: d.size_bytes,
                     bitmap: d.bitmap,
                     checkpoint: d.checkpoint,
