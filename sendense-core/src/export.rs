@@ -9,6 +9,7 @@
 //! command line, never by name) and frees their ports. Exports bind 127.0.0.1 or a Unix socket,
 //! never a public address.
 
+mod command;
 pub mod naming;
 mod serve;
 
@@ -285,87 +286,15 @@ fn launch(
     record: &ExportRecord,
 ) -> Result<Starting> {
     let [pid_file, log_file] = run_files(run_dir, record.id);
-    // O_DIRECT (cache=none) was measured fastest for targets; filesystems without it (tmpfs)
-    // fall back to the page cache, which is as safe: a copy ends with FLUSH, and a backup
-    // fsyncs its images before it commits them.
-    let direct = matches!(cfg.cache.as_str(), "none" | "directsync");
-    let dir = spec.file.parent().unwrap_or(Path::new("."));
-    // Read-only exports (sources, restore points) read through the page cache: O_DIRECT only
-    // pays off for the writes of a target.
-    let cache = if spec.read_only || (direct && !crate::fsutil::supports_direct_io(dir)) {
-        "writeback"
-    } else {
-        cfg.cache.as_str()
-    };
-    // Linux native AIO needs O_DIRECT: where the page cache is used, threads do the IO.
-    let o_direct = matches!(cache, "none" | "directsync");
-    let aio = if cfg.aio == "native" && !o_direct {
-        "threads"
-    } else {
-        cfg.aio.as_str()
-    };
-    let skip_flushes = spec.skip_flushes && !spec.read_only && !spec.discard_writes;
-    let mut args: Vec<String> = Vec::new();
-    if !spec.format.is_empty() && !skip_flushes {
-        // An empty format means a `json:` filename that names its own driver.
-        args.extend(["-f".into(), spec.format.clone()]);
-    }
-    args.extend::<Vec<String>>(vec![
-        "-x".into(),
-        spec.name.clone(),
-        format!("--shared={}", spec.shared.max(1)),
-        "--persistent".into(),
-    ]);
-    if !skip_flushes {
-        args.extend([format!("--cache={cache}"), format!("--aio={aio}")]);
-    }
-    args.extend(["--pid-file".into(), pid_file.to_string_lossy().into_owned()]);
-    let url = match (&record.port, &record.socket) {
-        (Some(port), _) => {
-            args.extend([
-                "-b".into(),
-                "127.0.0.1".into(),
-                "-p".into(),
-                port.to_string(),
-            ]);
-            NbdUrl::tcp("127.0.0.1", *port, &spec.name)
-        }
+    let listen = match (&record.port, &record.socket) {
+        (Some(port), _) => command::Listening::Port(*port),
         (None, Some(sock)) => {
             let _ = std::fs::remove_file(sock);
-            args.extend(["-k".into(), sock.to_string_lossy().into_owned()]);
-            NbdUrl::unix(sock, &spec.name)
+            command::Listening::Socket(sock.clone())
         }
         (None, None) => return Err(Error::internal("export without port or socket")),
     };
-    if spec.read_only {
-        args.push("--read-only".into());
-    }
-    if let Some(b) = &spec.bitmap {
-        args.extend(["-B".into(), b.clone()]);
-    }
-    if spec.discard_writes {
-        args.push("--snapshot".into());
-    }
-    if skip_flushes {
-        // The cache mode as options: O_DIRECT as chosen above, flushes off; a JSON filename
-        // also keeps any path intact.
-        let filename = crate::repo::chain::json_path(&spec.file)?;
-        let mut opts = serde_json::json!({
-            "driver": spec.format,
-            "discard": "unmap",
-            "cache": {"direct": o_direct, "no-flush": true},
-            "file": {"driver": "file", "filename": filename, "aio": aio},
-        });
-        if spec.alone {
-            opts["backing"] = serde_json::Value::Null;
-        }
-        args.push(format!("json:{opts}"));
-    } else {
-        if spec.format == "qcow2" && !spec.read_only && !spec.discard_writes {
-            args.push("--discard=unmap".into());
-        }
-        args.push(spec.file.to_string_lossy().into_owned());
-    }
+    let (mut args, url) = command::qemu_nbd_args(spec, cfg, &pid_file, &listen)?;
 
     // `--fork`: qemu-nbd's first process exits only once the server listens (0) or failed
     // (non-zero), so readiness is exact even when another server answers on the same port.
