@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use sendense_testkit::output_text as text;
 use sendense_testkit::{images_equal, qcow2, run as tool};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -27,14 +28,6 @@ const DAMAGES: [&str; 10] = [
     "digest file edited",
 ];
 const POSITIONS: [&str; 3] = ["full", "middle", "top"];
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The chain: B0 full (0x11 over 0..4M); B1 writes 0x22 at 1M and zeroes 2M (over B0's data);
 /// B2 writes 0x33 at 3M and zeroes 512k. Per position: a guest offset whose data that backup

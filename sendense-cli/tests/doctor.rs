@@ -1,7 +1,8 @@
 //! A damaged catalog is named, never trusted, and rebuilt from the repositories by following
 //! `sendense doctor`'s advice.
 
-use sendense_testkit::{add_image_vm, cli, cli_json, images_equal, qcow2_with, temp_hub};
+use sendense_testkit::output_text as text;
+use sendense_testkit::{add_image_vm, cli, cli_json, qcow2_with, temp_hub};
 use serde_json::Value;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -9,14 +10,6 @@ use std::process::Output;
 
 fn run(state: &Path, args: &[&str]) -> Output {
     cli(env!("CARGO_BIN_EXE_sendense"), state, args)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Overwrites the page holding table `table` (its root page: the table is small) with garbage.
@@ -121,21 +114,11 @@ fn a_damaged_catalog_is_named_and_rebuilt_from_the_repositories() {
     ids.sort();
     assert_eq!(found, ids);
     let out = dir.path().join("out.qcow2");
-    let o = run(
+    sendense_testkit::assert_restore_equals(
+        env!("CARGO_BIN_EXE_sendense"),
         &state,
-        &[
-            "restore",
-            &top,
-            "--disk",
-            "2000",
-            "--to",
-            out.to_str().unwrap(),
-        ],
+        &top,
+        &out,
+        &disk,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(images_equal(
-        out.to_str().unwrap(),
-        "qcow2",
-        disk.to_str().unwrap()
-    ));
 }

@@ -2,6 +2,7 @@
 //! unreadable link, a lost manifest — is named by `backup verify`, refused by `restore` and
 //! `export`, and never built on by the next backup.
 
+use sendense_testkit::output_text as text;
 use sendense_testkit::{cli, cli_json, create_image, images_equal, qemu_io};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,6 @@ fn run(state: &Path, args: &[&str]) -> Output {
 
 fn json(state: &Path, args: &[&str]) -> Value {
     cli_json(env!("CARGO_BIN_EXE_sendense"), state, args)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A hub with repository `r` and an image VM `vm1` of one empty 16 MiB QCOW2 disk.
@@ -364,23 +357,13 @@ fn a_disk_shrunk_and_grown_back_gets_a_full_that_says_why() {
     assert!(reason.starts_with("disk resized"), "{reason}");
     let id = s["backup"].as_str().unwrap();
     let out = dir.path().join("out.qcow2");
-    let o = run(
+    sendense_testkit::assert_restore_equals(
+        env!("CARGO_BIN_EXE_sendense"),
         &state,
-        &[
-            "restore",
-            id,
-            "--disk",
-            "2000",
-            "--to",
-            out.to_str().unwrap(),
-        ],
+        id,
+        &out,
+        &disk,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(images_equal(
-        out.to_str().unwrap(),
-        "qcow2",
-        disk.to_str().unwrap()
-    ));
     // And the chain goes on from that full as usual.
     qemu_io(&disk, "qcow2", &["write -P 0x24 13M 64k"]);
     let s = json(&state, &["backup", "start", "vm1"]);

@@ -3,7 +3,8 @@
 //! itself, not only the catalog. And `repo import` names every backup it could not register —
 //! or, with `--salvage`, registers one whose manifest was lost when its files prove it.
 
-use sendense_testkit::{add_image_vm, cli, cli_json, images_equal, qcow2_with, temp_hub};
+use sendense_testkit::output_text as text;
+use sendense_testkit::{add_image_vm, cli, cli_json, qcow2_with, temp_hub};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -16,12 +17,11 @@ fn json(state: &Path, args: &[&str]) -> Value {
     cli_json(env!("CARGO_BIN_EXE_sendense"), state, args)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// `repo import REPO --json [extra]` on hub `state`.
+fn import(state: &Path, repo: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["repo", "import", repo.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    run(state, &args)
 }
 
 /// Hub A with repository `r` and an image VM `vm1` backed up three times (full, inc, inc).
@@ -205,16 +205,7 @@ fn salvage_registers_a_backup_whose_files_prove_it_and_never_one_they_do_not() {
     std::fs::remove_file(&lost).unwrap();
     run(&a.state, &["repo", "remove", "r"]);
     let b = a.hub_b();
-    let o = run(
-        &b,
-        &[
-            "repo",
-            "import",
-            a.repo().to_str().unwrap(),
-            "--take-over",
-            "--json",
-        ],
-    );
+    let o = import(&b, &a.repo(), &["--take-over"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     let skipped = r["skipped"].to_string();
@@ -228,16 +219,7 @@ fn salvage_registers_a_backup_whose_files_prove_it_and_never_one_they_do_not() {
     );
     // Imported again with --salvage: the middle from its files, then the top from its
     // manifest; exact, verified.
-    let o = run(
-        &b,
-        &[
-            "repo",
-            "import",
-            a.repo().to_str().unwrap(),
-            "--salvage",
-            "--json",
-        ],
-    );
+    let o = import(&b, &a.repo(), &["--salvage"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["backups_salvaged"], serde_json::json!([a.ids[1]]), "{r}");
@@ -247,23 +229,13 @@ fn salvage_registers_a_backup_whose_files_prove_it_and_never_one_they_do_not() {
     let o = run(&b, &["backup", "verify", &a.ids[2]]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = a.dir.path().join("out.qcow2");
-    let o = run(
+    sendense_testkit::assert_restore_equals(
+        env!("CARGO_BIN_EXE_sendense"),
         &b,
-        &[
-            "restore",
-            &a.ids[2],
-            "--disk",
-            "2000",
-            "--to",
-            out.to_str().unwrap(),
-        ],
+        &a.ids[2],
+        &out,
+        &a.disk,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(images_equal(
-        out.to_str().unwrap(),
-        "qcow2",
-        a.disk.to_str().unwrap()
-    ));
 }
 
 #[test]
@@ -283,17 +255,7 @@ fn salvage_refuses_files_that_do_not_prove_a_backup() {
     f.write_all_at(&[byte[0] ^ 0x80], host + 7).unwrap();
     run(&a.state, &["repo", "remove", "r"]);
     let b = a.hub_b();
-    let o = run(
-        &b,
-        &[
-            "repo",
-            "import",
-            a.repo().to_str().unwrap(),
-            "--take-over",
-            "--salvage",
-            "--json",
-        ],
-    );
+    let o = import(&b, &a.repo(), &["--take-over", "--salvage"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["backups_salvaged"], serde_json::json!([]), "{r}");

@@ -491,6 +491,43 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `sendense restore ID --disk 2000 --to OUT` on hub `state` (binary `bin`) succeeds, and the
+/// restored QCOW2 equals `reference`.
+pub fn assert_restore_equals(bin: &str, state: &Path, id: &str, out: &Path, reference: &Path) {
+    let o = cli(
+        bin,
+        state,
+        &[
+            "restore",
+            id,
+            "--disk",
+            "2000",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "restore {id}: {}",
+        output_text(&o)
+    );
+    assert!(
+        images_equal(out.to_str().unwrap(), "qcow2", reference.to_str().unwrap()),
+        "restore of {id} differs from {}",
+        reference.display()
+    );
+}
+
+/// A command's stdout then stderr, for assertion messages and for looking for what it said.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs the `sendense` binary `bin` on the state directory `state`.
 pub fn cli(bin: &str, state: &Path, args: &[&str]) -> std::process::Output {
     Command::new(bin)
