@@ -142,10 +142,13 @@ fn chain_problem(links: &[crate::repo::chain::ExpectedLink]) -> Option<String> {
             continue;
         };
         let file = crate::repo::digests::digests_of(&link.file);
-        match crate::repo::digests::file_digest_like(&file, want) {
-            Ok(Some((_, got))) if got == want => {}
-            Ok(Some(_)) => return Some(format!("backup {id}'s digest file was changed")),
-            Ok(None) => return Some(format!("backup {id}'s digest names an unknown scheme")),
+        use crate::repo::digests::{check_path, Checked};
+        match check_path(&file, want) {
+            Ok(Checked::Intact(_)) => {}
+            Ok(Checked::Changed) => return Some(format!("backup {id}'s digest file was changed")),
+            Ok(Checked::UnknownScheme) => {
+                return Some(format!("backup {id}'s digest names an unknown scheme"))
+            }
             Err(e) => return Some(format!("backup {id}'s digest file: {}", e.message())),
         }
     }

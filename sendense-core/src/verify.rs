@@ -263,25 +263,24 @@ impl Sendense {
                 .push("no digest was recorded for this image".into());
             return Ok(check);
         };
-        let scheme = match digests::file_digest_like(&dfile, want) {
-            Err(e) => {
-                check.problems.push(format!("digest file: {}", e.message()));
+        let scheme = match digests::check_path(&dfile, want) {
+            Ok(digests::Checked::Intact(scheme)) => scheme,
+            Ok(digests::Checked::Changed) => {
+                check.problems.push(format!(
+                    "the digest file {} was changed since the backup",
+                    dfile.display()
+                ));
                 return Ok(check);
             }
-            Ok(None) => {
+            Ok(digests::Checked::UnknownScheme) => {
                 check.problems.push(format!(
                     "the recorded digest `{want}` names a digest scheme this Sendense does not know"
                 ));
                 return Ok(check);
             }
-            Ok(Some((scheme, got))) => {
-                if &got != want {
-                    check.problems.push(format!(
-                        "the digest file {} was changed since the backup",
-                        dfile.display()
-                    ));
-                }
-                scheme
+            Err(e) => {
+                check.problems.push(format!("digest file: {}", e.message()));
+                return Ok(check);
             }
         };
         if !check.problems.is_empty() {

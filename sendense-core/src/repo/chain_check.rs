@@ -102,21 +102,21 @@ impl ChainCheck {
             };
             // Checked through the handle that is then read: what was checked is what is used.
             let file = File::open(&path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
-            let scheme = match digests::Scheme::of_digest(recorded) {
-                Some(scheme) if !check => Ok(Some((scheme, recorded.clone()))),
-                _ => digests::file_digest_like_open(&file, &path, recorded),
+            let checked = match digests::Scheme::of_digest(recorded) {
+                Some(scheme) if !check => Ok(digests::Checked::Intact(scheme)),
+                _ => digests::check_file(&file, &path, recorded),
             };
-            let scheme = match scheme {
-                Err(e) => return Err(damaged(format!("cannot be read ({})", e.message()))),
-                Ok(None) => {
+            let scheme = match checked {
+                Ok(digests::Checked::Intact(scheme)) => scheme,
+                Ok(digests::Checked::Changed) => {
+                    return Err(damaged("was changed since the backup".into()))
+                }
+                Ok(digests::Checked::UnknownScheme) => {
                     return Err(damaged(format!(
                         "has a digest in a scheme this Sendense does not know (`{recorded}`)"
                     )))
                 }
-                Ok(Some((_, got))) if &got != recorded => {
-                    return Err(damaged("was changed since the backup".into()))
-                }
-                Ok(Some((scheme, _))) => scheme,
+                Err(e) => return Err(damaged(format!("cannot be read ({})", e.message()))),
             };
             out.push(LinkRecords {
                 backup: link.backup.clone(),
@@ -347,42 +347,16 @@ fn recorded_blocks(
     out: &mut Vec<u64>,
     backup: &str,
 ) -> Result<()> {
-    let io = |e: std::io::Error| {
+    digests::scan_records(file, first, end, |block, _| {
+        out.push(block);
+        true
+    })
+    .map_err(|e| {
         Error::new(
             ErrorKind::Io,
             format!("reading the digests of backup {backup}: {e}"),
         )
-    };
-    let len = file.metadata().map_err(io)?.len();
-    let stop = end.saturating_mul(RECORD).min(len);
-    let mut pos = first * RECORD;
-    let mut buf = vec![0u8; 1 << 16];
-    while pos < stop {
-        let Some((start, region_end)) = digests::data_region(file, pos, len).map_err(io)? else {
-            break;
-        };
-        if start >= stop {
-            break;
-        }
-        let mut at = (start / RECORD * RECORD).max(pos);
-        let region_end = region_end.min(stop);
-        while at < region_end {
-            let n = ((region_end - at) as usize)
-                .min(buf.len())
-                .div_ceil(RECORD as usize)
-                * RECORD as usize;
-            read_records(file, at / RECORD, &mut buf[..n], backup)?;
-            for (i, rec) in buf[..n].chunks_exact(RECORD as usize).enumerate() {
-                let block = at / RECORD + i as u64;
-                if block < end && rec.iter().any(|b| *b != 0) {
-                    out.push(block);
-                }
-            }
-            at += n as u64;
-        }
-        pos = at.max(pos + RECORD);
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -269,16 +269,36 @@ fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
     }
 }
 
-/// The scheme `recorded` names and the digest of the digest file at `path` computed the way
-/// `recorded` was (either form); `None` when `recorded` names a scheme this version does not
-/// know.
-pub fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<(Scheme, String)>> {
-    let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
-    file_digest_like_open(&f, path, recorded)
+/// What a digest file is against the digest its backup recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// As the backup left it; its records are in this scheme.
+    Intact(Scheme),
+    /// Changed since the backup.
+    Changed,
+    /// The recorded digest names a scheme this Sendense does not know.
+    UnknownScheme,
 }
 
-/// [`file_digest_like`] of a file already open (`path` names it in errors): what is checked is
-/// what is then read, even should the path be replaced meanwhile.
+/// Checks the digest file at `path` against `recorded`.
+pub fn check_path(path: &Path, recorded: &str) -> Result<Checked> {
+    let f = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    check_file(&f, path, recorded)
+}
+
+/// Checks the digest file at `path`, open as `f`, against `recorded`: what is checked is what
+/// is then read from `f`, even should the path be replaced meanwhile.
+pub fn check_file(f: &File, path: &Path, recorded: &str) -> Result<Checked> {
+    Ok(match file_digest_like_open(f, path, recorded)? {
+        None => Checked::UnknownScheme,
+        Some((scheme, got)) if got == recorded => Checked::Intact(scheme),
+        Some(_) => Checked::Changed,
+    })
+}
+
+/// The scheme `recorded` names and the digest of the digest file open as `f` (`path` names it
+/// in errors) computed the way `recorded` was (either form); `None` when `recorded` names a
+/// scheme this version does not know.
 pub fn file_digest_like_open(
     f: &File,
     path: &Path,
@@ -327,32 +347,47 @@ fn records_digest_open(f: &File, path: &Path) -> Result<String> {
         .len();
     let mut h = blake3::Hasher::new();
     h.update(&len.to_le_bytes());
+    scan_records(f, 0, u64::MAX, |block, rec| {
+        h.update(&block.to_le_bytes());
+        h.update(rec);
+        true
+    })
+    .map_err(|e| Error::io("reading", path, e))?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Calls `visit` with every record that is not all zeroes of the blocks `[first, end)`, in
+/// order, with its block index; `visit` returns false to stop. Only the file's data regions are
+/// read (a bounded buffer at a time): the cost is what the backup recorded, not the disk's size.
+pub(crate) fn scan_records(
+    file: &File,
+    first: u64,
+    end: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> bool,
+) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    let stop = end.saturating_mul(RECORD).min(len);
     let mut buf = vec![0u8; 1 << 20];
-    // The next record not hashed yet, in bytes.
-    let mut next = 0;
-    while next < len {
-        let Some((start, end)) =
-            data_region(f, next, len).map_err(|e| Error::io("reading", path, e))?
-        else {
+    let mut next = first.saturating_mul(RECORD);
+    while next < stop {
+        let Some((start, region_end)) = data_region(file, next, len)? else {
             break;
         };
         let mut pos = (start / RECORD * RECORD).max(next);
-        let end = end.div_ceil(RECORD).saturating_mul(RECORD).min(len);
-        while pos < end {
-            let n = (end - pos).min(buf.len() as u64) as usize;
-            f.read_exact_at(&mut buf[..n], pos)
-                .map_err(|e| Error::io("reading", path, e))?;
+        let region_end = region_end.div_ceil(RECORD).saturating_mul(RECORD).min(stop);
+        while pos < region_end {
+            let n = (region_end - pos).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], pos)?;
             for (i, rec) in buf[..n].chunks_exact(RECORD as usize).enumerate() {
-                if rec.iter().any(|&b| b != 0) {
-                    h.update(&(pos / RECORD + i as u64).to_le_bytes());
-                    h.update(rec);
+                if rec.iter().any(|&b| b != 0) && !visit(pos / RECORD + i as u64, rec) {
+                    return Ok(());
                 }
             }
             pos += n as u64;
         }
-        next = end;
+        next = region_end.max(next + RECORD);
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok(())
 }
 
 /// The first data region of `file` at or after `from`, as `[start, end)`; `None` when only a
@@ -453,6 +488,10 @@ mod tests {
         );
         assert_eq!(Scheme::of_digest("sha1:00ff"), None);
         assert_eq!(Scheme::of_digest("no tag"), None);
+    }
+
+    fn file_digest_like(path: &Path, recorded: &str) -> Result<Option<(Scheme, String)>> {
+        file_digest_like_open(&File::open(path).unwrap(), path, recorded)
     }
 
     /// The records form, computed the slow way: every record of the whole file.

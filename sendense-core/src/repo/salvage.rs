@@ -268,42 +268,17 @@ fn proven_by_data(
     Ok(check?.problems.into_iter().next())
 }
 
-/// Whether a digest file holds a zero marker: its data regions read a bounded buffer at a time
-/// (holes skipped), up to the first marker.
+/// Whether a digest file holds a zero marker (only its data regions read, up to the first).
 fn has_zero_marker(dfile: &Path) -> Result<bool> {
-    use std::os::unix::fs::FileExt;
     let io = |e: std::io::Error| crate::Error::io("reading", dfile, e);
     let f = std::fs::File::open(dfile).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0;
-    while pos < len {
-        let Some((start, end)) = digests::data_region(&f, pos, len).map_err(io)? else {
-            break;
-        };
-        let mut at = start / digests::RECORD * digests::RECORD;
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            let n = n.div_ceil(digests::RECORD as usize) * digests::RECORD as usize;
-            let got = f.read_at(&mut buf[..n], at).map_err(io)?;
-            if got == 0 {
-                break;
-            }
-            for (i, rec) in buf[..got]
-                .chunks_exact(digests::RECORD as usize)
-                .enumerate()
-            {
-                let block = at / digests::RECORD + i as u64;
-                let offset = block * crate::transfer::BLOCK;
-                if digests::Record::of(rec, offset) == digests::Record::Zero {
-                    return Ok(true);
-                }
-            }
-            at += got as u64;
-        }
-        pos = end.max(pos + 1);
-    }
-    Ok(false)
+    let mut found = false;
+    digests::scan_records(&f, 0, u64::MAX, |block, rec| {
+        found = digests::Record::of(rec, block * crate::transfer::BLOCK) == digests::Record::Zero;
+        !found
+    })
+    .map_err(io)?;
+    Ok(found)
 }
 
 /// Registers a proven backup and writes its new manifest.
