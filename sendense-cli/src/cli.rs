@@ -195,9 +195,11 @@ JSON OUTPUT
     #[command(
         after_long_help = "Removes, for sendense processes that are gone: jobs left running (marked failed
 with the reason), the backups they were writing (images, digest files, manifest),
-qemu-nbd processes they started (matched by recorded pid, start time and command
-line, never by name; a qemu-nbd Sendense did not start is never touched) and
-their ports, deletes they began (finished), what their backups left in the VM's
+the processes they started that still run (qemu-nbd, nbdkit, sendense-sna, hooks
+and what hooks started: matched by recorded pid, start time and command line, or
+by the marker in their environment, never by name; a process Sendense did not
+start is never touched), the ports of their exports, deletes they began
+(finished), what their backups left in the VM's
 source (QEMU block jobs, fleecing nodes, NBD exports and server; checkpoint
 bitmaps folded back into the recorded checkpoint), files a restore was writing,
 scratch directories, and lock files nobody holds. All of this runs automatically
@@ -213,8 +215,9 @@ alone until it is back. Exit status 3 when something could not be cleaned up
 JSON OUTPUT
   {\"dry_run\": false,
    \"actions\": [{\"action\": \"fail_job\" | \"discard_backup\" | \"stop_qemu_nbd\" |
-                           \"release_port\" | \"finish_delete\" | \"repair_source\" |
-                           \"remove_file\" | \"remove_dir\",
+                           \"stop_nbdkit\" | \"stop_sendense_sna\" | \"stop_hook\" |
+                           \"forget_process\" | \"release_port\" | \"finish_delete\" |
+                           \"repair_source\" | \"remove_file\" | \"remove_dir\",
                 \"target\": \"...\", \"reason\": \"...\"}],
    \"errors\": [], \"strays\": [\"<path>\"]}"
     )]

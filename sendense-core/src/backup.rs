@@ -400,7 +400,7 @@ impl Run {
     /// source object serves the whole job, so what it learnt once is not asked again.
     fn open_source(&mut self, sd: &mut Sendense, vm: &VmRecord) -> Result<OpenedSource> {
         let job = self.job;
-        let mut source = sd.source_of(vm)?;
+        let mut source = sd.source_of(vm, Some(job))?;
         self.source_dirty = true;
         sd.repair_source(vm, source.as_mut(), Some(job))?;
         self.source_dirty = false;

@@ -6,6 +6,7 @@
 //! failing with "database is locked" when a read transaction tries to upgrade.
 
 mod backups;
+mod children;
 mod exports;
 mod jobs;
 mod repos;
@@ -16,6 +17,7 @@ pub use backups::{
     BackupDiskRecord, BackupFilter, BackupMode, BackupRecord, ChainTop, DiskOutcome,
     ImportedBackup, NewBackupDisk,
 };
+pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};
 pub use jobs::{JobFilter, JobKind, JobLogLine, JobRecord, JobStatus};
 pub use repos::{NewRepo, RepoRecord};
@@ -286,6 +288,49 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let perm = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(perm, 0o600);
+    }
+
+    #[test]
+    fn a_qemu_nbd_recorded_by_an_older_catalog_moves_into_the_child_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        {
+            // A catalog as the previous schema left it, with one running export.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute(
+                "INSERT INTO nbd_exports (port, export_name, owner_pid, owner_start, pid, \
+                 pid_start, cmdline, allocated_at) \
+                 VALUES (10100, 'vm-disk-2000', 11, 22, 33, 44, '[\"qemu-nbd\",\"-x\"]', 't')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO nbd_exports (port, export_name, owner_pid, owner_start, allocated_at) \
+                 VALUES (10101, 'vm-disk-2001', 11, 22, 't')",
+                [],
+            )
+            .unwrap();
+        }
+        let cat = Catalog::open(&path, false).unwrap();
+        let exports = cat.exports().unwrap();
+        assert_eq!(exports.len(), 2);
+        let (served, allocated) = (&exports[0], &exports[1]);
+        assert_eq!(served.server().map(|p| (p.pid, p.start)), Some((33, 44)));
+        assert_eq!(
+            served.cmdline.as_deref(),
+            Some(&["qemu-nbd".into(), "-x".into()][..])
+        );
+        assert_eq!((allocated.server(), allocated.child), (None, None));
+        let children = cat.children().unwrap();
+        assert_eq!(children.len(), 1);
+        assert_eq!(Some(children[0].id), served.child);
+        assert_eq!(children[0].kind, crate::supervise::ChildKind::QemuNbd);
+        assert_eq!(children[0].owner.pid, 11);
+        assert_eq!(children[0].label, "export vm-disk-2000");
     }
 
     #[test]

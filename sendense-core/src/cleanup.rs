@@ -7,9 +7,10 @@
 //! - the backup it was writing is discarded — catalog rows, `.partial` and renamed images,
 //!   digest files, the manifest and its temporary file: a backup exists only once the catalog
 //!   says it completed, so every crash instant leaves a complete backup or none;
-//! - every qemu-nbd it started is stopped — only when pid, start time and command line still
-//!   match what was recorded (a foreign qemu-nbd, or a reused pid, is never touched) — its port
-//!   is freed and its pid and log files go;
+//! - every process it started (qemu-nbd, nbdkit, `sendense-sna`, hooks) that still runs is
+//!   stopped — only when pid, start time and command line still match the record (a foreign
+//!   process, or a reused pid, is never touched; see [`crate::supervise`]) — and the records go;
+//!   the ports of its exports are freed and their pid and log files go;
 //! - a delete it had begun is finished (the backup was marked `deleting` before any file went);
 //! - the VM's source is repaired at once ([`crate::source::repair`]): QEMU's fleecing jobs,
 //!   nodes, NBD exports and server of the job go, and its checkpoint bitmaps are folded back
@@ -18,7 +19,7 @@
 //!   `.partial` file), its scratch directory (`<scratch>/job-<id>`) and its lock files go.
 //!
 //! Children that run in the foreground (`sendense-sna`, hooks) die with the process that
-//! started them ([`crate::supervise`]), so nothing needs to find them.
+//! started them, so their records usually name processes that are already gone.
 //!
 //! The light pass ([`Sendense::reconcile`]) runs when a state directory is opened and looks at
 //! what the catalog records and at the lock directory. `sendense cleanup` adds a scan of every
@@ -37,8 +38,9 @@ use std::time::Duration;
 /// One thing cleanup did (or would do, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CleanupAction {
-    /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `release_port`, `finish_delete`,
-    /// `repair_source`, `remove_file`, `remove_dir`.
+    /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
+    /// `stop_hook`, `forget_process`, `release_port`, `finish_delete`, `repair_source`,
+    /// `remove_file`, `remove_dir`.
     pub action: String,
     /// What it acts on (job id, path, port, ...).
     pub target: String,
@@ -96,9 +98,10 @@ impl Sendense {
         let dead_jobs = self.fail_dead_jobs(dry_run, &mut report)?;
         self.discard_unfinished_backups(&dead_jobs, dry_run, &mut report)?;
         let grace = Duration::from_secs(self.config().qemu_nbd.stop_timeout_secs);
+        self.stop_orphans(dry_run, grace, &mut report)?;
         for e in self.catalog().exports()? {
             if !e.owner().is_alive() {
-                self.reap_export(&e, dry_run, grace, &mut report);
+                self.release_export(&e, dry_run, &mut report);
             }
         }
         // Lock files nobody holds go before the steps below take locks of their own (whose
@@ -270,7 +273,7 @@ impl Sendense {
                 continue;
             }
             let repaired = self.vm(&name).and_then(|vm| {
-                let mut source = self.source_of(&vm)?;
+                let mut source = self.source_of(&vm, None)?;
                 self.repair_source(&vm, source.as_mut(), None)
             });
             match repaired {
@@ -366,30 +369,45 @@ impl Sendense {
         Ok(())
     }
 
-    fn reap_export(
+    /// Step 3: the processes dead sendense processes started ([`crate::supervise::reconcile`]).
+    fn stop_orphans(
         &mut self,
-        e: &ExportRecord,
         dry_run: bool,
         grace: Duration,
         report: &mut CleanupReport,
-    ) {
+    ) -> Result<()> {
+        for o in crate::supervise::reconcile(self.catalog_mut(), dry_run, grace)? {
+            let r = &o.record;
+            let owner = format!("sendense pid {} which is gone", r.owner.pid);
+            match o.running.first() {
+                Some(p) => report.add(
+                    r.kind.stop_action(),
+                    p.pid.to_string(),
+                    format!("{} ({}) started by {owner}", r.kind, r.label),
+                ),
+                None => report.add(
+                    "forget_process",
+                    r.pid
+                        .map_or_else(|| format!("record {}", r.id), |p| p.to_string()),
+                    format!("{} ({}) of {owner} has ended", r.kind, r.label),
+                ),
+            }
+            if let Some(e) = &o.error {
+                report
+                    .errors
+                    .push(format!("stopping {} ({}): {e}", r.kind, r.label));
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4: the exports of dead sendense processes, once their qemu-nbd is gone.
+    fn release_export(&mut self, e: &ExportRecord, dry_run: bool, report: &mut CleanupReport) {
         let what = match (&e.port, &e.socket) {
             (Some(p), _) => format!("port {p}"),
             (None, Some(s)) => s.display().to_string(),
             _ => format!("export {}", e.id),
         };
-        let server_alive = e.server().is_some_and(|s| s.is_alive());
-        if server_alive {
-            let pid = e.pid.unwrap_or(0);
-            report.add(
-                "stop_qemu_nbd",
-                pid.to_string(),
-                format!(
-                    "serves `{}` on {what} for a sendense process that is gone",
-                    e.export
-                ),
-            );
-        }
         report.add(
             "release_port",
             &what,
@@ -399,10 +417,12 @@ impl Sendense {
             return;
         }
         let run_dir = self.run_dir();
-        if let Err(err) = crate::export::stop_orphan(self.catalog_mut(), e, &run_dir, grace) {
-            report
-                .errors
-                .push(format!("stopping qemu-nbd {:?}: {err}", e.pid));
+        match crate::export::release_orphan(self.catalog_mut(), e, &run_dir) {
+            Ok(true) => {}
+            Ok(false) => report.errors.push(format!(
+                "{what} stays allocated: its qemu-nbd still runs (see the errors above)"
+            )),
+            Err(err) => report.errors.push(format!("releasing {what}: {err}")),
         }
     }
 

@@ -1,13 +1,14 @@
 //! NBD exports on the hub: qemu-nbd supervision, the port allocator, export naming.
 //!
-//! Every qemu-nbd Sendense starts is recorded in the catalog (`nbd_exports`) *before* it runs —
-//! port, export name, job, owning sendense process — and its pid, start time and exact command
-//! line are added as soon as it runs. Stopping is SIGTERM, then SIGKILL after the configured
-//! grace (5 s), then waiting for the exit, so the QCOW2 write lock is gone when `stop` returns.
-//! A sendense process killed with SIGKILL leaves rows whose owner is dead: the reconciliation in
-//! [`crate::cleanup`] stops exactly those qemu-nbd processes (matched by pid, start time and
-//! command line, never by name) and frees their ports. Exports bind 127.0.0.1 or a Unix socket,
-//! never a public address.
+//! Every export is recorded in the catalog (`nbd_exports`) *before* its qemu-nbd runs — port,
+//! export name, job, owning sendense process — and the qemu-nbd is a supervised child
+//! ([`crate::supervise`]): its record (exact command line first, pid and start time as soon as
+//! it runs) is the one every child process has, and a [`Supervised`] guard owns it. Stopping is
+//! SIGTERM, then SIGKILL after the configured grace (5 s), then waiting for the exit, so the
+//! QCOW2 write lock is gone when `stop` returns. A sendense process killed with SIGKILL leaves
+//! records whose owner is dead: the reconciliation stops exactly those qemu-nbd processes
+//! (matched by pid, start time and command line, never by name), then [`crate::cleanup`] frees
+//! their ports and files. Exports bind 127.0.0.1 or a Unix socket, never a public address.
 
 mod command;
 pub mod naming;
@@ -18,6 +19,7 @@ use crate::config::QemuNbdConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::NbdUrl;
 use crate::proc::{self, ProcId};
+use crate::supervise::{ChildKind, Ledger, Supervised};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -90,10 +92,11 @@ impl ExportSpec {
     }
 }
 
-/// A running qemu-nbd started by this process. It owns the server: stop it with [`stop`] or
-/// [`stop_many`] (which report errors); dropped without that — an early return, a panic — it
-/// stops the server itself and forgets its catalog row, so nothing a long-lived process (a
-/// library user, a scheduler) started outlives the work it was started for.
+/// A running qemu-nbd started by this process. Its [`Supervised`] guard owns the server: stop
+/// it with [`stop`] or [`stop_many`] (which report errors); dropped without that — an early
+/// return, a panic — the guard stops the server and the export forgets its row, so nothing a
+/// long-lived process (a library user, a scheduler) started outlives the work it was started
+/// for.
 #[derive(Debug)]
 pub struct RunningExport {
     /// Catalog row.
@@ -102,13 +105,11 @@ pub struct RunningExport {
     pub url: NbdUrl,
     /// The qemu-nbd process.
     pub server: ProcId,
+    /// Owns the server; `None` once stopped (or deliberately left for cleanup).
+    guard: Option<Supervised>,
     files: Vec<PathBuf>,
     /// The catalog holding the row, for a stop on drop.
     catalog: PathBuf,
-    /// SIGTERM → SIGKILL grace of that stop.
-    grace: Duration,
-    /// Stopped (or deliberately left for cleanup): nothing to do on drop.
-    released: bool,
 }
 
 impl RunningExport {
@@ -125,16 +126,16 @@ impl RunningExport {
 
 impl Drop for RunningExport {
     fn drop(&mut self) {
-        if self.released {
+        let Some(guard) = self.guard.take() else {
             return;
-        }
+        };
         tracing::debug!(
             "stopping qemu-nbd {} (export `{}`) on an early exit",
             self.server.pid,
             self.record.export
         );
-        if let Err(e) = proc::terminate(self.server, self.grace) {
-            // Its row stays: the reconciliation keeps trying.
+        if let Err(e) = guard.stop_checked() {
+            // Its rows stay: the reconciliation keeps trying.
             tracing::warn!("{e}");
             return;
         }
@@ -269,9 +270,10 @@ const MALLOC_TUNABLES: &str =
 struct Starting {
     starter: std::process::Child,
     record_id: i64,
+    /// The qemu-nbd's child record.
+    child: i64,
     url: NbdUrl,
     file: PathBuf,
-    cmdline: Vec<String>,
     pid_file: PathBuf,
     log_file: PathBuf,
     grace: Duration,
@@ -321,11 +323,23 @@ fn launch(
     // it forks is found by its command line should this process die before it recorded the
     // server's pid (see `stop_orphan`), so the command line is recorded first.
     crate::supervise::die_with_parent(&mut cmd);
-    let mut full_cmdline = vec![QEMU_NBD.program.to_string()];
-    full_cmdline.extend(args.iter().cloned());
-    catalog.set_export_command(record.id, &full_cmdline)?;
+    let full_cmdline = crate::supervise::command_line(&cmd);
+    let child = catalog.record_child(&crate::catalog::NewChild {
+        kind: ChildKind::QemuNbd,
+        label: &format!("export {}", spec.name),
+        job: spec.job,
+        process: None,
+        cmdline: &full_cmdline,
+        group_leader: false,
+        token: None,
+    })?;
+    if let Err(e) = catalog.set_export_child(record.id, child) {
+        let _ = catalog.forget_child(child);
+        return Err(e);
+    }
     crate::crash::point("export.command-recorded");
     let starter = cmd.spawn().map_err(|e| {
+        let _ = catalog.forget_child(child);
         if e.kind() == std::io::ErrorKind::NotFound {
             QEMU_NBD.missing()
         } else {
@@ -335,9 +349,9 @@ fn launch(
     Ok(Starting {
         starter,
         record_id: record.id,
+        child,
         url,
         file: spec.file.clone(),
-        cmdline: full_cmdline,
         pid_file,
         log_file,
         grace: Duration::from_secs(cfg.stop_timeout_secs),
@@ -356,19 +370,25 @@ impl Starting {
             (Ok(true), Some(server)) => {
                 // Recorded at once: from now on a crash leaves a row cleanup can use.
                 let recorded = catalog
-                    .set_export_server(self.record_id, server, &self.cmdline)
+                    .set_child_process(self.child, server)
                     .and_then(|()| catalog.export(self.record_id));
                 match recorded {
                     Ok(record) => {
+                        let ledger = Ledger::new(catalog.path(), record.job);
+                        let guard = Supervised::server(
+                            server,
+                            &format!("qemu-nbd (export {})", record.export),
+                            self.grace,
+                            Some((ledger, self.child)),
+                        );
                         return Ok(RunningExport {
                             record,
                             url: self.url,
                             server,
+                            guard: Some(guard),
                             files: vec![self.pid_file, self.log_file],
                             catalog: catalog.path().to_path_buf(),
-                            grace: self.grace,
-                            released: false,
-                        })
+                        });
                     }
                     // Not recorded, so nothing could find it later: it goes now.
                     Err(e) => format!("recording it failed: {e}"),
@@ -378,8 +398,12 @@ impl Starting {
             (Ok(false), _) => "it exited with an error".to_string(),
             (Err(e), _) => e.message().to_string(),
         };
-        if let Some(server) = server {
-            let _ = proc::terminate(server, Duration::from_secs(1));
+        let gone = match server {
+            Some(server) => proc::terminate(server, Duration::from_secs(1)).is_ok(),
+            None => proc::with_cmdline(&self.cmdline_of(catalog)).is_empty(),
+        };
+        if gone {
+            let _ = catalog.forget_child(self.child);
         }
         let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
         let _ = std::fs::remove_file(&self.pid_file);
@@ -392,6 +416,18 @@ impl Starting {
                 text.trim()
             ),
         ))
+    }
+}
+
+impl Starting {
+    /// The recorded command line (empty when the record is unreadable: then nothing matches).
+    fn cmdline_of(&self, catalog: &Catalog) -> Vec<String> {
+        catalog
+            .child(self.child)
+            .ok()
+            .flatten()
+            .map(|c| c.cmdline)
+            .unwrap_or_default()
     }
 }
 
@@ -435,16 +471,20 @@ pub fn stop_many(
     let servers: Vec<ProcId> = exports.iter().map(|e| e.server).collect();
     let mut result = proc::terminate_all(&servers, grace);
     for mut export in exports {
-        export.released = true;
-        if export.server.is_alive() {
-            // It survived SIGKILL: its row stays, so cleanup keeps trying.
+        let Some(guard) = export.guard.take() else {
+            continue;
+        };
+        // One that survived SIGKILL keeps its rows, so the reconciliation keeps trying.
+        let gone = guard.settle(catalog);
+        if !matches!(gone, Ok(true)) {
+            if let Err(e) = gone {
+                result = result.and(Err(e));
+            }
             continue;
         }
         export.remove_files();
         if let Err(e) = catalog.release_export(export.record.id) {
-            if result.is_ok() {
-                result = Err(e);
-            }
+            result = result.and(Err(e));
         }
     }
     result
@@ -455,34 +495,20 @@ fn run_files(run_dir: &Path, id: i64) -> [PathBuf; 2] {
     ["pid", "log"].map(|ext| run_dir.join(format!("export-{id}.{ext}")))
 }
 
-/// Stops a recorded export whose starter is gone: only when the process still is the one
-/// recorded (pid, start time and command line); then forgets the row. Returns whether a process
-/// was stopped.
-pub fn stop_orphan(
+/// Forgets a recorded export whose starter is gone, once the reconciliation of children
+/// ([`crate::supervise::reconcile`]) stopped its qemu-nbd: frees its port or socket and removes
+/// its files. Returns false (and keeps everything) while its qemu-nbd still runs as recorded.
+pub fn release_orphan(
     catalog: &mut Catalog,
     record: &ExportRecord,
     run_dir: &Path,
-    grace: Duration,
 ) -> Result<bool> {
-    let mut stopped = false;
-    let servers = match (record.server(), record.cmdline.as_deref()) {
-        (Some(server), Some(c)) => {
-            let same = server.is_alive() && proc::cmdline(server.pid).as_deref() == Some(c);
-            if same {
-                vec![server]
-            } else {
-                Vec::new()
-            }
-        }
-        // Its starter was killed before the server's pid was recorded: the server, if it
-        // came up, runs with exactly the recorded command line (unique: it names this row's
-        // pid file in the state directory).
-        (None, Some(c)) => proc::with_cmdline(c),
-        _ => Vec::new(),
+    let child = match record.child {
+        Some(id) => catalog.child(id)?,
+        None => None,
     };
-    for server in servers {
-        proc::terminate(server, grace)?;
-        stopped = true;
+    if child.is_some_and(|c| !crate::supervise::reconcile::running(&c).is_empty()) {
+        return Ok(false);
     }
     if let Some(sock) = &record.socket {
         let _ = std::fs::remove_file(sock);
@@ -491,5 +517,5 @@ pub fn stop_orphan(
         let _ = std::fs::remove_file(f);
     }
     catalog.release_export(record.id)?;
-    Ok(stopped)
+    Ok(true)
 }

@@ -93,6 +93,29 @@ pub fn with_cmdline(cmdline: &[String]) -> Vec<ProcId> {
         .collect()
 }
 
+/// Whether process `pid` was started with `var=value` in its environment.
+pub fn has_env(pid: u32, var: &str, value: &str) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let want = format!("{var}={value}");
+    raw.split(|b| *b == 0).any(|e| e == want.as_bytes())
+}
+
+/// The processes started with `var=value` in their environment (zombies excluded).
+pub fn with_env(var: &str, value: &str) -> Vec<ProcId> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| has_env(*pid, var, value))
+        .filter_map(ProcId::of)
+        .filter(ProcId::is_alive)
+        .collect()
+}
+
 fn cmdline_is(pid: u32, want: &[String]) -> bool {
     cmdline(pid).is_some_and(|c| c == want)
 }

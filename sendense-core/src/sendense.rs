@@ -286,6 +286,11 @@ impl Sendense {
         self.state_dir.join("run")
     }
 
+    /// Where the processes started for `job` are recorded (see [`crate::supervise`]).
+    pub fn ledger(&self, job: Option<i64>) -> crate::supervise::Ledger {
+        crate::supervise::Ledger::new(self.catalog().path(), job)
+    }
+
     /// The event sink.
     pub fn sink(&self) -> &SharedSink {
         &self.sink

@@ -164,6 +164,11 @@ pub trait SourceHost {
     }
     /// Writes a line to the job log.
     fn log(&mut self, message: &str);
+    /// Where the processes a source starts (hooks) are recorded; `None` on a node, which has
+    /// no catalog (the hub records the node, and what the node starts dies with it).
+    fn ledger(&self) -> Option<crate::supervise::Ledger> {
+        None
+    }
 }
 
 /// A place disks come from.
@@ -269,6 +274,10 @@ impl SourceHost for HubHost<'_> {
 
     fn stop_exports(&mut self, exports: Vec<crate::export::RunningExport>) -> Result<()> {
         self.sd.stop_exports(exports)
+    }
+
+    fn ledger(&self) -> Option<crate::supervise::Ledger> {
+        Some(self.sd.ledger(self.job))
     }
 
     fn log(&mut self, message: &str) {

@@ -1,249 +1,166 @@
-//! Every process Sendense starts has an owner that stops it on every path.
+//! Every process Sendense starts: one record format, one guard, one reconciliation.
 //!
-//! Two kinds of children, two mechanisms, one promise — nothing Sendense starts outlives the
-//! work it was started for:
+//! Sendense starts four kinds of children ([`ChildKind`]): qemu-nbd (the hub's NBD exports),
+//! nbdkit (sources served through a plugin), `sendense-sna` (the node side of a backup or of a
+//! source) and hook commands. Whatever the kind, the same three things hold:
 //!
-//! - **Foreground children** (`sendense-sna transfer`, hook commands) run while the caller waits.
-//!   [`Supervised`] owns one: it starts the child in a process group of its own, asks the kernel
-//!   to kill it should the starting thread die (`PR_SET_PDEATHSIG` with SIGKILL — a `kill -9`
-//!   of the hub takes its node process with it at once, however busy or stuck the node is;
-//!   nothing is left for it to do with no one to report to), and stops and reaps the whole
-//!   group when dropped, so an early return or a panic cannot leave it running or a zombie.
-//! - **Servers** (qemu-nbd) daemonise and must outlive the thread that started them, so the
-//!   kernel cannot tie them to it. They are recorded in the catalog — pid, start time and exact
-//!   command line — before anything depends on them, owned by a
-//!   [`crate::export::RunningExport`] that stops them when dropped, and stopped by the
-//!   reconciliation ([`crate::cleanup`]) when their owning process died.
+//! - **One record** ([`crate::catalog::ChildRecord`], table `children`): kind, label, job, the
+//!   sendense process that started it (pid + start time), the child's pid + start time and its
+//!   exact command line. A server that forks (qemu-nbd `--fork`) is recorded with its command
+//!   line *before* it starts, and its pid as soon as it is known; a foreground child is recorded
+//!   as soon as it runs. Rows are removed when the child was seen to end.
+//! - **One guard** ([`Supervised`]) that owns the child and stops it on every path: dropped
+//!   without an explicit stop — an early return, a panic — it stops the child (SIGTERM, SIGKILL
+//!   after the grace period, wait until gone) and forgets the record. A foreground child also
+//!   runs in a process group of its own (stopped as a whole, so what it started goes too) and
+//!   dies with the thread that started it (`PR_SET_PDEATHSIG`: a `kill -9` of the hub takes its
+//!   node process with it at once). A server must outlive the thread that started it (other
+//!   threads use it), so the kernel cannot tie it to its starter; the record is what finds it.
+//! - **One reconciliation** ([`reconcile`]): a record whose starting sendense process is gone
+//!   names a child nobody owns. If that process still runs as recorded — same pid, same start
+//!   time, same command line (or, for a server recorded before its pid, exactly the recorded
+//!   command line, which is unique: it names a file in the state directory) — it is stopped;
+//!   either way the record goes. `sendense cleanup` and the reconciliation every command runs
+//!   at start do this.
 //!
-//! Processes are only ever signalled by pid *and* start time (and, for recorded servers, command
-//! line), never by name: a reused pid or a process Sendense did not start is never touched.
+//! Processes are only ever signalled by pid *and* start time (and command line, for records),
+//! never by name: a reused pid or a process Sendense did not start is never touched.
+//!
+//! A node records nothing: it has no catalog. The hub records the node process, and whatever
+//! the node starts dies with it (parent-death signal) or is stopped by it.
 
-use crate::error::{Error, ErrorKind, Result};
-use nix::sys::signal::Signal;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+mod guard;
+pub mod reconcile;
 
-/// A foreground child process, stopped and reaped with its process group when dropped.
-#[derive(Debug)]
-pub struct Supervised {
-    child: Option<Child>,
-    name: String,
-    grace: Duration,
+pub use guard::{die_with_parent, Supervised};
+pub use reconcile::Orphan;
+
+use crate::catalog::{Catalog, NewChild};
+use crate::error::Result;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The environment variable that marks a foreground child and everything it starts.
+pub const TOKEN_VAR: &str = "SENDENSE_SUPERVISED";
+
+/// What a child process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChildKind {
+    /// An NBD server of the hub (targets, restores, exports, image sources).
+    QemuNbd,
+    /// An nbdkit server (a source read through a plugin).
+    Nbdkit,
+    /// The node side of a transfer or of a source.
+    #[serde(rename = "sendense-sna")]
+    Sna,
+    /// A user's hook command.
+    Hook,
 }
 
-/// Makes `cmd` die with the calling thread: SIGKILL when it ends, however it ends.
-pub fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2) and
-    // getppid(2), both async-signal-safe; it touches no memory shared with the parent.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // The parent may have died before the prctl took effect: then nobody would ever
-            // send the signal, so give up instead of running as an orphan.
-            if nix::unistd::getppid().as_raw() as u32 != parent {
-                return Err(std::io::Error::other("the starting process is gone"));
+impl ChildKind {
+    /// Every kind.
+    pub const ALL: [ChildKind; 4] = [
+        ChildKind::QemuNbd,
+        ChildKind::Nbdkit,
+        ChildKind::Sna,
+        ChildKind::Hook,
+    ];
+
+    /// Its name in the catalog and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::QemuNbd => "qemu-nbd",
+            ChildKind::Nbdkit => "nbdkit",
+            ChildKind::Sna => "sendense-sna",
+            ChildKind::Hook => "hook",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<ChildKind> {
+        ChildKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The cleanup action that stops one: `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
+    /// `stop_hook`.
+    pub fn stop_action(self) -> &'static str {
+        match self {
+            ChildKind::QemuNbd => "stop_qemu_nbd",
+            ChildKind::Nbdkit => "stop_nbdkit",
+            ChildKind::Sna => "stop_sendense_sna",
+            ChildKind::Hook => "stop_hook",
+        }
+    }
+}
+
+impl std::fmt::Display for ChildKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a guard records its child: the catalog and the job it works for. Cheap to clone, so
+/// every part of a job that starts processes can carry one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ledger {
+    catalog: PathBuf,
+    job: Option<i64>,
+}
+
+impl Ledger {
+    /// Records into the catalog at `catalog`, for `job`.
+    pub fn new(catalog: &Path, job: Option<i64>) -> Ledger {
+        Ledger {
+            catalog: catalog.to_path_buf(),
+            job,
+        }
+    }
+
+    /// The job the children work for.
+    pub fn job(&self) -> Option<i64> {
+        self.job
+    }
+
+    fn open(&self) -> Result<Catalog> {
+        Catalog::open(&self.catalog, false)
+    }
+
+    fn record(&self, child: &NewChild<'_>) -> Result<i64> {
+        self.open()?.record_child(child)
+    }
+
+    fn forget(&self, id: i64) {
+        if let Err(e) = self.open().and_then(|mut c| c.forget_child(id)) {
+            // The record stays: the reconciliation finds the process gone and drops it.
+            tracing::warn!("forgetting child record {id}: {e}");
+        }
+    }
+}
+
+/// The exact command line `cmd` runs with (as `/proc/PID/cmdline` will show it).
+pub fn command_line(cmd: &std::process::Command) -> Vec<String> {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Stops every recorded child whose starting process is gone and forgets the records (see the
+/// module docs); a child that could not be stopped keeps its record and carries the error. With
+/// `dry_run`, only lists them.
+pub fn reconcile(
+    catalog: &mut Catalog,
+    dry_run: bool,
+    grace: std::time::Duration,
+) -> Result<Vec<Orphan>> {
+    let mut orphans = reconcile::orphans(catalog)?;
+    if !dry_run {
+        for o in &mut orphans {
+            if let Err(e) = reconcile::stop(catalog, o, grace) {
+                o.error.get_or_insert_with(|| e.message().to_string());
             }
-            Ok(())
-        });
-    }
-}
-
-impl Supervised {
-    /// Starts `cmd` as `name` (used in messages), in its own process group, dying with the
-    /// calling thread. `grace` is how long [`Supervised::stop`] waits after SIGTERM.
-    pub fn spawn(mut cmd: Command, name: &str, grace: Duration) -> Result<Supervised> {
-        die_with_parent(&mut cmd);
-        // Its own group: a Ctrl-C in the terminal reaches Sendense, which then stops the child
-        // in order, and stopping the group also ends what the child started.
-        cmd.process_group(0);
-        let child = cmd.spawn().map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::MissingTool
-            } else {
-                ErrorKind::External
-            };
-            Error::new(kind, format!("cannot start {name}: {e}"))
-        })?;
-        Ok(Supervised {
-            child: Some(child),
-            name: name.to_string(),
-            grace,
-        })
-    }
-
-    /// The child, for its pipes (`None` once it was stopped or reaped).
-    pub fn child(&mut self) -> Option<&mut Child> {
-        self.child.as_mut()
-    }
-
-    /// Its process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Sends `sig` to the child's process group. The child is reaped only in [`Self::reap`],
-    /// after its group was killed, so until then the group id cannot belong to anyone else.
-    pub fn signal(&mut self, sig: Signal) {
-        if let Some(pgid) = self.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), sig);
         }
     }
-
-    /// Whether the child has exited, without reaping it (its group id stays reserved).
-    fn exited(&self, block: bool) -> bool {
-        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-        let Some(pid) = self.id().and_then(|p| i32::try_from(p).ok()) else {
-            return true;
-        };
-        let mut flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-        if !block {
-            flags |= WaitPidFlag::WNOHANG;
-        }
-        loop {
-            match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
-                Ok(WaitStatus::StillAlive) => return false,
-                Err(nix::errno::Errno::EINTR) => continue,
-                // Exited, or (an error) nothing left to wait for.
-                _ => return true,
-            }
-        }
-    }
-
-    /// Waits up to `limit` for the child to exit; true when it did. It is not reaped yet.
-    pub fn exited_within(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut pause = Duration::from_millis(1);
-        while !self.exited(false) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-        true
-    }
-
-    /// Waits for the child to exit on its own, then reaps it (whatever it left running in its
-    /// group is killed first).
-    pub fn wait(mut self) -> Result<ExitStatus> {
-        self.exited(true);
-        self.reap().ok_or_else(|| {
-            Error::new(
-                ErrorKind::External,
-                format!("waiting for {}: it could not be reaped", self.name),
-            )
-        })
-    }
-
-    /// Stops the child: SIGTERM to its group, SIGKILL after the grace period, then reaps it.
-    pub fn stop(mut self) -> Option<ExitStatus> {
-        self.stop_now()
-    }
-
-    fn stop_now(&mut self) -> Option<ExitStatus> {
-        self.signal(Signal::SIGTERM);
-        if !self.exited_within(self.grace) {
-            self.signal(Signal::SIGKILL);
-        }
-        self.reap()
-    }
-
-    /// Kills what is left of the child's group, then reaps the child.
-    fn reap(&mut self) -> Option<ExitStatus> {
-        self.signal(Signal::SIGKILL);
-        self.child.take().and_then(|mut c| c.wait().ok())
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            tracing::debug!("stopping {} on an early exit", self.name);
-            self.stop_now();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proc::ProcId;
-
-    #[test]
-    fn dropping_the_guard_stops_the_child_and_what_it_started() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("grandchild");
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("sleep 60 & echo $! > {}; wait", pidfile.display()));
-        let guard = Supervised::spawn(cmd, "sh", Duration::from_secs(1)).unwrap();
-        let child = ProcId::of(guard.id().unwrap()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_to_string(&pidfile).map_or(true, |s| !s.ends_with('\n')) {
-            assert!(Instant::now() < deadline, "the child did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let grandchild = ProcId::of(pid).unwrap();
-        drop(guard);
-        assert!(!child.is_alive(), "the child was reaped");
-        assert!(
-            crate::proc::wait_gone(grandchild, Duration::from_secs(5)),
-            "the grandchild went with its group"
-        );
-    }
-
-    #[test]
-    fn a_child_dies_with_the_thread_that_started_it() {
-        // A thread starts the child and ends without stopping it (as a killed process would):
-        // the kernel's parent-death signal ends the child.
-        let id = std::thread::spawn(|| {
-            let mut cmd = Command::new("sleep");
-            cmd.arg("60");
-            die_with_parent(&mut cmd);
-            let child = cmd.spawn().unwrap();
-            let id = ProcId::of(child.id()).unwrap();
-            std::mem::forget(child);
-            id
-        })
-        .join()
-        .unwrap();
-        // Not our child to reap any more in a way `wait_gone` sees: it becomes a zombie.
-        assert!(
-            crate::proc::wait_gone(id, Duration::from_secs(5)),
-            "the child outlived its starting thread"
-        );
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(id.pid as i32),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
-    }
-
-    #[test]
-    fn what_a_child_leaves_running_goes_when_it_is_reaped() {
-        let dir = tempfile::tempdir().unwrap();
-        let pidfile = dir.path().join("left");
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("sleep 60 & echo $! > {}", pidfile.display()));
-        let guard = Supervised::spawn(cmd, "sh", Duration::from_secs(1)).unwrap();
-        assert!(guard.wait().unwrap().success());
-        let pid: u32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let left = ProcId::of(pid);
-        assert!(
-            left.is_none_or(|p| crate::proc::wait_gone(p, Duration::from_secs(5))),
-            "the background child outlived its exited parent"
-        );
-    }
+    Ok(orphans)
 }

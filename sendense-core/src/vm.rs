@@ -297,14 +297,20 @@ impl crate::Sendense {
         Ok(())
     }
 
-    /// The VM's source.
+    /// The VM's source, for `job` when it works for one (a source on a node is a process,
+    /// recorded with it).
     pub fn source_of(
         &self,
         vm: &crate::catalog::VmRecord,
+        job: Option<i64>,
     ) -> Result<Box<dyn crate::source::Source>> {
         if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
             let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
-            return Ok(Box::new(crate::source::node::NodeSource::start(&sna, vm)?));
+            return Ok(Box::new(crate::source::node::NodeSource::start(
+                &sna,
+                vm,
+                &self.ledger(job),
+            )?));
         }
         crate::source::for_vm(vm, self.hook_timeout())
     }
@@ -313,7 +319,7 @@ impl crate::Sendense {
     /// vanished disks are marked). Returns the updated VM.
     pub fn refresh_vm_disks(&mut self, name: &str) -> Result<crate::catalog::VmRecord> {
         let vm = self.vm(name)?;
-        let found = self.source_of(&vm)?.discover()?;
+        let found = self.source_of(&vm, None)?.discover()?;
         self.record_discovered_disks(name, found)
     }
 
@@ -340,7 +346,7 @@ impl crate::Sendense {
 
     /// Each disk with the live state of its checkpoint on the source.
     pub fn disk_status(&self, vm: &crate::catalog::VmRecord) -> Result<Vec<DiskStatus>> {
-        let states = self.source_of(vm)?.checkpoints(&vm.disks)?;
+        let states = self.source_of(vm, None)?.checkpoints(&vm.disks)?;
         Ok(vm
             .disks
             .iter()

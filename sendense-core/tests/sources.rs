@@ -371,7 +371,7 @@ async fn nbd_source_runs_hooks_and_a_failing_pre_hook_aborts() {
         )
         .unwrap();
     assert_eq!(vm.disks[0].size_bytes, 8 * M);
-    let mut src = sd.source_of(&vm).unwrap();
+    let mut src = sd.source_of(&vm, None).unwrap();
     assert!(matches!(
         &src.checkpoints(&vm.disks).unwrap()[0],
         CheckpointState::Unsupported(_)
@@ -411,7 +411,7 @@ async fn nbd_source_runs_hooks_and_a_failing_pre_hook_aborts() {
             None,
         )
         .unwrap();
-    let mut src = sd.source_of(&vm2).unwrap();
+    let mut src = sd.source_of(&vm2, None).unwrap();
     let mut host = sendense_core::source::HubHost {
         sd: &mut sd,
         job: None,

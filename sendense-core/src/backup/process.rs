@@ -31,10 +31,17 @@ pub(super) fn run_node_process(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut node =
-        Supervised::spawn(cmd, &program.display().to_string(), NODE_GRACE).map_err(|e| {
-            e.with_help("Install sendense-sna next to sendense, or set `sna_path` in the config.")
-        })?;
+    let ledger = sd.ledger(plan.job);
+    let mut node = Supervised::spawn(
+        cmd,
+        crate::supervise::ChildKind::Sna,
+        &format!("transfer of {}", program.display()),
+        NODE_GRACE,
+        Some(&ledger),
+    )
+    .map_err(|e| {
+        e.with_help("Install sendense-sna next to sendense, or set `sna_path` in the config.")
+    })?;
     let (stdin, stdout, stderr) = match node.child() {
         Some(c) => (c.stdin.take(), c.stdout.take(), c.stderr.take()),
         None => (None, None, None),

@@ -1,4 +1,5 @@
-//! NBD export rows: the port allocator's state and the record of every qemu-nbd Sendense started.
+//! NBD export rows: the port allocator's state; each row points at the child record of the
+//! qemu-nbd serving it.
 
 use super::Catalog;
 use crate::error::{Error, Result};
@@ -33,6 +34,10 @@ pub struct ExportRecord {
     /// qemu-nbd's command line, as started.
     #[serde(skip)]
     pub cmdline: Option<Vec<String>>,
+    /// The record of the qemu-nbd process ([`crate::catalog::ChildRecord`]), once it was
+    /// recorded.
+    #[serde(skip)]
+    pub child: Option<i64>,
     /// The image served.
     pub file: Option<PathBuf>,
     /// When the port was handed out.
@@ -57,8 +62,10 @@ impl ExportRecord {
     }
 }
 
-const SELECT: &str = "SELECT id, port, socket, export_name, job_id, owner_pid, owner_start, pid, \
-     pid_start, cmdline, file, allocated_at FROM nbd_exports";
+// The serving process comes from its child record: one record format for every process.
+const SELECT: &str = "SELECT e.id, e.port, e.socket, e.export_name, e.job_id, e.owner_pid, \
+     e.owner_start, c.pid, c.pid_start, c.cmdline, e.file, e.allocated_at, e.child_id \
+     FROM nbd_exports e LEFT JOIN children c ON c.id = e.child_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
     let cmdline: Option<String> = r.get(9)?;
@@ -75,6 +82,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<ExportRecord> {
         cmdline: cmdline.and_then(|c| serde_json::from_str(&c).ok()),
         file: r.get::<_, Option<String>>(10)?.map(PathBuf::from),
         allocated_at: r.get(11)?,
+        child: r.get(12)?,
     })
 }
 
@@ -171,25 +179,12 @@ impl Catalog {
         self.export(id)
     }
 
-    /// Records the command line an export's qemu-nbd is about to be started with.
-    pub fn set_export_command(&mut self, id: i64, cmdline: &[String]) -> Result<()> {
-        let cmd = serde_json::to_string(cmdline).unwrap_or_default();
+    /// Links an export to the record of the qemu-nbd serving it.
+    pub fn set_export_child(&mut self, id: i64, child: i64) -> Result<()> {
         self.write_unsynced(|tx| {
             tx.execute(
-                "UPDATE nbd_exports SET cmdline = ?1 WHERE id = ?2",
-                (cmd, id),
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Records the qemu-nbd process serving an export.
-    pub fn set_export_server(&mut self, id: i64, server: ProcId, cmdline: &[String]) -> Result<()> {
-        let cmd = serde_json::to_string(cmdline).unwrap_or_default();
-        self.write_unsynced(|tx| {
-            tx.execute(
-                "UPDATE nbd_exports SET pid = ?1, pid_start = ?2, cmdline = ?3 WHERE id = ?4",
-                (server.pid, server.start as i64, cmd, id),
+                "UPDATE nbd_exports SET child_id = ?1 WHERE id = ?2",
+                (child, id),
             )?;
             Ok(())
         })
@@ -206,7 +201,7 @@ impl Catalog {
     /// One export.
     pub fn export(&self, id: i64) -> Result<ExportRecord> {
         self.conn()
-            .query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row)
+            .query_row(&format!("{SELECT} WHERE e.id = ?1"), [id], from_row)
             .optional()?
             .ok_or_else(|| Error::not_found(format!("no NBD export with id {id}")))
     }
@@ -215,7 +210,7 @@ impl Catalog {
     pub fn exports(&self) -> Result<Vec<ExportRecord>> {
         let mut stmt = self
             .conn()
-            .prepare(&format!("{SELECT} ORDER BY port, socket"))?;
+            .prepare(&format!("{SELECT} ORDER BY e.port, e.socket"))?;
         let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -280,4 +280,46 @@ CREATE TABLE hub (
 );
 INSERT INTO hub (id, hub_id, created_at)
     VALUES (1, lower(hex(randomblob(16))), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+"#;
+
+/// One record for every process Sendense starts (qemu-nbd, nbdkit, sendense-sna, hooks): the
+/// export rows keep their address and point at the process serving it.
+const V4: &str = r#"
+-- Every child process Sendense started and has not yet seen end. `owner_*` is the sendense
+-- process that started it; `pid`/`pid_start` the child once it runs (NULL while it starts: its
+-- exact command line, unique by construction, finds it then); `group_leader` = 1 when it leads
+-- a process group of its own that is stopped as a whole; `token` is a random marker in the
+-- environment of a group leader, which everything it starts inherits, so what it left running
+-- after it died is still found (and nothing else is).
+CREATE TABLE children (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN ('qemu-nbd', 'nbdkit', 'sendense-sna', 'hook')),
+    label        TEXT NOT NULL,
+    job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    owner_pid    INTEGER NOT NULL,
+    owner_start  INTEGER NOT NULL,
+    pid          INTEGER,
+    pid_start    INTEGER,
+    cmdline      TEXT NOT NULL,
+    group_leader INTEGER NOT NULL DEFAULT 0 CHECK (group_leader IN (0, 1)),
+    token        TEXT,
+    started_at   TEXT NOT NULL
+);
+CREATE INDEX children_job ON children(job_id);
+
+ALTER TABLE nbd_exports ADD COLUMN child_id INTEGER REFERENCES children(id) ON DELETE SET NULL;
+
+-- Servers recorded by an older Sendense move into the new record.
+INSERT INTO children (kind, label, job_id, owner_pid, owner_start, pid, pid_start, cmdline, started_at)
+    SELECT 'qemu-nbd', 'export ' || export_name, job_id, owner_pid, owner_start, pid, pid_start,
+           cmdline, allocated_at
+    FROM nbd_exports WHERE cmdline IS NOT NULL;
+UPDATE nbd_exports SET child_id = (
+    SELECT c.id FROM children c
+    WHERE c.kind = 'qemu-nbd' AND c.cmdline = nbd_exports.cmdline
+      AND c.owner_pid = nbd_exports.owner_pid AND c.owner_start = nbd_exports.owner_start
+) WHERE cmdline IS NOT NULL;
+ALTER TABLE nbd_exports DROP COLUMN pid;
+ALTER TABLE nbd_exports DROP COLUMN pid_start;
+ALTER TABLE nbd_exports DROP COLUMN cmdline;
 "#;

@@ -77,7 +77,8 @@ impl NbdSource {
             cmd.env("SENDENSE_RESULT", r);
         }
         host.log(&format!("{phase}-hook: {}", argv.join(" ")));
-        let out = run_with_timeout(cmd, self.timeout)
+        let label = format!("{phase}-hook of VM {}", self.vm);
+        let out = run_with_timeout(cmd, &label, self.timeout, host.ledger().as_ref())
             .map_err(|e| e.context(format!("{phase}-hook `{program}`")))?;
         for line in out.output.lines() {
             host.log(&format!("{phase}-hook: {line}"));
@@ -115,9 +116,20 @@ struct HookOutput {
 
 /// Runs a hook, [`crate::supervise::Supervised`]: in a process group of its own that is killed
 /// on timeout (with whatever the hook started), and that dies with Sendense.
-fn run_with_timeout(cmd: Command, timeout: Duration) -> Result<HookOutput> {
-    let mut hook = crate::supervise::Supervised::spawn(cmd, "the hook", Duration::from_secs(5))
-        .map_err(|e| Error::new(ErrorKind::External, e.message().to_string()))?;
+fn run_with_timeout(
+    cmd: Command,
+    label: &str,
+    timeout: Duration,
+    ledger: Option<&crate::supervise::Ledger>,
+) -> Result<HookOutput> {
+    let mut hook = crate::supervise::Supervised::spawn(
+        cmd,
+        crate::supervise::ChildKind::Hook,
+        label,
+        Duration::from_secs(5),
+        ledger,
+    )
+    .map_err(|e| Error::new(ErrorKind::External, e.message().to_string()))?;
     let (stdout, stderr) = match hook.child() {
         Some(c) => (c.stdout.take(), c.stderr.take()),
         None => (None, None),

@@ -258,13 +258,24 @@ const NODE_GRACE: Duration = Duration::from_secs(10);
 
 impl NodeSource {
     /// Starts `sna source` for `vm` (a QEMU VM) and opens its source there.
-    pub fn start(sna: &std::path::Path, vm: &crate::catalog::VmRecord) -> Result<NodeSource> {
+    pub fn start(
+        sna: &std::path::Path,
+        vm: &crate::catalog::VmRecord,
+        ledger: &crate::supervise::Ledger,
+    ) -> Result<NodeSource> {
         let mut cmd = std::process::Command::new(sna);
         cmd.arg("source")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
-        let mut node = Supervised::spawn(cmd, &sna.display().to_string(), NODE_GRACE)?;
+        let label = format!("source side of VM {}", vm.name);
+        let mut node = Supervised::spawn(
+            cmd,
+            crate::supervise::ChildKind::Sna,
+            &label,
+            NODE_GRACE,
+            Some(ledger),
+        )?;
         let (input, output) = match node.child() {
             Some(c) => (c.stdin.take(), c.stdout.take()),
             None => (None, None),
