@@ -36,6 +36,7 @@ mod error;
 mod event;
 pub mod export;
 pub mod fsutil;
+pub mod hub;
 pub mod jobs;
 pub mod lock;
 pub mod nbd;
@@ -58,7 +59,7 @@ pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoReco
 pub use config::{Config, TransferMode};
 pub use error::{exit, Error, ErrorKind, Result};
 pub use event::{CopyMode, Event, EventKind, EventSink, NullSink, SharedSink};
+pub use hub::{AddRepo, DiskStatus, ExportStatus, RepoStatus, Worker};
 pub use sendense::{
-    resolve_state_dir, AddRepo, ExportStatus, InitReport, OpenOptions, RepoStatus, Sendense,
-    CATALOG_FILE, CONFIG_FILE,
+    resolve_state_dir, InitReport, OpenOptions, Sendense, CATALOG_FILE, CONFIG_FILE,
 };

@@ -1,0 +1,26 @@
+//! The handle's operations, one file per noun. The [`crate::Sendense`] handle itself
+//! (`sendense.rs`) only opens a state directory and holds its configuration, catalog and event
+//! sink; what a frontend does with it lives here:
+//!
+//! | file | the handle's operations on |
+//! |---|---|
+//! | `hub/repos.rs` | repositories: add, show, test, refresh, remove |
+//! | `hub/vms.rs` | VMs: add, discover, disks by identity, checkpoints, remove |
+//! | `hub/backups.rs` | backups: list, show |
+//! | `hub/jobs.rs` | jobs: list, show, log, cancel |
+//! | `hub/exports.rs` | the hub's NBD exports: start, stop, list |
+//!
+//! Long operations are orchestrated where their steps are: [`crate::backup`] (backup, delete),
+//! [`crate::restore`], [`crate::verify`], [`crate::export`] (serving a restore point),
+//! [`crate::repo`] (import, salvage), [`crate::cleanup`] (reconciliation), and run as jobs
+//! ([`crate::jobs`], several at once: [`crate::runner`]).
+
+mod backups;
+mod exports;
+mod jobs;
+mod repos;
+mod vms;
+
+pub use exports::{ExportStatus, Worker};
+pub use repos::{AddRepo, RepoStatus};
+pub use vms::DiskStatus;

@@ -1,0 +1,263 @@
+//! VMs as the handle sees them: register (image files, a QEMU VM, NBD exports), discover,
+//! match disks by identity, show their checkpoints, remove. Naming and image rules:
+//! [`crate::vm`].
+
+use crate::catalog::{NewDisk, VmRecord};
+use crate::error::{Error, Result};
+use crate::sendense::Sendense;
+use crate::source::Source;
+use crate::vm::{probe_image_disk, validate_name};
+use std::path::Path;
+
+/// A VM's disk with the live state of its checkpoint. Also the `vm show --json` disk shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskStatus {
+    /// The disk as recorded.
+    #[serde(flatten)]
+    pub disk: crate::catalog::DiskRecord,
+    /// Its checkpoint on the source now.
+    pub checkpoint_state: crate::source::CheckpointState,
+}
+
+impl Sendense {
+    /// All VMs.
+    pub fn vms(&self) -> Result<Vec<VmRecord>> {
+        self.catalog().vms()
+    }
+
+    /// One VM.
+    pub fn vm(&self, name: &str) -> Result<VmRecord> {
+        self.catalog().vm(name)
+    }
+
+    /// Unregisters a VM; refused while backups of it exist.
+    pub fn remove_vm(&mut self, name: &str) -> Result<VmRecord> {
+        self.catalog_mut().delete_vm(name)
+    }
+
+    fn hook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config().hook_timeout_secs)
+    }
+
+    /// The disks of a running QEMU VM, without registering anything.
+    pub fn discover_qemu(&self, qmp: &Path) -> Result<Vec<crate::source::DiscoveredDisk>> {
+        crate::source::qemu::QemuSource::new(qmp.to_path_buf()).discover()
+    }
+
+    /// Registers a VM made of disk image files (the `image` source). Disk keys are 2000, 2001,
+    /// ... in the given order.
+    pub fn add_image_vm(
+        &mut self,
+        name: &str,
+        disks: &[std::path::PathBuf],
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        if disks.is_empty() {
+            return Err(
+                Error::invalid(format!("VM `{name}` needs at least one disk"))
+                    .with_help("Pass --disk PATH once per disk."),
+            );
+        }
+        self.ensure_new_vm(name)?;
+        let mut probed = Vec::with_capacity(disks.len());
+        for path in disks {
+            let disk = probe_image_disk(path)?;
+            if probed
+                .iter()
+                .any(|d: &crate::catalog::NewDisk| d.identity == disk.identity)
+            {
+                return Err(Error::invalid(format!(
+                    "disk {} is given more than once",
+                    disk.identity
+                ))
+                .with_help("Name each disk once; two keys must never share one disk."));
+            }
+            if let Some(other) = self.catalog().vm_with_disk_identity(&disk.identity)? {
+                return Err(Error::already_exists(format!(
+                    "disk {} already belongs to VM `{other}`",
+                    disk.identity
+                ))
+                .with_help("A disk can be backed up as part of one VM only."));
+            }
+            probed.push(disk);
+        }
+        self.refuse_shared_files(&probed)?;
+        self.catalog_mut()
+            .insert_vm(name, "image", &serde_json::json!({}), &probed)
+    }
+
+    /// Refuses new disks (image files, or the files a QEMU VM's disks are) that are one file
+    /// under two names (hard links) — each other, or a disk of a registered VM: two keys or two VMs on one file would destroy each other's
+    /// change tracking. Files are the same when device and inode are.
+    fn refuse_shared_files(&self, new: &[NewDisk]) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let file_id = |path: &str| {
+            std::fs::metadata(path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (m.dev(), m.ino()))
+        };
+        let mut known: Vec<(String, String, (u64, u64))> = Vec::new();
+        for (vm, identity) in self.catalog().disk_identities()? {
+            if let Some(id) = file_id(&identity) {
+                known.push((format!("disk {identity} of VM `{vm}`"), identity, id));
+            }
+        }
+        for d in new {
+            let Some(id) = file_id(&d.identity) else {
+                continue;
+            };
+            if let Some((what, _, _)) = known.iter().find(|(_, _, k)| *k == id) {
+                return Err(Error::already_exists(format!(
+                    "disk {} is the same file as {what} (a hard link)",
+                    d.identity
+                ))
+                .with_help("A disk can be backed up as part of one VM only, under one name."));
+            }
+            known.push((format!("disk {}", d.identity), d.identity.clone(), id));
+        }
+        Ok(())
+    }
+
+    /// Registers a live QEMU VM reached through its QMP socket; its disks are discovered and
+    /// keyed 2000, 2001, ... in device order.
+    pub fn add_qemu_vm(&mut self, name: &str, qmp: &Path) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        self.ensure_new_vm(name)?;
+        crate::fsutil::require_utf8("QMP socket", qmp)?;
+        let socket = std::fs::canonicalize(qmp).map_err(|e| {
+            Error::io("QMP socket", qmp, e)
+                .with_help("Pass the path given to QEMU's -qmp unix:PATH,server=on.")
+        })?;
+        let disks: Vec<NewDisk> = self
+            .discover_qemu(&socket)?
+            .into_iter()
+            .map(|d| NewDisk {
+                key: None,
+                identity: d.identity,
+                format: d.format,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        if disks.is_empty() {
+            return Err(Error::invalid(format!(
+                "the VM behind {} has no disks",
+                socket.display()
+            )));
+        }
+        crate::fsutil::require_utf8("QMP socket", &socket)?;
+        self.refuse_shared_files(&disks)?;
+        let opts = serde_json::json!({ "qmp": socket.to_string_lossy() });
+        self.catalog_mut().insert_vm(name, "qemu", &opts, &disks)
+    }
+
+    /// Registers a VM whose disks are existing NBD exports (one URL per disk, in order), with
+    /// optional hook command lines (split into arguments here; never run through a shell).
+    pub fn add_nbd_vm(
+        &mut self,
+        name: &str,
+        urls: &[String],
+        pre_hook: Option<&str>,
+        post_hook: Option<&str>,
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        self.ensure_new_vm(name)?;
+        if urls.is_empty() {
+            return Err(Error::invalid(format!(
+                "VM `{name}` needs at least one --nbd URL"
+            )));
+        }
+        let mut disks = Vec::new();
+        for url in urls {
+            let parsed: crate::nbd::NbdUrl = url.parse()?;
+            let size = crate::rt::block_on(async {
+                let c = crate::nbd::NbdClient::connect(&parsed, &Default::default()).await?;
+                let size = c.size();
+                c.disconnect().await;
+                Ok::<u64, Error>(size)
+            })??;
+            disks.push(NewDisk {
+                key: None,
+                identity: parsed.to_string(),
+                format: None,
+                size_bytes: size,
+            });
+        }
+        let split = |h: Option<&str>| h.map(crate::source::nbd::split_command).transpose();
+        let opts =
+            serde_json::json!({ "pre_hook": split(pre_hook)?, "post_hook": split(post_hook)? });
+        self.catalog_mut().insert_vm(name, "nbd", &opts, &disks)
+    }
+
+    fn ensure_new_vm(&self, name: &str) -> Result<()> {
+        if self.catalog().vm(name).is_ok() {
+            return Err(Error::already_exists(format!(
+                "a VM named `{name}` is already registered"
+            ))
+            .with_help("Choose another name, or remove the old one with `sendense vm remove`."));
+        }
+        Ok(())
+    }
+
+    /// The VM's source, for `job` when it works for one (a source on a node is a process,
+    /// recorded with it).
+    pub fn source_of(
+        &self,
+        vm: &crate::catalog::VmRecord,
+        job: Option<i64>,
+    ) -> Result<Box<dyn crate::source::Source>> {
+        if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
+            let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
+            return Ok(Box::new(crate::source::node::NodeSource::start(
+                &sna,
+                vm,
+                &self.ledger(job),
+            )?));
+        }
+        crate::source::for_vm(vm, self.hook_timeout())
+    }
+
+    /// Re-discovers a VM's disks and matches them by identity (new disks get the next free key;
+    /// vanished disks are marked). Returns the updated VM.
+    pub fn refresh_vm_disks(&mut self, name: &str) -> Result<crate::catalog::VmRecord> {
+        let vm = self.vm(name)?;
+        let found = self.source_of(&vm, None)?.discover()?;
+        self.record_discovered_disks(name, found)
+    }
+
+    /// Records what a source discovered as the disks of VM `name` (matched by identity; new
+    /// disks get the next keys, missing ones are marked absent).
+    pub(crate) fn record_discovered_disks(
+        &mut self,
+        name: &str,
+        found: Vec<crate::source::DiscoveredDisk>,
+    ) -> Result<crate::catalog::VmRecord> {
+        let vm = self.vm(name)?;
+        let found: Vec<NewDisk> = found
+            .into_iter()
+            .map(|d| NewDisk {
+                key: None,
+                identity: d.identity,
+                format: d.format,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        self.catalog_mut().sync_vm_disks(vm.id, &found)?;
+        self.vm(name)
+    }
+
+    /// Each disk with the live state of its checkpoint on the source.
+    pub fn disk_status(&self, vm: &crate::catalog::VmRecord) -> Result<Vec<DiskStatus>> {
+        let states = self.source_of(vm, None)?.checkpoints(&vm.disks)?;
+        Ok(vm
+            .disks
+            .iter()
+            .cloned()
+            .zip(states)
+            .map(|(disk, checkpoint_state)| DiskStatus {
+                disk,
+                checkpoint_state,
+            })
+            .collect())
+    }
+}
