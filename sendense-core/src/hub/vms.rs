@@ -132,12 +132,7 @@ impl Sendense {
         let disks: Vec<NewDisk> = self
             .discover_qemu(&socket)?
             .into_iter()
-            .map(|d| NewDisk {
-                key: None,
-                identity: d.identity,
-                format: d.format,
-                size_bytes: d.size_bytes,
-            })
+            .map(new_disk)
             .collect();
         if disks.is_empty() {
             return Err(Error::invalid(format!(
@@ -233,15 +228,7 @@ impl Sendense {
         found: Vec<crate::source::DiscoveredDisk>,
     ) -> Result<crate::catalog::VmRecord> {
         let vm = self.vm(name)?;
-        let found: Vec<NewDisk> = found
-            .into_iter()
-            .map(|d| NewDisk {
-                key: None,
-                identity: d.identity,
-                format: d.format,
-                size_bytes: d.size_bytes,
-            })
-            .collect();
+        let found: Vec<NewDisk> = found.into_iter().map(new_disk).collect();
         self.catalog_mut().sync_vm_disks(vm.id, &found)?;
         self.vm(name)
     }
@@ -259,5 +246,15 @@ impl Sendense {
                 checkpoint_state,
             })
             .collect())
+    }
+}
+
+/// A discovered disk as a disk to register (its key assigned by the catalog).
+fn new_disk(d: crate::source::DiscoveredDisk) -> NewDisk {
+    NewDisk {
+        key: None,
+        identity: d.identity,
+        format: d.format,
+        size_bytes: d.size_bytes,
     }
 }
