@@ -44,6 +44,7 @@ mod par;
 pub mod proc;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub(crate) mod rt;
 pub mod runner;
 mod sendense;
