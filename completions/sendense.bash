@@ -52,6 +52,9 @@ _sendense() {
             sendense__subcmd__backup,list)
                 cmd="sendense__subcmd__backup__subcmd__list"
                 ;;
+            sendense__subcmd__backup,prune)
+                cmd="sendense__subcmd__backup__subcmd__prune"
+                ;;
             sendense__subcmd__backup,show)
                 cmd="sendense__subcmd__backup__subcmd__show"
                 ;;
@@ -141,7 +144,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete prune"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,7 +166,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup__subcmd__delete)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +199,60 @@ _sendense() {
                     return 0
                     ;;
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__backup__subcmd__prune)
+            opts="-v -q -h -V --vm --repo --keep-last --keep-hourly --keep-daily --keep-weekly --keep-monthly --keep-yearly --dry-run --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-hourly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-daily)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-weekly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-monthly)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-yearly)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -172,18 +172,19 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "list" -d 'List backups, newest first'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "show" -d 'Show one backup and its disks'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "verify" -d 'Check backups: qemu-img check of every image of their chains, then a full read of the data each backup wrote against the digests recorded at backup time'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete" -f -a "delete" -d 'Delete a backup: refused (exit 5) while a later backup depends on it'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "list" -d 'List backups, newest first'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "show" -d 'Show one backup and its disks'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "verify" -d 'Check backups: qemu-img check of every image of their chains, then a full read of the data each backup wrote against the digests recorded at backup time'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "delete" -d 'Delete any backup; later backups that depend on it keep their data'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete prune" -f -a "prune" -d 'Remove the backups keep rules do not keep; chains keep working'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l repo -d 'Repository (default: the default repository)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -221,11 +222,28 @@ complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l dry-run -d 'Only show what would be removed and merged'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l vm -d 'Only this VM' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l repo -d 'Only this repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-last -d 'Keep the N newest backups' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-hourly -d 'Keep the newest backup of each of the N most recent hours that have one' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-daily -d '... of days' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-weekly -d '... of ISO weeks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-monthly -d '... of months' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l keep-yearly -d '... of years' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l dry-run -d 'Only show the marks'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from prune" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

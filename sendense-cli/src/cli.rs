@@ -539,19 +539,101 @@ JSON OUTPUT
         #[arg(long)]
         all: bool,
     },
-    /// Delete a backup: refused (exit 5) while a later backup depends on it.
+    /// Delete any backup; later backups that depend on it keep their data.
     #[command(
-        after_long_help = "Removes the manifest, the images and digest files, and the catalog rows. Also
-refused (exit 5) while a backup of the VM runs, or while a restore, export or
-verify reads the backup. The backup is marked deleted before its first file
-goes: a delete that is interrupted is finished by the next sendense command.
+        after_long_help = "Removes the manifest, the images and digest files, and the catalog rows. When a
+later backup's image of a disk is backed by the deleted backup's image, the
+deleted image's data is merged into it first (its own clusters win): that
+backup restores exactly as before, now backed by the deleted backup's parent,
+or standalone when the deleted backup was a full. Such a merge costs what the
+later backup holds, not the disk's size; block digests follow the data, so
+`backup verify` passes afterwards. --dry-run shows, per disk, what merges into
+what.
+
+Refused (exit 5) while a backup of the VM runs, or while a restore, export or
+verify reads the backup or one that depends on it; refused when the backup or
+one depending on it is damaged (take a --full backup and delete the damaged
+chain newest first), or for digests written by an older Sendense. The backup
+is marked deleted, and a merge's journal is written into the repository
+(<vm>/merges/<id>.yaml), before the first file changes: an interrupted delete
+is finished by the next sendense command, or by `repo import`.
 
 JSON OUTPUT
-  The deleted backup object, with \"status\": \"deleted\"."
+  The deleted backup object, with \"status\": \"deleted\". With --dry-run:
+  {\"backup\": \"<id>\", \"vm\": \"pgtest1\",
+   \"disks\": [{\"key\": 2000, \"merge_into\": \"<id>\" | null,
+               \"new_parent\": \"<id>\" | null}]}"
     )]
     Delete {
         /// Backup id.
         id: String,
+        /// Only show what would be removed and merged.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the backups keep rules do not keep; chains keep working.
+    #[command(
+        after_long_help = "Applies keep rules to the completed backups of each VM in each repository (or
+only --vm, --repo), as Proxmox Backup Server does: backups are taken newest first;
+--keep-last N keeps the N newest; then --keep-hourly, --keep-daily,
+--keep-weekly (ISO weeks, Monday first), --keep-monthly and --keep-yearly each
+keep the newest backup of each of the N most recent periods that have one, in
+the local time zone (TZ). A period that already holds a backup kept by an
+earlier rule is skipped and not counted, so rules combine without counting a
+backup twice. Everything else goes.
+
+A removed backup that a kept one depends on is merged: its data goes into its
+child (see `backup delete`), so every kept backup restores exactly as before.
+Backups nothing kept depends on are removed newest first, then the merged ones
+oldest first, each merge moving only what its child holds.
+
+Example: hourly backups, kept for a day, then daily for two weeks, then
+monthly for a year:
+  sendense backup prune --keep-hourly 24 --keep-daily 14 --keep-monthly 12
+
+Refused (exit 5) for a VM with a running backup; a backup being restored,
+exported or verified is left (and reported). Exit status 0 when everything
+marked was removed, 3 when some backups stay, 5 when none could go because
+they were busy.
+
+JSON OUTPUT
+  {\"dry_run\": false, \"rules\": {\"last\": 2, \"hourly\": 0, \"daily\": 7, ...},
+   \"groups\": [{\"vm\": \"pgtest1\", \"repo\": \"local\",
+                \"backups\": [{\"id\": \"<id>\", \"created_at\": \"...\",
+                             \"mark\": \"keep\", \"rule\": \"keep-daily\"} |
+                            {..., \"mark\": \"remove\"} |
+                            {..., \"mark\": \"merge\", \"into\": \"<id>\"},
+                            ... \"error\": \"...\" when it stays]}],
+   \"kept\": 9, \"removed\": 3, \"failed\": 0}"
+    )]
+    Prune {
+        /// Only this VM.
+        #[arg(long)]
+        vm: Option<String>,
+        /// Only this repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Keep the N newest backups.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: u32,
+        /// Keep the newest backup of each of the N most recent hours that have one.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: u32,
+        /// ... of days.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: u32,
+        /// ... of ISO weeks.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: u32,
+        /// ... of months.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: u32,
+        /// ... of years.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: u32,
+        /// Only show the marks.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -519,10 +519,18 @@ fn a_backup_is_never_deleted_while_a_backup_of_its_vm_runs() {
     assert_eq!(list[0]["disks"][0]["parent"], full_id);
     lab.assert_backup_equals(top, &refs);
     assert_eq!(json(&lab.state, &["backup", "verify", "--all"])["ok"], true);
-    // Now the full has a dependent: refused for that reason.
+    // Now the full has a dependent: it is merged into it, which restores as before.
     let out = run(&lab.state, &["backup", "delete", full_id]);
-    assert_eq!(out.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("parent of"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = json(&lab.state, &["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["disks"][0]["mode"], "full");
+    lab.assert_backup_equals(top, &refs);
 }
 
 #[test]

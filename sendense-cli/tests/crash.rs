@@ -910,13 +910,5 @@ fn cleanup_dry_run_says_exactly_what_cleanup_then_does() {
 
 /// Runs `args` until crash point `point` kills it, and nothing else.
 fn crashed_at_only(lab: &Lab, args: &[&str], point: &str) {
-    let out = sendense_cmd(&lab.state, args)
-        .env("SENDENSE_TEST_CRASH_AT", point)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "{args:?} did not reach {point}"
-    );
+    sendense_testkit::cli_killed_at(env!("CARGO_BIN_EXE_sendense"), &lab.state, args, point);
 }

@@ -451,9 +451,9 @@ fn export_serves_the_restore_point_and_never_changes_the_backup() {
 #[test]
 fn delete_rules() {
     let c = chain();
-    let o = run(&c.state, &["backup", "delete", &c.ids[1]]);
-    assert_eq!(o.status.code(), Some(5));
-    assert!(stderr(&o).contains(&c.ids[2]), "{}", stderr(&o));
+    // A backup another depends on is merged into it, which says so beforehand.
+    let plan = json(&c.state, &["backup", "delete", &c.ids[1], "--dry-run"]);
+    assert_eq!(plan["disks"][0]["merge_into"], c.ids[2].as_str(), "{plan}");
     let file = image_of(&c, &c.ids[2]);
     json(&c.state, &["backup", "delete", &c.ids[2]]);
     assert!(!file.exists());
@@ -663,27 +663,11 @@ fn verify_names_data_beyond_the_end_of_the_disk() {
 
 /// Waits until a job of `kind` runs; its id.
 fn running_job(state: &Path, kind: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let jobs = json(state, &["job", "list", "--status", "running"]);
-        if let Some(j) = jobs.as_array().unwrap().iter().find(|j| j["kind"] == kind) {
-            return j["id"].to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "no {kind} job runs");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    sendense_testkit::running_job(env!("CARGO_BIN_EXE_sendense"), state, kind)
 }
 
-/// `sendense ARGS` in the background with a pause point set.
 fn spawn_paused(state: &Path, args: &[&str], pause: &str) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_sendense"))
-        .args(args)
-        .env("SENDENSE_HOME", state)
-        .env("SENDENSE_TEST_PAUSE_AT", pause)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    sendense_testkit::spawn_paused(env!("CARGO_BIN_EXE_sendense"), state, args, pause)
 }
 
 #[test]

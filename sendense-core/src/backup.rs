@@ -14,10 +14,13 @@
 //!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
 
 mod delete;
+pub mod merge;
 pub mod node;
 pub mod plan;
 pub(crate) mod process;
 mod targets;
+
+pub use delete::{DeletePlan, DiskFate};
 
 use crate::catalog::{BackupMode, DiskOutcome, JobKind, RepoRecord, VmRecord};
 use crate::config::TransferMode;

@@ -9,6 +9,7 @@ mod backups;
 mod children;
 mod exports;
 mod jobs;
+mod merges;
 mod repos;
 mod schema;
 mod vms;
@@ -20,6 +21,7 @@ pub use backups::{
 pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};
 pub use jobs::{JobFilter, JobKind, JobLogLine, JobRecord, JobStatus};
+pub use merges::{DiskChild, MergedDisk, MERGED_FULL_REASON};
 pub use repos::{NewRepo, RepoRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};
 

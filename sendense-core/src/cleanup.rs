@@ -11,7 +11,8 @@
 //!   stopped — only when pid, start time and command line still match the record (a foreign
 //!   process, or a reused pid, is never touched; see [`crate::supervise`]) — and the records go;
 //!   the ports of its exports are freed and their pid and log files go;
-//! - a delete it had begun is finished (the backup was marked `deleting` before any file went);
+//! - a delete it had begun is finished (the backup was marked `deleting` before any file went),
+//!   a merge into the backups depending on it from its journal ([`crate::backup::merge`]);
 //! - the VM's source is repaired at once ([`crate::source::repair`]): QEMU's fleecing jobs,
 //!   nodes, NBD exports and server of the job go, and its checkpoint bitmaps are folded back
 //!   into the recorded checkpoint, so the next backup is incremental and misses nothing;
@@ -39,8 +40,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CleanupAction {
     /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
-    /// `stop_hook`, `forget_process`, `release_port`, `finish_delete`, `repair_source`,
-    /// `remove_file`, `remove_dir`.
+    /// `stop_hook`, `forget_process`, `release_port`, `finish_delete`, `finish_merge`,
+    /// `repair_source`, `remove_file`, `remove_dir`.
     pub action: String,
     /// What it acts on (job id, path, port, ...).
     pub target: String,
@@ -183,6 +184,32 @@ impl Sendense {
             let Some(lock) = self.vm_free(&b.vm, dry_run)? else {
                 continue;
             };
+            // A delete that was merging the backup into the ones depending on it: finished
+            // from its journal (the dependants keep every byte).
+            let merging = if dry_run {
+                let rel = crate::backup::merge::journal_rel(&b.vm, &b.id);
+                Ok(b.repo_path.join(&rel).is_file()
+                    || !self.catalog().disk_children(&b.id)?.is_empty())
+            } else {
+                self.finish_interrupted_merge(&b)
+            };
+            match merging {
+                Ok(false) => {}
+                Ok(true) => {
+                    report.add(
+                        "finish_merge",
+                        &b.id,
+                        "its merge into the backups depending on it was interrupted",
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("finishing the merge of backup {}: {e}", b.id));
+                    continue;
+                }
+            }
             let why = format!("file of deleted backup {}", b.id);
             for f in backup_files(&b) {
                 remove_inside(&b.repo_path, &f, &why, dry_run, report);

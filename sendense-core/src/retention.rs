@@ -17,6 +17,10 @@
 //! removed backup nothing kept depends on is simply removed. Without any rule, everything is
 //! kept.
 
+mod prune;
+
+pub use prune::{PruneGroup, PruneReport, PruneRequest, PrunedBackup};
+
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

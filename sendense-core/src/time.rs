@@ -1,12 +1,32 @@
 //! Timestamps as Sendense stores and prints them: RFC 3339 in UTC, second precision
 //! (`2026-11-25T21:10:06Z`). They sort as text, which the catalog relies on.
+//!
+//! The wall clock is [`now`]. Tests of what depends on when backups were taken (retention)
+//! set `SENDENSE_TEST_NOW=<RFC 3339>` in a process's environment: that process's clock then
+//! stands at that instant, so backups get the times the test chose without anyone sleeping.
 
+use std::sync::OnceLock;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The environment variable that stops the clock of a process (tests only).
+pub const TEST_NOW_ENV: &str = "SENDENSE_TEST_NOW";
+
+/// The current time (UTC), or the instant `SENDENSE_TEST_NOW` sets.
+pub fn now() -> OffsetDateTime {
+    static FIXED: OnceLock<Option<OffsetDateTime>> = OnceLock::new();
+    FIXED
+        .get_or_init(|| {
+            std::env::var(TEST_NOW_ENV)
+                .ok()
+                .and_then(|v| parse_rfc3339(&v))
+        })
+        .unwrap_or_else(OffsetDateTime::now_utc)
+}
+
 /// The current time as an RFC 3339 UTC string with second precision.
 pub fn now_rfc3339() -> String {
-    format_rfc3339(OffsetDateTime::now_utc())
+    format_rfc3339(now())
 }
 
 /// Formats a time as RFC 3339 UTC with second precision.

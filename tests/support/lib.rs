@@ -716,3 +716,53 @@ pub mod qcow2 {
         open(path).write_all_at(&size.to_be_bytes(), 24).unwrap();
     }
 }
+
+/// The id of a running job of `kind` on hub `state` (binary `bin`), waiting up to 30 s for one.
+pub fn running_job(bin: &str, state: &Path, kind: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let jobs = cli_json(bin, state, &["job", "list", "--status", "running"]);
+        if let Some(j) = jobs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|j| j["kind"] == kind)
+        {
+            return j["id"].to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} job runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `sendense ARGS` (binary `bin`) in the background on hub `state`, with pause point `pause`
+/// set (`SENDENSE_TEST_PAUSE_AT`); stderr piped.
+pub fn spawn_paused(bin: &str, state: &Path, args: &[&str], pause: &str) -> std::process::Child {
+    Command::new(bin)
+        .args(args)
+        .env("SENDENSE_HOME", state)
+        .env("SENDENSE_TEST_PAUSE_AT", pause)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sendense")
+}
+
+/// Runs `sendense ARGS` (binary `bin`) on hub `state` with crash point `point` set
+/// (`SENDENSE_TEST_CRASH_AT`), and asserts it died there (SIGKILL).
+pub fn cli_killed_at(bin: &str, state: &Path, args: &[&str], point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new(bin)
+        .args(args)
+        .env("SENDENSE_HOME", state)
+        .env("NO_COLOR", "1")
+        .env("SENDENSE_TEST_CRASH_AT", point)
+        .output()
+        .expect("running sendense");
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{args:?} did not reach {point}: {}",
+        output_text(&out)
+    );
+}

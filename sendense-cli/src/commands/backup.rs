@@ -147,7 +147,16 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                     .with_help("Restore from another backup or repository; take a --full backup of the VM to start a new chain."));
             }
         }
-        BackupCommand::Delete { id } => {
+        BackupCommand::Delete { id, dry_run: true } => {
+            let sd = super::open(g)?;
+            let plan = sd.delete_plan(&id)?;
+            if g.json {
+                output::json(&plan)?;
+            } else {
+                output::line(&delete_plan_text(&plan))?;
+            }
+        }
+        BackupCommand::Delete { id, dry_run: false } => {
             let mut sd = super::open(g)?;
             let b = sd.delete_backup(&id)?;
             if g.json {
@@ -155,6 +164,39 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
             } else {
                 output::line(&format!("Deleted backup {} of `{}`.", b.id, b.vm))?;
             }
+        }
+        BackupCommand::Prune {
+            vm,
+            repo,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            dry_run,
+        } => {
+            let mut sd = super::open(g)?;
+            let rules = sendense_core::retention::KeepRules {
+                last: keep_last,
+                hourly: keep_hourly,
+                daily: keep_daily,
+                weekly: keep_weekly,
+                monthly: keep_monthly,
+                yearly: keep_yearly,
+            };
+            let report = sd.prune(&sendense_core::retention::PruneRequest {
+                vm,
+                repo,
+                rules,
+                dry_run,
+            })?;
+            if g.json {
+                output::json(&report)?;
+            } else {
+                output::line(&prune_text(&report))?;
+            }
+            return Ok(ExitCode::from(report.exit_code()));
         }
         BackupCommand::Show { id } => {
             let sd = super::open(g)?;
@@ -206,4 +248,68 @@ fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
         ]);
     }
     output::line(&t.to_string())
+}
+
+/// What `backup delete --dry-run` says, one line per disk.
+fn delete_plan_text(plan: &sendense_core::backup::DeletePlan) -> String {
+    let mut lines = vec![format!(
+        "Would delete backup {} of `{}`:",
+        plan.backup, plan.vm
+    )];
+    for d in &plan.disks {
+        lines.push(match (&d.merge_into, &d.new_parent) {
+            (Some(into), Some(parent)) => format!(
+                "  disk {}: merged into backup {into}, which is then backed by {parent}",
+                d.key
+            ),
+            (Some(into), None) => format!(
+                "  disk {}: merged into backup {into}, which becomes a full",
+                d.key
+            ),
+            (None, _) => format!("  disk {}: removed (nothing depends on it)", d.key),
+        });
+    }
+    lines.join("\n")
+}
+
+/// What `backup prune` prints: a table per VM and repository, then the counts.
+fn prune_text(report: &sendense_core::retention::PruneReport) -> String {
+    use sendense_core::retention::Mark;
+    let mut out = Vec::new();
+    for g in &report.groups {
+        out.push(format!("VM `{}` in repository `{}`:", g.vm, g.repo));
+        let mut t = table::new(&["Backup", "Created", "Mark", "Result"]);
+        for b in &g.backups {
+            let mark = match &b.mark {
+                Mark::Keep { rule: Some(r) } => format!("kept ({r})"),
+                Mark::Keep { rule: None } => "kept".into(),
+                Mark::Remove => "removed".into(),
+                Mark::Merge { into } => format!("merged into {into}"),
+            };
+            let result = match (&b.error, b.mark.is_kept(), report.dry_run) {
+                (Some(e), _, _) => format!("stays: {e}"),
+                (None, true, _) => "-".into(),
+                (None, false, true) => "would go".into(),
+                (None, false, false) => "gone".into(),
+            };
+            t.add_row([b.id.clone(), b.created_at.clone(), mark, result]);
+        }
+        out.push(t.to_string());
+    }
+    let verb = if report.dry_run {
+        "would be removed"
+    } else {
+        "removed"
+    };
+    out.push(format!(
+        "{} kept, {} {verb}{}.",
+        report.kept,
+        report.removed,
+        if report.failed > 0 {
+            format!(", {} could not be removed", report.failed)
+        } else {
+            String::new()
+        }
+    ));
+    out.join("\n")
 }

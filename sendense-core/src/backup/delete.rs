@@ -1,24 +1,98 @@
 //! `backup delete`: a backup's manifest, images, digest files and rows go together, safely
-//! beside everything else Sendense runs and at any crash instant.
+//! beside everything else Sendense runs and at any crash instant. Any backup can be deleted:
+//! one that later backups depend on is merged into them ([`super::merge`]).
 //!
 //! 1. Take the VM lock: no backup of the VM runs (none can plan on the backup as its parent).
-//! 2. Take the backup's lock exclusively: no restore, export or verify reads it (they hold it
-//!    shared, for the whole chain they read).
-//! 3. In one synced transaction, check that it is completed and no backup depends on it, and
-//!    mark it `deleting`: from here on nothing reads it or builds on it, and should this process
-//!    die the reconciliation finishes the delete ([`crate::cleanup`]).
-//! 4. Remove the manifest first (the repository no longer claims the backup, `repo import` will
-//!    not bring it back), then images and digest files, each directory synced; then the rows.
+//! 2. Take the backup's lock exclusively: no restore, export or verify reads it — or any backup
+//!    that depends on it (they hold it shared, for the whole chain they read).
+//! 3. In one synced transaction, check that it is completed (and, for a merge, that exactly the
+//!    planned backups depend on it), and mark it `deleting`: from here on nothing reads it or
+//!    builds on it, and should this process die the reconciliation finishes the delete
+//!    ([`crate::cleanup`]).
+//! 4. Nothing depends on it: remove the manifest first (the repository no longer claims the
+//!    backup, `repo import` will not bring it back), then images and digest files, each
+//!    directory synced; then the rows. Something does: the merge's journal, then its steps.
 
+use super::merge::{remove_durably, Journal};
 use crate::catalog::BackupRecord;
 use crate::error::{Error, Result};
 use crate::lock::{BackupDeleteLock, VmLock};
 use crate::sendense::Sendense;
+use serde::Serialize;
 use std::path::Path;
 
+/// What deleting a backup does, disk by disk (`backup delete --dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeletePlan {
+    /// The backup.
+    pub backup: String,
+    /// Its VM.
+    pub vm: String,
+    /// Its disks.
+    pub disks: Vec<DiskFate>,
+}
+
+/// What happens to one disk's image of a deleted backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskFate {
+    /// Disk key.
+    pub key: u32,
+    /// The backup whose image takes this image's data (`None`: nothing depends on it, it is
+    /// removed).
+    pub merge_into: Option<String>,
+    /// That backup's new parent for this disk (`None`: it becomes a full).
+    pub new_parent: Option<String>,
+}
+
 impl Sendense {
-    /// Deletes a backup: refused while another backup depends on it (exit 5, `Refused`) or
-    /// while a backup of its VM, or a restore, export or verify of it runs (`Busy`).
+    /// What [`Sendense::delete_backup`] would do, without doing anything.
+    pub fn delete_plan(&self, id: &str) -> Result<DeletePlan> {
+        let b = self.catalog().backup(id)?;
+        let journal = self.merge_journal(&b)?;
+        Ok(DeletePlan {
+            backup: b.id.clone(),
+            vm: b.vm.clone(),
+            disks: journal
+                .disks
+                .iter()
+                .map(|d| DiskFate {
+                    key: d.key,
+                    new_parent: d.child.as_ref().and(d.parent.clone()),
+                    merge_into: d.child.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The merge plan of backup `b` from the catalog.
+    fn merge_journal(&self, b: &BackupRecord) -> Result<Journal> {
+        let children = self.catalog().disk_children(&b.id)?;
+        let mut records = Vec::new();
+        for c in &children {
+            if !records.iter().any(|r: &BackupRecord| r.id == c.child) {
+                records.push(self.catalog().backup(&c.child)?);
+            }
+        }
+        for r in std::iter::once(b).chain(&records) {
+            if let Some(why) = &r.damaged {
+                if !children.is_empty() {
+                    return Err(Error::refused(format!(
+                        "backup {} is damaged ({why}); its data is not merged into another backup",
+                        r.id
+                    ))
+                    .with_help(
+                        "Take a full backup (`sendense backup start VM --full`), then delete the \
+                         damaged chain newest first.",
+                    ));
+                }
+            }
+        }
+        Journal::plan(b, &children, &records)
+    }
+
+    /// Deletes a backup. Backups that depend on it keep their data: it is merged into them
+    /// first. Refused while a backup of its VM, or a restore, export or verify of it or of a
+    /// backup depending on it, runs (`Busy`).
     pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
         let b = self.catalog().backup(id)?;
         // An unmounted share or another repository at the path: nothing there is this backup's,
@@ -59,6 +133,19 @@ impl Sendense {
                  one `repo import` could not register. Deleting this one would break it.",
             ));
         }
+        let b = self.catalog().backup(id)?;
+        let journal = self.merge_journal(&b)?;
+        if journal.disks.iter().any(|d| d.child.is_some()) {
+            let children = self.catalog().disk_children(id)?;
+            self.catalog_mut().mark_merging(id, &children)?;
+            crate::crash::point("merge.marked");
+            journal.write(&repo.path)?;
+            crate::crash::point("merge.journal-written");
+            self.finish_merge(&repo.path, &journal)?;
+            let mut b = b;
+            b.status = "deleted".into();
+            return Ok(b);
+        }
         let mut b = self.catalog_mut().mark_deleting(id)?;
         crate::crash::point("delete.marked");
         remove_durably(&manifest)?;
@@ -71,6 +158,36 @@ impl Sendense {
         self.catalog_mut().delete_backup(id)?;
         b.status = "deleted".into();
         Ok(b)
+    }
+
+    /// The merge's file work ([`super::merge::roll_forward`]), then the journal goes (the
+    /// repository is final), then the catalog's one transaction. Runs again, from the start,
+    /// after a crash: without its journal, from the catalog, which still holds the backup.
+    pub(crate) fn finish_merge(&mut self, repo: &Path, journal: &Journal) -> Result<()> {
+        let merged = super::merge::roll_forward(repo, journal)?;
+        journal.remove(repo)?;
+        crate::crash::point("merge.journal-removed");
+        self.catalog_mut().finish_merge(&journal.backup, &merged)?;
+        crate::crash::point("merge.catalog-done");
+        Ok(())
+    }
+
+    /// Finishes the delete of backup `b`, marked `deleting` by a process that died: its merge,
+    /// when its journal or its dependants say it was one (the journal is written again from
+    /// the catalog when the process died before writing it).
+    pub(crate) fn finish_interrupted_merge(&mut self, b: &BackupRecord) -> Result<bool> {
+        let rel = super::merge::journal_rel(&b.vm, &b.id);
+        let journal = if b.repo_path.join(&rel).is_file() {
+            Journal::read(&b.repo_path, &rel)?
+        } else if !self.catalog().disk_children(&b.id)?.is_empty() {
+            let j = self.merge_journal(b)?;
+            j.write(&b.repo_path)?;
+            j
+        } else {
+            return Ok(false);
+        };
+        self.finish_merge(&b.repo_path.clone(), &journal)?;
+        Ok(true)
     }
 }
 
@@ -129,17 +246,4 @@ fn repository_dependant(
         }
     }
     Ok(None)
-}
-
-/// Removes `path` (a missing file is fine) and syncs its directory.
-fn remove_durably(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("removing", path, e)),
-    }
-    match path.parent() {
-        Some(dir) => crate::fsutil::fsync_dir(dir),
-        None => Ok(()),
-    }
 }

@@ -495,26 +495,7 @@ impl Catalog {
     pub fn mark_deleting(&mut self, id: &str) -> Result<BackupRecord> {
         let now = crate::time::now_rfc3339();
         self.write(|tx| {
-            let state: Option<(String, Option<String>)> = tx
-                .query_row(
-                    "SELECT status, deleting_at FROM backups WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            match state {
-                None => {
-                    return Err(Error::not_found(format!("no backup with id `{id}`"))
-                        .with_help("See `sendense backup list` for the backup ids."))
-                }
-                Some((_, Some(_))) => {
-                    return Err(Error::busy(format!("backup {id} is already being deleted")))
-                }
-                Some((status, None)) if status != "completed" => {
-                    return Err(Error::busy(format!("backup {id} is still being written")))
-                }
-                Some(_) => {}
-            }
+            refuse_unless_deletable(tx, id)?;
             refuse_if_depended_on(tx, id)?;
             tx.execute(
                 "UPDATE backups SET deleting_at = ?1 WHERE id = ?2",
@@ -554,6 +535,26 @@ impl Catalog {
     }
 }
 
+/// `NotFound` for an unknown backup, `Busy` for one being written or already being deleted.
+pub(super) fn refuse_unless_deletable(conn: &rusqlite::Connection, id: &str) -> Result<()> {
+    let state: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT status, deleting_at FROM backups WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match state {
+        None => Err(Error::not_found(format!("no backup with id `{id}`"))
+            .with_help("See `sendense backup list` for the backup ids.")),
+        Some((_, Some(_))) => Err(Error::busy(format!("backup {id} is already being deleted"))),
+        Some((status, None)) if status != "completed" => {
+            Err(Error::busy(format!("backup {id} is still being written")))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
 /// `Refused` while other backups' images are backed by `id`'s.
 fn refuse_if_depended_on(conn: &rusqlite::Connection, id: &str) -> Result<()> {
     let deps = dependents_on(conn, id)?;
@@ -567,7 +568,7 @@ fn refuse_if_depended_on(conn: &rusqlite::Connection, id: &str) -> Result<()> {
 }
 
 /// Backups whose images are backed by `id`'s images (also inside a write transaction).
-fn dependents_on(conn: &rusqlite::Connection, id: &str) -> Result<Vec<String>> {
+pub(super) fn dependents_on(conn: &rusqlite::Connection, id: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT DISTINCT backup_id FROM backup_disks WHERE parent_backup_id = ?1 ORDER BY backup_id",
     )?;

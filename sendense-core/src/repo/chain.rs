@@ -14,7 +14,7 @@ pub const PARTIAL: &str = ".partial";
 
 /// A new, unique, sortable backup id: `20261125T211006Z-1a2b3c`.
 pub fn new_backup_id() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    let now = crate::time::now();
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         now.year(),

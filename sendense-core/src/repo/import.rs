@@ -167,6 +167,9 @@ impl Sendense {
                 o.hub, o.host, o.since
             ));
         }
+        // A delete that was merging a backup into the ones depending on it is finished first,
+        // from its journal: the manifests then describe the backups as they are.
+        self.finish_journaled_merges(&canonical, _taking.is_none(), &mut report)?;
         // Manifests first; then backups whose manifest is lost (registered when they prove
         // themselves with --salvage, else named); again while salvaged parents let more in.
         loop {
@@ -181,6 +184,52 @@ impl Sendense {
         report.repo = self.catalog().repo(&repo.name)?;
         Ok(report)
     }
+    /// Finishes every merge whose journal is in the repository at `canonical` (see
+    /// [`crate::backup::merge`]): through the catalog when it knows the backup being removed,
+    /// else from the repository alone. `lock`: take the repository's writer lock for it (not
+    /// needed while this import holds it for a take-over).
+    fn finish_journaled_merges(
+        &mut self,
+        canonical: &Path,
+        lock: bool,
+        report: &mut ImportReport,
+    ) -> Result<()> {
+        use crate::backup::merge::{journals, roll_forward, Journal};
+        let found = journals(canonical);
+        if found.is_empty() {
+            return Ok(());
+        }
+        let _writing = match lock {
+            true => Some(crate::lock::RepoWriteLock::writer(canonical)?),
+            false => None,
+        };
+        for rel in found {
+            let journal = match Journal::read(canonical, &rel) {
+                Ok(j) => j,
+                Err(e) => {
+                    report.skipped.push(e.message().to_string());
+                    continue;
+                }
+            };
+            let _vm = crate::lock::VmLock::acquire(self.state_dir(), &journal.vm)?;
+            let done = match self.catalog().backup(&journal.backup) {
+                Ok(b) => self.finish_interrupted_merge(&b).map(|_| ()),
+                Err(_) => roll_forward(canonical, &journal).and_then(|_| journal.remove(canonical)),
+            };
+            match done {
+                Ok(()) => report.warnings.push(format!(
+                    "finished removing backup {} of `{}`: an interrupted delete had begun \
+                     merging it into the backups that depend on it",
+                    journal.backup, journal.vm
+                )),
+                Err(e) => report
+                    .skipped
+                    .push(format!("the interrupted merge {rel}: {}", e.message())),
+            }
+        }
+        Ok(())
+    }
+
     /// Registers the backups the manifests of the repository at `canonical` describe that the
     /// catalog does not hold yet.
     fn import_manifests(
