@@ -251,7 +251,9 @@ impl Sendense {
             ));
             return Ok(check);
         }
-        if let Err(e) = crate::repo::chain::check_image(&link.file) {
+        // The image alone: its backing chain is checked link by link (headers, names, sizes),
+        // so a check costs the same however long the chain is.
+        if let Err(e) = crate::repo::chain::check_image_alone(&link.file) {
             check
                 .problems
                 .push(format!("qemu-img check: {}", e.message()));
@@ -518,7 +520,8 @@ fn covered(extents: &[(u64, u64)], off: u64) -> bool {
     i > 0 && off < extents[i - 1].0 + extents[i - 1].1
 }
 
-/// What an image holds itself, per `qemu-img map` with its backing chain (depth 0).
+/// What an image holds itself, per `qemu-img map` of the image opened without its backing
+/// chain (so the cost does not grow with the chain).
 #[derive(Debug, Default)]
 struct OwnMap {
     /// Ranges of data.
@@ -528,16 +531,10 @@ struct OwnMap {
 }
 
 fn own_map(image: &Path) -> Result<OwnMap> {
+    let alone = crate::repo::chain::without_backing(image)?;
     let out = crate::tools::run(
         crate::tools::QEMU_IMG,
-        [
-            "map",
-            "--output=json",
-            "-U",
-            "-f",
-            "qcow2",
-            &image.to_string_lossy(),
-        ],
+        ["map", "--output=json", "-U", &alone],
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::new(crate::ErrorKind::External, format!("qemu-img map: {e}")))?;
