@@ -404,22 +404,17 @@ fn corrupt(image: &Path) {
 }
 
 #[test]
-fn a_corrupt_image_fails_the_check_with_or_without_its_chain() {
-    use sendense_core::repo::chain::{check_image, check_image_alone};
+fn a_corrupt_image_fails_the_check_that_never_opens_its_chain() {
+    use sendense_core::repo::chain::check_image_alone;
     let dir = tempfile::tempdir().unwrap();
     require("qemu-img", "qemu-utils");
     let base = create_image(&dir.path().join("base.qcow2"), "qcow2", "16M");
     let top = sendense_testkit::create_overlay(&dir.path().join("top.qcow2"), "base.qcow2");
     sendense_testkit::qemu_io(&top, "qcow2", &["write -P 7 0 64k"]);
-    check_image(&top).unwrap();
     check_image_alone(&top).unwrap();
 
-    // Alone, the image is checked without opening its parent.
+    // The image is checked without opening its parent.
     std::fs::rename(&base, dir.path().join("elsewhere.qcow2")).unwrap();
-    assert!(
-        check_image(&top).is_err(),
-        "a broken chain fails the full check"
-    );
     check_image_alone(&top).unwrap();
 
     corrupt(&top);
