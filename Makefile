@@ -54,6 +54,7 @@ bench: deps
 	bash bench/copy.sh $(BENCH_SIZE) $(BENCH_RUNS)
 	bash bench/backup.sh 4G $(BENCH_RUNS)
 	bash bench/restore.sh 4G $(BENCH_RUNS)
+	bash bench/retention.sh 4G $(BENCH_RUNS) 500
 
 ## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.
 FUZZ_SECONDS ?= 300

@@ -46,6 +46,9 @@ _sendense() {
             sendense,vm)
                 cmd="sendense__subcmd__vm"
                 ;;
+            sendense__subcmd__backup,consolidate)
+                cmd="sendense__subcmd__backup__subcmd__consolidate"
+                ;;
             sendense__subcmd__backup,delete)
                 cmd="sendense__subcmd__backup__subcmd__delete"
                 ;;
@@ -144,12 +147,42 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete prune"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete consolidate prune"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__backup__subcmd__consolidate)
+            opts="-v -q -h -V --disk --repo --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -571,6 +571,37 @@ JSON OUTPUT
         #[arg(long)]
         dry_run: bool,
     },
+    /// Make a VM's newest backup a standalone full, from the repository (a synthetic full).
+    #[command(
+        after_long_help = "Copies the chain of each disk of the newest completed backup of VM (in --repo,
+else in the repository of its newest backup) into one standalone image that
+takes the backup's place (`qemu-img convert` of the chain; the source is not
+read). The backup restores to exactly the same data, now without opening older
+images, and the next incrementals build on it; the older backups stay restore
+points of their own, which nothing depends on any more, so prune removes them
+without merges. Block digests follow the data. A disk that is a full already is
+left alone. The configuration key max_chain_length does this automatically
+whenever a backup makes a chain longer.
+
+Refused (exit 5) while a backup of the VM runs or the backup is read, and for a
+damaged chain or digests of an older Sendense. The journal
+<vm>/merges/<id>.full.yaml is written into the repository before the first file
+changes: an interrupted consolidation is finished by the next sendense command.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"vm\": \"pgtest1\",
+   \"disks\": [{\"key\": 2000, \"links_before\": 12, \"image_bytes\": 1073741824}]}"
+    )]
+    Consolidate {
+        /// VM name.
+        vm: String,
+        /// Only this disk.
+        #[arg(long, value_name = "KEY")]
+        disk: Option<u32>,
+        /// The VM's newest backup in this repository.
+        #[arg(long)]
+        repo: Option<String>,
+    },
     /// Remove the backups keep rules do not keep; chains keep working.
     #[command(
         after_long_help = "Applies keep rules to the completed backups of each VM in each repository (or

@@ -158,6 +158,16 @@ impl Lab {
         cli_json(BIN, &self.state, &["backup", "show", &self.id(i)])
     }
 
+    /// After a kill at `point` and the next command: verify passes, cleanup has nothing left
+    /// to do, and the chain goes on (a new backup is taken).
+    fn assert_recovered(&mut self, point: &str) {
+        let o = cli(BIN, &self.state, &["backup", "verify", "--vm", "vm1"]);
+        assert!(o.status.success(), "{point}: verify: {}", output_text(&o));
+        let dry = cli_json(BIN, &self.state, &["cleanup", "--dry-run"]);
+        assert_eq!(dry["actions"], serde_json::json!([]), "{point}: {dry}");
+        self.backup();
+    }
+
     /// Nothing of a merge or of a write is left in the repository.
     fn assert_no_leftovers(&self) {
         let leftovers: Vec<String> = sendense_testkit::walk(&self.vm_dir())
@@ -311,12 +321,8 @@ fn a_merge_killed_at_any_instant_is_finished_by_the_next_command_and_loses_nothi
             "{point}: backup {victim} is still listed"
         );
         assert_eq!(now.len(), ids.len() - 1, "{point}: {ids:?} → {now:?}");
-        let o = cli(BIN, &lab.state, &["backup", "verify", "--vm", "vm1"]);
-        assert!(o.status.success(), "{point}: verify: {}", output_text(&o));
-        let dry = cli_json(BIN, &lab.state, &["cleanup", "--dry-run"]);
-        assert_eq!(dry["actions"], serde_json::json!([]), "{point}: {dry}");
         // The chain goes on.
-        lab.backup();
+        lab.assert_recovered(point);
     }
     lab.assert_all_exact();
     lab.assert_no_leftovers();
@@ -502,7 +508,11 @@ fn prune_leaves_a_vm_whose_backup_runs() {
         "{report:#}"
     );
     let completed = cli_json(BIN, &lab.state, &["backup", "list", "--vm", "vm1"]);
-    let completed = completed.as_array().unwrap().iter().filter(|b| b["status"] == "completed");
+    let completed = completed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["status"] == "completed");
     assert_eq!(completed.count(), 3, "nothing was removed");
     let pid = running.id().to_string();
     assert!(Command::new("kill")
@@ -512,4 +522,104 @@ fn prune_leaves_a_vm_whose_backup_runs() {
         .success());
     running.wait_with_output().unwrap();
     let _ = lab.backup();
+}
+
+#[test]
+fn consolidate_makes_the_newest_backup_standalone_without_changing_a_byte() {
+    let mut lab = Lab::new(4);
+    let top = lab.id(3);
+    let report = cli_json(BIN, &lab.state, &["backup", "consolidate", "vm1"]);
+    assert_eq!(report["backup"], top.as_str(), "{report}");
+    assert_eq!(report["disks"][0]["links_before"], 4);
+    assert_eq!(report["disks"].as_array().unwrap().len(), 2);
+    let shown = lab.show(3);
+    for d in shown["disks"].as_array().unwrap() {
+        assert_eq!(
+            (&d["mode"], &d["parent"]),
+            (&"full".into(), &Value::Null),
+            "{shown}"
+        );
+    }
+    lab.assert_all_exact();
+    // Nothing depends on the older backups any more: they go without a merge.
+    let plan = cli_json(
+        BIN,
+        &lab.state,
+        &["backup", "delete", &lab.id(2), "--dry-run"],
+    );
+    assert_eq!(plan["disks"][0]["merge_into"], Value::Null, "{plan}");
+    // Standalone already: nothing to do.
+    let again = cli_json(BIN, &lab.state, &["backup", "consolidate", "vm1"]);
+    assert_eq!(again["disks"], serde_json::json!([]));
+    // The chain goes on from it.
+    let next = lab.backup();
+    assert_eq!(next["disks"][0]["parent"], top.as_str(), "{next}");
+    for i in 0..3 {
+        lab.delete(i);
+    }
+    lab.assert_all_exact();
+    lab.assert_no_leftovers();
+}
+
+#[test]
+fn a_consolidation_killed_at_any_instant_is_finished_by_the_next_command() {
+    let points = [
+        "consolidate.journal-written",
+        "consolidate.converted#1",
+        "consolidate.digests-written#1",
+        "consolidate.image-renamed#1",
+        "consolidate.digests-renamed#1",
+        "consolidate.converted#2",
+        "consolidate.image-renamed#2",
+        "consolidate.manifest-rewritten",
+        "consolidate.catalog-done",
+    ];
+    let mut lab = Lab::new(2);
+    for point in points {
+        let args = ["backup", "consolidate", "vm1"];
+        sendense_testkit::cli_killed_at(BIN, &lab.state, &args, point);
+        let top = listed(&lab.state).pop().unwrap();
+        let shown = cli_json(BIN, &lab.state, &["backup", "show", &top]);
+        for d in shown["disks"].as_array().unwrap() {
+            assert_eq!(d["mode"], "full", "{point}: {shown}");
+        }
+        lab.assert_recovered(point);
+    }
+    lab.assert_all_exact();
+    lab.assert_no_leftovers();
+}
+
+#[test]
+fn max_chain_length_keeps_every_chain_short_and_exact() {
+    let mut lab = Lab::new(0);
+    let config = lab.state.join("config.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("max_chain_length: 3\n");
+    std::fs::write(&config, text).unwrap();
+    for _ in 0..7 {
+        lab.backup();
+    }
+    // Backups 0-2 form a chain of 3; backup 3 made it 4, so it became a full; and so on.
+    let modes: Vec<Value> = (0..7)
+        .map(|i| lab.show(i)["disks"][0]["mode"].clone())
+        .collect();
+    let want = [
+        "full",
+        "incremental",
+        "incremental",
+        "full",
+        "incremental",
+        "incremental",
+        "full",
+    ];
+    assert_eq!(modes, want.map(Value::from), "{modes:?}");
+    let jobs = cli_json(BIN, &lab.state, &["job", "list", "--limit", "1"]);
+    let log = cli(BIN, &lab.state, &["job", "log", &jobs[0]["id"].to_string()]);
+    assert!(
+        output_text(&log).contains("longer than max_chain_length (3)"),
+        "{}",
+        output_text(&log)
+    );
+    lab.assert_all_exact();
+    lab.assert_no_leftovers();
 }

@@ -13,6 +13,7 @@
 //!    the new checkpoint (the old stays valid), mark the job failed/cancelled. A process killed
 //!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
 
+pub mod consolidate;
 mod delete;
 pub mod merge;
 pub mod node;
@@ -281,6 +282,7 @@ impl BackupRequest<'_> {
                         tracing::warn!("job {}: recording its progress: {e}", job.id);
                     }
                     sd.job_log(job.id, &format!("backup {} completed", report.backup));
+                    consolidate_long_chains(sd, job.id, &report, &repo);
                     break (run, Ok(report));
                 }
                 Err(e) => {
@@ -313,6 +315,51 @@ impl BackupRequest<'_> {
         let id = job.id;
         sd.end_job(job, result)
             .map_err(|e| e.context(format!("backup of `{}` (job {id})", vm_rec.name)))
+    }
+}
+
+/// `max_chain_length`: the disks of the new backup whose chain got longer are made standalone
+/// fulls at once. A failure is a warning — the backup is complete either way, and the journal
+/// of a consolidation cut short is finished by the next command.
+fn consolidate_long_chains(sd: &mut Sendense, job: i64, report: &BackupReport, repo: &RepoRecord) {
+    let max = sd.config().max_chain_length;
+    if max == 0 {
+        return;
+    }
+    for d in report.disks.iter().filter(|d| d.parent.is_some()) {
+        let links = match sd.catalog().disk_chain(&report.backup, d.key) {
+            Ok(chain) => chain.len(),
+            Err(e) => {
+                tracing::warn!("job {job}: {e}");
+                continue;
+            }
+        };
+        if links <= max as usize {
+            continue;
+        }
+        let result = sd.consolidate_locked(&report.backup, Some(d.key), &repo.path);
+        let msg = match result {
+            Ok(_) => format!(
+                "disk {}: its chain of {links} backups is longer than max_chain_length ({max}): \
+                 made a standalone full from the repository",
+                d.key
+            ),
+            Err(e) => {
+                let msg = format!(
+                    "disk {}: consolidating its chain of {links} backups: {e}",
+                    d.key
+                );
+                emit(
+                    sd,
+                    job,
+                    EventKind::Warning {
+                        message: msg.clone(),
+                    },
+                );
+                msg
+            }
+        };
+        sd.job_log(job, &msg);
     }
 }
 

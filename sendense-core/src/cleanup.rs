@@ -12,7 +12,8 @@
 //!   process, or a reused pid, is never touched; see [`crate::supervise`]) — and the records go;
 //!   the ports of its exports are freed and their pid and log files go;
 //! - a delete it had begun is finished (the backup was marked `deleting` before any file went),
-//!   a merge into the backups depending on it from its journal ([`crate::backup::merge`]);
+//!   a merge into the backups depending on it from its journal ([`crate::backup::merge`]), and
+//!   a consolidation into a standalone full from its ([`crate::backup::consolidate`]);
 //! - the VM's source is repaired at once ([`crate::source::repair`]): QEMU's fleecing jobs,
 //!   nodes, NBD exports and server of the job go, and its checkpoint bitmaps are folded back
 //!   into the recorded checkpoint, so the next backup is incremental and misses nothing;
@@ -41,7 +42,7 @@ use std::time::Duration;
 pub struct CleanupAction {
     /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
     /// `stop_hook`, `forget_process`, `release_port`, `finish_delete`, `finish_merge`,
-    /// `repair_source`, `remove_file`, `remove_dir`.
+    /// `finish_consolidation`, `repair_source`, `remove_file`, `remove_dir`.
     pub action: String,
     /// What it acts on (job id, path, port, ...).
     pub target: String,
@@ -109,6 +110,18 @@ impl Sendense {
         // files go again when they are released), so both runs list the same ones.
         self.scan_locks(dry_run, &mut report);
         self.finish_deletes(dry_run, &mut report)?;
+        for (backup, done) in self.finish_consolidations(dry_run)? {
+            match done {
+                Ok(()) => report.add(
+                    "finish_consolidation",
+                    &backup,
+                    "making it a standalone full was interrupted",
+                ),
+                Err(e) => report
+                    .errors
+                    .push(format!("finishing the consolidation of {backup}: {e}")),
+            }
+        }
         let repaired = self.repair_sources(&dead_jobs, dry_run, &mut report)?;
         self.remove_job_files(&dead_jobs, dry_run, &mut report)?;
         self.remove_scratch(&dead_jobs, &repaired, dry_run, &mut report)?;

@@ -114,6 +114,10 @@ pub struct Config {
     /// The `sendense-sna` binary for `transfer: process` and `source_side: node` (default:
     /// next to `sendense`, else `$PATH`).
     pub sna_path: Option<PathBuf>,
+    /// Longest chain a disk may have, in links (the backup itself included): when a backup
+    /// makes a disk's chain longer, it is consolidated into a standalone full at once. 0: no
+    /// limit.
+    pub max_chain_length: u32,
 }
 
 impl Default for Config {
@@ -127,6 +131,7 @@ impl Default for Config {
             scratch_dir: None,
             hook_timeout_secs: 300,
             sna_path: None,
+            max_chain_length: 0,
         }
     }
 }
@@ -283,6 +288,12 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # The sendense-sna binary used with `transfer: process` and `source_side: node` (default: next
 # to sendense, else $PATH).
 # sna_path: /usr/local/bin/sendense-sna
+
+# Longest chain a disk may have, in backups: when a backup makes a chain longer, its image is
+# made a standalone full at once (`backup consolidate`: from the repository, not the source),
+# and the next incrementals build on it. Restores of a long chain open every link; prune
+# removes the older backups without merges. 0: no limit.
+# max_chain_length: 0
 ";
 
 #[cfg(test)]

@@ -65,8 +65,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     result
 }
 
-/// True when files in `dir` can be opened with O_DIRECT (tmpfs, for one, cannot).
+/// True when files in `dir` can be opened with O_DIRECT (tmpfs, for one, cannot). The probe is
+/// an unnamed file (O_TMPFILE), so a process killed while probing leaves nothing in `dir`; only
+/// where the filesystem has no unnamed files is a named probe created and removed.
 pub fn supports_direct_io(dir: &Path) -> bool {
+    let unnamed = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE | libc::O_DIRECT)
+        .open(dir);
+    match unnamed {
+        Ok(_) => return true,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return false,
+        Err(_) => {}
+    }
     let probe = dir.join(format!(".sendense-odirect-{}", std::process::id()));
     let result = OpenOptions::new()
         .write(true)

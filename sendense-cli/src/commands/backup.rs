@@ -198,6 +198,28 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
             }
             return Ok(ExitCode::from(report.exit_code()));
         }
+        BackupCommand::Consolidate { vm, disk, repo } => {
+            let mut sd = super::open(g)?;
+            let report = sd.consolidate(&vm, repo.as_deref(), disk)?;
+            if g.json {
+                output::json(&report)?;
+            } else if report.disks.is_empty() {
+                output::line(&format!(
+                    "Backup {} of `{}` is standalone already: nothing to do.",
+                    report.backup, report.vm
+                ))?;
+            } else {
+                for d in &report.disks {
+                    output::line(&format!(
+                        "Backup {} disk {}: a chain of {} backups is now one standalone image of {}.",
+                        report.backup,
+                        d.key,
+                        d.links_before,
+                        output::bytes(d.image_bytes)
+                    ))?;
+                }
+            }
+        }
         BackupCommand::Show { id } => {
             let sd = super::open(g)?;
             let b = sd.backup_record(&id)?;

@@ -355,6 +355,14 @@ pub(crate) fn remove_durably(path: &Path) -> Result<()> {
 
 /// The journals of unfinished merges in `repo`, relative to it.
 pub fn journals(repo: &Path) -> Vec<String> {
+    all_journals(repo)
+        .into_iter()
+        .filter(|rel| !rel.ends_with(".full.yaml"))
+        .collect()
+}
+
+/// Every journal in `repo` (merges and consolidations), relative to it.
+pub(crate) fn all_journals(repo: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for vm in std::fs::read_dir(repo).into_iter().flatten().flatten() {
         let Ok(name) = vm.file_name().into_string() else {

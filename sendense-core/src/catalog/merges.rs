@@ -90,6 +90,27 @@ impl Catalog {
         })
     }
 
+    /// Records disk `key` of backup `id` as standalone (a consolidation): no parent, mode full,
+    /// its new digest and image length.
+    pub fn set_disk_standalone(
+        &mut self,
+        id: &str,
+        key: u32,
+        digest: &str,
+        image_bytes: u64,
+        reason: &str,
+    ) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE backup_disks SET parent_backup_id = NULL, mode = 'full', digest = ?1, \
+                 image_bytes = ?2, reason = CASE WHEN mode = 'full' THEN reason ELSE ?3 END \
+                 WHERE backup_id = ?4 AND disk_key = ?5",
+                (digest, image_bytes as i64, reason, id, key),
+            )?;
+            Ok(())
+        })
+    }
+
     /// The last step of a merge, in one synced transaction: the dependants' disks take their
     /// merged images (new parent, mode, digest, length) and backup `id` goes.
     pub fn finish_merge(&mut self, id: &str, merged: &[MergedDisk]) -> Result<()> {

@@ -194,9 +194,11 @@ impl Sendense {
         lock: bool,
         report: &mut ImportReport,
     ) -> Result<()> {
+        use crate::backup::consolidate::{self, ConsolidateJournal};
         use crate::backup::merge::{journals, roll_forward, Journal};
         let found = journals(canonical);
-        if found.is_empty() {
+        let consolidations = consolidate::journals(canonical);
+        if found.is_empty() && consolidations.is_empty() {
             return Ok(());
         }
         let _writing = match lock {
@@ -225,6 +227,22 @@ impl Sendense {
                 Err(e) => report
                     .skipped
                     .push(format!("the interrupted merge {rel}: {}", e.message())),
+            }
+        }
+        for rel in consolidations {
+            let done = ConsolidateJournal::read(canonical, &rel).and_then(|j| {
+                let _vm = crate::lock::VmLock::acquire(self.state_dir(), &j.vm)?;
+                self.finish_consolidation(canonical, &j).map(|_| j)
+            });
+            match done {
+                Ok(j) => report.warnings.push(format!(
+                    "finished making backup {} of `{}` a standalone full: it had been interrupted",
+                    j.backup, j.vm
+                )),
+                Err(e) => report.skipped.push(format!(
+                    "the interrupted consolidation {rel}: {}",
+                    e.message()
+                )),
             }
         }
         Ok(())
