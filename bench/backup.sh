@@ -81,13 +81,6 @@ settle() {
     echo "(storage settled after ${waited} s)"
 }
 
-# Waits up to 30 s for a server's Unix socket; fails when none appears.
-wait_for() {
-    for _ in $(seq 600); do [ -S "$1" ] && return 0; sleep 0.05; done
-    echo "no server came up at $1" >&2
-    return 1
-}
-
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 now() { date +%s.%N; }
 

@@ -19,3 +19,10 @@ start_vm() {
         -daemonize -pidfile "$1/qemu.pid" 2>"$1/qemu.log" || { cat "$1/qemu.log" >&2; return 1; }
     cat "$1/qemu.pid"
 }
+
+# Waits up to 30 s for a server's Unix socket; fails when none appears.
+wait_for() {
+    for _ in $(seq 600); do [ -S "$1" ] && return 0; sleep 0.05; done
+    echo "no server came up at $1" >&2
+    return 1
+}

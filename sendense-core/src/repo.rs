@@ -19,6 +19,7 @@ pub mod chain_check;
 pub mod digests;
 mod import;
 pub mod manifest;
+pub mod qcow2_map;
 mod salvage;
 mod writer;
 

@@ -307,7 +307,10 @@ impl Sendense {
     }
 
     /// Reads the image's own data clusters (without its backing file) and compares every block
-    /// with its digest record.
+    /// with its digest record. The image's cluster map comes from its own tables and the data
+    /// straight from the file ([`crate::repo::qcow2_map`]: no process, whatever the length of
+    /// the chain); a layout that reader leaves to QEMU is read through `qemu-img map` and a
+    /// qemu-nbd of the image alone.
     fn verify_data(
         &mut self,
         image: &Path,
@@ -317,11 +320,47 @@ impl Sendense {
         scratch: &Path,
         cancel: &CancellationToken,
     ) -> Result<(u64, Problems)> {
-        let map = own_map(image)?;
-        let extents = map.data.clone();
         let has_parent = crate::repo::chain::qcow2_header(image)
             .map(|h| h.backing.is_some())
             .unwrap_or(true);
+        let records = std::fs::File::open(dfile).map_err(|e| Error::io("reading", dfile, e))?;
+        let check = BlockCheck {
+            records: &records,
+            scheme,
+            size,
+            has_parent,
+        };
+        match crate::repo::qcow2_map::own_map(image) {
+            Ok(Some(map)) => {
+                let file =
+                    std::fs::File::open(image).map_err(|e| Error::io("reading", image, e))?;
+                let data: Vec<(u64, u64)> = map.data.iter().map(|(g, l, _)| (*g, *l)).collect();
+                let mut problems = Problems::default();
+                let bytes = check.blocks(&data, &mut problems, cancel, |off, buf| {
+                    map.read(&file, off, buf)
+                        .map_err(|e| Error::io("reading", image, e))
+                })?;
+                check.records(&data, &map.own, &mut problems)?;
+                Ok((bytes, problems))
+            }
+            Ok(None) => self.verify_data_through_qemu(image, &check, scratch, cancel),
+            Err(why) => {
+                let mut problems = Problems::default();
+                problems.push(format!("its cluster tables are damaged: {why}"));
+                Ok((0, problems))
+            }
+        }
+    }
+
+    /// [`Self::verify_data`] through QEMU: `qemu-img map` and a qemu-nbd of the image alone.
+    fn verify_data_through_qemu(
+        &mut self,
+        image: &Path,
+        check: &BlockCheck<'_>,
+        scratch: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, Problems)> {
+        let map = own_map(image)?;
         let alone = crate::repo::chain::without_backing(image)?;
         crate::fsutil::create_private_dir(scratch)?;
         let spec = ExportSpec {
@@ -339,82 +378,20 @@ impl Sendense {
         };
         let export = self.start_export(&spec)?;
         let url = export.url.clone();
-        let records = std::fs::File::open(dfile).map_err(|e| Error::io("reading", dfile, e))?;
-        let cancel = cancel.clone();
-        let result = crate::rt::block_on(async move {
+        let result = crate::rt::block_on(async {
             let client = NbdClient::connect(&url, &ConnectOptions::default()).await?;
             let mut problems = Problems::default();
+            check.beyond_end(&map.data, &mut problems);
             let mut bytes = 0u64;
-            for (start, len) in &extents {
+            for (off, n) in check.offsets(&map.data) {
                 if cancel.is_cancelled() {
                     return Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
                 }
-                let end = start.saturating_add(*len);
-                // QEMU keeps disks in whole 512-byte sectors: an image of a disk of an odd size
-                // holds the rest of its last sector (zeroes, and hashed with the block when the
-                // source was served the same way).
-                let held = size.div_ceil(512) * 512;
-                if end > held {
-                    // A tampered image: data where the disk has no bytes.
-                    problems.push(format!(
-                        "the image holds data beyond the end of the disk ({size} bytes): {} bytes at offset {}",
-                        end - held.max(*start),
-                        held.max(*start)
-                    ));
-                }
-                let mut off = start / BLOCK * BLOCK;
-                while off < end.min(held) {
-                    let n = BLOCK.min(held - off) as usize;
-                    let data = client.read(off, vec![0; n]).await?;
-                    bytes += n as u64;
-                    let zero = data.iter().all(|b| *b == 0);
-                    match digests::read_record(&records, off)? {
-                        Record::Data(want) if scheme.matches(off, &data, &want, size) => {}
-                        Record::Data(_) => {
-                            problems.push(format!("data differs from the backup at offset {off}"))
-                        }
-                        Record::Zero | Record::None if zero => {}
-                        Record::Zero => problems.push(format!(
-                            "data at offset {off}, where the backup wrote zeroes"
-                        )),
-                        Record::None => problems.push(format!("unexpected data at offset {off}")),
-                    }
-                    off += BLOCK;
-                }
+                let data = client.read(off, vec![0; n]).await?;
+                bytes += n as u64;
+                check.block(off, &data, &mut problems)?;
             }
-            // Blocks the backup wrote must still be there: stream the records in order.
-            let mut buf = vec![0u8; 1 << 20];
-            let mut pos = 0u64;
-            loop {
-                let n = std::io::Read::read(&mut &records, &mut buf).map_err(|e| {
-                    Error::new(crate::ErrorKind::Io, format!("reading digests: {e}"))
-                })?;
-                if n == 0 {
-                    break;
-                }
-                for rec in buf[..n].chunks(digests::RECORD as usize) {
-                    let off = pos / digests::RECORD * BLOCK;
-                    pos += rec.len() as u64;
-                    if rec.len() < digests::RECORD as usize {
-                        problems.push("the digest file ends inside a record".into());
-                        continue;
-                    }
-                    match Record::of(rec, off) {
-                        Record::Data(_) if !covered(&extents, off) => problems.push(format!(
-                            "data written by the backup is missing at offset {off}"
-                        )),
-                        // Zeroes the image no longer holds itself: its parent's data shows
-                        // through in every restore.
-                        Record::Zero if has_parent && !covered(&map.own, off) => {
-                            problems.push(format!(
-                                "zeroes written by the backup are missing at offset {off}: \
-                                 what the backing file holds there shows through"
-                            ))
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            check.records(&map.data, &map.own, &mut problems)?;
             client.disconnect().await;
             Ok::<_, Error>((bytes, problems))
         });
@@ -422,6 +399,141 @@ impl Sendense {
         let out = result??;
         stopped?;
         Ok(out)
+    }
+}
+
+/// Checks of one image's blocks against its digest records.
+struct BlockCheck<'a> {
+    records: &'a std::fs::File,
+    scheme: digests::Scheme,
+    size: u64,
+    has_parent: bool,
+}
+
+impl BlockCheck<'_> {
+    /// QEMU keeps disks in whole 512-byte sectors: an image of a disk of an odd size holds the
+    /// rest of its last sector (zeroes, and hashed with the block when the source was served the
+    /// same way).
+    fn held(&self) -> u64 {
+        self.size.div_ceil(512) * 512
+    }
+
+    /// Reports data of `extents` where the disk has no bytes (a tampered image).
+    fn beyond_end(&self, extents: &[(u64, u64)], problems: &mut Problems) {
+        let (size, held) = (self.size, self.held());
+        for (start, len) in extents {
+            let end = start.saturating_add(*len);
+            if end > held {
+                problems.push(format!(
+                    "the image holds data beyond the end of the disk ({size} bytes): {} bytes at offset {}",
+                    end - held.max(*start),
+                    held.max(*start)
+                ));
+            }
+        }
+    }
+
+    /// The blocks (offset, length) holding the data `extents`, in order, each once.
+    fn offsets<'e>(&self, extents: &'e [(u64, u64)]) -> impl Iterator<Item = (u64, usize)> + 'e {
+        let held = self.held();
+        let mut last = None;
+        extents
+            .iter()
+            .flat_map(move |(start, len)| {
+                let end = start.saturating_add(*len).min(held);
+                (start / BLOCK..end.div_ceil(BLOCK)).map(move |b| {
+                    let off = b * BLOCK;
+                    (off, BLOCK.min(held - off) as usize)
+                })
+            })
+            // Adjacent extents may share a block (clusters smaller than a block).
+            .filter(move |(off, _)| {
+                let new = last != Some(*off);
+                last = Some(*off);
+                new
+            })
+    }
+
+    /// Reads (through `read`) and checks every block of the data `extents`; returns the bytes
+    /// read.
+    fn blocks(
+        &self,
+        extents: &[(u64, u64)],
+        problems: &mut Problems,
+        cancel: &CancellationToken,
+        mut read: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<u64> {
+        self.beyond_end(extents, problems);
+        let mut bytes = 0u64;
+        let mut buf = vec![0u8; BLOCK as usize];
+        for (off, n) in self.offsets(extents) {
+            if cancel.is_cancelled() {
+                return Err(Error::new(ErrorKind::Cancelled, "verify cancelled"));
+            }
+            read(off, &mut buf[..n])?;
+            bytes += n as u64;
+            self.block(off, &buf[..n], problems)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Checks the block at `off` against its record.
+    fn block(&self, off: u64, data: &[u8], problems: &mut Problems) -> Result<()> {
+        let zero = data.iter().all(|b| *b == 0);
+        match digests::read_record(self.records, off)? {
+            Record::Data(want) if self.scheme.matches(off, data, &want, self.size) => {}
+            Record::Data(_) => {
+                problems.push(format!("data differs from the backup at offset {off}"))
+            }
+            Record::Zero | Record::None if zero => {}
+            Record::Zero => problems.push(format!(
+                "data at offset {off}, where the backup wrote zeroes"
+            )),
+            Record::None => problems.push(format!("unexpected data at offset {off}")),
+        }
+        Ok(())
+    }
+
+    /// Blocks the backup wrote must still be there: streams the records in order.
+    fn records(
+        &self,
+        data: &[(u64, u64)],
+        own: &[(u64, u64)],
+        problems: &mut Problems,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        let mut reader = self.records;
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf)
+                .map_err(|e| Error::new(crate::ErrorKind::Io, format!("reading digests: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            for rec in buf[..n].chunks(digests::RECORD as usize) {
+                let off = pos / digests::RECORD * BLOCK;
+                pos += rec.len() as u64;
+                if rec.len() < digests::RECORD as usize {
+                    problems.push("the digest file ends inside a record".into());
+                    continue;
+                }
+                match Record::of(rec, off) {
+                    Record::Data(_) if !covered(data, off) => problems.push(format!(
+                        "data written by the backup is missing at offset {off}"
+                    )),
+                    // Zeroes the image no longer holds itself: its parent's data shows
+                    // through in every restore.
+                    Record::Zero if self.has_parent && !covered(own, off) => {
+                        problems.push(format!(
+                            "zeroes written by the backup are missing at offset {off}: \
+                             what the backing file holds there shows through"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,305 @@
+//! What a QCOW2 image holds itself, read from its own L1/L2 tables: the guest ranges it holds
+//! as data (and where in the file they are) and the ranges it marks as zeroes. Only reads —
+//! QEMU's tools own every QCOW2 write — and without opening the backing chain, so reading the
+//! map of each link of a chain costs what that link holds, and no process.
+//!
+//! Everything read is untrusted: every table and every data cluster must lie inside the file,
+//! or the image is reported damaged. Layouts this reader leaves to QEMU — encryption, an
+//! external data file, extended L2 entries, compressed clusters — give `None`, and the caller
+//! asks QEMU instead.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// The image's own clusters, as guest ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnMap {
+    /// Data: (guest offset, length, offset in the file), adjacent clusters merged.
+    pub data: Vec<(u64, u64, u64)>,
+    /// Ranges the image decides (data or zeroes), where a backing file does not show through.
+    pub own: Vec<(u64, u64)>,
+}
+
+/// Incompatible features this reader follows: dirty (1), corrupt is left to QEMU.
+const INCOMPAT_DIRTY: u64 = 1;
+/// L2 entry: the cluster reads as zeroes.
+const L2_ZERO: u64 = 1;
+/// L2 entry: the cluster is compressed.
+const L2_COMPRESSED: u64 = 1 << 62;
+/// Offset bits of L1 and standard L2 entries.
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+
+fn be64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads the map of the QCOW2 image at `path`: `Ok(None)` for a layout left to QEMU,
+/// `Err(why)` for an image whose tables point outside it.
+pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
+    let f = File::open(path).map_err(|e| e.to_string())?;
+    let file_len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut h = vec![0u8; 112];
+    let n = f.read_at(&mut h, 0).map_err(|e| e.to_string())?;
+    h.truncate(n);
+    let short = || "its header is cut short".to_string();
+    if be32(&h, 0) != Some(0x5146_49fb) {
+        return Err("it is not a QCOW2 image (bad magic)".into());
+    }
+    let version = be32(&h, 4).ok_or_else(short)?;
+    let cluster_bits = be32(&h, 20).ok_or_else(short)?;
+    let size = be64(&h, 24).ok_or_else(short)?;
+    let crypt = be32(&h, 32).ok_or_else(short)?;
+    let l1_size = u64::from(be32(&h, 36).ok_or_else(short)?);
+    let l1_offset = be64(&h, 40).ok_or_else(short)?;
+    let incompatible = if version >= 3 {
+        be64(&h, 72).ok_or_else(short)?
+    } else {
+        0
+    };
+    if !(9..=21).contains(&cluster_bits) {
+        return Err(format!("its cluster size 2^{cluster_bits} is impossible"));
+    }
+    if crypt != 0 || incompatible & !INCOMPAT_DIRTY != 0 {
+        return Ok(None);
+    }
+    let cluster = 1u64 << cluster_bits;
+    let per_l2 = cluster / 8;
+    let clusters = size.div_ceil(cluster);
+    if l1_size < clusters.div_ceil(per_l2) {
+        return Err(format!(
+            "its L1 table ({l1_size} entries) does not cover its {size} bytes"
+        ));
+    }
+    let inside = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= file_len);
+    let l1_len = clusters.div_ceil(per_l2) * 8;
+    if !inside(l1_offset, l1_len) {
+        return Err("its L1 table lies beyond the end of the file".into());
+    }
+    let mut l1 = vec![0u8; l1_len as usize];
+    f.read_exact_at(&mut l1, l1_offset)
+        .map_err(|e| e.to_string())?;
+    let mut map = OwnMap::default();
+    let mut l2 = vec![0u8; cluster as usize];
+    for (i, entry) in l1.chunks_exact(8).enumerate() {
+        let l2_offset = be64(entry, 0).unwrap_or(0) & OFFSET_MASK;
+        if l2_offset == 0 {
+            continue;
+        }
+        if !l2_offset.is_multiple_of(cluster) || !inside(l2_offset, cluster) {
+            return Err(format!("L1 entry {i} points outside the file"));
+        }
+        f.read_exact_at(&mut l2, l2_offset)
+            .map_err(|e| e.to_string())?;
+        for (j, e) in l2.chunks_exact(8).enumerate() {
+            let index = i as u64 * per_l2 + j as u64;
+            if index >= clusters {
+                break;
+            }
+            let e = be64(e, 0).unwrap_or(0);
+            let guest = index * cluster;
+            let len = cluster.min(size - guest);
+            if e & L2_COMPRESSED != 0 {
+                return Ok(None);
+            }
+            let host = e & OFFSET_MASK;
+            if e & L2_ZERO != 0 {
+                push_range(&mut map.own, guest, len);
+            } else if host != 0 {
+                if !host.is_multiple_of(cluster) || !inside(host, cluster) {
+                    return Err(format!(
+                        "the cluster at guest offset {guest} points outside the file"
+                    ));
+                }
+                push_range(&mut map.own, guest, len);
+                match map.data.last_mut() {
+                    Some((g, l, h)) if *g + *l == guest && *h + *l == host => *l += len,
+                    _ => map.data.push((guest, len, host)),
+                }
+            }
+        }
+    }
+    Ok(Some(map))
+}
+
+fn push_range(ranges: &mut Vec<(u64, u64)>, start: u64, len: u64) {
+    match ranges.last_mut() {
+        Some((s, l)) if *s + *l == start => *l += len,
+        _ => ranges.push((start, len)),
+    }
+}
+
+impl OwnMap {
+    /// The guest bytes `[off, off + buf.len())` as the image alone reads them: its data where
+    /// it holds data, zeroes elsewhere, read from `file`.
+    pub fn read(&self, file: &File, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        buf.fill(0);
+        let end = off + buf.len() as u64;
+        let first = self.data.partition_point(|(g, l, _)| g + l <= off);
+        for (g, l, h) in &self.data[first..] {
+            if *g >= end {
+                break;
+            }
+            let from = off.max(*g);
+            let to = end.min(g + l);
+            let dst = &mut buf[(from - off) as usize..(to - off) as usize];
+            file.read_exact_at(dst, h + (from - g))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn qemu_img(args: &[&str]) {
+        assert!(Command::new("qemu-img")
+            .args(args)
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn qemu_io(img: &Path, cmds: &[&str]) {
+        let mut c = Command::new("qemu-io");
+        c.args(["-f", "qcow2"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        assert!(c.arg(img).output().unwrap().status.success());
+    }
+
+    /// What `qemu-img map` of the image alone says: (start, length, data, present).
+    fn qemu_map(img: &Path) -> Vec<(u64, u64, bool, bool)> {
+        let alone = crate::repo::chain::without_backing(img).unwrap();
+        let out = Command::new("qemu-img")
+            .args(["map", "--output=json", &alone])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["start"].as_u64().unwrap(),
+                    e["length"].as_u64().unwrap(),
+                    e["data"] == true,
+                    e["present"] == true,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_map_agrees_with_qemu_and_reads_what_qemu_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        let top = dir.path().join("top.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            base.to_str().unwrap(),
+            "9000k",
+        ]);
+        qemu_io(&base, &["write -P 0x11 0 4M"]);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            top.to_str().unwrap(),
+        ]);
+        qemu_io(
+            &top,
+            &[
+                "write -P 0x22 64k 128k",
+                "write -z 1M 192k",
+                "write -P 0x33 8960k 40k",
+                "write -P 0x44 3M 64k",
+            ],
+        );
+        let map = own_map(&top).unwrap().unwrap();
+        let q = qemu_map(&top);
+        let data: Vec<(u64, u64)> = q.iter().filter(|e| e.2).map(|e| (e.0, e.1)).collect();
+        let own: Vec<(u64, u64)> = q.iter().filter(|e| e.3).map(|e| (e.0, e.1)).collect();
+        let mine_data: Vec<(u64, u64)> = {
+            let mut v: Vec<(u64, u64)> = Vec::new();
+            for (g, l, _) in &map.data {
+                push_range(&mut v, *g, *l);
+            }
+            v
+        };
+        assert_eq!(mine_data, data);
+        assert_eq!(map.own, own);
+        // Reading through the map gives what QEMU reads from the image alone.
+        let raw = dir.path().join("alone.raw");
+        let alone = crate::repo::chain::without_backing(&top).unwrap();
+        qemu_img(&["convert", "-O", "raw", &alone, raw.to_str().unwrap()]);
+        let want = std::fs::read(&raw).unwrap();
+        let f = File::open(&top).unwrap();
+        let mut got = vec![0u8; want.len()];
+        map.read(&f, 0, &mut got).unwrap();
+        assert!(
+            got == want,
+            "the image alone reads differently through the map"
+        );
+    }
+
+    #[test]
+    fn tables_that_point_outside_the_file_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("i.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "4M"]);
+        qemu_io(&img, &["write -P 1 0 64k"]);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .unwrap();
+        let mut h = [0u8; 48];
+        f.read_exact_at(&mut h, 0).unwrap();
+        let l1 = be64(&h, 40).unwrap();
+        let mut e = [0u8; 8];
+        f.read_exact_at(&mut e, l1).unwrap();
+        let l2 = be64(&e, 0).unwrap() & OFFSET_MASK;
+        // The first data cluster pointed far beyond the end of the file.
+        let far: u64 = (1 << 40) | (1 << 63);
+        f.write_all_at(&far.to_be_bytes(), l2).unwrap();
+        let err = own_map(&img).unwrap_err();
+        assert!(err.contains("outside the file"), "{err}");
+        // The L1 table itself beyond the end.
+        f.write_all_at(&(1u64 << 40).to_be_bytes(), 40).unwrap();
+        assert!(own_map(&img).unwrap_err().contains("L1 table"));
+    }
+
+    #[test]
+    fn layouts_left_to_qemu_give_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("s.qcow2");
+        let img = dir.path().join("c.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", src.to_str().unwrap(), "4M"]);
+        qemu_io(&src, &["write -P 1 0 1M"]);
+        qemu_img(&[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            src.to_str().unwrap(),
+            img.to_str().unwrap(),
+        ]);
+        assert_eq!(own_map(&img).unwrap(), None, "compressed clusters");
+    }
+}
