@@ -6,7 +6,7 @@
 #   3. `backup verify` of the top of a LINKS-link chain (every link) against `qemu-img check` of
 #      each of its images opened without its backing chain, one after the other.
 #   bench/retention.sh [DISK_SIZE] [RUNS] [LINKS]      defaults: 4G 3 500
-#   PARTS="1 3" runs only those parts.
+#   PARTS="1 3" runs only those parts; CHANGE_PCT (default 1) sizes the incremental of part 1.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/vm.sh"
 size=${1:-4G}
@@ -24,6 +24,7 @@ cleanup() {
 trap cleanup EXIT
 bytes=$(numfmt --from=iec "$size")
 parts=${PARTS:-1 2 3}
+pct=${CHANGE_PCT:-1}
 part() { [[ " $parts " == *" $1 "* ]]; }
 
 now() { date +%s.%N; }
@@ -41,20 +42,20 @@ hub() {
 newest() { "$sendense" backup list --vm vm --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])'; }
 
 if part 1; then
-echo "== 1. merging a 1 % incremental into a ${size} full, against qemu-img commit =="
+echo "== 1. merging a ${pct} % incremental into a ${size} full, against qemu-img commit =="
 nbdkit -f --exit-with-parent -U "$work/gen.sock" sparse-random size="$size" percent=40 seed=11 >/dev/null 2>&1 &
 pids+=($!)
 wait_for "$work/gen.sock"
 qemu-img convert -O qcow2 "nbd+unix:///?socket=$work/gen.sock" "$work/disk-base.qcow2"
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
-change=$((bytes / 100))
+change=$((bytes * pct / 100))
 for run in $(seq "$runs"); do
     state="$work/m$run"
     cp --sparse=always "$work/disk-base.qcow2" "$work/disk.qcow2"
     hub "$state" "$work/disk.qcow2"
     "$sendense" backup start vm -q
     full=$(newest)
-    # 1 % of the disk in 1 MiB writes spread over it.
+    # pct % of the disk in 1 MiB writes spread over it.
     step=$((bytes / (change / 1048576)))
     cmds=()
     for off in $(seq 0 "$step" $((bytes - 1048576))); do cmds+=(-c "write -P $((run + 1)) $off 1M"); done
@@ -65,13 +66,18 @@ for run in $(seq "$runs"); do
     cp --sparse=always "$state/repo/vm/2000/$full.qcow2" "$work/ref$run/$full.qcow2"
     cp --sparse=always "$state/repo/vm/2000/$inc.qcow2" "$work/ref$run/$inc.qcow2"
     sync
-    t0=$(now)
-    (cd "$work/ref$run" && qemu-img commit -q -d "$inc.qcow2" && sync -f "$full.qcow2")
-    t1=$(now)
-    "$sendense" backup delete "$full" >/dev/null
-    t2=$(now)
+    # Both pairs in the page cache (the backups were written with O_DIRECT, the copies were
+    # not), and the order alternates.
+    cat "$work/ref$run"/*.qcow2 "$state/repo/vm/2000"/*.qcow2 >/dev/null
+    ref_commit() { (cd "$work/ref$run" && qemu-img commit -q -d "$inc.qcow2" && sync -f "$full.qcow2"); }
+    ours_delete() { "$sendense" backup delete "$full" >/dev/null; }
+    timed() { local a b; a=$(now); "$@"; b=$(now); seconds "$a" "$b"; }
+    if [ $((run % 2)) = 1 ]; then
+        ref=$(timed ref_commit); ours=$(timed ours_delete)
+    else
+        ours=$(timed ours_delete); ref=$(timed ref_commit)
+    fi
     qemu-img compare -q "$work/ref$run/$full.qcow2" "$state/repo/vm/2000/$inc.qcow2"
-    ref=$(seconds "$t0" "$t1"); ours=$(seconds "$t1" "$t2")
     printf 'run %d: qemu-img commit -d + sync %.2f s, sendense backup delete (merge) %.2f s, ratio %.2f\n' \
         "$run" "$ref" "$ours" "$(echo "$ours / $ref" | bc -l)"
     rm -rf "$state" "$work/ref$run"

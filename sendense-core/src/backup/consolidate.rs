@@ -24,7 +24,6 @@ use crate::repo::chain::{image_rel, is_backup_id, qcow2_header};
 use crate::repo::digests::{self, Scheme};
 use crate::sendense::Sendense;
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The reason a disk made standalone records.
@@ -176,7 +175,9 @@ fn consolidate_disk(repo: &Path, image: &Path) -> Result<()> {
             .map_err(|e| Error::io("syncing", &tmp_image, e))?;
         crate::repo::chain::check_image_alone(&tmp_image)?;
         crate::crash::point("consolidate.converted");
-        overlay_digests(&chain, &tmp_digests)?;
+        let sources: Vec<PathBuf> = chain.iter().map(|i| digests::digests_of(i)).collect();
+        let sources: Vec<&Path> = sources.iter().map(PathBuf::as_path).collect();
+        digests::overlay(&sources, &tmp_digests)?;
         crate::crash::point("consolidate.digests-written");
         std::fs::rename(&tmp_image, image).map_err(|e| Error::io("renaming", &tmp_image, e))?;
         crate::fsutil::fsync_dir(image.parent().unwrap_or(repo))?;
@@ -217,38 +218,6 @@ fn chain_files(repo: &Path, image: &Path) -> Result<Vec<PathBuf>> {
     }
     chain.reverse();
     Ok(chain)
-}
-
-/// Writes `out`: the records of every image of `chain` (oldest first), the newer winning.
-fn overlay_digests(chain: &[PathBuf], out: &Path) -> Result<()> {
-    let dst = std::fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
-    let mut size = 0;
-    for image in chain {
-        let path = digests::digests_of(image);
-        let f = std::fs::File::open(&path).map_err(|e| Error::io("reading", &path, e))?;
-        size = size.max(
-            f.metadata()
-                .map_err(|e| Error::io("reading", &path, e))?
-                .len(),
-        );
-        dst.set_len(size).map_err(|e| Error::io("sizing", out, e))?;
-        let mut failed = None;
-        digests::scan_records(&f, 0, u64::MAX, |block, rec| {
-            match dst.write_all_at(rec, block * digests::RECORD) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
-        })
-        .map_err(|e| Error::io("reading", &path, e))?;
-        if let Some(e) = failed {
-            return Err(Error::io("writing", out, e));
-        }
-    }
-    dst.sync_all().map_err(|e| Error::io("syncing", out, e))?;
-    crate::fsutil::fsync_dir(out.parent().unwrap_or(Path::new("/")))
 }
 
 fn rewrite_manifest(

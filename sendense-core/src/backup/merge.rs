@@ -33,7 +33,6 @@ use crate::error::{Error, Result};
 use crate::repo::chain::{image_rel, is_backup_id};
 use crate::repo::digests::{self, Scheme};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Journal format version.
@@ -233,7 +232,7 @@ fn merge_disk(removed: &Path, target: &Path) -> Result<()> {
     if removed.exists() {
         commit(target, removed)?;
         crate::crash::point("merge.committed");
-        merge_digests(&removed_digests, &target_digests, &merging)?;
+        digests::overlay(&[&removed_digests, &target_digests], &merging)?;
         crate::crash::point("merge.digests-written");
         std::fs::rename(removed, target).map_err(|e| Error::io("renaming", removed, e))?;
         sync_parent(target)?;
@@ -270,38 +269,6 @@ fn commit(top: &Path, base: &Path) -> Result<()> {
     crate::repo::chain::check_image_alone(base)
         .map_err(|e| e.context(format!("checking {} after the merge", base.display())))?;
     Ok(())
-}
-
-/// Writes `out`: the records of `older` overlaid with those of `newer` (sparse, synced).
-fn merge_digests(older: &Path, newer: &Path, out: &Path) -> Result<()> {
-    let open = |p: &Path| std::fs::File::open(p).map_err(|e| Error::io("reading", p, e));
-    let (older_f, newer_f) = (open(older)?, open(newer)?);
-    let len = |f: &std::fs::File, p: &Path| {
-        f.metadata()
-            .map(|m| m.len())
-            .map_err(|e| Error::io("reading", p, e))
-    };
-    let size = len(&older_f, older)?.max(len(&newer_f, newer)?);
-    let dst = std::fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
-    dst.set_len(size).map_err(|e| Error::io("sizing", out, e))?;
-    for (f, p) in [(&older_f, older), (&newer_f, newer)] {
-        let mut failed = None;
-        digests::scan_records(f, 0, u64::MAX, |block, rec| {
-            match dst.write_all_at(rec, block * digests::RECORD) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            }
-        })
-        .map_err(|e| Error::io("reading", p, e))?;
-        if let Some(e) = failed {
-            return Err(Error::io("writing", out, e));
-        }
-    }
-    dst.sync_all().map_err(|e| Error::io("syncing", out, e))?;
-    sync_parent(out)
 }
 
 /// The dependants' manifests, their merged disks rewritten: parent, mode, digest, length.

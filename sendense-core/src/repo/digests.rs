@@ -409,6 +409,72 @@ pub(crate) fn data_region(file: &File, from: u64, len: u64) -> std::io::Result<O
     Ok(Some((start, end.min(len))))
 }
 
+/// Writes `out` (created, synced): the records of the digest files `sources`, oldest first, a
+/// newer record replacing an older one of the same block — the digests of images merged into
+/// one. Only the data regions of each source are read, a bounded chunk at a time, and each
+/// chunk of `out` is written once per source that has records in it.
+pub fn overlay(sources: &[&Path], out: &Path) -> Result<()> {
+    let dst = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .map_err(|e| Error::io("creating", out, e))?;
+    let mut size = 0;
+    let mut src_buf = vec![0u8; 1 << 20];
+    let mut dst_buf = vec![0u8; 1 << 20];
+    for path in sources {
+        let src = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        let len = src
+            .metadata()
+            .map_err(|e| Error::io("reading", path, e))?
+            .len();
+        if len > size {
+            size = len;
+            dst.set_len(size).map_err(|e| Error::io("sizing", out, e))?;
+        }
+        let mut next = 0;
+        while next < len {
+            let Some((start, end)) =
+                data_region(&src, next, len).map_err(|e| Error::io("reading", path, e))?
+            else {
+                break;
+            };
+            let mut pos = start / RECORD * RECORD;
+            let end = end.div_ceil(RECORD).saturating_mul(RECORD).min(len);
+            while pos < end {
+                let n = (end - pos).min(src_buf.len() as u64) as usize;
+                src.read_exact_at(&mut src_buf[..n], pos)
+                    .map_err(|e| Error::io("reading", path, e))?;
+                dst.read_exact_at(&mut dst_buf[..n], pos)
+                    .map_err(|e| Error::io("reading", out, e))?;
+                let mut changed = false;
+                for (s, d) in src_buf[..n]
+                    .chunks_exact(RECORD as usize)
+                    .zip(dst_buf[..n].chunks_exact_mut(RECORD as usize))
+                {
+                    if s.iter().any(|&b| b != 0) && s != d {
+                        d.copy_from_slice(s);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    dst.write_all_at(&dst_buf[..n], pos)
+                        .map_err(|e| Error::io("writing", out, e))?;
+                }
+                pos += n as u64;
+            }
+            next = end.max(next + RECORD);
+        }
+    }
+    dst.sync_all().map_err(|e| Error::io("syncing", out, e))?;
+    match out.parent() {
+        Some(dir) => crate::fsutil::fsync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Reads the record of the block at `offset`.
 pub fn read_record(file: &File, offset: u64) -> Result<Record> {
     let mut rec = [0u8; 32];
@@ -648,5 +714,36 @@ mod tests {
         let block = vec![4u8; BLOCK as usize];
         assert!(scheme.matches(0, &block, &scheme.block_digest(0, &block), size));
         assert!(!scheme.matches(0, &block, &scheme.block_digest(BLOCK, &block), size));
+    }
+
+    #[test]
+    fn an_overlay_keeps_every_record_the_newest_wins_and_holes_stay_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |b: u8| [b; 32];
+        let write = |name: &str, len: u64, recs: &[(u64, u8)]| {
+            let p = dir.path().join(name);
+            let f = File::create(&p).unwrap();
+            f.set_len(len).unwrap();
+            for (block, b) in recs {
+                f.write_all_at(&rec(*b), block * RECORD).unwrap();
+            }
+            p
+        };
+        // Far apart, so the files have holes between their records.
+        let older = write("older", 1 << 22, &[(0, 1), (5, 2), (100_000, 3)]);
+        let newer = write("newer", 1 << 22, &[(5, 9), (7, 8), (130_000, 7)]);
+        let out = dir.path().join("out");
+        overlay(&[&older, &newer], &out).unwrap();
+        let f = File::open(&out).unwrap();
+        let mut got = Vec::new();
+        scan_records(&f, 0, u64::MAX, |block, r| {
+            got.push((block, r[0]));
+            true
+        })
+        .unwrap();
+        assert_eq!(got, [(0, 1), (5, 9), (7, 8), (100_000, 3), (130_000, 7)]);
+        assert_eq!(f.metadata().unwrap().len(), 1 << 22);
+        use std::os::unix::fs::MetadataExt;
+        assert!(f.metadata().unwrap().blocks() * 512 < 1 << 20, "the holes stayed holes");
     }
 }
