@@ -623,3 +623,32 @@ fn max_chain_length_keeps_every_chain_short_and_exact() {
     lab.assert_all_exact();
     lab.assert_no_leftovers();
 }
+
+#[test]
+fn repo_import_finishes_a_consolidation_a_dead_hub_left() {
+    let lab = Lab::new(3);
+    let top = lab.id(2);
+    let args = ["backup", "consolidate", "vm1"];
+    sendense_testkit::cli_killed_at(BIN, &lab.state, &args, "consolidate.image-renamed#1");
+    let other = lab.dir.path().join("other");
+    assert!(cli(BIN, &other, &["init"]).status.success());
+    let repo = lab.dir.path().join("repo");
+    let imported = cli_json(
+        BIN,
+        &other,
+        &["repo", "import", repo.to_str().unwrap(), "--take-over"],
+    );
+    assert!(
+        imported["warnings"]
+            .to_string()
+            .contains(&format!("finished making backup {top}")),
+        "{imported:#}"
+    );
+    let shown = cli_json(BIN, &other, &["backup", "show", &top]);
+    for d in shown["disks"].as_array().unwrap() {
+        assert_eq!(d["mode"], "full", "{shown}");
+    }
+    let ids: Vec<&str> = lab.backups.iter().map(|(id, _)| id.as_str()).collect();
+    lab.assert_restores(&other, &ids);
+    assert!(!repo.join(format!("vm1/merges/{top}.full.yaml")).exists());
+}

@@ -744,6 +744,9 @@ mod tests {
         assert_eq!(got, [(0, 1), (5, 9), (7, 8), (100_000, 3), (130_000, 7)]);
         assert_eq!(f.metadata().unwrap().len(), 1 << 22);
         use std::os::unix::fs::MetadataExt;
-        assert!(f.metadata().unwrap().blocks() * 512 < 1 << 20, "the holes stayed holes");
+        assert!(
+            f.metadata().unwrap().blocks() * 512 < 1 << 20,
+            "the holes stayed holes"
+        );
     }
 }
