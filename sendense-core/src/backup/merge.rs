@@ -14,10 +14,9 @@
 //!
 //! ```text
 //! a. commit C into B's image, sync it            B.qcow2 exists → redo from here (idempotent:
-//! b. write C.digests.merging (B's + C's), sync                      C is never written)
+//! b. C's records written over B.digests, synced                     C is never written)
 //! c. rename B.qcow2 → C.qcow2, sync the directory   ← the merged image is C now
-//! d. rename C.digests.merging → C.digests           C.digests.merging exists → redo from here
-//! e. remove B.digests
+//! d. rename B.digests → C.digests, sync the directory   B.digests exists → redo from here
 //! ```
 //!
 //! then C's manifest is rewritten (parent, mode, digest, length; idempotent), the journal goes
@@ -37,9 +36,6 @@ use std::path::{Path, PathBuf};
 
 /// Journal format version.
 const JOURNAL_FORMAT: u32 = 1;
-
-/// Suffix of a merged digest file not yet in place.
-const MERGING: &str = ".merging";
 
 /// What a merge does, kept in the repository until it is done: `<vm>/merges/<backup>.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,29 +218,33 @@ pub fn roll_forward(repo: &Path, journal: &Journal) -> Result<Vec<MergedDisk>> {
     Ok(merged)
 }
 
-/// Steps a–e of one disk (see the module docs).
+/// Steps a–d of one disk (see the module docs).
 fn merge_disk(removed: &Path, target: &Path) -> Result<()> {
     let removed_digests = digests::digests_of(removed);
     let target_digests = digests::digests_of(target);
-    let mut merging = target_digests.clone().into_os_string();
-    merging.push(MERGING);
-    let merging = PathBuf::from(merging);
     if removed.exists() {
         commit(target, removed)?;
         crate::crash::point("merge.committed");
-        digests::overlay(&[&removed_digests, &target_digests], &merging)?;
+        // The removed backup's digest file takes the target's records, in place: it is the
+        // merged image's digest file from now on (the removed backup's manifest is gone).
+        let merged = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&removed_digests)
+            .map_err(|e| Error::io("opening", &removed_digests, e))?;
+        digests::overlay_onto(&merged, &removed_digests, &target_digests)?;
         crate::crash::point("merge.digests-written");
         std::fs::rename(removed, target).map_err(|e| Error::io("renaming", removed, e))?;
         sync_parent(target)?;
         crate::crash::point("merge.image-renamed");
     }
-    if merging.exists() {
-        std::fs::rename(&merging, &target_digests)
-            .map_err(|e| Error::io("renaming", &merging, e))?;
+    if removed_digests.exists() {
+        std::fs::rename(&removed_digests, &target_digests)
+            .map_err(|e| Error::io("renaming", &removed_digests, e))?;
         sync_parent(&target_digests)?;
         crate::crash::point("merge.digests-renamed");
     }
-    remove_durably(&removed_digests)
+    Ok(())
 }
 
 /// Commits the clusters of `top` into `base` (its backing file), opening `base` without its own

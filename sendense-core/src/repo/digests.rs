@@ -411,8 +411,7 @@ pub(crate) fn data_region(file: &File, from: u64, len: u64) -> std::io::Result<O
 
 /// Writes `out` (created, synced): the records of the digest files `sources`, oldest first, a
 /// newer record replacing an older one of the same block — the digests of images merged into
-/// one. Only the data regions of each source are read, a bounded chunk at a time, and each
-/// chunk of `out` is written once per source that has records in it.
+/// one.
 pub fn overlay(sources: &[&Path], out: &Path) -> Result<()> {
     let dst = std::fs::OpenOptions::new()
         .read(true)
@@ -421,55 +420,71 @@ pub fn overlay(sources: &[&Path], out: &Path) -> Result<()> {
         .truncate(true)
         .open(out)
         .map_err(|e| Error::io("creating", out, e))?;
-    let mut size = 0;
+    for path in sources {
+        overlay_onto(&dst, out, path)?;
+    }
+    sync_file_and_dir(&dst, out)
+}
+
+/// Writes the records of the digest file `src` over those of the digest file `dst` (at
+/// `dst_path`), in place, and syncs it: only the data regions of `src` are read, a bounded
+/// chunk at a time, and each chunk of `dst` is written once. Doing it again changes nothing.
+pub fn overlay_onto(dst: &File, dst_path: &Path, src: &Path) -> Result<()> {
+    let s = File::open(src).map_err(|e| Error::io("reading", src, e))?;
+    let len = s
+        .metadata()
+        .map_err(|e| Error::io("reading", src, e))?
+        .len();
+    let dst_len = dst
+        .metadata()
+        .map_err(|e| Error::io("reading", dst_path, e))?
+        .len();
+    if len > dst_len {
+        dst.set_len(len)
+            .map_err(|e| Error::io("sizing", dst_path, e))?;
+    }
     let mut src_buf = vec![0u8; 1 << 20];
     let mut dst_buf = vec![0u8; 1 << 20];
-    for path in sources {
-        let src = File::open(path).map_err(|e| Error::io("reading", path, e))?;
-        let len = src
-            .metadata()
-            .map_err(|e| Error::io("reading", path, e))?
-            .len();
-        if len > size {
-            size = len;
-            dst.set_len(size).map_err(|e| Error::io("sizing", out, e))?;
-        }
-        let mut next = 0;
-        while next < len {
-            let Some((start, end)) =
-                data_region(&src, next, len).map_err(|e| Error::io("reading", path, e))?
-            else {
-                break;
-            };
-            let mut pos = start / RECORD * RECORD;
-            let end = end.div_ceil(RECORD).saturating_mul(RECORD).min(len);
-            while pos < end {
-                let n = (end - pos).min(src_buf.len() as u64) as usize;
-                src.read_exact_at(&mut src_buf[..n], pos)
-                    .map_err(|e| Error::io("reading", path, e))?;
-                dst.read_exact_at(&mut dst_buf[..n], pos)
-                    .map_err(|e| Error::io("reading", out, e))?;
-                let mut changed = false;
-                for (s, d) in src_buf[..n]
-                    .chunks_exact(RECORD as usize)
-                    .zip(dst_buf[..n].chunks_exact_mut(RECORD as usize))
-                {
-                    if s.iter().any(|&b| b != 0) && s != d {
-                        d.copy_from_slice(s);
-                        changed = true;
-                    }
+    let mut next = 0;
+    while next < len {
+        let Some((start, end)) =
+            data_region(&s, next, len).map_err(|e| Error::io("reading", src, e))?
+        else {
+            break;
+        };
+        let mut pos = start / RECORD * RECORD;
+        let end = end.div_ceil(RECORD).saturating_mul(RECORD).min(len);
+        while pos < end {
+            let n = (end - pos).min(src_buf.len() as u64) as usize;
+            s.read_exact_at(&mut src_buf[..n], pos)
+                .map_err(|e| Error::io("reading", src, e))?;
+            dst.read_exact_at(&mut dst_buf[..n], pos)
+                .map_err(|e| Error::io("reading", dst_path, e))?;
+            let mut changed = false;
+            for (a, b) in src_buf[..n]
+                .chunks_exact(RECORD as usize)
+                .zip(dst_buf[..n].chunks_exact_mut(RECORD as usize))
+            {
+                if a.iter().any(|&x| x != 0) && a != b {
+                    b.copy_from_slice(a);
+                    changed = true;
                 }
-                if changed {
-                    dst.write_all_at(&dst_buf[..n], pos)
-                        .map_err(|e| Error::io("writing", out, e))?;
-                }
-                pos += n as u64;
             }
-            next = end.max(next + RECORD);
+            if changed {
+                dst.write_all_at(&dst_buf[..n], pos)
+                    .map_err(|e| Error::io("writing", dst_path, e))?;
+            }
+            pos += n as u64;
         }
+        next = end.max(next + RECORD);
     }
-    dst.sync_all().map_err(|e| Error::io("syncing", out, e))?;
-    match out.parent() {
+    dst.sync_all()
+        .map_err(|e| Error::io("syncing", dst_path, e))
+}
+
+fn sync_file_and_dir(f: &File, path: &Path) -> Result<()> {
+    f.sync_all().map_err(|e| Error::io("syncing", path, e))?;
+    match path.parent() {
         Some(dir) => crate::fsutil::fsync_dir(dir),
         None => Ok(()),
     }
