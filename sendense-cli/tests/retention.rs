@@ -652,3 +652,75 @@ fn repo_import_finishes_a_consolidation_a_dead_hub_left() {
     lab.assert_restores(&other, &ids);
     assert!(!repo.join(format!("vm1/merges/{top}.full.yaml")).exists());
 }
+
+#[test]
+fn a_merge_is_refused_before_anything_changes_when_what_it_would_read_is_not_as_recorded() {
+    let lab = Lab::new(3);
+    let (b1, b2) = (lab.id(1), lab.id(2));
+    let dir = lab.vm_dir().join("2000");
+    // b2's image rewired onto the full, as a hand edit would: merging b1 into it would commit
+    // into an image it does not read through.
+    let img = dir.join(format!("{b2}.qcow2"));
+    let full = format!("{}.qcow2", lab.id(0));
+    let ok = Command::new("qemu-img")
+        .args(["rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", &full])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let before: Vec<(PathBuf, Vec<u8>)> = sendense_testkit::walk(&lab.vm_dir())
+        .into_iter()
+        .map(|p| {
+            let data = std::fs::read(&p).unwrap();
+            (p, data)
+        })
+        .collect();
+    let o = cli(BIN, &lab.state, &["backup", "delete", &b1]);
+    assert_eq!(o.status.code(), Some(5), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("not backed by"),
+        "{}",
+        output_text(&o)
+    );
+    let after: Vec<(PathBuf, Vec<u8>)> = sendense_testkit::walk(&lab.vm_dir())
+        .into_iter()
+        .map(|p| {
+            let data = std::fs::read(&p).unwrap();
+            (p, data)
+        })
+        .collect();
+    assert!(before == after, "a refused merge changed the repository");
+    assert!(listed(&lab.state).contains(&b1));
+
+    // A digest file changed since its backup: refused the same way.
+    let ok = Command::new("qemu-img")
+        .args([
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            &format!("{b1}.qcow2"),
+        ])
+        .arg(&img)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let digests = dir.join(format!("{b1}.digests"));
+    let mut d = std::fs::read(&digests).unwrap();
+    let at = d.iter().position(|b| *b != 0).unwrap();
+    d[at] ^= 0xff;
+    std::fs::write(&digests, d).unwrap();
+    let o = cli(BIN, &lab.state, &["backup", "delete", &b1]);
+    assert_eq!(o.status.code(), Some(5), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("was changed since the backup"),
+        "{}",
+        output_text(&o)
+    );
+    assert!(listed(&lab.state).contains(&b1));
+}

@@ -110,16 +110,15 @@ impl Sendense {
         // files go again when they are released), so both runs list the same ones.
         self.scan_locks(dry_run, &mut report);
         self.finish_deletes(dry_run, &mut report)?;
-        for (backup, done) in self.finish_consolidations(dry_run)? {
+        for (action, backup, done) in self.finish_journals(dry_run)? {
+            let what = if action == "finish_merge" {
+                "its merge into the backups depending on it was interrupted after it was recorded"
+            } else {
+                "making it a standalone full was interrupted"
+            };
             match done {
-                Ok(()) => report.add(
-                    "finish_consolidation",
-                    &backup,
-                    "making it a standalone full was interrupted",
-                ),
-                Err(e) => report
-                    .errors
-                    .push(format!("finishing the consolidation of {backup}: {e}")),
+                Ok(()) => report.add(action, &backup, what),
+                Err(e) => report.errors.push(format!("{action} {backup}: {e}")),
             }
         }
         let repaired = self.repair_sources(&dead_jobs, dry_run, &mut report)?;

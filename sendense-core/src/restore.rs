@@ -172,6 +172,16 @@ impl Sendense {
                 backup.id, backup.status
             )));
         }
+        // A link being removed (a merge or a delete the next command finishes) may already
+        // have given its data to this backup's images while the catalog still names it.
+        for link in self.catalog().chain_ids(id)? {
+            if link != backup.id && self.catalog().backup(&link)?.status == "deleting" {
+                return Err(Error::busy(format!(
+                    "backup {link}, in the chain of backup {id}, is being removed"
+                ))
+                .with_help("Run `sendense cleanup` to finish its removal, then try again."));
+            }
+        }
         Ok((backup, locks))
     }
 

@@ -174,6 +174,9 @@ pub fn keep_marks(
     let mut order: Vec<usize> = (0..backups.len()).collect();
     order.sort_by(|&a, &b| (backups[b].1, &backups[b].0).cmp(&(backups[a].1, &backups[a].0)));
     let mut kept: Vec<Option<Rule>> = vec![None; backups.len()];
+    // Backups a rule passed over because a newer one holds their period: no later rule keeps
+    // them (as Proxmox Backup Server marks them removed there and then).
+    let mut passed = vec![false; backups.len()];
     for (rule, count) in rules.rules() {
         if count == 0 {
             continue;
@@ -188,12 +191,16 @@ pub fn keep_marks(
         let mut chosen = HashSet::new();
         let mut taken = 0;
         for &i in &order {
-            if kept[i].is_some() {
+            if kept[i].is_some() || passed[i] {
                 continue;
             }
             // keep-last counts backups; the others count periods, the newest backup of each.
             let p = period(i);
-            if rule != Rule::Last && (held.contains(&p) || chosen.contains(&p)) {
+            if rule != Rule::Last && held.contains(&p) {
+                continue;
+            }
+            if rule != Rule::Last && chosen.contains(&p) {
+                passed[i] = true;
                 continue;
             }
             if taken >= count {
@@ -482,6 +489,30 @@ mod tests {
         // Without rules, everything stays.
         let marks = prune_marks(&backups, &KeepRules::default(), &TimeZone::UTC);
         assert!(marks.iter().all(Mark::is_kept));
+    }
+
+    #[test]
+    fn a_backup_a_rule_passed_over_is_not_kept_by_a_later_rule() {
+        // keep-weekly 1 keeps 02-01 (Sunday) and passes over 01-28 (Wednesday of the same ISO
+        // week); keep-monthly 2 then holds February and keeps January's newest it may: 01-10,
+        // not 01-28, as Proxmox Backup Server does.
+        let times: Vec<(String, Timestamp)> = [
+            ("a", "2026-01-10T10:00:00Z"),
+            ("b", "2026-01-28T10:00:00Z"),
+            ("c", "2026-02-01T10:00:00Z"),
+        ]
+        .iter()
+        .map(|(id, t)| (id.to_string(), t.parse().unwrap()))
+        .collect();
+        let rules = KeepRules {
+            weekly: 1,
+            monthly: 2,
+            ..KeepRules::default()
+        };
+        assert_eq!(
+            keep_marks(&times, &rules, &TimeZone::UTC),
+            [Some(Rule::Monthly), None, Some(Rule::Weekly)]
+        );
     }
 
     #[test]

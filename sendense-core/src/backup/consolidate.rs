@@ -78,7 +78,11 @@ impl ConsolidateJournal {
         let path = repo.join(journal_rel(&self.vm, &self.backup));
         crate::repo::chain::check_inside(repo, &path)?;
         if let Some(dir) = path.parent() {
-            crate::fsutil::create_private_dir(dir)?;
+            if !dir.is_dir() {
+                crate::fsutil::create_private_dir(dir)?;
+                // The new directory's own entry must survive a power cut with the journal.
+                crate::fsutil::fsync_dir(dir.parent().unwrap_or(repo))?;
+            }
         }
         let text = serde_yaml_ng::to_string(self)
             .map_err(|e| Error::internal(format!("serializing a journal: {e}")))?;
@@ -110,6 +114,16 @@ impl ConsolidateJournal {
     }
 }
 
+/// The backup of `vm` whose consolidation is unfinished in `repo`, if any.
+pub fn pending_for(repo: &Path, vm: &str) -> Option<String> {
+    let prefix = format!("{vm}/merges/");
+    journals(repo).into_iter().find_map(|rel| {
+        rel.strip_prefix(&prefix)?
+            .strip_suffix(".full.yaml")
+            .map(str::to_string)
+    })
+}
+
 /// The journals of unfinished consolidations in `repo`, relative to it.
 pub fn journals(repo: &Path) -> Vec<String> {
     super::merge::all_journals(repo)
@@ -125,6 +139,10 @@ pub fn roll_forward(repo: &Path, journal: &ConsolidateJournal) -> Result<Vec<(u3
     for key in &journal.disks {
         let image = repo.join(image_rel(&journal.vm, *key, &journal.backup));
         crate::repo::chain::check_inside(repo, &image)?;
+        if !image.exists() && !with_suffix(&image).exists() {
+            // The backup went (deleted) before its consolidation was finished: nothing to do.
+            continue;
+        }
         consolidate_disk(repo, &image)?;
         let len = std::fs::metadata(&image)
             .map_err(|e| Error::io("reading", &image, e))?
@@ -227,6 +245,9 @@ fn rewrite_manifest(
 ) -> Result<()> {
     use crate::repo::manifest::{manifest_rel, Manifest};
     let rel = manifest_rel(&journal.vm, &journal.backup);
+    if done.is_empty() || !repo.join(&rel).exists() {
+        return Ok(());
+    }
     let mut m = Manifest::read(&repo.join(&rel))?;
     m.validate(&rel)?;
     for (key, digest, len) in done {
@@ -306,6 +327,16 @@ impl Sendense {
     ) -> Result<ConsolidateReport> {
         let _backup = crate::lock::BackupDeleteLock::acquire(self.state_dir(), id)?;
         let b = self.catalog().backup(id)?;
+        if crate::backup::merge::journals(repo)
+            .iter()
+            .any(|rel| rel.starts_with(&format!("{}/merges/", b.vm)))
+        {
+            return Err(Error::busy(format!(
+                "a backup of `{}` is being merged into the backups depending on it",
+                b.vm
+            ))
+            .with_help("Run `sendense cleanup` to finish it, then try again."));
+        }
         if b.status != "completed" {
             return Err(Error::busy(format!("backup {id} is {}", b.status)));
         }
@@ -331,7 +362,39 @@ impl Sendense {
                 continue;
             }
             let chain = self.catalog().disk_chain(id, d.key)?;
+            // The chain as recorded — headers, names, sizes — and every link's digests as
+            // written: what is copied into the new full must be what was backed up.
+            let problems = crate::repo::chain::chain_problems(&chain);
+            if !problems.is_empty() {
+                return Err(Error::refused(format!(
+                    "the chain of disk {} of backup {id} is not as recorded: {}",
+                    d.key,
+                    problems.join("; ")
+                ))
+                .with_help("Run `sendense backup verify` on it; take a --full backup instead."));
+            }
             for link in &chain {
+                let status = self.catalog().backup(&link.backup)?.status;
+                if status != "completed" {
+                    return Err(Error::busy(format!(
+                        "backup {} in the chain of disk {} is {status}",
+                        link.backup, d.key
+                    ))
+                    .with_help("Run `sendense cleanup` to finish its removal, then try again."));
+                }
+                let dfile = digests::digests_of(&link.file);
+                let intact = matches!(
+                    digests::check_path(&dfile, link.digest.as_deref().unwrap_or_default()),
+                    Ok(digests::Checked::Intact(_))
+                );
+                if !intact {
+                    return Err(Error::refused(format!(
+                        "the digest file {} of backup {} was changed since the backup",
+                        dfile.display(),
+                        link.backup
+                    ))
+                    .with_help("Run `sendense backup verify` on the chain."));
+                }
                 if let Some(why) = &link.damaged {
                     return Err(Error::refused(format!(
                         "backup {} in the chain of disk {} is damaged ({why}); its data is not \
@@ -378,7 +441,11 @@ impl Sendense {
         journal: &ConsolidateJournal,
     ) -> Result<Vec<(u32, String, u64)>> {
         let done = roll_forward(repo, journal)?;
-        if self.catalog().backup(&journal.backup).is_ok() {
+        let here = self
+            .catalog()
+            .backup(&journal.backup)
+            .is_ok_and(|b| b.repo_path == repo);
+        if here {
             for (key, digest, len) in &done {
                 self.catalog_mut().set_disk_standalone(
                     &journal.backup,
@@ -394,36 +461,79 @@ impl Sendense {
         Ok(done)
     }
 
-    /// Finishes every consolidation whose journal is in a registered repository, for VMs no
-    /// backup or delete holds; returns the backups finished.
-    pub(crate) fn finish_consolidations(
+    /// Finishes what journals in registered repositories describe and no process is doing:
+    /// consolidations, and merges whose catalog step is done (their journal was not removed
+    /// yet; merges the catalog still marks `deleting` are finished with the deletes). Holds
+    /// what the live commands hold — the VM, the backup (no reader), the repository as a
+    /// writer — and only in a repository this hub owns. Returns (action, backup, outcome).
+    pub(crate) fn finish_journals(
         &mut self,
         dry_run: bool,
-    ) -> Result<Vec<(String, Result<()>)>> {
+    ) -> Result<Vec<(&'static str, String, Result<()>)>> {
+        use crate::backup::merge::{self, Journal};
         let mut out = Vec::new();
+        let hub = self.catalog().hub_id()?;
         for repo in self.catalog().repos()? {
             if !repo.path.is_dir()
                 || crate::repo::check_identity(&repo.path, &repo.repo_id).is_err()
+                || crate::repo::check_owner(&repo.path, &hub).is_err()
             {
                 continue;
             }
-            for rel in journals(&repo.path) {
-                let journal = match ConsolidateJournal::read(&repo.path, &rel) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        out.push((rel, Err(e)));
-                        continue;
-                    }
+            let merges: Vec<String> = merge::journals(&repo.path)
+                .into_iter()
+                .filter(|rel| {
+                    // A backup still being removed is the deletes' to finish.
+                    Journal::read(&repo.path, rel).is_ok_and(|j| {
+                        self.catalog()
+                            .backup(&j.backup)
+                            .map_or(true, |b| b.repo_path != repo.path)
+                    })
+                })
+                .collect();
+            let found = journals(&repo.path)
+                .into_iter()
+                .map(|rel| ("finish_consolidation", rel))
+                .chain(merges.into_iter().map(|rel| ("finish_merge", rel)));
+            for (action, rel) in found {
+                let (vm, backup) = match action {
+                    "finish_merge" => match Journal::read(&repo.path, &rel) {
+                        Ok(j) => (j.vm, j.backup),
+                        Err(e) => {
+                            out.push((action, rel, Err(e)));
+                            continue;
+                        }
+                    },
+                    _ => match ConsolidateJournal::read(&repo.path, &rel) {
+                        Ok(j) => (j.vm, j.backup),
+                        Err(e) => {
+                            out.push((action, rel, Err(e)));
+                            continue;
+                        }
+                    },
                 };
-                let Ok(_vm) = crate::lock::VmLock::acquire(self.state_dir(), &journal.vm) else {
+                let Ok(_vm) = crate::lock::VmLock::acquire(self.state_dir(), &vm) else {
                     continue;
                 };
-                let done = if dry_run {
-                    Ok(())
-                } else {
-                    self.finish_consolidation(&repo.path, &journal).map(|_| ())
+                let Ok(_backup) = crate::lock::BackupDeleteLock::acquire(self.state_dir(), &backup)
+                else {
+                    continue;
                 };
-                out.push((journal.backup.clone(), done));
+                if dry_run {
+                    out.push((action, backup, Ok(())));
+                    continue;
+                }
+                let done = crate::lock::RepoWriteLock::writer(&repo.path).and_then(|_w| {
+                    if action == "finish_merge" {
+                        let j = Journal::read(&repo.path, &rel)?;
+                        merge::roll_forward(&repo.path, &j)?;
+                        j.remove(&repo.path)
+                    } else {
+                        let j = ConsolidateJournal::read(&repo.path, &rel)?;
+                        self.finish_consolidation(&repo.path, &j).map(|_| ())
+                    }
+                });
+                out.push((action, backup, done));
             }
         }
         Ok(out)

@@ -48,7 +48,7 @@ impl Sendense {
     /// What [`Sendense::delete_backup`] would do, without doing anything.
     pub fn delete_plan(&self, id: &str) -> Result<DeletePlan> {
         let b = self.catalog().backup(id)?;
-        let journal = self.merge_journal(&b)?;
+        let journal = self.merge_journal(&b, true)?;
         Ok(DeletePlan {
             backup: b.id.clone(),
             vm: b.vm.clone(),
@@ -64,8 +64,9 @@ impl Sendense {
         })
     }
 
-    /// The merge plan of backup `b` from the catalog.
-    fn merge_journal(&self, b: &BackupRecord) -> Result<Journal> {
+    /// The merge plan of backup `b` from the catalog; `checked`: refused for a damaged backup or
+    /// digests of an older scheme (a merge that was decided already is only planned again).
+    fn merge_journal(&self, b: &BackupRecord, checked: bool) -> Result<Journal> {
         let children = self.catalog().disk_children(&b.id)?;
         let mut records = Vec::new();
         for c in &children {
@@ -73,7 +74,7 @@ impl Sendense {
                 records.push(self.catalog().backup(&c.child)?);
             }
         }
-        for r in std::iter::once(b).chain(&records) {
+        for r in std::iter::once(b).chain(&records).filter(|_| checked) {
             if let Some(why) = &r.damaged {
                 if !children.is_empty() {
                     return Err(Error::refused(format!(
@@ -134,9 +135,22 @@ impl Sendense {
             ));
         }
         let b = self.catalog().backup(id)?;
-        let journal = self.merge_journal(&b)?;
+        let journal = self.merge_journal(&b, true)?;
         if journal.disks.iter().any(|d| d.child.is_some()) {
             let children = self.catalog().disk_children(id)?;
+            if let Some(pending) = super::consolidate::pending_for(&repo.path, &b.vm) {
+                return Err(Error::busy(format!(
+                    "backup {pending} of `{}` is being made a standalone full",
+                    b.vm
+                ))
+                .with_help("Run `sendense cleanup` to finish it, then try again."));
+            }
+            // Everything the merge will read is checked before anything changes: each disk's
+            // chain link as recorded, both images, both digest files.
+            for c in children.iter().map(|c| &c.child) {
+                let child = self.catalog().backup(c)?;
+                super::merge::preflight(&repo.path, &journal, &b, &child)?;
+            }
             self.catalog_mut().mark_merging(id, &children)?;
             crate::crash::point("merge.marked");
             journal.write(&repo.path)?;
@@ -160,31 +174,47 @@ impl Sendense {
         Ok(b)
     }
 
-    /// The merge's file work ([`super::merge::roll_forward`]), then the journal goes (the
-    /// repository is final), then the catalog's one transaction. Runs again, from the start,
-    /// after a crash: without its journal, from the catalog, which still holds the backup.
+    /// The merge's file work ([`super::merge::roll_forward`]), then the catalog's one
+    /// transaction, then the journal goes. Runs again, from the start, after a crash; a journal
+    /// left after the catalog is done is finished the same way (every step finds itself done).
     pub(crate) fn finish_merge(&mut self, repo: &Path, journal: &Journal) -> Result<()> {
         let merged = super::merge::roll_forward(repo, journal)?;
+        if self.catalog().backup(&journal.backup).is_ok() {
+            self.catalog_mut().finish_merge(&journal.backup, &merged)?;
+        }
+        crate::crash::point("merge.catalog-done");
         journal.remove(repo)?;
         crate::crash::point("merge.journal-removed");
-        self.catalog_mut().finish_merge(&journal.backup, &merged)?;
-        crate::crash::point("merge.catalog-done");
         Ok(())
     }
 
-    /// Finishes the delete of backup `b`, marked `deleting` by a process that died: its merge,
-    /// when its journal or its dependants say it was one (the journal is written again from
-    /// the catalog when the process died before writing it).
+    /// Finishes the delete of backup `b`, marked `deleting` by a process that died, when it was
+    /// a merge (its journal or its dependants say so): from its journal — or, when the process
+    /// died before writing the journal, planned again from the catalog. Holds
+    /// what the live delete holds (the caller holds the VM lock): the backup's exclusive lock
+    /// (a reader of a dependant holds it too), the repository's writer lock, and ownership.
+    /// Returns false when it was no merge, or someone still reads the chain (later, then).
     pub(crate) fn finish_interrupted_merge(&mut self, b: &BackupRecord) -> Result<bool> {
         let rel = super::merge::journal_rel(&b.vm, &b.id);
-        let journal = if b.repo_path.join(&rel).is_file() {
+        let journaled = b.repo_path.join(&rel).is_file();
+        if !journaled && self.catalog().disk_children(&b.id)?.is_empty() {
+            return Ok(false);
+        }
+        let Ok(_backup) = BackupDeleteLock::acquire(self.state_dir(), &b.id) else {
+            return Ok(false);
+        };
+        let hub = self.catalog().hub_id()?;
+        crate::repo::check_owner(&b.repo_path, &hub)?;
+        let _writing = crate::lock::RepoWriteLock::writer(&b.repo_path)?;
+        let journal = if journaled {
             Journal::read(&b.repo_path, &rel)?
-        } else if !self.catalog().disk_children(&b.id)?.is_empty() {
-            let j = self.merge_journal(b)?;
+        } else {
+            // The process died before writing the journal: the plan again, from the catalog,
+            // which still holds it (readers of the chain are refused meanwhile, so nothing was
+            // marked damaged since it was checked).
+            let j = self.merge_journal(b, false)?;
             j.write(&b.repo_path)?;
             j
-        } else {
-            return Ok(false);
         };
         self.finish_merge(&b.repo_path.clone(), &journal)?;
         Ok(true)

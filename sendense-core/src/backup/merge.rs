@@ -19,10 +19,14 @@
 //! d. rename B.digests → C.digests, sync the directory   B.digests exists → redo from here
 //! ```
 //!
-//! then C's manifest is rewritten (parent, mode, digest, length; idempotent), the journal goes
-//! (the repository is final), and the catalog repoints C and deletes B in one transaction —
-//! after a crash before it, the catalog, which still holds B, writes the journal again and
-//! the steps run again, each finding itself done. A kill at any instant
+//! then C's manifest is rewritten (parent, mode, digest, length; idempotent), the catalog
+//! repoints C and deletes B in one transaction, and the journal goes. Before anything changes,
+//! every disk's link (C backed by B, B by its recorded parent), both images and both digest
+//! files are checked ([`preflight`]), and each commit checks the link again; readers of a chain
+//! with a link being removed are refused, and so is removing a backup whose parent is being
+//! removed. After a crash the catalog, which still holds B, finishes from the journal (or
+//! plans it again, when the process died before writing it); a journal left after the catalog
+//! step is finished by the reconciliation (every step finds itself done). A kill at any instant
 //! leaves every other backup restorable to exactly its data (C's image is only ever replaced
 //! whole, by an image that reads the same), and the next command — or `repo import`, from the
 //! repository alone — finishes the merge ([`roll_forward`]).
@@ -132,7 +136,11 @@ impl Journal {
         let path = repo.join(journal_rel(&self.vm, &self.backup));
         crate::repo::chain::check_inside(repo, &path)?;
         if let Some(dir) = path.parent() {
-            crate::fsutil::create_private_dir(dir)?;
+            if !dir.is_dir() {
+                crate::fsutil::create_private_dir(dir)?;
+                // The new directory's own entry must survive a power cut with the journal.
+                crate::fsutil::fsync_dir(dir.parent().unwrap_or(repo))?;
+            }
         }
         let text = serde_yaml_ng::to_string(self)
             .map_err(|e| Error::internal(format!("serializing a merge journal: {e}")))?;
@@ -175,6 +183,73 @@ impl Journal {
     }
 }
 
+/// Checks, before anything changes, what the merge of `b` into its dependant `child` will read:
+/// for every disk `child` takes, the link between the two images as the catalog records it
+/// (the child's image backed by the removed one, the removed one by its recorded parent), both
+/// images (`qemu-img check`, each alone), and both digest files against their recorded digests.
+pub fn preflight(
+    repo: &Path,
+    journal: &Journal,
+    b: &BackupRecord,
+    child: &BackupRecord,
+) -> Result<()> {
+    for d in journal
+        .disks
+        .iter()
+        .filter(|d| d.child.as_deref() == Some(child.id.as_str()))
+    {
+        let removed = journal.image(repo, d.key, &journal.backup);
+        let target = journal.image(repo, d.key, &child.id);
+        check_link(&removed, &target, d.parent.as_deref())?;
+        for (id, image, rec) in [(&b.id, &removed, b), (&child.id, &target, child)] {
+            crate::repo::chain::check_image_alone(image)
+                .map_err(|e| e.context(format!("backup {id}, disk {}", d.key)))?;
+            let recorded = rec
+                .disks
+                .iter()
+                .find(|x| x.key == d.key)
+                .and_then(|x| x.digest.clone())
+                .unwrap_or_default();
+            let dfile = digests::digests_of(image);
+            match digests::check_path(&dfile, &recorded)? {
+                digests::Checked::Intact(_) => {}
+                _ => {
+                    return Err(Error::refused(format!(
+                        "the digest file {} of backup {id} was changed since the backup; its \
+                         data is not merged into another backup",
+                        dfile.display()
+                    ))
+                    .with_help("Run `sendense backup verify` on the chain."))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses unless `target`'s image is backed by `removed`'s, and `removed`'s by `parent`'s
+/// image (none for a full): a merge commits `target` into `removed` as its backing file, which
+/// must be what it reads through.
+fn check_link(removed: &Path, target: &Path, parent: Option<&str>) -> Result<()> {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let backing = |p: &Path| {
+        crate::repo::chain::qcow2_header(p)
+            .map(|h| h.backing)
+            .map_err(|e| Error::invalid(format!("{}: {e}", p.display())))
+    };
+    let parent_image = parent.map(|p| format!("{p}.qcow2"));
+    if backing(target)? != name(removed) || backing(removed)? != parent_image {
+        return Err(Error::refused(format!(
+            "{} is not backed by {} as recorded (or that by its recorded parent): the merge is \
+             not done",
+            target.display(),
+            removed.display()
+        ))
+        .with_help("Run `sendense backup verify` on the chain."));
+    }
+    Ok(())
+}
+
 /// Does (or finishes) the file work of `journal` in `repo` — the removed backup's manifest,
 /// each disk's merge, the dependants' manifests — and returns what each merged disk is now.
 /// Idempotent: every step can run again after a crash at any instant.
@@ -194,7 +269,7 @@ pub fn roll_forward(repo: &Path, journal: &Journal) -> Result<Vec<MergedDisk>> {
             Some(child) => {
                 let target = journal.image(repo, d.key, child);
                 crate::repo::chain::check_inside(repo, &target)?;
-                merge_disk(&removed, &target)?;
+                merge_disk(&removed, &target, d.parent.as_deref())?;
                 let image_bytes = std::fs::metadata(&target)
                     .map_err(|e| Error::io("reading", &target, e))?
                     .len();
@@ -219,10 +294,12 @@ pub fn roll_forward(repo: &Path, journal: &Journal) -> Result<Vec<MergedDisk>> {
 }
 
 /// Steps a–d of one disk (see the module docs).
-fn merge_disk(removed: &Path, target: &Path) -> Result<()> {
+fn merge_disk(removed: &Path, target: &Path, parent: Option<&str>) -> Result<()> {
     let removed_digests = digests::digests_of(removed);
     let target_digests = digests::digests_of(target);
     if removed.exists() {
+        // Never commit into an image the target does not read through.
+        check_link(removed, target, parent)?;
         commit(target, removed)?;
         crate::crash::point("merge.committed");
         // The removed backup's digest file takes the target's records, in place: it is the

@@ -551,7 +551,23 @@ pub(super) fn refuse_unless_deletable(conn: &rusqlite::Connection, id: &str) -> 
         Some((status, None)) if status != "completed" => {
             Err(Error::busy(format!("backup {id} is still being written")))
         }
-        Some(_) => Ok(()),
+        Some(_) => {
+            let parent_deleting: Option<String> = conn
+                .query_row(
+                    "SELECT p.id FROM backup_disks d JOIN backups p ON p.id = d.parent_backup_id \
+                     WHERE d.backup_id = ?1 AND p.deleting_at IS NOT NULL LIMIT 1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match parent_deleting {
+                Some(p) => Err(Error::busy(format!(
+                    "backup {p}, which backup {id} depends on, is being removed"
+                ))
+                .with_help("Run `sendense cleanup` to finish its removal, then try again.")),
+                None => Ok(()),
+            }
+        }
     }
 }
 

@@ -214,9 +214,16 @@ impl Sendense {
                 }
             };
             let _vm = crate::lock::VmLock::acquire(self.state_dir(), &journal.vm)?;
-            let done = match self.catalog().backup(&journal.backup) {
-                Ok(b) => self.finish_interrupted_merge(&b).map(|_| ()),
-                Err(_) => roll_forward(canonical, &journal).and_then(|_| journal.remove(canonical)),
+            // Through the catalog only for its own record of this very backup, being removed
+            // from this repository; else from the repository alone.
+            let known = self
+                .catalog()
+                .backup(&journal.backup)
+                .ok()
+                .filter(|b| b.repo_path == canonical && b.status == "deleting");
+            let done = match known {
+                Some(b) => self.finish_interrupted_merge(&b).map(|_| ()),
+                None => roll_forward(canonical, &journal).and_then(|_| journal.remove(canonical)),
             };
             match done {
                 Ok(()) => report.warnings.push(format!(

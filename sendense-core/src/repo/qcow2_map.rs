@@ -21,6 +21,8 @@ pub struct OwnMap {
     pub own: Vec<(u64, u64)>,
 }
 
+/// The largest L1 table QEMU opens.
+const MAX_L1_BYTES: u64 = 32 << 20;
 /// Incompatible features this reader follows: dirty (1), corrupt is left to QEMU.
 const INCOMPAT_DIRTY: u64 = 1;
 /// L2 entry: the cluster reads as zeroes.
@@ -77,6 +79,15 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
     }
     let inside = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= file_len);
     let l1_len = clusters.div_ceil(per_l2) * 8;
+    // QEMU refuses L1 tables over 32 MiB; a larger one is a forged header, not an image.
+    if l1_len > MAX_L1_BYTES {
+        return Err(format!(
+            "its L1 table ({l1_len} bytes) is larger than QEMU allows"
+        ));
+    }
+    // Each data extent needs a host cluster of its own: more extents than the file has
+    // clusters means tables pointing several guest clusters at the same bytes.
+    let max_extents = file_len / cluster + 1;
     if !inside(l1_offset, l1_len) {
         return Err("its L1 table lies beyond the end of the file".into());
     }
@@ -118,7 +129,14 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
                 push_range(&mut map.own, guest, len);
                 match map.data.last_mut() {
                     Some((g, l, h)) if *g + *l == guest && *h + *l == host => *l += len,
-                    _ => map.data.push((guest, len, host)),
+                    _ => {
+                        if map.data.len() as u64 >= max_extents {
+                            return Err("its cluster tables point more guest clusters at data \
+                                        than the file holds"
+                                .into());
+                        }
+                        map.data.push((guest, len, host))
+                    }
                 }
             }
         }
