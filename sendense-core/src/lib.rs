@@ -47,6 +47,7 @@ pub mod restore;
 pub mod retention;
 pub(crate) mod rt;
 pub mod runner;
+pub mod schedule;
 mod sendense;
 pub mod source;
 pub mod supervise;

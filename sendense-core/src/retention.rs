@@ -100,7 +100,7 @@ impl Rule {
 
     /// The period `t` falls in, in `tz` (`None` for `keep-last`, which has no periods).
     fn period(self, t: Timestamp, tz: &TimeZone) -> Option<(i16, i16, i16)> {
-        let local = t.to_zoned_datetime(tz.clone());
+        let local = t.to_zoned(tz.clone());
         let (y, m, d, h) = (
             local.year(),
             i16::from(local.month()),
