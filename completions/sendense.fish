@@ -34,6 +34,9 @@ complete -c sendense -n "__fish_sendense_needs_command" -s V -l version -d 'Prin
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "init" -d 'Create the state directory, the catalog and a commented default config'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage backup repositories'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "policy" -d 'Policies: where a group\'s backups go, when, how long they are kept, where they are copied'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "group" -d 'Protection groups: VMs backed up together under one policy'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "schedule" -d 'When groups run'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "backup" -d 'Back up VMs and inspect backups'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "restore" -d 'Restore disks as they were at a backup: standalone images, or into an NBD target'
@@ -172,6 +175,173 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -f -a "add" -d 'Add a policy'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -f -a "list" -d 'List policies'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -f -a "show" -d 'Show one policy'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -f -a "edit" -d 'Change a policy: only the settings given change'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -f -a "remove" -d 'Remove a policy; refused while a group uses it'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l repo -d 'Repository the backups go to' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l schedule -d 'When backups run (cron, local time)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l full-every -d 'Every Nth backup of a disk is a full' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l full-schedule -d 'When backups are fulls (cron)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l verify -d 'When the backups are verified (cron)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-last -d 'Keep the N newest backups' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-hourly -d 'Keep the newest backup of each of the N most recent hours that have one' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-daily -d '... of days' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-weekly -d '... of ISO weeks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-monthly -d '... of months' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-yearly -d '... of years' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-to -d 'Copy every backup into this repository too' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-last -d 'In the copy repository: keep the N newest copies' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-hourly -d '... the newest of each of the N most recent hours' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-daily -d '... days' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-weekly -d '... ISO weeks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-monthly -d '... months' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-yearly -d '... years' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l repo -d 'Repository the backups go to' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l schedule -d 'When backups run (cron), or `none`' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l full-every -d 'Every Nth backup of a disk is a full (0: clear)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l full-schedule -d 'When backups are fulls (cron), or `none`' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l verify -d 'When the backups are verified (cron), or `none`' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-last -d 'Keep the N newest backups' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-hourly -d '... the newest of each of the N most recent hours' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-daily -d '... days' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-weekly -d '... ISO weeks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-monthly -d '... months' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-yearly -d '... years' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-to -d 'Copy every backup into this repository (or `none`)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-last -d 'In the copy repository: keep the N newest copies' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-hourly -d '... the newest of each of the N most recent hours' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-daily -d '... days' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-weekly -d '... ISO weeks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-monthly -d '... months' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-yearly -d '... years' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "add" -d 'Add a protection group'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "edit" -d 'Change a group\'s policy, parallelism or priority'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "add-vm" -d 'Put a VM into a group'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "remove-vm" -d 'Take a VM out of a group (its backups stay)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "list" -d 'List groups with their next runs'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "show" -d 'Show one group'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and not __fish_seen_subcommand_from add edit add-vm remove-vm list show remove" -f -a "remove" -d 'Remove a group (its VMs and backups stay)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l policy -d 'Its policy' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l max-parallel -d 'At most this many of its VMs backed up at once' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l priority -d 'Higher runs first' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l policy -d 'Its policy' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l max-parallel -d 'At most this many of its VMs backed up at once' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l priority -d 'Higher runs first' -r
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from edit" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from add-vm" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove-vm" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -f -a "list" -d 'Each group\'s schedule, next run and last result'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

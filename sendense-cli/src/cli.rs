@@ -108,6 +108,15 @@ config is never overwritten.")]
     /// Manage the VMs Sendense backs up.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Policies: where a group's backups go, when, how long they are kept, where they are copied.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Protection groups: VMs backed up together under one policy.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// When groups run.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Back up VMs and inspect backups.
     #[command(subcommand)]
     Backup(BackupCommand),
@@ -432,7 +441,8 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
     #[command(after_long_help = format!("{VM_JSON}
   vm show adds to each disk \"checkpoint_state\": {{\"state\": \"present\" | \"none\" |
   \"missing\" | \"inconsistent\" | \"unsupported\", \"detail\": reason (unsupported only)}},
-  read live from the source (null when the source cannot be reached)."))]
+  read live from the source (null when the source cannot be reached), and
+  \"groups\": [{{\"name\": \"prod\", \"policy\": \"nightly\", \"next_run\": \"...\" | null}}]."))]
     Show {
         /// VM name.
         name: String,
@@ -644,24 +654,8 @@ JSON OUTPUT
         /// Only this repository.
         #[arg(long)]
         repo: Option<String>,
-        /// Keep the N newest backups.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_last: u32,
-        /// Keep the newest backup of each of the N most recent hours that have one.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_hourly: u32,
-        /// ... of days.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_daily: u32,
-        /// ... of ISO weeks.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_weekly: u32,
-        /// ... of months.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_monthly: u32,
-        /// ... of years.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep_yearly: u32,
+        #[command(flatten)]
+        keep: KeepArgs,
         /// Only show the marks.
         #[arg(long)]
         dry_run: bool,
@@ -724,4 +718,255 @@ JSON OUTPUT
 /// The clap command, for generating man pages and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+/// Keep rules (prune, policies): each keeps the newest backup of each of the N most recent
+/// periods that have one.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep the N newest backups.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest backup of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// ... of days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// ... of ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// ... of months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// ... of years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+}
+
+/// Keep rules of a policy's copies (`--copy-keep-*`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct CopyKeepArgs {
+    /// In the copy repository: keep the N newest copies.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_last: u32,
+    /// ... the newest of each of the N most recent hours.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_hourly: u32,
+    /// ... days.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_daily: u32,
+    /// ... ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_weekly: u32,
+    /// ... months.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_monthly: u32,
+    /// ... years.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "copy_to")]
+    pub copy_keep_yearly: u32,
+}
+
+const POLICY_ADD_HELP: &str =
+    "A policy says where a group's backups go (--repo), when they run (--schedule;
+without one, only by hand), which are fulls (--full-every N: every Nth backup
+of a disk; or --full-schedule), when they are verified (--verify), how long
+they are kept (the --keep-* rules of `backup prune`; none: all are kept), and
+where they are copied (--copy-to, with --copy-keep-* for the copies).
+
+Schedules are five-field cron expressions in the local time zone (TZ): minute
+hour day-of-month month day-of-week, names like MON and JAN allowed, or
+@hourly, @daily, @midnight, @weekly, @monthly, @yearly. A bad expression is an
+error that shows which field is wrong.
+
+Example: nightly at 02:00, a full every 7 nights, a week of dailies and six
+monthlies, copies kept 30 days offsite:
+  sendense policy add nightly --repo local --schedule '0 2 * * *' \\
+      --full-every 7 --keep-daily 7 --keep-monthly 6 \\
+      --copy-to offsite --copy-keep-daily 30
+
+JSON OUTPUT
+  A policy object:
+  {\"name\": \"nightly\", \"repo\": \"local\", \"schedule\": \"0 2 * * *\",
+   \"full_every\": 7, \"full_schedule\": null, \"verify_schedule\": null,
+   \"keep\": {\"last\": 0, \"hourly\": 0, \"daily\": 7, \"weekly\": 0,
+            \"monthly\": 6, \"yearly\": 0},
+   \"copies\": [{\"repo\": \"offsite\", \"keep\": {...}}], \"groups\": [\"prod\"],
+   \"created_at\": \"...\"}";
+
+const SCHEDULE_LIST_HELP: &str = "JSON OUTPUT
+  [{\"name\": \"prod\", \"policy\": \"nightly\", \"max_parallel\": 2, \"priority\": 10,
+    \"vms\": [\"pgtest1\"], \"schedule\": \"0 2 * * *\",
+    \"next_run\": \"2026-12-01T02:00:00Z\", \"last_run_at\": null,
+    \"last_result\": null, \"created_at\": \"...\"}]";
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Add a policy.
+    #[command(after_long_help = POLICY_ADD_HELP)]
+    Add {
+        /// Policy name.
+        name: String,
+        /// Repository the backups go to.
+        #[arg(long)]
+        repo: String,
+        /// When backups run (cron, local time).
+        #[arg(long, value_name = "CRON")]
+        schedule: Option<String>,
+        /// Every Nth backup of a disk is a full.
+        #[arg(long, value_name = "N", conflicts_with = "full_schedule")]
+        full_every: Option<u32>,
+        /// When backups are fulls (cron).
+        #[arg(long, value_name = "CRON")]
+        full_schedule: Option<String>,
+        /// When the backups are verified (cron).
+        #[arg(long, value_name = "CRON")]
+        verify: Option<String>,
+        #[command(flatten)]
+        keep: KeepArgs,
+        /// Copy every backup into this repository too.
+        #[arg(long, value_name = "REPO")]
+        copy_to: Option<String>,
+        #[command(flatten)]
+        copy_keep: CopyKeepArgs,
+    },
+    /// List policies.
+    List,
+    /// Show one policy.
+    Show {
+        /// Policy name.
+        name: String,
+    },
+    /// Change a policy: only the settings given change.
+    #[command(
+        after_long_help = "--schedule none, --full-schedule none, --verify none and
+--full-every 0 clear those settings. Any --keep-* given replaces that rule;
+--copy-to replaces the copy rule (--copy-to none removes it)."
+    )]
+    Edit {
+        /// Policy name.
+        name: String,
+        /// Repository the backups go to.
+        #[arg(long)]
+        repo: Option<String>,
+        /// When backups run (cron), or `none`.
+        #[arg(long, value_name = "CRON")]
+        schedule: Option<String>,
+        /// Every Nth backup of a disk is a full (0: clear).
+        #[arg(long, value_name = "N")]
+        full_every: Option<u32>,
+        /// When backups are fulls (cron), or `none`.
+        #[arg(long, value_name = "CRON")]
+        full_schedule: Option<String>,
+        /// When the backups are verified (cron), or `none`.
+        #[arg(long, value_name = "CRON")]
+        verify: Option<String>,
+        /// Keep the N newest backups.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// ... the newest of each of the N most recent hours.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// ... days.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// ... ISO weeks.
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// ... months.
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// ... years.
+        #[arg(long, value_name = "N")]
+        keep_yearly: Option<u32>,
+        /// Copy every backup into this repository (or `none`).
+        #[arg(long, value_name = "REPO")]
+        copy_to: Option<String>,
+        #[command(flatten)]
+        copy_keep: CopyKeepArgs,
+    },
+    /// Remove a policy; refused while a group uses it.
+    Remove {
+        /// Policy name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add a protection group.
+    #[command(
+        after_long_help = "A group's VMs are backed up together under its policy: at most
+--max-parallel of them at once, groups of higher --priority first. A VM may be
+in several groups.
+
+Example:
+  sendense group add prod --policy nightly --max-parallel 2 --priority 10
+  sendense group add-vm prod pgtest1"
+    )]
+    Add {
+        /// Group name.
+        name: String,
+        /// Its policy.
+        #[arg(long)]
+        policy: String,
+        /// At most this many of its VMs backed up at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        max_parallel: u32,
+        /// Higher runs first.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
+        priority: i64,
+    },
+    /// Change a group's policy, parallelism or priority.
+    Edit {
+        /// Group name.
+        name: String,
+        /// Its policy.
+        #[arg(long)]
+        policy: Option<String>,
+        /// At most this many of its VMs backed up at once.
+        #[arg(long, value_name = "N")]
+        max_parallel: Option<u32>,
+        /// Higher runs first.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        priority: Option<i64>,
+    },
+    /// Put a VM into a group.
+    AddVm {
+        /// Group name.
+        group: String,
+        /// VM name.
+        vm: String,
+    },
+    /// Take a VM out of a group (its backups stay).
+    RemoveVm {
+        /// Group name.
+        group: String,
+        /// VM name.
+        vm: String,
+    },
+    /// List groups with their next runs.
+    List,
+    /// Show one group.
+    Show {
+        /// Group name.
+        name: String,
+    },
+    /// Remove a group (its VMs and backups stay).
+    Remove {
+        /// Group name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each group's schedule, next run and last result.
+    #[command(after_long_help = SCHEDULE_LIST_HELP)]
+    List,
 }

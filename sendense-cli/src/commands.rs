@@ -6,6 +6,7 @@ mod doctor;
 mod init;
 mod job;
 mod nbd;
+mod policy;
 mod repo;
 mod restore;
 mod vm;
@@ -21,6 +22,9 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Init => init::run(g),
         Command::Repo(cmd) => repo::run(g, cmd),
         Command::Vm(cmd) => vm::run(g, cmd),
+        Command::Policy(cmd) => policy::run(g, cmd),
+        Command::Group(cmd) => policy::group(g, cmd),
+        Command::Schedule(cmd) => policy::schedule(g, cmd),
         Command::Backup(cmd) => backup::run(g, cmd),
         Command::Job(cmd) => job::run(g, cmd),
         Command::Nbd(cmd) => nbd::run(g, cmd),

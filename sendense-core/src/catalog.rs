@@ -10,6 +10,7 @@ mod children;
 mod exports;
 mod jobs;
 mod merges;
+mod policies;
 mod repos;
 mod schema;
 mod vms;
@@ -22,6 +23,7 @@ pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};
 pub use jobs::{JobFilter, JobKind, JobLogLine, JobRecord, JobStatus};
 pub use merges::{DiskChild, MergedDisk, MERGED_FULL_REASON};
+pub use policies::{CopyRule, GroupRecord, NewPolicy, PolicyRecord, PolicySettings};
 pub use repos::{NewRepo, RepoRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};
 

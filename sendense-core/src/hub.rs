@@ -9,6 +9,7 @@
 //! | `hub/backups.rs` | backups: list, show |
 //! | `hub/jobs.rs` | jobs: list, show, log, cancel |
 //! | `hub/exports.rs` | the hub's NBD exports: start, stop, list |
+//! | `hub/policies.rs` | policies and protection groups: add, edit, members, next runs |
 //!
 //! Long operations are orchestrated where their steps are: [`crate::backup`] (backup, delete),
 //! [`crate::restore`], [`crate::verify`], [`crate::export`] (serving a restore point),
@@ -18,9 +19,11 @@
 mod backups;
 mod exports;
 mod jobs;
+mod policies;
 mod repos;
 mod vms;
 
 pub use exports::{ExportStatus, Worker};
+pub use policies::{GroupStatus, PolicyEdit, PolicySpec};
 pub use repos::{AddRepo, RepoStatus};
 pub use vms::DiskStatus;

@@ -61,7 +61,9 @@ pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoReco
 pub use config::{Config, TransferMode};
 pub use error::{exit, Error, ErrorKind, Result};
 pub use event::{CopyMode, Event, EventKind, EventSink, NullSink, SharedSink};
-pub use hub::{AddRepo, DiskStatus, ExportStatus, RepoStatus, Worker};
+pub use hub::{
+    AddRepo, DiskStatus, ExportStatus, GroupStatus, PolicyEdit, PolicySpec, RepoStatus, Worker,
+};
 pub use sendense::{
     resolve_state_dir, InitReport, OpenOptions, Sendense, CATALOG_FILE, CONFIG_FILE,
 };

@@ -168,23 +168,11 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
         BackupCommand::Prune {
             vm,
             repo,
-            keep_last,
-            keep_hourly,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_yearly,
+            keep,
             dry_run,
         } => {
             let mut sd = super::open(g)?;
-            let rules = sendense_core::retention::KeepRules {
-                last: keep_last,
-                hourly: keep_hourly,
-                daily: keep_daily,
-                weekly: keep_weekly,
-                monthly: keep_monthly,
-                yearly: keep_yearly,
-            };
+            let rules = super::policy::keep_rules(&keep);
             let report = sd.prune(&sendense_core::retention::PruneRequest {
                 vm,
                 repo,

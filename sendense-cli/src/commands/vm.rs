@@ -90,6 +90,7 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                     .collect(),
                 Err(_) => vec![None; vm.disks.len()],
             };
+            let groups = sd.groups_of_vm(&name)?;
             if g.json {
                 let mut doc = serde_json::to_value(&vm).unwrap_or_default();
                 if let Some(disks) = doc["disks"].as_array_mut() {
@@ -97,13 +98,36 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                         d["checkpoint_state"] = serde_json::to_value(st).unwrap_or_default();
                     }
                 }
+                doc["groups"] = serde_json::json!(groups
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "name": s.group.name,
+                        "policy": s.group.policy,
+                        "next_run": s.next_run,
+                    }))
+                    .collect::<Vec<_>>());
                 output::json(&doc)?;
             } else {
+                let in_groups = groups
+                    .iter()
+                    .map(|s| match &s.next_run {
+                        Some(next) => format!("{} (next run {next})", s.group.name),
+                        None => s.group.name.clone(),
+                    })
+                    .collect::<Vec<_>>();
                 let rows = [
                     ("Name", vm.name.clone()),
                     ("Source", vm.source.clone()),
                     ("Backups", vm.backups.to_string()),
                     ("Created", vm.created_at.clone()),
+                    (
+                        "Groups",
+                        if in_groups.is_empty() {
+                            "-".into()
+                        } else {
+                            in_groups.join(", ")
+                        },
+                    ),
                 ];
                 output::line(&table::fields(&rows).to_string())?;
                 let mut t2 =

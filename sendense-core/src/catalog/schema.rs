@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -322,4 +322,90 @@ UPDATE nbd_exports SET child_id = (
 ALTER TABLE nbd_exports DROP COLUMN pid;
 ALTER TABLE nbd_exports DROP COLUMN pid_start;
 ALTER TABLE nbd_exports DROP COLUMN cmdline;
+"#;
+
+/// Unattended protection: policies (where, when, how long, copies) and groups of VMs. The
+/// tables of the first schema were never used; they are replaced by ones with the rules this
+/// needs (a policy a group uses cannot be removed).
+const V5: &str = r#"
+DROP TABLE copies;
+DROP TABLE schedules;
+DROP TABLE group_members;
+DROP TABLE protection_groups;
+DROP TABLE copy_rules;
+DROP TABLE policies;
+
+-- Where a group's backups go, when (cron, local time; NULL: by hand only), when a backup is a
+-- full (every N backups, or on its own schedule), when the backups are verified, and how many
+-- are kept (the prune rules; all 0: everything is kept).
+CREATE TABLE policies (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    repo_id         INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    schedule        TEXT,
+    full_every      INTEGER CHECK (full_every IS NULL OR full_every >= 1),
+    full_schedule   TEXT,
+    verify_schedule TEXT,
+    keep_last       INTEGER NOT NULL DEFAULT 0 CHECK (keep_last >= 0),
+    keep_hourly     INTEGER NOT NULL DEFAULT 0 CHECK (keep_hourly >= 0),
+    keep_daily      INTEGER NOT NULL DEFAULT 0 CHECK (keep_daily >= 0),
+    keep_weekly     INTEGER NOT NULL DEFAULT 0 CHECK (keep_weekly >= 0),
+    keep_monthly    INTEGER NOT NULL DEFAULT 0 CHECK (keep_monthly >= 0),
+    keep_yearly     INTEGER NOT NULL DEFAULT 0 CHECK (keep_yearly >= 0),
+    created_at      TEXT NOT NULL,
+    CHECK (full_every IS NULL OR full_schedule IS NULL)
+);
+CREATE INDEX policies_repo ON policies(repo_id);
+
+-- Where a policy's backups are copied, and how many copies are kept there.
+CREATE TABLE copy_rules (
+    id           INTEGER PRIMARY KEY,
+    policy_id    INTEGER NOT NULL REFERENCES policies(id) ON DELETE CASCADE,
+    dest_repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    keep_last    INTEGER NOT NULL DEFAULT 0 CHECK (keep_last >= 0),
+    keep_hourly  INTEGER NOT NULL DEFAULT 0 CHECK (keep_hourly >= 0),
+    keep_daily   INTEGER NOT NULL DEFAULT 0 CHECK (keep_daily >= 0),
+    keep_weekly  INTEGER NOT NULL DEFAULT 0 CHECK (keep_weekly >= 0),
+    keep_monthly INTEGER NOT NULL DEFAULT 0 CHECK (keep_monthly >= 0),
+    keep_yearly  INTEGER NOT NULL DEFAULT 0 CHECK (keep_yearly >= 0),
+    created_at   TEXT NOT NULL,
+    UNIQUE (policy_id, dest_repo_id)
+);
+CREATE INDEX copy_rules_repo ON copy_rules(dest_repo_id);
+
+-- VMs protected together by one policy. A VM may be in several groups.
+CREATE TABLE protection_groups (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    policy_id    INTEGER NOT NULL REFERENCES policies(id) ON DELETE RESTRICT,
+    max_parallel INTEGER NOT NULL DEFAULT 1 CHECK (max_parallel >= 1),
+    priority     INTEGER NOT NULL DEFAULT 0,
+    last_run_at  TEXT,
+    last_result  TEXT,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX protection_groups_policy ON protection_groups(policy_id);
+
+CREATE TABLE group_members (
+    group_id INTEGER NOT NULL REFERENCES protection_groups(id) ON DELETE CASCADE,
+    vm_id    INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (group_id, vm_id)
+);
+CREATE INDEX group_members_vm ON group_members(vm_id);
+
+-- Copies of backups into other repositories (3-2-1).
+CREATE TABLE copies (
+    id           INTEGER PRIMARY KEY,
+    backup_id    TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    rule_id      INTEGER REFERENCES copy_rules(id) ON DELETE SET NULL,
+    dest_repo_id INTEGER NOT NULL REFERENCES repositories(id) ON DELETE RESTRICT,
+    job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    created_at   TEXT NOT NULL,
+    completed_at TEXT,
+    error        TEXT,
+    UNIQUE (backup_id, dest_repo_id)
+);
+CREATE INDEX copies_dest ON copies(dest_repo_id);
 "#;
