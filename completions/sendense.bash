@@ -151,6 +151,9 @@ _sendense() {
             sendense__subcmd__schedule,list)
                 cmd="sendense__subcmd__schedule__subcmd__list"
                 ;;
+            sendense__subcmd__schedule,run)
+                cmd="sendense__subcmd__schedule__subcmd__run"
+                ;;
             sendense__subcmd__vm,add)
                 cmd="sendense__subcmd__vm__subcmd__add"
                 ;;
@@ -1387,7 +1390,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__schedule)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version list"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version list run"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1410,6 +1413,28 @@ _sendense() {
             ;;
         sendense__subcmd__schedule__subcmd__list)
             opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__schedule__subcmd__run)
+            opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

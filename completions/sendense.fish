@@ -327,14 +327,15 @@ complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen
 complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c sendense -n "__fish_sendense_using_subcommand group; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list" -f -a "list" -d 'Each group\'s schedule, next run and last result'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -f -a "list" -d 'Each group\'s schedule, next run and last result'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and not __fish_seen_subcommand_from list run" -f -a "run" -d 'Run, once, everything due now; safe to start from cron every minute'
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
@@ -342,6 +343,14 @@ complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_s
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -l dry-run -d 'Only show what is due'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

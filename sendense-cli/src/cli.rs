@@ -969,4 +969,33 @@ pub enum ScheduleCommand {
     /// Each group's schedule, next run and last result.
     #[command(after_long_help = SCHEDULE_LIST_HELP)]
     List,
+    /// Run, once, everything due now; safe to start from cron every minute.
+    #[command(
+        after_long_help = "A group is due when its policy's schedule has an instant since the group
+last ran (runs missed while the hub was down run once, for the latest instant).
+Due groups run higher priority first; each backs up its VMs into the policy's
+repository, at most --max-parallel at once; a VM whose backup is already
+running is skipped and reported. A backup is a full when the policy's
+--full-schedule has an instant since the VM's newest backup, or when its chain
+holds --full-every backups already. Then the policy's keep rules prune each
+VM. Only one run at a time: a second one finds the first running and starts
+nothing. A crontab line:
+  * * * * *  root  sendense schedule run -q
+
+Exit status 0 when everything due succeeded (or nothing was due), 3 when some
+backups failed, 1 when something was due and nothing could run.
+
+JSON OUTPUT
+  {\"dry_run\": false, \"already_running\": false, \"now\": \"...\",
+   \"groups\": [{\"group\": \"prod\", \"policy\": \"nightly\", \"due_at\": \"...\",
+     \"vms\": [{\"vm\": \"pgtest1\", \"result\": \"completed\" | \"failed\" | \"skipped\" | \"due\",
+              \"backup\": \"<id>\", \"requested\": \"auto\" | \"full\",
+              \"seconds\": 3.2, \"bytes\": 1048576, \"error\": null}],
+     \"prune\": [\"pgtest1: 7 kept, 1 removed, 0 stay\"]}]}"
+    )]
+    Run {
+        /// Only show what is due.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

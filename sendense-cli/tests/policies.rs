@@ -209,3 +209,176 @@ fn policies_and_groups_are_recorded_checked_and_scheduled() {
         1
     );
 }
+
+/// `sendense ARGS --json` on hub `state` with its clock at `at` (UTC): exit code and document.
+fn at(state: &Path, when: &str, args: &[&str]) -> (i32, Value) {
+    let o = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--json")
+        .env("SENDENSE_HOME", state)
+        .env("SENDENSE_TEST_NOW", when)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert!(doc != Value::Null, "{args:?}: {}", output_text(&o));
+    (o.status.code().unwrap_or(-1), doc)
+}
+
+/// (group, vm, result) of a `schedule run` report.
+fn ran(report: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for g in report["groups"].as_array().unwrap() {
+        for v in g["vms"].as_array().unwrap() {
+            out.push((
+                g["group"].as_str().unwrap().to_string(),
+                v["vm"].as_str().unwrap().to_string(),
+                v["result"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+/// Group prod's three VMs with these results.
+fn prod(results: [&str; 3]) -> Vec<(String, String, String)> {
+    let vms = ["vm1", "vm2", "vm3"];
+    let list: Vec<(&str, &str, &str)> = vms
+        .iter()
+        .zip(results)
+        .map(|(v, r)| ("prod", *v, r))
+        .collect();
+    triples(&list)
+}
+
+#[test]
+fn schedule_run_does_what_is_due_once_by_priority_and_prunes() {
+    let (dir, state) = temp_hub(BIN, "local");
+    let d = dir.path();
+    let mut disks = Vec::new();
+    for vm in ["vm1", "vm2", "vm3"] {
+        let disk = create_image(&d.join(format!("{vm}.qcow2")), "qcow2", "16M");
+        add_image_vm(BIN, &state, vm, &[&disk]);
+        disks.push(disk);
+    }
+    let setup = "2026-11-28T12:00:00Z";
+    let policy = [
+        "policy",
+        "add",
+        "nightly",
+        "--repo",
+        "local",
+        "--schedule",
+        "0 2 * * *",
+    ];
+    at(
+        &state,
+        setup,
+        &[&policy[..], &["--keep-last", "2"]].concat(),
+    );
+    at(
+        &state,
+        setup,
+        &[
+            "policy",
+            "add",
+            "late",
+            "--repo",
+            "local",
+            "--schedule",
+            "0 3 * * *",
+        ],
+    );
+    let add_prod = [
+        "group",
+        "add",
+        "prod",
+        "--policy",
+        "nightly",
+        "--max-parallel",
+        "2",
+    ];
+    at(
+        &state,
+        setup,
+        &[&add_prod[..], &["--priority", "10"]].concat(),
+    );
+    at(&state, setup, &["group", "add", "dev", "--policy", "late"]);
+    for vm in ["vm1", "vm2", "vm3"] {
+        at(&state, setup, &["group", "add-vm", "prod", vm]);
+    }
+    at(&state, setup, &["group", "add-vm", "dev", "vm1"]);
+
+    // Nothing is due before the first 02:00.
+    let (c, r) = at(&state, "2026-11-28T13:00:00Z", &["schedule", "run"]);
+    assert_eq!((c, ran(&r)), (0, vec![]), "{r}");
+    // A dry run names what is due, and runs nothing.
+    let (c, r) = at(
+        &state,
+        "2026-11-29T02:30:00Z",
+        &["schedule", "run", "--dry-run"],
+    );
+    assert_eq!(c, 0);
+    assert_eq!(
+        ran(&r),
+        triples(&[
+            ("prod", "vm1", "due"),
+            ("prod", "vm2", "due"),
+            ("prod", "vm3", "due")
+        ])
+    );
+    assert_eq!(
+        cli_json(BIN, &state, &["backup", "list"]),
+        serde_json::json!([])
+    );
+    // The night: prod's three VMs.
+    let (c, r) = at(&state, "2026-11-29T02:30:00Z", &["schedule", "run"]);
+    assert_eq!(c, 0, "{r:#}");
+    assert_eq!(ran(&r), prod(["completed", "completed", "completed"]));
+    let shown = cli_json(BIN, &state, &["group", "show", "prod"]);
+    assert_eq!(shown["last_run_at"], "2026-11-29T02:00:00Z");
+    assert_eq!(shown["last_result"], "3 completed, 0 failed, 0 skipped");
+    // Not twice for the same instant; dev at its own time.
+    let (_, r) = at(&state, "2026-11-29T02:45:00Z", &["schedule", "run"]);
+    assert_eq!(ran(&r), vec![]);
+    let (_, r) = at(&state, "2026-11-29T03:10:00Z", &["schedule", "run"]);
+    assert_eq!(ran(&r), triples(&[("dev", "vm1", "completed")]));
+
+    // Two nights missed, then back: each group once, for the latest night; prod first.
+    let (c, r) = at(&state, "2026-12-01T09:00:00Z", &["schedule", "run"]);
+    assert_eq!(c, 0, "{r:#}");
+    let groups: Vec<&str> = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["prod", "dev"]);
+    assert_eq!(r["groups"][0]["due_at"], "2026-12-01T02:00:00Z");
+    // nightly's keep-last 2, per VM in its repository.
+    let count = |vm: &str| {
+        cli_json(BIN, &state, &["backup", "list", "--vm", vm])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count("vm2"), 2);
+    assert_eq!(count("vm3"), 2);
+
+    // A VM whose disk is gone fails; the others complete: exit 3.
+    std::fs::remove_file(&disks[2]).unwrap();
+    let (c, r) = at(&state, "2026-12-02T02:30:00Z", &["schedule", "run"]);
+    assert_eq!(c, 3, "{r:#}");
+    assert_eq!(ran(&r), prod(["completed", "completed", "failed"]));
+    assert!(r["groups"][0]["vms"][2]["error"].as_str().unwrap().len() > 10);
+    assert_eq!(
+        cli_json(BIN, &state, &["group", "show", "prod"])["last_result"],
+        "2 completed, 1 failed, 0 skipped"
+    );
+}

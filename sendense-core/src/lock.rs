@@ -123,6 +123,19 @@ impl BackupDeleteLock {
     }
 }
 
+/// Held by the one `schedule run` (or daemon pass) of a state directory that runs at a time:
+/// started from cron every minute, a second one finds it taken and starts nothing.
+#[derive(Debug)]
+pub struct ScheduleLock(#[allow(dead_code)] FileLock);
+
+impl ScheduleLock {
+    /// Takes the lock, or `None` while another run holds it.
+    pub fn try_acquire(state_dir: &Path) -> Result<Option<ScheduleLock>> {
+        let path = lock_dir(state_dir)?.join("schedule.lock");
+        Ok(FileLock::try_lock(&path, true, false)?.map(ScheduleLock))
+    }
+}
+
 /// The lock in a repository that keeps a take-over from happening while its owner writes:
 /// `<repo>/locks/writers.lock`, held shared by every backup and delete of the owning hub and
 /// exclusively by `repo import --take-over` while it takes the repository. Across the

@@ -9,6 +9,10 @@
 //! Runs missed while the hub was down collapse into one: the schedule runs once, as of the
 //! latest instant it missed, not once per missed instant.
 
+mod run;
+
+pub use run::{GroupRun, ScheduleRunReport, VmRun};
+
 use crate::error::{Error, Result};
 use croner::parser::{CronParser, Seconds};
 use jiff::tz::TimeZone;

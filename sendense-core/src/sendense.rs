@@ -273,6 +273,19 @@ impl Sendense {
         self.state_dir.join("run")
     }
 
+    /// Options that open this state directory again, with the same configuration file and
+    /// event sink (for jobs on threads of their own).
+    pub fn open_options_again(&self) -> OpenOptions {
+        let opts = OpenOptions::new()
+            .state_dir(&self.state_dir)
+            .sink(self.sink.clone());
+        // A configuration file that does not exist means the defaults, as it did here.
+        match self.config_path.exists() {
+            true => opts.config(&self.config_path),
+            false => opts,
+        }
+    }
+
     /// Where the processes started for `job` are recorded (see [`crate::supervise`]).
     pub fn ledger(&self, job: Option<i64>) -> crate::supervise::Ledger {
         crate::supervise::Ledger::new(self.catalog().path(), job)

@@ -314,6 +314,50 @@ pub fn schedule(g: &GlobalArgs, cmd: ScheduleCommand) -> CmdResult {
             let sd = super::open(g)?;
             groups_table(g, &sd.groups()?)?;
         }
+        ScheduleCommand::Run { dry_run } => {
+            let mut sd = super::open(g)?;
+            let report = sd.schedule_run(dry_run)?;
+            if g.json {
+                output::json(&report)?;
+            } else {
+                run_text(&report)?;
+            }
+            return Ok(ExitCode::from(report.exit_code()));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_text(r: &sendense_core::schedule::ScheduleRunReport) -> Result<(), sendense_core::Error> {
+    if r.already_running {
+        return output::line("Another `schedule run` is running: nothing started.");
+    }
+    if r.groups.is_empty() {
+        return output::line(&format!("Nothing is due at {}.", r.now));
+    }
+    for gr in &r.groups {
+        output::line(&format!(
+            "Group `{}` (policy `{}`), due at {}:",
+            gr.group, gr.policy, gr.due_at
+        ))?;
+        let mut t = table::new(&["VM", "Requested", "Result", "Backup", "Seconds", "Read"]);
+        for v in &gr.vms {
+            t.add_row([
+                v.vm.clone(),
+                v.requested.clone(),
+                match &v.error {
+                    Some(e) => format!("{}: {e}", v.result),
+                    None => v.result.clone(),
+                },
+                v.backup.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.1}", v.seconds),
+                output::bytes(v.bytes),
+            ]);
+        }
+        output::line(&t.to_string())?;
+        for p in &gr.prune {
+            output::line(&format!("  prune {p}"))?;
+        }
+    }
+    Ok(())
 }

@@ -407,6 +407,17 @@ impl Catalog {
         self.group(name)
     }
 
+    /// Records that group `name` ran for the scheduled instant `at`, with `result`.
+    pub fn set_group_run(&mut self, name: &str, at: &str, result: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE protection_groups SET last_run_at = ?1, last_result = ?2 WHERE name = ?3",
+                (at, result, name),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Removes group `name` (its VMs and their backups stay).
     pub fn delete_group(&mut self, name: &str) -> Result<GroupRecord> {
         let g = self.group(name)?;

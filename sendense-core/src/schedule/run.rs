@@ -1,0 +1,311 @@
+//! `schedule run`: everything due now, once. Groups whose policy's schedule has an instant
+//! since they last ran are due ([`super::Schedule::due`]); they run higher priority first, each
+//! backing up its VMs at most `max_parallel` at once (each backup a job of its own, through the
+//! [`crate::runner::Runner`]); a VM whose backup is already running is skipped and reported;
+//! then the policy's keep rules prune each VM in the policy's repository. One run at a time
+//! per state directory ([`crate::lock::ScheduleLock`]): a second finds it taken and starts
+//! nothing, so cron may start it every minute.
+
+use super::Schedule;
+use crate::backup::plan::Requested;
+use crate::catalog::{GroupRecord, PolicyRecord};
+use crate::error::{exit, Error, ErrorKind, Result};
+use crate::retention::PruneRequest;
+use crate::runner::{JobHandle, Runner};
+use crate::sendense::Sendense;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Serialize;
+use std::time::Instant;
+
+/// What one `schedule run` did (or, with `dry_run`, would do). Also its `--json` shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScheduleRunReport {
+    /// Nothing was run.
+    pub dry_run: bool,
+    /// Another run held the schedule lock: nothing was started.
+    pub already_running: bool,
+    /// The instant the run looked at (RFC 3339).
+    pub now: String,
+    /// The groups that were due, in the order they ran.
+    pub groups: Vec<GroupRun>,
+}
+
+/// One due group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupRun {
+    /// Group name.
+    pub group: String,
+    /// Its policy.
+    pub policy: String,
+    /// The scheduled instant it ran for (RFC 3339).
+    pub due_at: String,
+    /// Its VMs.
+    pub vms: Vec<VmRun>,
+    /// What prune did afterwards, per VM, or why it did not run.
+    pub prune: Vec<String>,
+}
+
+/// One VM of a due group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmRun {
+    /// VM name.
+    pub vm: String,
+    /// `completed`, `failed`, `skipped` (its backup was already running), or `due` (dry run).
+    pub result: String,
+    /// The backup taken.
+    pub backup: Option<String>,
+    /// `full` or `incremental`: what was asked of the backup.
+    pub requested: String,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Bytes read from the source.
+    pub bytes: u64,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+}
+
+impl ScheduleRunReport {
+    /// The exit code of `schedule run`: 0 when everything due succeeded (or nothing was due),
+    /// 3 when some failed, 1 when something was due and nothing could run.
+    pub fn exit_code(&self) -> u8 {
+        let all: Vec<&VmRun> = self.groups.iter().flat_map(|g| &g.vms).collect();
+        let failed = all.iter().filter(|v| v.result == "failed").count();
+        let ok = all.iter().filter(|v| v.result == "completed").count();
+        match (failed, ok) {
+            (0, _) => exit::SUCCESS,
+            (_, 0) => exit::FAILED,
+            _ => exit::PARTIAL,
+        }
+    }
+}
+
+impl Sendense {
+    /// Runs, once, everything due now (see the module docs).
+    pub fn schedule_run(&mut self, dry_run: bool) -> Result<ScheduleRunReport> {
+        let now = now()?;
+        let mut report = ScheduleRunReport {
+            dry_run,
+            already_running: false,
+            now: now.to_string(),
+            groups: Vec::new(),
+        };
+        let Some(_lock) = crate::lock::ScheduleLock::try_acquire(self.state_dir())? else {
+            report.already_running = true;
+            return Ok(report);
+        };
+        let tz = TimeZone::system();
+        let due: Vec<(GroupRecord, PolicyRecord, Timestamp)> = self
+            .catalog()
+            .groups()?
+            .into_iter()
+            .filter_map(|g| {
+                let p = self.catalog().policy(&g.policy).ok()?;
+                let schedule = Schedule::parse(p.schedule.as_deref()?).ok()?;
+                let since = g
+                    .last_run_at
+                    .as_deref()
+                    .unwrap_or(&g.created_at)
+                    .parse::<Timestamp>()
+                    .ok()?;
+                let at = schedule.due(since, now, &tz)?;
+                Some((g, p, at))
+            })
+            .collect();
+        let runner = if dry_run {
+            None
+        } else {
+            Some(Runner::new(self.open_options_again())?)
+        };
+        for (group, policy, at) in due {
+            let mut run = GroupRun {
+                group: group.name.clone(),
+                policy: policy.name.clone(),
+                due_at: at.to_string(),
+                vms: Vec::new(),
+                prune: Vec::new(),
+            };
+            let requests: Vec<(String, Requested)> = group
+                .vms
+                .iter()
+                .map(|vm| Ok((vm.clone(), self.requested_mode(vm, &policy, at, &tz)?)))
+                .collect::<Result<_>>()?;
+            match &runner {
+                None => {
+                    run.vms = requests
+                        .iter()
+                        .map(|(vm, mode)| vm_run(vm, "due", *mode))
+                        .collect();
+                }
+                Some(runner) => {
+                    run.vms = backup_all(runner, &requests, &policy.repo, group.max_parallel);
+                    run.prune = self.prune_members(&group, &policy);
+                    let summary = summary(&run.vms);
+                    self.catalog_mut()
+                        .set_group_run(&group.name, &at.to_string(), &summary)?;
+                }
+            }
+            report.groups.push(run);
+        }
+        Ok(report)
+    }
+
+    /// Full or auto for `vm` under `policy` at instant `at`: a full when the policy's full
+    /// schedule has an instant since the VM's newest backup in the policy's repository, or when
+    /// its chain holds `full_every` backups already.
+    fn requested_mode(
+        &self,
+        vm: &str,
+        policy: &PolicyRecord,
+        at: Timestamp,
+        tz: &TimeZone,
+    ) -> Result<Requested> {
+        let newest = self
+            .backups(&crate::catalog::BackupFilter {
+                vm: Some(vm.to_string()),
+                repo: Some(policy.repo.clone()),
+                status: Some("completed".into()),
+            })?
+            .into_iter()
+            .next();
+        let Some(newest) = newest else {
+            return Ok(Requested::Auto);
+        };
+        if let Some(n) = policy.full_every {
+            let longest = newest
+                .disks
+                .iter()
+                .map(|d| {
+                    self.catalog()
+                        .disk_chain(&newest.id, d.key)
+                        .map(|c| c.len())
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            if longest >= n as usize {
+                return Ok(Requested::Full);
+            }
+        }
+        if let Some(full) = &policy.full_schedule {
+            let since: Timestamp = newest
+                .created_at
+                .parse()
+                .map_err(|e| Error::internal(format!("backup {}: {e}", newest.id)))?;
+            if Schedule::parse(full)?.due(since, at, tz).is_some() {
+                return Ok(Requested::Full);
+            }
+        }
+        Ok(Requested::Auto)
+    }
+
+    /// The policy's keep rules applied to each of the group's VMs in the policy's repository.
+    fn prune_members(&mut self, group: &GroupRecord, policy: &PolicyRecord) -> Vec<String> {
+        if policy.keep.is_empty() {
+            return Vec::new();
+        }
+        group
+            .vms
+            .iter()
+            .map(|vm| {
+                let req = PruneRequest {
+                    vm: Some(vm.clone()),
+                    repo: Some(policy.repo.clone()),
+                    rules: policy.keep,
+                    dry_run: false,
+                };
+                match self.prune(&req) {
+                    Ok(r) => format!(
+                        "{vm}: {} kept, {} removed, {} stay",
+                        r.kept, r.removed, r.failed
+                    ),
+                    Err(e) => format!("{vm}: prune failed: {e}"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The clock as a jiff timestamp (the test clock included).
+fn now() -> Result<Timestamp> {
+    Timestamp::from_second(crate::time::now().unix_timestamp())
+        .map_err(|e| Error::internal(format!("the clock: {e}")))
+}
+
+fn vm_run(vm: &str, result: &str, mode: Requested) -> VmRun {
+    VmRun {
+        vm: vm.to_string(),
+        result: result.to_string(),
+        backup: None,
+        requested: match mode {
+            Requested::Full => "full",
+            _ => "auto",
+        }
+        .to_string(),
+        seconds: 0.0,
+        bytes: 0,
+        error: None,
+    }
+}
+
+/// Backs up every VM of `requests` into `repo`, at most `max_parallel` at once, in order.
+fn backup_all(
+    runner: &Runner,
+    requests: &[(String, Requested)],
+    repo: &str,
+    max_parallel: u32,
+) -> Vec<VmRun> {
+    let mut out: Vec<Option<VmRun>> = vec![None; requests.len()];
+    let mut running: Vec<(usize, Instant, JobHandle<crate::backup::BackupReport>)> = Vec::new();
+    let mut next = 0;
+    while next < requests.len() || !running.is_empty() {
+        while next < requests.len() && running.len() < max_parallel.max(1) as usize {
+            let (vm, mode) = &requests[next];
+            running.push((
+                next,
+                Instant::now(),
+                runner.backup_into(vm, Some(repo), *mode),
+            ));
+            next += 1;
+        }
+        // Wait for the first of the running ones to end.
+        let done = loop {
+            if let Some(i) = running.iter().position(|(_, _, h)| h.is_finished()) {
+                break i;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let (i, started, handle) = running.remove(done);
+        let (vm, mode) = &requests[i];
+        let mut r = vm_run(vm, "completed", *mode);
+        r.seconds = started.elapsed().as_secs_f64();
+        match handle.wait() {
+            Ok(b) => {
+                r.bytes = b.disks.iter().map(|d| d.bytes_read).sum();
+                r.backup = Some(b.backup);
+            }
+            Err(e) => {
+                r.result = if e.kind() == ErrorKind::Busy {
+                    "skipped"
+                } else {
+                    "failed"
+                }
+                .into();
+                r.error = Some(e.to_string());
+            }
+        }
+        out[i] = Some(r);
+    }
+    out.into_iter().flatten().collect()
+}
+
+fn summary(vms: &[VmRun]) -> String {
+    let count = |what: &str| vms.iter().filter(|v| v.result == what).count();
+    format!(
+        "{} completed, {} failed, {} skipped",
+        count("completed"),
+        count("failed"),
+        count("skipped")
+    )
+}
