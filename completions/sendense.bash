@@ -22,6 +22,9 @@ _sendense() {
             sendense,cleanup)
                 cmd="sendense__subcmd__cleanup"
                 ;;
+            sendense,daemon)
+                cmd="sendense__subcmd__daemon"
+                ;;
             sendense,doctor)
                 cmd="sendense__subcmd__doctor"
                 ;;
@@ -176,7 +179,7 @@ _sendense() {
 
     case "${cmd}" in
         sendense)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm policy group schedule backup job restore export nbd cleanup doctor"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm policy group schedule daemon backup job restore export nbd cleanup doctor"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -431,6 +434,28 @@ _sendense() {
             ;;
         sendense__subcmd__cleanup)
             opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__daemon)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -37,6 +37,7 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage th
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "policy" -d 'Policies: where a group\'s backups go, when, how long they are kept, where they are copied'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "group" -d 'Protection groups: VMs backed up together under one policy'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "schedule" -d 'When groups run'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "daemon" -d 'Run what is due, whenever it is due, in the foreground (for systemd)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "backup" -d 'Back up VMs and inspect backups'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "restore" -d 'Restore disks as they were at a backup: standalone images, or into an NBD target'
@@ -351,6 +352,13 @@ complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_s
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand schedule; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

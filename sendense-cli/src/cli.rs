@@ -117,6 +117,16 @@ config is never overwritten.")]
     /// When groups run.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Run what is due, whenever it is due, in the foreground (for systemd).
+    #[command(
+        after_long_help = "`schedule run` whenever a group is due, sleeping in between (and looking at
+least once a minute for groups and policies added meanwhile). Each run that did
+something is printed as `schedule run` prints it (one JSON document per line
+with --json). SIGTERM, SIGINT or SIGHUP stop it: running backups are cancelled
+and clean up as cancelled jobs do, and it exits 0. contrib/ has a systemd
+service for it, and a timer for `schedule run` as the alternative."
+    )]
+    Daemon,
     /// Back up VMs and inspect backups.
     #[command(subcommand)]
     Backup(BackupCommand),

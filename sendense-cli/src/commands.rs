@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Policy(cmd) => policy::run(g, cmd),
         Command::Group(cmd) => policy::group(g, cmd),
         Command::Schedule(cmd) => policy::schedule(g, cmd),
+        Command::Daemon => policy::daemon(g),
         Command::Backup(cmd) => backup::run(g, cmd),
         Command::Job(cmd) => job::run(g, cmd),
         Command::Nbd(cmd) => nbd::run(g, cmd),

@@ -14,6 +14,13 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
     line(&text)
 }
 
+/// Writes `value` as one compact JSON document on one line of stdout (NDJSON).
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> Result<(), Error> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Error::internal(format!("serializing JSON output: {e}")))?;
+    line(&text)
+}
+
 /// Writes one line on stdout. A closed pipe (`sendense vm list | head -1`) is reported as an
 /// error the caller turns into success.
 pub fn line(text: &str) -> Result<(), Error> {

@@ -382,3 +382,68 @@ fn schedule_run_does_what_is_due_once_by_priority_and_prunes() {
         "2 completed, 1 failed, 0 skipped"
     );
 }
+
+#[test]
+fn the_daemon_stops_cleanly_mid_backup_and_a_second_run_starts_nothing() {
+    let (dir, state) = temp_hub(BIN, "local");
+    let disk = create_image(&dir.path().join("vm1.qcow2"), "qcow2", "16M");
+    add_image_vm(BIN, &state, "vm1", &[&disk]);
+    let setup = "2026-11-28T12:00:00Z";
+    let every = [
+        "policy",
+        "add",
+        "often",
+        "--repo",
+        "local",
+        "--schedule",
+        "* * * * *",
+    ];
+    at(&state, setup, &every);
+    at(&state, setup, &["group", "add", "g", "--policy", "often"]);
+    at(&state, setup, &["group", "add-vm", "g", "vm1"]);
+    // The daemon's backup stops for 3 s once its snapshot is taken.
+    let now = "2026-11-28T12:05:00Z";
+    let daemon = std::process::Command::new(BIN)
+        .arg("daemon")
+        .env("SENDENSE_HOME", &state)
+        .env("SENDENSE_TEST_NOW", now)
+        .env("SENDENSE_TEST_PAUSE_AT", "backup.snapshot-taken:3000")
+        .env("TZ", "UTC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sendense_testkit::running_job(BIN, &state, "backup");
+    // A second run meanwhile starts nothing.
+    let (c, r) = at(&state, now, &["schedule", "run"]);
+    assert_eq!((c, &r["already_running"]), (0, &Value::Bool(true)), "{r}");
+    let jobs = cli_json(BIN, &state, &["job", "list"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    // SIGTERM: the backup is cancelled and cleans up; the daemon exits 0.
+    let pid = daemon.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = daemon.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = cli_json(BIN, &state, &["job", "list"]);
+    assert_eq!(jobs[0]["status"], "cancelled", "{jobs}");
+    assert_eq!(
+        cli_json(BIN, &state, &["backup", "list"]),
+        serde_json::json!([])
+    );
+    let dry = cli_json(BIN, &state, &["cleanup", "--dry-run"]);
+    assert_eq!(dry["actions"], serde_json::json!([]), "{dry}");
+    // Not recorded as run: the next run does it.
+    assert_eq!(
+        cli_json(BIN, &state, &["group", "show", "g"])["last_run_at"],
+        Value::Null
+    );
+}

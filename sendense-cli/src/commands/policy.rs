@@ -316,7 +316,8 @@ pub fn schedule(g: &GlobalArgs, cmd: ScheduleCommand) -> CmdResult {
         }
         ScheduleCommand::Run { dry_run } => {
             let mut sd = super::open(g)?;
-            let report = sd.schedule_run(dry_run)?;
+            let cancel = super::interrupt_token(g)?;
+            let report = sd.schedule_run(dry_run, &cancel)?;
             if g.json {
                 output::json(&report)?;
             } else {
@@ -326,6 +327,26 @@ pub fn schedule(g: &GlobalArgs, cmd: ScheduleCommand) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn daemon(g: &GlobalArgs) -> CmdResult {
+    let mut sd = super::open(g)?;
+    let cancel = super::interrupt_token(g)?;
+    let mut failed = None;
+    sd.daemon(&cancel, |report| {
+        let shown = if g.json {
+            output::json_line(report)
+        } else {
+            run_text(report)
+        };
+        if let Err(e) = shown {
+            failed.get_or_insert(e);
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn run_text(r: &sendense_core::schedule::ScheduleRunReport) -> Result<(), sendense_core::Error> {

@@ -16,7 +16,8 @@ use crate::sendense::Sendense;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// What one `schedule run` did (or, with `dry_run`, would do). Also its `--json` shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,7 +52,8 @@ pub struct GroupRun {
 pub struct VmRun {
     /// VM name.
     pub vm: String,
-    /// `completed`, `failed`, `skipped` (its backup was already running), or `due` (dry run).
+    /// `completed`, `failed`, `skipped` (its backup was already running), `cancelled`, or `due`
+    /// (dry run).
     pub result: String,
     /// The backup taken.
     pub backup: Option<String>,
@@ -67,9 +69,13 @@ pub struct VmRun {
 
 impl ScheduleRunReport {
     /// The exit code of `schedule run`: 0 when everything due succeeded (or nothing was due),
-    /// 3 when some failed, 1 when something was due and nothing could run.
+    /// 3 when some failed, 1 when something was due and nothing could run, 130 when it was
+    /// interrupted.
     pub fn exit_code(&self) -> u8 {
         let all: Vec<&VmRun> = self.groups.iter().flat_map(|g| &g.vms).collect();
+        if all.iter().any(|v| v.result == "cancelled") {
+            return exit::INTERRUPTED;
+        }
         let failed = all.iter().filter(|v| v.result == "failed").count();
         let ok = all.iter().filter(|v| v.result == "completed").count();
         match (failed, ok) {
@@ -81,8 +87,13 @@ impl ScheduleRunReport {
 }
 
 impl Sendense {
-    /// Runs, once, everything due now (see the module docs).
-    pub fn schedule_run(&mut self, dry_run: bool) -> Result<ScheduleRunReport> {
+    /// Runs, once, everything due now (see the module docs). `cancel` stops it: running
+    /// backups are cancelled (each cleans up as a cancelled job does), nothing new starts.
+    pub fn schedule_run(
+        &mut self,
+        dry_run: bool,
+        cancel: &CancellationToken,
+    ) -> Result<ScheduleRunReport> {
         let now = now()?;
         let mut report = ScheduleRunReport {
             dry_run,
@@ -118,6 +129,9 @@ impl Sendense {
             Some(Runner::new(self.open_options_again())?)
         };
         for (group, policy, at) in due {
+            if cancel.is_cancelled() {
+                break;
+            }
             let mut run = GroupRun {
                 group: group.name.clone(),
                 policy: policy.name.clone(),
@@ -138,7 +152,13 @@ impl Sendense {
                         .collect();
                 }
                 Some(runner) => {
-                    run.vms = backup_all(runner, &requests, &policy.repo, group.max_parallel);
+                    run.vms =
+                        backup_all(runner, &requests, &policy.repo, group.max_parallel, cancel);
+                    if cancel.is_cancelled() {
+                        // Not recorded as run: the next run does it again.
+                        report.groups.push(run);
+                        break;
+                    }
                     run.prune = self.prune_members(&group, &policy);
                     let summary = summary(&run.vms);
                     self.catalog_mut()
@@ -227,6 +247,49 @@ impl Sendense {
     }
 }
 
+impl Sendense {
+    /// `sendense daemon`: [`Sendense::schedule_run`] whenever something is due, sleeping in
+    /// between (at most a minute, so groups and policies added meanwhile are seen), until
+    /// `cancel`. `each` receives every run that did something.
+    pub fn daemon(
+        &mut self,
+        cancel: &CancellationToken,
+        mut each: impl FnMut(&ScheduleRunReport),
+    ) -> Result<()> {
+        while !cancel.is_cancelled() {
+            let report = self.schedule_run(false, cancel)?;
+            if !report.groups.is_empty() {
+                each(&report);
+            }
+            let wait = self.until_next_due()?.min(Duration::from_secs(60));
+            let deadline = Instant::now() + wait;
+            while !cancel.is_cancelled() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long until the next group is due (a minute when none has a schedule).
+    fn until_next_due(&self) -> Result<Duration> {
+        let tz = TimeZone::system();
+        let now = now()?;
+        let mut next: Option<Timestamp> = None;
+        for g in self.catalog().groups()? {
+            let p = self.catalog().policy(&g.policy)?;
+            let Some(s) = p.schedule.as_deref() else {
+                continue;
+            };
+            if let Some(t) = Schedule::parse(s)?.next_after(now, &tz) {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        Ok(next
+            .map(|t| Duration::from_secs((t.as_second() - now.as_second()).max(1) as u64))
+            .unwrap_or(Duration::from_secs(60)))
+    }
+}
+
 /// The clock as a jiff timestamp (the test clock included).
 fn now() -> Result<Timestamp> {
     Timestamp::from_second(crate::time::now().unix_timestamp())
@@ -255,12 +318,16 @@ fn backup_all(
     requests: &[(String, Requested)],
     repo: &str,
     max_parallel: u32,
+    cancel: &CancellationToken,
 ) -> Vec<VmRun> {
     let mut out: Vec<Option<VmRun>> = vec![None; requests.len()];
     let mut running: Vec<(usize, Instant, JobHandle<crate::backup::BackupReport>)> = Vec::new();
     let mut next = 0;
     while next < requests.len() || !running.is_empty() {
-        while next < requests.len() && running.len() < max_parallel.max(1) as usize {
+        while !cancel.is_cancelled()
+            && next < requests.len()
+            && running.len() < max_parallel.max(1) as usize
+        {
             let (vm, mode) = &requests[next];
             running.push((
                 next,
@@ -269,12 +336,20 @@ fn backup_all(
             ));
             next += 1;
         }
+        if running.is_empty() {
+            break;
+        }
         // Wait for the first of the running ones to end.
         let done = loop {
+            if cancel.is_cancelled() {
+                for (_, _, h) in &running {
+                    h.cancel();
+                }
+            }
             if let Some(i) = running.iter().position(|(_, _, h)| h.is_finished()) {
                 break i;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
         };
         let (i, started, handle) = running.remove(done);
         let (vm, mode) = &requests[i];
@@ -286,10 +361,10 @@ fn backup_all(
                 r.backup = Some(b.backup);
             }
             Err(e) => {
-                r.result = if e.kind() == ErrorKind::Busy {
-                    "skipped"
-                } else {
-                    "failed"
+                r.result = match e.kind() {
+                    ErrorKind::Busy => "skipped",
+                    ErrorKind::Cancelled => "cancelled",
+                    _ => "failed",
                 }
                 .into();
                 r.error = Some(e.to_string());
