@@ -987,8 +987,9 @@ Due groups run higher priority first; each backs up its VMs into the policy's
 repository, at most --max-parallel at once; a VM whose backup is already
 running is skipped and reported. A backup is a full when the policy's
 --full-schedule has an instant since the VM's newest backup, or when its chain
-holds --full-every backups already. Then the policy's keep rules prune each
-VM. Only one run at a time: a second one finds the first running and starts
+holds --full-every backups already. A backup that fails in a way that may pass
+is tried again (configuration `schedule.retries`, `schedule.retry_delay_secs`,
+doubling). Then the policy's keep rules prune each VM. Only one run at a time: a second one finds the first running and starts
 nothing. A crontab line:
   * * * * *  root  sendense schedule run -q
 
@@ -1000,7 +1001,7 @@ JSON OUTPUT
    \"groups\": [{\"group\": \"prod\", \"policy\": \"nightly\", \"due_at\": \"...\",
      \"vms\": [{\"vm\": \"pgtest1\", \"result\": \"completed\" | \"failed\" | \"skipped\" | \"due\",
               \"backup\": \"<id>\", \"requested\": \"auto\" | \"full\",
-              \"seconds\": 3.2, \"bytes\": 1048576, \"error\": null}],
+              \"seconds\": 3.2, \"bytes\": 1048576, \"error\": null, \"attempts\": 1}],
      \"prune\": [\"pgtest1: 7 kept, 1 removed, 0 stay\"]}]}"
     )]
     Run {

@@ -93,6 +93,26 @@ impl Default for QemuNbdConfig {
     }
 }
 
+/// How `schedule run` and the daemon retry a scheduled backup that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Further attempts after a failure that may pass (an external tool, I/O, a peer; not a
+    /// refusal, a missing VM or a cancellation).
+    pub retries: u32,
+    /// Seconds before the first retry; each further one waits twice as long.
+    pub retry_delay_secs: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            retries: 2,
+            retry_delay_secs: 60,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -118,6 +138,8 @@ pub struct Config {
     /// makes a disk's chain longer, it is consolidated into a standalone full at once. 0: no
     /// limit.
     pub max_chain_length: u32,
+    /// Retries of scheduled backups.
+    pub schedule: ScheduleConfig,
 }
 
 impl Default for Config {
@@ -132,6 +154,7 @@ impl Default for Config {
             hook_timeout_secs: 300,
             sna_path: None,
             max_chain_length: 0,
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -294,6 +317,13 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # and the next incrementals build on it. Restores of a long chain open every link; prune
 # removes the older backups without merges. 0: no limit.
 # max_chain_length: 0
+
+# Scheduled backups (`schedule run`, the daemon) that fail in a way that may pass — an external
+# tool, I/O, a peer; not a refusal or a cancellation — are tried again this many times, the
+# first after retry_delay_secs seconds, each further one after twice as long as the one before.
+# schedule:
+#   retries: 2
+#   retry_delay_secs: 60
 ";
 
 #[cfg(test)]

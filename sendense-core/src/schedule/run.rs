@@ -65,6 +65,8 @@ pub struct VmRun {
     pub bytes: u64,
     /// Why it failed or was skipped.
     pub error: Option<String>,
+    /// Attempts made (more than one when a failure that may pass was retried).
+    pub attempts: u32,
 }
 
 impl ScheduleRunReport {
@@ -152,8 +154,14 @@ impl Sendense {
                         .collect();
                 }
                 Some(runner) => {
-                    run.vms =
-                        backup_all(runner, &requests, &policy.repo, group.max_parallel, cancel);
+                    run.vms = backup_all(
+                        runner,
+                        &requests,
+                        &policy.repo,
+                        group.max_parallel,
+                        self.config().schedule,
+                        cancel,
+                    );
                     if cancel.is_cancelled() {
                         // Not recorded as run: the next run does it again.
                         report.groups.push(run);
@@ -309,35 +317,58 @@ fn vm_run(vm: &str, result: &str, mode: Requested) -> VmRun {
         seconds: 0.0,
         bytes: 0,
         error: None,
+        attempts: 0,
     }
 }
 
-/// Backs up every VM of `requests` into `repo`, at most `max_parallel` at once, in order.
+/// Whether a backup that failed with `kind` may pass when tried again.
+fn retryable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::External | ErrorKind::Io | ErrorKind::Protocol | ErrorKind::Catalog
+    )
+}
+
+/// Backs up every VM of `requests` into `repo`, at most `max_parallel` at once, in order; a
+/// failure that may pass is tried again as `retry` says.
 fn backup_all(
     runner: &Runner,
     requests: &[(String, Requested)],
     repo: &str,
     max_parallel: u32,
+    retry: crate::config::ScheduleConfig,
     cancel: &CancellationToken,
 ) -> Vec<VmRun> {
     let mut out: Vec<Option<VmRun>> = vec![None; requests.len()];
+    let mut attempts = vec![0u32; requests.len()];
     let mut running: Vec<(usize, Instant, JobHandle<crate::backup::BackupReport>)> = Vec::new();
+    // Failed backups waiting for their retry: (index, when).
+    let mut waiting: Vec<(usize, Instant)> = Vec::new();
     let mut next = 0;
-    while next < requests.len() || !running.is_empty() {
-        while !cancel.is_cancelled()
-            && next < requests.len()
-            && running.len() < max_parallel.max(1) as usize
-        {
-            let (vm, mode) = &requests[next];
-            running.push((
-                next,
-                Instant::now(),
-                runner.backup_into(vm, Some(repo), *mode),
-            ));
-            next += 1;
+    loop {
+        while !cancel.is_cancelled() && running.len() < max_parallel.max(1) as usize {
+            let ready = waiting.iter().position(|(_, at)| *at <= Instant::now());
+            let i = match ready {
+                Some(w) => waiting.remove(w).0,
+                None if next < requests.len() => {
+                    next += 1;
+                    next - 1
+                }
+                None => break,
+            };
+            let (vm, mode) = &requests[i];
+            attempts[i] += 1;
+            running.push((i, Instant::now(), runner.backup_into(vm, Some(repo), *mode)));
+        }
+        if cancel.is_cancelled() {
+            waiting.clear();
         }
         if running.is_empty() {
-            break;
+            if waiting.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
         }
         // Wait for the first of the running ones to end.
         let done = loop {
@@ -355,10 +386,26 @@ fn backup_all(
         let (vm, mode) = &requests[i];
         let mut r = vm_run(vm, "completed", *mode);
         r.seconds = started.elapsed().as_secs_f64();
+        r.attempts = attempts[i];
         match handle.wait() {
             Ok(b) => {
                 r.bytes = b.disks.iter().map(|d| d.bytes_read).sum();
                 r.backup = Some(b.backup);
+            }
+            Err(e)
+                if retryable(e.kind())
+                    && attempts[i] <= retry.retries
+                    && !cancel.is_cancelled() =>
+            {
+                let delay = retry
+                    .retry_delay_secs
+                    .saturating_mul(1u64 << (attempts[i] - 1).min(16));
+                tracing::warn!(
+                    "backup of `{vm}` failed (attempt {}): {e}; trying again in {delay} s",
+                    attempts[i]
+                );
+                waiting.push((i, Instant::now() + Duration::from_secs(delay)));
+                continue;
             }
             Err(e) => {
                 r.result = match e.kind() {
