@@ -850,8 +850,11 @@ pub enum PolicyCommand {
     /// Change a policy: only the settings given change.
     #[command(
         after_long_help = "--schedule none, --full-schedule none, --verify none and
---full-every 0 clear those settings. Any --keep-* given replaces that rule;
---copy-to replaces the copy rule (--copy-to none removes it)."
+--full-every 0 clear those settings; setting --full-every clears
+--full-schedule and the other way round. Any --keep-* given replaces that
+rule. --copy-to sets the copy target (--copy-to none removes it); the same
+target keeps its --copy-keep-* rules unless some are given. A changed schedule
+starts now: its groups do not run at once for an instant already past."
     )]
     Edit {
         /// Policy name.
@@ -993,8 +996,11 @@ doubling). Then the policy's keep rules prune each VM. Only one run at a time: a
 nothing. A crontab line:
   * * * * *  root  sendense schedule run -q
 
-Exit status 0 when everything due succeeded (or nothing was due), 3 when some
-backups failed, 1 when something was due and nothing could run.
+A VM in two due groups whose policies use the same repository is backed up
+once. Exit status 0 when everything due succeeded (or nothing was due), 3 when
+some backups failed, 1 when something was due and nothing could run, 130 when
+it was interrupted (what had not ended is reported cancelled, and the groups it
+interrupted run again next time).
 
 JSON OUTPUT
   {\"dry_run\": false, \"already_running\": false, \"now\": \"...\",

@@ -11,22 +11,30 @@ fn code(state: &Path, args: &[&str]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), output_text(&o))
 }
 
+/// At `when`: the policy `policy_add` adds (its name third), group `g` with it, VM `vm1` in it.
+fn group_of_vm1(state: &Path, when: &str, policy_add: &[&str]) {
+    at(state, when, policy_add);
+    at(
+        state,
+        when,
+        &["group", "add", "g", "--policy", policy_add[2]],
+    );
+    at(state, when, &["group", "add-vm", "g", "vm1"]);
+}
+
+/// A hub with repositories `local` and `offsite` in a temporary directory.
+fn two_repo_hub() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, state) = temp_hub(BIN, "local");
+    let offsite = dir.path().join("offsite");
+    let path = offsite.to_str().unwrap();
+    cli_json(BIN, &state, &["repo", "add", "offsite", "--path", path]);
+    (dir, state)
+}
+
 #[test]
 fn policies_and_groups_are_recorded_checked_and_scheduled() {
-    let (dir, state) = temp_hub(BIN, "local");
+    let (dir, state) = two_repo_hub();
     let d = dir.path();
-    let offsite = d.join("offsite");
-    cli_json(
-        BIN,
-        &state,
-        &[
-            "repo",
-            "add",
-            "offsite",
-            "--path",
-            offsite.to_str().unwrap(),
-        ],
-    );
     for vm in ["vm1", "vm2"] {
         let disk = create_image(&d.join(format!("{vm}.qcow2")), "qcow2", "16M");
         add_image_vm(BIN, &state, vm, &[&disk]);
@@ -410,9 +418,7 @@ fn the_daemon_stops_cleanly_mid_backup_and_a_second_run_starts_nothing() {
         "--schedule",
         "* * * * *",
     ];
-    at(&state, setup, &every);
-    at(&state, setup, &["group", "add", "g", "--policy", "often"]);
-    at(&state, setup, &["group", "add-vm", "g", "vm1"]);
+    group_of_vm1(&state, setup, &every);
     // The daemon's backup stops for 3 s once its snapshot is taken.
     let now = "2026-11-28T12:05:00Z";
     let daemon = std::process::Command::new(BIN)
@@ -458,4 +464,65 @@ fn the_daemon_stops_cleanly_mid_backup_and_a_second_run_starts_nothing() {
         cli_json(BIN, &state, &["group", "show", "g"])["last_run_at"],
         Value::Null
     );
+}
+
+#[test]
+fn edits_keep_what_they_do_not_name_and_a_new_schedule_starts_at_the_change() {
+    let (dir, state) = two_repo_hub();
+    let d = dir.path();
+    let disk = create_image(&d.join("vm1.qcow2"), "qcow2", "16M");
+    add_image_vm(BIN, &state, "vm1", &[&disk]);
+    let t0 = "2026-11-20T12:00:00Z";
+    let add = [
+        "policy",
+        "add",
+        "p",
+        "--repo",
+        "local",
+        "--schedule",
+        "0 2 * * *",
+        "--full-every",
+        "7",
+        "--copy-to",
+        "offsite",
+        "--copy-keep-daily",
+        "30",
+    ];
+    group_of_vm1(&state, t0, &add);
+    // Setting fulls on a schedule clears the cadence; the same copy target keeps its rules.
+    let (_, p) = at(
+        &state,
+        t0,
+        &["policy", "edit", "p", "--full-schedule", "@weekly"],
+    );
+    assert_eq!(
+        (&p["full_every"], &p["full_schedule"]),
+        (&Value::Null, &Value::from("@weekly"))
+    );
+    let (_, p) = at(&state, t0, &["policy", "edit", "p", "--copy-to", "offsite"]);
+    assert_eq!(p["copies"][0]["keep"]["daily"], 30, "{p}");
+    let (c, _) = at(
+        &state,
+        t0,
+        &[
+            "policy",
+            "edit",
+            "p",
+            "--copy-to",
+            "none",
+            "--copy-keep-daily",
+            "3",
+        ],
+    );
+    assert_eq!(c, 2);
+    // A schedule changed at 14:00 does not run for 03:00 of the same day, which passed before.
+    at(
+        &state,
+        "2026-11-29T14:00:00Z",
+        &["policy", "edit", "p", "--schedule", "0 3 * * *"],
+    );
+    let (_, r) = at(&state, "2026-11-29T15:00:00Z", &["schedule", "run"]);
+    assert_eq!(ran(&r), vec![], "{r}");
+    let (_, r) = at(&state, "2026-11-30T03:30:00Z", &["schedule", "run"]);
+    assert_eq!(ran(&r), triples(&[("g", "vm1", "completed")]), "{r}");
 }

@@ -42,10 +42,24 @@ impl Schedule {
             trimmed
         };
         match parser().parse(expr) {
-            Ok(cron) => Ok(Schedule {
-                text: trimmed.to_string(),
-                cron,
-            }),
+            Ok(cron) => {
+                let s = Schedule {
+                    text: trimmed.to_string(),
+                    cron,
+                };
+                // `0 0 30 2 *` parses, and never comes.
+                if s.next_after(Timestamp::UNIX_EPOCH, &TimeZone::UTC)
+                    .is_none()
+                {
+                    return Err(Error::invalid(format!(
+                        "`{trimmed}` never comes: no date matches it"
+                    ))
+                    .with_help(
+                        "Check the day of month against the month (30 February never comes).",
+                    ));
+                }
+                Ok(s)
+            }
             Err(e) => Err(Error::invalid(explain(trimmed, &e.to_string())).with_help(
                 "Five fields: minute hour day-of-month month day-of-week, for example `0 2 * * *` \
                  (02:00 every day) or `30 1 * * MON-FRI`; or @hourly, @daily, @weekly, @monthly, \
@@ -80,7 +94,15 @@ impl Schedule {
     /// The instant the schedule is due for at `now`: the latest one after `since` (its last
     /// run, or its creation) and at or before `now`; `None` when nothing is due.
     pub fn due(&self, since: Timestamp, now: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        self.latest_until(now, tz).filter(|t| *t > since)
+        let latest = self.latest_until(now, tz).filter(|t| *t > since)?;
+        // The hour the clock repeats when daylight saving ends: the same wall-clock time again
+        // less than two hours after the last run is the same instant of the schedule.
+        let wall = |t: Timestamp| {
+            let z = t.to_zoned(tz.clone());
+            (z.date(), z.hour(), z.minute())
+        };
+        let repeated = latest.as_second() - since.as_second() < 7200 && wall(latest) == wall(since);
+        (!repeated).then_some(latest)
     }
 }
 
@@ -187,6 +209,29 @@ mod tests {
         let utc = TimeZone::UTC;
         let next = s.next_after(ts("2026-11-27T02:00:00Z"), &utc).unwrap();
         assert_eq!(next, ts("2026-11-30T01:30:00Z"));
+    }
+
+    #[test]
+    fn the_hour_daylight_saving_repeats_runs_once_and_impossible_schedules_are_refused() {
+        let cet = TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        // 2026-10-25: 02:00-03:00 local happens twice (00:00Z CEST, 01:00Z CET).
+        let s = Schedule::parse("30 2,14 * * *").unwrap();
+        let first = ts("2026-10-25T00:30:00Z");
+        assert_eq!(
+            s.due(ts("2026-10-24T12:30:00Z"), ts("2026-10-25T00:45:00Z"), &cet),
+            Some(first)
+        );
+        assert_eq!(
+            s.due(first, ts("2026-10-25T01:45:00Z"), &cet),
+            None,
+            "02:30 again is not a new run"
+        );
+        assert_eq!(
+            s.due(first, ts("2026-10-25T13:45:00Z"), &cet),
+            Some(ts("2026-10-25T13:30:00Z"))
+        );
+        let err = Schedule::parse("0 0 30 2 *").unwrap_err();
+        assert!(err.message().contains("never comes"), "{err}");
     }
 
     #[test]

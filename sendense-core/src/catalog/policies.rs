@@ -418,6 +418,17 @@ impl Catalog {
         })
     }
 
+    /// Starts group `name`'s schedule afresh at `at`: instants before it are not due.
+    pub fn set_group_start(&mut self, name: &str, at: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE protection_groups SET last_run_at = ?1 WHERE name = ?2",
+                (at, name),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Removes group `name` (its VMs and their backups stay).
     pub fn delete_group(&mut self, name: &str) -> Result<GroupRecord> {
         let g = self.group(name)?;

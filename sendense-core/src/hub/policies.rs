@@ -61,14 +61,20 @@ impl Sendense {
             .zip(edit.keep)
             .map(|(o, e)| e.unwrap_or(*o))
             .collect();
+        // Fulls are either every Nth backup or on a schedule: setting one clears the other.
+        let (full_every, full_schedule) = match (&edit.full_every, &edit.full_schedule) {
+            (Some(Some(n)), None) => (Some(*n), None),
+            (None, Some(Some(s))) => (None, Some(s.clone())),
+            (e, s) => (
+                e.unwrap_or(p.full_every),
+                s.clone().unwrap_or(p.full_schedule.clone()),
+            ),
+        };
         let spec = PolicySpec {
             repo: edit.repo.clone().unwrap_or(p.repo.clone()),
             schedule: edit.schedule.clone().unwrap_or(p.schedule.clone()),
-            full_every: edit.full_every.unwrap_or(p.full_every),
-            full_schedule: edit
-                .full_schedule
-                .clone()
-                .unwrap_or(p.full_schedule.clone()),
+            full_every,
+            full_schedule,
             verify_schedule: edit
                 .verify_schedule
                 .clone()
@@ -87,7 +93,16 @@ impl Sendense {
                 .unwrap_or_else(|| p.copies.iter().map(|c| (c.repo.clone(), c.keep)).collect()),
         };
         let new = self.resolve_policy(name, &spec)?;
-        self.catalog_mut().update_policy(name, &new)
+        let updated = self.catalog_mut().update_policy(name, &new)?;
+        // A new schedule starts now: its groups do not run at once for an instant that
+        // passed before it existed.
+        if updated.schedule != p.schedule {
+            let now = crate::time::now_rfc3339();
+            for g in &updated.groups {
+                self.catalog_mut().set_group_start(g, &now)?;
+            }
+        }
+        Ok(updated)
     }
 
     /// Checks `spec` and resolves its names.
@@ -181,12 +196,21 @@ impl Sendense {
         if max_parallel == Some(0) {
             return Err(Error::invalid("--max-parallel must be at least 1"));
         }
-        let policy = match policy {
+        let before = self.catalog().group(name)?.policy;
+        let policy_id = match policy {
             Some(p) => Some(self.catalog().policy(p)?.id),
             None => None,
         };
-        self.catalog_mut()
-            .update_group(name, policy, max_parallel, priority)
+        let g = self
+            .catalog_mut()
+            .update_group(name, policy_id, max_parallel, priority)?;
+        // Another policy's schedule starts now for this group.
+        if g.policy != before {
+            self.catalog_mut()
+                .set_group_start(name, &crate::time::now_rfc3339())?;
+            return self.catalog().group(name);
+        }
+        Ok(g)
     }
 
     /// Puts VM `vm` into group `group`.

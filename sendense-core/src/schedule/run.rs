@@ -28,6 +28,9 @@ pub struct ScheduleRunReport {
     pub already_running: bool,
     /// The instant the run looked at (RFC 3339).
     pub now: String,
+    /// It was interrupted (Ctrl-C, SIGTERM): what had not ended is reported `cancelled`, and
+    /// the groups it interrupted are not recorded as run (the next run does them).
+    pub cancelled: bool,
     /// The groups that were due, in the order they ran.
     pub groups: Vec<GroupRun>,
 }
@@ -63,7 +66,7 @@ pub struct VmRun {
     pub seconds: f64,
     /// Bytes read from the source.
     pub bytes: u64,
-    /// Why it failed or was skipped.
+    /// Why it failed, was skipped or cancelled.
     pub error: Option<String>,
     /// Attempts made (more than one when a failure that may pass was retried).
     pub attempts: u32,
@@ -75,7 +78,7 @@ impl ScheduleRunReport {
     /// interrupted.
     pub fn exit_code(&self) -> u8 {
         let all: Vec<&VmRun> = self.groups.iter().flat_map(|g| &g.vms).collect();
-        if all.iter().any(|v| v.result == "cancelled") {
+        if self.cancelled || all.iter().any(|v| v.result == "cancelled") {
             return exit::INTERRUPTED;
         }
         let failed = all.iter().filter(|v| v.result == "failed").count();
@@ -101,6 +104,7 @@ impl Sendense {
             dry_run,
             already_running: false,
             now: now.to_string(),
+            cancelled: false,
             groups: Vec::new(),
         };
         let Some(_lock) = crate::lock::ScheduleLock::try_acquire(self.state_dir())? else {
@@ -115,12 +119,21 @@ impl Sendense {
             .filter_map(|g| {
                 let p = self.catalog().policy(&g.policy).ok()?;
                 let schedule = Schedule::parse(p.schedule.as_deref()?).ok()?;
-                let since = g
+                let mut since = g
                     .last_run_at
                     .as_deref()
                     .unwrap_or(&g.created_at)
                     .parse::<Timestamp>()
                     .ok()?;
+                if since > now {
+                    // Recorded while the clock was ahead: a group must not wait for it.
+                    tracing::warn!(
+                        "group `{}` last ran for {since}, which is after now ({now}): the clock \
+                         was wrong; it runs for the latest instant up to now",
+                        g.name
+                    );
+                    since = Timestamp::MIN;
+                }
                 let at = schedule.due(since, now, &tz)?;
                 Some((g, p, at))
             })
@@ -130,8 +143,12 @@ impl Sendense {
         } else {
             Some(Runner::new(self.open_options_again())?)
         };
+        // (VM, repository) pairs backed up in this run: a VM in two due groups whose policies
+        // use one repository is backed up once.
+        let mut done: Vec<(String, String)> = Vec::new();
         for (group, policy, at) in due {
             if cancel.is_cancelled() {
+                report.cancelled = true;
                 break;
             }
             let mut run = GroupRun {
@@ -141,20 +158,32 @@ impl Sendense {
                 vms: Vec::new(),
                 prune: Vec::new(),
             };
-            let requests: Vec<(String, Requested)> = group
-                .vms
-                .iter()
-                .map(|vm| Ok((vm.clone(), self.requested_mode(vm, &policy, at, &tz)?)))
-                .collect::<Result<_>>()?;
-            match &runner {
-                None => {
-                    run.vms = requests
-                        .iter()
-                        .map(|(vm, mode)| vm_run(vm, "due", *mode))
-                        .collect();
+            let mut requests: Vec<(String, Requested)> = Vec::new();
+            for vm in &group.vms {
+                if done.contains(&(vm.clone(), policy.repo.clone())) {
+                    let mut r = vm_run(vm, "skipped", Requested::Auto);
+                    r.error = Some(format!(
+                        "backed up into `{}` already in this run (another group)",
+                        policy.repo
+                    ));
+                    run.vms.push(r);
+                    continue;
                 }
+                match self.requested_mode(vm, &policy, at, &tz) {
+                    Ok(mode) => requests.push((vm.clone(), mode)),
+                    Err(e) => {
+                        let mut r = vm_run(vm, "failed", Requested::Auto);
+                        r.error = Some(e.to_string());
+                        run.vms.push(r);
+                    }
+                }
+            }
+            match &runner {
+                None => run
+                    .vms
+                    .extend(requests.iter().map(|(vm, mode)| vm_run(vm, "due", *mode))),
                 Some(runner) => {
-                    run.vms = backup_all(
+                    let ran = backup_all(
                         runner,
                         &requests,
                         &policy.repo,
@@ -162,15 +191,27 @@ impl Sendense {
                         self.config().schedule,
                         cancel,
                     );
+                    done.extend(
+                        ran.iter()
+                            .filter(|v| v.result == "completed")
+                            .map(|v| (v.vm.clone(), policy.repo.clone())),
+                    );
+                    run.vms.extend(ran);
                     if cancel.is_cancelled() {
                         // Not recorded as run: the next run does it again.
+                        report.cancelled = true;
                         report.groups.push(run);
                         break;
                     }
                     run.prune = self.prune_members(&group, &policy);
                     let summary = summary(&run.vms);
-                    self.catalog_mut()
-                        .set_group_run(&group.name, &at.to_string(), &summary)?;
+                    if let Err(e) =
+                        self.catalog_mut()
+                            .set_group_run(&group.name, &at.to_string(), &summary)
+                    {
+                        tracing::warn!("recording the run of group `{}`: {e}", group.name);
+                        run.prune.push(format!("recording this run failed: {e}"));
+                    }
                 }
             }
             report.groups.push(run);
@@ -179,8 +220,8 @@ impl Sendense {
     }
 
     /// Full or auto for `vm` under `policy` at instant `at`: a full when the policy's full
-    /// schedule has an instant since the VM's newest backup in the policy's repository, or when
-    /// its chain holds `full_every` backups already.
+    /// schedule has an instant since the full its newest backup's chain starts with (in the
+    /// policy's repository), or when that chain holds `full_every` backups already.
     fn requested_mode(
         &self,
         vm: &str,
@@ -217,10 +258,21 @@ impl Sendense {
             }
         }
         if let Some(full) = &policy.full_schedule {
-            let since: Timestamp = newest
-                .created_at
-                .parse()
-                .map_err(|e| Error::internal(format!("backup {}: {e}", newest.id)))?;
+            // Measured from the fulls the chains start with (the oldest of the disks), not from
+            // the newest backup, which may be a manual or another group's incremental.
+            let mut since: Option<Timestamp> = None;
+            for d in &newest.disks {
+                let chain = self.catalog().disk_chain(&newest.id, d.key)?;
+                if let Some(base) = chain.last() {
+                    let b = self.catalog().backup(&base.backup)?;
+                    let t: Timestamp = b
+                        .created_at
+                        .parse()
+                        .map_err(|e| Error::internal(format!("backup {}: {e}", b.id)))?;
+                    since = Some(since.map_or(t, |s| s.min(t)));
+                }
+            }
+            let since = since.unwrap_or(Timestamp::MIN);
             if Schedule::parse(full)?.due(since, at, tz).is_some() {
                 return Ok(Requested::Full);
             }
@@ -265,11 +317,16 @@ impl Sendense {
         mut each: impl FnMut(&ScheduleRunReport),
     ) -> Result<()> {
         while !cancel.is_cancelled() {
-            let report = self.schedule_run(false, cancel)?;
-            if !report.groups.is_empty() {
-                each(&report);
+            match self.schedule_run(false, cancel) {
+                Ok(report) if !report.groups.is_empty() => each(&report),
+                Ok(_) => {}
+                // Logged, and tried again at the next wake-up: the daemon keeps running.
+                Err(e) => tracing::error!("schedule run: {e}"),
             }
-            let wait = self.until_next_due()?.min(Duration::from_secs(60));
+            let wait = self
+                .until_next_due()
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
             let deadline = Instant::now() + wait;
             while !cancel.is_cancelled() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -361,7 +418,16 @@ fn backup_all(
             running.push((i, Instant::now(), runner.backup_into(vm, Some(repo), *mode)));
         }
         if cancel.is_cancelled() {
-            waiting.clear();
+            // What waits for a retry, and what never started, ends here as cancelled.
+            for (i, _) in waiting.drain(..) {
+                let mut r = vm_run(&requests[i].0, "cancelled", requests[i].1);
+                r.attempts = attempts[i];
+                out[i] = Some(r);
+            }
+            for (i, (vm, mode)) in requests.iter().enumerate().skip(next) {
+                out[i] = Some(vm_run(vm, "cancelled", *mode));
+            }
+            next = requests.len();
         }
         if running.is_empty() {
             if waiting.is_empty() {
@@ -370,7 +436,7 @@ fn backup_all(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        // Wait for the first of the running ones to end.
+        // Wait for the first of the running ones to end — or for a retry that may start.
         let done = loop {
             if cancel.is_cancelled() {
                 for (_, _, h) in &running {
@@ -378,9 +444,17 @@ fn backup_all(
                 }
             }
             if let Some(i) = running.iter().position(|(_, _, h)| h.is_finished()) {
-                break i;
+                break Some(i);
+            }
+            let slot = running.len() < max_parallel.max(1) as usize;
+            if slot && !cancel.is_cancelled() && waiting.iter().any(|(_, at)| *at <= Instant::now())
+            {
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(done) = done else {
+            continue;
         };
         let (i, started, handle) = running.remove(done);
         let (vm, mode) = &requests[i];
@@ -404,12 +478,17 @@ fn backup_all(
                     "backup of `{vm}` failed (attempt {}): {e}; trying again in {delay} s",
                     attempts[i]
                 );
-                waiting.push((i, Instant::now() + Duration::from_secs(delay)));
+                let when = Instant::now()
+                    .checked_add(Duration::from_secs(delay))
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+                waiting.push((i, when));
                 continue;
             }
             Err(e) => {
                 r.result = match e.kind() {
                     ErrorKind::Busy => "skipped",
+                    // A cancelled backup may end with the error its torn-down connection gave.
+                    _ if cancel.is_cancelled() => "cancelled",
                     ErrorKind::Cancelled => "cancelled",
                     _ => "failed",
                 }
