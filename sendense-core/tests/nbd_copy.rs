@@ -189,13 +189,18 @@ async fn an_incremental_from_a_list_of_changed_extents_is_exact() {
     assert!(images_equal(overlay.to_str().unwrap(), "qcow2", &src.url));
 
     // Extents out of order, overlapping or past the end are refused, naming the first.
-    for bad in [
+    for (i, bad) in [
         vec![(2 * MIB, MIB), (MIB, MIB)],
         vec![(MIB, 2 * MIB), (2 * MIB, MIB)],
         vec![(255 * MIB, 2 * MIB)],
         vec![(MIB, 0)],
-    ] {
-        let (_t, _dst2) = fresh_target(d, "bad", "256M");
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A socket of its own each time: the previous server, stopped as it is dropped, may
+        // remove its socket after the next one created it under the same name.
+        let (_t, _dst2) = fresh_target(d, &format!("bad{i}"), "256M");
         let err = copy_urls(&src.url, &_dst2.url, |r| {
             r.changes = Some(Changes::Extents(bad.clone()))
         })
