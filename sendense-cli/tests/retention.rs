@@ -168,6 +168,21 @@ impl Lab {
         self.backup();
     }
 
+    /// A new hub (`<dir>/other`) takes the repository over and imports it; its report warns
+    /// with `warning`. Returns the new hub's state directory and the repository.
+    fn import_elsewhere(&self, warning: &str) -> (PathBuf, PathBuf) {
+        let other = self.dir.path().join("other");
+        assert!(cli(BIN, &other, &["init"]).status.success());
+        let repo = self.dir.path().join("repo");
+        let path = repo.to_str().unwrap();
+        let imported = cli_json(BIN, &other, &["repo", "import", path, "--take-over"]);
+        assert!(
+            imported["warnings"].to_string().contains(warning),
+            "{imported:#}"
+        );
+        (other, repo)
+    }
+
     /// Nothing of a merge or of a write is left in the repository.
     fn assert_no_leftovers(&self) {
         let leftovers: Vec<String> = sendense_testkit::walk(&self.vm_dir())
@@ -335,22 +350,9 @@ fn repo_import_finishes_a_merge_a_dead_hub_left() {
     let args = ["backup", "delete", &b1];
     sendense_testkit::cli_killed_at(BIN, &lab.state, &args, "merge.image-renamed#1");
     // The hub is lost; another hub takes the repository over and imports it.
-    let other = lab.dir.path().join("other");
-    assert!(cli(BIN, &other, &["init"]).status.success());
-    let repo = lab.dir.path().join("repo");
-    let imported = cli_json(
-        BIN,
-        &other,
-        &["repo", "import", repo.to_str().unwrap(), "--take-over"],
-    );
-    assert!(
-        imported["warnings"]
-            .to_string()
-            .contains(&format!("finished removing backup {b1}")),
-        "{imported:#}"
-    );
+    let (other, repo) = lab.import_elsewhere(&format!("finished removing backup {b1}"));
     let ids = listed(&other);
-    assert_eq!(ids.len(), 3, "{imported:#}");
+    assert_eq!(ids.len(), 3, "{ids:?}");
     assert!(!ids.contains(&b1));
     let shown = cli_json(BIN, &other, &["backup", "show", &b2]);
     assert_eq!(shown["disks"][0]["parent"], lab.id(0).as_str());
@@ -630,20 +632,7 @@ fn repo_import_finishes_a_consolidation_a_dead_hub_left() {
     let top = lab.id(2);
     let args = ["backup", "consolidate", "vm1"];
     sendense_testkit::cli_killed_at(BIN, &lab.state, &args, "consolidate.image-renamed#1");
-    let other = lab.dir.path().join("other");
-    assert!(cli(BIN, &other, &["init"]).status.success());
-    let repo = lab.dir.path().join("repo");
-    let imported = cli_json(
-        BIN,
-        &other,
-        &["repo", "import", repo.to_str().unwrap(), "--take-over"],
-    );
-    assert!(
-        imported["warnings"]
-            .to_string()
-            .contains(&format!("finished making backup {top}")),
-        "{imported:#}"
-    );
+    let (other, repo) = lab.import_elsewhere(&format!("finished making backup {top}"));
     let shown = cli_json(BIN, &other, &["backup", "show", &top]);
     for d in shown["disks"].as_array().unwrap() {
         assert_eq!(d["mode"], "full", "{shown}");

@@ -75,18 +75,7 @@ pub struct ConsolidatedDisk {
 
 impl ConsolidateJournal {
     fn write(&self, repo: &Path) -> Result<()> {
-        let path = repo.join(journal_rel(&self.vm, &self.backup));
-        crate::repo::chain::check_inside(repo, &path)?;
-        if let Some(dir) = path.parent() {
-            if !dir.is_dir() {
-                crate::fsutil::create_private_dir(dir)?;
-                // The new directory's own entry must survive a power cut with the journal.
-                crate::fsutil::fsync_dir(dir.parent().unwrap_or(repo))?;
-            }
-        }
-        let text = serde_yaml_ng::to_string(self)
-            .map_err(|e| Error::internal(format!("serializing a journal: {e}")))?;
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+        super::merge::write_journal(repo, &journal_rel(&self.vm, &self.backup), self)
     }
 
     /// Reads the journal at `rel` in `repo` — untrusted input, checked like a manifest.

@@ -133,18 +133,7 @@ impl Journal {
 
     /// Writes the journal into `repo` (atomically, synced).
     pub fn write(&self, repo: &Path) -> Result<()> {
-        let path = repo.join(journal_rel(&self.vm, &self.backup));
-        crate::repo::chain::check_inside(repo, &path)?;
-        if let Some(dir) = path.parent() {
-            if !dir.is_dir() {
-                crate::fsutil::create_private_dir(dir)?;
-                // The new directory's own entry must survive a power cut with the journal.
-                crate::fsutil::fsync_dir(dir.parent().unwrap_or(repo))?;
-            }
-        }
-        let text = serde_yaml_ng::to_string(self)
-            .map_err(|e| Error::internal(format!("serializing a merge journal: {e}")))?;
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+        write_journal(repo, &journal_rel(&self.vm, &self.backup), self)
     }
 
     /// Reads the journal at `rel` in `repo` — untrusted input: every id, name and key is
@@ -385,6 +374,22 @@ fn sync_parent(path: &Path) -> Result<()> {
         Some(dir) => crate::fsutil::fsync_dir(dir),
         None => Ok(()),
     }
+}
+
+/// Writes `journal` as YAML at `rel` in `repo`, atomically and synced — the `merges` directory
+/// too, when it is new, so the journal survives a power cut.
+pub(crate) fn write_journal(repo: &Path, rel: &str, journal: &impl Serialize) -> Result<()> {
+    let path = repo.join(rel);
+    crate::repo::chain::check_inside(repo, &path)?;
+    if let Some(dir) = path.parent() {
+        if !dir.is_dir() {
+            crate::fsutil::create_private_dir(dir)?;
+            crate::fsutil::fsync_dir(dir.parent().unwrap_or(repo))?;
+        }
+    }
+    let text = serde_yaml_ng::to_string(journal)
+        .map_err(|e| Error::internal(format!("serializing the journal {rel}: {e}")))?;
+    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
 }
 
 /// Removes `path` (a missing file is fine) and syncs its directory.
