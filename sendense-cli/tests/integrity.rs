@@ -212,16 +212,7 @@ fn a_raw_disk_of_an_odd_size_restores_to_exactly_that_size() {
 
 /// `restore BACKUP --disk 2000 --to OUT [extra]`.
 fn restore(state: &Path, id: &str, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "restore",
-        id,
-        "--disk",
-        "2000",
-        "--to",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run(state, &args)
+    sendense_testkit::restore_disk(env!("CARGO_BIN_EXE_sendense"), state, id, out, extra)
 }
 
 #[test]

@@ -431,7 +431,7 @@ impl Sendense {
             true,
         ))?;
         let target = match (&req.to, dest) {
-            (RestoreTo::Nbd(url), _) => Target::Nbd(url.clone()),
+            (RestoreTo::Nbd(url), _) => Ok(Target::Nbd(url.clone())),
             (_, None) => return Err(Error::internal("a file restore without a destination")),
             (_, Some(dest)) => {
                 if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -468,20 +468,16 @@ impl Sendense {
                         if let Target::File { export, .. } = &mut target {
                             *export = Some(Box::new(e));
                         }
+                        Ok(target)
                     }
-                    Err(e) => {
-                        plans.push(Plan {
-                            key: d.key,
-                            size: d.size_bytes,
-                            check,
-                            source,
-                            target,
-                        });
-                        return Err(e);
-                    }
+                    // The plan is kept either way: what it started is undone with the others.
+                    Err(e) => Err((e, target)),
                 }
-                target
             }
+        };
+        let (target, failed) = match target {
+            Ok(t) => (t, None),
+            Err((e, t)) => (t, Some(e)),
         };
         plans.push(Plan {
             key: d.key,
@@ -490,7 +486,7 @@ impl Sendense {
             source,
             target,
         });
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// The copy request of each prepared disk.

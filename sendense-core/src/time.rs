@@ -24,6 +24,12 @@ pub fn now() -> OffsetDateTime {
         .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
+/// [`now`] as a jiff timestamp (schedules and retention compute in jiff), second precision.
+pub fn now_timestamp() -> crate::error::Result<jiff::Timestamp> {
+    jiff::Timestamp::from_second(now().unix_timestamp())
+        .map_err(|e| crate::error::Error::internal(format!("the clock: {e}")))
+}
+
 /// The current time as an RFC 3339 UTC string with second precision.
 pub fn now_rfc3339() -> String {
     format_rfc3339(now())

@@ -491,21 +491,30 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `sendense restore ID --disk 2000 --to OUT [extra...]` on hub `state` (binary `bin`).
+pub fn restore_disk(
+    bin: &str,
+    state: &Path,
+    id: &str,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "restore",
+        id,
+        "--disk",
+        "2000",
+        "--to",
+        out.to_str().expect("UTF-8 test path"),
+    ];
+    args.extend_from_slice(extra);
+    cli(bin, state, &args)
+}
+
 /// `sendense restore ID --disk 2000 --to OUT` on hub `state` (binary `bin`) succeeds, and the
 /// restored QCOW2 equals `reference`.
 pub fn assert_restore_equals(bin: &str, state: &Path, id: &str, out: &Path, reference: &Path) {
-    let o = cli(
-        bin,
-        state,
-        &[
-            "restore",
-            id,
-            "--disk",
-            "2000",
-            "--to",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = restore_disk(bin, state, id, out, &[]);
     assert_eq!(
         o.status.code(),
         Some(0),

@@ -33,33 +33,6 @@ fn copy_rules(k: &CopyKeepArgs) -> KeepRules {
     }
 }
 
-/// The copy rules `policy edit` sets: `--copy-to none` removes them (refused with
-/// `--copy-keep-*`); the same target keeps its keep rules unless some are given.
-#[allow(clippy::type_complexity)]
-fn copy_edit(
-    sd: &sendense_core::Sendense,
-    policy: &str,
-    copy_to: Option<String>,
-    keep: &CopyKeepArgs,
-) -> Result<Option<Vec<(String, KeepRules)>>, sendense_core::Error> {
-    let given = copy_rules(keep);
-    match clearable(copy_to) {
-        None => Ok(None),
-        Some(None) if !given.is_empty() => Err(sendense_core::Error::invalid(
-            "--copy-to none removes the copy rule; --copy-keep-* has nothing to apply to",
-        )),
-        Some(None) => Ok(Some(Vec::new())),
-        Some(Some(to)) => {
-            let current = sd.policy(policy)?.copies.into_iter().find(|c| c.repo == to);
-            let keep = match current {
-                Some(c) if given.is_empty() => c.keep,
-                _ => given,
-            };
-            Ok(Some(vec![(to, keep)]))
-        }
-    }
-}
-
 /// `none` clears an optional setting.
 fn clearable(v: Option<String>) -> Option<Option<String>> {
     v.map(|s| (!s.eq_ignore_ascii_case("none")).then_some(s))
@@ -123,7 +96,8 @@ pub fn run(g: &GlobalArgs, cmd: PolicyCommand) -> CmdResult {
                     keep_monthly,
                     keep_yearly,
                 ],
-                copies: copy_edit(&sd, &name, copy_to, &copy_keep)?,
+                copy_to: clearable(copy_to),
+                copy_keep: Some(copy_rules(&copy_keep)).filter(|k| !k.is_empty()),
             },
         )?,
         PolicyCommand::List => {

@@ -27,8 +27,10 @@ pub struct PolicyEdit {
     pub verify_schedule: Option<Option<String>>,
     /// Keep rules to change, each `Some` replacing that rule.
     pub keep: [Option<u32>; 6],
-    /// New copy rules (replacing all).
-    pub copies: Option<Vec<(String, KeepRules)>>,
+    /// New copy target (`Some(None)`: no copies any more).
+    pub copy_to: Option<Option<String>>,
+    /// New keep rules of the copies; `None` keeps those of an unchanged target.
+    pub copy_keep: Option<KeepRules>,
 }
 
 /// A group with when it runs next. Also the `group show --json` shape.
@@ -41,6 +43,25 @@ pub struct GroupStatus {
     pub schedule: Option<String>,
     /// The next scheduled run (RFC 3339, UTC); `None` without a schedule.
     pub next_run: Option<String>,
+}
+
+/// The copy rules of policy `p` after `edit`: a new target takes the keep rules given (none:
+/// all copies kept), the same target keeps its own unless new ones are given, and removing the
+/// copies with keep rules given is refused.
+fn copies_after(p: &PolicyRecord, edit: &PolicyEdit) -> Result<Vec<(String, KeepRules)>> {
+    let current = || p.copies.iter().map(|c| (c.repo.clone(), c.keep));
+    match (&edit.copy_to, edit.copy_keep) {
+        (Some(None), Some(_)) => Err(Error::invalid(
+            "--copy-to none removes the copies; --copy-keep-* has nothing to apply to",
+        )),
+        (Some(None), None) => Ok(Vec::new()),
+        (Some(Some(to)), keep) => {
+            let own = current().find(|(r, _)| r == to).map(|(_, k)| k);
+            Ok(vec![(to.clone(), keep.or(own).unwrap_or_default())])
+        }
+        (None, Some(keep)) => Ok(current().map(|(r, _)| (r, keep)).collect()),
+        (None, None) => Ok(current().collect()),
+    }
 }
 
 impl Sendense {
@@ -87,10 +108,7 @@ impl Sendense {
                 monthly: keep[4],
                 yearly: keep[5],
             },
-            copies: edit
-                .copies
-                .clone()
-                .unwrap_or_else(|| p.copies.iter().map(|c| (c.repo.clone(), c.keep)).collect()),
+            copies: copies_after(&p, edit)?,
         };
         let new = self.resolve_policy(name, &spec)?;
         let updated = self.catalog_mut().update_policy(name, &new)?;
@@ -257,8 +275,7 @@ impl Sendense {
 
     fn group_status(&self, group: GroupRecord) -> Result<GroupStatus> {
         let p = self.catalog().policy(&group.policy)?;
-        let now = jiff::Timestamp::from_second(crate::time::now().unix_timestamp())
-            .map_err(|e| Error::internal(format!("the clock: {e}")))?;
+        let now = crate::time::now_timestamp()?;
         let next_run = match &p.schedule {
             Some(s) => Schedule::parse(s)?
                 .next_after(now, &jiff::tz::TimeZone::system())

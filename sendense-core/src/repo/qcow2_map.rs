@@ -174,33 +174,13 @@ impl OwnMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn qemu_img(args: &[&str]) {
-        assert!(Command::new("qemu-img")
-            .args(args)
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn qemu_io(img: &Path, cmds: &[&str]) {
-        let mut c = Command::new("qemu-io");
-        c.args(["-f", "qcow2"]);
-        for cmd in cmds {
-            c.args(["-c", cmd]);
-        }
-        assert!(c.arg(img).output().unwrap().status.success());
-    }
+    use sendense_testkit::{create_image, create_overlay, qemu_io, run};
 
     /// What `qemu-img map` of the image alone says: (start, length, data, present).
     fn qemu_map(img: &Path) -> Vec<(u64, u64, bool, bool)> {
         let alone = crate::repo::chain::without_backing(img).unwrap();
-        let out = Command::new("qemu-img")
-            .args(["map", "--output=json", &alone])
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = run("qemu-img", &["map", "--output=json", &alone]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v.as_array()
             .unwrap()
             .iter()
@@ -218,30 +198,12 @@ mod tests {
     #[test]
     fn the_map_agrees_with_qemu_and_reads_what_qemu_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.qcow2");
-        let top = dir.path().join("top.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            base.to_str().unwrap(),
-            "9000k",
-        ]);
-        qemu_io(&base, &["write -P 0x11 0 4M"]);
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            top.to_str().unwrap(),
-        ]);
+        let base = create_image(&dir.path().join("base.qcow2"), "qcow2", "9000k");
+        qemu_io(&base, "qcow2", &["write -P 0x11 0 4M"]);
+        let top = create_overlay(&dir.path().join("top.qcow2"), "base.qcow2");
         qemu_io(
             &top,
+            "qcow2",
             &[
                 "write -P 0x22 64k 128k",
                 "write -z 1M 192k",
@@ -265,7 +227,10 @@ mod tests {
         // Reading through the map gives what QEMU reads from the image alone.
         let raw = dir.path().join("alone.raw");
         let alone = crate::repo::chain::without_backing(&top).unwrap();
-        qemu_img(&["convert", "-O", "raw", &alone, raw.to_str().unwrap()]);
+        run(
+            "qemu-img",
+            &["convert", "-O", "raw", &alone, raw.to_str().unwrap()],
+        );
         let want = std::fs::read(&raw).unwrap();
         let f = File::open(&top).unwrap();
         let mut got = vec![0u8; want.len()];
@@ -279,9 +244,8 @@ mod tests {
     #[test]
     fn tables_that_point_outside_the_file_are_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("i.qcow2");
-        qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "4M"]);
-        qemu_io(&img, &["write -P 1 0 64k"]);
+        let img = create_image(&dir.path().join("i.qcow2"), "qcow2", "4M");
+        qemu_io(&img, "qcow2", &["write -P 1 0 64k"]);
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -306,18 +270,20 @@ mod tests {
     #[test]
     fn layouts_left_to_qemu_give_none() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("s.qcow2");
+        let src = create_image(&dir.path().join("s.qcow2"), "qcow2", "4M");
         let img = dir.path().join("c.qcow2");
-        qemu_img(&["create", "-q", "-f", "qcow2", src.to_str().unwrap(), "4M"]);
-        qemu_io(&src, &["write -P 1 0 1M"]);
-        qemu_img(&[
-            "convert",
-            "-c",
-            "-O",
-            "qcow2",
-            src.to_str().unwrap(),
-            img.to_str().unwrap(),
-        ]);
+        qemu_io(&src, "qcow2", &["write -P 1 0 1M"]);
+        run(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                src.to_str().unwrap(),
+                img.to_str().unwrap(),
+            ],
+        );
         assert_eq!(own_map(&img).unwrap(), None, "compressed clusters");
     }
 }

@@ -355,11 +355,7 @@ impl Sendense {
     }
 }
 
-/// The clock as a jiff timestamp (the test clock included).
-fn now() -> Result<Timestamp> {
-    Timestamp::from_second(crate::time::now().unix_timestamp())
-        .map_err(|e| Error::internal(format!("the clock: {e}")))
-}
+use crate::time::now_timestamp as now;
 
 fn vm_run(vm: &str, result: &str, mode: Requested) -> VmRun {
     VmRun {
