@@ -61,6 +61,9 @@ _sendense() {
             sendense__subcmd__backup,consolidate)
                 cmd="sendense__subcmd__backup__subcmd__consolidate"
                 ;;
+            sendense__subcmd__backup,copy)
+                cmd="sendense__subcmd__backup__subcmd__copy"
+                ;;
             sendense__subcmd__backup,delete)
                 cmd="sendense__subcmd__backup__subcmd__delete"
                 ;;
@@ -201,7 +204,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify delete consolidate prune"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version start list show verify copy delete consolidate prune"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,6 +237,32 @@ _sendense() {
                     return 0
                     ;;
                 --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__backup__subcmd__copy)
+            opts="-v -q -h -V --to --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -407,12 +436,16 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup__subcmd__verify)
-            opts="-v -q -h -V --vm --all --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --repo --vm --all --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --vm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -499,12 +532,16 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__export)
-            opts="-v -q -h -V --disk --port --socket --writable --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --repo --disk --port --socket --writable --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --disk)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -799,13 +836,21 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__job__subcmd__list)
-            opts="-v -q -h -V --vm --status --limit --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --vm --group --policy --status --limit --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1381,12 +1426,16 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__restore)
-            opts="-v -q -h -V --disk --all --to --format --force --no-verify --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --repo --disk --all --to --format --force --no-verify --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --disk)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -359,20 +359,21 @@ complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s v -l verbos
 complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand daemon" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "list" -d 'List backups, newest first'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "show" -d 'Show one backup and its disks'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "verify" -d 'Check backups: qemu-img check of every image of their chains, then a full read of the data each backup wrote against the digests recorded at backup time'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "delete" -d 'Delete any backup; later backups that depend on it keep their data'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "consolidate" -d 'Make a VM\'s newest backup a standalone full, from the repository (a synthetic full)'
-complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify delete consolidate prune" -f -a "prune" -d 'Remove the backups keep rules do not keep; chains keep working'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "start" -d 'Back up a VM: one consistent snapshot of all its disks; full or incremental per disk'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "list" -d 'List backups, newest first'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "show" -d 'Show one backup, its disks, and the repositories that hold copies of it'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "verify" -d 'Check backups: qemu-img check of every image of their chains, then a full read of the data each backup wrote against the digests recorded at backup time'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "copy" -d 'Copy a backup into another repository; only the chain links it lacks move'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "delete" -d 'Delete any backup; later backups that depend on it keep their data'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "consolidate" -d 'Make a VM\'s newest backup a standalone full, from the repository (a synthetic full)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and not __fish_seen_subcommand_from start list show verify copy delete consolidate prune" -f -a "prune" -d 'Remove the backups keep rules do not keep; chains keep working'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l repo -d 'Repository (default: the default repository)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -399,6 +400,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l repo -d 'Check the copy of the backup in this repository' -r
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l vm -d 'Every backup of this VM' -r
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -408,6 +410,14 @@ complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -l to -d 'The destination repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from copy" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from delete" -l dry-run -d 'Only show what would be removed and merged'
@@ -453,6 +463,8 @@ complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_se
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "log" -d 'Print a job\'s log'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and not __fish_seen_subcommand_from list show log cancel" -f -a "cancel" -d 'Ask a running job to stop; it cancels cleanly (as Ctrl-C would)'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l vm -d 'Only jobs of this VM' -r
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l group -d 'Only jobs of the VMs in this group' -r
+complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l policy -d 'Only jobs of the VMs in the groups that use this policy' -r
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from list" -l status -d 'Only jobs in this state' -r -f -a "pending\t''
 running\t''
 completed\t''
@@ -487,6 +499,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_s
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand job; and __fish_seen_subcommand_from cancel" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand restore" -l repo -d 'Restore from the copy of the backup in this repository (`backup show ID` lists them)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l disk -d 'Disk key to restore' -r
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l to -d 'Destination: a file, a directory (--all) or an NBD URL' -r
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -l format -d 'Format of restored files' -r -f -a "qcow2\t''
@@ -501,6 +514,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand restore" -s v -l verbo
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand restore" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand export" -l repo -d 'Serve the copy of the backup in this repository' -r
 complete -c sendense -n "__fish_sendense_using_subcommand export" -l disk -d 'Disk key' -r
 complete -c sendense -n "__fish_sendense_using_subcommand export" -l port -d 'Listen on this port of 127.0.0.1' -r
 complete -c sendense -n "__fish_sendense_using_subcommand export" -l socket -d 'Listen on this Unix socket' -r -F

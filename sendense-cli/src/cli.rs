@@ -157,6 +157,9 @@ JSON OUTPUT
     Restore {
         /// Backup id.
         backup: String,
+        /// Restore from the copy of the backup in this repository (`backup show ID` lists them).
+        #[arg(long)]
+        repo: Option<String>,
         /// Disk key to restore.
         #[arg(long)]
         disk: Option<u32>,
@@ -194,6 +197,9 @@ JSON OUTPUT
     Export {
         /// Backup id.
         backup: String,
+        /// Serve the copy of the backup in this repository.
+        #[arg(long)]
+        repo: Option<String>,
         /// Disk key.
         #[arg(long)]
         disk: u32,
@@ -470,7 +476,8 @@ const BACKUP_JSON: &str = "JSON OUTPUT
   A backup object:
   {\"id\": \"20261125T211006Z-1a2b3c\", \"vm\": \"pgtest1\", \"repo\": \"local\",
    \"status\": \"completed\" | \"running\" | \"deleting\", \"created_at\": \"...\",
-   \"completed_at\": \"...\", \"job\": 7,
+   \"completed_at\": \"...\", \"job\": 7, \"damaged\": null,
+   \"copy_of\": null | \"<id of the backup it copies>\",
    \"disks\": [{\"key\": 2000, \"mode\": \"full\" | \"incremental\", \"reason\": \"...\",
               \"file\": \"/srv/backup/pgtest1/2000/<id>.qcow2\", \"parent\": null | \"<id>\",
               \"size_bytes\": ..., \"bytes_read\": ..., \"bytes_written\": ...,
@@ -526,8 +533,12 @@ JSON OUTPUT
         #[arg(long)]
         repo: Option<String>,
     },
-    /// Show one backup and its disks.
-    #[command(after_long_help = BACKUP_JSON)]
+    /// Show one backup, its disks, and the repositories that hold copies of it.
+    #[command(after_long_help = format!("{BACKUP_JSON}
+
+`backup show --json` adds \"copies\": every backup of the same restore point
+(the first backup and its copies) as [{{\"backup\": \"<id>\", \"repo\": \"offsite\",
+\"status\": \"completed\"}}]."))]
     Show {
         /// Backup id.
         id: String,
@@ -552,12 +563,46 @@ JSON OUTPUT
     Verify {
         /// Backup id (its whole chain is checked).
         id: Option<String>,
+        /// Check the copy of the backup in this repository.
+        #[arg(long, requires = "id")]
+        repo: Option<String>,
         /// Every backup of this VM.
         #[arg(long)]
         vm: Option<String>,
         /// Every backup.
         #[arg(long)]
         all: bool,
+    },
+    /// Copy a backup into another repository; only the chain links it lacks move.
+    #[command(
+        after_long_help = "The copy is a backup of its own in the destination (an id with the same time
+stamp, its own retention) that records the backup it copies: `restore ID --repo
+REPO`, `verify ID --repo REPO` and `export ID --repo REPO` use it, and it stays
+restorable when the first repository is lost (`repo import` of the destination
+rebuilds it). The chain of the backup is copied oldest first, skipping every link
+whose restore point the destination holds already, so the copy of an incremental
+moves only that incremental's data and copies of a chain stay a chain of the same
+small increments (backing paths relative). Each image file is copied as it is
+(holes stay holes) and checked before it is committed, as `backup verify` checks
+one: qemu-img check, its digest file, and every block against the digest recorded
+at backup time; a mismatch fails the copy and leaves nothing in the destination.
+
+Refused (exit 5) while a backup, delete or copy of the VM runs; refused for a
+damaged chain. Ctrl-C or `job cancel` stop it cleanly (exit 130): the links
+committed so far stay, the one being written goes.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"point\": \"<id of the first backup>\", \"to\": \"offsite\",
+   \"copy\": \"<id in the destination>\",
+   \"copied\": [{\"from\": \"<id>\", \"backup\": \"<id>\", \"bytes_written\": 1048576}],
+   \"present\": [[\"<id>\", \"<id there>\"]], \"bytes_written\": 1048576}"
+    )]
+    Copy {
+        /// Backup id.
+        id: String,
+        /// The destination repository.
+        #[arg(long)]
+        to: String,
     },
     /// Delete any backup; later backups that depend on it keep their data.
     #[command(
@@ -691,6 +736,12 @@ pub enum JobCommand {
         /// Only jobs of this VM.
         #[arg(long)]
         vm: Option<String>,
+        /// Only jobs of the VMs in this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only jobs of the VMs in the groups that use this policy.
+        #[arg(long)]
+        policy: Option<String>,
         /// Only jobs in this state.
         #[arg(long, value_parser = ["pending", "running", "completed", "failed", "cancelled"])]
         status: Option<String>,

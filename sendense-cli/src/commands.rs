@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Nbd(cmd) => nbd::run(g, cmd),
         Command::Restore {
             backup,
+            repo,
             disk,
             all,
             to,
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> CmdResult {
             g,
             restore::Args {
                 backup,
+                repo,
                 disk,
                 all,
                 to,
@@ -51,11 +53,12 @@ pub fn run(cli: Cli) -> CmdResult {
         ),
         Command::Export {
             backup,
+            repo,
             disk,
             port,
             socket,
             writable,
-        } => restore::export(g, &backup, disk, port, socket, writable),
+        } => restore::export(g, &backup, repo.as_deref(), disk, port, socket, writable),
         Command::Cleanup { dry_run } => cleanup::run(g, dry_run),
         Command::Doctor => doctor::run(g),
     }

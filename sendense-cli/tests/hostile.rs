@@ -414,3 +414,52 @@ fn one_file_under_two_names_is_one_disk() {
     assert!(stderr(&o).contains("(a hard link)"), "{}", stderr(&o));
     assert_eq!(json(&state, &["vm", "list"]).as_array().unwrap().len(), 1);
 }
+
+/// A disk's format is the one recorded when it was added, never what the file looks like now:
+/// a raw disk whose guest wrote an image header (which could name a backing file anywhere on
+/// the hub) is not read as that image, and a replaced qcow2 is not backed up as a raw file.
+#[test]
+fn a_disk_that_reads_as_another_format_is_refused() {
+    let (dir, state) = temp_hub(env!("CARGO_BIN_EXE_sendense"), "r");
+    let raw = dir.path().join("raw.img");
+    std::fs::write(&raw, vec![0x5au8; 1 << 20]).unwrap();
+    let qcow = qcow2_with(&dir.path().join("q.qcow2"), "8M", &["write -P 0x61 0 1M"]);
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "rawvm", &[&raw]);
+    add_image_vm(env!("CARGO_BIN_EXE_sendense"), &state, "qvm", &[&qcow]);
+    for vm in ["rawvm", "qvm"] {
+        json(&state, &["backup", "start", vm]);
+    }
+    // The guest of the raw VM writes a QCOW2 header backed by a file of the hub.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"hub secret").unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    sendense_testkit::run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            secret.to_str().unwrap(),
+            "-F",
+            "raw",
+            raw.to_str().unwrap(),
+            "1M",
+        ],
+    );
+    std::fs::write(&qcow, b"this is no longer a disk image").unwrap();
+    for (vm, was, now) in [("rawvm", "raw", "qcow2"), ("qvm", "qcow2", "raw")] {
+        let o = run(&state, &["backup", "start", vm]);
+        assert_eq!(o.status.code(), Some(5), "{vm}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!(
+                "was added as a {was} image, but the file now reads as {now}"
+            )),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let list = json(&state, &["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+}

@@ -1,6 +1,6 @@
 //! Policies and protection groups: what they record, what they refuse, and when groups run.
 
-use sendense_testkit::{add_image_vm, cli, cli_json, create_image, output_text, temp_hub};
+use sendense_testkit::{add_image_vm, cli, cli_json, create_image, output_text, qemu_io, temp_hub};
 use serde_json::Value;
 use std::path::Path;
 
@@ -525,4 +525,315 @@ fn edits_keep_what_they_do_not_name_and_a_new_schedule_starts_at_the_change() {
     assert_eq!(ran(&r), vec![], "{r}");
     let (_, r) = at(&state, "2026-11-30T03:30:00Z", &["schedule", "run"]);
     assert_eq!(ran(&r), triples(&[("g", "vm1", "completed")]), "{r}");
+}
+
+#[test]
+fn a_simulated_week_keeps_exactly_the_expected_backups_in_both_repositories() {
+    let (dir, state) = two_repo_hub();
+    let d = dir.path();
+    let disk = create_image(&d.join("vm1.qcow2"), "qcow2", "32M");
+    add_image_vm(BIN, &state, "vm1", &[&disk]);
+    let setup = "2026-01-01T00:00:00Z";
+    group_of_vm1(
+        &state,
+        setup,
+        &[
+            "policy",
+            "add",
+            "nightly",
+            "--repo",
+            "local",
+            "--schedule",
+            "0 1 * * *",
+            "--full-every",
+            "7",
+            "--keep-daily",
+            "3",
+            "--copy-to",
+            "offsite",
+            "--copy-keep-daily",
+            "5",
+            "--verify",
+            "0 4 * * 5",
+        ],
+    );
+    // Nine nights (2026-01-01 is a Thursday); each changes the disk first.
+    let mut refs = Vec::new();
+    let mut modes = Vec::new();
+    for night in 1..=9u32 {
+        let p = 0x10 + night;
+        qemu_io(
+            &disk,
+            "qcow2",
+            &[
+                &format!("write -P {p:#x} {}M 1M", night * 2),
+                &format!("write -z {}M 256k", (night + 5) % 16),
+            ],
+        );
+        let reference = d.join(format!("night{night}.qcow2"));
+        std::fs::copy(&disk, &reference).unwrap();
+        refs.push(reference);
+        let when = format!("2026-01-{night:02}T01:30:00Z");
+        let (c, r) = at(&state, &when, &["schedule", "run"]);
+        assert_eq!(c, 0, "night {night}: {r:#}");
+        assert_eq!(ran(&r), triples(&[("g", "vm1", "completed")]), "{r:#}");
+        let copy = &r["groups"][0]["copies"][0];
+        assert_eq!(copy["result"], "completed", "{r:#}");
+        assert_eq!(copy["links"], 1, "one new link a night: {r:#}");
+        modes.push(r["groups"][0]["vms"][0]["requested"].clone());
+    }
+    // --full-every 7: the eighth night starts a new chain.
+    let fulls: Vec<usize> = (0..9)
+        .filter(|i| modes[*i] == "full")
+        .map(|i| i + 1)
+        .collect();
+    assert_eq!(fulls, [8], "{modes:?}");
+
+    // The nights each repository keeps: the newest 3 days here, 5 offsite.
+    let nights = |repo: &str| -> Vec<(u32, String)> {
+        let list = cli_json(BIN, &state, &["backup", "list", "--repo", repo]);
+        let mut out: Vec<(u32, String)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let day: u32 = b["created_at"].as_str().unwrap()[8..10].parse().unwrap();
+                let point = b["copy_of"].as_str().or(b["id"].as_str()).unwrap();
+                (day, point.to_string())
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let local = nights("local");
+    let offsite = nights("offsite");
+    assert_eq!(local.iter().map(|n| n.0).collect::<Vec<_>>(), [7, 8, 9]);
+    assert_eq!(
+        offsite.iter().map(|n| n.0).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9]
+    );
+    // The same restore points: a copy is of the night's backup.
+    assert_eq!(local[..], offsite[2..]);
+    let restores = |points: &[(u32, String)], extra: &[&str]| {
+        for (night, point) in points {
+            let out = d.join("restored.qcow2");
+            let _ = std::fs::remove_file(&out);
+            let o = sendense_testkit::restore_disk(BIN, &state, point, &out, extra);
+            assert!(o.status.success(), "{}", output_text(&o));
+            let reference = &refs[*night as usize - 1];
+            assert!(
+                sendense_testkit::images_equal(
+                    out.to_str().unwrap(),
+                    "qcow2",
+                    reference.to_str().unwrap()
+                ),
+                "night {night} {extra:?} does not restore exactly"
+            );
+        }
+    };
+    restores(&local, &[]);
+    restores(&offsite, &["--repo", "offsite"]);
+
+    // Friday's verify: every backup of the VM, in both repositories, intact.
+    let (c, r) = at(&state, "2026-01-09T04:30:00Z", &["schedule", "run"]);
+    assert_eq!(c, 0, "{r:#}");
+    assert_eq!(r["groups"], serde_json::json!([]));
+    assert_eq!(r["verifies"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(r["verifies"][0]["result"], "completed", "{r:#}");
+    assert!(r["verifies"][0]["images"].as_u64().unwrap() >= 5, "{r:#}");
+    let shown = cli_json(BIN, &state, &["group", "show", "g"]);
+    assert_eq!(shown["last_verify_at"], "2026-01-09T04:00:00Z");
+    // The jobs of the group: the backups, copies, prunes and verifies of its VM.
+    let jobs = cli_json(
+        BIN,
+        &state,
+        &["job", "list", "--group", "g", "--limit", "500"],
+    );
+    let kinds: std::collections::BTreeSet<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains("backup") && kinds.contains("copy") && kinds.contains("verify"),
+        "{kinds:?}"
+    );
+    let (c, _) = code(&state, &["job", "list", "--policy", "nope"]);
+    assert_eq!(c, 4);
+
+    // The primary repository is lost: every night kept offsite still restores.
+    std::fs::remove_dir_all(d.join("repo")).unwrap();
+    restores(&offsite, &["--repo", "offsite"]);
+}
+
+#[test]
+fn two_groups_with_a_live_vm_never_exceed_max_parallel_and_go_by_priority() {
+    let (dir, state) = two_repo_hub();
+    let d = dir.path();
+    let mut disks = Vec::new();
+    for vm in ["vm1", "vm2", "vm3"] {
+        let disk = create_image(&d.join(format!("{vm}.qcow2")), "qcow2", "16M");
+        qemu_io(&disk, "qcow2", &["write -P 0x44 0 2M"]);
+        add_image_vm(BIN, &state, vm, &[&disk]);
+        disks.push(disk);
+    }
+    let live_disk = create_image(&d.join("live.qcow2"), "qcow2", "16M");
+    let live = sendense_testkit::QemuVm::start(d, "live", &[("qcow2", &live_disk)]);
+    live.guest_io(0, "write -P 0x55 1M 1M");
+    cli_json(
+        BIN,
+        &state,
+        &["vm", "add", "live", "--qmp", live.qmp.to_str().unwrap()],
+    );
+    let setup = "2026-11-28T12:00:00Z";
+    for (policy, repo) in [("nightly", "local"), ("second", "offsite")] {
+        at(
+            &state,
+            setup,
+            &[
+                "policy",
+                "add",
+                policy,
+                "--repo",
+                repo,
+                "--schedule",
+                "0 2 * * *",
+            ],
+        );
+    }
+    at(
+        &state,
+        setup,
+        &[
+            "group",
+            "add",
+            "dev",
+            "--policy",
+            "second",
+            "--priority",
+            "1",
+        ],
+    );
+    at(
+        &state,
+        setup,
+        &[
+            "group",
+            "add",
+            "prod",
+            "--policy",
+            "nightly",
+            "--priority",
+            "10",
+            "--max-parallel",
+            "2",
+        ],
+    );
+    for vm in ["vm1", "vm2", "vm3", "live"] {
+        at(&state, setup, &["group", "add-vm", "prod", vm]);
+    }
+    at(&state, setup, &["group", "add-vm", "dev", "vm1"]);
+
+    // Each backup holds its snapshot for a while: the test counts the backups running at once.
+    let night = |when: &str| -> (i32, Value, usize) {
+        let child = std::process::Command::new(BIN)
+            .args(["schedule", "run", "--json"])
+            .env("SENDENSE_HOME", &state)
+            .env("SENDENSE_TEST_NOW", when)
+            .env("SENDENSE_TEST_PAUSE_AT", "backup.snapshot-taken:1200")
+            .env("TZ", "UTC")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut most = 0;
+        while std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            let running = cli_json(BIN, &state, &["job", "list", "--status", "running"]);
+            let n = running
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["kind"] == "backup")
+                .count();
+            most = most.max(n);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(doc != Value::Null, "{}", output_text(&out));
+        (out.status.code().unwrap_or(-1), doc, most)
+    };
+    let (c, r, most) = night("2026-11-29T02:30:00Z");
+    assert_eq!(c, 0, "{r:#}");
+    assert_eq!(
+        most, 2,
+        "max-parallel 2: at most 2 backups at once, and 2 did run together"
+    );
+    let groups: Vec<&str> = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["prod", "dev"], "higher priority first");
+    assert_eq!(
+        ran(&r),
+        triples(&[
+            ("prod", "live", "completed"),
+            ("prod", "vm1", "completed"),
+            ("prod", "vm2", "completed"),
+            ("prod", "vm3", "completed"),
+            ("dev", "vm1", "completed"),
+        ])
+    );
+    // prod's backups all started before dev's.
+    let jobs = cli_json(BIN, &state, &["job", "list", "--group", "dev"]);
+    let dev_job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "backup")
+        .map(|j| j["id"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let prod = cli_json(BIN, &state, &["job", "list", "--group", "prod"]);
+    let prod_jobs: Vec<i64> = prod
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "backup")
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(prod_jobs.len(), 5, "vm1 is in both groups: {prod:#}");
+    assert!(
+        prod_jobs
+            .iter()
+            .filter(|id| **id != dev_job)
+            .all(|id| *id < dev_job),
+        "{prod_jobs:?} / {dev_job}"
+    );
+
+    // vm2's disk breaks: it fails, the others complete, exit 3.
+    std::fs::write(&disks[1], b"this is no longer a disk image").unwrap();
+    live.guest_io(0, "write -P 0x66 3M 1M");
+    let (c, r, most) = night("2026-11-30T02:30:00Z");
+    assert_eq!(c, 3, "{r:#}");
+    assert!(most <= 2);
+    assert_eq!(
+        ran(&r),
+        triples(&[
+            ("prod", "live", "completed"),
+            ("prod", "vm1", "completed"),
+            ("prod", "vm2", "failed"),
+            ("prod", "vm3", "completed"),
+            ("dev", "vm1", "completed"),
+        ])
+    );
+    live.quit();
 }

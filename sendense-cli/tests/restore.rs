@@ -306,7 +306,7 @@ fn verify_finds_bit_rot_truncation_and_missing_links() {
         .unwrap()
         .clone();
     let host = ext["offset"].as_u64().unwrap() + 4000;
-    flip(&file, host);
+    sendense_testkit::flip_byte(&file, host);
     let o = run(&c.state, &["backup", "verify", &c.ids[2], "--json"]);
     assert_eq!(o.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -325,7 +325,7 @@ fn verify_finds_bit_rot_truncation_and_missing_links() {
         text.contains(&format!("offset {}", guest / 65536 * 65536)),
         "{text}"
     );
-    flip(&file, host);
+    sendense_testkit::flip_byte(&file, host);
     assert_eq!(
         json(&c.state, &["backup", "verify", "--vm", "vm1"])["ok"],
         true
@@ -575,19 +575,6 @@ fn image_of(c: &Chain, id: &str) -> PathBuf {
     c.dir.path().join(format!("repo/vm1/2000/{id}.qcow2"))
 }
 
-fn flip(path: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0xff;
-    f.write_all_at(&b, at).unwrap();
-}
-
 /// A fingerprint of every byte of a file: its length and a polynomial checksum.
 fn digest_of(path: &Path) -> String {
     let data = std::fs::read(path).unwrap();
@@ -627,7 +614,7 @@ fn verify_bounds_its_report_of_a_badly_damaged_image() {
     let blocks: Vec<u64> = own_blocks(&full).into_iter().take(30).collect();
     assert_eq!(blocks.len(), 30);
     for b in &blocks {
-        flip(&full, b + 100);
+        sendense_testkit::flip_byte(&full, b + 100);
     }
     let o = run(&c.state, &["backup", "verify", &c.ids[0], "--json"]);
     assert_eq!(o.status.code(), Some(1));

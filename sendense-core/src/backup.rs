@@ -14,6 +14,7 @@
 //!    outright leaves state that the next command reconciles ([`crate::cleanup`]).
 
 pub mod consolidate;
+mod copy;
 mod delete;
 pub mod merge;
 pub mod node;
@@ -21,6 +22,7 @@ pub mod plan;
 pub(crate) mod process;
 mod targets;
 
+pub use copy::{CopiedLink, CopyReport};
 pub use delete::{DeletePlan, DiskFate};
 
 use crate::catalog::{BackupMode, DiskOutcome, JobKind, RepoRecord, VmRecord};

@@ -16,8 +16,8 @@ mod schema;
 mod vms;
 
 pub use backups::{
-    BackupDiskRecord, BackupFilter, BackupMode, BackupRecord, ChainTop, DiskOutcome,
-    ImportedBackup, NewBackupDisk,
+    BackupDiskRecord, BackupFilter, BackupMode, BackupRecord, ChainTop, CopyLocation, DiskOutcome,
+    ImportedBackup, NewBackupDisk, NewCopy,
 };
 pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};

@@ -275,3 +275,52 @@ mod utf8_tests {
         assert!(err.message().contains("is not valid UTF-8"), "{err}");
     }
 }
+
+/// Copies file `src` into a new file `dst` (created 0600, refused when it exists) with only its
+/// data regions: holes stay holes. Checks `cancel` between chunks. Returns the bytes written.
+/// The caller syncs `dst`.
+pub fn copy_sparse(
+    src: &Path,
+    dst: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<u64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const CHUNK: usize = 4 << 20;
+    let from = std::fs::File::open(src).map_err(|e| Error::io("reading", src, e))?;
+    let len = from
+        .metadata()
+        .map_err(|e| Error::io("reading", src, e))?
+        .len();
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .map_err(|e| Error::io("creating", dst, e))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut written = 0u64;
+    let mut pos = 0u64;
+    while pos < len {
+        let Some((start, end)) = crate::repo::digests::data_region(&from, pos, len)
+            .map_err(|e| Error::io("reading", src, e))?
+        else {
+            break;
+        };
+        let mut at = start;
+        while at < end {
+            if cancel.is_cancelled() {
+                return Err(Error::new(crate::ErrorKind::Cancelled, "copy cancelled"));
+            }
+            let n = ((end - at) as usize).min(CHUNK);
+            from.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io("reading", src, e))?;
+            to.write_all_at(&buf[..n], at)
+                .map_err(|e| Error::io("writing", dst, e))?;
+            at += n as u64;
+            written += n as u64;
+        }
+        pos = end.max(pos + 1);
+    }
+    to.set_len(len).map_err(|e| Error::io("writing", dst, e))?;
+    Ok(written)
+}

@@ -60,7 +60,7 @@ impl VmLock {
         match Self::try_acquire(state_dir, vm)? {
             Some(lock) => Ok(lock),
             None => Err(Error::busy(format!(
-                "VM `{vm}` is busy: another sendense process is backing it up or deleting one of its backups"
+                "VM `{vm}` is busy: another sendense process is backing it up, or deleting or copying one of its backups"
             ))
             .with_help("Wait for it to finish (`sendense job list --status running`); nothing of the running job was touched.")),
         }

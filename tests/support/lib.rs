@@ -102,6 +102,28 @@ pub fn wait_for_path(path: &Path, proc: &mut Proc) {
     }
 }
 
+/// Waits until the server `proc` accepts connections on the Unix socket `path`: the file
+/// appears when the socket is bound, a moment before it listens.
+pub fn wait_for_socket(path: &Path, proc: &mut Proc) {
+    wait_for_path(path, proc);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(
+            proc.alive(),
+            "{} exited before listening on {}",
+            proc.name,
+            path.display()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {}",
+            proc.name,
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until something accepts connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, proc: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -177,7 +199,7 @@ pub fn nbdkit(dir: &Path, name: &str, args: &[&str]) -> Server {
         .arg(&sock)
         .args(args);
     let mut proc = Proc::spawn("nbdkit", cmd);
-    wait_for_path(&sock, &mut proc);
+    wait_for_socket(&sock, &mut proc);
     Server {
         proc,
         url: format!("nbd+unix:///?socket={}", sock.display()),
@@ -196,7 +218,7 @@ pub fn qemu_nbd(dir: &Path, image: &Path, format: &str, export: &str, extra: &[&
         .args(extra)
         .arg(image);
     let mut proc = Proc::spawn("qemu-nbd", cmd);
-    wait_for_path(&sock, &mut proc);
+    wait_for_socket(&sock, &mut proc);
     Server {
         proc,
         url: format!("nbd+unix:///{export}?socket={}", sock.display()),
@@ -774,4 +796,19 @@ pub fn cli_killed_at(bin: &str, state: &Path, args: &[&str], point: &str) {
         "{args:?} did not reach {point}: {}",
         output_text(&out)
     );
+}
+
+/// Flips every bit of the byte at `at` of the file at `path` (bit rot, in place).
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("opening the file to damage");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at)
+        .expect("reading the byte to flip");
+    b[0] ^= 0xff;
+    f.write_all_at(&b, at).expect("writing the flipped byte");
 }

@@ -107,10 +107,10 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
-        BackupCommand::Verify { id, vm, all } => {
+        BackupCommand::Verify { id, repo, vm, all } => {
             let mut sd = super::open(g)?;
             let target = match (id, vm, all) {
-                (Some(id), _, _) => VerifyTarget::Backup(id),
+                (Some(id), _, _) => VerifyTarget::Backup(sd.backup_in(&id, repo.as_deref())?.id),
                 (_, Some(vm), _) => VerifyTarget::Vm(vm),
                 _ => VerifyTarget::All,
             };
@@ -211,17 +211,74 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
         BackupCommand::Show { id } => {
             let sd = super::open(g)?;
             let b = sd.backup_record(&id)?;
+            let copies = sd.backup_locations(&id)?;
             if g.json {
-                output::json(&b)?;
+                #[derive(serde::Serialize)]
+                struct Shown<'a> {
+                    #[serde(flatten)]
+                    backup: &'a BackupRecord,
+                    copies: &'a [sendense_core::catalog::CopyLocation],
+                }
+                output::json(&Shown {
+                    backup: &b,
+                    copies: &copies,
+                })?;
             } else {
-                show(&b)?;
+                show(&b, &copies)?;
+            }
+        }
+        BackupCommand::Copy { id, to } => {
+            let sink = sendense_term::progress::sink_for(g.json, g.quiet);
+            let mut sd = super::open_options(g).sink(sink).open()?;
+            let report = sd.copy_backup(&id, &to, super::interrupt_token(g)?)?;
+            if g.json {
+                // After the NDJSON progress events: the summary on one line.
+                output::line(&serde_json::to_string(&report).unwrap_or_default())?;
+            } else if !g.quiet {
+                output::line(&copy_text(&report))?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
+/// What `backup copy` prints.
+fn copy_text(r: &sendense_core::backup::CopyReport) -> String {
+    let mut lines = Vec::new();
+    if r.copied.is_empty() {
+        lines.push(format!(
+            "Repository `{}` holds backup {} already (as {}): nothing to copy.",
+            r.to, r.backup, r.copy
+        ));
+    } else {
+        lines.push(format!(
+            "Copied backup {} into `{}` as {}: {} link(s), {} written{}.",
+            r.backup,
+            r.to,
+            r.copy,
+            r.copied.len(),
+            output::bytes(r.bytes_written),
+            match r.present.len() {
+                0 => String::new(),
+                n => format!("; {n} link(s) were there already"),
+            }
+        ));
+        for c in &r.copied {
+            lines.push(format!(
+                "  {} -> {} ({})",
+                c.from,
+                c.backup,
+                output::bytes(c.bytes_written)
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+fn show(
+    b: &BackupRecord,
+    copies: &[sendense_core::catalog::CopyLocation],
+) -> Result<(), sendense_core::Error> {
     output::line(
         &table::fields(&[
             ("Id", b.id.clone()),
@@ -235,6 +292,22 @@ fn show(b: &BackupRecord) -> Result<(), sendense_core::Error> {
                     .unwrap_or_else(|| "no (as far as checks found)".into()),
             ),
             ("Created", b.created_at.clone()),
+            ("Copy of", b.copy_of.clone().unwrap_or_else(|| "-".into())),
+            (
+                "Copies",
+                match copies.iter().filter(|c| c.backup != b.id).count() {
+                    0 => "none".into(),
+                    _ => copies
+                        .iter()
+                        .filter(|c| c.backup != b.id)
+                        .map(|c| match c.status.as_str() {
+                            "completed" => format!("{} ({})", c.repo, c.backup),
+                            s => format!("{} ({}, {s})", c.repo, c.backup),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
+            ),
             (
                 "Completed",
                 b.completed_at.clone().unwrap_or_else(|| "-".into()),

@@ -9,9 +9,17 @@ use std::process::ExitCode;
 pub fn run(g: &GlobalArgs, cmd: JobCommand) -> CmdResult {
     let sd = super::open(g)?;
     match cmd {
-        JobCommand::List { vm, status, limit } => {
+        JobCommand::List {
+            vm,
+            group,
+            policy,
+            status,
+            limit,
+        } => {
             let filter = JobFilter {
                 vm,
+                group,
+                policy,
                 status: status.map(|s| s.parse()).transpose()?,
                 limit: Some(limit),
             };

@@ -291,6 +291,8 @@ fn groups_table(g: &GlobalArgs, list: &[GroupStatus]) -> Result<(), sendense_cor
         "Schedule",
         "Next run",
         "Last result",
+        "Next verify",
+        "Last verify",
     ]);
     for s in list {
         t.add_row([
@@ -301,6 +303,11 @@ fn groups_table(g: &GlobalArgs, list: &[GroupStatus]) -> Result<(), sendense_cor
             s.schedule.clone().unwrap_or_else(|| "by hand".into()),
             s.next_run.clone().unwrap_or_else(|| "-".into()),
             s.group.last_result.clone().unwrap_or_else(|| "-".into()),
+            s.next_verify.clone().unwrap_or_else(|| "-".into()),
+            s.group
+                .last_verify_result
+                .clone()
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     output::line(&t.to_string())
@@ -351,7 +358,7 @@ fn run_text(r: &sendense_core::schedule::ScheduleRunReport) -> Result<(), senden
     if r.already_running {
         return output::line("Another `schedule run` is running: nothing started.");
     }
-    if r.groups.is_empty() {
+    if r.groups.is_empty() && r.verifies.is_empty() {
         return output::line(&format!("Nothing is due at {}.", r.now));
     }
     for gr in &r.groups {
@@ -374,9 +381,50 @@ fn run_text(r: &sendense_core::schedule::ScheduleRunReport) -> Result<(), senden
             ]);
         }
         output::line(&t.to_string())?;
+        for c in &gr.copies {
+            output::line(&format!(
+                "  copy {} {} to `{}`: {}",
+                c.vm,
+                c.backup.as_deref().unwrap_or("-"),
+                c.to,
+                match (&c.error, c.links) {
+                    (Some(e), _) => format!("{}: {e}", c.result),
+                    (None, 0) => format!(
+                        "{} (there already as {})",
+                        c.result,
+                        c.copy.as_deref().unwrap_or("-")
+                    ),
+                    (None, n) => format!(
+                        "{} as {} ({n} link(s), {} in {:.1}s)",
+                        c.result,
+                        c.copy.as_deref().unwrap_or("-"),
+                        output::bytes(c.bytes),
+                        c.seconds
+                    ),
+                }
+            ))?;
+        }
         for p in &gr.prune {
             output::line(&format!("  prune {p}"))?;
         }
+    }
+    if !r.verifies.is_empty() {
+        let mut t = table::new(&["Group", "VM", "Due at", "Result", "Images", "Verified"]);
+        for v in &r.verifies {
+            t.add_row([
+                v.group.clone(),
+                v.vm.clone(),
+                v.due_at.clone(),
+                match &v.error {
+                    Some(e) => format!("{}: {e}", v.result),
+                    None => v.result.clone(),
+                },
+                v.images.to_string(),
+                output::bytes(v.bytes),
+            ]);
+        }
+        output::line("Verify:")?;
+        output::line(&t.to_string())?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 pub struct Args {
     pub backup: String,
+    pub repo: Option<String>,
     pub disk: Option<u32>,
     pub all: bool,
     pub to: String,
@@ -28,8 +29,9 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
     } else {
         RestoreTo::File(PathBuf::from(&a.to))
     };
+    let backup = sd.backup_in(&a.backup, a.repo.as_deref())?.id;
     let req = RestoreRequest {
-        backup: a.backup,
+        backup,
         disks: a.disk.map(|k| vec![k]),
         to,
         format: if a.format == "raw" {
@@ -40,7 +42,12 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
         force: a.force,
         verify: !a.no_verify,
     };
-    let report = sd.restore(&req, super::interrupt_token(g)?)?;
+    let report = sd
+        .restore(&req, super::interrupt_token(g)?)
+        .map_err(|e| match a.repo {
+            None => with_copies_hint(&sd, &req.backup, e),
+            Some(_) => e,
+        })?;
     if g.json {
         output::line(&serde_json::to_string(&report).unwrap_or_default())?;
     } else if !g.quiet {
@@ -78,12 +85,14 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
 pub fn export(
     g: &GlobalArgs,
     backup: &str,
+    repo: Option<&str>,
     disk: u32,
     port: Option<u16>,
     socket: Option<PathBuf>,
     writable: bool,
 ) -> CmdResult {
     let mut sd = super::open(g)?;
+    let backup = &sd.backup_in(backup, repo)?.id;
     let listen = match (port, socket) {
         (Some(p), _) => Listen::Port(p),
         (None, Some(s)) => Listen::Socket(s),
@@ -112,4 +121,30 @@ pub fn export(
     export.wait();
     sd.end_export(export)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `e`, with where else backup `id` can be restored from when other repositories hold copies
+/// of it (the error may be a lost or unmounted repository).
+fn with_copies_hint(
+    sd: &sendense_core::Sendense,
+    id: &str,
+    e: sendense_core::Error,
+) -> sendense_core::Error {
+    if e.kind() == sendense_core::ErrorKind::Cancelled {
+        return e;
+    }
+    let others: Vec<String> = sd
+        .backup_locations(id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.backup != id && c.status == "completed")
+        .map(|c| c.repo)
+        .collect();
+    match others.first() {
+        Some(first) => e.with_help(format!(
+            "Copies of this backup are in: {}. Restore from one with `--repo {first}`.",
+            others.join(", ")
+        )),
+        None => e,
+    }
 }

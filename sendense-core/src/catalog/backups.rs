@@ -63,6 +63,9 @@ pub struct BackupDiskRecord {
     pub status: String,
     /// Why it failed.
     pub error: Option<String>,
+    /// Backups taken from the source since its last full from the source (0: this one is
+    /// such a full; `None`: not known).
+    pub since_full: Option<u32>,
     /// The image path relative to the repository.
     #[serde(skip)]
     pub rel_file: String,
@@ -88,6 +91,9 @@ pub struct BackupRecord {
     /// Why it is damaged, as the last `backup verify` or restore that read it found; `None`
     /// when none found damage. Nothing builds on a damaged backup.
     pub damaged: Option<String>,
+    /// The backup this one is a copy of (the first backup of its restore point); `None` for a
+    /// backup made from its source.
+    pub copy_of: Option<String>,
     /// Its disks, by key.
     pub disks: Vec<BackupDiskRecord>,
     #[serde(skip)]
@@ -120,6 +126,9 @@ pub struct NewBackupDisk {
     pub size_bytes: u64,
     /// Checkpoint the backup ends at.
     pub checkpoint: Option<String>,
+    /// Backups taken from the source since its last full from the source (`None`: a full
+    /// counts 0, an incremental its parent's count plus one).
+    pub since_full: Option<u32>,
 }
 
 /// What a disk moved, recorded at commit.
@@ -167,8 +176,41 @@ pub struct ImportedBackup {
     pub completed_at: String,
     /// Manifest path relative to the repository.
     pub manifest: String,
+    /// The backup it is a copy of.
+    pub copy_of: Option<String>,
     /// Its disks and what they moved.
     pub disks: Vec<(NewBackupDisk, DiskOutcome)>,
+}
+
+/// A copy of a backup being written into another repository: a backup of its own there,
+/// `running` until committed, with the time of the restore point it copies.
+#[derive(Debug, Clone)]
+pub struct NewCopy {
+    /// The copy's backup id.
+    pub id: String,
+    /// Catalog id of the VM.
+    pub vm_id: i64,
+    /// Catalog id of the destination repository.
+    pub repo_id: i64,
+    /// The copy job.
+    pub job: i64,
+    /// When the restore point was taken (the original's `created_at`).
+    pub created_at: String,
+    /// The first backup of the restore point.
+    pub copy_of: String,
+    /// Its disks, parents being copies in the destination.
+    pub disks: Vec<NewBackupDisk>,
+}
+
+/// Where a restore point is: one backup in one repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyLocation {
+    /// The backup id there.
+    pub backup: String,
+    /// The repository's name.
+    pub repo: String,
+    /// The backup's status there.
+    pub status: String,
 }
 
 /// Narrows `backup list`.
@@ -185,7 +227,7 @@ pub struct BackupFilter {
 // A backup being deleted shows as `deleting` whatever it was before.
 const SELECT: &str = "SELECT b.id, v.name, r.name, \
      CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END, b.created_at, b.completed_at, \
-     b.job_id, r.path, b.vm_id, b.repo_id, b.damaged FROM backups b JOIN vms v ON v.id = b.vm_id \
+     b.job_id, r.path, b.vm_id, b.repo_id, b.damaged, b.copy_of FROM backups b JOIN vms v ON v.id = b.vm_id \
      JOIN repositories r ON r.id = b.repo_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
@@ -201,6 +243,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         vm_id: r.get(8)?,
         repo_id: r.get(9)?,
         damaged: r.get(10)?,
+        copy_of: r.get(11)?,
         disks: Vec::new(),
     })
 }
@@ -291,6 +334,52 @@ impl Catalog {
         })
     }
 
+    /// Records a copy being written (see [`NewCopy`]), synced like a backup starting: after a
+    /// power loss the reconciliation finds its files through it.
+    pub fn insert_copy(&mut self, c: &NewCopy) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO backups (id, vm_id, repo_id, job_id, status, created_at, copy_of) \
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+                (&c.id, c.vm_id, c.repo_id, c.job, &c.created_at, &c.copy_of),
+            )?;
+            insert_disks(tx, &c.id, &c.disks, "running")?;
+            Ok(())
+        })
+    }
+
+    /// The completed backup of restore point `point` (the id of its first backup) in repository
+    /// `repo_id`: the first backup itself or a copy of it; not one being deleted.
+    pub fn point_in(&self, point: &str, repo_id: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id FROM backups WHERE (id = ?1 OR copy_of = ?1) AND repo_id = ?2 \
+                 AND status = 'completed' AND deleting_at IS NULL ORDER BY rowid LIMIT 1",
+                (point, repo_id),
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every backup of restore point `point` (its first backup and the copies of it), in the
+    /// order they were made.
+    pub fn point_locations(&self, point: &str) -> Result<Vec<CopyLocation>> {
+        let mut stmt = self.conn().prepare(
+            "SELECT b.id, r.name, CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END \
+             FROM backups b JOIN repositories r ON r.id = b.repo_id \
+             WHERE b.id = ?1 OR b.copy_of = ?1 ORDER BY b.rowid",
+        )?;
+        let rows = stmt.query_map([point], |r| {
+            Ok(CopyLocation {
+                backup: r.get(0)?,
+                repo: r.get(1)?,
+                status: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Records a completed backup read from a repository manifest (`repo import`).
     pub fn import_backup(&mut self, b: &ImportedBackup) -> Result<()> {
         let ImportedBackup {
@@ -300,13 +389,14 @@ impl Catalog {
             created_at,
             completed_at,
             manifest,
+            copy_of,
             disks,
         } = b;
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO backups (id, vm_id, repo_id, status, created_at, completed_at, manifest) \
-                 VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6)",
-                (id, vm_id, repo_id, created_at, completed_at, manifest),
+                "INSERT INTO backups (id, vm_id, repo_id, status, created_at, completed_at, manifest, copy_of) \
+                 VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, ?7)",
+                (id, vm_id, repo_id, created_at, completed_at, manifest, copy_of),
             )
             .map_err(|e| super::unique_violation(e, || Error::already_exists(format!("backup {id} is already in the catalog"))))?;
             let plain: Vec<NewBackupDisk> = disks.iter().map(|(d, _)| d.clone()).collect();
@@ -380,7 +470,7 @@ impl Catalog {
     fn backup_disks(&self, id: &str, repo_path: &std::path::Path) -> Result<Vec<BackupDiskRecord>> {
         let mut stmt = self.conn().prepare(
             "SELECT disk_key, mode, reason, file, parent_backup_id, size_bytes, bytes_read, bytes_written, \
-             checkpoint, digest, status, error, image_bytes FROM backup_disks WHERE backup_id = ?1 ORDER BY disk_key",
+             checkpoint, digest, status, error, image_bytes, since_full FROM backup_disks WHERE backup_id = ?1 ORDER BY disk_key",
         )?;
         let rows = stmt.query_map([id], |r| {
             let rel: String = r.get(3)?;
@@ -398,6 +488,7 @@ impl Catalog {
                 status: r.get(10)?,
                 error: r.get(11)?,
                 image_bytes: r.get::<_, Option<i64>>(12)?.map(|b| b as u64),
+                since_full: r.get(13)?,
                 rel_file: rel,
             })
         })?;
@@ -601,7 +692,9 @@ fn insert_disks(
     for d in disks {
         tx.execute(
             "INSERT INTO backup_disks (backup_id, disk_key, vm_disk_id, mode, reason, file, parent_backup_id, \
-             checkpoint, size_bytes, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             checkpoint, size_bytes, status, since_full) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             coalesce(?11, CASE WHEN ?4 = 'full' THEN 0 ELSE (SELECT p.since_full + 1 FROM backup_disks p \
+             WHERE p.backup_id = ?7 AND p.disk_key = ?2) END))",
             (
                 id,
                 d.key,
@@ -613,6 +706,7 @@ fn insert_disks(
                 &d.checkpoint,
                 d.size_bytes as i64,
                 status,
+                d.since_full,
             ),
         )
         .map_err(|e| match &e {

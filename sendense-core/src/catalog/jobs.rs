@@ -160,6 +160,10 @@ pub struct JobFilter {
     pub vm: Option<String>,
     /// Only jobs in this state.
     pub status: Option<JobStatus>,
+    /// Only jobs of the VMs in this protection group.
+    pub group: Option<String>,
+    /// Only jobs of the VMs in the groups that use this policy.
+    pub policy: Option<String>,
     /// At most this many, newest first.
     pub limit: Option<u32>,
 }
@@ -409,6 +413,21 @@ impl Catalog {
         if let Some(vm) = &filter.vm {
             sql.push_str(" AND coalesce(v.name, j.vm_name) = ?");
             args.push(Box::new(vm.clone()));
+        }
+        if let Some(group) = &filter.group {
+            sql.push_str(
+                " AND j.vm_id IN (SELECT m.vm_id FROM group_members m \
+                 JOIN protection_groups g ON g.id = m.group_id WHERE g.name = ?)",
+            );
+            args.push(Box::new(group.clone()));
+        }
+        if let Some(policy) = &filter.policy {
+            sql.push_str(
+                " AND j.vm_id IN (SELECT m.vm_id FROM group_members m \
+                 JOIN protection_groups g ON g.id = m.group_id \
+                 JOIN policies p ON p.id = g.policy_id WHERE p.name = ?)",
+            );
+            args.push(Box::new(policy.clone()));
         }
         if let Some(status) = filter.status {
             sql.push_str(" AND j.status = ?");

@@ -86,6 +86,10 @@ pub struct GroupRecord {
     pub last_run_at: Option<String>,
     /// What its last run did.
     pub last_result: Option<String>,
+    /// The scheduled instant its backups were last verified for.
+    pub last_verify_at: Option<String>,
+    /// What that verify found.
+    pub last_verify_result: Option<String>,
     /// When it was added.
     pub created_at: String,
 }
@@ -124,7 +128,8 @@ fn policy_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
 
 const GROUP_SELECT: &str =
     "SELECT g.id, g.name, p.name, g.max_parallel, g.priority, g.last_run_at, \
-     g.last_result, g.created_at FROM protection_groups g JOIN policies p ON p.id = g.policy_id";
+     g.last_result, g.created_at, g.last_verify_at, g.last_verify_result \
+     FROM protection_groups g JOIN policies p ON p.id = g.policy_id";
 
 fn group_row(r: &Row<'_>) -> rusqlite::Result<GroupRecord> {
     Ok(GroupRecord {
@@ -137,6 +142,8 @@ fn group_row(r: &Row<'_>) -> rusqlite::Result<GroupRecord> {
         last_run_at: r.get(5)?,
         last_result: r.get(6)?,
         created_at: r.get(7)?,
+        last_verify_at: r.get(8)?,
+        last_verify_result: r.get(9)?,
     })
 }
 
@@ -418,11 +425,23 @@ impl Catalog {
         })
     }
 
-    /// Starts group `name`'s schedule afresh at `at`: instants before it are not due.
+    /// Records that group `name`'s backups were verified for the scheduled instant `at`.
+    pub fn set_group_verify(&mut self, name: &str, at: &str, result: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE protection_groups SET last_verify_at = ?1, last_verify_result = ?2 WHERE name = ?3",
+                (at, result, name),
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Starts group `name`'s schedules (backups and verifies) afresh at `at`: instants before
+    /// it are not due.
     pub fn set_group_start(&mut self, name: &str, at: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE protection_groups SET last_run_at = ?1 WHERE name = ?2",
+                "UPDATE protection_groups SET last_run_at = ?1, last_verify_at = ?1 WHERE name = ?2",
                 (at, name),
             )?;
             Ok(())

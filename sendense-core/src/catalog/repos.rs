@@ -183,14 +183,13 @@ impl Catalog {
             }
             let refs: i64 = tx.query_row(
                 "SELECT (SELECT count(*) FROM copy_rules WHERE dest_repo_id = ?1) \
-                      + (SELECT count(*) FROM policies WHERE repo_id = ?1) \
-                      + (SELECT count(*) FROM copies WHERE dest_repo_id = ?1)",
+                      + (SELECT count(*) FROM policies WHERE repo_id = ?1)",
                 [repo.id],
                 |r| r.get(0),
             )?;
             if refs > 0 {
                 return Err(Error::refused(format!(
-                    "repository `{name}` is used by {refs} policy(ies), copy rule(s) or copies"
+                    "repository `{name}` is used by {refs} policy(ies) or copy rule(s)"
                 ))
                 .with_help("Point them at another repository first."));
             }

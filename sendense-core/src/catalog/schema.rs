@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -408,4 +408,26 @@ CREATE TABLE copies (
     UNIQUE (backup_id, dest_repo_id)
 );
 CREATE INDEX copies_dest ON copies(dest_repo_id);
+"#;
+
+/// Copies (3-2-1): a copy of a backup in another repository is a backup of its own there (its
+/// own id, rows, chain and retention), which records the backup it copies. The table of the
+/// previous schema, never used, goes.
+const V6: &str = r#"
+DROP TABLE copies;
+
+-- The backup this one is a copy of (the first backup of that restore point; no foreign key:
+-- the original may be deleted while its copies stay).
+ALTER TABLE backups ADD COLUMN copy_of TEXT;
+CREATE INDEX backups_copy_of ON backups(copy_of);
+
+-- The scheduled instant a group's backups were last verified for (its policy's verify
+-- schedule), and what that found.
+ALTER TABLE protection_groups ADD COLUMN last_verify_at TEXT;
+
+-- How many backups of the disk were taken from its source since the last full taken from it
+-- (0: this one is such a full; NULL: not known). Merges and consolidations leave it alone, so a
+-- policy's `full_every` counts backups taken, however short prune keeps the chains.
+ALTER TABLE backup_disks ADD COLUMN since_full INTEGER;
+ALTER TABLE protection_groups ADD COLUMN last_verify_result TEXT;
 "#;

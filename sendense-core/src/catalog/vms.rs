@@ -240,7 +240,9 @@ impl Catalog {
                 match known.iter().find(|k| k.1 == f.identity) {
                     Some((id, _, _)) => {
                         tx.execute(
-                            "UPDATE vm_disks SET size_bytes = ?1, format = coalesce(?2, format) WHERE id = ?3",
+                            // The format recorded first stays: a file that reads as another
+                            // format now was replaced or damaged, and the source refuses it.
+                            "UPDATE vm_disks SET size_bytes = ?1, format = coalesce(format, ?2) WHERE id = ?3",
                             (f.size_bytes as i64, &f.format, id),
                         )?;
                     }

@@ -1,8 +1,9 @@
-//! Backups as the handle sees them: list and show (taking, deleting and reading them:
-//! [`crate::backup`], [`crate::restore`], [`crate::verify`]).
+//! Backups as the handle sees them: list and show, and which backup holds a restore point in
+//! a repository (taking, deleting, copying and reading them: [`crate::backup`],
+//! [`crate::restore`], [`crate::verify`]).
 
-use crate::catalog::BackupRecord;
-use crate::error::Result;
+use crate::catalog::{BackupRecord, CopyLocation};
+use crate::error::{Error, Result};
 use crate::sendense::Sendense;
 
 impl Sendense {
@@ -17,5 +18,53 @@ impl Sendense {
     /// One backup.
     pub fn backup_record(&self, id: &str) -> Result<BackupRecord> {
         self.catalog().backup(id)
+    }
+
+    /// Every backup of the restore point of backup `id` — the first backup and its copies in
+    /// other repositories — in the order they were made. `id` may be any of them, or the id
+    /// of a first backup that is gone while copies stay.
+    pub fn backup_locations(&self, id: &str) -> Result<Vec<CopyLocation>> {
+        let point = self.restore_point(id)?;
+        let list = self.catalog().point_locations(&point)?;
+        if list.is_empty() {
+            return Err(Error::not_found(format!("no backup with id `{id}`"))
+                .with_help("See `sendense backup list` for the backup ids."));
+        }
+        Ok(list)
+    }
+
+    /// The backup that holds the restore point of backup `id` in repository `repo` (`None`:
+    /// backup `id` itself): `id` when it is there, else its copy there. `id` may also name a
+    /// first backup that is gone while its copies stay.
+    pub fn backup_in(&self, id: &str, repo: Option<&str>) -> Result<BackupRecord> {
+        let Some(repo) = repo else {
+            return self.catalog().backup(id);
+        };
+        let r = self.catalog().repo(repo)?;
+        if let Ok(b) = self.catalog().backup(id) {
+            if b.repo_id == r.id {
+                return Ok(b);
+            }
+        }
+        let point = self.restore_point(id)?;
+        match self.catalog().point_in(&point, r.id)? {
+            Some(there) => self.catalog().backup(&there),
+            None => Err(Error::not_found(format!(
+                "repository `{repo}` holds no copy of backup {id}"
+            ))
+            .with_help(format!(
+                "`sendense backup show {id}` lists the repositories that hold it; `sendense backup copy {id} --to {repo}` copies it there."
+            ))),
+        }
+    }
+
+    /// The restore point (its first backup's id) of backup `id`; `id` itself when the catalog
+    /// no longer holds it (copies may).
+    fn restore_point(&self, id: &str) -> Result<String> {
+        Ok(match self.catalog().backup(id) {
+            Ok(b) => b.copy_of.unwrap_or(b.id),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => id.to_string(),
+            Err(e) => return Err(e),
+        })
     }
 }

@@ -7,6 +7,12 @@ use crate::sendense::Sendense;
 impl Sendense {
     /// Jobs, newest first.
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        if let Some(g) = &filter.group {
+            self.catalog().group(g)?;
+        }
+        if let Some(p) = &filter.policy {
+            self.catalog().policy(p)?;
+        }
         self.catalog().jobs(filter)
     }
 

@@ -43,6 +43,10 @@ pub struct GroupStatus {
     pub schedule: Option<String>,
     /// The next scheduled run (RFC 3339, UTC); `None` without a schedule.
     pub next_run: Option<String>,
+    /// Its policy's verify schedule.
+    pub verify_schedule: Option<String>,
+    /// The next scheduled verify (RFC 3339, UTC); `None` without a verify schedule.
+    pub next_verify: Option<String>,
 }
 
 /// The copy rules of policy `p` after `edit`: a new target takes the keep rules given (none:
@@ -114,7 +118,7 @@ impl Sendense {
         let updated = self.catalog_mut().update_policy(name, &new)?;
         // A new schedule starts now: its groups do not run at once for an instant that
         // passed before it existed.
-        if updated.schedule != p.schedule {
+        if updated.schedule != p.schedule || updated.verify_schedule != p.verify_schedule {
             let now = crate::time::now_rfc3339();
             for g in &updated.groups {
                 self.catalog_mut().set_group_start(g, &now)?;
@@ -276,16 +280,20 @@ impl Sendense {
     fn group_status(&self, group: GroupRecord) -> Result<GroupStatus> {
         let p = self.catalog().policy(&group.policy)?;
         let now = crate::time::now_timestamp()?;
-        let next_run = match &p.schedule {
-            Some(s) => Schedule::parse(s)?
-                .next_after(now, &jiff::tz::TimeZone::system())
-                .map(|t| t.to_string()),
-            None => None,
+        let next = |s: &Option<String>| -> Result<Option<String>> {
+            Ok(match s {
+                Some(s) => Schedule::parse(s)?
+                    .next_after(now, &jiff::tz::TimeZone::system())
+                    .map(|t| t.to_string()),
+                None => None,
+            })
         };
         Ok(GroupStatus {
             group,
+            next_run: next(&p.schedule)?,
+            next_verify: next(&p.verify_schedule)?,
             schedule: p.schedule,
-            next_run,
+            verify_schedule: p.verify_schedule,
         })
     }
 }

@@ -342,6 +342,7 @@ impl Sendense {
                             parent: d.parent.clone(),
                             size_bytes: d.size_bytes,
                             checkpoint: d.checkpoint.clone(),
+                            since_full: d.since_full,
                         },
                         DiskOutcome {
                             key: d.key,
@@ -365,6 +366,7 @@ impl Sendense {
                 created_at: m.created_at.clone(),
                 completed_at: m.completed_at.clone(),
                 manifest: rel,
+                copy_of: m.copy_of.clone(),
                 disks,
             };
             match self.catalog_mut().import_backup(&imported) {

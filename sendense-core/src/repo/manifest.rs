@@ -50,6 +50,10 @@ pub struct ManifestDisk {
     /// was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_bytes: Option<u64>,
+    /// Backups taken from the source since its last full from the source (absent where not
+    /// known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_full: Option<u32>,
 }
 
 /// A backup manifest.
@@ -67,6 +71,9 @@ pub struct Manifest {
     pub created_at: String,
     /// When it completed.
     pub completed_at: String,
+    /// The backup this one is a copy of (absent for a backup made from its source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
     /// Its disks.
     pub disks: Vec<ManifestDisk>,
 }
@@ -116,6 +123,11 @@ impl Manifest {
                 "it describes backup {} of VM `{}`, whose manifest is not at this path",
                 self.backup, self.vm.name
             ));
+        }
+        if let Some(of) = &self.copy_of {
+            if !super::chain::is_backup_id(of) || *of == self.backup {
+                return bad(format!("{of:?} cannot be the backup it is a copy of"));
+            }
         }
         if self.disks.is_empty() {
             return bad("it lists no disks".into());

@@ -303,6 +303,7 @@ fn register(
         &id[13..15]
     );
     let manifest = Manifest {
+        copy_of: None,
         format: MANIFEST_FORMAT,
         backup: id.to_string(),
         repository: repo_id.to_string(),
@@ -337,10 +338,12 @@ fn register(
                 checkpoint: None,
                 digest: Some(d.digest.clone()),
                 image_bytes: Some(d.image_bytes),
+                since_full: None,
             })
             .collect(),
     };
     let imported = ImportedBackup {
+        copy_of: None,
         id: id.to_string(),
         vm_id: vm_rec.id,
         repo_id: repo.id,
@@ -361,6 +364,7 @@ fn register(
                         parent: d.parent.clone(),
                         size_bytes: d.size_bytes,
                         checkpoint: None,
+                        since_full: d.since_full,
                     },
                     DiskOutcome {
                         key: d.key,

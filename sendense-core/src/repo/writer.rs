@@ -137,6 +137,7 @@ pub fn record_targets(
             reason: t.plan.reason.clone(),
             rel_file: t.rel_file.clone(),
             parent: t.plan.parent.as_ref().map(|p| p.backup.clone()),
+            since_full: None,
             size_bytes: t.plan.size_bytes,
             checkpoint: t.plan.checkpoint.clone(),
         })
@@ -292,7 +293,15 @@ impl Sendense {
             renamed
         });
         committed.into_iter().collect::<Result<Vec<_>>>()?;
-        let created_at = self.catalog().backup(&p.id)?.created_at;
+        let recorded = self.catalog().backup(&p.id)?;
+        let created_at = recorded.created_at.clone();
+        let since_full = |key: u32| {
+            recorded
+                .disks
+                .iter()
+                .find(|d| d.key == key)
+                .and_then(|d| d.since_full)
+        };
         let outcome = |key: u32| {
             outcomes
                 .iter()
@@ -304,6 +313,7 @@ impl Sendense {
                 })
         };
         let manifest = Manifest {
+            copy_of: None,
             format: MANIFEST_FORMAT,
             backup: p.id.clone(),
             repository: p.repo.repo_id.clone(),
@@ -332,6 +342,7 @@ impl Sendense {
                         checkpoint: t.plan.checkpoint.clone(),
                         digest: o.digest,
                         image_bytes: o.image_bytes,
+                        since_full: since_full(t.plan.key),
                     }
                 })
                 .collect(),

@@ -2,7 +2,10 @@
 //! since they last ran are due ([`super::Schedule::due`]); they run higher priority first, each
 //! backing up its VMs at most `max_parallel` at once (each backup a job of its own, through the
 //! [`crate::runner::Runner`]); a VM whose backup is already running is skipped and reported;
-//! then the policy's keep rules prune each VM in the policy's repository. One run at a time
+//! then each VM's newest backup is copied into the policy's copy repositories (only the chain
+//! links missing there move), the policy's keep rules prune each VM in the policy's
+//! repository and each copy rule's in its own; last, the groups whose policy's verify
+//! schedule is due have every backup of their VMs verified. One run at a time
 //! per state directory ([`crate::lock::ScheduleLock`]): a second finds it taken and starts
 //! nothing, so cron may start it every minute.
 
@@ -33,6 +36,30 @@ pub struct ScheduleRunReport {
     pub cancelled: bool,
     /// The groups that were due, in the order they ran.
     pub groups: Vec<GroupRun>,
+    /// The verifies that were due (policies' verify schedules), after the backups.
+    pub verifies: Vec<VerifyRun>,
+}
+
+/// The verify of one VM's backups, due by its group's policy's verify schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyRun {
+    /// Group name.
+    pub group: String,
+    /// The scheduled instant it ran for (RFC 3339).
+    pub due_at: String,
+    /// VM name.
+    pub vm: String,
+    /// `completed` (everything intact), `failed` (damage found, or the verify failed),
+    /// `cancelled`, or `due` (dry run).
+    pub result: String,
+    /// Images checked (every backup of the VM in every repository, each image once).
+    pub images: usize,
+    /// Bytes read and compared with their digests.
+    pub bytes: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// What was found wrong (the first problems), or why it failed.
+    pub error: Option<String>,
 }
 
 /// One due group.
@@ -46,8 +73,33 @@ pub struct GroupRun {
     pub due_at: String,
     /// Its VMs.
     pub vms: Vec<VmRun>,
-    /// What prune did afterwards, per VM, or why it did not run.
+    /// The copies of the VMs' newest backups into the policy's copy repositories.
+    pub copies: Vec<CopyRun>,
+    /// What prune did afterwards, per VM and repository, or why it did not run.
     pub prune: Vec<String>,
+}
+
+/// One copy of a VM's newest backup into a copy repository.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyRun {
+    /// VM name.
+    pub vm: String,
+    /// The copy repository.
+    pub to: String,
+    /// `completed` (copied, or there already), `failed` or `cancelled`.
+    pub result: String,
+    /// The backup copied.
+    pub backup: Option<String>,
+    /// Its copy in the destination.
+    pub copy: Option<String>,
+    /// Links copied (0: the destination held it already).
+    pub links: usize,
+    /// Bytes written into the destination.
+    pub bytes: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// One VM of a due group.
@@ -77,12 +129,22 @@ impl ScheduleRunReport {
     /// 3 when some failed, 1 when something was due and nothing could run, 130 when it was
     /// interrupted.
     pub fn exit_code(&self) -> u8 {
-        let all: Vec<&VmRun> = self.groups.iter().flat_map(|g| &g.vms).collect();
-        if self.cancelled || all.iter().any(|v| v.result == "cancelled") {
+        let all: Vec<&str> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.vms
+                    .iter()
+                    .map(|v| v.result.as_str())
+                    .chain(g.copies.iter().map(|c| c.result.as_str()))
+            })
+            .chain(self.verifies.iter().map(|v| v.result.as_str()))
+            .collect();
+        if self.cancelled || all.contains(&"cancelled") {
             return exit::INTERRUPTED;
         }
-        let failed = all.iter().filter(|v| v.result == "failed").count();
-        let ok = all.iter().filter(|v| v.result == "completed").count();
+        let failed = all.iter().filter(|r| **r == "failed").count();
+        let ok = all.iter().filter(|r| **r == "completed").count();
         match (failed, ok) {
             (0, _) => exit::SUCCESS,
             (_, 0) => exit::FAILED,
@@ -106,6 +168,7 @@ impl Sendense {
             now: now.to_string(),
             cancelled: false,
             groups: Vec::new(),
+            verifies: Vec::new(),
         };
         let Some(_lock) = crate::lock::ScheduleLock::try_acquire(self.state_dir())? else {
             report.already_running = true;
@@ -156,6 +219,7 @@ impl Sendense {
                 policy: policy.name.clone(),
                 due_at: at.to_string(),
                 vms: Vec::new(),
+                copies: Vec::new(),
                 prune: Vec::new(),
             };
             let mut requests: Vec<(String, Requested)> = Vec::new();
@@ -203,8 +267,14 @@ impl Sendense {
                         report.groups.push(run);
                         break;
                     }
+                    run.copies = self.copy_members(&group, &policy, cancel);
+                    if cancel.is_cancelled() {
+                        report.cancelled = true;
+                        report.groups.push(run);
+                        break;
+                    }
                     run.prune = self.prune_members(&group, &policy);
-                    let summary = summary(&run.vms);
+                    let summary = summary(&run);
                     if let Err(e) =
                         self.catalog_mut()
                             .set_group_run(&group.name, &at.to_string(), &summary)
@@ -216,12 +286,114 @@ impl Sendense {
             }
             report.groups.push(run);
         }
+        if !report.cancelled {
+            self.verify_due(now, &tz, dry_run, cancel, &mut report);
+        }
         Ok(report)
+    }
+
+    /// The verifies due now: for each group whose policy's verify schedule has an instant since
+    /// it was last verified, every backup of each of its VMs (in every repository, copies
+    /// included) is verified.
+    fn verify_due(
+        &mut self,
+        now: Timestamp,
+        tz: &TimeZone,
+        dry_run: bool,
+        cancel: &CancellationToken,
+        report: &mut ScheduleRunReport,
+    ) {
+        let groups = self.catalog().groups().unwrap_or_default();
+        for g in groups {
+            let Ok(p) = self.catalog().policy(&g.policy) else {
+                continue;
+            };
+            let Some(schedule) = p
+                .verify_schedule
+                .as_deref()
+                .and_then(|s| Schedule::parse(s).ok())
+            else {
+                continue;
+            };
+            let since = g
+                .last_verify_at
+                .as_deref()
+                .unwrap_or(&g.created_at)
+                .parse::<Timestamp>()
+                .map(|t| if t > now { Timestamp::MIN } else { t })
+                .unwrap_or(Timestamp::MIN);
+            let Some(at) = schedule.due(since, now, tz) else {
+                continue;
+            };
+            let mut runs = Vec::new();
+            for vm in &g.vms {
+                let mut run = VerifyRun {
+                    group: g.name.clone(),
+                    due_at: at.to_string(),
+                    vm: vm.clone(),
+                    result: "due".into(),
+                    images: 0,
+                    bytes: 0,
+                    seconds: 0.0,
+                    error: None,
+                };
+                if !dry_run {
+                    let started = Instant::now();
+                    let target = crate::verify::VerifyTarget::Vm(vm.clone());
+                    match self.verify(&target, cancel.child_token()) {
+                        Ok(r) => {
+                            run.images = r.images.len();
+                            run.bytes = r.images.iter().map(|i| i.bytes_verified).sum();
+                            run.result = if r.ok { "completed" } else { "failed" }.into();
+                            let problems: Vec<&str> = r
+                                .images
+                                .iter()
+                                .flat_map(|i| i.problems.iter().map(String::as_str))
+                                .take(3)
+                                .collect();
+                            if !problems.is_empty() {
+                                run.error = Some(problems.join("; "));
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::Cancelled => {
+                            run.result = "cancelled".into();
+                            run.error = Some(e.to_string());
+                        }
+                        Err(e) => {
+                            run.result = "failed".into();
+                            run.error = Some(e.to_string());
+                        }
+                    }
+                    run.seconds = started.elapsed().as_secs_f64();
+                }
+                runs.push(run);
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
+            if cancel.is_cancelled() {
+                report.cancelled = true;
+                report.verifies.extend(runs);
+                return;
+            }
+            if !dry_run {
+                let failed = runs.iter().filter(|r| r.result == "failed").count();
+                let result = format!("{} intact, {failed} failed", runs.len() - failed);
+                if let Err(e) =
+                    self.catalog_mut()
+                        .set_group_verify(&g.name, &at.to_string(), &result)
+                {
+                    tracing::warn!("recording the verify of group `{}`: {e}", g.name);
+                }
+            }
+            report.verifies.extend(runs);
+        }
     }
 
     /// Full or auto for `vm` under `policy` at instant `at`: a full when the policy's full
     /// schedule has an instant since the full its newest backup's chain starts with (in the
-    /// policy's repository), or when that chain holds `full_every` backups already.
+    /// policy's repository), or when `full_every` backups were taken since the last full from
+    /// the source (counted by each backup, so merges by prune do not reset the count).
     fn requested_mode(
         &self,
         vm: &str,
@@ -241,13 +413,17 @@ impl Sendense {
             return Ok(Requested::Auto);
         };
         if let Some(n) = policy.full_every {
+            // Backups taken since the last full from the source, however short prune has
+            // merged the chain; the chain's length where that count is not recorded.
             let longest = newest
                 .disks
                 .iter()
-                .map(|d| {
-                    self.catalog()
+                .map(|d| match d.since_full {
+                    Some(k) => Ok(k as usize + 1),
+                    None => self
+                        .catalog()
                         .disk_chain(&newest.id, d.key)
-                        .map(|c| c.len())
+                        .map(|c| c.len()),
                 })
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
@@ -280,30 +456,98 @@ impl Sendense {
         Ok(Requested::Auto)
     }
 
-    /// The policy's keep rules applied to each of the group's VMs in the policy's repository.
-    fn prune_members(&mut self, group: &GroupRecord, policy: &PolicyRecord) -> Vec<String> {
-        if policy.keep.is_empty() {
-            return Vec::new();
+    /// The newest backup of each of the group's VMs in the policy's repository copied into
+    /// each of the policy's copy repositories (only the links missing there move).
+    fn copy_members(
+        &mut self,
+        group: &GroupRecord,
+        policy: &PolicyRecord,
+        cancel: &CancellationToken,
+    ) -> Vec<CopyRun> {
+        let mut out = Vec::new();
+        for rule in &policy.copies {
+            for vm in &group.vms {
+                let mut run = CopyRun {
+                    vm: vm.clone(),
+                    to: rule.repo.clone(),
+                    result: "failed".into(),
+                    backup: None,
+                    copy: None,
+                    links: 0,
+                    bytes: 0,
+                    seconds: 0.0,
+                    error: None,
+                };
+                if cancel.is_cancelled() {
+                    run.result = "cancelled".into();
+                    out.push(run);
+                    continue;
+                }
+                let newest = self
+                    .backups(&crate::catalog::BackupFilter {
+                        vm: Some(vm.clone()),
+                        repo: Some(policy.repo.clone()),
+                        status: Some("completed".into()),
+                    })
+                    .map(|list| list.into_iter().find(|b| b.damaged.is_none()));
+                let newest = match newest {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        run.error = Some(e.to_string());
+                        out.push(run);
+                        continue;
+                    }
+                };
+                run.backup = Some(newest.id.clone());
+                let started = Instant::now();
+                match self.copy_backup(&newest.id, &rule.repo, cancel.child_token()) {
+                    Ok(r) => {
+                        run.result = "completed".into();
+                        run.copy = Some(r.copy);
+                        run.links = r.copied.len();
+                        run.bytes = r.bytes_written;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Cancelled => {
+                        run.result = "cancelled".into();
+                        run.error = Some(e.to_string());
+                    }
+                    Err(e) => run.error = Some(e.to_string()),
+                }
+                run.seconds = started.elapsed().as_secs_f64();
+                out.push(run);
+            }
         }
-        group
-            .vms
-            .iter()
-            .map(|vm| {
+        out
+    }
+
+    /// The policy's keep rules applied to each of the group's VMs in the policy's repository,
+    /// and each copy rule's in its repository.
+    fn prune_members(&mut self, group: &GroupRecord, policy: &PolicyRecord) -> Vec<String> {
+        let mut places = vec![(policy.repo.clone(), policy.keep)];
+        places.extend(policy.copies.iter().map(|c| (c.repo.clone(), c.keep)));
+        let mut out = Vec::new();
+        for (repo, rules) in places {
+            if rules.is_empty() {
+                continue;
+            }
+            for vm in &group.vms {
                 let req = PruneRequest {
                     vm: Some(vm.clone()),
-                    repo: Some(policy.repo.clone()),
-                    rules: policy.keep,
+                    repo: Some(repo.clone()),
+                    rules,
                     dry_run: false,
                 };
-                match self.prune(&req) {
+                out.push(match self.prune(&req) {
                     Ok(r) => format!(
-                        "{vm}: {} kept, {} removed, {} stay",
+                        "{vm} in `{repo}`: {} kept, {} removed, {} stay",
                         r.kept, r.removed, r.failed
                     ),
-                    Err(e) => format!("{vm}: prune failed: {e}"),
-                }
-            })
-            .collect()
+                    Err(e) => format!("{vm} in `{repo}`: prune failed: {e}"),
+                });
+            }
+        }
+        out
     }
 }
 
@@ -318,7 +562,9 @@ impl Sendense {
     ) -> Result<()> {
         while !cancel.is_cancelled() {
             match self.schedule_run(false, cancel) {
-                Ok(report) if !report.groups.is_empty() => each(&report),
+                Ok(report) if !report.groups.is_empty() || !report.verifies.is_empty() => {
+                    each(&report)
+                }
                 Ok(_) => {}
                 // Logged, and tried again at the next wake-up: the daemon keeps running.
                 Err(e) => tracing::error!("schedule run: {e}"),
@@ -342,11 +588,10 @@ impl Sendense {
         let mut next: Option<Timestamp> = None;
         for g in self.catalog().groups()? {
             let p = self.catalog().policy(&g.policy)?;
-            let Some(s) = p.schedule.as_deref() else {
-                continue;
-            };
-            if let Some(t) = Schedule::parse(s)?.next_after(now, &tz) {
-                next = Some(next.map_or(t, |n| n.min(t)));
+            for s in [&p.schedule, &p.verify_schedule].into_iter().flatten() {
+                if let Some(t) = Schedule::parse(s)?.next_after(now, &tz) {
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
             }
         }
         Ok(next
@@ -497,12 +742,17 @@ fn backup_all(
     out.into_iter().flatten().collect()
 }
 
-fn summary(vms: &[VmRun]) -> String {
-    let count = |what: &str| vms.iter().filter(|v| v.result == what).count();
+fn summary(run: &GroupRun) -> String {
+    let count = |what: &str| run.vms.iter().filter(|v| v.result == what).count();
+    let copies_failed = run.copies.iter().filter(|c| c.result == "failed").count();
     format!(
-        "{} completed, {} failed, {} skipped",
+        "{} completed, {} failed, {} skipped{}",
         count("completed"),
         count("failed"),
-        count("skipped")
+        count("skipped"),
+        match copies_failed {
+            0 => String::new(),
+            n => format!("; {n} copy(ies) failed"),
+        }
     )
 }

@@ -178,6 +178,18 @@ impl Source for ImageSource {
                     return Ok(CheckpointState::Missing);
                 }
                 let info = self.inspect(file)?.info;
+                // The format is the one recorded when the disk was added, never what the file
+                // looks like now: a file replaced, damaged, or a raw disk whose guest wrote an
+                // image header into it is not backed up as something else.
+                if let Some(recorded) = d.format.as_deref().filter(|f| *f != info.format) {
+                    return Err(Error::refused(format!(
+                        "disk {} ({}) was added as a {recorded} image, but the file now reads as {}",
+                        d.key,
+                        file.display(),
+                        info.format
+                    ))
+                    .with_help("The file was replaced or damaged: put the VM's disk back, or remove and add the VM again if the change is intended."));
+                }
                 if info.format != "qcow2" {
                     return Ok(CheckpointState::Unsupported(
                         "raw image: no change tracking, so every backup is full".into(),
