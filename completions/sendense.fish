@@ -199,7 +199,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-weekly -d '... of ISO weeks' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-monthly -d '... of months' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l keep-yearly -d '... of years' -r
-complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-to -d 'Copy every backup into this repository too' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-to -d 'Copy each VM\'s newest backup into this repository after every scheduled run (only the chain links it lacks move)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-last -d 'In the copy repository: keep the N newest copies' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-hourly -d '... the newest of each of the N most recent hours' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from add" -l copy-keep-daily -d '... days' -r
@@ -238,7 +238,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-weekly -d '... ISO weeks' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-monthly -d '... months' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l keep-yearly -d '... years' -r
-complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-to -d 'Copy every backup into this repository (or `none`)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-to -d 'Copy each VM\'s newest backup into this repository after every scheduled run (or `none`)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-last -d 'In the copy repository: keep the N newest copies' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-hourly -d '... the newest of each of the N most recent hours' -r
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and __fish_seen_subcommand_from edit" -l copy-keep-daily -d '... days' -r

@@ -585,7 +585,7 @@ moves only that incremental's data and copies of a chain stay a chain of the sam
 small increments (backing paths relative). Each image file is copied as it is
 (holes stay holes) and checked before it is committed, as `backup verify` checks
 one: qemu-img check, its digest file, and every block against the digest recorded
-at backup time; a mismatch fails the copy and leaves nothing in the destination.
+at backup time; a mismatch fails the copy and leaves nothing of that link.
 
 Refused (exit 5) while a backup, delete or copy of the VM runs; refused for a
 damaged chain. Ctrl-C or `job cancel` stop it cleanly (exit 130): the links
@@ -859,7 +859,9 @@ const SCHEDULE_LIST_HELP: &str = "JSON OUTPUT
   [{\"name\": \"prod\", \"policy\": \"nightly\", \"max_parallel\": 2, \"priority\": 10,
     \"vms\": [\"pgtest1\"], \"schedule\": \"0 2 * * *\",
     \"next_run\": \"2026-12-01T02:00:00Z\", \"last_run_at\": null,
-    \"last_result\": null, \"created_at\": \"...\"}]";
+    \"last_result\": null, \"verify_schedule\": \"0 6 * * SUN\" | null,
+    \"next_verify\": \"...\" | null, \"last_verify_at\": null,
+    \"last_verify_result\": null, \"created_at\": \"...\"}]";
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -885,7 +887,8 @@ pub enum PolicyCommand {
         verify: Option<String>,
         #[command(flatten)]
         keep: KeepArgs,
-        /// Copy every backup into this repository too.
+        /// Copy each VM's newest backup into this repository after every scheduled run (only the
+        /// chain links it lacks move).
         #[arg(long, value_name = "REPO")]
         copy_to: Option<String>,
         #[command(flatten)]
@@ -943,7 +946,8 @@ starts now: its groups do not run at once for an instant already past."
         /// ... years.
         #[arg(long, value_name = "N")]
         keep_yearly: Option<u32>,
-        /// Copy every backup into this repository (or `none`).
+        /// Copy each VM's newest backup into this repository after every scheduled run (or
+        /// `none`).
         #[arg(long, value_name = "REPO")]
         copy_to: Option<String>,
         #[command(flatten)]
@@ -1040,26 +1044,38 @@ last ran (runs missed while the hub was down run once, for the latest instant).
 Due groups run higher priority first; each backs up its VMs into the policy's
 repository, at most --max-parallel at once; a VM whose backup is already
 running is skipped and reported. A backup is a full when the policy's
---full-schedule has an instant since the VM's newest backup, or when its chain
-holds --full-every backups already. A backup that fails in a way that may pass
-is tried again (configuration `schedule.retries`, `schedule.retry_delay_secs`,
-doubling). Then the policy's keep rules prune each VM. Only one run at a time: a second one finds the first running and starts
-nothing. A crontab line:
+--full-schedule has an instant since the full its chain starts with, or when
+--full-every backups were taken since the last full from the source. A backup
+that fails in a way that may pass is tried again (configuration
+`schedule.retries`, `schedule.retry_delay_secs`, doubling). Then each VM's
+newest backup is copied into the policy's --copy-to repository (only the chain
+links missing there move), and the keep rules prune each VM: the policy's in its
+repository, the --copy-keep-* rules in the copy repository. Last, the groups
+whose policy's --verify schedule is due have every backup of their VMs verified
+(copies included). Only one run at a time: a second one finds the first running
+and starts nothing (verifies hold a lock of their own, so a long verify does not
+hold up the backups that come due meanwhile). A crontab line:
   * * * * *  root  sendense schedule run -q
 
 A VM in two due groups whose policies use the same repository is backed up
 once. Exit status 0 when everything due succeeded (or nothing was due), 3 when
-some backups failed, 1 when something was due and nothing could run, 130 when
-it was interrupted (what had not ended is reported cancelled, and the groups it
-interrupted run again next time).
+some backups, copies or verifies failed, 1 when something was due and nothing
+could run, 130 when it was interrupted (what had not ended is reported
+cancelled; groups whose backups it interrupted run again next time).
 
 JSON OUTPUT
-  {\"dry_run\": false, \"already_running\": false, \"now\": \"...\",
+  {\"dry_run\": false, \"already_running\": false, \"now\": \"...\", \"cancelled\": false,
    \"groups\": [{\"group\": \"prod\", \"policy\": \"nightly\", \"due_at\": \"...\",
      \"vms\": [{\"vm\": \"pgtest1\", \"result\": \"completed\" | \"failed\" | \"skipped\" | \"due\",
               \"backup\": \"<id>\", \"requested\": \"auto\" | \"full\",
               \"seconds\": 3.2, \"bytes\": 1048576, \"error\": null, \"attempts\": 1}],
-     \"prune\": [\"pgtest1: 7 kept, 1 removed, 0 stay\"]}]}"
+     \"copies\": [{\"vm\": \"pgtest1\", \"to\": \"offsite\", \"result\": \"completed\",
+                 \"backup\": \"<id>\", \"copy\": \"<id there>\", \"links\": 1,
+                 \"bytes\": 1048576, \"seconds\": 0.4, \"error\": null}],
+     \"prune\": [\"pgtest1 in `local`: 7 kept, 1 removed, 0 stay\"]}],
+   \"verifies\": [{\"group\": \"prod\", \"due_at\": \"...\", \"vm\": \"pgtest1\",
+                 \"result\": \"completed\" | \"failed\" | \"due\", \"images\": 9,
+                 \"bytes\": 1073741824, \"seconds\": 12.5, \"error\": null}]}"
     )]
     Run {
         /// Only show what is due.

@@ -61,6 +61,16 @@ fn restores_equal(state: &Path, id: &str, extra: &[&str], reference: &Path) {
     std::fs::remove_file(&out).unwrap();
 }
 
+/// The backups a `backup copy` report says it copied, in order.
+fn copied_from(report: &Value) -> Vec<&str> {
+    report["copied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["from"].as_str().unwrap())
+        .collect()
+}
+
 fn file_len(p: &str) -> u64 {
     std::fs::metadata(p).unwrap().len()
 }
@@ -79,14 +89,9 @@ fn copies_move_only_missing_links_keep_chains_and_outlive_the_primary() {
 
     // The copy of b2 brings its parent along, parents first.
     let c = cli_json(BIN, &state, &["backup", "copy", &b2, "--to", "offsite"]);
-    let from: Vec<&str> = c["copied"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["from"].as_str().unwrap())
-        .collect();
-    assert_eq!(from, [b1.as_str(), b2.as_str()], "{c:#}");
+    assert_eq!(copied_from(&c), [b1.as_str(), b2.as_str()], "{c:#}");
     assert_eq!(c["present"], serde_json::json!([]));
+    let c1 = c["copied"][0]["backup"].as_str().unwrap().to_string();
     let c2 = c["copy"].as_str().unwrap().to_string();
     assert_ne!(c2, b2, "a copy is a backup of its own");
     assert_eq!(c2[..16], b2[..16], "with the restore point's time stamp");
@@ -94,7 +99,8 @@ fn copies_move_only_missing_links_keep_chains_and_outlive_the_primary() {
     // The copy of b3 moves only b3's own data: its image and digest file, not the chain.
     let c = cli_json(BIN, &state, &["backup", "copy", &b3, "--to", "offsite"]);
     assert_eq!(c["copied"].as_array().unwrap().len(), 1, "{c:#}");
-    assert_eq!(c["present"].as_array().unwrap().len(), 2, "{c:#}");
+    // Its parent is there: nothing older is even looked at.
+    assert_eq!(c["present"], serde_json::json!([[b2, c2]]), "{c:#}");
     let rec = cli_json(BIN, &state, &["backup", "show", &b3]);
     let image = rec["disks"][0]["file"].as_str().unwrap();
     let own = file_len(image) + file_len(&image.replace(".qcow2", ".digests"));
@@ -165,8 +171,61 @@ fn copies_move_only_missing_links_keep_chains_and_outlive_the_primary() {
     );
     assert_eq!(o.status.code(), Some(4), "{}", output_text(&o));
 
+    // The copy repository keeps less than the primary (as its own prune rules decide): the
+    // next copy moves only the new backup, never the older links removed there.
+    for old in [&c2, &c1] {
+        cli_json(BIN, &state, &["backup", "delete", old]);
+    }
+    let (b4, r4) = backup_after(&state, &disk, &["write -P 0x44 24M 1M"], 4);
+    let c = cli_json(BIN, &state, &["backup", "copy", &b4, "--to", "offsite"]);
+    assert_eq!(copied_from(&c), [b4.as_str()], "{c:#}");
+    assert_eq!(c["present"], serde_json::json!([[b3, c3]]));
+    let c4 = c["copy"].as_str().unwrap().to_string();
+    restores_equal(&state, &b4, &["--repo", "offsite"], &r4);
+    restores_equal(&state, &b3, &["--repo", "offsite"], &r3);
+
+    // A copy found damaged is not built on: the restore point is copied afresh, and restores
+    // from the destination use the whole copy.
+    let c4_image = cli_json(BIN, &state, &["backup", "show", &c4])["disks"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = first_data_offset(&c4_image) + 100;
+    sendense_testkit::flip_byte(Path::new(&c4_image), at);
+    let o = cli(BIN, &state, &["backup", "verify", &b4, "--repo", "offsite"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(cli_json(BIN, &state, &["backup", "show", &c4])["damaged"].is_string());
+    let c = cli_json(BIN, &state, &["backup", "copy", &b4, "--to", "offsite"]);
+    let fresh = c["copy"].as_str().unwrap().to_string();
+    assert_ne!(fresh, c4, "{c:#}");
+    assert_eq!(c["copied"].as_array().unwrap().len(), 1, "{c:#}");
+    restores_equal(&state, &b4, &["--repo", "offsite"], &r4);
+    cli_json(BIN, &state, &["backup", "delete", &c4]);
+
     // The primary repository is lost: its restore points live on in the copies.
     std::fs::remove_dir_all(dir.path().join("repo")).unwrap();
+    // Verify names what it could not reach, and marks nothing damaged for it.
+    let o = cli(BIN, &state, &["backup", "verify", "--vm", "vm1", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems: Vec<&str> = v["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["problems"].as_array().unwrap())
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        !problems.is_empty()
+            && problems
+                .iter()
+                .all(|p| p.contains("repository `local` is not available")),
+        "{problems:#?}"
+    );
+    assert_eq!(
+        cli_json(BIN, &state, &["backup", "show", &b3])["damaged"],
+        Value::Null
+    );
     let lost = sendense_testkit::restore_disk(BIN, &state, &b3, &dir.path().join("x.qcow2"), &[]);
     assert!(!lost.status.success());
     assert!(
@@ -184,7 +243,7 @@ fn copies_move_only_missing_links_keep_chains_and_outlive_the_primary() {
         &state2,
         &["repo", "import", offsite.to_str().unwrap(), "--take-over"],
     );
-    assert_eq!(imported["backups_imported"].as_array().unwrap().len(), 3);
+    assert_eq!(imported["backups_imported"].as_array().unwrap().len(), 2);
     let list = cli_json(BIN, &state2, &["backup", "list"]);
     let origins: Vec<&str> = list
         .as_array()
@@ -192,10 +251,18 @@ fn copies_move_only_missing_links_keep_chains_and_outlive_the_primary() {
         .iter()
         .map(|b| b["copy_of"].as_str().unwrap())
         .collect();
-    assert_eq!(origins, [b3.as_str(), b2.as_str(), b1.as_str()]);
-    for (id, reference) in [(&b1, &r1), (&b3, &r3)] {
+    assert_eq!(origins, [b4.as_str(), b3.as_str()]);
+    for (id, reference) in [(&b3, &r3), (&b4, &r4)] {
         restores_equal(&state2, id, &["--repo", "offsite"], reference);
     }
+    // An original the new hub never knew: its copy is named.
+    let o = cli(BIN, &state2, &["backup", "show", &b4]);
+    assert_eq!(o.status.code(), Some(4), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("copies of it stay"),
+        "{}",
+        output_text(&o)
+    );
 }
 
 /// The file offset of the first data cluster of a QCOW2 image (its own data, not metadata).

@@ -633,6 +633,14 @@ fn a_simulated_week_keeps_exactly_the_expected_backups_in_both_repositories() {
     };
     restores(&local, &[]);
     restores(&offsite, &["--repo", "offsite"]);
+    // Night 5's backup is gone from the primary; asked for by its id, its copy is named.
+    let o = sendense_testkit::restore_disk(BIN, &state, &offsite[0].1, &d.join("x.qcow2"), &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("copies of it stay") && output_text(&o).contains("--repo offsite"),
+        "{}",
+        output_text(&o)
+    );
 
     // Friday's verify: every backup of the VM, in both repositories, intact.
     let (c, r) = at(&state, "2026-01-09T04:30:00Z", &["schedule", "run"]);

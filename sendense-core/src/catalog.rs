@@ -338,6 +338,62 @@ mod tests {
     }
 
     #[test]
+    fn backups_of_an_older_catalog_get_their_count_since_the_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        {
+            // A chain of three backups of two disks as schema 5 recorded it.
+            let conn = Connection::open(&path).unwrap();
+            for sql in &schema::MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute_batch(
+                "INSERT INTO repositories (id, name, path, repo_uuid, created_at) VALUES (1, 'r', '/r', 'x', 't');
+                 INSERT INTO vms (id, name, source_kind, created_at, updated_at) VALUES (1, 'vm', 'image', 't', 't');",
+            )
+            .unwrap();
+            for (i, id) in ["a", "b", "c"].iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO backups (id, vm_id, repo_id, status, created_at) VALUES (?1, 1, 1, 'completed', 't')",
+                    [id],
+                )
+                .unwrap();
+                for key in [2000, 2001] {
+                    // Disk 2001 starts a new chain at the last backup.
+                    let parent = match (i, key) {
+                        (0, _) | (2, 2001) => None,
+                        _ => Some(["a", "b"][i - 1]),
+                    };
+                    let mode = if parent.is_some() {
+                        "incremental"
+                    } else {
+                        "full"
+                    };
+                    conn.execute(
+                        "INSERT INTO backup_disks (backup_id, disk_key, mode, reason, file, parent_backup_id, \
+                         size_bytes, status) VALUES (?1, ?2, ?3, '', 'f', ?4, 1, 'completed')",
+                        rusqlite::params![id, key, mode, parent],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+        let cat = Catalog::open(&path, false).unwrap();
+        let counts = |id: &str| -> Vec<Option<u32>> {
+            cat.backup(id)
+                .unwrap()
+                .disks
+                .iter()
+                .map(|d| d.since_full)
+                .collect()
+        };
+        assert_eq!(counts("a"), [Some(0), Some(0)]);
+        assert_eq!(counts("b"), [Some(1), Some(1)]);
+        assert_eq!(counts("c"), [Some(2), Some(0)]);
+    }
+
+    #[test]
     fn refuses_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sendense.db");

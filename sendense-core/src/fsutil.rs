@@ -276,32 +276,52 @@ mod utf8_tests {
     }
 }
 
-/// Copies file `src` into a new file `dst` (created 0600, refused when it exists) with only its
-/// data regions: holes stay holes. Checks `cancel` between chunks. Returns the bytes written.
-/// The caller syncs `dst`.
+/// Copies file `src` (never through a symbolic link) into a new file `dst` (created 0600,
+/// refused when it exists) with only its data regions: holes stay holes. Checks `cancel`
+/// between chunks. Returns the bytes written; on failure `dst` is removed. The caller syncs
+/// `dst`.
 pub fn copy_sparse(
     src: &Path,
     dst: &Path,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<u64> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    const CHUNK: usize = 4 << 20;
-    let from = std::fs::File::open(src).map_err(|e| Error::io("reading", src, e))?;
-    let len = from
-        .metadata()
-        .map_err(|e| Error::io("reading", src, e))?
-        .len();
+    use std::os::unix::fs::OpenOptionsExt;
+    let from = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+        .map_err(|e| Error::io("reading", src, e))?;
     let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(dst)
         .map_err(|e| Error::io("creating", dst, e))?;
+    let copied = copy_data(&from, src, &to, dst, cancel);
+    if copied.is_err() {
+        let _ = std::fs::remove_file(dst);
+    }
+    copied
+}
+
+fn copy_data(
+    from: &std::fs::File,
+    src: &Path,
+    to: &std::fs::File,
+    dst: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 4 << 20;
+    let len = from
+        .metadata()
+        .map_err(|e| Error::io("reading", src, e))?
+        .len();
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     let mut pos = 0u64;
     while pos < len {
-        let Some((start, end)) = crate::repo::digests::data_region(&from, pos, len)
+        let Some((start, end)) = crate::repo::digests::data_region(from, pos, len)
             .map_err(|e| Error::io("reading", src, e))?
         else {
             break;

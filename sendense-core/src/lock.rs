@@ -134,6 +134,13 @@ impl ScheduleLock {
         let path = lock_dir(state_dir)?.join("schedule.lock");
         Ok(FileLock::try_lock(&path, true, false)?.map(ScheduleLock))
     }
+
+    /// The lock of scheduled verifies, taken the same way: a long verify holds only this one,
+    /// so the backups that come due meanwhile are not held up by it.
+    pub fn try_acquire_verify(state_dir: &Path) -> Result<Option<ScheduleLock>> {
+        let path = lock_dir(state_dir)?.join("schedule-verify.lock");
+        Ok(FileLock::try_lock(&path, true, false)?.map(ScheduleLock))
+    }
 }
 
 /// The lock in a repository that keeps a take-over from happening while its owner writes:

@@ -138,6 +138,38 @@ impl Sendense {
             }
         }
         todo.retain(|(_, l)| !gone.contains(&l.backup));
+        // A repository that is not there (an unmounted share, another directory at its path)
+        // is reported as not checked: its backups are not damaged, only out of reach.
+        let mut away: Vec<(std::path::PathBuf, String)> = Vec::new();
+        let repos = self.catalog().repos()?;
+        for (_, link) in &todo {
+            if away.iter().any(|(p, _)| *p == link.repo) {
+                continue;
+            }
+            let Some(r) = repos.iter().find(|r| r.path == link.repo) else {
+                continue;
+            };
+            if let Err(e) = crate::repo::check_mount(&r.path, r.require_mount)
+                .and_then(|()| crate::repo::check_identity(&r.path, &r.repo_id))
+            {
+                away.push((
+                    r.path.clone(),
+                    format!(
+                        "repository `{}` is not available, nothing in it was checked: {}",
+                        r.name,
+                        e.message()
+                    ),
+                ));
+            }
+        }
+        let out_of_reach: Vec<(u32, ExpectedLink, String)> = todo
+            .iter()
+            .filter_map(|(k, l)| {
+                let why = away.iter().find(|(p, _)| *p == l.repo)?;
+                Some((*k, l.clone(), why.1.clone()))
+            })
+            .collect();
+        todo.retain(|(_, l)| !away.iter().any(|(p, _)| *p == l.repo));
         let job = self.begin_job(JobKind::Verify, vm.as_deref(), None, cancel)?;
         let scratch = self.job_scratch(job.id);
         let mut images = Vec::new();
@@ -157,8 +189,22 @@ impl Sendense {
             }
         }
         let _ = std::fs::remove_dir_all(&scratch);
+        for (key, link, why) in &out_of_reach {
+            images.push(ImageCheck {
+                backup: link.backup.clone(),
+                disk: *key,
+                file: link.file.display().to_string(),
+                bytes_verified: 0,
+                problems: vec![why.clone()],
+            });
+        }
+        let unreachable = |id: &str| out_of_reach.iter().any(|(_, l, _)| l.backup == id);
         // What a restore depends on beyond each image's own data: the chain as QEMU opens it
         // (for every backup asked for) and the manifest (for every backup read).
+        let chains: Vec<_> = chains
+            .into_iter()
+            .filter(|(_, _, links)| !links.iter().any(|l| unreachable(&l.backup)))
+            .collect();
         for (id, key, links) in &chains {
             add_problems(
                 &mut images,
@@ -170,7 +216,7 @@ impl Sendense {
         for (id, key, problem) in unwalkable {
             add_problems(&mut images, &id, Some(key), vec![problem]);
         }
-        for id in &ids {
+        for id in ids.iter().filter(|id| !unreachable(id)) {
             if let Ok(b) = self.catalog().backup(id) {
                 add_problems(&mut images, id, None, manifest_problems(&b));
             }
@@ -189,7 +235,7 @@ impl Sendense {
         // What a finished verify found is recorded: nothing builds on a damaged backup, and a
         // backup found whole again (repaired from a copy) is trusted again.
         if result.is_ok() {
-            for id in &ids {
+            for id in ids.iter().filter(|id| !unreachable(id)) {
                 let first = report
                     .images
                     .iter()

@@ -405,8 +405,8 @@ impl QemuVm {
                 .arg(format!("virtio-blk-pci,drive=disk{i},id=vd{i}"));
         }
         let mut proc = Proc::spawn("qemu-system-x86_64", cmd);
-        wait_for_path(&qmp, &mut proc);
-        wait_for_path(&control, &mut proc);
+        wait_for_socket(&qmp, &mut proc);
+        wait_for_socket(&control, &mut proc);
         QemuVm {
             proc,
             qmp,

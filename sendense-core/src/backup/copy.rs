@@ -6,19 +6,21 @@
 //! `restore`, `verify`, `prune`, merges and `repo import` work on it unchanged — and losing the
 //! primary repository loses no restore point that has a copy.
 //!
-//! Only the links the destination lacks move, parents first: the chain of the backup (every
-//! backup its images are backed by) is walked oldest first; a link whose restore point the
-//! destination holds already is used there as it is, the others are copied — each image file as
-//! it is (only its own clusters; the QCOW2 is not rewritten), its backing name pointed at the
-//! parent's copy by `qemu-img rebase -u`, its digest file beside it. So copies of a chain stay a
-//! chain of the same small increments.
+//! Only the links the destination needs move, parents first: from the top down, the backup
+//! asked for and each parent of a link that moves whose restore point the destination does not
+//! hold whole (completed, nothing of its chain found damaged); a link older than one the
+//! destination holds never moves, even where prune removed it there. What moves is copied link
+//! by link: each image file as it is (only its own clusters; the QCOW2 is not rewritten), its
+//! backing name pointed at the parent's copy by `qemu-img rebase -u`, its digest file beside
+//! it. So copies of a chain stay a chain of the same small increments.
 //!
 //! Each copied image is checked before it is committed exactly as `backup verify` checks one
 //! (`qemu-img check`, its digest file against the recorded digest, every block it holds against
 //! its record) and opens with its chain as recorded; then the files are renamed out of
 //! `.partial`, the manifest is written last, and the catalog records the copy completed. A copy
-//! is written like a backup — rows before files, a `running` row until committed — so a failure
-//! removes what it wrote and a killed copy is discarded by the reconciliation.
+//! is written link by link like a backup — rows before files, a `running` row until committed —
+//! so a failure removes what it wrote of the link being written (links committed before stay:
+//! they are whole) and a killed copy is discarded by the reconciliation.
 
 use crate::catalog::{BackupRecord, DiskOutcome, JobKind, NewBackupDisk, NewCopy, RepoRecord};
 use crate::error::{Error, ErrorKind, Result};
@@ -27,7 +29,7 @@ use crate::repo::digests;
 use crate::repo::manifest::{Manifest, ManifestDisk, ManifestVm, MANIFEST_FORMAT};
 use crate::sendense::Sendense;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -148,7 +150,7 @@ impl Sendense {
             &format!("copying backup {id} ({} link(s)) into `{to}`", links.len()),
         );
         let scratch = self.job_scratch(job.id);
-        let result = self.copy_links(&links, &dest, &scratch, job.id, &job.cancel);
+        let result = self.copy_links(id, &links, &dest, &scratch, job.id, &job.cancel);
         let _ = std::fs::remove_dir_all(&scratch);
         let result = result.map(|(copied, present, mapping)| {
             for c in &copied {
@@ -173,11 +175,12 @@ impl Sendense {
         self.end_job(job, result)
     }
 
-    /// Copies the links the destination lacks; returns what was copied, what was there, and
-    /// each link's backup in the destination.
+    /// Copies the links of `top`'s chain (`links`, parents first) that the destination needs;
+    /// returns what was copied, what was there, and each link's backup in the destination.
     #[allow(clippy::type_complexity)]
     fn copy_links(
         &mut self,
+        top: &str,
         links: &[BackupRecord],
         dest: &RepoRecord,
         scratch: &Path,
@@ -188,14 +191,30 @@ impl Sendense {
         Vec<(String, String)>,
         HashMap<String, String>,
     )> {
+        // What moves, from the top down: the backup asked for, and each parent of a link that
+        // moves whose restore point the destination does not hold whole. A link older than
+        // one the destination holds never moves, even where prune removed it there.
+        let mut there: HashMap<String, String> = HashMap::new();
+        let mut needed: HashSet<String> = HashSet::from([top.to_string()]);
+        for link in links.iter().rev() {
+            if !needed.contains(&link.id) {
+                continue;
+            }
+            let point = link.copy_of.clone().unwrap_or_else(|| link.id.clone());
+            if let Some(t) = self.whole_point_in(&point, dest)? {
+                there.insert(link.id.clone(), t);
+                continue;
+            }
+            needed.extend(link.disks.iter().filter_map(|d| d.parent.clone()));
+        }
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut copied = Vec::new();
         let mut present = Vec::new();
-        for link in links {
+        for link in links.iter().filter(|l| needed.contains(&l.id)) {
             let point = link.copy_of.clone().unwrap_or_else(|| link.id.clone());
-            if let Some(there) = self.catalog().point_in(&point, dest.id)? {
-                present.push((link.id.clone(), there.clone()));
-                mapping.insert(link.id.clone(), there);
+            if let Some(t) = there.get(&link.id) {
+                present.push((link.id.clone(), t.clone()));
+                mapping.insert(link.id.clone(), t.clone());
                 continue;
             }
             if cancel.is_cancelled() {
@@ -213,6 +232,22 @@ impl Sendense {
         Ok((copied, present, mapping))
     }
 
+    /// The backup of restore point `point` in `dest` that a copy may build on: completed, and
+    /// neither it nor a link of its chain found damaged.
+    fn whole_point_in(&self, point: &str, dest: &RepoRecord) -> Result<Option<String>> {
+        let Some(id) = self.catalog().point_in(point, dest.id, true)? else {
+            return Ok(None);
+        };
+        let b = self.catalog().backup(&id)?;
+        for d in &b.disks {
+            let chain = self.catalog().disk_chain(&id, d.key)?;
+            if chain.iter().any(|l| l.damaged.is_some()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(id))
+    }
+
     /// Writes one link into the destination as a new backup; on failure nothing of it stays.
     #[allow(clippy::too_many_arguments)]
     fn copy_link(
@@ -226,11 +261,12 @@ impl Sendense {
         cancel: &CancellationToken,
     ) -> Result<(String, u64)> {
         let vm = self.catalog().vm(&link.vm)?;
-        let new_id = self.copy_id(&link.id)?;
+        let new_id = self.copy_id(link, dest)?;
         let mut disks = Vec::with_capacity(link.disks.len());
         let mut files = Vec::with_capacity(link.disks.len());
         for d in &link.disks {
             chain::check_inside(&link.repo_path, &d.file)?;
+            chain::check_inside(&link.repo_path, &digests::digests_of(&d.file))?;
             let parent = match &d.parent {
                 None => None,
                 Some(p) => Some(mapping.get(p).cloned().ok_or_else(|| {
@@ -272,41 +308,75 @@ impl Sendense {
             copy_of: point.to_string(),
             disks: disks.clone(),
         })?;
+        // Every file this copy created, to remove should it fail (and only those).
+        let mut created: Vec<PathBuf> = Vec::new();
         let written = self
-            .write_copy(link, &new_id, point, &disks, &files, dest, scratch, cancel)
+            .write_copy(
+                link,
+                &new_id,
+                point,
+                &disks,
+                &files,
+                dest,
+                scratch,
+                cancel,
+                &mut created,
+            )
             .map_err(|e| e.context(format!("copying backup {}", link.id)));
         if written.is_err() {
-            for f in &files {
-                for p in [&f.partial, &f.digests]
-                    .into_iter()
-                    .cloned()
-                    .chain(f.committed())
-                {
-                    let _ = std::fs::remove_file(p);
+            let mut all_gone = true;
+            for p in created.iter().rev() {
+                match std::fs::remove_file(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!("removing {}: {e}", p.display());
+                        all_gone = false;
+                    }
+                    _ => {}
                 }
             }
-            let manifest = dest
-                .path
-                .join(crate::repo::manifest::manifest_rel(&link.vm, &new_id));
-            let _ = std::fs::remove_file(manifest);
-            if let Err(e) = self.catalog_mut().discard_backup(&new_id) {
-                tracing::warn!("discarding copy {new_id}: {e}");
+            // A file that would not go keeps the row: the reconciliation tries again.
+            if all_gone {
+                if let Err(e) = self.catalog_mut().discard_backup(&new_id) {
+                    tracing::warn!("discarding copy {new_id}: {e}");
+                }
             }
         }
         written.map(|bytes| (new_id, bytes))
     }
 
-    /// A new id for a copy of `id`: the same time stamp (the restore point's), a new suffix.
-    fn copy_id(&self, id: &str) -> Result<String> {
-        let stamp = id.get(..16).unwrap_or_default();
+    /// A new id for a copy of `link` in `dest`: the same time stamp (the restore point's), a new
+    /// suffix; unknown to the catalog, and naming no file there yet.
+    fn copy_id(&self, link: &BackupRecord, dest: &RepoRecord) -> Result<String> {
+        let stamp = link.id.get(..16).unwrap_or_default();
         for _ in 0..16 {
             let rand = uuid::Uuid::new_v4().simple().to_string();
             let candidate = format!("{stamp}-{}", &rand[..6]);
-            if chain::is_backup_id(&candidate) && self.catalog().backup(&candidate).is_err() {
+            if !chain::is_backup_id(&candidate) || self.catalog().backup(&candidate).is_ok() {
+                continue;
+            }
+            let manifest = crate::repo::manifest::manifest_rel(&link.vm, &candidate);
+            let taken = std::iter::once(dest.path.join(manifest))
+                .chain(link.disks.iter().flat_map(|d| {
+                    let image = dest
+                        .path
+                        .join(chain::image_rel(&link.vm, d.key, &candidate));
+                    let digests = digests::digests_of(&image);
+                    [
+                        chain::partial_of(&image),
+                        chain::partial_of(&digests),
+                        image,
+                        digests,
+                    ]
+                }))
+                .any(|p| p.symlink_metadata().is_ok());
+            if !taken {
                 return Ok(candidate);
             }
         }
-        Err(Error::internal(format!("no free id for a copy of {id}")))
+        Err(Error::internal(format!(
+            "no free id for a copy of {}",
+            link.id
+        )))
     }
 
     /// Copies, checks and commits the files of one link; returns the bytes written.
@@ -321,6 +391,7 @@ impl Sendense {
         dest: &RepoRecord,
         scratch: &Path,
         cancel: &CancellationToken,
+        created: &mut Vec<PathBuf>,
     ) -> Result<u64> {
         let mut bytes = 0;
         let mut outcomes = Vec::with_capacity(files.len());
@@ -329,8 +400,10 @@ impl Sendense {
                 crate::fsutil::create_private_dir(dir)?;
             }
             bytes += crate::fsutil::copy_sparse(&f.source, &f.partial, cancel)?;
+            created.push(f.partial.clone());
             bytes +=
                 crate::fsutil::copy_sparse(&digests::digests_of(&f.source), &f.digests, cancel)?;
+            created.push(f.digests.clone());
             if let Some(parent) = &d.parent {
                 let name = format!("{parent}.qcow2");
                 crate::tools::run(
@@ -419,6 +492,8 @@ impl Sendense {
             .iter()
             .flat_map(|f| [f.partial.as_path(), f.digests.as_path()])
             .collect();
+        // The final names named no file before this copy (see `copy_id`).
+        created.extend(files.iter().flat_map(|f| f.committed()));
         chain::commit_files(&partials)?;
         crate::crash::point("copy.renamed");
         let vm = self.catalog().vm(&link.vm)?;
@@ -460,6 +535,10 @@ impl Sendense {
                 })
                 .collect(),
         };
+        created.push(
+            dest.path
+                .join(crate::repo::manifest::manifest_rel(&link.vm, new_id)),
+        );
         let rel = manifest.write(&dest.path)?;
         crate::crash::point("copy.manifest-written");
         self.catalog_mut()

@@ -349,14 +349,16 @@ impl Catalog {
     }
 
     /// The completed backup of restore point `point` (the id of its first backup) in repository
-    /// `repo_id`: the first backup itself or a copy of it; not one being deleted.
-    pub fn point_in(&self, point: &str, repo_id: i64) -> Result<Option<String>> {
+    /// `repo_id`: the first backup itself or a copy of it; not one being deleted; `whole`: not
+    /// one found damaged either (an undamaged one first in any case).
+    pub fn point_in(&self, point: &str, repo_id: i64, whole: bool) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
                 "SELECT id FROM backups WHERE (id = ?1 OR copy_of = ?1) AND repo_id = ?2 \
-                 AND status = 'completed' AND deleting_at IS NULL ORDER BY rowid LIMIT 1",
-                (point, repo_id),
+                 AND status = 'completed' AND deleting_at IS NULL AND (?3 = 0 OR damaged IS NULL) \
+                 ORDER BY damaged IS NOT NULL, rowid LIMIT 1",
+                (point, repo_id, whole),
                 |r| r.get(0),
             )
             .optional()?)

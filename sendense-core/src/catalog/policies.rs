@@ -436,13 +436,21 @@ impl Catalog {
         })
     }
 
-    /// Starts group `name`'s schedules (backups and verifies) afresh at `at`: instants before
-    /// it are not due.
-    pub fn set_group_start(&mut self, name: &str, at: &str) -> Result<()> {
+    /// Starts group `name`'s backup schedule (`backups`) and verify schedule (`verifies`)
+    /// afresh at `at`: their instants before it are not due.
+    pub fn set_group_start(
+        &mut self,
+        name: &str,
+        at: &str,
+        backups: bool,
+        verifies: bool,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE protection_groups SET last_run_at = ?1, last_verify_at = ?1 WHERE name = ?2",
-                (at, name),
+                "UPDATE protection_groups SET \
+                 last_run_at = CASE WHEN ?3 THEN ?1 ELSE last_run_at END, \
+                 last_verify_at = CASE WHEN ?4 THEN ?1 ELSE last_verify_at END WHERE name = ?2",
+                (at, name, backups, verifies),
             )?;
             Ok(())
         })

@@ -429,5 +429,14 @@ ALTER TABLE protection_groups ADD COLUMN last_verify_at TEXT;
 -- (0: this one is such a full; NULL: not known). Merges and consolidations leave it alone, so a
 -- policy's `full_every` counts backups taken, however short prune keeps the chains.
 ALTER TABLE backup_disks ADD COLUMN since_full INTEGER;
+-- Backups of earlier schemas: their depth in the chain as it is now, the best count known.
+WITH RECURSIVE depth(backup_id, disk_key, n) AS (
+    SELECT backup_id, disk_key, 0 FROM backup_disks WHERE parent_backup_id IS NULL
+    UNION ALL
+    SELECT c.backup_id, c.disk_key, depth.n + 1 FROM backup_disks c
+    JOIN depth ON c.parent_backup_id = depth.backup_id AND c.disk_key = depth.disk_key
+)
+UPDATE backup_disks SET since_full = (SELECT n FROM depth
+    WHERE depth.backup_id = backup_disks.backup_id AND depth.disk_key = backup_disks.disk_key);
 ALTER TABLE protection_groups ADD COLUMN last_verify_result TEXT;
 "#;

@@ -240,10 +240,12 @@ impl Catalog {
                 match known.iter().find(|k| k.1 == f.identity) {
                     Some((id, _, _)) => {
                         tx.execute(
-                            // The format recorded first stays: a file that reads as another
-                            // format now was replaced or damaged, and the source refuses it.
-                            "UPDATE vm_disks SET size_bytes = ?1, format = coalesce(format, ?2) WHERE id = ?3",
-                            (f.size_bytes as i64, &f.format, id),
+                            // The format an image file was added with stays: one that reads as
+                            // another now was replaced or damaged, and the source refuses it.
+                            "UPDATE vm_disks SET size_bytes = ?1, format = CASE \
+                             WHEN (SELECT source_kind FROM vms WHERE id = ?4) = 'image' THEN coalesce(format, ?2) \
+                             ELSE coalesce(?2, format) END WHERE id = ?3",
+                            (f.size_bytes as i64, &f.format, id, vm_id),
                         )?;
                     }
                     None => {

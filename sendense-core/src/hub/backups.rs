@@ -15,9 +15,40 @@ impl Sendense {
         self.catalog().backups(filter)
     }
 
-    /// One backup.
+    /// One backup. A backup that is gone while copies of it stay is an error naming them.
     pub fn backup_record(&self, id: &str) -> Result<BackupRecord> {
-        self.catalog().backup(id)
+        self.catalog()
+            .backup(id)
+            .map_err(|e| self.with_copies_named(id, e))
+    }
+
+    /// `e`, for backup `id` that the catalog does not hold, with the copies of it that stay.
+    fn with_copies_named(&self, id: &str, e: Error) -> Error {
+        if e.kind() != crate::ErrorKind::NotFound {
+            return e;
+        }
+        let copies: Vec<CopyLocation> = self
+            .catalog()
+            .point_locations(id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.status == "completed")
+            .collect();
+        match copies.first() {
+            None => e,
+            Some(first) => Error::not_found(format!(
+                "backup {id} is gone, but copies of it stay: {}",
+                copies
+                    .iter()
+                    .map(|c| format!("{} in `{}`", c.backup, c.repo))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_help(format!(
+                "Use one by its id, or by this id with `--repo {}` (restore, verify, export).",
+                first.repo
+            )),
+        }
     }
 
     /// Every backup of the restore point of backup `id` — the first backup and its copies in
@@ -38,7 +69,7 @@ impl Sendense {
     /// first backup that is gone while its copies stay.
     pub fn backup_in(&self, id: &str, repo: Option<&str>) -> Result<BackupRecord> {
         let Some(repo) = repo else {
-            return self.catalog().backup(id);
+            return self.backup_record(id);
         };
         let r = self.catalog().repo(repo)?;
         if let Ok(b) = self.catalog().backup(id) {
@@ -47,7 +78,7 @@ impl Sendense {
             }
         }
         let point = self.restore_point(id)?;
-        match self.catalog().point_in(&point, r.id)? {
+        match self.catalog().point_in(&point, r.id, false)? {
             Some(there) => self.catalog().backup(&there),
             None => Err(Error::not_found(format!(
                 "repository `{repo}` holds no copy of backup {id}"

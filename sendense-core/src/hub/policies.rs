@@ -118,10 +118,13 @@ impl Sendense {
         let updated = self.catalog_mut().update_policy(name, &new)?;
         // A new schedule starts now: its groups do not run at once for an instant that
         // passed before it existed.
-        if updated.schedule != p.schedule || updated.verify_schedule != p.verify_schedule {
+        let backups = updated.schedule != p.schedule;
+        let verifies = updated.verify_schedule != p.verify_schedule;
+        if backups || verifies {
             let now = crate::time::now_rfc3339();
             for g in &updated.groups {
-                self.catalog_mut().set_group_start(g, &now)?;
+                self.catalog_mut()
+                    .set_group_start(g, &now, backups, verifies)?;
             }
         }
         Ok(updated)
@@ -229,7 +232,7 @@ impl Sendense {
         // Another policy's schedule starts now for this group.
         if g.policy != before {
             self.catalog_mut()
-                .set_group_start(name, &crate::time::now_rfc3339())?;
+                .set_group_start(name, &crate::time::now_rfc3339(), true, true)?;
             return self.catalog().group(name);
         }
         Ok(g)

@@ -86,7 +86,8 @@ pub struct CopyRun {
     pub vm: String,
     /// The copy repository.
     pub to: String,
-    /// `completed` (copied, or there already), `failed` or `cancelled`.
+    /// `completed` (copied, or there already), `failed`, `skipped` (the VM was busy: the next
+    /// run copies) or `cancelled`.
     pub result: String,
     /// The backup copied.
     pub backup: Option<String>,
@@ -125,6 +126,18 @@ pub struct VmRun {
 }
 
 impl ScheduleRunReport {
+    /// A run at `now` that has done nothing yet.
+    fn empty(dry_run: bool, now: Timestamp) -> ScheduleRunReport {
+        ScheduleRunReport {
+            dry_run,
+            already_running: false,
+            now: now.to_string(),
+            cancelled: false,
+            groups: Vec::new(),
+            verifies: Vec::new(),
+        }
+    }
+
     /// The exit code of `schedule run`: 0 when everything due succeeded (or nothing was due),
     /// 3 when some failed, 1 when something was due and nothing could run, 130 when it was
     /// interrupted.
@@ -161,15 +174,40 @@ impl Sendense {
         dry_run: bool,
         cancel: &CancellationToken,
     ) -> Result<ScheduleRunReport> {
+        let mut report = self.backup_pass(dry_run, cancel)?;
+        if !report.cancelled && !report.already_running {
+            report.verifies = self.verify_pass(dry_run, cancel)?.verifies;
+        }
+        Ok(report)
+    }
+
+    /// The verifies due now, once (see the module docs). They hold a lock of their own, so a
+    /// run that starts meanwhile does the backups that come due and leaves the verifies to
+    /// this one.
+    pub fn verify_pass(
+        &mut self,
+        dry_run: bool,
+        cancel: &CancellationToken,
+    ) -> Result<ScheduleRunReport> {
         let now = now()?;
-        let mut report = ScheduleRunReport {
-            dry_run,
-            already_running: false,
-            now: now.to_string(),
-            cancelled: false,
-            groups: Vec::new(),
-            verifies: Vec::new(),
-        };
+        let mut report = ScheduleRunReport::empty(dry_run, now);
+        match crate::lock::ScheduleLock::try_acquire_verify(self.state_dir())? {
+            Some(_verifying) => {
+                self.verify_due(now, &TimeZone::system(), dry_run, cancel, &mut report)
+            }
+            None => report.already_running = true,
+        }
+        Ok(report)
+    }
+
+    /// The backups due now, then their copies and prunes.
+    fn backup_pass(
+        &mut self,
+        dry_run: bool,
+        cancel: &CancellationToken,
+    ) -> Result<ScheduleRunReport> {
+        let now = now()?;
+        let mut report = ScheduleRunReport::empty(dry_run, now);
         let Some(_lock) = crate::lock::ScheduleLock::try_acquire(self.state_dir())? else {
             report.already_running = true;
             return Ok(report);
@@ -267,6 +305,19 @@ impl Sendense {
                         report.groups.push(run);
                         break;
                     }
+                    // The backups are done: the group has run for this instant, whatever
+                    // happens to its copies (the next run's copies catch up).
+                    let record = |sd: &mut Sendense, run: &mut GroupRun| {
+                        let summary = summary(run);
+                        if let Err(e) =
+                            sd.catalog_mut()
+                                .set_group_run(&group.name, &at.to_string(), &summary)
+                        {
+                            tracing::warn!("recording the run of group `{}`: {e}", group.name);
+                            run.prune.push(format!("recording this run failed: {e}"));
+                        }
+                    };
+                    record(self, &mut run);
                     run.copies = self.copy_members(&group, &policy, cancel);
                     if cancel.is_cancelled() {
                         report.cancelled = true;
@@ -274,20 +325,10 @@ impl Sendense {
                         break;
                     }
                     run.prune = self.prune_members(&group, &policy);
-                    let summary = summary(&run);
-                    if let Err(e) =
-                        self.catalog_mut()
-                            .set_group_run(&group.name, &at.to_string(), &summary)
-                    {
-                        tracing::warn!("recording the run of group `{}`: {e}", group.name);
-                        run.prune.push(format!("recording this run failed: {e}"));
-                    }
+                    record(self, &mut run);
                 }
             }
             report.groups.push(run);
-        }
-        if !report.cancelled {
-            self.verify_due(now, &tz, dry_run, cancel, &mut report);
         }
         Ok(report)
     }
@@ -512,6 +553,12 @@ impl Sendense {
                         run.result = "cancelled".into();
                         run.error = Some(e.to_string());
                     }
+                    // Another process backs the VM up, or deletes or copies one of its
+                    // backups: the next run copies.
+                    Err(e) if e.kind() == ErrorKind::Busy => {
+                        run.result = "skipped".into();
+                        run.error = Some(e.to_string());
+                    }
                     Err(e) => run.error = Some(e.to_string()),
                 }
                 run.seconds = started.elapsed().as_secs_f64();
@@ -560,14 +607,40 @@ impl Sendense {
         cancel: &CancellationToken,
         mut each: impl FnMut(&ScheduleRunReport),
     ) -> Result<()> {
+        // Verifies run in a thread of their own, with a handle of their own: a long verify
+        // does not hold up the backups that come due meanwhile.
+        let (sent, reports) = std::sync::mpsc::channel::<ScheduleRunReport>();
+        let mut verifier: Option<std::thread::JoinHandle<()>> = None;
         while !cancel.is_cancelled() {
-            match self.schedule_run(false, cancel) {
-                Ok(report) if !report.groups.is_empty() || !report.verifies.is_empty() => {
-                    each(&report)
-                }
+            match self.backup_pass(false, cancel) {
+                Ok(report) if !report.groups.is_empty() => each(&report),
                 Ok(_) => {}
                 // Logged, and tried again at the next wake-up: the daemon keeps running.
                 Err(e) => tracing::error!("schedule run: {e}"),
+            }
+            let verifies = self
+                .catalog()
+                .policies()
+                .map(|ps| ps.iter().any(|p| p.verify_schedule.is_some()))
+                .unwrap_or(false);
+            if verifies && verifier.as_ref().is_none_or(|v| v.is_finished()) {
+                let opts = self.open_options_again();
+                let (sent, cancel) = (sent.clone(), cancel.clone());
+                verifier = Some(std::thread::spawn(move || {
+                    match opts
+                        .open()
+                        .and_then(|mut sd| sd.verify_pass(false, &cancel))
+                    {
+                        Ok(r) if !r.verifies.is_empty() => {
+                            let _ = sent.send(r);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!("scheduled verify: {e}"),
+                    }
+                }));
+            }
+            while let Ok(r) = reports.try_recv() {
+                each(&r);
             }
             let wait = self
                 .until_next_due()
@@ -575,8 +648,17 @@ impl Sendense {
                 .min(Duration::from_secs(60));
             let deadline = Instant::now() + wait;
             while !cancel.is_cancelled() && Instant::now() < deadline {
+                if let Ok(r) = reports.try_recv() {
+                    each(&r);
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+        if let Some(v) = verifier {
+            let _ = v.join();
+        }
+        while let Ok(r) = reports.try_recv() {
+            each(&r);
         }
         Ok(())
     }

@@ -188,7 +188,7 @@ impl Source for ImageSource {
                         file.display(),
                         info.format
                     ))
-                    .with_help("The file was replaced or damaged: put the VM's disk back, or remove and add the VM again if the change is intended."));
+                    .with_help("The file was replaced or damaged: put the VM's disk back. If the new file is meant to be the disk, add the VM again under a new name (`sendense vm add`); the backups of this one stay restorable."));
                 }
                 if info.format != "qcow2" {
                     return Ok(CheckpointState::Unsupported(
