@@ -59,20 +59,29 @@ for what in full incremental; do
     for tool in sendense cp convert; do t[$what-$tool]=""; done
 done
 peak=0
+ours() { /usr/bin/time -f '%M' -o "$work/rss" "$sendense" backup copy "$1" --to "c$run" -q; }
 for run in $(seq "$runs"); do
     "$sendense" repo add "c$run" --path "$work/c$run" >/dev/null
-    cat "$src"/* >/dev/null
     for what in full incremental; do
         id=$full; [ "$what" = incremental ] && id=$inc
         rm -rf "$work/cp" "$work/cv"
-        a=$(now); /usr/bin/time -f '%M' -o "$work/rss" "$sendense" backup copy "$id" --to "c$run" -q; b=$(now)
-        s=$(seconds "$a" "$b")
+        # The sources in the page cache, nothing dirty left from before; the order rotates.
+        cat "$src"/* >/dev/null
+        order=(ours ref_cp ref_convert)
+        for _ in $(seq $(( (run - 1) % 3 ))); do order=("${order[@]:1}" "${order[0]}"); done
+        for step in "${order[@]}"; do
+            sync
+            secs=$(timed "$step" "$id")
+            case $step in
+                ours) s=$secs ;;
+                ref_cp) c=$secs ;;
+                ref_convert) v=$secs ;;
+            esac
+        done
         peak=$(( $(tail -1 "$work/rss") > peak ? $(tail -1 "$work/rss") : peak ))
-        c=$(timed ref_cp "$id")
-        v=$(timed ref_convert "$id")
         t[$what-sendense]+="$s "; t[$what-cp]+="$c "; t[$what-convert]+="$v "
-        printf 'run %d %-11s: sendense backup copy %.2f s, cp --sparse + sync %.2f s, qemu-img convert + sync %.2f s\n' \
-            "$run" "$what" "$s" "$c" "$v"
+        printf 'run %d %-11s: sendense backup copy %.2f s, cp --sparse + sync %.2f s, qemu-img convert + sync %.2f s (order: %s)\n' \
+            "$run" "$what" "$s" "$c" "$v" "${order[*]}"
     done
     "$sendense" backup verify "$inc" --repo "c$run" -q >/dev/null && echo "run $run: verify of the copies: ok"
 done
