@@ -1552,7 +1552,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__add)
-            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --group --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1575,6 +1575,10 @@ _sendense() {
                     return 0
                     ;;
                 --post-hook)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

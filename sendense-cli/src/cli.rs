@@ -439,6 +439,9 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
         /// Command run after the backup of an --nbd VM.
         #[arg(long, value_name = "CMD", requires = "nbd")]
         post_hook: Option<String>,
+        /// Put the VM in this protection group (repeat for several).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
     },
     /// Show the disks of a running QEMU VM without registering it.
     #[command(after_long_help = "JSON OUTPUT

@@ -193,6 +193,36 @@ fn policies_and_groups_are_recorded_checked_and_scheduled() {
     );
     cli_json(BIN, &state, &["repo", "remove", "offsite"]);
 
+    // `vm add --group`: into existing groups only, and nothing added otherwise.
+    let disk3 = create_image(&d.join("vm3.qcow2"), "qcow2", "16M");
+    let disk3 = disk3.to_str().unwrap();
+    let (c, out) = code(
+        &state,
+        &[
+            "vm", "add", "vm3", "--disk", disk3, "--group", "prod", "--group", "nope",
+        ],
+    );
+    assert_eq!(c, 4, "{out}");
+    assert!(out.contains("nope"), "{out}");
+    let (c, _) = code(&state, &["vm", "show", "vm3"]);
+    assert_eq!(c, 4, "vm3 was not added");
+    cli_json(
+        BIN,
+        &state,
+        &[
+            "vm", "add", "vm3", "--disk", disk3, "--group", "prod", "--group", "dev",
+        ],
+    );
+    let shown = cli_json(BIN, &state, &["vm", "show", "vm3"]);
+    let in_groups: Vec<&str> = shown["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_groups, ["dev", "prod"]);
+    cli_json(BIN, &state, &["vm", "remove", "vm3"]);
+
     // Members go with their VM; a group goes without its VMs.
     cli_json(BIN, &state, &["vm", "remove", "vm2"]);
     assert_eq!(

@@ -16,10 +16,15 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             nbd,
             pre_hook,
             post_hook,
+            groups,
         } => {
             if nbd.is_empty() && (pre_hook.is_some() || post_hook.is_some()) {
                 return Err(sendense_core::Error::invalid("--pre-hook and --post-hook apply to VMs added with --nbd")
                     .with_help("QEMU and image VMs are snapshotted by Sendense itself; hooks are for external exports."));
+            }
+            // Every group named must exist before the VM is added.
+            for group in &groups {
+                sd.group(group)?;
             }
             let vm = if let Some(socket) = qmp {
                 sd.add_qemu_vm(&name, &socket)?
@@ -28,13 +33,25 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             } else {
                 sd.add_image_vm(&name, &disks)?
             };
+            for group in &groups {
+                sd.group_add_vm(group, &vm.name).map_err(|e| {
+                    e.context(format!(
+                        "VM `{}` was added, but not to group `{group}`",
+                        vm.name
+                    ))
+                })?;
+            }
             if g.json {
                 output::json(&vm)?;
             } else {
                 output::line(&format!(
-                    "Added VM `{}` with {} disk(s)",
+                    "Added VM `{}` with {} disk(s){}",
                     vm.name,
-                    vm.disks.len()
+                    vm.disks.len(),
+                    match groups.is_empty() {
+                        true => String::new(),
+                        false => format!(", in group(s) {}", groups.join(", ")),
+                    }
                 ))?;
                 output::line(&disk_table(&vm).to_string())?;
             }
