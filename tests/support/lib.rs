@@ -2,6 +2,8 @@
 //! killed by pid when their guard drops (also when the test fails), tools that are missing fail
 //! the test with the Debian package to install, and images are generated at test time.
 
+pub mod hosts;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,17 @@ impl Proc {
         if std::env::var_os("SENDENSE_TEST_VERBOSE").is_none() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
+    /// Spawns `cmd` with its stdout and stderr as the caller set them.
+    pub fn spawn_keeping_output(name: &str, mut cmd: Command) -> Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));

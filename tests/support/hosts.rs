@@ -1,0 +1,192 @@
+//! Two hosts on one machine, for tests of what crosses a network: two network namespaces (a
+//! hub and a node) joined by a veth pair, with addresses that exist only inside them, and a real
+//! OpenSSH `sshd` on the node with its own configuration, host key and authorized key. The test
+//! creates them and removes them on drop, also when it fails; no traffic leaves the namespaces.
+
+use super::{require, run, Proc};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The hub's address on the link between the two namespaces.
+pub const HUB_ADDR: &str = "10.77.0.1";
+/// The node's address on that link.
+pub const NODE_ADDR: &str = "10.77.0.2";
+
+/// A hub namespace and a node namespace joined by a veth pair; removed on drop.
+#[derive(Debug)]
+pub struct TwoHosts {
+    /// The hub's namespace.
+    pub hub: String,
+    /// The node's namespace.
+    pub node: String,
+}
+
+impl TwoHosts {
+    /// Creates the two namespaces, the link between them (`HUB_ADDR` and `NODE_ADDR`, /30) and
+    /// their loopback interfaces.
+    pub fn new() -> TwoHosts {
+        require("ip", "iproute2");
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}x{n}", std::process::id());
+        let hosts = TwoHosts {
+            hub: format!("sdhub{tag}"),
+            node: format!("sdnode{tag}"),
+        };
+        // Interface names are at most 15 bytes; each lives in its own namespace once moved.
+        let (vh, vn) = (format!("vh{tag}"), format!("vn{tag}"));
+        for ns in [&hosts.hub, &hosts.node] {
+            run("ip", &["netns", "add", ns]);
+        }
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &vh,
+                "netns",
+                &hosts.hub,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &vn,
+                "netns",
+                &hosts.node,
+            ],
+        );
+        for (ns, dev, addr) in [(&hosts.hub, &vh, HUB_ADDR), (&hosts.node, &vn, NODE_ADDR)] {
+            let with = |args: &[&str]| {
+                let mut all = vec!["-n", ns.as_str()];
+                all.extend_from_slice(args);
+                run("ip", &all);
+            };
+            with(&["addr", "add", &format!("{addr}/30"), "dev", dev]);
+            with(&["link", "set", dev, "up"]);
+            with(&["link", "set", "lo", "up"]);
+        }
+        hosts
+    }
+
+    /// `program` run inside the hub's namespace.
+    pub fn in_hub(&self, program: &str) -> Command {
+        in_ns(&self.hub, program)
+    }
+
+    /// `program` run inside the node's namespace.
+    pub fn in_node(&self, program: &str) -> Command {
+        in_ns(&self.node, program)
+    }
+}
+
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, program]);
+    cmd
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for ns in [&self.node, &self.hub] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// An OpenSSH `sshd` in the node's namespace, listening on `NODE_ADDR`, with a host key and one
+/// authorized client key of its own (root's account, the key's options as the test gives them).
+#[derive(Debug)]
+pub struct Sshd {
+    /// The server; stopped on drop.
+    pub proc: Proc,
+    /// Its port on `NODE_ADDR`.
+    pub port: u16,
+    /// The client's private key (ed25519, no passphrase).
+    pub client_key: PathBuf,
+    /// The server's host key fingerprint, as OpenSSH prints it (`SHA256:...`).
+    pub fingerprint: String,
+    /// Its log (stderr).
+    pub log: PathBuf,
+}
+
+impl Sshd {
+    /// Starts sshd in `hosts`' node namespace with its files in `dir`; `key_options` go in
+    /// front of the client key in `authorized_keys` (`""` for none).
+    pub fn start(hosts: &TwoHosts, dir: &Path, key_options: &str) -> Sshd {
+        require("sshd", "openssh-server");
+        require("ssh-keygen", "openssh-client");
+        std::fs::create_dir_all(dir).expect("sshd directory");
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let host_key = dir.join("host_key");
+        let client_key = dir.join("client_key");
+        for key in [&host_key, &client_key] {
+            let _ = std::fs::remove_file(key);
+            run(
+                "ssh-keygen",
+                &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+            );
+        }
+        let public = std::fs::read_to_string(client_key.with_extension("pub")).unwrap();
+        let authorized = dir.join("authorized_keys");
+        let line = match key_options {
+            "" => public,
+            o => format!("{o} {public}"),
+        };
+        std::fs::write(&authorized, line).unwrap();
+        let port = 22;
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress {NODE_ADDR}\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\nStreamLocalBindUnlink yes\n\
+                 LogLevel VERBOSE\n",
+                host_key.display(),
+                authorized.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("sshd.log");
+        let mut cmd = hosts.in_node("/usr/sbin/sshd");
+        cmd.args(["-D", "-e", "-f"]).arg(&config);
+        cmd.stderr(std::fs::File::create(&log).unwrap());
+        let mut proc = Proc::spawn_keeping_output("sshd", cmd);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Server listening on") {
+                break;
+            }
+            assert!(proc.alive(), "sshd exited: {text}");
+            assert!(Instant::now() < deadline, "sshd did not listen: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let listed = run(
+            "ssh-keygen",
+            &[
+                "-l",
+                "-E",
+                "sha256",
+                "-f",
+                host_key.with_extension("pub").to_str().unwrap(),
+            ],
+        );
+        let fingerprint = listed
+            .split_whitespace()
+            .nth(1)
+            .expect("a fingerprint")
+            .to_string();
+        Sshd {
+            proc,
+            port,
+            client_key,
+            fingerprint,
+            log,
+        }
+    }
+}
