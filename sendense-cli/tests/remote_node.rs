@@ -6,7 +6,7 @@ use sendense_testkit::hosts::{Sshd, TwoHosts, NODE_ADDR};
 #[test]
 fn the_rig_reaches_the_node_over_openssh() {
     let dir = tempfile::tempdir().unwrap();
-    let hosts = TwoHosts::new();
+    let hosts = TwoHosts::create();
     let sshd = Sshd::start(&hosts, &dir.path().join("sshd"), "");
     let known = dir.path().join("known_hosts");
     let host_pub = std::fs::read_to_string(dir.path().join("sshd/host_key.pub")).unwrap();

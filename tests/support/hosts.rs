@@ -26,7 +26,7 @@ pub struct TwoHosts {
 impl TwoHosts {
     /// Creates the two namespaces, the link between them (`HUB_ADDR` and `NODE_ADDR`, /30) and
     /// their loopback interfaces.
-    pub fn new() -> TwoHosts {
+    pub fn create() -> TwoHosts {
         require("ip", "iproute2");
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
