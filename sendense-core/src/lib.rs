@@ -40,6 +40,7 @@ pub mod hub;
 pub mod jobs;
 pub mod lock;
 pub mod nbd;
+pub mod node;
 mod par;
 pub mod proc;
 pub mod repo;

@@ -72,6 +72,12 @@ and reads, per call, log lines {\"log\": \"...\"} then {\"ok\": <result>} or
 session: a snapshot and its finish are one session. When stdin closes, what a
 snapshot left is torn down and the process exits 0.")]
     Source,
+    /// Print who this node is: its version and the protocols it speaks (JSON).
+    #[command(
+        after_long_help = "The hub asks this first, over SSH, and refuses a node of another version:
+  {\"version\": \"0.1.0\", \"node_protocol\": 2, \"source_protocol\": 1}"
+    )]
+    Hello,
 }
 
 #[derive(Debug, Args)]

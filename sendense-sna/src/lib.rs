@@ -13,6 +13,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Copy(args) => copy::run(args, json, cli.quiet),
         cli::Command::Transfer => copy::transfer(),
+        cli::Command::Hello => {
+            let hello = sendense_core::node::Hello::this();
+            println!("{}", serde_json::to_string(&hello).unwrap_or_default());
+            Ok(())
+        }
         cli::Command::Source => {
             sendense_core::source::node::serve(std::io::stdin().lock(), std::io::stdout().lock())
         }

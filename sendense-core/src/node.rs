@@ -1,0 +1,89 @@
+//! Remote nodes: `sendense-sna` on a hypervisor host, driven by the hub over SSH.
+//!
+//! The first thing the hub asks a node is who it is: `sendense-sna hello` prints a [`Hello`]
+//! — its version and the protocols it speaks. A node of another version is refused with the
+//! way to fix it (`sendense node install`): both sides of a backup must agree on every
+//! message, and the simplest rule that guarantees it is one version everywhere.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// What `sendense-sna hello` prints: who the node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The `sendense-sna` package version.
+    pub version: String,
+    /// The transfer protocol it speaks ([`crate::backup::node::PROTOCOL`]).
+    pub node_protocol: u32,
+    /// The source session protocol it speaks ([`crate::source::node::SOURCE_PROTOCOL`]).
+    pub source_protocol: u32,
+}
+
+impl Hello {
+    /// This build's answer.
+    pub fn this() -> Hello {
+        Hello {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_protocol: crate::backup::node::PROTOCOL,
+            source_protocol: crate::source::node::SOURCE_PROTOCOL,
+        }
+    }
+
+    /// Reads a node's answer (untrusted input: a node that answers something else is named).
+    pub fn parse(node: &str, text: &str) -> Result<Hello> {
+        serde_json::from_str(text.trim()).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::Protocol,
+                format!(
+                    "node `{node}`: `sendense-sna hello` did not answer as sendense-sna does ({e})"
+                ),
+            )
+            .with_help(format!(
+                "Install this hub's sendense-sna on the node: `sendense node install {node}`."
+            ))
+        })
+    }
+
+    /// Refuses a node whose `sendense-sna` is not this hub's version.
+    pub fn check(&self, node: &str) -> Result<()> {
+        let hub = Hello::this();
+        if *self == hub {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "node `{node}` runs sendense-sna {} (node protocol {}, source protocol {}), this hub is {} (node protocol {}, source protocol {})",
+            self.version,
+            self.node_protocol,
+            self.source_protocol,
+            hub.version,
+            hub.node_protocol,
+            hub.source_protocol
+        ))
+        .with_help(format!(
+            "Copy this hub's sendense-sna to the node: `sendense node install {node}`."
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_version_is_refused_with_the_way_to_fix_it() {
+        let this = Hello::this();
+        assert!(this.check("n1").is_ok());
+        let older = Hello {
+            version: "0.0.1".into(),
+            ..this.clone()
+        };
+        let e = older.check("n1").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Refused);
+        assert!(e.message().contains("0.0.1") && e.message().contains(&this.version));
+        assert!(e.help().unwrap().contains("sendense node install n1"));
+        let e = Hello::parse("n1", "bash: sendense-sna: command not found").unwrap_err();
+        assert!(e.help().unwrap().contains("node install"));
+        let text = serde_json::to_string(&this).unwrap();
+        assert_eq!(Hello::parse("n1", &text).unwrap(), this);
+    }
+}
