@@ -34,6 +34,7 @@ complete -c sendense -n "__fish_sendense_needs_command" -s V -l version -d 'Prin
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "init" -d 'Create the state directory, the catalog and a commented default config'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage backup repositories'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "node" -d 'Remote nodes: hypervisor hosts whose sendense-sna the hub drives over SSH'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "policy" -d 'Policies: where a group\'s backups go, when, how long they are kept, where they are copied'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "group" -d 'Protection groups: VMs backed up together under one policy'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "schedule" -d 'When groups run'
@@ -177,6 +178,58 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "add" -d 'Add a node: connect over SSH, pin its host key, check its sendense-sna'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "list" -d 'List nodes'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "show" -d 'Show one node'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "test" -d 'Connect to a node, check its host key and its sendense-sna'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "remove" -d 'Remove a node (refused while VMs run there)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l ssh -d 'Where: [USER@]HOST[:PORT] (user: the hub\'s user, port 22 by default)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l identity -d 'Private key file to sign in with (default: the ssh-agent\'s keys)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l host-key -d 'The node\'s host key fingerprint (SHA256:...), checked on the node beforehand' -r
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l sna-path -d 'sendense-sna on the node (default: `sendense-sna` on the account\'s PATH)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l accept-host-key -d 'Pin whichever host key the node presents (shown in the output)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

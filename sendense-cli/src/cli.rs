@@ -108,6 +108,9 @@ config is never overwritten.")]
     /// Manage the VMs Sendense backs up.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Remote nodes: hypervisor hosts whose sendense-sna the hub drives over SSH.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Policies: where a group's backups go, when, how long they are kept, where they are copied.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -286,6 +289,79 @@ const REPO_JSON: &str = "JSON OUTPUT
    \"total_bytes\": 107374182400, \"available_bytes\": 53687091200,
    \"refreshed_at\": \"2026-11-25T21:10:06Z\", \"created_at\": \"2026-11-25T21:10:06Z\",
    \"backups\": 0}";
+
+const NODE_JSON: &str = "JSON OUTPUT
+  A node object:
+  {\"name\": \"kvm1\", \"host\": \"kvm1.example.com\", \"port\": 22, \"user\": \"sendense\",
+   \"host_key\": \"SHA256:...\", \"identity\": \"/root/.ssh/sendense_ed25519\" | null,
+   \"sna_path\": \"sendense-sna\", \"sna_version\": \"0.1.0\",
+   \"checked_at\": \"...\", \"created_at\": \"...\", \"vms\": [\"pgtest1\"]}";
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Add a node: connect over SSH, pin its host key, check its sendense-sna.
+    #[command(after_long_help = format!("The node's host key is pinned: the fingerprint given with --host-key (read it
+on the node: `ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub`), or, with
+--accept-host-key, the one the node presents (shown in the output). Without
+either, nothing is recorded and the error shows the node's fingerprint. From then
+on a node presenting another host key is refused (exit 5) with both fingerprints.
+The hub signs in with --identity FILE (an unencrypted private key only the hub's
+user can read), else with the keys of the ssh-agent at SSH_AUTH_SOCK. The node's
+`sendense-sna hello` must report this hub's version (else exit 5, and `sendense
+node install` fixes it).
+
+{NODE_JSON}"))]
+    Add {
+        /// Node name.
+        name: String,
+        /// Where: [USER@]HOST[:PORT] (user: the hub's user, port 22 by default).
+        #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+        ssh: String,
+        /// Private key file to sign in with (default: the ssh-agent's keys).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The node's host key fingerprint (SHA256:...), checked on the node beforehand.
+        #[arg(long, value_name = "SHA256:...", conflicts_with = "accept_host_key")]
+        host_key: Option<String>,
+        /// Pin whichever host key the node presents (shown in the output).
+        #[arg(long)]
+        accept_host_key: bool,
+        /// sendense-sna on the node (default: `sendense-sna` on the account's PATH).
+        #[arg(long, value_name = "PATH")]
+        sna_path: Option<String>,
+    },
+    /// List nodes.
+    #[command(after_long_help = format!("{NODE_JSON}
+
+`node list --json` prints an array of node objects."))]
+    List,
+    /// Show one node.
+    #[command(after_long_help = NODE_JSON)]
+    Show {
+        /// Node name.
+        name: String,
+    },
+    /// Connect to a node, check its host key and its sendense-sna.
+    #[command(
+        after_long_help = "Exit status 0 when the node answered with its pinned host key and this hub's
+version; 5 when its host key or version differ (both named); 1 when it cannot be
+reached.
+
+JSON OUTPUT
+  {\"node\": \"kvm1\", \"host_key\": \"SHA256:...\",
+   \"hello\": {\"version\": \"0.1.0\", \"node_protocol\": 2, \"source_protocol\": 1},
+   \"millis\": 48}"
+    )]
+    Test {
+        /// Node name.
+        name: String,
+    },
+    /// Remove a node (refused while VMs run there).
+    Remove {
+        /// Node name.
+        name: String,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {

@@ -6,6 +6,7 @@ mod doctor;
 mod init;
 mod job;
 mod nbd;
+mod node;
 mod policy;
 mod repo;
 mod restore;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Init => init::run(g),
         Command::Repo(cmd) => repo::run(g, cmd),
+        Command::Node(cmd) => node::run(g, cmd),
         Command::Vm(cmd) => vm::run(g, cmd),
         Command::Policy(cmd) => policy::run(g, cmd),
         Command::Group(cmd) => policy::group(g, cmd),

@@ -10,6 +10,7 @@
 //! | `hub/jobs.rs` | jobs: list, show, log, cancel |
 //! | `hub/exports.rs` | the hub's NBD exports: start, stop, list |
 //! | `hub/policies.rs` | policies and protection groups: add, edit, members, next runs |
+//! | `hub/nodes.rs` | remote nodes: add (host key pinned, version checked), test, remove |
 //!
 //! Long operations are orchestrated where their steps are: [`crate::backup`] (backup, delete),
 //! [`crate::restore`], [`crate::verify`], [`crate::export`] (serving a restore point),
@@ -19,11 +20,13 @@
 mod backups;
 mod exports;
 mod jobs;
+mod nodes;
 mod policies;
 mod repos;
 mod vms;
 
 pub use exports::{ExportStatus, Worker};
+pub use nodes::{AddNode, NodeCheck};
 pub use policies::{GroupStatus, PolicyEdit, PolicySpec};
 pub use repos::{AddRepo, RepoStatus};
 pub use vms::DiskStatus;

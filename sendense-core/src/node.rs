@@ -5,6 +5,8 @@
 //! way to fix it (`sendense node install`): both sides of a backup must agree on every
 //! message, and the simplest rule that guarantees it is one version everywhere.
 
+pub mod ssh;
+
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 

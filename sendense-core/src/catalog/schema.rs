@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -439,4 +439,12 @@ WITH RECURSIVE depth(backup_id, disk_key, n) AS (
 UPDATE backup_disks SET since_full = (SELECT n FROM depth
     WHERE depth.backup_id = backup_disks.backup_id AND depth.disk_key = backup_disks.disk_key);
 ALTER TABLE protection_groups ADD COLUMN last_verify_result TEXT;
+"#;
+
+/// Remote nodes: how the hub signs in (a private key file, or the agent), and what it found
+/// there last.
+const V7: &str = r#"
+ALTER TABLE nodes ADD COLUMN identity TEXT;
+ALTER TABLE nodes ADD COLUMN sna_version TEXT;
+ALTER TABLE nodes ADD COLUMN checked_at TEXT;
 "#;

@@ -1,0 +1,180 @@
+//! Nodes: hosts whose `sendense-sna` the hub drives over SSH — added with their host key
+//! pinned and their version checked, tested, listed, removed.
+
+use crate::catalog::{NewNode, NodeRecord};
+use crate::error::{Error, Result};
+use crate::node::ssh::{HostKey, SshSession, SshTarget};
+use crate::node::Hello;
+use crate::sendense::Sendense;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What `node add` is given.
+#[derive(Debug, Clone, Default)]
+pub struct AddNode {
+    /// Name.
+    pub name: String,
+    /// `[USER@]HOST[:PORT]`.
+    pub ssh: String,
+    /// Private key file (none: the ssh-agent).
+    pub identity: Option<PathBuf>,
+    /// The host key fingerprint to pin (`SHA256:...`), checked on the node beforehand.
+    pub host_key: Option<String>,
+    /// Pin whichever host key the node presents (it is reported).
+    pub accept_host_key: bool,
+    /// `sendense-sna` on the node (default: `sendense-sna` on the account's PATH).
+    pub sna_path: Option<String>,
+}
+
+/// What `node test` found. Also its `--json` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeCheck {
+    /// The node.
+    pub node: String,
+    /// Its host key, as pinned and presented.
+    pub host_key: String,
+    /// Its `sendense-sna`.
+    pub hello: Hello,
+    /// Milliseconds to connect, sign in and ask.
+    pub millis: u64,
+}
+
+impl Sendense {
+    /// Adds a node: connects, pins its host key (the one given, or the one presented when
+    /// accepted explicitly; never silently), checks its `sendense-sna` version, and records it.
+    pub fn add_node(&mut self, req: &AddNode) -> Result<NodeRecord> {
+        crate::vm::validate_name("node", &req.name)?;
+        if self.catalog().node(&req.name).is_ok() {
+            return Err(Error::already_exists(format!(
+                "a node named `{}` exists already",
+                req.name
+            ))
+            .with_help("Choose another name, or see `sendense node list`."));
+        }
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        let target = SshTarget::parse(&req.ssh, &user, req.identity.clone())?;
+        if let Some(path) = &target.identity {
+            crate::fsutil::require_utf8("--identity", path)?;
+        }
+        let expect = match (&req.host_key, req.accept_host_key) {
+            (Some(fp), _) => HostKey::Pinned(check_fingerprint(fp)?),
+            (None, true) => HostKey::Accept,
+            (None, false) => HostKey::Show,
+        };
+        let sna = req
+            .sna_path
+            .clone()
+            .unwrap_or_else(|| "sendense-sna".into());
+        check_sna_path(&sna)?;
+        let session = SshSession::connect(&req.name, &target, &expect)?;
+        let hello = hello(&session, &req.name, &sna)?;
+        self.catalog_mut().insert_node(&NewNode {
+            name: req.name.clone(),
+            host: target.host,
+            port: target.port,
+            user: target.user,
+            host_key: session.host_key.clone(),
+            identity: target.identity,
+            sna_path: sna,
+            sna_version: hello.version,
+        })
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.catalog().nodes()
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Result<NodeRecord> {
+        self.catalog().node(name)
+    }
+
+    /// Connects to a node with its pinned host key, signs in and asks its `sendense-sna` who it
+    /// is; refused when the host key or the version differ.
+    pub fn test_node(&mut self, name: &str) -> Result<NodeCheck> {
+        let n = self.catalog().node(name)?;
+        let started = Instant::now();
+        let session = self.connect_node(&n)?;
+        let hello = hello(&session, name, &n.sna_path)?;
+        self.catalog_mut().set_node_checked(name, &hello.version)?;
+        Ok(NodeCheck {
+            node: name.to_string(),
+            host_key: session.host_key.clone(),
+            hello,
+            millis: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Removes a node; refused while VMs run there.
+    pub fn remove_node(&mut self, name: &str) -> Result<NodeRecord> {
+        self.catalog_mut().delete_node(name)
+    }
+
+    /// An SSH session to node `n`, its host key checked against the pinned one.
+    pub(crate) fn connect_node(&self, n: &NodeRecord) -> Result<SshSession> {
+        let target = SshTarget {
+            host: n.host.clone(),
+            port: n.port,
+            user: n.user.clone(),
+            identity: n.identity.clone(),
+        };
+        SshSession::connect(&n.name, &target, &HostKey::Pinned(n.host_key.clone()))
+    }
+}
+
+/// `sendense-sna hello` on the node, checked against this hub.
+fn hello(session: &SshSession, node: &str, sna: &str) -> Result<Hello> {
+    let out = session.exec(&format!("{sna} hello"), &[])?;
+    if out.status != Some(0) {
+        let said = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::not_found(format!(
+            "node `{node}`: `{sna} hello` failed ({}): {}",
+            out.status
+                .map(|s| format!("exit status {s}"))
+                .unwrap_or_else(|| "no exit status".into()),
+            said.trim()
+        ))
+        .with_help(format!(
+            "Install this hub's sendense-sna there: `sendense node install {node}`, or give its path with --sna-path."
+        )));
+    }
+    let hello = Hello::parse(node, &String::from_utf8_lossy(&out.stdout))?;
+    hello.check(node)?;
+    Ok(hello)
+}
+
+/// A fingerprint as OpenSSH prints it: `SHA256:` and 43 characters of unpadded base64.
+fn check_fingerprint(fp: &str) -> Result<String> {
+    let ok = fp.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    });
+    if ok {
+        Ok(fp.to_string())
+    } else {
+        Err(Error::invalid(format!(
+            "--host-key `{fp}` is not a SHA256 fingerprint as OpenSSH prints it"
+        ))
+        .with_help("On the node: `ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub` prints `256 SHA256:... (ED25519)`; pass the SHA256:... part."))
+    }
+}
+
+/// The path of `sendense-sna` on the node goes into a command line there: only plain path
+/// characters.
+fn check_sna_path(sna: &str) -> Result<()> {
+    let ok = !sna.is_empty()
+        && sna
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            Error::invalid(format!("--sna-path `{sna}` is not a plain path"))
+                .with_help("Letters, digits and / . _ - ~ only."),
+        )
+    }
+}
