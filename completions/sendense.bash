@@ -124,6 +124,9 @@ _sendense() {
             sendense__subcmd__node,add)
                 cmd="sendense__subcmd__node__subcmd__add"
                 ;;
+            sendense__subcmd__node,install)
+                cmd="sendense__subcmd__node__subcmd__install"
+                ;;
             sendense__subcmd__node,list)
                 cmd="sendense__subcmd__node__subcmd__list"
                 ;;
@@ -984,7 +987,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__node)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add list show test remove"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add install list show test remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1006,7 +1009,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__node__subcmd__add)
-            opts="-v -q -h -V --ssh --identity --host-key --accept-host-key --sna-path --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --ssh --identity --host-key --accept-host-key --sna-path --install --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1025,6 +1028,32 @@ _sendense() {
                     return 0
                     ;;
                 --sna-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__node__subcmd__install)
+            opts="-v -q -h -V --to --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -178,18 +178,19 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s q -l quiet -d 'Only errors on stderr'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s h -l help -d 'Print help'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "add" -d 'Add a node: connect over SSH, pin its host key, check its sendense-sna'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "list" -d 'List nodes'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "show" -d 'Show one node'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "test" -d 'Connect to a node, check its host key and its sendense-sna'
-complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add list show test remove" -f -a "remove" -d 'Remove a node (refused while VMs run there)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "add" -d 'Add a node: connect over SSH, pin its host key, check its sendense-sna'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "install" -d 'Copy this hub\'s sendense-sna to a node'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "list" -d 'List nodes'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "show" -d 'Show one node'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "test" -d 'Connect to a node, check its host key and its sendense-sna'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and not __fish_seen_subcommand_from add install list show test remove" -f -a "remove" -d 'Remove a node (refused while VMs run there)'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l ssh -d 'Where: [USER@]HOST[:PORT] (user: the hub\'s user, port 22 by default)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l identity -d 'Private key file to sign in with (default: the ssh-agent\'s keys)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l host-key -d 'The node\'s host key fingerprint (SHA256:...), checked on the node beforehand' -r
@@ -197,11 +198,20 @@ complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l accept-host-key -d 'Pin whichever host key the node presents (shown in the output)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l install -d 'When the node has no sendense-sna of this hub\'s version, install the hub\'s own (as --sna-path when given)'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -l to -d 'Where on the node (default: where the node\'s is, else ~/.local/lib/sendense/sendense-sna)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from install" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

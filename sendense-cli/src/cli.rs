@@ -307,8 +307,8 @@ either, nothing is recorded and the error shows the node's fingerprint. From the
 on a node presenting another host key is refused (exit 5) with both fingerprints.
 The hub signs in with --identity FILE (an unencrypted private key only the hub's
 user can read), else with the keys of the ssh-agent at SSH_AUTH_SOCK. The node's
-`sendense-sna hello` must report this hub's version (else exit 5, and `sendense
-node install` fixes it).
+`sendense-sna hello` must report this hub's version (else exit 5; --install, or
+`sendense node install` later, copies the hub's own there).
 
 {NODE_JSON}"))]
     Add {
@@ -329,6 +329,30 @@ node install` fixes it).
         /// sendense-sna on the node (default: `sendense-sna` on the account's PATH).
         #[arg(long, value_name = "PATH")]
         sna_path: Option<String>,
+        /// When the node has no sendense-sna of this hub's version, install the hub's own (as
+        /// --sna-path when given).
+        #[arg(long)]
+        install: bool,
+    },
+    /// Copy this hub's sendense-sna to a node.
+    #[command(
+        after_long_help = "The hub's own sendense-sna binary goes over the node's SSH connection to --to,
+else where the node's is, else ~/.local/lib/sendense/sendense-sna of the node
+account (created 0700, written under a temporary name and renamed into place once
+whole), is run there to check that
+it reports this hub's version, and becomes the node's sendense-sna. Refused for a
+node of another CPU architecture. Run it after upgrading the hub.
+
+JSON OUTPUT
+  As `node test`."
+    )]
+    Install {
+        /// Node name.
+        name: String,
+        /// Where on the node (default: where the node's is, else
+        /// ~/.local/lib/sendense/sendense-sna).
+        #[arg(long, value_name = "PATH")]
+        to: Option<String>,
     },
     /// List nodes.
     #[command(after_long_help = format!("{NODE_JSON}

@@ -27,41 +27,67 @@ fn hub(hosts: &TwoHosts, state: &Path, args: &[&str]) -> (i32, String, Value) {
     (o.status.code().unwrap_or(-1), output_text(&o), doc)
 }
 
+/// A hub (state in a temporary directory) and a node with sshd, in two namespaces.
+struct Rig {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    hosts: TwoHosts,
+    sshd: Sshd,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
+        let hosts = TwoHosts::create();
+        let sshd = Sshd::start(&hosts, &dir.path().join("sshd"), "");
+        Rig {
+            dir,
+            state,
+            hosts,
+            sshd,
+        }
+    }
+
+    /// `sendense node add NAME --ssh root@NODE --identity KEY EXTRA...` in the hub.
+    fn add(&self, name: &str, extra: &[&str]) -> (i32, String, Value) {
+        let ssh = format!("root@{NODE_ADDR}");
+        let key = self.sshd.client_key.to_str().unwrap();
+        let mut args = vec!["node", "add", name, "--ssh", &ssh, "--identity", key];
+        args.extend_from_slice(extra);
+        hub(&self.hosts, &self.state, &args)
+    }
+
+    fn hub(&self, args: &[&str]) -> (i32, String, Value) {
+        hub(&self.hosts, &self.state, args)
+    }
+}
+
 #[test]
 fn nodes_are_added_with_their_host_key_pinned_and_their_version_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let state = sendense_testkit::cli_hub(BIN, d, "r");
-    let hosts = TwoHosts::create();
-    let sshd = Sshd::start(&hosts, &d.join("sshd"), "");
-    let key = sshd.client_key.to_str().unwrap().to_string();
-    let ssh = format!("root@{NODE_ADDR}");
+    let mut rig = Rig::new();
+    let d = rig.dir.path().to_path_buf();
     let sna = sna();
-    let add = |name: &str, extra: &[&str]| {
-        let mut args = vec!["node", "add", name, "--ssh", &ssh, "--identity", &key];
-        args.extend_from_slice(extra);
-        hub(&hosts, &state, &args)
-    };
     let sna_path = sna.to_str().unwrap();
 
     // First contact: nothing is pinned silently; the error shows the node's key.
-    let (c, out, _) = add("n1", &["--sna-path", sna_path]);
+    let (c, out, _) = rig.add("n1", &["--sna-path", sna_path]);
     assert_eq!(c, 5, "{out}");
     assert!(
-        out.contains(&sshd.fingerprint) && out.contains("--host-key"),
+        out.contains(&rig.sshd.fingerprint) && out.contains("--host-key"),
         "{out}"
     );
     // A fingerprint that is not the node's: refused, both named.
     let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-    let (c, out, _) = add("n1", &["--sna-path", sna_path, "--host-key", wrong]);
+    let (c, out, _) = rig.add("n1", &["--sna-path", sna_path, "--host-key", wrong]);
     assert_eq!(c, 5, "{out}");
     assert!(
-        out.contains(wrong) && out.contains(&sshd.fingerprint),
+        out.contains(wrong) && out.contains(&rig.sshd.fingerprint),
         "{out}"
     );
-    let (c, out, _) = add("n1", &["--sna-path", sna_path, "--host-key", "md5:00"]);
+    let (c, out, _) = rig.add("n1", &["--sna-path", sna_path, "--host-key", "md5:00"]);
     assert_eq!(c, 2, "{out}");
-    let (_, _, list) = hub(&hosts, &state, &["node", "list"]);
+    let (_, _, list) = rig.hub(&["node", "list"]);
     assert_eq!(list, serde_json::json!([]));
 
     // The node's sendense-sna must be this hub's version.
@@ -75,8 +101,9 @@ fn nodes_are_added_with_their_host_key_pinned_and_their_version_checked() {
         .args(["+x", fake.to_str().unwrap()])
         .status()
         .unwrap();
-    let fp = sshd.fingerprint.as_str();
-    let (c, out, _) = add(
+    let fp = rig.sshd.fingerprint.clone();
+    let fp = fp.as_str();
+    let (c, out, _) = rig.add(
         "n1",
         &["--sna-path", fake.to_str().unwrap(), "--host-key", fp],
     );
@@ -85,7 +112,7 @@ fn nodes_are_added_with_their_host_key_pinned_and_their_version_checked() {
         out.contains("0.0.1") && out.contains("sendense node install n1"),
         "{out}"
     );
-    let (c, out, _) = add(
+    let (c, out, _) = rig.add(
         "n1",
         &["--sna-path", "/nowhere/sendense-sna", "--host-key", fp],
     );
@@ -93,37 +120,88 @@ fn nodes_are_added_with_their_host_key_pinned_and_their_version_checked() {
     assert!(out.contains("node install"), "{out}");
 
     // Accepted explicitly: pinned, and shown.
-    let (c, out, n) = add("n1", &["--sna-path", sna_path, "--accept-host-key"]);
+    let (c, out, n) = rig.add("n1", &["--sna-path", sna_path, "--accept-host-key"]);
     assert_eq!(c, 0, "{out}");
-    assert_eq!(n["host_key"], sshd.fingerprint.as_str());
+    assert_eq!(n["host_key"], rig.sshd.fingerprint.as_str());
     assert_eq!(n["sna_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(n["user"], "root");
     assert_eq!(n["port"], 22);
-    let (c, out, t) = hub(&hosts, &state, &["node", "test", "n1"]);
+    let (c, out, t) = rig.hub(&["node", "test", "n1"]);
     assert_eq!(c, 0, "{out}");
     assert_eq!(t["hello"]["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(t["host_key"], sshd.fingerprint.as_str());
-    let (c, out, _) = add("n2", &["--sna-path", sna_path, "--host-key", fp]);
+    assert_eq!(t["host_key"], rig.sshd.fingerprint.as_str());
+    let (c, out, _) = rig.add("n2", &["--sna-path", sna_path, "--host-key", fp]);
     assert_eq!(c, 0, "{out}");
 
     // The node's host key changes: refused, both fingerprints named, nothing sent.
-    let before = sshd.fingerprint.clone();
-    drop(sshd);
-    let sshd = Sshd::start(&hosts, &d.join("sshd2"), "");
-    assert_ne!(sshd.fingerprint, before);
-    let (c, out, _) = hub(&hosts, &state, &["node", "test", "n1"]);
+    let before = rig.sshd.fingerprint.clone();
+    // The old server goes first: the new one listens on the same address.
+    rig.sshd.proc.stop();
+    rig.sshd = Sshd::start(&rig.hosts, &d.join("sshd2"), "");
+    assert_ne!(rig.sshd.fingerprint, before);
+    let (c, out, _) = rig.hub(&["node", "test", "n1"]);
     assert_eq!(c, 5, "{out}");
     assert!(
-        out.contains(&before) && out.contains(&sshd.fingerprint),
+        out.contains(&before) && out.contains(&rig.sshd.fingerprint),
         "{out}"
     );
-    let log = std::fs::read_to_string(&sshd.log).unwrap();
+    let log = std::fs::read_to_string(&rig.sshd.log).unwrap();
     assert!(!log.contains("Accepted publickey"), "{log}");
 
     for name in ["n1", "n2"] {
-        let (c, out, _) = hub(&hosts, &state, &["node", "remove", name]);
+        let (c, out, _) = rig.hub(&["node", "remove", name]);
         assert_eq!(c, 0, "{out}");
     }
-    let (_, _, list) = hub(&hosts, &state, &["node", "list"]);
+    let (_, _, list) = rig.hub(&["node", "list"]);
     assert_eq!(list, serde_json::json!([]));
+}
+
+#[test]
+fn node_install_copies_the_hubs_sendense_sna_and_checks_it_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::new();
+    // A path of the node account's own (the node shares this machine's files).
+    let there = rig.dir.path().join("node-home/lib/sendense-sna");
+    let there_s = there.to_str().unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["--accept-host-key", "--sna-path", there_s];
+        args.extend_from_slice(extra);
+        rig.add("n1", &args)
+    };
+    let (c, out, _) = add(&[]);
+    assert_eq!(c, 4, "{out}");
+    assert!(out.contains("--install"), "{out}");
+    let (c, out, n) = add(&["--install"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(n["sna_path"], there_s);
+    assert_eq!(n["sna_version"], env!("CARGO_PKG_VERSION"));
+    let same = |a: &Path, b: &Path| std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+    assert!(same(&there, &sna()), "the node's copy is the hub's binary");
+    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    // An older sendense-sna there: refused until `node install` brings the hub's.
+    std::fs::write(
+        &there,
+        "#!/bin/sh\necho '{\"version\": \"0.0.1\", \"node_protocol\": 1, \"source_protocol\": 1}'\n",
+    )
+    .unwrap();
+    let (c, out, _) = rig.hub(&["node", "test", "n1"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("sendense node install n1"), "{out}");
+    let (c, out, r) = rig.hub(&["node", "install", "n1"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(r["hello"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(same(&there, &sna()));
+    let (c, out, _) = rig.hub(&["node", "test", "n1"]);
+    assert_eq!(c, 0, "{out}");
+    // Somewhere it cannot be written: an error, and the node keeps its sendense-sna.
+    let (c, out, _) = rig.hub(&["node", "install", "n1", "--to", "/proc/x/sna"]);
+    assert_eq!(c, 1, "{out}");
+    assert!(
+        out.contains("installing sendense-sna as /proc/x/sna failed"),
+        "{out}"
+    );
+    let (_, _, n) = rig.hub(&["node", "show", "n1"]);
+    assert_eq!(n["sna_path"], there_s);
 }

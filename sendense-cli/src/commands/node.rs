@@ -17,6 +17,7 @@ pub fn run(g: &GlobalArgs, cmd: NodeCommand) -> CmdResult {
             host_key,
             accept_host_key,
             sna_path,
+            install,
         } => {
             let n = sd.add_node(&AddNode {
                 name,
@@ -25,6 +26,7 @@ pub fn run(g: &GlobalArgs, cmd: NodeCommand) -> CmdResult {
                 host_key,
                 accept_host_key,
                 sna_path,
+                install,
             })?;
             if g.json {
                 output::json(&n)?;
@@ -66,6 +68,18 @@ pub fn run(g: &GlobalArgs, cmd: NodeCommand) -> CmdResult {
                 output::json(&n)?;
             } else {
                 output::line(&show(&n))?;
+            }
+        }
+        NodeCommand::Install { name, to } => {
+            let c = sd.install_node(&name, to.as_deref())?;
+            if g.json {
+                output::json(&c)?;
+            } else {
+                let n = sd.node(&name)?;
+                output::line(&format!(
+                    "Installed sendense-sna {} on node `{}` as {} in {} ms.",
+                    c.hello.version, c.node, n.sna_path, c.millis
+                ))?;
             }
         }
         NodeCommand::Test { name } => {

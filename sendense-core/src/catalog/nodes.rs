@@ -156,6 +156,18 @@ impl Catalog {
         })
     }
 
+    /// Records the `sendense-sna` installed on node `name`.
+    pub fn set_node_sna(&mut self, name: &str, sna_path: &str, sna_version: &str) -> Result<()> {
+        let now = crate::time::now_rfc3339();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE nodes SET sna_path = ?1, sna_version = ?2, checked_at = ?3 WHERE name = ?4",
+                (sna_path, sna_version, &now, name),
+            )?;
+            Ok(())
+        })
+    }
+
     /// Removes node `name`; refused while VMs run there.
     pub fn delete_node(&mut self, name: &str) -> Result<NodeRecord> {
         let n = self.node(name)?;

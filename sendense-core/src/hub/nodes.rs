@@ -25,7 +25,13 @@ pub struct AddNode {
     pub accept_host_key: bool,
     /// `sendense-sna` on the node (default: `sendense-sna` on the account's PATH).
     pub sna_path: Option<String>,
+    /// Install this hub's `sendense-sna` on the node when it lacks one of this version.
+    pub install: bool,
 }
+
+/// Where `node install` puts `sendense-sna`, relative to the node account's home directory
+/// (commands run there): user-writable, private to the account.
+pub const INSTALL_PATH: &str = ".local/lib/sendense/sendense-sna";
 
 /// What `node test` found. Also its `--json` shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,7 +74,16 @@ impl Sendense {
             .unwrap_or_else(|| "sendense-sna".into());
         check_sna_path(&sna)?;
         let session = SshSession::connect(&req.name, &target, &expect)?;
-        let hello = hello(&session, &req.name, &sna)?;
+        let (sna, hello) = match hello(&session, &req.name, &sna) {
+            Ok(h) => (sna, h),
+            Err(e) if req.install && e.kind() != crate::ErrorKind::External => {
+                let program = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
+                let to = req.sna_path.as_deref().unwrap_or(INSTALL_PATH);
+                let h = install(&session, &req.name, &program, to)?;
+                (to.to_string(), h)
+            }
+            Err(e) => return Err(e),
+        };
         self.catalog_mut().insert_node(&NewNode {
             name: req.name.clone(),
             host: target.host,
@@ -107,6 +122,31 @@ impl Sendense {
         })
     }
 
+    /// Copies this hub's own `sendense-sna` to the node — to `to`, else where the node's is
+    /// (a path), else [`INSTALL_PATH`] of the node account — streamed over the SSH
+    /// connection and renamed into place once whole; checks that it runs there and says this
+    /// hub's version, and records it as the node's.
+    pub fn install_node(&mut self, name: &str, to: Option<&str>) -> Result<NodeCheck> {
+        let n = self.catalog().node(name)?;
+        let to = match to {
+            Some(p) => p.to_string(),
+            None if n.sna_path.contains('/') => n.sna_path.clone(),
+            None => INSTALL_PATH.to_string(),
+        };
+        check_sna_path(&to)?;
+        let started = Instant::now();
+        let session = self.connect_node(&n)?;
+        let program = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
+        let hello = install(&session, name, &program, &to)?;
+        self.catalog_mut().set_node_sna(name, &to, &hello.version)?;
+        Ok(NodeCheck {
+            node: name.to_string(),
+            host_key: session.host_key.clone(),
+            hello,
+            millis: started.elapsed().as_millis() as u64,
+        })
+    }
+
     /// Removes a node; refused while VMs run there.
     pub fn remove_node(&mut self, name: &str) -> Result<NodeRecord> {
         self.catalog_mut().delete_node(name)
@@ -137,12 +177,55 @@ fn hello(session: &SshSession, node: &str, sna: &str) -> Result<Hello> {
             said.trim()
         ))
         .with_help(format!(
-            "Install this hub's sendense-sna there: `sendense node install {node}`, or give its path with --sna-path."
+            "Install this hub's sendense-sna there: `sendense node install {node}` (or `node add ... --install`), or give its path with --sna-path."
         )));
     }
     let hello = Hello::parse(node, &String::from_utf8_lossy(&out.stdout))?;
     hello.check(node)?;
     Ok(hello)
+}
+
+/// Streams `program` to `to` on the node and checks it there.
+fn install(session: &SshSession, node: &str, program: &std::path::Path, to: &str) -> Result<Hello> {
+    let arch = session.exec("uname -m", &[])?;
+    let theirs = String::from_utf8_lossy(&arch.stdout).trim().to_string();
+    if theirs != std::env::consts::ARCH {
+        return Err(Error::refused(format!(
+            "node `{node}` is a {theirs} machine; this hub's sendense-sna is built for {}",
+            std::env::consts::ARCH
+        ))
+        .with_help(
+            "Install a sendense-sna built for the node there, and give its path with --sna-path.",
+        ));
+    }
+    let size = std::fs::metadata(program)
+        .map_err(|e| {
+            Error::io("reading", program, e).with_help(
+                "Install sendense-sna next to sendense, or set `sna_path` in the config.",
+            )
+        })?
+        .len();
+    let (dir, _) = to.rsplit_once('/').unwrap_or((".", to));
+    let temp = format!("{dir}/.sendense-sna.new");
+    let command = format!(
+        "umask 077 && mkdir -p {dir} && cat > {temp} && chmod 700 {temp} && mv -f {temp} {to} && wc -c < {to}"
+    );
+    let out = session.exec_file(&command, program)?;
+    let landed = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<u64>()
+        .ok();
+    if out.status != Some(0) || landed != Some(size) {
+        return Err(Error::new(
+            crate::ErrorKind::External,
+            format!(
+                "node `{node}`: installing sendense-sna as {to} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )
+        .with_help("Check that the node account's home directory is writable and has space."));
+    }
+    hello(session, node, to)
 }
 
 /// A fingerprint as OpenSSH prints it: `SHA256:` and 43 characters of unpadded base64.

@@ -17,6 +17,12 @@ use std::time::Duration;
 /// How long connecting and signing in may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a short command (`hello`, `uname`) may take.
+const SHORT_COMMAND: Duration = Duration::from_secs(60);
+
+/// How long a command fed a file (installing `sendense-sna`) may take.
+const LONG_COMMAND: Duration = Duration::from_secs(30 * 60);
+
 /// Per-channel receive window: large, so one channel is not capped at a window per round trip
 /// (OpenSSH's 2 MiB window is what capped tunnels at WAN latency).
 const WINDOW: u32 = 64 << 20;
@@ -211,7 +217,35 @@ impl SshSession {
     /// Runs `command` on the node with `stdin` as its input; returns what it printed and its
     /// exit status.
     pub fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput> {
+        self.exec_reading(command, std::io::Cursor::new(stdin.to_vec()), SHORT_COMMAND)
+    }
+
+    /// Runs `command` on the node with the file `input` as its input, streamed (a binary of
+    /// any size in bounded memory).
+    pub fn exec_file(&self, command: &str, input: &std::path::Path) -> Result<ExecOutput> {
+        let file = self
+            .runtime
+            .block_on(tokio::fs::File::open(input))
+            .map_err(|e| Error::io("reading", input, e))?;
+        self.exec_reading(command, file, LONG_COMMAND)
+    }
+
+    /// The input is fed beside reading the output: a command that ends without reading all
+    /// of it (it failed) ends the call, the rest of the input is not sent.
+    fn exec_reading<R>(&self, command: &str, mut stdin: R, limit: Duration) -> Result<ExecOutput>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
         let what = &self.what;
+        let late = || {
+            Error::new(
+                ErrorKind::External,
+                format!(
+                    "`{command}` on {what} did not end within {} s",
+                    limit.as_secs()
+                ),
+            )
+        };
         let failed = |e: russh::Error| {
             Error::new(
                 ErrorKind::External,
@@ -219,16 +253,20 @@ impl SshSession {
             )
         };
         self.runtime.block_on(async {
+            tokio::time::timeout(limit, async {
             let mut ch = self
                 .handle
                 .channel_open_session()
                 .await
                 .map_err(failed)?;
             ch.exec(true, command).await.map_err(failed)?;
-            if !stdin.is_empty() {
-                ch.data(stdin).await.map_err(failed)?;
-            }
-            ch.eof().await.map_err(failed)?;
+            let mut writer = ch.make_writer();
+            let feed = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                tokio::io::copy(&mut stdin, &mut writer).await?;
+                writer.shutdown().await
+            });
+            let _feeding = AbortOnDrop(feed);
             let mut out = ExecOutput::default();
             while let Some(msg) = ch.wait().await {
                 match msg {
@@ -249,7 +287,19 @@ impl SshSession {
                 }
             }
             Ok(out)
+            })
+            .await
+            .map_err(|_| late())?
         })
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
