@@ -1747,7 +1747,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__add)
-            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --group --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --node --group --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1773,6 +1773,10 @@ _sendense() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1793,13 +1797,17 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__discover)
-            opts="-v -q -h -V --qmp --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --qmp --node --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --qmp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -494,6 +494,7 @@ const VM_JSON: &str = "JSON OUTPUT
   A VM object:
   {\"name\": \"pgtest1\", \"source\": \"image\", \"source_options\": {},
    \"created_at\": \"...\", \"updated_at\": \"...\", \"backups\": 0,
+   \"node\": null | \"kvm1\",
    \"disks\": [{\"key\": 2000, \"identity\": \"/srv/vms/pgtest1-os.qcow2\",
                \"format\": \"qcow2\", \"size_bytes\": 10737418240,
                \"checkpoint\": null, \"present\": true}]}";
@@ -539,6 +540,10 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
         /// Command run after the backup of an --nbd VM.
         #[arg(long, value_name = "CMD", requires = "nbd")]
         post_hook: Option<String>,
+        /// The VM runs on this node (with --qmp: the socket's path there; the node's
+        /// sendense-sna reaches it, over SSH).
+        #[arg(long, requires = "qmp")]
+        node: Option<String>,
         /// Put the VM in this protection group (repeat for several).
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
@@ -548,9 +553,12 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
   [{\"identity\": \"/machine/peripheral/vd0/virtio-backend\", \"format\": \"qcow2\",
     \"size_bytes\": 10737418240, \"detail\": \"node disk0, file /srv/vms/pg-os.qcow2\"}]")]
     Discover {
-        /// The QMP socket of a running QEMU VM.
+        /// The QMP socket of a running QEMU VM (on the node, with --node).
         #[arg(long, value_name = "SOCKET")]
         qmp: PathBuf,
+        /// The VM runs on this node: its sendense-sna looks, over SSH.
+        #[arg(long)]
+        node: Option<String>,
     },
     /// List VMs.
     #[command(after_long_help = "JSON OUTPUT

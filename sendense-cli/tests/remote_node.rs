@@ -205,3 +205,66 @@ fn node_install_copies_the_hubs_sendense_sna_and_checks_it_there() {
     let (_, _, n) = rig.hub(&["node", "show", "n1"]);
     assert_eq!(n["sna_path"], there_s);
 }
+
+#[test]
+fn a_vm_on_a_node_is_discovered_and_registered_through_its_sendense_sna() {
+    let rig = Rig::new();
+    let d = rig.dir.path();
+    let sna = sna();
+    let (c, out, _) = rig.add(
+        "n1",
+        &["--accept-host-key", "--sna-path", sna.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}");
+    let disks = [
+        sendense_testkit::create_image(&d.join("a.qcow2"), "qcow2", "16M"),
+        sendense_testkit::create_image(&d.join("b.qcow2"), "qcow2", "8M"),
+    ];
+    let vm = sendense_testkit::QemuVm::start(
+        d,
+        "pg",
+        &[("qcow2", disks[0].as_path()), ("qcow2", disks[1].as_path())],
+    );
+    let qmp = vm.qmp.to_str().unwrap();
+
+    let (c, out, found) = rig.hub(&["vm", "discover", "--node", "n1", "--qmp", qmp]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found:#}");
+    let (c, out, added) = rig.hub(&["vm", "add", "pg", "--node", "n1", "--qmp", qmp]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(added["node"], "n1");
+    let sizes: Vec<u64> = added["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["size_bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [16 << 20, 8 << 20]);
+    // The checkpoints are read on the node, live.
+    let (c, out, shown) = rig.hub(&["vm", "show", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    for disk in shown["disks"].as_array().unwrap() {
+        assert_eq!(disk["checkpoint_state"]["state"], "none", "{shown:#}");
+    }
+    let (_, _, n) = rig.hub(&["node", "show", "n1"]);
+    assert_eq!(n["vms"], serde_json::json!(["pg"]));
+    let (c, out, _) = rig.hub(&["node", "remove", "n1"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("pg"), "{out}");
+
+    // Paths on a node are absolute and plain; an unknown node is named.
+    let (c, out, _) = rig.hub(&["vm", "add", "x", "--node", "n1", "--qmp", "run/x.sock"]);
+    assert_eq!(c, 2, "{out}");
+    let (c, out, _) = rig.hub(&["vm", "add", "x", "--node", "nope", "--qmp", qmp]);
+    assert_eq!(c, 4, "{out}");
+    // Backups through nodes are not there yet: refused, nothing started on the node.
+    let (c, out, _) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("not available"), "{out}");
+    let bitmaps = vm.qmp("query-block", serde_json::json!({}));
+    assert!(
+        !bitmaps.to_string().contains("sendense-"),
+        "nothing of a backup in the VM: {bitmaps}"
+    );
+    vm.quit();
+}

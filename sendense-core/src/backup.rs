@@ -452,6 +452,15 @@ impl Run {
     /// source object serves the whole job, so what it learnt once is not asked again.
     fn open_source(&mut self, sd: &mut Sendense, vm: &VmRecord) -> Result<OpenedSource> {
         let job = self.job;
+        if let Some(node) = &vm.node {
+            // The node's side of a backup (its scratch for QEMU's fleecing, the data through
+            // the SSH connection) is not there yet: nothing is started on the node.
+            return Err(Error::refused(format!(
+                "VM `{}` runs on node `{node}`: backups through remote nodes are not available in this version",
+                vm.name
+            ))
+            .with_help("Its disks and checkpoints can be inspected (`sendense vm show`); back it up from a hub on its host meanwhile."));
+        }
         let mut source = sd.source_of(vm, Some(job))?;
         self.source_dirty = true;
         sd.repair_source(vm, source.as_mut(), Some(job))?;

@@ -16,6 +16,7 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             nbd,
             pre_hook,
             post_hook,
+            node,
             groups,
         } => {
             if nbd.is_empty() && (pre_hook.is_some() || post_hook.is_some()) {
@@ -26,7 +27,9 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             for group in &groups {
                 sd.group(group)?;
             }
-            let vm = if let Some(socket) = qmp {
+            let vm = if let (Some(node), Some(socket)) = (&node, &qmp) {
+                sd.add_node_qemu_vm(&name, node, &socket.to_string_lossy())?
+            } else if let Some(socket) = qmp {
                 sd.add_qemu_vm(&name, &socket)?
             } else if !nbd.is_empty() {
                 sd.add_nbd_vm(&name, &nbd, pre_hook.as_deref(), post_hook.as_deref())?
@@ -67,7 +70,7 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                 for vm in &vms {
                     t.add_row([
                         vm.name.clone(),
-                        vm.source.clone(),
+                        source_text(vm),
                         vm.disks.len().to_string(),
                         output::bytes(vm.disks.iter().map(|d| d.size_bytes).sum()),
                         vm.backups.to_string(),
@@ -76,8 +79,11 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
-        VmCommand::Discover { qmp } => {
-            let disks = sd.discover_qemu(&qmp)?;
+        VmCommand::Discover { qmp, node } => {
+            let disks = match &node {
+                Some(node) => sd.discover_node_qemu(node, &qmp.to_string_lossy())?,
+                None => sd.discover_qemu(&qmp)?,
+            };
             if g.json {
                 output::json(&disks)?;
             } else {
@@ -134,7 +140,7 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                     .collect::<Vec<_>>();
                 let rows = [
                     ("Name", vm.name.clone()),
-                    ("Source", vm.source.clone()),
+                    ("Source", source_text(&vm)),
                     ("Backups", vm.backups.to_string()),
                     ("Created", vm.created_at.clone()),
                     (
@@ -210,4 +216,12 @@ fn disk_table(vm: &VmRecord) -> comfy_table::Table {
         ]);
     }
     t
+}
+
+/// The source kind, and the node it runs on.
+fn source_text(vm: &VmRecord) -> String {
+    match &vm.node {
+        Some(node) => format!("{} on node {node}", vm.source),
+        None => vm.source.clone(),
+    }
 }

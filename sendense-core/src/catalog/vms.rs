@@ -45,6 +45,8 @@ pub struct VmRecord {
     pub disks: Vec<DiskRecord>,
     /// Completed backups of it.
     pub backups: u64,
+    /// The node it runs on (`None`: this hub's host).
+    pub node: Option<String>,
 }
 
 /// A disk to register.
@@ -62,7 +64,8 @@ pub struct NewDisk {
 
 const SELECT_VM: &str =
     "SELECT v.id, v.name, v.source_kind, v.source, v.created_at, v.updated_at, \
-     (SELECT count(*) FROM backups b WHERE b.vm_id = v.id AND b.status = 'completed') \
+     (SELECT count(*) FROM backups b WHERE b.vm_id = v.id AND b.status = 'completed'), \
+     (SELECT n.name FROM nodes n WHERE n.id = v.node_id) \
      FROM vms v";
 
 fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
@@ -76,6 +79,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
         updated_at: r.get(5)?,
         disks: Vec::new(),
         backups: r.get::<_, i64>(6)? as u64,
+        node: r.get(7)?,
     })
 }
 
@@ -103,11 +107,24 @@ impl Catalog {
         source_options: &serde_json::Value,
         disks: &[NewDisk],
     ) -> Result<VmRecord> {
+        self.insert_vm_on(name, source_kind, source_options, disks, None)
+    }
+
+    /// [`Catalog::insert_vm`] for a VM on node `node_id` (`None`: this hub's host).
+    pub fn insert_vm_on(
+        &mut self,
+        name: &str,
+        source_kind: &str,
+        source_options: &serde_json::Value,
+        disks: &[NewDisk],
+        node_id: Option<i64>,
+    ) -> Result<VmRecord> {
         let now = crate::time::now_rfc3339();
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO vms (name, source_kind, source, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-                (name, source_kind, source_options.to_string(), &now),
+                "INSERT INTO vms (name, source_kind, source, created_at, updated_at, node_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                (name, source_kind, source_options.to_string(), &now, node_id),
             )
             .map_err(|e| {
                 unique_violation(e, || {

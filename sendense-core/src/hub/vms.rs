@@ -146,6 +146,59 @@ impl Sendense {
         self.catalog_mut().insert_vm(name, "qemu", &opts, &disks)
     }
 
+    /// The disks of a running QEMU VM on node `node`, whose QMP socket is `qmp` there, as the
+    /// node's `sendense-sna` finds them; nothing is registered.
+    pub fn discover_node_qemu(
+        &self,
+        node: &str,
+        qmp: &str,
+    ) -> Result<Vec<crate::source::DiscoveredDisk>> {
+        let n = self.catalog().node(node)?;
+        check_node_path("QMP socket", qmp)?;
+        let opts = serde_json::json!({ "qmp": qmp });
+        self.node_source(&n, "qemu", &opts)?.discover()
+    }
+
+    /// Registers a live QEMU VM on node `node`, reached through its QMP socket `qmp` there: a
+    /// path on the node, which the hub never opens — the node's `sendense-sna` discovers the
+    /// disks, keyed 2000, 2001, ... in device order.
+    pub fn add_node_qemu_vm(
+        &mut self,
+        name: &str,
+        node: &str,
+        qmp: &str,
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        self.ensure_new_vm(name)?;
+        let n = self.catalog().node(node)?;
+        check_node_path("QMP socket", qmp)?;
+        let opts = serde_json::json!({ "qmp": qmp });
+        let disks: Vec<NewDisk> = self
+            .node_source(&n, "qemu", &opts)?
+            .discover()?
+            .into_iter()
+            .map(new_disk)
+            .collect();
+        if disks.is_empty() {
+            return Err(Error::invalid(format!(
+                "the VM behind {qmp} on node `{node}` has no disks"
+            )));
+        }
+        self.catalog_mut()
+            .insert_vm_on(name, "qemu", &opts, &disks, Some(n.id))
+    }
+
+    /// A source session with the node's `sendense-sna` over SSH.
+    fn node_source(
+        &self,
+        n: &crate::catalog::NodeRecord,
+        kind: &str,
+        opts: &serde_json::Value,
+    ) -> Result<crate::source::node::NodeSource> {
+        let session = self.connect_node(n)?;
+        crate::source::node::NodeSource::start_remote(session, &n.sna_path, kind, opts)
+    }
+
     /// Registers a VM whose disks are existing NBD exports (one URL per disk, in order), with
     /// optional hook command lines (split into arguments here; never run through a shell).
     pub fn add_nbd_vm(
@@ -201,6 +254,14 @@ impl Sendense {
         vm: &crate::catalog::VmRecord,
         job: Option<i64>,
     ) -> Result<Box<dyn crate::source::Source>> {
+        if let Some(node) = &vm.node {
+            let n = self.catalog().node(node)?;
+            return Ok(Box::new(self.node_source(
+                &n,
+                &vm.source,
+                &vm.source_options,
+            )?));
+        }
         if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
             let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
             return Ok(Box::new(crate::source::node::NodeSource::start(
@@ -256,5 +317,22 @@ fn new_disk(d: crate::source::DiscoveredDisk) -> NewDisk {
         identity: d.identity,
         format: d.format,
         size_bytes: d.size_bytes,
+    }
+}
+
+/// A path on a node (it is given to the node, never opened here): absolute, plain.
+fn check_node_path(what: &str, path: &str) -> Result<()> {
+    let plain = path.starts_with('/')
+        && !path.split('/').any(|c| c == "..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@:".contains(c));
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} `{path}` is not an absolute plain path on the node"
+        ))
+        .with_help("Give the path as the node sees it, e.g. /run/qemu/pgtest1.qmp."))
     }
 }

@@ -294,6 +294,123 @@ impl SshSession {
     }
 }
 
+/// A command running on the node for as long as a session with it lasts (`sendense-sna
+/// source`): lines in on its standard input, lines out of its standard output, read on the
+/// session's runtime. Its standard error goes to the log. Dropping it closes the channel: the
+/// command sees its input end (and the session's end when the connection drops).
+pub struct RemoteProcess {
+    input: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    _pump: AbortOnDrop<()>,
+}
+
+/// The output of a [`RemoteProcess`], line by line; an error (its exit status, a lost
+/// connection) last.
+pub type RemoteLines = std::sync::mpsc::Receiver<std::io::Result<String>>;
+
+impl std::fmt::Debug for RemoteProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteProcess").finish_non_exhaustive()
+    }
+}
+
+impl RemoteProcess {
+    /// Sends one line (a newline is added).
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the command ended");
+        let input = self.input.as_ref().ok_or_else(gone)?;
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        input.blocking_send(bytes).map_err(|_| gone())
+    }
+
+    /// Ends its input.
+    pub fn close_input(&mut self) {
+        self.input = None;
+    }
+}
+
+impl SshSession {
+    /// Starts `command` on the node, for a session of calls and answers (see
+    /// [`RemoteProcess`]).
+    pub fn spawn(&self, command: &str) -> Result<(RemoteProcess, RemoteLines)> {
+        let what = self.what.clone();
+        let failed = |e: russh::Error| {
+            Error::new(
+                ErrorKind::External,
+                format!("starting `{command}` on {what}: {e}"),
+            )
+        };
+        let mut ch = self.runtime.block_on(async {
+            let ch = self.handle.channel_open_session().await.map_err(failed)?;
+            ch.exec(true, command).await.map_err(failed)?;
+            Ok::<_, Error>(ch)
+        })?;
+        let (input, mut calls) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let (out, lines) = std::sync::mpsc::channel();
+        let what = self.what.clone();
+        let pump = self.runtime.spawn(async move {
+            let mut stdout: Vec<u8> = Vec::new();
+            let mut stderr: Vec<u8> = Vec::new();
+            let mut status = None;
+            let mut feeding = true;
+            loop {
+                tokio::select! {
+                    call = calls.recv(), if feeding => match call {
+                        Some(bytes) => {
+                            if ch.data(&bytes[..]).await.is_err() {
+                                feeding = false;
+                            }
+                        }
+                        None => {
+                            let _ = ch.eof().await;
+                            feeding = false;
+                        }
+                    },
+                    msg = ch.wait() => match msg {
+                        Some(ChannelMsg::Data { data }) => {
+                            stdout.extend_from_slice(&data);
+                            while let Some(at) = stdout.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = stdout.drain(..=at).collect();
+                                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                                if out.send(Ok(text)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Some(ChannelMsg::ExtendedData { data, .. }) => {
+                            stderr.extend_from_slice(&data);
+                            while let Some(at) = stderr.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = stderr.drain(..=at).collect();
+                                tracing::info!("{what}: {}", String::from_utf8_lossy(&line).trim_end());
+                            }
+                        }
+                        Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                        Some(ChannelMsg::Failure) => {
+                            let _ = out.send(Err(std::io::Error::other("the node refused to run the command")));
+                            return;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+            let end = match status {
+                Some(0) => return,
+                Some(s) => format!("it ended with exit status {s}"),
+                None => "the connection to the node ended".to_string(),
+            };
+            let _ = out.send(Err(std::io::Error::other(end)));
+        });
+        Ok((
+            RemoteProcess {
+                input: Some(input),
+                _pump: AbortOnDrop(pump),
+            },
+            lines,
+        ))
+    }
+}
+
 /// Stops a task when dropped.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 

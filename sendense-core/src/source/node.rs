@@ -236,14 +236,17 @@ impl SourceHost for NodeHost<'_> {
     }
 }
 
-/// The hub's side: a [`Source`] whose work a `sendense-sna source` process does.
+/// The hub's side: a [`Source`] whose work a `sendense-sna source` process does — a child of
+/// the hub, or a command on a remote node over SSH.
 #[derive(Debug)]
 pub struct NodeSource {
     kind: &'static str,
-    /// `None` once it ended.
+    /// `None` once it ended (or on a remote node).
     node: Option<Supervised>,
-    /// `None` once closed.
+    /// `None` once closed (or on a remote node).
     input: Option<std::process::ChildStdin>,
+    /// The command on a remote node, and the SSH session it runs in; `None` once ended.
+    remote: Option<RemoteSide>,
     /// The node's answer lines, read on a thread of their own so that a node that stops
     /// answering is noticed ([`CALL_TIMEOUT`]).
     lines: std::sync::mpsc::Receiver<std::io::Result<String>>,
@@ -256,7 +259,44 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the node has to end after its input closed.
 const NODE_GRACE: Duration = Duration::from_secs(10);
 
+/// A source session on a remote node. The command goes before the session it runs in.
+#[derive(Debug)]
+struct RemoteSide {
+    process: crate::node::ssh::RemoteProcess,
+    _session: crate::node::ssh::SshSession,
+}
+
 impl NodeSource {
+    /// Starts `SNA source` on a remote node over `session` and opens the source of `kind`
+    /// with `options` there (paths in them are the node's).
+    pub fn start_remote(
+        session: crate::node::ssh::SshSession,
+        sna: &str,
+        kind: &str,
+        options: &serde_json::Value,
+    ) -> Result<NodeSource> {
+        let (process, lines) = session.spawn(&format!("{sna} source"))?;
+        let mut source = NodeSource {
+            kind: "qemu",
+            node: None,
+            input: None,
+            remote: Some(RemoteSide {
+                process,
+                _session: session,
+            }),
+            lines,
+        };
+        source.call(
+            None,
+            &SourceCall::Open {
+                protocol: SOURCE_PROTOCOL,
+                kind: kind.to_string(),
+                options: options.clone(),
+            },
+        )?;
+        Ok(source)
+    }
+
     /// Starts `sna source` for `vm` (a QEMU VM) and opens its source there.
     pub fn start(
         sna: &std::path::Path,
@@ -296,6 +336,7 @@ impl NodeSource {
             kind: "qemu",
             node: Some(node),
             input: Some(input),
+            remote: None,
             lines,
         };
         source.call(
@@ -323,13 +364,12 @@ impl NodeSource {
         };
         let text = serde_json::to_string(call)
             .map_err(|e| Error::internal(format!("a source call: {e}")))?;
-        let input = self
-            .input
-            .as_mut()
-            .ok_or_else(|| lost("its session is closed".into()))?;
-        writeln!(input, "{text}")
-            .and_then(|()| input.flush())
-            .map_err(|e| lost(format!("sending a call: {e}")))?;
+        let sent = match (&mut self.input, &mut self.remote) {
+            (Some(input), _) => writeln!(input, "{text}").and_then(|()| input.flush()),
+            (None, Some(remote)) => remote.process.send_line(&text),
+            (None, None) => return Err(lost("its session is closed".into())),
+        };
+        sent.map_err(|e| lost(format!("sending a call: {e}")))?;
         let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         loop {
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
@@ -344,6 +384,7 @@ impl NodeSource {
                     if let Some(node) = self.node.take() {
                         let _ = node.stop();
                     }
+                    self.remote = None;
                     return Err(lost(format!(
                         "it did not answer within {} s and was stopped",
                         CALL_TIMEOUT.as_secs()
@@ -457,6 +498,16 @@ impl Drop for NodeSource {
     fn drop(&mut self) {
         // Closing its input ends the session: the node tears down what is left and exits.
         drop(self.input.take());
+        if let Some(mut remote) = self.remote.take() {
+            remote.process.close_input();
+            // It exits once it has torn down what the session left.
+            let deadline = std::time::Instant::now() + NODE_GRACE;
+            while let Ok(Ok(_)) = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+            }
+        }
         if let Some(mut node) = self.node.take() {
             if node.exited_within(NODE_GRACE) {
                 let _ = node.wait();
