@@ -368,8 +368,10 @@ JSON OUTPUT
     /// Connect to a node, check its host key and its sendense-sna.
     #[command(
         after_long_help = "Exit status 0 when the node answered with its pinned host key and this hub's
-version; 5 when its host key or version differ (both named); 1 when it cannot be
-reached.
+version; 5 when its host key or version differ (both named); 4 when the node is
+not known or has no sendense-sna at its path; 1 when it cannot be reached or does
+not accept the hub's key; 2 when the key file is readable by others or there is
+no ssh-agent.
 
 JSON OUTPUT
   {\"node\": \"kvm1\", \"host_key\": \"SHA256:...\",

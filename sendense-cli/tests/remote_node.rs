@@ -28,11 +28,12 @@ fn hub(hosts: &TwoHosts, state: &Path, args: &[&str]) -> (i32, String, Value) {
 }
 
 /// A hub (state in a temporary directory) and a node with sshd, in two namespaces.
+/// Dropped in this order: the server, the namespaces, the files.
 struct Rig {
-    dir: tempfile::TempDir,
-    state: PathBuf,
-    hosts: TwoHosts,
     sshd: Sshd,
+    hosts: TwoHosts,
+    state: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Rig {
@@ -204,6 +205,24 @@ fn node_install_copies_the_hubs_sendense_sna_and_checks_it_there() {
     );
     let (_, _, n) = rig.hub(&["node", "show", "n1"]);
     assert_eq!(n["sna_path"], there_s);
+    let (c, out, _) = rig.hub(&["node", "install", "n1", "--to", "sendense-sna"]);
+    assert_eq!(c, 2, "{out}");
+    // A binary that does not run there never replaces the one that does.
+    let broken = rig.dir.path().join("broken-sna");
+    std::fs::write(&broken, b"not a program").unwrap();
+    let config = rig.state.join("config.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("sna_path: {}\n", broken.display()));
+    std::fs::write(&config, text).unwrap();
+    let (c, out, _) = rig.hub(&["node", "install", "n1"]);
+    assert_eq!(c, 1, "{out}");
+    assert!(same(&there, &sna()), "the working sendense-sna stays");
+    let leftovers: Vec<_> = std::fs::read_dir(there.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("sendense-sna")]);
 }
 
 #[test]

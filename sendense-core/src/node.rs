@@ -67,9 +67,57 @@ impl Hello {
     }
 }
 
+/// Checks a path of `sendense-sna` on a node (it goes into a command line there): letters,
+/// digits and `/ . _ -`, no part starting with `-`, `~/` only in front (the account's home).
+pub fn check_sna_path(sna: &str) -> Result<()> {
+    let rest = sna.strip_prefix("~/").unwrap_or(sna);
+    let ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        && !rest.split('/').any(|part| part.starts_with('-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            Error::invalid(format!("`{sna}` is not a plain path for sendense-sna")).with_help(
+                "Letters, digits and / . _ - only, no part starting with -, ~/ only in front.",
+            ),
+        )
+    }
+}
+
+/// `sna` (checked by [`check_sna_path`]) as a word of a shell command line on the node:
+/// quoted, `~/` as the account's home.
+pub fn shell_word(sna: &str) -> String {
+    match sna.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/'{rest}'"),
+        None => format!("'{sna}'"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_paths_are_plain_and_quoted() {
+        for ok in [
+            "sendense-sna",
+            "/opt/sendense/sendense-sna",
+            "~/bin/sendense-sna",
+            ".local/x",
+        ] {
+            assert!(check_sna_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "~", "~root/x", "a b", "x;rm", "$(x)", "-x", "/tmp/-rf", "a'b", "a~b",
+        ] {
+            assert!(check_sna_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(shell_word("/opt/s"), "'/opt/s'");
+        assert_eq!(shell_word("~/bin/s"), "\"$HOME\"/'bin/s'");
+    }
 
     #[test]
     fn another_version_is_refused_with_the_way_to_fix_it() {

@@ -28,6 +28,7 @@ impl TwoHosts {
     /// their loopback interfaces.
     pub fn create() -> TwoHosts {
         require("ip", "iproute2");
+        remove_stale_namespaces();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}x{n}", std::process::id());
@@ -78,6 +79,30 @@ impl TwoHosts {
     /// `program` run inside the node's namespace.
     pub fn in_node(&self, program: &str) -> Command {
         in_ns(&self.node, program)
+    }
+}
+
+/// Namespaces of earlier test runs that were killed before they could remove theirs: named
+/// `sdhub<pid>x<n>` / `sdnode<pid>x<n>` after a process that is gone.
+fn remove_stale_namespaces() {
+    let listed = Command::new("ip").args(["netns", "list"]).output();
+    let Ok(listed) = listed else { return };
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name
+            .strip_prefix("sdhub")
+            .or_else(|| name.strip_prefix("sdnode"))
+        else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('x') else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
     }
 }
 

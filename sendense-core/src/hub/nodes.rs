@@ -72,13 +72,19 @@ impl Sendense {
             .sna_path
             .clone()
             .unwrap_or_else(|| "sendense-sna".into());
-        check_sna_path(&sna)?;
+        crate::node::check_sna_path(&sna)?;
         let session = SshSession::connect(&req.name, &target, &expect)?;
         let (sna, hello) = match hello(&session, &req.name, &sna) {
             Ok(h) => (sna, h),
             Err(e) if req.install && e.kind() != crate::ErrorKind::External => {
                 let program = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
-                let to = req.sna_path.as_deref().unwrap_or(INSTALL_PATH);
+                // A bare name is looked up on the account's PATH: installed, it goes to the
+                // install path.
+                let to = req
+                    .sna_path
+                    .as_deref()
+                    .filter(|p| p.contains('/'))
+                    .unwrap_or(INSTALL_PATH);
                 let h = install(&session, &req.name, &program, to)?;
                 (to.to_string(), h)
             }
@@ -129,11 +135,17 @@ impl Sendense {
     pub fn install_node(&mut self, name: &str, to: Option<&str>) -> Result<NodeCheck> {
         let n = self.catalog().node(name)?;
         let to = match to {
+            Some(p) if !p.contains('/') => {
+                return Err(Error::invalid(format!(
+                    "--to `{p}` is a name, not a path: the node would look it up on its PATH"
+                ))
+                .with_help("Give a path, e.g. bin/sendense-sna (in the account's home) or /opt/sendense/sendense-sna."))
+            }
             Some(p) => p.to_string(),
             None if n.sna_path.contains('/') => n.sna_path.clone(),
             None => INSTALL_PATH.to_string(),
         };
-        check_sna_path(&to)?;
+        crate::node::check_sna_path(&to)?;
         let started = Instant::now();
         let session = self.connect_node(&n)?;
         let program = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
@@ -166,7 +178,7 @@ impl Sendense {
 
 /// `sendense-sna hello` on the node, checked against this hub.
 fn hello(session: &SshSession, node: &str, sna: &str) -> Result<Hello> {
-    let out = session.exec(&format!("{sna} hello"), &[])?;
+    let out = session.exec(&format!("{} hello", crate::node::shell_word(sna)), &[])?;
     if out.status != Some(0) {
         let said = String::from_utf8_lossy(&out.stderr);
         return Err(Error::not_found(format!(
@@ -205,10 +217,19 @@ fn install(session: &SshSession, node: &str, program: &std::path::Path, to: &str
             )
         })?
         .len();
-    let (dir, _) = to.rsplit_once('/').unwrap_or((".", to));
-    let temp = format!("{dir}/.sendense-sna.new");
+    let dir = match to.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some(("~", _)) => "~/.",
+        Some((d, _)) => d,
+        None => ".",
+    };
+    let (dir_w, to_w) = (crate::node::shell_word(dir), crate::node::shell_word(to));
+    // Written under a name of its own, run there, and only then renamed into place: a binary
+    // that does not run there never replaces a working one.
     let command = format!(
-        "umask 077 && mkdir -p {dir} && cat > {temp} && chmod 700 {temp} && mv -f {temp} {to} && wc -c < {to}"
+        "umask 077 && mkdir -p -- {dir_w} && t=$(mktemp -- {dir_w}/.sendense-sna.XXXXXX) && \
+         {{ cat > \"$t\" && chmod 700 \"$t\" && wc -c < \"$t\" && \"$t\" hello > /dev/null && \
+         mv -f -- \"$t\" {to_w}; }} || {{ rm -f -- \"$t\"; exit 1; }}"
     );
     let out = session.exec_file(&command, program)?;
     let landed = String::from_utf8_lossy(&out.stdout)
@@ -242,22 +263,5 @@ fn check_fingerprint(fp: &str) -> Result<String> {
             "--host-key `{fp}` is not a SHA256 fingerprint as OpenSSH prints it"
         ))
         .with_help("On the node: `ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub` prints `256 SHA256:... (ED25519)`; pass the SHA256:... part."))
-    }
-}
-
-/// The path of `sendense-sna` on the node goes into a command line there: only plain path
-/// characters.
-fn check_sna_path(sna: &str) -> Result<()> {
-    let ok = !sna.is_empty()
-        && sna
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(
-            Error::invalid(format!("--sna-path `{sna}` is not a plain path"))
-                .with_help("Letters, digits and / . _ - ~ only."),
-        )
     }
 }

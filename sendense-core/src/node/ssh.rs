@@ -61,6 +61,8 @@ impl SshTarget {
             (h.to_string(), port)
         } else {
             match rest.rsplit_once(':') {
+                // An IPv6 address is given in brackets.
+                Some((h, _)) if h.contains(':') => return Err(bad()),
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad())?),
                 None => (rest.to_string(), 22),
             }
@@ -107,7 +109,8 @@ pub struct ExecOutput {
 
 /// An SSH connection to a node.
 pub struct SshSession {
-    runtime: tokio::runtime::Runtime,
+    /// `None` only while it is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     handle: Handle<Client>,
     /// The node's host key fingerprint (`SHA256:...`), as checked.
     pub host_key: String,
@@ -204,10 +207,18 @@ impl SshSession {
                     ),
                 )
             })?
-        })?;
+        });
+        let connected = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                // Not waited for: a name lookup that hangs.
+                runtime.shutdown_timeout(Duration::from_secs(2));
+                return Err(e);
+            }
+        };
         let host_key = seen.lock().ok().and_then(|s| s.clone()).unwrap_or_default();
         Ok(SshSession {
-            runtime,
+            runtime: Some(runtime),
             handle: connected,
             host_key,
             what,
@@ -224,7 +235,7 @@ impl SshSession {
     /// any size in bounded memory).
     pub fn exec_file(&self, command: &str, input: &std::path::Path) -> Result<ExecOutput> {
         let file = self
-            .runtime
+            .rt()?
             .block_on(tokio::fs::File::open(input))
             .map_err(|e| Error::io("reading", input, e))?;
         self.exec_reading(command, file, LONG_COMMAND)
@@ -252,14 +263,19 @@ impl SshSession {
                 format!("running `{command}` on {what}: {e}"),
             )
         };
-        self.runtime.block_on(async {
-            tokio::time::timeout(limit, async {
-            let mut ch = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(failed)?;
-            ch.exec(true, command).await.map_err(failed)?;
+        let rt = self.rt()?;
+        rt.block_on(async {
+            let mut ch = tokio::time::timeout(SHORT_COMMAND, async {
+                let ch = self
+                    .handle
+                    .channel_open_session()
+                    .await
+                    .map_err(failed)?;
+                ch.exec(true, command).await.map_err(failed)?;
+                Ok::<_, Error>(ch)
+            })
+            .await
+            .map_err(|_| late())??;
             let mut writer = ch.make_writer();
             let feed = tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
@@ -267,45 +283,77 @@ impl SshSession {
                 writer.shutdown().await
             });
             let _feeding = AbortOnDrop(feed);
-            let mut out = ExecOutput::default();
-            while let Some(msg) = ch.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        out.stderr.extend_from_slice(&data)
+            let ran = tokio::time::timeout(limit, async {
+                let mut out = ExecOutput::default();
+                while let Some(msg) = ch.wait().await {
+                    let (into, data) = match msg {
+                        ChannelMsg::Data { data } => (&mut out.stdout, data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => (&mut out.stderr, data),
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            out.status = Some(exit_status);
+                            continue;
+                        }
+                        ChannelMsg::Failure => {
+                            return Err(Error::refused(format!(
+                                "{what} refused to run `{command}`"
+                            ))
+                            .with_help(
+                                "Check the node account's authorized_keys options (see the README's remote nodes section).",
+                            ))
+                        }
+                        _ => continue,
+                    };
+                    // A node is untrusted: its answers to short commands are short.
+                    if into.len() + data.len() > MAX_OUTPUT {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!("`{command}` on {what} answered more than 1 MiB"),
+                        ));
                     }
-                    ChannelMsg::ExitStatus { exit_status } => out.status = Some(exit_status),
-                    ChannelMsg::Failure => {
-                        return Err(Error::refused(format!(
-                            "{what} refused to run `{command}`"
-                        ))
-                        .with_help(
-                            "Check the node account's authorized_keys options (see the README's remote nodes section).",
-                        ))
-                    }
-                    _ => {}
+                    into.extend_from_slice(&data);
                 }
-            }
-            Ok(out)
+                Ok(out)
             })
-            .await
-            .map_err(|_| late())?
+            .await;
+            if !matches!(ran, Ok(Ok(_))) {
+                // The command may still run there: its channel goes.
+                let _ = tokio::time::timeout(Duration::from_secs(2), ch.close()).await;
+            }
+            ran.map_err(|_| late())?
         })
+    }
+
+    /// The session's runtime (there until the session is dropped).
+    fn rt(&self) -> Result<&tokio::runtime::Runtime> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| Error::internal("the SSH session was closed"))
     }
 }
 
 /// A command running on the node for as long as a session with it lasts (`sendense-sna
-/// source`): lines in on its standard input, lines out of its standard output, read on the
-/// session's runtime. Its standard error goes to the log. Dropping it closes the channel: the
-/// command sees its input end (and the session's end when the connection drops).
+/// source`): lines in on its standard input, lines out of its standard output. Its input is
+/// written by one task and its output read by another, so neither direction can hold up the
+/// other (or the session's keepalives). Its standard error goes to the log, and its last lines
+/// into the error that ends its output. Dropping it closes its input; [`RemoteProcess::kill`]
+/// stops it.
 pub struct RemoteProcess {
     input: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
-    _pump: AbortOnDrop<()>,
+    write: Arc<russh::ChannelWriteHalf<client::Msg>>,
+    runtime: tokio::runtime::Handle,
+    _reader: AbortOnDrop<()>,
+    _writer: AbortOnDrop<()>,
 }
 
-/// The output of a [`RemoteProcess`], line by line; an error (its exit status, a lost
-/// connection) last.
+/// The output of a [`RemoteProcess`], line by line; an error (its exit status with its last
+/// words, a lost connection) last.
 pub type RemoteLines = std::sync::mpsc::Receiver<std::io::Result<String>>;
+
+/// The longest line a node may send: a longer one ends the session (a node is untrusted).
+const MAX_LINE: usize = 16 << 20;
+
+/// The most a short command's output may hold.
+const MAX_OUTPUT: usize = 1 << 20;
 
 impl std::fmt::Debug for RemoteProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -314,7 +362,7 @@ impl std::fmt::Debug for RemoteProcess {
 }
 
 impl RemoteProcess {
-    /// Sends one line (a newline is added).
+    /// Sends one line (a newline is added). Not from inside an async runtime.
     pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
         let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the command ended");
         let input = self.input.as_ref().ok_or_else(gone)?;
@@ -327,6 +375,32 @@ impl RemoteProcess {
     pub fn close_input(&mut self) {
         self.input = None;
     }
+
+    /// Stops it: SIGTERM (sshd passes signals on to a command since OpenSSH 7.9), then the
+    /// channel closed. A command that reads no input any more does not notice its end.
+    pub fn kill(&mut self) {
+        self.input = None;
+        let write = self.write.clone();
+        let _ = self.runtime.block_on(async move {
+            let limit = Duration::from_secs(2);
+            let _ = tokio::time::timeout(limit, write.signal(russh::Sig::TERM)).await;
+            tokio::time::timeout(limit, write.close()).await
+        });
+    }
+}
+
+/// Splits `buf` into its complete lines from `from` on (`from`: what was scanned already);
+/// `None` when a line grows beyond [`MAX_LINE`].
+fn complete_lines(buf: &mut Vec<u8>, from: &mut usize) -> Option<Vec<String>> {
+    let mut lines = Vec::new();
+    while let Some(at) = buf[*from..].iter().position(|b| *b == b'\n') {
+        let end = *from + at;
+        lines.push(String::from_utf8_lossy(&buf[..end]).into_owned());
+        buf.drain(..=end);
+        *from = 0;
+    }
+    *from = buf.len();
+    (buf.len() <= MAX_LINE).then_some(lines)
 }
 
 impl SshSession {
@@ -340,71 +414,106 @@ impl SshSession {
                 format!("starting `{command}` on {what}: {e}"),
             )
         };
-        let mut ch = self.runtime.block_on(async {
-            let ch = self.handle.channel_open_session().await.map_err(failed)?;
-            ch.exec(true, command).await.map_err(failed)?;
-            Ok::<_, Error>(ch)
+        let rt = self.rt()?;
+        let ch = rt.block_on(async {
+            tokio::time::timeout(SHORT_COMMAND, async {
+                let ch = self.handle.channel_open_session().await.map_err(failed)?;
+                ch.exec(true, command).await.map_err(failed)?;
+                Ok::<_, Error>(ch)
+            })
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::External,
+                    format!("starting `{command}` on {what}: no answer"),
+                )
+            })?
         })?;
+        let (mut read, write) = ch.split();
+        let write = Arc::new(write);
         let (input, mut calls) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-        let (out, lines) = std::sync::mpsc::channel();
-        let what = self.what.clone();
-        let pump = self.runtime.spawn(async move {
-            let mut stdout: Vec<u8> = Vec::new();
-            let mut stderr: Vec<u8> = Vec::new();
-            let mut status = None;
-            let mut feeding = true;
-            loop {
-                tokio::select! {
-                    call = calls.recv(), if feeding => match call {
-                        Some(bytes) => {
-                            if ch.data(&bytes[..]).await.is_err() {
-                                feeding = false;
-                            }
-                        }
-                        None => {
-                            let _ = ch.eof().await;
-                            feeding = false;
-                        }
-                    },
-                    msg = ch.wait() => match msg {
-                        Some(ChannelMsg::Data { data }) => {
-                            stdout.extend_from_slice(&data);
-                            while let Some(at) = stdout.iter().position(|b| *b == b'\n') {
-                                let line: Vec<u8> = stdout.drain(..=at).collect();
-                                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                                if out.send(Ok(text)).is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Some(ChannelMsg::ExtendedData { data, .. }) => {
-                            stderr.extend_from_slice(&data);
-                            while let Some(at) = stderr.iter().position(|b| *b == b'\n') {
-                                let line: Vec<u8> = stderr.drain(..=at).collect();
-                                tracing::info!("{what}: {}", String::from_utf8_lossy(&line).trim_end());
-                            }
-                        }
-                        Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                        Some(ChannelMsg::Failure) => {
-                            let _ = out.send(Err(std::io::Error::other("the node refused to run the command")));
-                            return;
-                        }
-                        Some(_) => {}
-                        None => break,
-                    },
+        let writing = write.clone();
+        let writer = rt.spawn(async move {
+            while let Some(bytes) = calls.recv().await {
+                if writing.data(&bytes[..]).await.is_err() {
+                    return;
                 }
             }
+            let _ = writing.eof().await;
+        });
+        let (out, lines) = std::sync::mpsc::channel();
+        let what = self.what.clone();
+        let reader = rt.spawn(async move {
+            let (mut stdout, mut scanned) = (Vec::new(), 0);
+            let (mut stderr, mut scanned_err) = (Vec::new(), 0);
+            let mut last_words: std::collections::VecDeque<String> = Default::default();
+            let mut status = None;
+            let too_long = || std::io::Error::other("the node sent a line longer than 16 MiB");
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        stdout.extend_from_slice(&data);
+                        let Some(lines) = complete_lines(&mut stdout, &mut scanned) else {
+                            let _ = out.send(Err(too_long()));
+                            return;
+                        };
+                        for line in lines {
+                            if out.send(Ok(line)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    ChannelMsg::ExtendedData { data, .. } => {
+                        stderr.extend_from_slice(&data);
+                        let Some(lines) = complete_lines(&mut stderr, &mut scanned_err) else {
+                            let _ = out.send(Err(too_long()));
+                            return;
+                        };
+                        for line in lines {
+                            tracing::info!("{what}: {line}");
+                            last_words.push_back(line);
+                            if last_words.len() > 5 {
+                                last_words.pop_front();
+                            }
+                        }
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    ChannelMsg::Failure => {
+                        let _ = out.send(Err(std::io::Error::other(
+                            "the node refused to run the command",
+                        )));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            if !stdout.is_empty() {
+                let _ = out.send(Ok(String::from_utf8_lossy(&stdout).into_owned()));
+            }
+            if !stderr.is_empty() {
+                last_words.push_back(String::from_utf8_lossy(&stderr).into_owned());
+            }
+            let said = match last_words.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; it said: {}",
+                    last_words.into_iter().collect::<Vec<_>>().join(" / ")
+                ),
+            };
             let end = match status {
                 Some(0) => return,
-                Some(s) => format!("it ended with exit status {s}"),
-                None => "the connection to the node ended".to_string(),
+                Some(s) => format!("it ended with exit status {s}{said}"),
+                None => format!("the connection to the node ended{said}"),
             };
             let _ = out.send(Err(std::io::Error::other(end)));
         });
         Ok((
             RemoteProcess {
                 input: Some(input),
-                _pump: AbortOnDrop(pump),
+                write,
+                runtime: rt.handle().clone(),
+                _reader: AbortOnDrop(reader),
+                _writer: AbortOnDrop(writer),
             },
             lines,
         ))
@@ -422,14 +531,19 @@ impl<T> Drop for AbortOnDrop<T> {
 
 impl Drop for SshSession {
     fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         let handle = &self.handle;
-        let _ = self.runtime.block_on(async {
+        let _ = runtime.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(2),
                 handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
             )
             .await
         });
+        // Its tasks (a name lookup, a file read) are not waited for.
+        runtime.shutdown_timeout(Duration::from_secs(2));
     }
 }
 
@@ -456,13 +570,26 @@ fn key_error(what: &str, expect: &HostKey, seen: &Mutex<Option<String>>, e: russ
 /// Signs in with the key file, or with the agent's keys one by one.
 async fn authenticate(handle: &mut Handle<Client>, what: &str, target: &SshTarget) -> Result<()> {
     let rejected = || {
-        Error::refused(format!("{what} did not accept the key"))
+        Error::new(ErrorKind::External, format!("{what} did not accept the key"))
             .with_help("Add the hub's public key to the node account's authorized_keys (see the README's remote nodes section).")
     };
     let failed =
         |e: russh::Error| Error::new(ErrorKind::External, format!("signing in to {what}: {e}"));
     match &target.identity {
         Some(path) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| Error::io("reading", path, e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(Error::invalid(format!(
+                    "the key file {} can be read by others (mode {:o})",
+                    path.display(),
+                    mode & 0o777
+                ))
+                .with_help("Make it the hub user's alone: chmod 600 FILE."));
+            }
             let key = russh::keys::load_secret_key(path, None).map_err(|e| {
                 Error::invalid(format!("the key file {}: {e}", path.display())).with_help(
                     "Give an unencrypted private key file the hub's user alone can read, or load a protected key into ssh-agent and leave out --identity.",
@@ -535,7 +662,16 @@ mod tests {
         assert_eq!((t.user.as_str(), t.port), ("root", 22));
         let t = SshTarget::parse("u@[fd00::5]:22", "root", None).unwrap();
         assert_eq!(t.host, "fd00::5");
-        for bad in ["", "u@", "h:0", "h:x", "h;rm -rf", "u u@h", "[fd00::5"] {
+        for bad in [
+            "",
+            "u@",
+            "h:0",
+            "h:x",
+            "h;rm -rf",
+            "u u@h",
+            "[fd00::5",
+            "u@fd00::5",
+        ] {
             assert!(SshTarget::parse(bad, "root", None).is_err(), "{bad}");
         }
     }

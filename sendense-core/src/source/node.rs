@@ -275,7 +275,9 @@ impl NodeSource {
         kind: &str,
         options: &serde_json::Value,
     ) -> Result<NodeSource> {
-        let (process, lines) = session.spawn(&format!("{sna} source"))?;
+        crate::node::check_sna_path(sna)?;
+        let command = format!("{} source", crate::node::shell_word(sna));
+        let (process, lines) = session.spawn(&command)?;
         let mut source = NodeSource {
             kind: "qemu",
             node: None,
@@ -384,7 +386,9 @@ impl NodeSource {
                     if let Some(node) = self.node.take() {
                         let _ = node.stop();
                     }
-                    self.remote = None;
+                    if let Some(mut remote) = self.remote.take() {
+                        remote.process.kill();
+                    }
                     return Err(lost(format!(
                         "it did not answer within {} s and was stopped",
                         CALL_TIMEOUT.as_secs()
@@ -502,10 +506,18 @@ impl Drop for NodeSource {
             remote.process.close_input();
             // It exits once it has torn down what the session left.
             let deadline = std::time::Instant::now() + NODE_GRACE;
-            while let Ok(Ok(_)) = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            {
+            let ended = loop {
+                match self
+                    .lines
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                {
+                    Ok(Ok(_)) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break false,
+                    _ => break true,
+                }
+            };
+            if !ended {
+                remote.process.kill();
             }
         }
         if let Some(mut node) = self.node.take() {
