@@ -287,3 +287,53 @@ fn a_vm_on_a_node_is_discovered_and_registered_through_its_sendense_sna() {
     );
     vm.quit();
 }
+
+/// The node account as the guide documents it: `restrict` with only the forwards a backup
+/// needs, from the hub's address only. What the hub does there still works; from elsewhere the
+/// key is refused.
+#[test]
+fn a_node_account_restricted_as_documented_still_works() {
+    use sendense_testkit::hosts::HUB_ADDR;
+    let dir = tempfile::tempdir().unwrap();
+    let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
+    let hosts = TwoHosts::create();
+    let sna = sna();
+    let sna = sna.to_str().unwrap();
+    let add = |sshd: &Sshd, name: &str| {
+        let ssh = format!("root@{NODE_ADDR}");
+        let key = sshd.client_key.to_str().unwrap();
+        hub(
+            &hosts,
+            &state,
+            &[
+                "node",
+                "add",
+                name,
+                "--ssh",
+                &ssh,
+                "--identity",
+                key,
+                "--sna-path",
+                sna,
+                "--accept-host-key",
+            ],
+        )
+    };
+    let options =
+        format!(r#"restrict,port-forwarding,permitlisten="127.0.0.1:*",from="{HUB_ADDR}""#);
+    let sshd = Sshd::start(&hosts, &dir.path().join("sshd"), &options);
+    let (c, out, _) = add(&sshd, "n1");
+    assert_eq!(c, 0, "{out}");
+    let (c, out, _) = hub(&hosts, &state, &["node", "test", "n1"]);
+    assert_eq!(c, 0, "{out}");
+    drop(sshd);
+    // The same key, accepted only from another address.
+    let sshd = Sshd::start(
+        &hosts,
+        &dir.path().join("sshd2"),
+        r#"restrict,from="192.0.2.1""#,
+    );
+    let (c, out, _) = add(&sshd, "n2");
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("did not accept the key"), "{out}");
+}
