@@ -1139,12 +1139,16 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__node__subcmd__test)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --throughput --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --throughput)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -228,6 +228,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l throughput -d 'Also measure the node-to-hub rate through the SSH connection (the way backup data travels): the node sends this many MiB (1-4096) through a forward on its loopback' -r
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from test" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

@@ -373,14 +373,23 @@ not known or has no sendense-sna at its path; 1 when it cannot be reached or doe
 not accept the hub's key; 2 when the key file is readable by others or there is
 no ssh-agent.
 
+A forward the node account may not open (authorized_keys without port-forwarding)
+fails --throughput with exit 5.
+
 JSON OUTPUT
   {\"node\": \"kvm1\", \"host_key\": \"SHA256:...\",
    \"hello\": {\"version\": \"0.1.0\", \"node_protocol\": 2, \"source_protocol\": 1},
-   \"millis\": 48}"
+   \"millis\": 48,
+   \"throughput\": {\"bytes\": 268435456, \"seconds\": 1.9, \"mib_per_sec\": 134.7}}
+  (throughput with --throughput only)"
     )]
     Test {
         /// Node name.
         name: String,
+        /// Also measure the node-to-hub rate through the SSH connection (the way backup data
+        /// travels): the node sends this many MiB (1-4096) through a forward on its loopback.
+        #[arg(long, value_name = "MIB")]
+        throughput: Option<u64>,
     },
     /// Remove a node (refused while VMs run there).
     Remove {

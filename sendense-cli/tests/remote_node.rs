@@ -326,6 +326,23 @@ fn a_node_account_restricted_as_documented_still_works() {
     assert_eq!(c, 0, "{out}");
     let (c, out, _) = hub(&hosts, &state, &["node", "test", "n1"]);
     assert_eq!(c, 0, "{out}");
+    // The backup direction through a forward on the node's loopback: every byte arrives.
+    let (c, out, t) = hub(
+        &hosts,
+        &state,
+        &["node", "test", "n1", "--throughput", "64"],
+    );
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(t["throughput"]["bytes"], 64u64 << 20, "{t:#}");
+    assert!(t["throughput"]["mib_per_sec"].as_f64().unwrap() > 0.0);
+    drop(sshd);
+    // Without port-forwarding the node still answers, but no data could travel: named.
+    let sshd = Sshd::start(&hosts, &dir.path().join("sshd1"), "restrict");
+    let (c, out, _) = add(&sshd, "n3");
+    assert_eq!(c, 0, "{out}");
+    let (c, out, _) = hub(&hosts, &state, &["node", "test", "n3", "--throughput", "8"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("refused to forward"), "{out}");
     drop(sshd);
     // The same key, accepted only from another address.
     let sshd = Sshd::start(

@@ -26,7 +26,7 @@ mod repos;
 mod vms;
 
 pub use exports::{ExportStatus, Worker};
-pub use nodes::{AddNode, NodeCheck, INSTALL_PATH};
+pub use nodes::{AddNode, NodeCheck, Throughput, INSTALL_PATH, MAX_TEST_MIB};
 pub use policies::{GroupStatus, PolicyEdit, PolicySpec};
 pub use repos::{AddRepo, RepoStatus};
 pub use vms::DiskStatus;

@@ -72,6 +72,18 @@ and reads, per call, log lines {\"log\": \"...\"} then {\"ok\": <result>} or
 session: a snapshot and its finish are one session. When stdin closes, what a
 snapshot left is torn down and the process exits 0.")]
     Source,
+    /// Send BYTES to a port on this host's loopback, as fast as it goes (`sendense node test
+    /// --throughput` measures the hub's forward with it).
+    #[command(
+        after_long_help = "Connects to 127.0.0.1:PORT (nothing else), writes BYTES and
+closes; prints {\"bytes\": ..., \"seconds\": ...}."
+    )]
+    SendTest {
+        /// The port on 127.0.0.1.
+        port: u16,
+        /// How many bytes.
+        bytes: u64,
+    },
     /// Print who this node is: its version and the protocols it speaks (JSON).
     #[command(
         after_long_help = "The hub asks this first, over SSH, and refuses a node of another version:

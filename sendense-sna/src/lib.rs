@@ -13,6 +13,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Copy(args) => copy::run(args, json, cli.quiet),
         cli::Command::Transfer => copy::transfer(),
+        cli::Command::SendTest { port, bytes } => send_test(port, bytes),
         cli::Command::Hello => {
             let hello = sendense_core::node::Hello::this();
             println!("{}", serde_json::to_string(&hello).unwrap_or_default());
@@ -29,4 +30,31 @@ pub fn main() -> ExitCode {
             ExitCode::from(sendense_term::exit_code(err.kind()))
         }
     }
+}
+
+/// `sendense-sna send-test`: BYTES to 127.0.0.1:PORT.
+fn send_test(port: u16, bytes: u64) -> sendense_core::Result<()> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| {
+        sendense_core::Error::new(
+            sendense_core::ErrorKind::External,
+            format!("sending to 127.0.0.1:{port}: {e}"),
+        )
+    };
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(failed)?;
+    let _ = s.set_nodelay(true);
+    let block = vec![0x5au8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        s.write_all(&block[..n]).map_err(failed)?;
+        left -= n as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).map_err(failed)?;
+    println!(
+        "{}",
+        serde_json::json!({"bytes": bytes, "seconds": started.elapsed().as_secs_f64()})
+    );
+    Ok(())
 }

@@ -82,8 +82,8 @@ pub fn run(g: &GlobalArgs, cmd: NodeCommand) -> CmdResult {
                 ))?;
             }
         }
-        NodeCommand::Test { name } => {
-            let c = sd.test_node(&name)?;
+        NodeCommand::Test { name, throughput } => {
+            let c = sd.test_node(&name, throughput)?;
             if g.json {
                 output::json(&c)?;
             } else {
@@ -96,6 +96,14 @@ pub fn run(g: &GlobalArgs, cmd: NodeCommand) -> CmdResult {
                     c.hello.node_protocol,
                     c.hello.source_protocol
                 ))?;
+                if let Some(t) = &c.throughput {
+                    output::line(&format!(
+                        "Node to hub through the SSH connection: {} in {:.2} s, {:.1} MiB/s.",
+                        output::bytes(t.bytes),
+                        t.seconds,
+                        t.mib_per_sec
+                    ))?;
+                }
             }
         }
         NodeCommand::Remove { name } => {

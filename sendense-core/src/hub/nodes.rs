@@ -44,7 +44,27 @@ pub struct NodeCheck {
     pub hello: Hello,
     /// Milliseconds to connect, sign in and ask.
     pub millis: u64,
+    /// What the node sent to the hub through a forward on its loopback, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<Throughput>,
 }
+
+/// A measured transfer from a node to the hub through the SSH connection (the backup
+/// direction). Also its `--json` shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throughput {
+    /// Bytes the hub received.
+    pub bytes: u64,
+    /// Seconds from the node's connection to the end of its data.
+    pub seconds: f64,
+    /// MiB per second.
+    pub mib_per_sec: f64,
+}
+
+impl Eq for Throughput {}
+
+/// The most `node test --throughput` sends.
+pub const MAX_TEST_MIB: u64 = 4096;
 
 impl Sendense {
     /// Adds a node: connects, pins its host key (the one given, or the one presented when
@@ -113,18 +133,33 @@ impl Sendense {
     }
 
     /// Connects to a node with its pinned host key, signs in and asks its `sendense-sna` who it
-    /// is; refused when the host key or the version differ.
-    pub fn test_node(&mut self, name: &str) -> Result<NodeCheck> {
+    /// is; refused when the host key or the version differ. With `throughput_mib`, the node
+    /// then sends that many MiB to the hub through a forward on its loopback — the way backup
+    /// data travels — and the rate is measured.
+    pub fn test_node(&mut self, name: &str, throughput_mib: Option<u64>) -> Result<NodeCheck> {
         let n = self.catalog().node(name)?;
+        if let Some(mib) = throughput_mib {
+            if mib == 0 || mib > MAX_TEST_MIB {
+                return Err(Error::invalid(format!(
+                    "--throughput {mib}: give 1 to {MAX_TEST_MIB} MiB"
+                )));
+            }
+        }
         let started = Instant::now();
         let session = self.connect_node(&n)?;
         let hello = hello(&session, name, &n.sna_path)?;
+        let millis = started.elapsed().as_millis() as u64;
         self.catalog_mut().set_node_checked(name, &hello.version)?;
+        let throughput = match throughput_mib {
+            Some(mib) => Some(measure(&session, name, &n.sna_path, mib << 20)?),
+            None => None,
+        };
         Ok(NodeCheck {
             node: name.to_string(),
             host_key: session.host_key.clone(),
             hello,
-            millis: started.elapsed().as_millis() as u64,
+            millis,
+            throughput,
         })
     }
 
@@ -156,6 +191,7 @@ impl Sendense {
             host_key: session.host_key.clone(),
             hello,
             millis: started.elapsed().as_millis() as u64,
+            throughput: None,
         })
     }
 
@@ -195,6 +231,91 @@ fn hello(session: &SshSession, node: &str, sna: &str) -> Result<Hello> {
     let hello = Hello::parse(node, &String::from_utf8_lossy(&out.stdout))?;
     hello.check(node)?;
     Ok(hello)
+}
+
+/// `bytes` from the node to a listener of the hub's loopback, through a forward on the node's
+/// loopback; the rate as the hub received them.
+fn measure(session: &SshSession, node: &str, sna: &str, bytes: u64) -> Result<Throughput> {
+    use crate::node::ssh::LocalTarget;
+    use std::io::Read;
+    let failed = |what: &str, e: std::io::Error| {
+        Error::new(
+            crate::ErrorKind::External,
+            format!("node `{node}`: {what}: {e}"),
+        )
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| failed("a listener on the hub's loopback", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| failed("a listener on the hub's loopback", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| failed("a listener on the hub's loopback", e))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let give_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let giving_up = give_up.clone();
+    let receiver = std::thread::spawn(move || -> std::io::Result<(u64, f64)> {
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let over = giving_up.load(std::sync::atomic::Ordering::SeqCst);
+                    if over || Instant::now() > deadline {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "nothing arrived",
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        let started = Instant::now();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            match conn.read(&mut buf)? {
+                0 => break,
+                n => got += n as u64,
+            }
+        }
+        Ok((got, started.elapsed().as_secs_f64()))
+    });
+    let port = session.forward(LocalTarget::Tcp(addr))?;
+    let sent = session.exec(
+        &format!("{} send-test {port} {bytes}", crate::node::shell_word(sna)),
+        &[],
+    );
+    let _ = session.cancel_forward(port);
+    if !matches!(&sent, Ok(out) if out.status == Some(0)) {
+        // Nothing more comes: the receiver stops waiting for a connection.
+        give_up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let sent = sent?;
+    let received = receiver
+        .join()
+        .map_err(|_| Error::internal("the throughput receiver failed"))?
+        .map_err(|e| failed("receiving through the forward", e))?;
+    if sent.status != Some(0) || received.0 != bytes {
+        return Err(Error::new(
+            crate::ErrorKind::External,
+            format!(
+                "node `{node}`: {} of {bytes} bytes arrived through the forward: {}",
+                received.0,
+                String::from_utf8_lossy(&sent.stderr).trim()
+            ),
+        ));
+    }
+    let (got, seconds) = received;
+    Ok(Throughput {
+        bytes: got,
+        seconds,
+        mib_per_sec: got as f64 / 1048576.0 / seconds.max(1e-9),
+    })
 }
 
 /// Streams `program` to `to` on the node and checks it there.
