@@ -240,6 +240,15 @@ impl Sendense {
         req: &RestoreRequest,
         cancel: CancellationToken,
     ) -> Result<RestoreReport> {
+        self.restore_backup(req, cancel)
+            .map_err(|e| self.with_copies_elsewhere(&req.backup, e))
+    }
+
+    fn restore_backup(
+        &mut self,
+        req: &RestoreRequest,
+        cancel: CancellationToken,
+    ) -> Result<RestoreReport> {
         let (backup, _locks) = self.read_backup(&req.backup)?;
         let disks = select_disks(&backup, req.disks.as_deref())?;
         for d in &disks {

@@ -42,12 +42,7 @@ pub fn restore(g: &GlobalArgs, a: Args) -> CmdResult {
         force: a.force,
         verify: !a.no_verify,
     };
-    let report = sd
-        .restore(&req, super::interrupt_token(g)?)
-        .map_err(|e| match a.repo {
-            None => with_copies_hint(&sd, &req.backup, e),
-            Some(_) => e,
-        })?;
+    let report = sd.restore(&req, super::interrupt_token(g)?)?;
     if g.json {
         output::line(&serde_json::to_string(&report).unwrap_or_default())?;
     } else if !g.quiet {
@@ -121,30 +116,4 @@ pub fn export(
     export.wait();
     sd.end_export(export)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `e`, with where else backup `id` can be restored from when other repositories hold copies
-/// of it (the error may be a lost or unmounted repository).
-fn with_copies_hint(
-    sd: &sendense_core::Sendense,
-    id: &str,
-    e: sendense_core::Error,
-) -> sendense_core::Error {
-    if e.kind() == sendense_core::ErrorKind::Cancelled {
-        return e;
-    }
-    let others: Vec<String> = sd
-        .backup_locations(id)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.backup != id && c.status == "completed")
-        .map(|c| c.repo)
-        .collect();
-    match others.first() {
-        Some(first) => e.with_help(format!(
-            "Copies of this backup are in: {}. Restore from one with `--repo {first}`.",
-            others.join(", ")
-        )),
-        None => e,
-    }
 }

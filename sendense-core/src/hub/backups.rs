@@ -22,6 +22,28 @@ impl Sendense {
             .map_err(|e| self.with_copies_named(id, e))
     }
 
+    /// `e`, a failure to read backup `id` (its repository lost or unmounted, say), with the
+    /// other repositories that hold its restore point, when there are.
+    pub(crate) fn with_copies_elsewhere(&self, id: &str, e: Error) -> Error {
+        if e.kind() == crate::ErrorKind::Cancelled {
+            return e;
+        }
+        let others: Vec<String> = self
+            .backup_locations(id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.backup != id && c.status == "completed")
+            .map(|c| c.repo)
+            .collect();
+        match others.first() {
+            Some(first) => e.with_help(format!(
+                "Copies of this backup are in: {}. Restore from one with `--repo {first}`.",
+                others.join(", ")
+            )),
+            None => e,
+        }
+    }
+
     /// `e`, for backup `id` that the catalog does not hold, with the copies of it that stay.
     fn with_copies_named(&self, id: &str, e: Error) -> Error {
         if e.kind() != crate::ErrorKind::NotFound {
