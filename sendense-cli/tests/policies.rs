@@ -248,16 +248,19 @@ fn policies_and_groups_are_recorded_checked_and_scheduled() {
     );
 }
 
-/// `sendense ARGS --json` on hub `state` with its clock at `at` (UTC): exit code and document.
-fn at(state: &Path, when: &str, args: &[&str]) -> (i32, Value) {
-    let o = std::process::Command::new(BIN)
-        .args(args)
-        .arg("--json")
+/// `sendense ARGS` on hub `state` with its clock standing at `when`, in UTC.
+fn clocked(state: &Path, when: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args)
         .env("SENDENSE_HOME", state)
         .env("SENDENSE_TEST_NOW", when)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap();
+        .env("TZ", "UTC");
+    cmd
+}
+
+/// `sendense ARGS --json` on hub `state` with its clock at `at` (UTC): exit code and document.
+fn at(state: &Path, when: &str, args: &[&str]) -> (i32, Value) {
+    let o = clocked(state, when, args).arg("--json").output().unwrap();
     let doc = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     assert!(doc != Value::Null, "{args:?}: {}", output_text(&o));
     (o.status.code().unwrap_or(-1), doc)
@@ -451,12 +454,8 @@ fn the_daemon_stops_cleanly_mid_backup_and_a_second_run_starts_nothing() {
     group_of_vm1(&state, setup, &every);
     // The daemon's backup stops for 3 s once its snapshot is taken.
     let now = "2026-11-28T12:05:00Z";
-    let daemon = std::process::Command::new(BIN)
-        .arg("daemon")
-        .env("SENDENSE_HOME", &state)
-        .env("SENDENSE_TEST_NOW", now)
+    let daemon = clocked(&state, now, &["daemon"])
         .env("SENDENSE_TEST_PAUSE_AT", "backup.snapshot-taken:3000")
-        .env("TZ", "UTC")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -775,12 +774,8 @@ fn two_groups_with_a_live_vm_never_exceed_max_parallel_and_go_by_priority() {
 
     // Each backup holds its snapshot for a while: the test counts the backups running at once.
     let night = |when: &str| -> (i32, Value, usize) {
-        let child = std::process::Command::new(BIN)
-            .args(["schedule", "run", "--json"])
-            .env("SENDENSE_HOME", &state)
-            .env("SENDENSE_TEST_NOW", when)
+        let child = clocked(&state, when, &["schedule", "run", "--json"])
             .env("SENDENSE_TEST_PAUSE_AT", "backup.snapshot-taken:1200")
-            .env("TZ", "UTC")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

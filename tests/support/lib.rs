@@ -95,64 +95,37 @@ impl Drop for Proc {
     }
 }
 
-/// Waits until `path` exists (a Unix socket being created), or panics after 10 s.
-pub fn wait_for_path(path: &Path, proc: &mut Proc) {
+/// Waits until `ready()` holds while `proc` runs, or panics (naming `what` the server did not
+/// do) after 10 s or when it exits first.
+fn wait_until(proc: &mut Proc, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            proc.alive(),
-            "{} exited before creating {}",
-            proc.name,
-            path.display()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not create {}",
-            proc.name,
-            path.display()
-        );
+    while !ready() {
+        assert!(proc.alive(), "{} exited before it would {what}", proc.name);
+        assert!(Instant::now() < deadline, "{} did not {what}", proc.name);
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits until `path` exists (a Unix socket being created), or panics after 10 s.
+pub fn wait_for_path(path: &Path, proc: &mut Proc) {
+    wait_until(proc, &format!("create {}", path.display()), || {
+        path.exists()
+    });
 }
 
 /// Waits until the server `proc` accepts connections on the Unix socket `path`: the file
 /// appears when the socket is bound, a moment before it listens.
 pub fn wait_for_socket(path: &Path, proc: &mut Proc) {
-    wait_for_path(path, proc);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(path).is_err() {
-        assert!(
-            proc.alive(),
-            "{} exited before listening on {}",
-            proc.name,
-            path.display()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not listen on {}",
-            proc.name,
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(proc, &format!("listen on {}", path.display()), || {
+        std::os::unix::net::UnixStream::connect(path).is_ok()
+    });
 }
 
 /// Waits until something accepts connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            proc.alive(),
-            "{} exited before listening on {port}",
-            proc.name
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not listen on {port}",
-            proc.name
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(proc, &format!("listen on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }
 
 /// A TCP port that was free a moment ago.
