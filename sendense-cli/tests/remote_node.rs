@@ -23,8 +23,22 @@ fn hub(hosts: &TwoHosts, state: &Path, args: &[&str]) -> (i32, String, Value) {
         .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
-    let doc = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), output_text(&o), doc)
+    (
+        o.status.code().unwrap_or(-1),
+        output_text(&o),
+        document(&o.stdout),
+    )
+}
+
+/// A command's JSON document: its whole output, or the last line of a stream of events.
+fn document(stdout: &[u8]) -> Value {
+    serde_json::from_slice(stdout).unwrap_or_else(|_| {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or(Value::Null)
+    })
 }
 
 /// A hub (state in a temporary directory) and a node with sshd, in two namespaces.
@@ -38,10 +52,15 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_env(&[])
+    }
+
+    /// [`Rig::new`] with `env` set for the commands the node runs.
+    fn with_env(env: &[(&str, &str)]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
         let hosts = TwoHosts::create();
-        let sshd = Sshd::start(&hosts, &dir.path().join("sshd"), "");
+        let sshd = Sshd::start_with_env(&hosts, &dir.path().join("sshd"), "", env);
         Rig {
             dir,
             state,
@@ -276,15 +295,6 @@ fn a_vm_on_a_node_is_discovered_and_registered_through_its_sendense_sna() {
     assert_eq!(c, 2, "{out}");
     let (c, out, _) = rig.hub(&["vm", "add", "x", "--node", "nope", "--qmp", qmp]);
     assert_eq!(c, 4, "{out}");
-    // Backups through nodes are not there yet: refused, nothing started on the node.
-    let (c, out, _) = rig.hub(&["backup", "start", "pg"]);
-    assert_eq!(c, 5, "{out}");
-    assert!(out.contains("not available"), "{out}");
-    let bitmaps = vm.qmp("query-block", serde_json::json!({}));
-    assert!(
-        !bitmaps.to_string().contains("sendense-"),
-        "nothing of a backup in the VM: {bitmaps}"
-    );
     vm.quit();
 }
 
@@ -353,4 +363,306 @@ fn a_node_account_restricted_as_documented_still_works() {
     let (c, out, _) = add(&sshd, "n2");
     assert_eq!(c, 1, "{out}");
     assert!(out.contains("did not accept the key"), "{out}");
+}
+
+/// A live two-disk VM on the node: its disks (raw references that mirror every guest write),
+/// the VM itself in the node's namespace, and the hub registered with it.
+struct NodeVm {
+    vm: sendense_testkit::QemuVm,
+    refs: Vec<PathBuf>,
+}
+
+impl NodeVm {
+    fn start(rig: &Rig) -> NodeVm {
+        let d = rig.dir.path();
+        let mut images = Vec::new();
+        let mut refs = Vec::new();
+        for (i, size) in ["24M", "8M"].iter().enumerate() {
+            images.push(sendense_testkit::create_image(
+                &d.join(format!("disk{i}.qcow2")),
+                "qcow2",
+                size,
+            ));
+            refs.push(sendense_testkit::create_image(
+                &d.join(format!("ref{i}.raw")),
+                "raw",
+                size,
+            ));
+        }
+        let disks: Vec<(&str, &Path)> = images.iter().map(|p| ("qcow2", p.as_path())).collect();
+        let vm = sendense_testkit::QemuVm::start_with(
+            rig.hosts.in_node("qemu-system-x86_64"),
+            d,
+            "pg",
+            &disks,
+        );
+        let sna = sna();
+        let (c, out, _) = rig.add(
+            "n1",
+            &["--accept-host-key", "--sna-path", sna.to_str().unwrap()],
+        );
+        assert_eq!(c, 0, "{out}");
+        let qmp = vm.qmp.to_str().unwrap();
+        let (c, out, _) = rig.hub(&["vm", "add", "pg", "--node", "n1", "--qmp", qmp]);
+        assert_eq!(c, 0, "{out}");
+        NodeVm { vm, refs }
+    }
+
+    /// A guest write, mirrored into the reference.
+    fn write(&self, disk: usize, io: &str) {
+        self.vm.guest_io(disk, io);
+        sendense_testkit::qemu_io(&self.refs[disk], "raw", &[io]);
+    }
+
+    /// The references as they are now, kept for restore point `n`.
+    fn keep(&self, n: usize) -> Vec<PathBuf> {
+        self.refs
+            .iter()
+            .map(|r| {
+                let kept = r.with_extension(format!("{n}.raw"));
+                std::fs::copy(r, &kept).unwrap();
+                kept
+            })
+            .collect()
+    }
+
+    /// Nothing of a backup is left in QEMU: no node, job or export of Sendense's, and each
+    /// disk holds exactly the checkpoint the catalog records, recording.
+    fn assert_clean(&self, rig: &Rig) {
+        let nodes = self
+            .vm
+            .qmp("query-named-block-nodes", serde_json::json!({}));
+        let names: Vec<&str> = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["node-name"].as_str())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("sd")),
+            "fleecing nodes left in QEMU: {names:?}"
+        );
+        assert_eq!(
+            self.vm.qmp("query-block-jobs", serde_json::json!({})),
+            serde_json::json!([])
+        );
+        assert_eq!(
+            self.vm.qmp("query-block-exports", serde_json::json!({})),
+            serde_json::json!([])
+        );
+        let (_, _, shown) = rig.hub(&["vm", "show", "pg"]);
+        let block = self.vm.qmp("query-block", serde_json::json!({}));
+        for (i, disk) in shown["disks"].as_array().unwrap().iter().enumerate() {
+            let bitmaps: Vec<(String, bool)> = block[i]["inserted"]["dirty-bitmaps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap().to_string(),
+                        b["recording"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+            let recorded = disk["checkpoint"].as_str().unwrap().to_string();
+            assert_eq!(bitmaps, [(recorded, true)], "disk {i}: {shown:#}");
+        }
+    }
+}
+
+/// Every restore point restores, as raw images, to exactly its kept references.
+fn assert_points(rig: &Rig, points: &[(String, Vec<PathBuf>)]) {
+    for (id, refs) in points {
+        let out = rig.dir.path().join(format!("restore-{id}"));
+        let (c, text, _) = rig.hub(&[
+            "restore",
+            id,
+            "--all",
+            "--to",
+            out.to_str().unwrap(),
+            "--format",
+            "raw",
+        ]);
+        assert_eq!(c, 0, "{text}");
+        for (i, r) in refs.iter().enumerate() {
+            let file = out.join(format!("pg-disk-{}.raw", 2000 + i));
+            assert!(
+                sendense_testkit::images_equal(file.to_str().unwrap(), "raw", r.to_str().unwrap()),
+                "restore point {id} disk {i} differs from the VM at its snapshot"
+            );
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+/// Nothing of a job is left on the hub (exports, partial images, scratch) or in the node's
+/// state (its scratch directories), and no `sendense-sna` runs on the node.
+fn assert_nothing_left(rig: &Rig, node_state: &Path) {
+    let (_, _, exports) = rig.hub(&["nbd", "list"]);
+    assert_eq!(exports, serde_json::json!([]), "exports left");
+    let partial: Vec<PathBuf> = sendense_testkit::walk(&rig.dir.path().join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+    let jobs: Vec<_> = std::fs::read_dir(node_state.join("jobs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(jobs.is_empty(), "node scratch left: {jobs:?}");
+    assert!(
+        sendense_testkit::holds_within(std::time::Duration::from_secs(20), || {
+            node_commands(node_state).is_empty()
+        }),
+        "commands still run on the node: {:?}",
+        node_commands(node_state)
+    );
+}
+
+/// The processes the node runs for the hub (those with `node_state` as their state), by pid:
+/// still there after the sshd that started them is gone.
+fn node_commands(node_state: &Path) -> Vec<u32> {
+    let marker = format!("SENDENSE_SNA_STATE={}", node_state.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Full and incrementals of a live two-disk VM on the node, through the SSH connection: each
+/// restore point exact; a data connection dropped in the middle of a transfer is made again
+/// and the backup completes; nothing is left on either side.
+#[test]
+fn a_live_vm_on_a_node_is_backed_up_through_ssh_exactly() {
+    let node_state = tempfile::tempdir().unwrap();
+    let rig = Rig::with_env(&[
+        ("SENDENSE_SNA_STATE", node_state.path().to_str().unwrap()),
+        ("SENDENSE_TEST_PAUSE_AT", "sna.transfer-midway:2500"),
+    ]);
+    let vm = NodeVm::start(&rig);
+    let mut points = Vec::new();
+    vm.write(0, "write -P 0x51 0 6M");
+    vm.write(1, "write -P 0x52 1M 2M");
+    let (c, out, full) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(full["disks"][0]["mode"], "full", "{full:#}");
+    points.push((full["backup"].as_str().unwrap().to_string(), vm.keep(1)));
+    vm.assert_clean(&rig);
+
+    // The transfer's own connection dropped while data moves: tried again, still exact.
+    vm.write(0, "write -P 0x53 10M 1M");
+    vm.write(1, "write -z 1M 64k");
+    let mut backup = rig.hosts.in_hub(BIN);
+    backup
+        .args(["backup", "start", "pg", "--json"])
+        .env("SENDENSE_HOME", &rig.state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let running = backup.spawn().unwrap();
+    assert!(
+        sendense_testkit::holds_within(std::time::Duration::from_secs(30), || {
+            rig.sshd.commands().iter().any(|c| c.contains("transfer"))
+        }),
+        "no transfer started on the node"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        rig.sshd.drop_session_of("--json transfer"),
+        "{:?}",
+        rig.sshd.commands()
+    );
+    let o = running.wait_with_output().unwrap();
+    let text = output_text(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    let inc = document(&o.stdout);
+    assert_eq!(inc["disks"][0]["mode"], "incremental", "{inc:#}");
+    assert_eq!(inc["disks"][1]["mode"], "incremental", "{inc:#}");
+    let job = inc["job"].as_i64().unwrap().to_string();
+    let (_, _, log) = rig.hub(&["job", "log", &job]);
+    assert!(
+        log.to_string().contains("trying again"),
+        "the lost connection was not tried again: {log}"
+    );
+    points.push((inc["backup"].as_str().unwrap().to_string(), vm.keep(2)));
+
+    vm.write(0, "write -P 0x54 20M 64k");
+    let (c, out, inc2) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(inc2["disks"][0]["mode"], "incremental", "{inc2:#}");
+    // Only what changed moved.
+    assert_eq!(inc2["disks"][0]["bytes_read"], 64 << 10, "{inc2:#}");
+    points.push((inc2["backup"].as_str().unwrap().to_string(), vm.keep(3)));
+    vm.assert_clean(&rig);
+    assert_nothing_left(&rig, node_state.path());
+    assert_points(&rig, &points);
+    vm.vm.quit();
+}
+
+/// The node drops off the network in the middle of a transfer, for longer than the transfer's
+/// attempts: the backup fails; the hub removes its exports and partial images; the node's
+/// `sendense-sna` notices its session ended and removes QEMU's fleecing job, export and new
+/// checkpoint by itself. Back online, the next backup is incremental and exact.
+#[test]
+fn a_node_lost_mid_transfer_is_left_clean_and_the_chain_goes_on() {
+    let node_state = tempfile::tempdir().unwrap();
+    let mut rig = Rig::with_env(&[
+        ("SENDENSE_SNA_STATE", node_state.path().to_str().unwrap()),
+        ("SENDENSE_TEST_PAUSE_AT", "sna.transfer-midway:1500"),
+    ]);
+    let vm = NodeVm::start(&rig);
+    vm.write(0, "write -P 0x61 0 4M");
+    vm.write(1, "write -P 0x62 0 1M");
+    let (c, out, full) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    let mut points = vec![(full["backup"].as_str().unwrap().to_string(), vm.keep(1))];
+
+    vm.write(0, "write -P 0x63 4M 1M");
+    let mut backup = rig.hosts.in_hub(BIN);
+    backup
+        .args(["backup", "start", "pg"])
+        .env("SENDENSE_HOME", &rig.state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let running = backup.spawn().unwrap();
+    assert!(
+        sendense_testkit::holds_within(std::time::Duration::from_secs(30), || {
+            rig.sshd.commands().iter().any(|c| c.contains("transfer"))
+        }),
+        "no transfer started on the node"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    rig.sshd.stop();
+    let o = running.wait_with_output().unwrap();
+    let text = output_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("connection"), "{text}");
+    // The node's side ended by itself and left QEMU as before the backup; the hub left
+    // nothing either.
+    assert!(
+        sendense_testkit::holds_within(std::time::Duration::from_secs(20), || {
+            node_commands(node_state.path()).is_empty()
+        }),
+        "sendense-sna still runs on the node"
+    );
+    vm.assert_clean(&rig);
+    assert_nothing_left(&rig, node_state.path());
+
+    rig.sshd.restart(&rig.hosts);
+    vm.write(1, "write -P 0x64 2M 64k");
+    let (c, out, inc) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    for disk in inc["disks"].as_array().unwrap() {
+        assert_eq!(disk["mode"], "incremental", "{inc:#}");
+    }
+    points.push((inc["backup"].as_str().unwrap().to_string(), vm.keep(2)));
+    vm.assert_clean(&rig);
+    assert_nothing_left(&rig, node_state.path());
+    assert_points(&rig, &points);
+    vm.vm.quit();
 }

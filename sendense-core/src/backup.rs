@@ -20,6 +20,7 @@ pub mod merge;
 pub mod node;
 pub mod plan;
 pub(crate) mod process;
+mod remote;
 mod targets;
 
 pub use copy::{CopiedLink, CopyReport};
@@ -167,6 +168,7 @@ fn chain_problem(links: &[crate::repo::chain::ExpectedLink]) -> Option<String> {
 /// lock that still holds.
 fn untracked_changes(
     sd: &Sendense,
+    source: &mut dyn Source,
     transfer: &node::TransferPlan,
     decisions: &[(u32, &plan::Decision)],
 ) -> Result<Vec<(u32, String)>> {
@@ -183,12 +185,7 @@ fn untracked_changes(
             continue;
         };
         let url: crate::nbd::NbdUrl = disk.source.parse()?;
-        let suspects = crate::rt::block_on(crate::transfer::untracked::resize_suspects(
-            &url,
-            bitmap,
-            crate::transfer::BLOCK,
-        ))?
-        .map_err(|e| {
+        let suspects = source.resize_suspects(&url, bitmap).map_err(|e| {
             e.context(format!(
                 "disk {}: reading its allocation and changes",
                 disk.key
@@ -276,6 +273,7 @@ impl BackupRequest<'_> {
                 exports: Vec::new(),
                 forced_full: forced_full.clone(),
                 untracked: Vec::new(),
+                node: None,
             };
             match run.execute(sd, &vm_rec, &repo, mode, started) {
                 Ok(report) => {
@@ -391,6 +389,8 @@ struct Run {
     /// Disks found to have changes their dirty bitmap does not show (this attempt fails; the
     /// next one takes them in full).
     untracked: Vec<(u32, String)>,
+    /// The remote node the VM runs on (its transfer runs there).
+    node: Option<crate::catalog::NodeRecord>,
 }
 
 /// The source of a backup, ready, and the VM's disks as it has them now.
@@ -453,13 +453,7 @@ impl Run {
     fn open_source(&mut self, sd: &mut Sendense, vm: &VmRecord) -> Result<OpenedSource> {
         let job = self.job;
         if let Some(node) = &vm.node {
-            // The node's side of a backup (its scratch for QEMU's fleecing, the data through
-            // the SSH connection) is not there yet: nothing is started on the node.
-            return Err(Error::refused(format!(
-                "VM `{}` runs on node `{node}`: backups through remote nodes are not available in this version",
-                vm.name
-            ))
-            .with_help("Its disks and checkpoints can be inspected (`sendense vm show`); back it up from a hub on its host meanwhile."));
+            self.node = Some(sd.node(node)?);
         }
         let mut source = sd.source_of(vm, Some(job))?;
         self.source_dirty = true;
@@ -582,7 +576,11 @@ impl Run {
     ) -> Result<()> {
         let planned: Vec<(u32, &plan::Decision)> =
             disks.iter().map(|d| d.key).zip(decisions).collect();
-        self.untracked = untracked_changes(sd, transfer, &planned)?;
+        let source = self
+            .source
+            .as_deref_mut()
+            .ok_or_else(|| Error::internal("the backup lost its source"))?;
+        self.untracked = untracked_changes(sd, source, transfer, &planned)?;
         match self.untracked.first() {
             None => Ok(()),
             Some((key, why)) => Err(Error::new(
@@ -617,7 +615,30 @@ impl Run {
                 .ok_or_else(|| Error::internal(format!("no digest file for disk {key}")))?;
             crate::repo::digests::DigestFile::open(path, scheme).map(std::sync::Arc::new)
         };
+        // Every disk's digest file, for a transfer in another process.
+        let all_digests = || {
+            transfer
+                .disks
+                .iter()
+                .map(|d| {
+                    let scheme = crate::repo::digests::Scheme::from_tag(
+                        d.digest_scheme.as_deref().unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
+                    open_digests(d.key, scheme).map(|f| (d.key, f))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
         let results = match sd.config().transfer {
+            // A VM on a remote node: the node copies, whatever the hub's own mode.
+            _ if self.node.is_some() => {
+                let files = all_digests()?;
+                let node = self
+                    .node
+                    .clone()
+                    .ok_or_else(|| Error::internal("no node"))?;
+                remote::run_remote_transfer(sd, &node, &transfer, &files, &self.cancel)?
+            }
             TransferMode::InProcess => {
                 let sink = sd.sink().clone();
                 let cancel = self.cancel.clone();
@@ -630,14 +651,7 @@ impl Run {
                 })??
             }
             TransferMode::Process => {
-                let mut files = Vec::new();
-                for d in &transfer.disks {
-                    let scheme = crate::repo::digests::Scheme::from_tag(
-                        d.digest_scheme.as_deref().unwrap_or_default(),
-                    )
-                    .unwrap_or_default();
-                    files.push((d.key, open_digests(d.key, scheme)?));
-                }
+                let files = all_digests()?;
                 process::run_node_process(sd, &transfer, &files, &self.cancel)?
             }
         };

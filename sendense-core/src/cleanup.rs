@@ -551,8 +551,8 @@ impl Sendense {
             .source_dirty_jobs()?
             .into_iter()
             .filter(|(id, name, ended)| *ended && *name == vm.name && Some(*id) != keep_job)
-            .map(|(id, _, _)| (id, self.job_scratch(id)))
-            .collect();
+            .map(|(id, _, _)| self.snapshot_scratch(vm, id).map(|dir| (id, dir)))
+            .collect::<Result<_>>()?;
         let req = crate::source::RepairRequest {
             keep_job,
             interrupted,

@@ -268,6 +268,24 @@ impl Sendense {
         self.scratch_dir().join(format!("job-{job}"))
     }
 
+    /// The scratch directory a backup job of `vm` asks its source for: the hub's own
+    /// ([`Sendense::job_scratch`]), or — for a VM on a remote node — a plain name the node
+    /// places in its own state directory (`<hub>-job-<job>`: two hubs sharing a node never
+    /// meet).
+    pub fn snapshot_scratch(&self, vm: &crate::catalog::VmRecord, job: i64) -> Result<PathBuf> {
+        if vm.node.is_none() {
+            return Ok(self.job_scratch(job));
+        }
+        let hub: String = self
+            .catalog()
+            .hub_id()?
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        Ok(PathBuf::from(format!("{hub}-job-{job}")))
+    }
+
     /// Where qemu-nbd pid files and logs go.
     pub fn run_dir(&self) -> PathBuf {
         self.state_dir.join("run")

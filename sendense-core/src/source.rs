@@ -200,6 +200,20 @@ pub trait Source: Send {
     /// Retires the previous checkpoint (`success`) or drops the new one, and tears everything
     /// down. Safe to call after a failed or partial `snapshot`, and more than once.
     fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()>;
+    /// The zero, clean ranges at the end of a snapshot disk served at `url`, whose changes are
+    /// in `bitmap` ([`crate::transfer::untracked::resize_suspects`]): read where the snapshot
+    /// is served (on a remote node, by the node).
+    fn resize_suspects(
+        &mut self,
+        url: &crate::nbd::NbdUrl,
+        bitmap: &str,
+    ) -> Result<Vec<(u64, u64)>> {
+        crate::rt::block_on(crate::transfer::untracked::resize_suspects(
+            url,
+            bitmap,
+            crate::transfer::BLOCK,
+        ))?
+    }
 }
 
 /// Prefix of every checkpoint bitmap Sendense creates.

@@ -134,12 +134,23 @@ pub struct Sshd {
     pub fingerprint: String,
     /// Its log (stderr).
     pub log: PathBuf,
+    config: PathBuf,
 }
 
 impl Sshd {
     /// Starts sshd in `hosts`' node namespace with its files in `dir`; `key_options` go in
     /// front of the client key in `authorized_keys` (`""` for none).
     pub fn start(hosts: &TwoHosts, dir: &Path, key_options: &str) -> Sshd {
+        Sshd::start_with_env(hosts, dir, key_options, &[])
+    }
+
+    /// [`Sshd::start`], with `env` set for every command the node runs (sshd's `SetEnv`).
+    pub fn start_with_env(
+        hosts: &TwoHosts,
+        dir: &Path,
+        key_options: &str,
+        env: &[(&str, &str)],
+    ) -> Sshd {
         require("sshd", "openssh-server");
         require("ssh-keygen", "openssh-client");
         std::fs::create_dir_all(dir).expect("sshd directory");
@@ -170,27 +181,25 @@ impl Sshd {
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\nStreamLocalBindUnlink yes\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\n{}",
                 host_key.display(),
-                authorized.display()
+                authorized.display(),
+                // One line: sshd takes the first of each keyword only.
+                match env.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "SetEnv {}\n",
+                        env.iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                }
             ),
         )
         .unwrap();
         let log = dir.join("sshd.log");
-        let mut cmd = hosts.in_node("/usr/sbin/sshd");
-        cmd.args(["-D", "-e", "-f"]).arg(&config);
-        cmd.stderr(std::fs::File::create(&log).unwrap());
-        let mut proc = Proc::spawn_keeping_output("sshd", cmd);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("Server listening on") {
-                break;
-            }
-            assert!(proc.alive(), "sshd exited: {text}");
-            assert!(Instant::now() < deadline, "sshd did not listen: {text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let proc = listen(hosts, &config, &log);
         let listed = run(
             "ssh-keygen",
             &[
@@ -212,6 +221,120 @@ impl Sshd {
             client_key,
             fingerprint,
             log,
+            config,
         }
     }
+
+    /// Starts the server again (after [`Sshd::stop`]), with the same keys and settings.
+    pub fn restart(&mut self, hosts: &TwoHosts) {
+        self.proc = listen(hosts, &self.config, &self.log);
+    }
+
+    /// Kills the server and the sshd process of every session it serves: the node drops off
+    /// the network at once. The commands the sessions ran live on and see their input end.
+    pub fn stop(&mut self) {
+        let family = descendants(self.proc.pid());
+        self.proc.kill();
+        for (pid, command) in family {
+            if command.starts_with("sshd") {
+                kill9(pid);
+            }
+        }
+    }
+
+    /// Kills the sshd session process that runs a command whose command line contains
+    /// `command` (the session's connection drops; the others stay). Returns whether one ran.
+    pub fn drop_session_of(&self, command: &str) -> bool {
+        let family = descendants(self.proc.pid());
+        let Some((pid, _)) = family.iter().find(|(_, c)| c.contains(command)) else {
+            return false;
+        };
+        let Some(parent) = parent_of(*pid) else {
+            return false;
+        };
+        kill9(parent)
+    }
+
+    /// The command lines of the commands sessions run now.
+    pub fn commands(&self) -> Vec<String> {
+        descendants(self.proc.pid())
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c| !c.starts_with("sshd"))
+            .collect()
+    }
+}
+
+/// sshd `-D -e -f config` in the node's namespace, its log in `log`, listening.
+fn listen(hosts: &TwoHosts, config: &Path, log: &Path) -> Proc {
+    let mut cmd = hosts.in_node("/usr/sbin/sshd");
+    cmd.args(["-D", "-e", "-f"]).arg(config);
+    cmd.stderr(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap(),
+    );
+    let mut proc = Proc::spawn_keeping_output("sshd", cmd);
+    let before = std::fs::read_to_string(log).unwrap_or_default().len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text[before.min(text.len())..].contains("Server listening on") {
+            return proc;
+        }
+        assert!(proc.alive(), "sshd exited: {text}");
+        assert!(Instant::now() < deadline, "sshd did not listen: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `kill -9 PID`; whether it was delivered.
+fn kill9(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The parent of `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, then the parent.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every descendant of `pid`, with its command line (arguments joined by spaces).
+pub fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, parent_of(p)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found
+        .into_iter()
+        .skip(1)
+        .map(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .filter(|a| !a.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            (p, text)
+        })
+        .collect()
 }

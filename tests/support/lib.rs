@@ -106,6 +106,20 @@ fn wait_until(proc: &mut Proc, what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Whether `holds()` comes true within `limit` (asked every 20 ms).
+pub fn holds_within(limit: Duration, mut holds: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if holds() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `path` exists (a Unix socket being created), or panics after 10 s.
 pub fn wait_for_path(path: &Path, proc: &mut Proc) {
     wait_until(proc, &format!("create {}", path.display()), || {
@@ -361,10 +375,15 @@ pub struct QemuVm {
 impl QemuVm {
     /// Starts QEMU on `disks` (format, path) with QMP sockets in `dir`.
     pub fn start(dir: &Path, name: &str, disks: &[(&str, &Path)]) -> QemuVm {
+        QemuVm::start_with(Command::new("qemu-system-x86_64"), dir, name, disks)
+    }
+
+    /// [`QemuVm::start`] through `cmd`, a command that runs `qemu-system-x86_64` (in a
+    /// network namespace, say) as the process itself.
+    pub fn start_with(mut cmd: Command, dir: &Path, name: &str, disks: &[(&str, &Path)]) -> QemuVm {
         require("qemu-system-x86_64", "qemu-system-x86");
         let qmp = dir.join(format!("{name}-qmp.sock"));
         let control = dir.join(format!("{name}-ctl.sock"));
-        let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args([
             "-accel",
             "kvm",

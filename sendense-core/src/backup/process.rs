@@ -86,7 +86,7 @@ pub(super) fn run_node_process(
             let _ = crate::proc::signal(id, nix::sys::signal::Signal::SIGKILL);
         }
     });
-    let mut results = None;
+    let mut output = NodeOutput::new(plan, digests);
     let mut read_error = None;
     // A line the protocol does not allow: the node is stopped, the transfer fails with it.
     let mut refused: Option<Error> = None;
@@ -98,31 +98,12 @@ pub(super) fn run_node_process(
                 break;
             }
         };
-        if let Ok(ev) = serde_json::from_str::<Event>(&line) {
-            sd.sink().emit(&ev);
-            continue;
-        }
-        // A record that cannot be taken (of another disk, out of place, garbled, or not
-        // written) ends the transfer: the backup's digests would not be whole.
-        let taken = match node_line(&line) {
-            // Nothing may follow the summary.
-            Ok(Some(_)) if results.is_some() => Err(Error::new(
-                ErrorKind::Protocol,
-                "sendense-sna wrote on after its summary",
-            )),
-            Ok(Some(NodeLine::Summary {
-                protocol,
-                results: r,
-            })) => check_node_protocol(protocol).map(|()| results = Some(r)),
-            Ok(Some(line)) => take_digest_line(plan, digests, &line),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = taken {
+        if let Err(e) = output.take(sd.sink(), &line) {
             refused = Some(e);
             break;
         }
     }
+    let results = output.results;
     // Its output ended: it exits now (or, after a cancellation, within the grace period). One
     // that does not — or whose output could not be read — is stopped.
     let limit = if read_error.is_some() || refused.is_some() {
@@ -165,6 +146,52 @@ pub(super) fn run_node_process(
                 err_text.trim()
             ),
         )),
+    }
+}
+
+/// The output of a node's `sendense-sna transfer`, taken line by line: events go to the sink,
+/// digest lines into the digest files, the summary is kept.
+pub(super) struct NodeOutput<'a> {
+    plan: &'a TransferPlan,
+    digests: &'a [(u32, std::sync::Arc<crate::repo::digests::DigestFile>)],
+    /// The summary's results, once it came.
+    pub(super) results: Option<Vec<TransferResult>>,
+}
+
+impl<'a> NodeOutput<'a> {
+    pub(super) fn new(
+        plan: &'a TransferPlan,
+        digests: &'a [(u32, std::sync::Arc<crate::repo::digests::DigestFile>)],
+    ) -> Self {
+        NodeOutput {
+            plan,
+            digests,
+            results: None,
+        }
+    }
+
+    /// Takes one line. A record that cannot be taken (of another disk, out of place, garbled,
+    /// or not written) is an error that ends the transfer: the backup's digests would not be
+    /// whole.
+    pub(super) fn take(&mut self, sink: &crate::event::SharedSink, line: &str) -> Result<()> {
+        if let Ok(ev) = serde_json::from_str::<Event>(line) {
+            sink.emit(&ev);
+            return Ok(());
+        }
+        match node_line(line)? {
+            // Nothing may follow the summary.
+            Some(_) if self.results.is_some() => Err(Error::new(
+                ErrorKind::Protocol,
+                "sendense-sna wrote on after its summary",
+            )),
+            Some(NodeLine::Summary { protocol, results }) => {
+                check_node_protocol(protocol)?;
+                self.results = Some(results);
+                Ok(())
+            }
+            Some(line) => take_digest_line(self.plan, self.digests, &line),
+            None => Ok(()),
+        }
     }
 }
 

@@ -36,7 +36,7 @@ impl Run {
             job,
             vm: vm.name.clone(),
             checkpoint,
-            scratch: sd.job_scratch(job),
+            scratch: sd.snapshot_scratch(vm, job)?,
             disks: disks
                 .iter()
                 .zip(decisions)

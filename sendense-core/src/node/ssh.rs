@@ -37,8 +37,17 @@ pub enum LocalTarget {
     Unix(PathBuf),
 }
 
-/// Forwarded ports of a session (the port on the node's loopback → the hub's target).
-type Forwards = Arc<Mutex<std::collections::HashMap<u32, LocalTarget>>>;
+/// Where a node listens for a forward.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Listen {
+    /// A port on the node's loopback.
+    Port(u32),
+    /// A Unix socket on the node.
+    Socket(String),
+}
+
+/// Forwards of a session (where the node listens → the hub's target).
+type Forwards = Arc<Mutex<std::collections::HashMap<Listen, LocalTarget>>>;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,18 +190,44 @@ impl client::Handler for Client {
             .forwards
             .lock()
             .ok()
-            .and_then(|f| f.get(&connected_port).cloned());
-        let Some(target) = target else {
-            reply
-                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        // Not here: the handler runs in the session's loop.
-        reply.accept().await;
-        tokio::spawn(pump(channel, target));
+            .and_then(|f| f.get(&Listen::Port(connected_port)).cloned());
+        connect_forwarded(channel, target, reply).await;
         Ok(())
     }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> std::result::Result<(), Self::Error> {
+        let target = self
+            .forwards
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&Listen::Socket(socket_path.to_string())).cloned());
+        connect_forwarded(channel, target, reply).await;
+        Ok(())
+    }
+}
+
+/// Takes a channel the node opened for a forward to `target`; refuses one for a forward the
+/// hub did not ask for (`None`).
+async fn connect_forwarded(
+    channel: russh::Channel<client::Msg>,
+    target: Option<LocalTarget>,
+    reply: client::ChannelOpenHandle,
+) {
+    let Some(target) = target else {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        return;
+    };
+    reply.accept().await;
+    // Not here: the handler runs in the session's loop.
+    tokio::spawn(pump(channel, target));
 }
 
 /// Copies between a forwarded channel and a new connection to `target`, both ways, until both
@@ -247,15 +282,71 @@ impl SshSession {
                 )
             })?;
         if let Ok(mut f) = self.forwards.lock() {
-            f.insert(port, target);
+            f.insert(Listen::Port(port), target);
         }
         Ok(port16)
+    }
+
+    /// Asks the node's sshd to listen on the Unix socket `path` (on the node; its directory
+    /// must exist, the socket must not) and to pass every connection there to the hub, which
+    /// connects it to `target`. sshd creates the socket as the node account, mode 0600 (its
+    /// `StreamLocalBindMask`), so no other user of the node reaches the target through it.
+    /// The forward ends with [`SshSession::cancel_socket_forward`] or the session.
+    pub fn forward_socket(&self, path: &str, target: LocalTarget) -> Result<()> {
+        let what = &self.what;
+        if let Ok(mut f) = self.forwards.lock() {
+            f.insert(Listen::Socket(path.to_string()), target);
+        }
+        let asked = self.rt()?.block_on(async {
+            tokio::time::timeout(SHORT_COMMAND, self.handle.streamlocal_forward(path))
+                .await
+                .map_err(|_| {
+                    Error::new(ErrorKind::External, format!("{what} did not answer a forward request"))
+                })?
+                .map_err(|e| {
+                    Error::refused(format!("{what} refused to forward its Unix socket {path}: {e}"))
+                        .with_help("Allow forwarding in the node account's authorized_keys (port-forwarding) and in its sshd_config (AllowStreamLocalForwarding, the default); see the guide's remote nodes section.")
+                })
+        });
+        if asked.is_err() {
+            if let Ok(mut f) = self.forwards.lock() {
+                f.remove(&Listen::Socket(path.to_string()));
+            }
+        }
+        asked
+    }
+
+    /// Ends the forward of the node's Unix socket `path`.
+    pub fn cancel_socket_forward(&self, path: &str) -> Result<()> {
+        if let Ok(mut f) = self.forwards.lock() {
+            f.remove(&Listen::Socket(path.to_string()));
+        }
+        let what = &self.what;
+        self.rt()?.block_on(async {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                self.handle.cancel_streamlocal_forward(path),
+            )
+            .await
+            {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Error::new(
+                    ErrorKind::External,
+                    format!("{what} did not end the forward of its socket {path}"),
+                )),
+            }
+        })
+    }
+
+    /// Whether the connection has ended (the node or the network dropped it).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
     }
 
     /// Ends the forward of `port` on the node.
     pub fn cancel_forward(&self, port: u16) -> Result<()> {
         if let Ok(mut f) = self.forwards.lock() {
-            f.remove(&u32::from(port));
+            f.remove(&Listen::Port(u32::from(port)));
         }
         let what = &self.what;
         self.rt()?.block_on(async {
@@ -641,10 +732,13 @@ impl SshSession {
             };
             let end = match status {
                 Some(0) => return,
-                Some(s) => format!("it ended with exit status {s}{said}"),
-                None => format!("the connection to the node ended{said}"),
+                Some(s) => std::io::Error::other(format!("it ended with exit status {s}{said}")),
+                None => std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    format!("the connection to the node ended{said}"),
+                ),
             };
-            let _ = out.send(Err(std::io::Error::other(end)));
+            let _ = out.send(Err(end));
         });
         Ok((
             RemoteProcess {

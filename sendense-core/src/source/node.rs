@@ -51,6 +51,13 @@ pub enum SourceCall {
         /// What to snapshot.
         req: SnapshotRequest,
     },
+    /// [`Source::resize_suspects`] of a disk of the snapshot.
+    ResizeSuspects {
+        /// The disk's snapshot export (as the snapshot answered).
+        url: String,
+        /// Its changes.
+        bitmap: String,
+    },
     /// [`Source::finish`].
     Finish {
         /// Whether the backup committed.
@@ -181,8 +188,32 @@ fn answer(
         SourceCall::Open { .. } => Ok(serde_json::Value::Null),
         SourceCall::Discover => json(serde_json::to_value(s.discover()?)),
         SourceCall::Checkpoints { disks } => json(serde_json::to_value(s.checkpoints(&disks)?)),
-        SourceCall::Repair { req } => json(serde_json::to_value(s.repair(&mut host, &req)?)),
-        SourceCall::Snapshot { req } => {
+        SourceCall::Repair { mut req } => {
+            // Scratch directories the hub names relative are this node's own.
+            let mut ours = Vec::new();
+            for (job, dir) in req.interrupted.iter_mut() {
+                if dir.is_relative() {
+                    *dir = node_scratch(dir)?;
+                    ours.push((*job, dir.clone()));
+                }
+            }
+            let repaired = s.repair(&mut host, &req)?;
+            // Nothing in QEMU uses them any more: what the interrupted jobs left goes.
+            for (job, dir) in ours {
+                if Some(job) != req.keep_job {
+                    match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => host.log(&format!("removed {}", dir.display())),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => host.log(&format!("removing {}: {e}", dir.display())),
+                    }
+                }
+            }
+            json(serde_json::to_value(repaired))
+        }
+        SourceCall::Snapshot { mut req } => {
+            if req.scratch.is_relative() {
+                req.scratch = node_scratch(&req.scratch)?;
+            }
             let disks: Vec<WireSnapshotDisk> = s
                 .snapshot(&mut host, &req)?
                 .into_iter()
@@ -196,11 +227,58 @@ fn answer(
                 .collect();
             json(serde_json::to_value(disks))
         }
+        SourceCall::ResizeSuspects { url, bitmap } => {
+            let url: crate::nbd::NbdUrl = url.parse()?;
+            json(serde_json::to_value(s.resize_suspects(&url, &bitmap)?))
+        }
         SourceCall::Finish { success } => {
             s.finish(&mut host, success)?;
             Ok(serde_json::Value::Null)
         }
     }
+}
+
+/// Where a node keeps its own state: `$SENDENSE_SNA_STATE`, else `$XDG_STATE_HOME/sendense-sna`,
+/// else `~/.local/state/sendense-sna`.
+pub fn node_state_dir() -> Result<std::path::PathBuf> {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .map(std::path::PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(dir) = env("SENDENSE_SNA_STATE") {
+        return Ok(dir);
+    }
+    if let Some(dir) = env("XDG_STATE_HOME") {
+        return Ok(dir.join("sendense-sna"));
+    }
+    env("HOME")
+        .map(|h| h.join(".local/state/sendense-sna"))
+        .ok_or_else(|| {
+            Error::invalid("the node account has no home directory ($HOME) for its state")
+                .with_help("Set SENDENSE_SNA_STATE for the account (sshd_config SetEnv) to a directory of its own.")
+        })
+}
+
+/// The node's own scratch directory of a job the hub names `name` (one plain path component,
+/// as [`crate::Sendense::snapshot_scratch`] makes it): `<state>/jobs/<name>`, its parents
+/// created private.
+fn node_scratch(name: &std::path::Path) -> Result<std::path::PathBuf> {
+    let text = name.to_str().unwrap_or_default();
+    let plain = !text.is_empty()
+        && !text.starts_with('.')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !plain {
+        return Err(Error::invalid(format!(
+            "the hub named the scratch directory `{}`, which is not a plain name",
+            name.display()
+        )));
+    }
+    let jobs = node_state_dir()?.join("jobs");
+    crate::fsutil::create_private_dir(&jobs)?;
+    Ok(jobs.join(text))
 }
 
 /// The node's host for a source: log lines go back to the hub; exports are the hub's.
@@ -466,8 +544,14 @@ impl Source for NodeSource {
             .map(|d| {
                 let url: crate::nbd::NbdUrl = d.url.parse()?;
                 // The snapshot is served where the job's scratch is, nowhere else: a node must
-                // not point the hub at another export.
+                // not point the hub at another export. (A remote node's scratch is its own,
+                // named by the hub, placed by the node.)
                 let inside = match &url.endpoint {
+                    crate::nbd::Endpoint::Unix(path) if req.scratch.is_relative() => {
+                        path.is_absolute()
+                            && path.parent().and_then(|p| p.file_name())
+                                == Some(req.scratch.as_os_str())
+                    }
                     crate::nbd::Endpoint::Unix(path) => path.starts_with(&req.scratch),
                     crate::nbd::Endpoint::Tcp { .. } => false,
                 };
@@ -495,6 +579,21 @@ impl Source for NodeSource {
     fn finish(&mut self, host: &mut dyn SourceHost, success: bool) -> Result<()> {
         self.call(Some(host), &SourceCall::Finish { success })
             .map(drop)
+    }
+
+    fn resize_suspects(
+        &mut self,
+        url: &crate::nbd::NbdUrl,
+        bitmap: &str,
+    ) -> Result<Vec<(u64, u64)>> {
+        let v = self.call(
+            None,
+            &SourceCall::ResizeSuspects {
+                url: url.to_string(),
+                bitmap: bitmap.to_string(),
+            },
+        )?;
+        Self::parse(v)
     }
 }
 
