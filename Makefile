@@ -57,6 +57,7 @@ bench: deps
 	bash bench/retention.sh 4G $(BENCH_RUNS) 500
 	bash bench/schedule.sh $(BENCH_RUNS)
 	bash bench/repo-copy.sh 4G $(BENCH_RUNS)
+	bash bench/remote-node.sh 4G $(BENCH_RUNS) 20
 
 ## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.
 FUZZ_SECONDS ?= 300

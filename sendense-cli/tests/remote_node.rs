@@ -1,7 +1,7 @@
 //! Remote nodes: the hub reaches a node's `sendense-sna` over SSH — here two hosts in network
 //! namespaces, a real OpenSSH sshd on the node, `sendense` in the hub's namespace.
 
-use sendense_testkit::hosts::{Sshd, TwoHosts, NODE_ADDR};
+use sendense_testkit::hosts::{DelayRelay, Sshd, TwoHosts, NODE_ADDR};
 use sendense_testkit::output_text;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -57,10 +57,15 @@ impl Rig {
 
     /// [`Rig::new`] with `env` set for the commands the node runs.
     fn with_env(env: &[(&str, &str)]) -> Rig {
+        Rig::with(env, "")
+    }
+
+    /// [`Rig::with_env`], the hub's key with `key_options` in the node's authorized_keys.
+    fn with(env: &[(&str, &str)], key_options: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
         let hosts = TwoHosts::create();
-        let sshd = Sshd::start_with_env(&hosts, &dir.path().join("sshd"), "", env);
+        let sshd = Sshd::start_with_env(&hosts, &dir.path().join("sshd"), key_options, env);
         Rig {
             dir,
             state,
@@ -71,9 +76,13 @@ impl Rig {
 
     /// `sendense node add NAME --ssh root@NODE --identity KEY EXTRA...` in the hub.
     fn add(&self, name: &str, extra: &[&str]) -> (i32, String, Value) {
-        let ssh = format!("root@{NODE_ADDR}");
+        self.add_via(name, &format!("root@{NODE_ADDR}"), extra)
+    }
+
+    /// [`Rig::add`] with `--ssh SSH`.
+    fn add_via(&self, name: &str, ssh: &str, extra: &[&str]) -> (i32, String, Value) {
         let key = self.sshd.client_key.to_str().unwrap();
-        let mut args = vec!["node", "add", name, "--ssh", &ssh, "--identity", key];
+        let mut args = vec!["node", "add", name, "--ssh", ssh, "--identity", key];
         args.extend_from_slice(extra);
         hub(&self.hosts, &self.state, &args)
     }
@@ -346,6 +355,25 @@ fn a_node_account_restricted_as_documented_still_works() {
     assert_eq!(t["throughput"]["bytes"], 64u64 << 20, "{t:#}");
     assert!(t["throughput"]["mib_per_sec"].as_f64().unwrap() > 0.0);
     drop(sshd);
+    // With sendense-sna as the forced command: its node commands run, nothing else does.
+    let forced = format!(r#"{options},command="{sna} ssh-command""#);
+    let sshd = Sshd::start(&hosts, &dir.path().join("sshd3"), &forced);
+    let (c, out, _) = add(&sshd, "n4");
+    assert_eq!(c, 0, "{out}");
+    let (c, out, t) = hub(&hosts, &state, &["node", "test", "n4", "--throughput", "8"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(t["throughput"]["bytes"], 8u64 << 20, "{t:#}");
+    let (c, out, _) = hub(
+        &hosts,
+        &state,
+        &["node", "install", "n4", "--to", "/tmp/x/sendense-sna"],
+    );
+    assert_ne!(c, 0, "{out}");
+    assert!(
+        out.contains("runs only sendense-sna's node commands"),
+        "{out}"
+    );
+    drop(sshd);
     // Without port-forwarding the node still answers, but no data could travel: named.
     let sshd = Sshd::start(&hosts, &dir.path().join("sshd1"), "restrict");
     let (c, out, _) = add(&sshd, "n3");
@@ -373,7 +401,13 @@ struct NodeVm {
 }
 
 impl NodeVm {
+    /// Reached at the node's address.
     fn start(rig: &Rig) -> NodeVm {
+        NodeVm::start_via(rig, &format!("root@{NODE_ADDR}"))
+    }
+
+    /// Reached with `--ssh SSH`.
+    fn start_via(rig: &Rig, ssh: &str) -> NodeVm {
         let d = rig.dir.path();
         let mut images = Vec::new();
         let mut refs = Vec::new();
@@ -397,8 +431,9 @@ impl NodeVm {
             &disks,
         );
         let sna = sna();
-        let (c, out, _) = rig.add(
+        let (c, out, _) = rig.add_via(
             "n1",
+            ssh,
             &["--accept-host-key", "--sna-path", sna.to_str().unwrap()],
         );
         assert_eq!(c, 0, "{out}");
@@ -535,17 +570,31 @@ fn node_commands(node_state: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Full and incrementals of a live two-disk VM on the node, through the SSH connection: each
+/// Full and incrementals of a live two-disk VM on the node, through the SSH connection over a
+/// link with 20 ms of round trip, the node account restricted as the guide documents: each
 /// restore point exact; a data connection dropped in the middle of a transfer is made again
 /// and the backup completes; nothing is left on either side.
 #[test]
 fn a_live_vm_on_a_node_is_backed_up_through_ssh_exactly() {
+    use sendense_testkit::hosts::HUB_ADDR;
     let node_state = tempfile::tempdir().unwrap();
-    let rig = Rig::with_env(&[
-        ("SENDENSE_SNA_STATE", node_state.path().to_str().unwrap()),
-        ("SENDENSE_TEST_PAUSE_AT", "sna.transfer-midway:2500"),
-    ]);
-    let vm = NodeVm::start(&rig);
+    let restricted = format!(
+        r#"restrict,port-forwarding,permitlisten="127.0.0.1:*",from="{HUB_ADDR}",command="{} ssh-command""#,
+        sna().display()
+    );
+    let rig = Rig::with(
+        &[
+            ("SENDENSE_SNA_STATE", node_state.path().to_str().unwrap()),
+            ("SENDENSE_TEST_PAUSE_AT", "sna.transfer-midway:2500"),
+        ],
+        &restricted,
+    );
+    let relay = DelayRelay::start(
+        &rig.hosts,
+        &format!("{NODE_ADDR}:22"),
+        std::time::Duration::from_millis(20),
+    );
+    let vm = NodeVm::start_via(&rig, &format!("root@127.0.0.1:{}", relay.port));
     let mut points = Vec::new();
     vm.write(0, "write -P 0x51 0 6M");
     vm.write(1, "write -P 0x52 1M 2M");

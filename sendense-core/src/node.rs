@@ -96,9 +96,111 @@ pub fn shell_word(sna: &str) -> String {
     }
 }
 
+/// The subcommands a hub runs on a node.
+const NODE_SUBCOMMANDS: &[&str] = &["hello", "source", "transfer", "send-test"];
+
+/// For `sendense-sna ssh-command` (an `authorized_keys` `command=`): the arguments of the
+/// command line the hub asked for (`SSH_ORIGINAL_COMMAND`), when it is `sendense-sna` with one of
+/// its node subcommands (`[--json] hello | source | transfer | send-test PORT BYTES`) and nothing
+/// else; an error naming it otherwise.
+pub fn node_command(original: &str) -> Result<Vec<String>> {
+    let refused = || {
+        Error::refused(format!(
+            "this node account runs only sendense-sna's node commands, not `{original}`"
+        ))
+        .with_help(
+            "Its authorized_keys entry has command=\"... sendense-sna ssh-command\". Install or \
+             upgrade sendense-sna on the node by hand (or lift the restriction while `sendense \
+             node install` runs).",
+        )
+    };
+    let mut words = Vec::new();
+    let (mut word, mut quote, mut started) = (String::new(), None, false);
+    for c in original.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                started = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(refused());
+    }
+    if started {
+        words.push(word);
+    }
+    let Some((program, args)) = words.split_first() else {
+        return Err(refused());
+    };
+    if program.rsplit('/').next() != Some("sendense-sna") {
+        return Err(refused());
+    }
+    let rest = match args.first().map(String::as_str) {
+        Some("--json") => &args[1..],
+        _ => args,
+    };
+    let fits = match rest {
+        [sub] => NODE_SUBCOMMANDS.contains(&sub.as_str()) && sub != "send-test",
+        [sub, port, bytes] => {
+            sub == "send-test" && port.parse::<u16>().is_ok() && bytes.parse::<u64>().is_ok()
+        }
+        _ => false,
+    };
+    if !fits {
+        return Err(refused());
+    }
+    Ok(args.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restricted_node_runs_only_sendense_sna_s_node_commands() {
+        let path = shell_word("/opt/sendense/sendense-sna");
+        let home = shell_word("~/.local/lib/sendense/sendense-sna");
+        for (asked, args) in [
+            (format!("{path} hello"), vec!["hello"]),
+            (
+                format!("{home} --json transfer"),
+                vec!["--json", "transfer"],
+            ),
+            (format!("{path} source"), vec!["source"]),
+            (
+                format!("{path} send-test 4000 1024"),
+                vec!["send-test", "4000", "1024"],
+            ),
+        ] {
+            assert_eq!(node_command(&asked).unwrap(), args, "{asked}");
+        }
+        for bad in [
+            "",
+            "sh -c id",
+            "'/bin/sh' hello",
+            &format!("{path} hello; id"),
+            &format!("{path} copy nbd://a nbd://b"),
+            &format!("{path} send-test 1 x"),
+            &format!("{path} source extra"),
+            &format!("{path} 'hello"),
+            "mktemp /tmp/x",
+        ] {
+            let err = node_command(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Refused, "{bad}");
+        }
+    }
 
     #[test]
     fn node_paths_are_plain_and_quoted() {

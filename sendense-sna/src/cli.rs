@@ -72,6 +72,15 @@ and reads, per call, log lines {\"log\": \"...\"} then {\"ok\": <result>} or
 session: a snapshot and its finish are one session. When stdin closes, what a
 snapshot left is torn down and the process exits 0.")]
     Source,
+    /// Run the node command the hub asked for over SSH (`$SSH_ORIGINAL_COMMAND`) when it is
+    /// one of this program's node commands, and refuse anything else: the `command=` of a node
+    /// account's authorized_keys entry.
+    #[command(after_long_help = "In ~/.ssh/authorized_keys of the node account:
+  restrict,port-forwarding,permitlisten=\"127.0.0.1:*\",from=\"HUB\",command=\"/PATH/sendense-sna ssh-command\" ssh-ed25519 AAAA...
+Runs `[--json] hello | source | transfer | send-test PORT BYTES` of this
+sendense-sna (whatever path the hub named); anything else is refused (exit 5).
+`sendense node install` cannot run under it: install sendense-sna by hand.")]
+    SshCommand,
     /// Send BYTES to a port on this host's loopback, as fast as it goes (`sendense node test
     /// --throughput` measures the hub's forward with it).
     #[command(

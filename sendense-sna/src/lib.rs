@@ -19,6 +19,7 @@ pub fn main() -> ExitCode {
             println!("{}", serde_json::to_string(&hello).unwrap_or_default());
             Ok(())
         }
+        cli::Command::SshCommand => ssh_command(),
         cli::Command::Source => {
             sendense_core::source::node::serve(std::io::stdin().lock(), std::io::stdout().lock())
         }
@@ -30,6 +31,22 @@ pub fn main() -> ExitCode {
             ExitCode::from(sendense_term::exit_code(err.kind()))
         }
     }
+}
+
+/// `sendense-sna ssh-command`: becomes the node command the hub asked for, or refuses it.
+fn ssh_command() -> sendense_core::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
+    let args = sendense_core::node::node_command(&asked)?;
+    let me = std::env::current_exe().map_err(|e| {
+        sendense_core::Error::internal(format!("finding sendense-sna's own executable: {e}"))
+    })?;
+    // Only returns when it could not run.
+    let e = std::process::Command::new(&me).args(&args).exec();
+    Err(sendense_core::Error::internal(format!(
+        "running {}: {e}",
+        me.display()
+    )))
 }
 
 /// `sendense-sna send-test`: BYTES to 127.0.0.1:PORT.

@@ -338,3 +338,50 @@ pub fn descendants(pid: u32) -> Vec<(u32, String)> {
         })
         .collect()
 }
+
+/// A relay in the hub's namespace that adds a round trip of latency on the way to an address
+/// of the node (`sendense-delay-relay`, built with the tests).
+#[derive(Debug)]
+pub struct DelayRelay {
+    /// The relay; stopped on drop.
+    pub proc: Proc,
+    /// Its port on the hub's loopback.
+    pub port: u16,
+}
+
+impl DelayRelay {
+    /// Relays 127.0.0.1:PORT in the hub's namespace to `to` (`ADDR:PORT` of the node) with
+    /// `rtt` of round trip.
+    pub fn start(hosts: &TwoHosts, to: &str, rtt: Duration) -> DelayRelay {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("the test's executable");
+        let relay = exe
+            .ancestors()
+            .skip(1)
+            .take(2)
+            .map(|d| d.join("sendense-delay-relay"))
+            .find(|p| p.is_file())
+            .expect(
+                "sendense-delay-relay is built with the tests (cargo build -p sendense-testkit)",
+            );
+        let mut cmd = hosts.in_hub(relay.to_str().unwrap());
+        cmd.args(["--listen", "127.0.0.1:0", "--to", to, "--rtt-ms"])
+            .arg(rtt.as_millis().to_string())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("starting the delay relay");
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the delay relay said {line:?}"));
+        DelayRelay {
+            proc: Proc::adopt("delay relay", child),
+            port,
+        }
+    }
+}

@@ -42,6 +42,14 @@ impl Proc {
         }
     }
 
+    /// Takes over a child the caller started.
+    pub fn adopt(name: &str, child: Child) -> Proc {
+        Proc {
+            child,
+            name: name.to_string(),
+        }
+    }
+
     /// Spawns `cmd` with its stdout and stderr as the caller set them.
     pub fn spawn_keeping_output(name: &str, mut cmd: Command) -> Proc {
         let child = cmd

@@ -321,6 +321,21 @@ fn measure(session: &SshSession, node: &str, sna: &str, bytes: u64) -> Result<Th
 /// Streams `program` to `to` on the node and checks it there.
 fn install(session: &SshSession, node: &str, program: &std::path::Path, to: &str) -> Result<Hello> {
     let arch = session.exec("uname -m", &[])?;
+    if arch.status != Some(0) {
+        // An account whose key may run only sendense-sna (`command=`) says so here.
+        let said = String::from_utf8_lossy(&arch.stderr);
+        return Err(Error::refused(format!(
+            "node `{node}` runs no install command for this hub: {}",
+            said.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("`uname -m` failed")
+                .trim()
+        ))
+        .with_help(
+            "Install sendense-sna on the node by hand (or lift the node account's command= \
+             restriction while `sendense node install` runs).",
+        ));
+    }
     let theirs = String::from_utf8_lossy(&arch.stdout).trim().to_string();
     if theirs != std::env::consts::ARCH {
         return Err(Error::refused(format!(
