@@ -9,6 +9,7 @@
 # the source qemu-nbd). Needs root (network namespaces).
 #   bench/remote-node.sh [DATA] [RUNS] [RTT_MS]     defaults: 4G 3 20
 set -euo pipefail
+[ -n "${TRACE:-}" ] && set -x
 . "$(dirname "$0")/../scripts/vm.sh"
 size=${1:-4G}
 runs=${2:-3}
@@ -35,6 +36,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# What the command that failed said.
+trap '[ -s "$work/err" ] && cat "$work/err" >&2' ERR
 bytes=$(numfmt --from=iec "$size")
 in_hub() { ip netns exec "$hub" "$@"; }
 in_node() { ip netns exec "$node" "$@"; }
@@ -73,7 +76,7 @@ AllowTcpForwarding yes
 AllowStreamLocalForwarding yes
 SetEnv SENDENSE_SNA_STATE=$work/node-state
 EOF
-in_node /usr/sbin/sshd -D -f "$work/sshd/config" &
+ip netns exec "$node" /usr/sbin/sshd -D -f "$work/sshd/config" &
 sshd_pid=$!
 pids+=("$sshd_pid")
 for _ in $(seq 100); do in_hub bash -c "echo >/dev/tcp/$node_addr/22" 2>/dev/null && break; sleep 0.05; done
@@ -87,16 +90,26 @@ qemu-img convert -O qcow2 "nbd+unix:///?socket=$work/gen.sock" "$work/vm-0.qcow2
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
 qemu-img create -q -f qcow2 "$work/vm-1.qcow2" 64M
 qemu_pid=$(in_node bash -c ". '$(pwd)/scripts/vm.sh'; start_vm '$work' '$work/vm-0.qcow2' '$work/vm-1.qcow2'")
+# Its vCPUs stopped (a guest without an OS only spins in its firmware, taking a core's share
+# from every method measured); QEMU serves its disks as for a running guest.
+python3 -c '
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw"); f.readline()
+for c in ("qmp_capabilities", "stop"):
+    f.write(json.dumps({"execute": c}) + "\n"); f.flush()
+    while "event" in json.loads(f.readline()): pass
+' "$work/ctl.sock"
 mib=$(echo "$bytes / 1048576" | bc -l)
 gib=$(echo "$bytes / 1073741824" | bc -l)
 echo "One disk of $size random data on the node; runs $runs; sendense $("$sendense" --version)"
 
-# start_relay PORT: a relay on the hub's loopback to NODE_ADDR:PORT with RTT; prints its port.
+# start_relay PORT: a relay on the hub's loopback to NODE_ADDR:PORT with DELAY; its port in
+# relay_port.
 start_relay() {
-    in_hub "$relay" --listen 127.0.0.1:0 --to "$node_addr:$1" --rtt-ms "$delay" >"$work/relay.out" &
+    ip netns exec "$hub" "$relay" --listen 127.0.0.1:0 --to "$node_addr:$1" --rtt-ms "$delay" >"$work/relay.out" &
     pids+=($!)
     for _ in $(seq 100); do grep -q listening "$work/relay.out" 2>/dev/null && break; sleep 0.05; done
-    awk '{print $2}' "$work/relay.out"
+    relay_port=$(awk '{print $2}' "$work/relay.out")
 }
 
 # One configuration: DELAY ms of round trip (0: straight over the veth pair).
@@ -104,8 +117,8 @@ configuration() {
     delay=$1
     local ssh_host=$node_addr ssh_port=22 nbd_host=$node_addr nbd_port=10809
     if [ "$delay" -gt 0 ]; then
-        ssh_host=127.0.0.1; ssh_port=$(start_relay 22)
-        nbd_host=127.0.0.1; nbd_port=$(start_relay 10809)
+        start_relay 22; ssh_host=127.0.0.1; ssh_port=$relay_port
+        start_relay 10809; nbd_host=127.0.0.1; nbd_port=$relay_port
     fi
     echo "== Round trip ${delay} ms (+ the veth pair's)"
     export SENDENSE_HOME="$work/state"
@@ -123,7 +136,7 @@ configuration() {
         s0=$(cpu_of "$sshd_pid"); q0=$(cpu_of "$qemu_pid")
         TIMEFORMAT='%U %S'
         t0=$(now)
-        h=$( { time in_hub "$sendense" backup start vm --full --json >"$work/backup.json"; } 2>&1 | awk '{print $1 + $2}')
+        h=$( { time in_hub "$sendense" backup start vm --full --json >"$work/backup.json" 2>"$work/err"; } 2>&1 | awk '{print $1 + $2}')
         t1=$(now)
         sleep 0.5
         echo "$(echo "$t1 - $t0" | bc -l) $h $(echo "$(cpu_of "$sshd_pid") - $s0 + $(cpu_of "$qemu_pid") - $q0" | bc -l)" >>"$work/m_sendense"
@@ -134,10 +147,10 @@ configuration() {
         local opts="driver=qcow2,file.driver=file,file.filename=$work/vm-0.qcow2,file.locking=off"
         # nbdcopy through ssh -L to the node's qemu-nbd on a Unix socket.
         rm -f "$work/src.sock" "$work/out.qcow2"
-        in_node qemu-nbd -r -x src -k "$work/src.sock" --shared=8 --persistent --image-opts "$opts" >/dev/null 2>&1 &
+        ip netns exec "$node" qemu-nbd -r -x src -k "$work/src.sock" --shared=8 --persistent --image-opts "$opts" >/dev/null 2>&1 &
         local qnbd=$!; pids+=("$qnbd")
         wait_for "$work/src.sock"
-        in_hub ssh -N -i "$work/sshd/client_key" -p "$ssh_port" -o BatchMode=yes \
+        ip netns exec "$hub" ssh -N -i "$work/sshd/client_key" -p "$ssh_port" -o BatchMode=yes \
             -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR \
             -L "127.0.0.1:10810:$work/src.sock" "root@$ssh_host" &
         local sshc=$!; pids+=("$sshc")
@@ -145,25 +158,30 @@ configuration() {
         sync
         s0=$(cpu_of "$sshd_pid")
         t0=$(now)
-        h=$( { time in_hub nbdcopy --destination-is-zero --flush "nbd://127.0.0.1:10810/src" \
-            -- [ qemu-nbd -f qcow2 --cache=none --aio=threads "$work/out.qcow2" ] ; } 2>&1 | awk '{print $1 + $2}')
+        qemu-img create -q -f qcow2 "$work/out.qcow2" "$bytes"
+        h=$( { time in_hub nbdcopy --destination-is-zero --flush -- "nbd://127.0.0.1:10810/src" \
+            [ qemu-nbd -f qcow2 --cache=none --aio=threads "$work/out.qcow2" ] 2>"$work/err" ; } 2>&1 | awk '{print $1 + $2}')
         t1=$(now)
         local hc nc
         hc=$(echo "$h + $(cpu_of "$sshc")" | bc -l)
-        nc=$(echo "$(cpu_of "$qnbd") + $(cpu_of "$sshd_pid") - $s0" | bc -l)
+        nc=$(cpu_of "$qnbd")
         kill "$sshc" "$qnbd"; wait "$sshc" "$qnbd" 2>/dev/null || true
+        # The session's sshd processes count once they ended (reaped by the listener).
+        sleep 0.5
+        nc=$(echo "$nc + $(cpu_of "$sshd_pid") - $s0" | bc -l)
         pids=("${pids[@]/$sshc}"); pids=("${pids[@]/$qnbd}")
         echo "$(echo "$t1 - $t0" | bc -l) $hc $nc" >>"$work/m_sshl"
 
         # nbdcopy over plain TCP to the node's qemu-nbd on its address (inside the rig only).
         rm -f "$work/out.qcow2"
-        in_node qemu-nbd -r -x src -b "$node_addr" -p 10809 --shared=8 --persistent --image-opts "$opts" >/dev/null 2>&1 &
+        ip netns exec "$node" qemu-nbd -r -x src -b "$node_addr" -p 10809 --shared=8 --persistent --image-opts "$opts" >/dev/null 2>&1 &
         qnbd=$!; pids+=("$qnbd")
         for _ in $(seq 200); do in_node bash -c "echo >/dev/tcp/$node_addr/10809" 2>/dev/null && break; sleep 0.05; done
         sync
         t0=$(now)
-        h=$( { time in_hub nbdcopy --destination-is-zero --flush "nbd://$nbd_host:$nbd_port/src" \
-            -- [ qemu-nbd -f qcow2 --cache=none --aio=threads "$work/out.qcow2" ] ; } 2>&1 | awk '{print $1 + $2}')
+        qemu-img create -q -f qcow2 "$work/out.qcow2" "$bytes"
+        h=$( { time in_hub nbdcopy --destination-is-zero --flush -- "nbd://$nbd_host:$nbd_port/src" \
+            [ qemu-nbd -f qcow2 --cache=none --aio=threads "$work/out.qcow2" ] 2>"$work/err" ; } 2>&1 | awk '{print $1 + $2}')
         t1=$(now)
         nc=$(cpu_of "$qnbd")
         kill "$qnbd"; wait "$qnbd" 2>/dev/null || true
@@ -192,4 +210,4 @@ configuration() {
 }
 
 configuration "$rtt"
-configuration 0
+[ "${NO_DELAY:-1}" = 0 ] || configuration 0

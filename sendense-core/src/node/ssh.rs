@@ -368,10 +368,11 @@ impl SshSession {
 }
 
 /// AEAD ciphers only, AES-GCM first: with AES instructions (x86-64, ARMv8) it moves backup
-/// data faster than chacha20-poly1305, which russh prefers by default.
+/// data faster than chacha20-poly1305, which russh prefers by default; AES-128 before AES-256
+/// (as OpenSSH orders them), four fewer rounds per block on both sides of every byte.
 const CIPHERS: &[russh::cipher::Name] = &[
-    russh::cipher::AES_256_GCM,
     russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_GCM,
     russh::cipher::CHACHA20_POLY1305,
 ];
 
