@@ -141,7 +141,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l nbd -d 'An NBD export of one disk (nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH); repeat for each disk, in order' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l pre-hook -d 'Command run before the snapshot of an --nbd VM (arguments split like a shell, no shell)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l post-hook -d 'Command run after the backup of an --nbd VM' -r
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l node -d 'The VM runs on this node (with --qmp: the socket\'s path there; the node\'s sendense-sna reaches it, over SSH)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l node -d 'The VM runs on this node: --qmp and --disk are paths there, which the node\'s sendense-sna opens on the hub\'s request, over SSH' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l group -d 'Put the VM in this protection group (repeat for several)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F

@@ -529,6 +529,9 @@ Sources:
                  snapshot and after the backup, without a shell, with SENDENSE_VM,
                  SENDENSE_JOB, SENDENSE_PHASE (and SENDENSE_RESULT after) set.
 
+With --node N, --qmp and --disk name a socket and files on node N (see `sendense
+node add`): the hub never opens them; the node's sendense-sna does.
+
 Disks get the keys 2000, 2001, ... in device order. Later backups match disks by
 identity: a new disk gets the next free key, a vanished disk is reported."))]
     #[command(group(clap::ArgGroup::new("source").required(true).args(["disks", "qmp", "nbd"])))]
@@ -551,9 +554,9 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
         /// Command run after the backup of an --nbd VM.
         #[arg(long, value_name = "CMD", requires = "nbd")]
         post_hook: Option<String>,
-        /// The VM runs on this node (with --qmp: the socket's path there; the node's
-        /// sendense-sna reaches it, over SSH).
-        #[arg(long, requires = "qmp")]
+        /// The VM runs on this node: --qmp and --disk are paths there, which the node's
+        /// sendense-sna opens on the hub's request, over SSH.
+        #[arg(long, conflicts_with = "nbd")]
         node: Option<String>,
         /// Put the VM in this protection group (repeat for several).
         #[arg(long = "group", value_name = "GROUP")]

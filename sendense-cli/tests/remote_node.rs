@@ -715,3 +715,105 @@ fn a_node_lost_mid_transfer_is_left_clean_and_the_chain_goes_on() {
     assert_points(&rig, &points);
     vm.vm.quit();
 }
+
+/// A stopped VM's image files on the node: registered and backed up through the node's
+/// `sendense-sna` (qemu-nbd runs there, dies with it); full, then incremental, each exact;
+/// nothing left on the node.
+#[test]
+fn an_image_vm_on_a_node_is_backed_up_through_it() {
+    let node_state = tempfile::tempdir().unwrap();
+    let rig = Rig::with_env(&[("SENDENSE_SNA_STATE", node_state.path().to_str().unwrap())]);
+    let d = rig.dir.path();
+    let qcow2 = sendense_testkit::create_image(&d.join("os.qcow2"), "qcow2", "16M");
+    let raw = sendense_testkit::create_image(&d.join("data.raw"), "raw", "4M");
+    sendense_testkit::qemu_io(&qcow2, "qcow2", &["write -P 0x71 1M 3M"]);
+    sendense_testkit::qemu_io(&raw, "raw", &["write -P 0x72 0 1M"]);
+    let sna = sna();
+    let (c, out, _) = rig.add(
+        "n1",
+        &["--accept-host-key", "--sna-path", sna.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}");
+    let (c, out, added) = rig.hub(&[
+        "vm",
+        "add",
+        "img",
+        "--node",
+        "n1",
+        "--disk",
+        qcow2.to_str().unwrap(),
+        "--disk",
+        raw.to_str().unwrap(),
+    ]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(added["node"], "n1", "{added:#}");
+    assert_eq!(added["disks"][0]["size_bytes"], 16 << 20, "{added:#}");
+    // A file of the node is one VM's only; a relative path is no node path.
+    let (c, out, _) = rig.hub(&[
+        "vm",
+        "add",
+        "again",
+        "--node",
+        "n1",
+        "--disk",
+        qcow2.to_str().unwrap(),
+    ]);
+    assert_eq!(c, 5, "{out}");
+    let (c, out, _) = rig.hub(&["vm", "add", "rel", "--node", "n1", "--disk", "os.qcow2"]);
+    assert_eq!(c, 2, "{out}");
+
+    let keep = |n: usize| -> Vec<PathBuf> {
+        [(&qcow2, "qcow2"), (&raw, "raw")]
+            .iter()
+            .enumerate()
+            .map(|(i, (f, fmt))| {
+                let kept = d.join(format!("kept{n}-{i}.raw"));
+                sendense_testkit::run(
+                    "qemu-img",
+                    &[
+                        "convert",
+                        "-f",
+                        fmt,
+                        "-O",
+                        "raw",
+                        f.to_str().unwrap(),
+                        kept.to_str().unwrap(),
+                    ],
+                );
+                kept
+            })
+            .collect()
+    };
+    let (c, out, full) = rig.hub(&["backup", "start", "img"]);
+    assert_eq!(c, 0, "{out}");
+    let mut points = vec![(full["backup"].as_str().unwrap().to_string(), keep(1))];
+    sendense_testkit::qemu_io(&qcow2, "qcow2", &["write -P 0x73 8M 64k"]);
+    sendense_testkit::qemu_io(&raw, "raw", &["write -P 0x74 2M 64k"]);
+    let (c, out, inc) = rig.hub(&["backup", "start", "img"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(inc["disks"][0]["mode"], "incremental", "{inc:#}");
+    assert_eq!(inc["disks"][0]["bytes_read"], 64 << 10, "{inc:#}");
+    assert_eq!(inc["disks"][1]["mode"], "full", "raw: {inc:#}");
+    points.push((inc["backup"].as_str().unwrap().to_string(), keep(2)));
+    assert_nothing_left(&rig, node_state.path());
+    for (id, refs) in &points {
+        let out = d.join(format!("restore-{id}"));
+        let (c, text, _) = rig.hub(&[
+            "restore",
+            id,
+            "--all",
+            "--to",
+            out.to_str().unwrap(),
+            "--format",
+            "raw",
+        ]);
+        assert_eq!(c, 0, "{text}");
+        for (i, r) in refs.iter().enumerate() {
+            let file = out.join(format!("img-disk-{}.raw", 2000 + i));
+            assert!(
+                sendense_testkit::images_equal(file.to_str().unwrap(), "raw", r.to_str().unwrap()),
+                "restore point {id} disk {i}"
+            );
+        }
+    }
+}

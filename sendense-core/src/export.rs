@@ -108,8 +108,9 @@ pub struct RunningExport {
     /// Owns the server; `None` once stopped (or deliberately left for cleanup).
     guard: Option<Supervised>,
     files: Vec<PathBuf>,
-    /// The catalog holding the row, for a stop on drop.
-    catalog: PathBuf,
+    /// The catalog holding the row, for a stop on drop; `None` for an export recorded nowhere
+    /// ([`start_unrecorded`]).
+    catalog: Option<PathBuf>,
 }
 
 impl RunningExport {
@@ -140,7 +141,10 @@ impl Drop for RunningExport {
             return;
         }
         self.remove_files();
-        match Catalog::open(&self.catalog, false) {
+        let Some(catalog) = &self.catalog else {
+            return;
+        };
+        match Catalog::open(catalog, false) {
             Ok(mut c) => {
                 if let Err(e) = c.release_export(self.record.id) {
                     tracing::warn!("forgetting export {}: {e}", self.record.id);
@@ -266,6 +270,109 @@ fn port_taken(spec: &ExportSpec, err: &Error) -> bool {
 const MALLOC_TUNABLES: &str =
     "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824";
 
+/// [`MALLOC_TUNABLES`] in front of the user's own.
+fn glibc_tunables() -> String {
+    match std::env::var("GLIBC_TUNABLES") {
+        Ok(user) if !user.is_empty() => format!("{MALLOC_TUNABLES}:{user}"),
+        _ => MALLOC_TUNABLES.to_string(),
+    }
+}
+
+/// Starts qemu-nbd for `spec`, which listens on a Unix socket, as a child of this process that
+/// is recorded nowhere and dies with it: for `sendense-sna` on a node, which keeps no catalog
+/// (what a killed node command leaves is in its scratch directory, which the next repair
+/// removes). Stop it with [`stop_unrecorded`]. Its pid and log files lie beside the socket.
+pub fn start_unrecorded(spec: &ExportSpec, cfg: &QemuNbdConfig) -> Result<RunningExport> {
+    let Listen::Socket(sock) = &spec.listen else {
+        return Err(Error::internal(
+            "an export recorded nowhere listens on a Unix socket",
+        ));
+    };
+    let _ = std::fs::remove_file(sock);
+    let pid_file = sock.with_extension("pid");
+    let log_file = sock.with_extension("log");
+    let (args, url) = command::qemu_nbd_args(
+        spec,
+        cfg,
+        &pid_file,
+        &command::Listening::Socket(sock.clone()),
+    )?;
+    let log = std::fs::File::create(&log_file).map_err(|e| Error::io("creating", &log_file, e))?;
+    let mut cmd = QEMU_NBD.command();
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env("GLIBC_TUNABLES", glibc_tunables());
+    let grace = Duration::from_secs(cfg.stop_timeout_secs);
+    let mut guard = Supervised::spawn(
+        cmd,
+        ChildKind::QemuNbd,
+        &format!("export {}", spec.name),
+        grace,
+        None,
+    )?;
+    let failed = |why: String| {
+        let text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_file);
+        let _ = std::fs::remove_file(&pid_file);
+        Error::new(
+            ErrorKind::External,
+            format!(
+                "qemu-nbd for {} did not start: {why}: {}",
+                spec.file.display(),
+                text.trim()
+            ),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if guard.exited_within(Duration::from_millis(2)) {
+            return Err(failed("it exited".into()));
+        }
+        if Instant::now() > deadline {
+            let _ = guard.stop();
+            return Err(failed("not listening after 30 s".into()));
+        }
+    }
+    let Some(server) = guard.id().and_then(ProcId::of) else {
+        let _ = guard.stop();
+        return Err(failed("it is gone".into()));
+    };
+    Ok(RunningExport {
+        record: ExportRecord {
+            id: 0,
+            port: None,
+            socket: Some(sock.clone()),
+            export: spec.name.clone(),
+            job: spec.job,
+            owner_pid: std::process::id(),
+            owner_start: 0,
+            pid: Some(server.pid),
+            pid_start: None,
+            cmdline: None,
+            child: None,
+            file: Some(spec.file.clone()),
+            allocated_at: String::new(),
+        },
+        url,
+        server,
+        guard: Some(guard),
+        files: vec![pid_file, log_file],
+        catalog: None,
+    })
+}
+
+/// Stops an export [`start_unrecorded`] started: SIGTERM, SIGKILL after its grace, and its
+/// files.
+pub fn stop_unrecorded(mut export: RunningExport) -> Result<()> {
+    if let Some(guard) = export.guard.take() {
+        guard.stop_checked()?;
+    }
+    export.remove_files();
+    Ok(())
+}
+
 /// A qemu-nbd starting: its `--fork` starter runs until the server listens.
 struct Starting {
     starter: std::process::Child,
@@ -311,11 +418,7 @@ fn launch(
     // MiB go back to the kernel and the next request faults fresh pages in again (a third of
     // qemu-nbd's time in an incremental backup); keep them for the life of the export. What
     // it holds stays bounded by the requests in flight.
-    let tunables = match std::env::var("GLIBC_TUNABLES") {
-        Ok(user) if !user.is_empty() => format!("{MALLOC_TUNABLES}:{user}"),
-        _ => MALLOC_TUNABLES.to_string(),
-    };
-    cmd.env("GLIBC_TUNABLES", tunables);
+    cmd.env("GLIBC_TUNABLES", glibc_tunables());
     // Its own process group: a Ctrl-C in the terminal reaches sendense, which then stops the
     // export in order, instead of killing qemu-nbd under a running copy.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -387,7 +490,7 @@ impl Starting {
                             server,
                             guard: Some(guard),
                             files: vec![self.pid_file, self.log_file],
-                            catalog: catalog.path().to_path_buf(),
+                            catalog: Some(catalog.path().to_path_buf()),
                         });
                     }
                     // Not recorded, so nothing could find it later: it goes now.

@@ -29,6 +29,12 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             }
             let vm = if let (Some(node), Some(socket)) = (&node, &qmp) {
                 sd.add_node_qemu_vm(&name, node, &socket.to_string_lossy())?
+            } else if let Some(node) = &node {
+                let files: Vec<String> = disks
+                    .iter()
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .collect();
+                sd.add_node_image_vm(&name, node, &files)?
             } else if let Some(socket) = qmp {
                 sd.add_qemu_vm(&name, &socket)?
             } else if !nbd.is_empty() {

@@ -188,6 +188,63 @@ impl Sendense {
             .insert_vm_on(name, "qemu", &opts, &disks, Some(n.id))
     }
 
+    /// Registers a VM made of disk image files on node `node` (paths there, which the hub
+    /// never opens): the node's `sendense-sna` inspects them; disk keys are 2000, 2001, ... in
+    /// the given order.
+    pub fn add_node_image_vm(
+        &mut self,
+        name: &str,
+        node: &str,
+        files: &[String],
+    ) -> Result<crate::catalog::VmRecord> {
+        validate_name("VM", name)?;
+        if files.is_empty() {
+            return Err(
+                Error::invalid(format!("VM `{name}` needs at least one disk"))
+                    .with_help("Pass --disk PATH once per disk."),
+            );
+        }
+        self.ensure_new_vm(name)?;
+        let n = self.catalog().node(node)?;
+        for f in files {
+            check_node_path("disk", f)?;
+        }
+        let opts = serde_json::json!({ "files": files });
+        let disks: Vec<NewDisk> = self
+            .node_source(&n, "image", &opts)?
+            .discover()?
+            .into_iter()
+            .map(new_disk)
+            .collect();
+        for (i, d) in disks.iter().enumerate() {
+            if disks[..i].iter().any(|e| e.identity == d.identity) {
+                return Err(Error::invalid(format!(
+                    "disk {} on node `{node}` is given more than once",
+                    d.identity
+                ))
+                .with_help("Name each disk once; two keys must never share one disk."));
+            }
+        }
+        // A file of the node belongs to one VM on that node.
+        for vm in self.catalog().vms()? {
+            if vm.node.as_deref() != Some(node) {
+                continue;
+            }
+            if let Some(d) = disks
+                .iter()
+                .find(|d| vm.disks.iter().any(|e| e.identity == d.identity))
+            {
+                return Err(Error::already_exists(format!(
+                    "disk {} on node `{node}` already belongs to VM `{}`",
+                    d.identity, vm.name
+                ))
+                .with_help("A disk can be backed up as part of one VM only."));
+            }
+        }
+        self.catalog_mut()
+            .insert_vm_on(name, "image", &serde_json::json!({}), &disks, Some(n.id))
+    }
+
     /// A source session with the node's `sendense-sna` over SSH.
     fn node_source(
         &self,
@@ -256,11 +313,14 @@ impl Sendense {
     ) -> Result<Box<dyn crate::source::Source>> {
         if let Some(node) = &vm.node {
             let n = self.catalog().node(node)?;
-            return Ok(Box::new(self.node_source(
-                &n,
-                &vm.source,
-                &vm.source_options,
-            )?));
+            // An image VM's files are its disks' identities, as they are recorded now.
+            let options = match vm.source.as_str() {
+                "image" => serde_json::json!({
+                    "files": vm.disks.iter().map(|d| d.identity.clone()).collect::<Vec<_>>()
+                }),
+                _ => vm.source_options.clone(),
+            };
+            return Ok(Box::new(self.node_source(&n, &vm.source, &options)?));
         }
         if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
             let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());

@@ -171,13 +171,34 @@ fn answer(
         if source.is_some() {
             return Err(Error::invalid("the source session is open already"));
         }
-        if kind != "qemu" {
-            return Err(Error::invalid(format!(
-                "a `{kind}` source does not run on a node yet"
-            )));
-        }
-        let qmp = options["qmp"].as_str().unwrap_or_default();
-        *source = Some(Box::new(super::qemu::QemuSource::new(qmp.into())));
+        *source = Some(match kind.as_str() {
+            "qemu" => {
+                let qmp = options["qmp"].as_str().unwrap_or_default();
+                Box::new(super::qemu::QemuSource::new(qmp.into()))
+            }
+            "image" => {
+                let files: Vec<std::path::PathBuf> = options["files"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|f| f.as_str())
+                            .map(Into::into)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if files.is_empty() || files.iter().any(|f| !f.is_absolute()) {
+                    return Err(Error::invalid(
+                        "an image source names its files by absolute paths",
+                    ));
+                }
+                Box::new(super::image::ImageSource::new(files))
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "a `{other}` source does not run on a node"
+                )))
+            }
+        });
         return Ok(serde_json::Value::Null);
     }
     let s = source
@@ -281,7 +302,8 @@ fn node_scratch(name: &std::path::Path) -> Result<std::path::PathBuf> {
     Ok(jobs.join(text))
 }
 
-/// The node's host for a source: log lines go back to the hub; exports are the hub's.
+/// The node's host for a source: log lines go back to the hub; the exports it starts (an
+/// image source's qemu-nbd) are children of this process, recorded nowhere, and die with it.
 struct NodeHost<'a> {
     logs: &'a mut Vec<String>,
 }
@@ -289,24 +311,13 @@ struct NodeHost<'a> {
 impl SourceHost for NodeHost<'_> {
     fn start_export(
         &mut self,
-        _spec: &crate::export::ExportSpec,
+        spec: &crate::export::ExportSpec,
     ) -> Result<crate::export::RunningExport> {
-        Err(Error::invalid(
-            "a source on a node cannot start qemu-nbd exports yet",
-        ))
+        crate::export::start_unrecorded(spec, &crate::config::QemuNbdConfig::default())
     }
 
-    fn stop_export(&mut self, _export: crate::export::RunningExport) -> Result<()> {
-        Ok(())
-    }
-
-    fn start_exports(
-        &mut self,
-        _specs: &[crate::export::ExportSpec],
-    ) -> Result<Vec<crate::export::RunningExport>> {
-        Err(Error::invalid(
-            "a source on a node cannot start qemu-nbd exports yet",
-        ))
+    fn stop_export(&mut self, export: crate::export::RunningExport) -> Result<()> {
+        crate::export::stop_unrecorded(export)
     }
 
     fn log(&mut self, message: &str) {
@@ -314,85 +325,52 @@ impl SourceHost for NodeHost<'_> {
     }
 }
 
-/// The hub's side: a [`Source`] whose work a `sendense-sna source` process does — a child of
-/// the hub, or a command on a remote node over SSH.
+/// The answer lines of a node command, read on a thread or task of their own so that a node
+/// that stops answering is noticed; an error (how it ended) last.
+pub type NodeLines = std::sync::mpsc::Receiver<std::io::Result<String>>;
+
+/// A `sendense-sna` command the hub talks to in lines, whatever carries them: a child process
+/// of the hub ([`LocalCommand`]) or a command on a remote node over SSH ([`RemoteCommand`]).
+pub trait NodeCommand: std::fmt::Debug + Send {
+    /// Sends one line (a newline is added).
+    fn send_line(&mut self, line: &str) -> std::io::Result<()>;
+    /// Its answer lines.
+    fn lines(&self) -> &NodeLines;
+    /// Ends its input: a source session tears down what it holds, then exits.
+    fn close_input(&mut self);
+    /// Stops it now.
+    fn kill(&mut self);
+    /// Whether it ended within `limit` (after its input closed).
+    fn ended_within(&mut self, limit: Duration) -> bool;
+}
+
+/// `sendense-sna` as a supervised child of the hub.
 #[derive(Debug)]
-pub struct NodeSource {
-    kind: &'static str,
-    /// `None` once it ended (or on a remote node).
+pub struct LocalCommand {
+    /// `None` once it ended.
     node: Option<Supervised>,
-    /// `None` once closed (or on a remote node).
+    /// `None` once closed.
     input: Option<std::process::ChildStdin>,
-    /// The command on a remote node, and the SSH session it runs in; `None` once ended.
-    remote: Option<RemoteSide>,
-    /// The node's answer lines, read on a thread of their own so that a node that stops
-    /// answering is noticed ([`CALL_TIMEOUT`]).
-    lines: std::sync::mpsc::Receiver<std::io::Result<String>>,
+    lines: NodeLines,
 }
 
-/// Longest a call may take: QEMU answers QMP within 60 s or is given up on, and a snapshot
-/// makes a few calls per disk.
-const CALL_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// How long the node has to end after its input closed.
-const NODE_GRACE: Duration = Duration::from_secs(10);
-
-/// A source session on a remote node. The command goes before the session it runs in.
-#[derive(Debug)]
-struct RemoteSide {
-    process: crate::node::ssh::RemoteProcess,
-    _session: crate::node::ssh::SshSession,
-}
-
-impl NodeSource {
-    /// Starts `SNA source` on a remote node over `session` and opens the source of `kind`
-    /// with `options` there (paths in them are the node's).
-    pub fn start_remote(
-        session: crate::node::ssh::SshSession,
-        sna: &str,
-        kind: &str,
-        options: &serde_json::Value,
-    ) -> Result<NodeSource> {
-        crate::node::check_sna_path(sna)?;
-        let command = format!("{} source", crate::node::shell_word(sna));
-        let (process, lines) = session.spawn(&command)?;
-        let mut source = NodeSource {
-            kind: "qemu",
-            node: None,
-            input: None,
-            remote: Some(RemoteSide {
-                process,
-                _session: session,
-            }),
-            lines,
-        };
-        source.call(
-            None,
-            &SourceCall::Open {
-                protocol: SOURCE_PROTOCOL,
-                kind: kind.to_string(),
-                options: options.clone(),
-            },
-        )?;
-        Ok(source)
-    }
-
-    /// Starts `sna source` for `vm` (a QEMU VM) and opens its source there.
+impl LocalCommand {
+    /// Starts `sna ARGS` (recorded in `ledger`, labelled `label`), its output read line by line.
     pub fn start(
         sna: &std::path::Path,
-        vm: &crate::catalog::VmRecord,
+        args: &[&str],
+        label: &str,
         ledger: &crate::supervise::Ledger,
-    ) -> Result<NodeSource> {
+    ) -> Result<LocalCommand> {
         let mut cmd = std::process::Command::new(sna);
-        cmd.arg("source")
+        cmd.args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
-        let label = format!("source side of VM {}", vm.name);
         let mut node = Supervised::spawn(
             cmd,
             crate::supervise::ChildKind::Sna,
-            &label,
+            label,
             NODE_GRACE,
             Some(ledger),
         )?;
@@ -412,19 +390,173 @@ impl NodeSource {
                 }
             }
         });
-        let mut source = NodeSource {
-            kind: "qemu",
+        Ok(LocalCommand {
             node: Some(node),
             input: Some(input),
-            remote: None,
             lines,
+        })
+    }
+}
+
+impl NodeCommand for LocalCommand {
+    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        let input = self.input.as_mut().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "its input is closed")
+        })?;
+        writeln!(input, "{line}").and_then(|()| input.flush())
+    }
+
+    fn lines(&self) -> &NodeLines {
+        &self.lines
+    }
+
+    fn close_input(&mut self) {
+        self.input = None;
+    }
+
+    fn kill(&mut self) {
+        self.input = None;
+        if let Some(node) = self.node.take() {
+            let _ = node.stop();
+        }
+    }
+
+    fn ended_within(&mut self, limit: Duration) -> bool {
+        let Some(node) = self.node.as_mut() else {
+            return true;
+        };
+        if !node.exited_within(limit) {
+            return false;
+        }
+        if let Some(node) = self.node.take() {
+            let _ = node.wait();
+        }
+        true
+    }
+}
+
+/// `sendense-sna` on a remote node, in an exec channel of an SSH session of its own. The
+/// command goes before the session it runs in.
+#[derive(Debug)]
+pub struct RemoteCommand {
+    process: crate::node::ssh::RemoteProcess,
+    lines: NodeLines,
+    _session: crate::node::ssh::SshSession,
+}
+
+impl RemoteCommand {
+    /// Starts `SNA ARGS` on the node of `session`.
+    pub fn start(
+        session: crate::node::ssh::SshSession,
+        sna: &str,
+        args: &[&str],
+    ) -> Result<RemoteCommand> {
+        crate::node::check_sna_path(sna)?;
+        let mut command = crate::node::shell_word(sna);
+        for a in args {
+            command.push(' ');
+            command.push_str(a);
+        }
+        let (process, lines) = session.spawn(&command)?;
+        Ok(RemoteCommand {
+            process,
+            lines,
+            _session: session,
+        })
+    }
+}
+
+impl NodeCommand for RemoteCommand {
+    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.process.send_line(line)
+    }
+
+    fn lines(&self) -> &NodeLines {
+        &self.lines
+    }
+
+    fn close_input(&mut self) {
+        self.process.close_input();
+    }
+
+    fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    fn ended_within(&mut self, limit: Duration) -> bool {
+        // It exits once it has torn down what the session left: its output ends.
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                Ok(Ok(_)) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+                _ => return true,
+            }
+        }
+    }
+}
+
+/// The hub's side: a [`Source`] whose work a `sendense-sna source` command does, through a
+/// [`NodeCommand`] — a child of the hub, or a command on a remote node over SSH.
+#[derive(Debug)]
+pub struct NodeSource {
+    kind: &'static str,
+    command: Box<dyn NodeCommand>,
+}
+
+/// Longest a call may take: QEMU answers QMP within 60 s or is given up on, and a snapshot
+/// makes a few calls per disk.
+const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long the node has to end after its input closed.
+const NODE_GRACE: Duration = Duration::from_secs(10);
+
+impl NodeSource {
+    /// Starts `SNA source` on a remote node over `session` and opens the source of `kind`
+    /// with `options` there (paths in them are the node's).
+    pub fn start_remote(
+        session: crate::node::ssh::SshSession,
+        sna: &str,
+        kind: &str,
+        options: &serde_json::Value,
+    ) -> Result<NodeSource> {
+        let command = RemoteCommand::start(session, sna, &["source"])?;
+        NodeSource::open(Box::new(command), kind, options)
+    }
+
+    /// Starts `sna source` for `vm` (a QEMU VM) and opens its source there.
+    pub fn start(
+        sna: &std::path::Path,
+        vm: &crate::catalog::VmRecord,
+        ledger: &crate::supervise::Ledger,
+    ) -> Result<NodeSource> {
+        let label = format!("source side of VM {}", vm.name);
+        let command = LocalCommand::start(sna, &["source"], &label, ledger)?;
+        NodeSource::open(Box::new(command), &vm.source, &vm.source_options)
+    }
+
+    /// Opens the source of `kind` with `options` in the session of `command`.
+    fn open(
+        command: Box<dyn NodeCommand>,
+        kind: &str,
+        options: &serde_json::Value,
+    ) -> Result<NodeSource> {
+        let mut source = NodeSource {
+            kind: match kind {
+                "image" => "image",
+                _ => "qemu",
+            },
+            command,
         };
         source.call(
             None,
             &SourceCall::Open {
                 protocol: SOURCE_PROTOCOL,
-                kind: vm.source.clone(),
-                options: vm.source_options.clone(),
+                kind: kind.to_string(),
+                options: options.clone(),
             },
         )?;
         Ok(source)
@@ -444,16 +576,13 @@ impl NodeSource {
         };
         let text = serde_json::to_string(call)
             .map_err(|e| Error::internal(format!("a source call: {e}")))?;
-        let sent = match (&mut self.input, &mut self.remote) {
-            (Some(input), _) => writeln!(input, "{text}").and_then(|()| input.flush()),
-            (None, Some(remote)) => remote.process.send_line(&text),
-            (None, None) => return Err(lost("its session is closed".into())),
-        };
-        sent.map_err(|e| lost(format!("sending a call: {e}")))?;
+        self.command
+            .send_line(&text)
+            .map_err(|e| lost(format!("sending a call: {e}")))?;
         let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         loop {
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = match self.lines.recv_timeout(wait) {
+            let line = match self.command.lines().recv_timeout(wait) {
                 Ok(Ok(line)) => line,
                 Ok(Err(e)) => return Err(lost(format!("reading its answer: {e}"))),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -461,12 +590,7 @@ impl NodeSource {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     // Stopped: whatever it holds in the VM is repaired by the next command.
-                    if let Some(node) = self.node.take() {
-                        let _ = node.stop();
-                    }
-                    if let Some(mut remote) = self.remote.take() {
-                        remote.process.kill();
-                    }
+                    self.command.kill();
                     return Err(lost(format!(
                         "it did not answer within {} s and was stopped",
                         CALL_TIMEOUT.as_secs()
@@ -600,31 +724,9 @@ impl Source for NodeSource {
 impl Drop for NodeSource {
     fn drop(&mut self) {
         // Closing its input ends the session: the node tears down what is left and exits.
-        drop(self.input.take());
-        if let Some(mut remote) = self.remote.take() {
-            remote.process.close_input();
-            // It exits once it has torn down what the session left.
-            let deadline = std::time::Instant::now() + NODE_GRACE;
-            let ended = loop {
-                match self
-                    .lines
-                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                {
-                    Ok(Ok(_)) => continue,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break false,
-                    _ => break true,
-                }
-            };
-            if !ended {
-                remote.process.kill();
-            }
-        }
-        if let Some(mut node) = self.node.take() {
-            if node.exited_within(NODE_GRACE) {
-                let _ = node.wait();
-            } else {
-                let _ = node.stop();
-            }
+        self.command.close_input();
+        if !self.command.ended_within(NODE_GRACE) {
+            self.command.kill();
         }
     }
 }
