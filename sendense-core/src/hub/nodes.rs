@@ -208,7 +208,12 @@ impl Sendense {
             user: n.user.clone(),
             identity: n.identity.clone(),
         };
-        SshSession::connect(&n.name, &target, &HostKey::Pinned(n.host_key.clone()))
+        SshSession::connect_with_window(
+            &n.name,
+            &target,
+            &HostKey::Pinned(n.host_key.clone()),
+            self.config().node_window_mib.saturating_mul(1 << 20),
+        )
     }
 }
 

@@ -23,10 +23,11 @@ const SHORT_COMMAND: Duration = Duration::from_secs(60);
 /// How long a command fed a file (installing `sendense-sna`) may take.
 const LONG_COMMAND: Duration = Duration::from_secs(30 * 60);
 
-/// Per-channel receive window: large, so one channel is not capped at a window per round trip
-/// (OpenSSH's 2 MiB window is what capped tunnels at WAN latency: 16 MiB allows 800 MiB/s at
-/// 20 ms). Not larger: on loopback a 64 MiB window made sshd's sends slower.
-const WINDOW: u32 = 16 << 20;
+/// Per-channel receive window unless configured (`node_window_mib`): large, so one channel is
+/// not capped at a window per round trip (OpenSSH's 2 MiB window is what capped tunnels at WAN
+/// latency: 16 MiB allows 800 MiB/s at 20 ms). Not larger by default: on loopback a 64 MiB
+/// window made sshd's sends slower.
+pub const WINDOW: u32 = 16 << 20;
 
 /// Where a connection a node makes to a forwarded port goes on the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,13 +377,13 @@ const CIPHERS: &[russh::cipher::Name] = &[
     russh::cipher::CHACHA20_POLY1305,
 ];
 
-fn client_config() -> client::Config {
+fn client_config(window: u32) -> client::Config {
     client::Config {
         preferred: russh::Preferred {
             cipher: std::borrow::Cow::Borrowed(CIPHERS),
             ..Default::default()
         },
-        window_size: WINDOW,
+        window_size: window,
         maximum_packet_size: 32768,
         keepalive_interval: Some(Duration::from_secs(15)),
         keepalive_max: 4,
@@ -396,6 +397,16 @@ impl SshSession {
     /// Connects to `target` as `name` (for messages), checks its host key as `expect` says,
     /// and signs in.
     pub fn connect(name: &str, target: &SshTarget, expect: &HostKey) -> Result<SshSession> {
+        SshSession::connect_with_window(name, target, expect, WINDOW)
+    }
+
+    /// [`SshSession::connect`] with a receive window of `window` bytes per channel.
+    pub fn connect_with_window(
+        name: &str,
+        target: &SshTarget,
+        expect: &HostKey,
+        window: u32,
+    ) -> Result<SshSession> {
         let what = format!(
             "node `{name}` ({}@{}:{})",
             target.user, target.host, target.port
@@ -421,9 +432,10 @@ impl SshSession {
                             .with_help("Check the address and port, and that sshd runs there.")
                     })?;
                 let _ = tcp.set_nodelay(true);
-                let mut handle = client::connect_stream(Arc::new(client_config()), tcp, handler)
-                    .await
-                    .map_err(|e| key_error(&what, expect, &seen, e))?;
+                let mut handle =
+                    client::connect_stream(Arc::new(client_config(window)), tcp, handler)
+                        .await
+                        .map_err(|e| key_error(&what, expect, &seen, e))?;
                 authenticate(&mut handle, &what, target).await?;
                 Ok::<_, Error>(handle)
             })
