@@ -39,6 +39,15 @@ trap cleanup EXIT
 # What the command that failed said.
 trap '[ -s "$work/err" ] && cat "$work/err" >&2' ERR
 bytes=$(numfmt --from=iec "$size")
+# forget PID...: these ended; cleanup does not signal them (or a process that reused a pid).
+forget() {
+    local kept=() p q
+    for p in "${pids[@]}"; do
+        for q in "$@"; do [ "$p" = "$q" ] && continue 2; done
+        kept+=("$p")
+    done
+    pids=("${kept[@]}")
+}
 in_hub() { ip netns exec "$hub" "$@"; }
 in_node() { ip netns exec "$node" "$@"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -169,7 +178,7 @@ configuration() {
         # The session's sshd processes count once they ended (reaped by the listener).
         sleep 0.5
         nc=$(echo "$nc + $(cpu_of "$sshd_pid") - $s0" | bc -l)
-        pids=("${pids[@]/$sshc}"); pids=("${pids[@]/$qnbd}")
+        forget "$sshc" "$qnbd"
         echo "$(echo "$t1 - $t0" | bc -l) $hc $nc" >>"$work/m_sshl"
 
         # nbdcopy over plain TCP to the node's qemu-nbd on its address (inside the rig only).
@@ -185,7 +194,7 @@ configuration() {
         t1=$(now)
         nc=$(cpu_of "$qnbd")
         kill "$qnbd"; wait "$qnbd" 2>/dev/null || true
-        pids=("${pids[@]/$qnbd}")
+        forget "$qnbd"
         echo "$(echo "$t1 - $t0" | bc -l) $h $nc" >>"$work/m_tcp"
         rm -f "$work/out.qcow2"
         printf 'run %d: sendense %.2f s, nbdcopy via ssh -L %.2f s, nbdcopy via TCP %.2f s\n' "$n" \

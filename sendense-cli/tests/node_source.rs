@@ -74,3 +74,98 @@ fn a_killed_hub_or_node_leaves_nothing_in_the_vm_and_the_chain_goes_on() {
     assert_eq!(inc["disks"][0]["mode"], "incremental", "{inc}");
     lab.assert_point(&inc);
 }
+
+/// A source session that hears nothing from its hub (a hub whose host or network died sends no
+/// end of input) ends by itself once it was idle too long, as if its input had ended; pings
+/// keep an idle session alive.
+#[test]
+fn a_source_session_without_word_from_its_hub_ends_by_itself() {
+    use std::io::Write;
+    let sna = std::path::Path::new(env!("CARGO_BIN_EXE_sendense")).with_file_name("sendense-sna");
+    let start = || {
+        std::process::Command::new(&sna)
+            .arg("source")
+            .env("SENDENSE_SNA_SESSION_IDLE_SECS", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Pinged every 300 ms for 3 s: still there; then silent: gone within the idle time.
+    let mut pinged = start();
+    let mut input = pinged.stdin.take().unwrap();
+    for _ in 0..10 {
+        writeln!(input, r#"{{"call": "ping"}}"#).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            pinged.try_wait().unwrap().is_none(),
+            "a pinged session ended"
+        );
+    }
+    let ended = sendense_testkit::holds_within(std::time::Duration::from_secs(10), || {
+        pinged.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = pinged.kill();
+    }
+    let out = pinged.wait_with_output().unwrap();
+    assert!(ended, "a silent session did not end by itself");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no word from the hub"), "{said}");
+    drop(input);
+}
+
+/// Reached through a restricted key (`sendense-sna ssh-command`), a node takes only scratch
+/// names it places itself: a scratch directory or an interrupted job's directory named by an
+/// absolute path is refused before anything is created or removed.
+#[test]
+fn a_restricted_node_takes_no_directory_the_hub_names_by_path() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("keep");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("file"), "mine").unwrap();
+    let sna = std::path::Path::new(env!("CARGO_BIN_EXE_sendense")).with_file_name("sendense-sna");
+    let mut node = std::process::Command::new(&sna)
+        .arg("source")
+        .env("SENDENSE_SNA_RESTRICTED", "1")
+        .env("SENDENSE_SNA_STATE", dir.path().join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = node.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(node.stdout.take().unwrap());
+    let victim_text = victim.to_str().unwrap();
+    let calls = [
+        r#"{"call": "open", "protocol": 2, "kind": "qemu", "options": {"qmp": "/nonexistent/qmp.sock"}}"#.to_string(),
+        format!(
+            r#"{{"call": "snapshot", "req": {{"job": 7, "vm": "x", "checkpoint": "c", "scratch": "{victim_text}", "disks": []}}}}"#
+        ),
+        format!(
+            r#"{{"call": "repair", "req": {{"keep_job": null, "interrupted": [[3, "{victim_text}"]], "disks": [], "retired": []}}}}"#
+        ),
+    ];
+    let mut answers = Vec::new();
+    for call in &calls {
+        writeln!(input, "{call}").unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        answers.push(line);
+    }
+    drop(input);
+    let _ = node.wait();
+    assert!(answers[0].contains("\"ok\""), "{answers:?}");
+    for answer in &answers[1..] {
+        assert!(
+            answer.contains("takes only its own scratch directories"),
+            "{answers:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(victim.join("file")).unwrap(),
+        "mine"
+    );
+}

@@ -629,17 +629,13 @@ impl Run {
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        let results = match sd.config().transfer {
+        let results = match (&self.node, sd.config().transfer) {
             // A VM on a remote node: the node copies, whatever the hub's own mode.
-            _ if self.node.is_some() => {
+            (Some(node), _) => {
                 let files = all_digests()?;
-                let node = self
-                    .node
-                    .clone()
-                    .ok_or_else(|| Error::internal("no node"))?;
-                remote::run_remote_transfer(sd, &node, &transfer, &files, &self.cancel)?
+                remote::run_remote_transfer(sd, node, &transfer, &files, &self.cancel)?
             }
-            TransferMode::InProcess => {
+            (None, TransferMode::InProcess) => {
                 let sink = sd.sink().clone();
                 let cancel = self.cancel.clone();
                 let digests_for = |key: u32, scheme| {
@@ -650,7 +646,7 @@ impl Run {
                     node::run_transfer(&transfer, &sink, &cancel, &digests_for).await
                 })??
             }
-            TransferMode::Process => {
+            (None, TransferMode::Process) => {
                 let files = all_digests()?;
                 process::run_node_process(sd, &transfer, &files, &self.cancel)?
             }

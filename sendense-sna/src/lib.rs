@@ -20,9 +20,10 @@ pub fn main() -> ExitCode {
             Ok(())
         }
         cli::Command::SshCommand => ssh_command(),
-        cli::Command::Source => {
-            sendense_core::source::node::serve(std::io::stdin().lock(), std::io::stdout().lock())
-        }
+        cli::Command::Source => sendense_core::source::node::serve(
+            std::io::BufReader::new(std::io::stdin()),
+            std::io::stdout().lock(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,11 +39,13 @@ fn ssh_command() -> sendense_core::Result<()> {
     use std::os::unix::process::CommandExt;
     let asked = std::env::var("SSH_ORIGINAL_COMMAND").unwrap_or_default();
     let args = sendense_core::node::node_command(&asked)?;
-    let me = std::env::current_exe().map_err(|e| {
-        sendense_core::Error::internal(format!("finding sendense-sna's own executable: {e}"))
-    })?;
+    // This very executable, also while an upgrade replaces its file.
+    let me = std::path::Path::new("/proc/self/exe");
     // Only returns when it could not run.
-    let e = std::process::Command::new(&me).args(&args).exec();
+    let e = std::process::Command::new(me)
+        .args(&args)
+        .env(sendense_core::source::node::RESTRICTED_ENV, "1")
+        .exec();
     Err(sendense_core::Error::internal(format!(
         "running {}: {e}",
         me.display()

@@ -180,7 +180,8 @@ impl Sshd {
                 "Port {port}\nListenAddress {NODE_ADDR}\nHostKey {}\nAuthorizedKeysFile {}\n\
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 AllowTcpForwarding yes\nAllowStreamLocalForwarding yes\nStreamLocalBindUnlink yes\n\
+                 AllowTcpForwarding remote\nAllowStreamLocalForwarding remote\nPermitOpen none\n\
+                 ClientAliveInterval 15\nClientAliveCountMax 4\n\
                  LogLevel VERBOSE\n{}",
                 host_key.display(),
                 authorized.display(),

@@ -213,22 +213,25 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The VM (if any) that already has a disk with this identity.
+    /// The VM of this hub (not of a node, whose paths are the node's) that already has a disk
+    /// with this identity, if any.
     pub fn vm_with_disk_identity(&self, identity: &str) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT v.name FROM vm_disks d JOIN vms v ON v.id = d.vm_id WHERE d.identity = ?1",
+                "SELECT v.name FROM vm_disks d JOIN vms v ON v.id = d.vm_id \
+                 WHERE d.identity = ?1 AND v.node_id IS NULL",
                 [identity],
                 |r| r.get(0),
             )
             .optional()?)
     }
 
-    /// Every registered disk's identity with its VM's name.
+    /// The identity of every disk of this hub's own VMs (not of a node's) with its VM's name.
     pub fn disk_identities(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self.conn().prepare(
-            "SELECT v.name, d.identity FROM vm_disks d JOIN vms v ON v.id = d.vm_id ORDER BY d.id",
+            "SELECT v.name, d.identity FROM vm_disks d JOIN vms v ON v.id = d.vm_id \
+             WHERE v.node_id IS NULL ORDER BY d.id",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -292,7 +292,7 @@ impl SshSession {
     /// must exist, the socket must not) and to pass every connection there to the hub, which
     /// connects it to `target`. sshd creates the socket as the node account, mode 0600 (its
     /// `StreamLocalBindMask`), so no other user of the node reaches the target through it.
-    /// The forward ends with [`SshSession::cancel_socket_forward`] or the session.
+    /// The forward ends with the session (sshd leaves the socket file).
     pub fn forward_socket(&self, path: &str, target: LocalTarget) -> Result<()> {
         let what = &self.what;
         if let Ok(mut f) = self.forwards.lock() {
@@ -315,28 +315,6 @@ impl SshSession {
             }
         }
         asked
-    }
-
-    /// Ends the forward of the node's Unix socket `path`.
-    pub fn cancel_socket_forward(&self, path: &str) -> Result<()> {
-        if let Ok(mut f) = self.forwards.lock() {
-            f.remove(&Listen::Socket(path.to_string()));
-        }
-        let what = &self.what;
-        self.rt()?.block_on(async {
-            match tokio::time::timeout(
-                Duration::from_secs(10),
-                self.handle.cancel_streamlocal_forward(path),
-            )
-            .await
-            {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(Error::new(
-                    ErrorKind::External,
-                    format!("{what} did not end the forward of its socket {path}"),
-                )),
-            }
-        })
     }
 
     /// Whether the connection has ended (the node or the network dropped it).

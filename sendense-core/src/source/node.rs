@@ -18,8 +18,30 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
-/// The version of the source session protocol.
-pub const SOURCE_PROTOCOL: u32 = 1;
+/// The version of the source session protocol. 2: scratch directories the node places itself
+/// (relative names), `resize_suspects`, `ping`, image sources.
+pub const SOURCE_PROTOCOL: u32 = 2;
+
+/// How often the hub pings an idle session.
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// A session that hears nothing from the hub this long is over, as if its input had ended: a
+/// hub whose host or network died sends no end of input, and the snapshot must not stay.
+/// `SENDENSE_SNA_SESSION_IDLE_SECS` sets another (at least twice the hub's ping interval).
+pub const SESSION_IDLE: Duration = Duration::from_secs(120);
+
+/// [`SESSION_IDLE`], or what `SENDENSE_SNA_SESSION_IDLE_SECS` says.
+fn session_idle() -> Duration {
+    std::env::var("SENDENSE_SNA_SESSION_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .map_or(SESSION_IDLE, Duration::from_secs)
+}
+
+/// Set in `sendense-sna`'s environment by `ssh-command`: the hub reached it through a
+/// restricted key, so nothing but the node's own scratch names is taken as a directory.
+pub const RESTRICTED_ENV: &str = "SENDENSE_SNA_RESTRICTED";
 
 /// A call from the hub.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +85,8 @@ pub enum SourceCall {
         /// Whether the backup committed.
         success: bool,
     },
+    /// The hub is still there (no answer).
+    Ping,
 }
 
 /// A line of the node's answer.
@@ -94,10 +118,20 @@ struct WireSnapshotDisk {
     checkpoint: Option<String>,
 }
 
-/// The node's side: answers the calls read from `input` on `output` until `input` ends.
-pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
+/// The node's side: answers the calls read from `input` on `output` until `input` ends, or
+/// nothing came for [`SESSION_IDLE`] (the hub pings an idle session).
+pub fn serve(input: impl BufRead + Send + 'static, mut output: impl Write) -> Result<()> {
+    let (tx, calls) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in input.lines() {
+            let end = line.is_err();
+            if tx.send(line).is_err() || end {
+                return;
+            }
+        }
+    });
     let mut source: Option<Box<dyn Source>> = None;
-    let result = session(&mut source, input, &mut output);
+    let result = session(&mut source, &calls, &mut output);
     // The hub is gone or done (or its pipe broke): whatever a snapshot left is torn down.
     if let Some(mut s) = source {
         let _ = s.finish(
@@ -110,22 +144,38 @@ pub fn serve(input: impl BufRead, mut output: impl Write) -> Result<()> {
     result
 }
 
-/// Answers calls until the input ends or the output breaks.
+/// Answers calls until the input ends, stays silent too long, or the output breaks.
 fn session(
     source: &mut Option<Box<dyn Source>>,
-    input: impl BufRead,
+    calls: &std::sync::mpsc::Receiver<std::io::Result<String>>,
     output: &mut impl Write,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("the source session: {e}"));
-    for line in input.lines() {
-        let line = line.map_err(io)?;
+    let idle = session_idle();
+    loop {
+        let line = match calls.recv_timeout(idle) {
+            Ok(line) => line.map_err(io)?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "no word from the hub for {} s: the session is over",
+                        idle.as_secs()
+                    ),
+                ))
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
+        let call = serde_json::from_str::<SourceCall>(&line)
+            .map_err(|e| Error::invalid(format!("a source call that is not valid: {e}")));
+        if matches!(call, Ok(SourceCall::Ping)) {
+            continue;
+        }
         let mut logs = Vec::new();
-        let result = serde_json::from_str::<SourceCall>(&line)
-            .map_err(|e| Error::invalid(format!("a source call that is not valid: {e}")))
-            .and_then(|call| answer(source, call, &mut logs));
+        let result = call.and_then(|call| answer(source, call, &mut logs));
         for l in logs {
             writeln!(output, "{}", to_line(&SourceReply::Log(l))?).map_err(io)?;
         }
@@ -140,7 +190,6 @@ fn session(
         writeln!(output, "{}", to_line(&reply)?).map_err(io)?;
         output.flush().map_err(io)?;
     }
-    Ok(())
 }
 
 fn to_line(reply: &SourceReply) -> Result<String> {
@@ -216,6 +265,8 @@ fn answer(
                 if dir.is_relative() {
                     *dir = node_scratch(dir)?;
                     ours.push((*job, dir.clone()));
+                } else {
+                    refuse_if_restricted(dir)?;
                 }
             }
             let repaired = s.repair(&mut host, &req)?;
@@ -234,6 +285,8 @@ fn answer(
         SourceCall::Snapshot { mut req } => {
             if req.scratch.is_relative() {
                 req.scratch = node_scratch(&req.scratch)?;
+            } else {
+                refuse_if_restricted(&req.scratch)?;
             }
             let disks: Vec<WireSnapshotDisk> = s
                 .snapshot(&mut host, &req)?
@@ -256,6 +309,7 @@ fn answer(
             s.finish(&mut host, success)?;
             Ok(serde_json::Value::Null)
         }
+        SourceCall::Ping => Ok(serde_json::Value::Null),
     }
 }
 
@@ -298,8 +352,32 @@ fn node_scratch(name: &std::path::Path) -> Result<std::path::PathBuf> {
         )));
     }
     let jobs = node_state_dir()?.join("jobs");
+    let dir = jobs.join(text);
+    // The longest socket placed there must fit a Unix socket address (108 bytes).
+    let longest = dir.join("target-4294967295-9.sock");
+    if longest.as_os_str().len() >= 108 {
+        return Err(Error::invalid(format!(
+            "the node's scratch directory {} is too long for Unix sockets in it",
+            dir.display()
+        ))
+        .with_help("Set SENDENSE_SNA_STATE for the node account (sshd_config SetEnv) to a shorter directory, such as /var/lib/sendense-sna."));
+    }
     crate::fsutil::create_private_dir(&jobs)?;
-    Ok(jobs.join(text))
+    Ok(dir)
+}
+
+/// Refuses a directory the hub named by an absolute path when `sendense-sna` runs for a
+/// restricted key ([`RESTRICTED_ENV`]): such a hub may only name scratch directories the node
+/// places itself.
+fn refuse_if_restricted(dir: &std::path::Path) -> Result<()> {
+    if std::env::var_os(RESTRICTED_ENV).is_none() {
+        return Ok(());
+    }
+    Err(Error::refused(format!(
+        "this node takes only its own scratch directories, not {}",
+        dir.display()
+    ))
+    .with_help("Run sendense of the same version as this sendense-sna."))
 }
 
 /// The node's host for a source: log lines go back to the hub; the exports it starts (an
@@ -504,7 +582,44 @@ impl NodeCommand for RemoteCommand {
 #[derive(Debug)]
 pub struct NodeSource {
     kind: &'static str,
-    command: Box<dyn NodeCommand>,
+    command: std::sync::Arc<std::sync::Mutex<Box<dyn NodeCommand>>>,
+    /// Pings the session while no call runs (see [`SESSION_IDLE`]); stopped on drop.
+    pinger: Option<Pinger>,
+}
+
+/// A thread that sends a ping every [`PING_EVERY`] while the command is not in a call.
+#[derive(Debug)]
+struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Pinger {
+    fn start(command: std::sync::Arc<std::sync::Mutex<Box<dyn NodeCommand>>>) -> Pinger {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let ping = serde_json::to_string(&SourceCall::Ping).unwrap_or_default();
+        let thread = std::thread::spawn(move || {
+            let mut next = std::time::Instant::now() + PING_EVERY;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::time::Instant::now() < next {
+                    continue;
+                }
+                next = std::time::Instant::now() + PING_EVERY;
+                // A call in progress holds the command: the node is busy with it anyway.
+                if let Ok(mut c) = command.try_lock() {
+                    let _ = c.send_line(&ping);
+                }
+            }
+        });
+        Pinger { stop, thread }
+    }
+
+    fn end(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }
 
 /// Longest a call may take: QEMU answers QMP within 60 s or is given up on, and a snapshot
@@ -544,11 +659,13 @@ impl NodeSource {
         kind: &str,
         options: &serde_json::Value,
     ) -> Result<NodeSource> {
+        let command = std::sync::Arc::new(std::sync::Mutex::new(command));
         let mut source = NodeSource {
             kind: match kind {
                 "image" => "image",
                 _ => "qemu",
             },
+            pinger: Some(Pinger::start(command.clone())),
             command,
         };
         source.call(
@@ -576,13 +693,17 @@ impl NodeSource {
         };
         let text = serde_json::to_string(call)
             .map_err(|e| Error::internal(format!("a source call: {e}")))?;
-        self.command
+        let mut command = self
+            .command
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        command
             .send_line(&text)
             .map_err(|e| lost(format!("sending a call: {e}")))?;
         let deadline = std::time::Instant::now() + CALL_TIMEOUT;
         loop {
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = match self.command.lines().recv_timeout(wait) {
+            let line = match command.lines().recv_timeout(wait) {
                 Ok(Ok(line)) => line,
                 Ok(Err(e)) => return Err(lost(format!("reading its answer: {e}"))),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -590,7 +711,7 @@ impl NodeSource {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     // Stopped: whatever it holds in the VM is repaired by the next command.
-                    self.command.kill();
+                    command.kill();
                     return Err(lost(format!(
                         "it did not answer within {} s and was stopped",
                         CALL_TIMEOUT.as_secs()
@@ -723,10 +844,17 @@ impl Source for NodeSource {
 
 impl Drop for NodeSource {
     fn drop(&mut self) {
+        if let Some(p) = self.pinger.take() {
+            p.end();
+        }
+        let mut command = self
+            .command
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Closing its input ends the session: the node tears down what is left and exits.
-        self.command.close_input();
-        if !self.command.ended_within(NODE_GRACE) {
-            self.command.kill();
+        command.close_input();
+        if !command.ended_within(NODE_GRACE) {
+            command.kill();
         }
     }
 }
