@@ -35,6 +35,7 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "init" -d 'Create 
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "repo" -d 'Manage backup repositories'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "vm" -d 'Manage the VMs Sendense backs up'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "node" -d 'Remote nodes: hypervisor hosts whose sendense-sna the hub drives over SSH'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "vcenter" -d 'vCenters: the vSphere servers VMware VMs are reached through'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "policy" -d 'Policies: where a group\'s backups go, when, how long they are kept, where they are copied'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "group" -d 'Protection groups: VMs backed up together under one policy'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "schedule" -d 'When groups run'
@@ -243,6 +244,58 @@ complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
 complete -c sendense -n "__fish_sendense_using_subcommand node; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -f -a "add" -d 'Add a vCenter (or ESXi host): connect, pin its certificate, check the login'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -f -a "list" -d 'List vCenters'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -f -a "show" -d 'Show one vCenter'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -f -a "test" -d 'Connect to a vCenter: its certificate must be the pinned one, the login must pass'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and not __fish_seen_subcommand_from add list show test remove" -f -a "remove" -d 'Remove a vCenter and its password file'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l url -d 'https://HOST[:PORT]/sdk' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l user -d 'The account to log in as (e.g. backup@vsphere.local)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l password-file -d 'A file holding its password (one line; only you may read it)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l thumbprint -d 'The certificate\'s thumbprint (SHA-1 AA:BB:... or SHA-256)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l accept-certificate -d 'Pin whichever certificate the server presents (shown in the output)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand vcenter; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand policy; and not __fish_seen_subcommand_from add list show edit remove" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

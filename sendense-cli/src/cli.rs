@@ -111,6 +111,9 @@ config is never overwritten.")]
     /// Remote nodes: hypervisor hosts whose sendense-sna the hub drives over SSH.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// vCenters: the vSphere servers VMware VMs are reached through.
+    #[command(subcommand)]
+    Vcenter(VcenterCommand),
     /// Policies: where a group's backups go, when, how long they are kept, where they are copied.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -289,6 +292,80 @@ const REPO_JSON: &str = "JSON OUTPUT
    \"total_bytes\": 107374182400, \"available_bytes\": 53687091200,
    \"refreshed_at\": \"2026-11-25T21:10:06Z\", \"created_at\": \"2026-11-25T21:10:06Z\",
    \"backups\": 0}";
+
+const VCENTER_JSON: &str = "JSON OUTPUT
+  A vCenter object (never the password):
+  {\"name\": \"vc1\", \"url\": \"https://vc.example.com:443/sdk\",
+   \"user\": \"backup@vsphere.local\", \"thumbprint\": \"AA:BB:...\",
+   \"full_name\": \"VMware vCenter Server 8.0.2 build-...\", \"api_version\": \"8.0.2.0\",
+   \"checked_at\": \"...\", \"created_at\": \"...\"}
+  `vcenter add` and `vcenter test` add what the server said now:
+   \"about\": {\"full_name\": ..., \"api_version\": ..., \"api_type\": \"VirtualCenter\",
+             \"instance_uuid\": ...}";
+
+#[derive(Debug, Subcommand)]
+pub enum VcenterCommand {
+    /// Add a vCenter (or ESXi host): connect, pin its certificate, check the login.
+    #[command(after_long_help = format!("The server certificate is pinned: the thumbprint given with --thumbprint (SHA-1,
+as the vSphere client shows it, AA:BB:..., or SHA-256), or, with
+--accept-certificate, the one the server presents (shown in the output). Without
+either, nothing is recorded and the error shows the server's thumbprint. From
+then on a server presenting another certificate is refused (exit 5) with both
+thumbprints. The password is read from --password-file (a file only you can
+read, one line) and kept in a 0600 file of the state directory: never in an
+argument, a log line or --json. Exit status 5 for a certificate that is not the
+pinned one; 1 when the server cannot be reached or refuses the login; 2 for bad
+input (a URL that is not https://HOST[:PORT]/sdk, a password file others can read).
+
+{VCENTER_JSON}"))]
+    Add {
+        /// vCenter name.
+        name: String,
+        /// https://HOST[:PORT]/sdk.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The account to log in as (e.g. backup@vsphere.local).
+        #[arg(long, value_name = "USER")]
+        user: String,
+        /// A file holding its password (one line; only you may read it).
+        #[arg(long, value_name = "FILE")]
+        password_file: PathBuf,
+        /// The certificate's thumbprint (SHA-1 AA:BB:... or SHA-256).
+        #[arg(long, value_name = "THUMBPRINT", conflicts_with = "accept_certificate")]
+        thumbprint: Option<String>,
+        /// Pin whichever certificate the server presents (shown in the output).
+        #[arg(long)]
+        accept_certificate: bool,
+    },
+    /// List vCenters.
+    #[command(after_long_help = format!("{VCENTER_JSON}
+
+`vcenter list --json` prints an array of vCenter objects."))]
+    List,
+    /// Show one vCenter.
+    #[command(after_long_help = VCENTER_JSON)]
+    Show {
+        /// vCenter name.
+        name: String,
+    },
+    /// Connect to a vCenter: its certificate must be the pinned one, the login must pass.
+    #[command(after_long_help = format!("Exit status 0 when it answered with its pinned certificate and accepted the
+login; 5 for another certificate (both thumbprints named); 4 for an unknown
+vCenter; 1 when it cannot be reached or refuses the login.
+
+{VCENTER_JSON}"))]
+    Test {
+        /// vCenter name.
+        name: String,
+    },
+    /// Remove a vCenter and its password file.
+    #[command(after_long_help = "JSON OUTPUT
+  The removed vCenter object.")]
+    Remove {
+        /// vCenter name.
+        name: String,
+    },
+}
 
 const NODE_JSON: &str = "JSON OUTPUT
   A node object:

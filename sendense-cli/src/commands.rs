@@ -10,6 +10,7 @@ mod node;
 mod policy;
 mod repo;
 mod restore;
+mod vcenter;
 mod vm;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Init => init::run(g),
         Command::Repo(cmd) => repo::run(g, cmd),
         Command::Node(cmd) => node::run(g, cmd),
+        Command::Vcenter(cmd) => vcenter::run(g, cmd),
         Command::Vm(cmd) => vm::run(g, cmd),
         Command::Policy(cmd) => policy::run(g, cmd),
         Command::Group(cmd) => policy::group(g, cmd),

@@ -14,6 +14,7 @@ mod nodes;
 mod policies;
 mod repos;
 mod schema;
+mod vcenters;
 mod vms;
 
 pub use backups::{
@@ -27,6 +28,7 @@ pub use merges::{DiskChild, MergedDisk, MERGED_FULL_REASON};
 pub use nodes::{NewNode, NodeRecord};
 pub use policies::{CopyRule, GroupRecord, NewPolicy, PolicyRecord, PolicySettings};
 pub use repos::{NewRepo, RepoRecord};
+pub use vcenters::{NewVcenter, VcenterRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};
 
 use crate::error::{Error, ErrorKind, Result};

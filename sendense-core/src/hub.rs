@@ -11,6 +11,7 @@
 //! | `hub/exports.rs` | the hub's NBD exports: start, stop, list |
 //! | `hub/policies.rs` | policies and protection groups: add, edit, members, next runs |
 //! | `hub/nodes.rs` | remote nodes: add (host key pinned, version checked), test, remove |
+//! | `hub/vcenters.rs` | vCenters: add (certificate pinned, login checked), test, remove |
 //!
 //! Long operations are orchestrated where their steps are: [`crate::backup`] (backup, delete),
 //! [`crate::restore`], [`crate::verify`], [`crate::export`] (serving a restore point),
@@ -23,10 +24,12 @@ mod jobs;
 mod nodes;
 mod policies;
 mod repos;
+mod vcenters;
 mod vms;
 
 pub use exports::{ExportStatus, Worker};
 pub use nodes::{AddNode, NodeCheck, Throughput, INSTALL_PATH, MAX_TEST_MIB};
 pub use policies::{GroupStatus, PolicyEdit, PolicySpec};
 pub use repos::{AddRepo, RepoStatus};
+pub use vcenters::{AddVcenter, VcenterCheck};
 pub use vms::DiskStatus;

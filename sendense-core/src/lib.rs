@@ -57,6 +57,7 @@ pub mod tools;
 pub mod transfer;
 pub mod verify;
 pub mod vm;
+pub mod vsphere;
 
 pub use catalog::{DiskRecord, JobFilter, JobKind, JobRecord, JobStatus, RepoRecord, VmRecord};
 pub use config::{Config, TransferMode};

@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -447,4 +447,20 @@ const V7: &str = r#"
 ALTER TABLE nodes ADD COLUMN identity TEXT;
 ALTER TABLE nodes ADD COLUMN sna_version TEXT;
 ALTER TABLE nodes ADD COLUMN checked_at TEXT;
+"#;
+
+/// vCenters: the vSphere servers VMware VMs are reached through (their passwords are files of
+/// the state directory, not rows).
+const V8: &str = r#"
+CREATE TABLE vcenters (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    url         TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    thumbprint  TEXT NOT NULL,
+    full_name   TEXT,
+    api_version TEXT,
+    checked_at  TEXT,
+    created_at  TEXT NOT NULL
+);
 "#;

@@ -1,0 +1,200 @@
+//! vCenters: the vSphere servers VMware VMs are reached through — added with their certificate
+//! pinned and the login checked, tested, listed, removed. The password goes into a 0600 file of
+//! the state directory, never into the catalog, an argument, a log line or `--json`.
+
+use crate::catalog::{NewVcenter, VcenterRecord};
+use crate::error::{Error, Result};
+use crate::sendense::Sendense;
+use crate::vsphere::{About, Pin, ServiceContent, VcenterUrl, Vim};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What `vcenter add` is given.
+#[derive(Debug, Clone, Default)]
+pub struct AddVcenter {
+    /// Name.
+    pub name: String,
+    /// `https://HOST[:PORT]/sdk`.
+    pub url: String,
+    /// Account.
+    pub user: String,
+    /// A file holding the password (only the hub's user may read it).
+    pub password_file: PathBuf,
+    /// The certificate thumbprint to pin.
+    pub thumbprint: Option<String>,
+    /// Pin whatever certificate the server presents (shown in the output).
+    pub accept_certificate: bool,
+}
+
+/// A vCenter and what it said it is. Also the `--json` shape of `vcenter add` and `test`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcenterCheck {
+    /// The vCenter as recorded.
+    #[serde(flatten)]
+    pub vcenter: VcenterRecord,
+    /// What it said now.
+    pub about: About,
+}
+
+impl Sendense {
+    /// Adds a vCenter: connects (its certificate pinned as given, or as presented when accepted
+    /// explicitly; never silently), logs in, and records it with its password in a 0600 file.
+    pub fn add_vcenter(&mut self, req: &AddVcenter) -> Result<VcenterCheck> {
+        crate::vm::validate_name("vCenter", &req.name)?;
+        if self.catalog().vcenter(&req.name).is_ok() {
+            return Err(Error::already_exists(format!(
+                "a vCenter named `{}` exists already",
+                req.name
+            ))
+            .with_help("Choose another name, or see `sendense vcenter list`."));
+        }
+        let url = VcenterUrl::parse(&req.url)?;
+        if req.user.is_empty() || req.user.chars().any(char::is_control) {
+            return Err(Error::invalid("--user must name the vCenter account"));
+        }
+        let password = read_password_file(&req.password_file)?;
+        let pin = match (&req.thumbprint, req.accept_certificate) {
+            (Some(t), _) => Pin::Thumbprint(crate::vsphere::parse_thumbprint(t)?),
+            (None, true) => Pin::Accept,
+            (None, false) => Pin::Show,
+        };
+        let vim = Vim::new(
+            &format!("vCenter `{}`", req.name),
+            &url.host,
+            url.port,
+            &url.path,
+            pin,
+        );
+        let content = vim.service_content()?;
+        let thumbprint = vim
+            .thumbprint_seen()
+            .ok_or_else(|| Error::internal("the vCenter's certificate was not seen"))?;
+        vim.login(&content, &req.user, &password)?;
+        vim.logout(&content);
+        let secret = self.vcenter_password_file(&req.name);
+        crate::fsutil::create_private_dir(self.state_dir().join("secrets").as_path())?;
+        crate::fsutil::write_atomic(&secret, password.as_bytes(), 0o600)?;
+        let added = self.catalog_mut().insert_vcenter(&NewVcenter {
+            name: req.name.clone(),
+            url: url.text(),
+            user: req.user.clone(),
+            thumbprint,
+            full_name: content.about.full_name.clone(),
+            api_version: content.about.api_version.clone(),
+        });
+        match added {
+            Ok(vcenter) => Ok(VcenterCheck {
+                vcenter,
+                about: content.about,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&secret);
+                Err(e)
+            }
+        }
+    }
+
+    /// Every vCenter.
+    pub fn vcenters(&self) -> Result<Vec<VcenterRecord>> {
+        self.catalog().vcenters()
+    }
+
+    /// One vCenter.
+    pub fn vcenter(&self, name: &str) -> Result<VcenterRecord> {
+        self.catalog().vcenter(name)
+    }
+
+    /// Connects to vCenter `name` again: its certificate must still be the pinned one and the
+    /// login must pass. Records what it said it is.
+    pub fn test_vcenter(&mut self, name: &str) -> Result<VcenterCheck> {
+        let v = self.catalog().vcenter(name)?;
+        let (vim, content) = self.connect_vcenter(&v)?;
+        vim.logout(&content);
+        self.catalog_mut().set_vcenter_checked(
+            name,
+            &content.about.full_name,
+            &content.about.api_version,
+        )?;
+        Ok(VcenterCheck {
+            vcenter: self.catalog().vcenter(name)?,
+            about: content.about,
+        })
+    }
+
+    /// Removes vCenter `name` and its password file.
+    pub fn remove_vcenter(&mut self, name: &str) -> Result<VcenterRecord> {
+        let v = self.catalog_mut().delete_vcenter(name)?;
+        match std::fs::remove_file(self.vcenter_password_file(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    "removing the password file of",
+                    &self.vcenter_password_file(name),
+                    e,
+                ))
+            }
+        }
+        Ok(v)
+    }
+
+    /// Where the password of vCenter `name` is kept (0600, in a 0700 directory).
+    pub fn vcenter_password_file(&self, name: &str) -> PathBuf {
+        self.state_dir()
+            .join("secrets")
+            .join(format!("vcenter-{name}.password"))
+    }
+
+    /// A logged-in session with vCenter `v` (its certificate checked against the pinned one).
+    pub(crate) fn connect_vcenter(&self, v: &VcenterRecord) -> Result<(Vim, ServiceContent)> {
+        let url = VcenterUrl::parse(&v.url)?;
+        let password = read_password_file(&self.vcenter_password_file(&v.name))
+            .map_err(|e| e.context(format!("the password of vCenter `{}`", v.name)))?;
+        let vim = Vim::new(
+            &format!("vCenter `{}`", v.name),
+            &url.host,
+            url.port,
+            &url.path,
+            Pin::Thumbprint(v.thumbprint.clone()),
+        );
+        let content = vim.service_content()?;
+        vim.login(&content, &v.user, &password)?;
+        Ok((vim, content))
+    }
+}
+
+/// The password in `path`: one line (its line end dropped), in a file only its owner reads.
+fn read_password_file(path: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::io("reading the password file", path, e)
+            .with_help("Write the password into a file only you can read (chmod 600), and pass it with --password-file.")
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::invalid(format!(
+            "the password file {} can be read by others (mode {:o})",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ))
+        .with_help("Make it yours alone: chmod 600 FILE."));
+    }
+    if meta.len() > 4096 {
+        return Err(Error::invalid(format!(
+            "the password file {} is not a password (over 4 KiB)",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io("reading the password file", path, e))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() || password.contains('\n') {
+        return Err(Error::invalid(format!(
+            "the password file {} must hold the password on one line",
+            path.display()
+        )));
+    }
+    Ok(password.to_string())
+}

@@ -1,0 +1,121 @@
+//! govmomi's vCenter simulator (vcsim) for the VMware tests: built at first use from Debian's
+//! packaged Go sources (`golang-go`, `golang-github-vmware-govmomi-dev`; GOPATH mode) with the
+//! small command in `vcsim/main.go`, cached outside the clone, and started per test on
+//! 127.0.0.1 with a port of its own.
+
+use super::{require, Proc};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Debian's govmomi sources.
+const GOVMOMI: &str = "/usr/share/gocode/src/github.com/vmware/govmomi/simulator";
+
+/// The simulator's command, as compiled into the test kit.
+const MAIN_GO: &str = include_str!("vcsim/main.go");
+
+/// Where built fixtures are kept between runs: `$SENDENSE_TEST_CACHE`, else
+/// `/var/tmp/sendense-test-cache`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SENDENSE_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/sendense-test-cache"))
+}
+
+/// FNV-1a of `bytes`, for cache keys.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The simulator binary: built once per command source and Go version.
+pub fn binary() -> PathBuf {
+    require("go", "golang-go");
+    assert!(
+        Path::new(GOVMOMI).is_dir(),
+        "{GOVMOMI} is missing: install golang-github-vmware-govmomi-dev (make test does)"
+    );
+    let version = Command::new("go")
+        .arg("version")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let key = fnv(&[MAIN_GO.as_bytes(), &version].concat());
+    let cache = cache_dir();
+    let bin = cache.join(format!("vcsim-{key:016x}"));
+    if bin.is_file() {
+        return bin;
+    }
+    let work = cache.join(format!("vcsim-build-{}", std::process::id()));
+    let src = work.join("gopath/src/sendensevcsim");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("main.go"), MAIN_GO).unwrap();
+    let partial = work.join("vcsim");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg("sendensevcsim")
+        .env("GO111MODULE", "off")
+        .env(
+            "GOPATH",
+            format!("{}:/usr/share/gocode", work.join("gopath").display()),
+        )
+        .env("GOCACHE", cache.join("gocache"))
+        .output()
+        .expect("running go build");
+    assert!(
+        out.status.success(),
+        "building vcsim failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Whole or not at all, also when tests build it side by side.
+    std::fs::rename(&partial, &bin).unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+    bin
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct Vcsim {
+    /// The process; stopped on drop.
+    pub proc: Proc,
+    /// `https://127.0.0.1:PORT/sdk`.
+    pub url: String,
+    /// Its certificate's SHA-1 thumbprint (`AA:BB:...`).
+    pub thumbprint: String,
+    /// The account.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl Vcsim {
+    /// Starts a simulator whose account is `user` with `password`, its datastore files under
+    /// `dir`.
+    pub fn start(dir: &Path, user: &str, password: &str) -> Vcsim {
+        let bin = binary();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut child = Command::new(bin)
+            .args(["-username", user, "-password", password])
+            .env("TMPDIR", dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting vcsim");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let thumbprint = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        assert!(
+            url.starts_with("https://127.0.0.1:") && thumbprint.len() == 59,
+            "vcsim said {url:?} {thumbprint:?}"
+        );
+        Vcsim {
+            proc: Proc::adopt("vcsim", child),
+            url,
+            thumbprint,
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+    }
+}
