@@ -1917,7 +1917,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__add)
-            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --node --group --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --qmp --nbd --pre-hook --post-hook --node --vcenter --path --uuid --group --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1947,6 +1947,18 @@ _sendense() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --vcenter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --uuid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1967,7 +1979,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__vm__subcmd__discover)
-            opts="-v -q -h -V --qmp --node --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --qmp --node --vcenter --filter --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1978,6 +1990,14 @@ _sendense() {
                     return 0
                     ;;
                 --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vcenter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --filter)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

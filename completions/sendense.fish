@@ -143,6 +143,9 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l pre-hook -d 'Command run before the snapshot of an --nbd VM (arguments split like a shell, no shell)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l post-hook -d 'Command run after the backup of an --nbd VM' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l node -d 'The VM runs on this node: --qmp and --disk are paths there, which the node\'s sendense-sna opens on the hub\'s request, over SSH' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l vcenter -d 'A VMware VM of this vCenter (see `sendense vcenter add`), named by --path or --uuid' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l path -d 'Its inventory path (/DATACENTER/vm/[FOLDER/]NAME)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l uuid -d 'Its BIOS uuid (`config.uuid`)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l group -d 'Put the VM in this protection group (repeat for several)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
@@ -153,6 +156,8 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l qmp -d 'The QMP socket of a running QEMU VM (on the node, with --node)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l node -d 'The VM runs on this node: its sendense-sna looks, over SSH' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l vcenter -d 'List the VMs of this vCenter, with their disks' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l filter -d 'Only VMs whose name contains TEXT' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from discover" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

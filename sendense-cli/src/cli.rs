@@ -601,6 +601,11 @@ Sources:
   --disk PATH    an image file of a stopped VM (identity: its canonical path);
                  qcow2 images get incrementals, raw images are always full.
                  A file held by a running QEMU is refused at backup time.
+  --vcenter NAME --path /DC/vm/VM | --uuid UUID
+                 a VMware VM of a vCenter added with `sendense vcenter add`;
+                 its disks keep vSphere's device keys (2000, 2001, 2016, ...;
+                 identity: the key and the backing's uuid or file). Backups of
+                 VMware VMs are not available in this version.
   --nbd URL      an existing NBD export per disk (identity: the URL); always
                  full backups. --pre-hook / --post-hook run a command before the
                  snapshot and after the backup, without a shell, with SENDENSE_VM,
@@ -611,7 +616,7 @@ node add`): the hub never opens them; the node's sendense-sna does.
 
 Disks get the keys 2000, 2001, ... in device order. Later backups match disks by
 identity: a new disk gets the next free key, a vanished disk is reported."))]
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["disks", "qmp", "nbd"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["disks", "qmp", "nbd", "vcenter"])))]
     Add {
         /// VM name (letters, digits, `.`, `-`, `_`, unicode; no `/`).
         name: String,
@@ -635,6 +640,20 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
         /// sendense-sna opens on the hub's request, over SSH.
         #[arg(long, conflicts_with = "nbd")]
         node: Option<String>,
+        /// A VMware VM of this vCenter (see `sendense vcenter add`), named by --path or --uuid.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["disks", "qmp", "nbd", "node"])]
+        vcenter: Option<String>,
+        /// Its inventory path (/DATACENTER/vm/[FOLDER/]NAME).
+        #[arg(
+            long,
+            value_name = "PATH",
+            requires = "vcenter",
+            conflicts_with = "uuid"
+        )]
+        path: Option<String>,
+        /// Its BIOS uuid (`config.uuid`).
+        #[arg(long, value_name = "UUID", requires = "vcenter")]
+        uuid: Option<String>,
         /// Put the VM in this protection group (repeat for several).
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
@@ -643,13 +662,20 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
     #[command(after_long_help = "JSON OUTPUT
   [{\"identity\": \"/machine/peripheral/vd0/virtio-backend\", \"format\": \"qcow2\",
     \"size_bytes\": 10737418240, \"detail\": \"node disk0, file /srv/vms/pg-os.qcow2\"}]")]
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["qmp", "vcenter"])))]
     Discover {
         /// The QMP socket of a running QEMU VM (on the node, with --node).
         #[arg(long, value_name = "SOCKET")]
-        qmp: PathBuf,
+        qmp: Option<PathBuf>,
         /// The VM runs on this node: its sendense-sna looks, over SSH.
-        #[arg(long)]
+        #[arg(long, requires = "qmp")]
         node: Option<String>,
+        /// List the VMs of this vCenter, with their disks.
+        #[arg(long, value_name = "NAME", conflicts_with = "qmp")]
+        vcenter: Option<String>,
+        /// Only VMs whose name contains TEXT.
+        #[arg(long, value_name = "TEXT", requires = "vcenter")]
+        filter: Option<String>,
     },
     /// List VMs.
     #[command(after_long_help = "JSON OUTPUT

@@ -138,3 +138,137 @@ fn a_vcenter_is_added_with_its_certificate_pinned_and_its_password_kept_apart() 
     assert_eq!(hub(&state, &["vcenter", "test", "vc1"]).0, 4);
     drop(sim);
 }
+
+/// A VMware VM is registered through its vCenter with vSphere's own device keys — 2000 and 2001
+/// on the first SCSI bus, 2016 on the second — never keys computed from the disks' order, and
+/// sizes in bytes.
+#[test]
+fn a_vmware_vm_is_registered_with_its_real_device_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(BIN, d, "r");
+    let sim = Vcsim::start_with(&d.join("vcsim"), "user", "pass", &["-layout"]);
+    let pw = password_file(&d.join("pw"), "pass", 0o600);
+    let (c, out, _) = hub(
+        &state,
+        &[
+            "vcenter",
+            "add",
+            "vc",
+            "--url",
+            &sim.url,
+            "--user",
+            "user",
+            "--password-file",
+            &pw,
+            "--accept-certificate",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+
+    let (c, out, found) = hub(
+        &state,
+        &[
+            "vm",
+            "discover",
+            "--vcenter",
+            "vc",
+            "--filter",
+            "DC0_H0_VM0",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let vms = found.as_array().unwrap();
+    assert_eq!(vms.len(), 1, "{found:#}");
+    let disks: Vec<(u64, String, u64)> = vms[0]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_u64().unwrap(),
+                d["slot"].as_str().unwrap().to_string(),
+                d["capacity_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        disks,
+        [
+            (2000, "scsi0:0".to_string(), 64 << 20),
+            (2001, "scsi0:1".to_string(), 32 << 20),
+            (2016, "scsi1:0".to_string(), 16 << 20)
+        ]
+    );
+    let uuid = vms[0]["uuid"].as_str().unwrap().to_string();
+
+    let (c, out, added) = hub(
+        &state,
+        &[
+            "vm",
+            "add",
+            "pg",
+            "--vcenter",
+            "vc",
+            "--path",
+            "/DC0/vm/DC0_H0_VM0",
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    let keys: Vec<u64> = added["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_u64().unwrap())
+        .collect();
+    assert_eq!(keys, [2000, 2001, 2016], "{added:#}");
+    assert_eq!(added["disks"][2]["size_bytes"], 16 << 20);
+    assert!(
+        added["disks"][0]["identity"]
+            .as_str()
+            .unwrap()
+            .starts_with("2000 6000C29a"),
+        "{added:#}"
+    );
+    assert_eq!(added["source"], "vmware");
+    // By BIOS uuid, in whatever case it is given.
+    let (c, out, by_uuid) = hub(
+        &state,
+        &[
+            "vm",
+            "add",
+            "pg2",
+            "--vcenter",
+            "vc",
+            "--uuid",
+            &uuid.to_uppercase(),
+        ],
+    );
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(by_uuid["disks"], added["disks"]);
+    // The checkpoints are read from vSphere, live.
+    let (c, out, shown) = hub(&state, &["vm", "show", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    for disk in shown["disks"].as_array().unwrap() {
+        assert_eq!(disk["checkpoint_state"]["state"], "none", "{shown:#}");
+    }
+    // What does not exist is named; a vCenter with VMs stays; backups are not there yet.
+    let (c, out, _) = hub(
+        &state,
+        &[
+            "vm",
+            "add",
+            "x",
+            "--vcenter",
+            "vc",
+            "--path",
+            "/DC0/vm/nope",
+        ],
+    );
+    assert_eq!(c, 4, "{out}");
+    let (c, out, _) = hub(&state, &["vcenter", "remove", "vc"]);
+    assert_eq!(c, 5, "{out}");
+    let (c, out, _) = hub(&state, &["backup", "start", "pg"]);
+    assert_eq!(c, 5, "{out}");
+    assert!(out.contains("not available"), "{out}");
+}

@@ -28,6 +28,7 @@ pub mod node;
 pub mod qemu;
 pub mod qmp;
 pub mod repair;
+pub mod vmware;
 
 pub use repair::{RepairRequest, Repaired};
 
@@ -48,6 +49,10 @@ pub struct DiscoveredDisk {
     pub size_bytes: u64,
     /// Source-specific details (node name, file).
     pub detail: String,
+    /// The key the source names the disk by (a VMware device key), when it has one; other
+    /// disks get the next free key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u32>,
 }
 
 /// State of a disk's change-tracking checkpoint on the source.

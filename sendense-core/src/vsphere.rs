@@ -2,9 +2,11 @@
 //! pinned certificate) for the calls Sendense needs.
 
 pub mod https;
+pub mod inventory;
 pub mod soap;
 
 pub use https::{parse_thumbprint, Pin};
+pub use inventory::{VmDisk, VmInfo};
 pub use soap::{About, MoRef, ServiceContent, Vim};
 
 use crate::error::{Error, Result};

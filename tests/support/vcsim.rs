@@ -94,10 +94,18 @@ impl Vcsim {
     /// Starts a simulator whose account is `user` with `password`, its datastore files under
     /// `dir`.
     pub fn start(dir: &Path, user: &str, password: &str) -> Vcsim {
+        Vcsim::start_with(dir, user, password, &[])
+    }
+
+    /// [`Vcsim::start`] with more flags: `-layout` gives `DC0_H0_VM0` vSphere's own device
+    /// layout (disks 2000 and 2001 of 64 and 32 MiB on SCSI controller 1000, bus 0; 2016 of
+    /// 16 MiB on controller 1001, bus 1; each with a backing uuid).
+    pub fn start_with(dir: &Path, user: &str, password: &str, flags: &[&str]) -> Vcsim {
         let bin = binary();
         std::fs::create_dir_all(dir).unwrap();
         let mut child = Command::new(bin)
             .args(["-username", user, "-password", password])
+            .args(flags)
             .env("TMPDIR", dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

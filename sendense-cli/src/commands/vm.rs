@@ -17,6 +17,9 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             pre_hook,
             post_hook,
             node,
+            vcenter,
+            path,
+            uuid,
             groups,
         } => {
             if nbd.is_empty() && (pre_hook.is_some() || post_hook.is_some()) {
@@ -27,7 +30,9 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
             for group in &groups {
                 sd.group(group)?;
             }
-            let vm = if let (Some(node), Some(socket)) = (&node, &qmp) {
+            let vm = if let Some(vcenter) = &vcenter {
+                sd.add_vmware_vm(&name, vcenter, path.as_deref(), uuid.as_deref())?
+            } else if let (Some(node), Some(socket)) = (&node, &qmp) {
                 sd.add_node_qemu_vm(&name, node, &socket.to_string_lossy())?
             } else if let Some(node) = &node {
                 let files: Vec<String> = disks
@@ -85,7 +90,48 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                 output::line(&t.to_string())?;
             }
         }
-        VmCommand::Discover { qmp, node } => {
+        VmCommand::Discover {
+            vcenter: Some(vcenter),
+            filter,
+            ..
+        } => {
+            let vms = sd.discover_vmware(&vcenter, filter.as_deref())?;
+            if g.json {
+                output::json(&vms)?;
+            } else if vms.is_empty() {
+                output::line(&format!("vCenter `{vcenter}` has no VMs that match."))?;
+            } else {
+                let mut t = table::new(&[
+                    "Name",
+                    "Ref",
+                    "UUID",
+                    "Power",
+                    "CBT",
+                    "Disks (key slot size)",
+                ]);
+                for vm in &vms {
+                    t.add_row([
+                        vm.name.clone(),
+                        vm.moref.clone(),
+                        vm.uuid.clone(),
+                        vm.power_state.clone(),
+                        if vm.change_tracking { "on" } else { "off" }.to_string(),
+                        vm.disks
+                            .iter()
+                            .map(|d| {
+                                format!("{} {} {}", d.key, d.slot, output::bytes(d.capacity_bytes))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ]);
+                }
+                output::line(&t.to_string())?;
+            }
+        }
+        VmCommand::Discover { qmp, node, .. } => {
+            let qmp = qmp.ok_or_else(|| {
+                sendense_core::Error::invalid("name the VM with --qmp or --vcenter")
+            })?;
             let disks = match &node {
                 Some(node) => sd.discover_node_qemu(node, &qmp.to_string_lossy())?,
                 None => sd.discover_qemu(&qmp)?,

@@ -252,6 +252,7 @@ impl Catalog {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let mut next = known.iter().map(|k| k.2 + 1).max().unwrap_or(FIRST_DISK_KEY);
+            let mut used: Vec<u32> = Vec::new();
             for (id, identity, _) in &known {
                 let present = found.iter().any(|f| &f.identity == identity);
                 tx.execute("UPDATE vm_disks SET present = ?1 WHERE id = ?2", (present, id))?;
@@ -269,12 +270,25 @@ impl Catalog {
                         )?;
                     }
                     None => {
+                        // The source's own key when no disk of the VM ever had it (a disk
+                        // replaced at the same key is another disk: it never takes the old
+                        // one's key, so it never continues its chain).
+                        let taken = |k: u32| known.iter().any(|x| x.2 == k) || used.contains(&k);
+                        let key = match f.key {
+                            Some(k) if !taken(k) => k,
+                            _ => {
+                                while taken(next) {
+                                    next += 1;
+                                }
+                                next
+                            }
+                        };
+                        used.push(key);
                         tx.execute(
                             "INSERT INTO vm_disks (vm_id, disk_key, identity, format, size_bytes, created_at) \
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            (vm_id, next, &f.identity, &f.format, f.size_bytes as i64, &now),
+                            (vm_id, key, &f.identity, &f.format, f.size_bytes as i64, &now),
                         )?;
-                        next += 1;
                     }
                 }
             }

@@ -123,6 +123,22 @@ impl Sendense {
 
     /// Removes vCenter `name` and its password file.
     pub fn remove_vcenter(&mut self, name: &str) -> Result<VcenterRecord> {
+        self.catalog().vcenter(name)?;
+        let users: Vec<String> = self
+            .catalog()
+            .vms()?
+            .into_iter()
+            .filter(|vm| vm.source == "vmware" && vm.source_options["vcenter"] == name)
+            .map(|vm| vm.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(
+                Error::refused(format!("vCenter `{name}` has VM(s) {}", users.join(", ")))
+                    .with_help(
+                        "Remove those VMs first (`sendense vm remove VM`); their backups stay.",
+                    ),
+            );
+        }
         let v = self.catalog_mut().delete_vcenter(name)?;
         match std::fs::remove_file(self.vcenter_password_file(name)) {
             Ok(()) => {}
@@ -136,6 +152,95 @@ impl Sendense {
             }
         }
         Ok(v)
+    }
+
+    /// The VMs of vCenter `name` whose name contains `filter` (all without one).
+    pub fn discover_vmware(
+        &self,
+        name: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<crate::vsphere::VmInfo>> {
+        let v = self.catalog().vcenter(name)?;
+        let (vim, content) = self.connect_vcenter(&v)?;
+        let vms = vim.list_vms(&content);
+        vim.logout(&content);
+        Ok(vms?
+            .into_iter()
+            .filter(|vm| filter.is_none_or(|f| vm.name.contains(f)))
+            .collect())
+    }
+
+    /// Registers VMware VM `name`: the VM at inventory path `path`, or with BIOS uuid `uuid`,
+    /// of vCenter `vcenter`. Its disks keep their device keys.
+    pub fn add_vmware_vm(
+        &mut self,
+        name: &str,
+        vcenter: &str,
+        path: Option<&str>,
+        uuid: Option<&str>,
+    ) -> Result<crate::catalog::VmRecord> {
+        crate::vm::validate_name("VM", name)?;
+        if self.catalog().vm(name).is_ok() {
+            return Err(
+                Error::already_exists(format!("a VM named `{name}` exists already"))
+                    .with_help("Choose another name, or see `sendense vm list`."),
+            );
+        }
+        let v = self.catalog().vcenter(vcenter)?;
+        let (vim, content) = self.connect_vcenter(&v)?;
+        let found = match (path, uuid) {
+            (Some(p), _) => vim.find_vm_by_path(&content, p),
+            (None, Some(u)) => vim.find_vm_by_uuid(&content, u),
+            (None, None) => Err(Error::invalid("name the VM with --path or --uuid")),
+        };
+        let info = found.and_then(|found| {
+            let vm = found.ok_or_else(|| {
+                Error::not_found(format!(
+                    "vCenter `{vcenter}` has no VM {}",
+                    path.or(uuid).unwrap_or_default()
+                ))
+                .with_help("See `sendense vm discover --vcenter NAME`; paths are /DATACENTER/vm/[FOLDER/]NAME.")
+            })?;
+            vim.vm_info(&content, &vm)
+        });
+        vim.logout(&content);
+        let info = info?;
+        let disks: Vec<crate::catalog::NewDisk> = crate::source::vmware::discovered(&info)
+            .into_iter()
+            .map(|d| crate::catalog::NewDisk {
+                key: d.key,
+                identity: d.identity,
+                format: d.format,
+                size_bytes: d.size_bytes,
+            })
+            .collect();
+        if disks.is_empty() {
+            return Err(Error::invalid(format!(
+                "VM `{}` of vCenter `{vcenter}` has no virtual disks",
+                info.name
+            )));
+        }
+        let options = serde_json::json!({
+            "vcenter": vcenter,
+            "moref": info.moref,
+            "uuid": info.uuid,
+        });
+        self.catalog_mut()
+            .insert_vm(name, "vmware", &options, &disks)
+    }
+
+    /// The source of VMware VM `vm`: a logged-in session with its vCenter.
+    pub(crate) fn vmware_source(
+        &self,
+        vm: &crate::catalog::VmRecord,
+    ) -> Result<crate::source::vmware::VmwareSource> {
+        let vcenter = vm.source_options["vcenter"].as_str().unwrap_or_default();
+        let moref = vm.source_options["moref"].as_str().unwrap_or_default();
+        let v = self.catalog().vcenter(vcenter)?;
+        let (vim, content) = self.connect_vcenter(&v)?;
+        Ok(crate::source::vmware::VmwareSource::new(
+            vim, content, moref,
+        ))
     }
 
     /// Where the password of vCenter `name` is kept (0600, in a 0700 directory).

@@ -322,6 +322,9 @@ impl Sendense {
             };
             return Ok(Box::new(self.node_source(&n, &vm.source, &options)?));
         }
+        if vm.source == "vmware" {
+            return Ok(Box::new(self.vmware_source(vm)?));
+        }
         if self.config().source_side == crate::config::SourceSide::Node && vm.source == "qemu" {
             let sna = crate::backup::process::sna_binary(self.config().sna_path.as_deref());
             return Ok(Box::new(crate::source::node::NodeSource::start(
@@ -373,7 +376,7 @@ impl Sendense {
 /// A discovered disk as a disk to register (its key assigned by the catalog).
 fn new_disk(d: crate::source::DiscoveredDisk) -> NewDisk {
     NewDisk {
-        key: None,
+        key: d.key,
         identity: d.identity,
         format: d.format,
         size_bytes: d.size_bytes,

@@ -163,6 +163,7 @@ impl Source for ImageSource {
                 format: Some(inspected.info.format.clone()),
                 size_bytes: inspected.info.disk_size(&file),
                 detail: String::new(),
+                key: None,
             });
             self.inspected.insert(file, inspected);
         }

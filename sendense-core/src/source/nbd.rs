@@ -229,6 +229,7 @@ impl Source for NbdSource {
                 format: None,
                 size_bytes: *size,
                 detail: String::new(),
+                key: None,
             })
             .collect())
     }

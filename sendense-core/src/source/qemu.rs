@@ -278,6 +278,7 @@ impl Source for QemuSource {
                 format: Some(d.format.clone()),
                 size_bytes: d.size,
                 detail: format!("node {}, file {}", d.node, d.file),
+                key: None,
             })
             .collect())
     }

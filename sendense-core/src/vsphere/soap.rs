@@ -93,6 +93,8 @@ pub struct ServiceContent {
     pub search_index: MoRef,
     /// `rootFolder`.
     pub root_folder: MoRef,
+    /// `viewManager`.
+    pub view_manager: MoRef,
     /// `about`.
     pub about: About,
 }
@@ -249,6 +251,7 @@ impl Vim {
             session_manager: moref("sessionManager")?,
             search_index: moref("searchIndex")?,
             root_folder: moref("rootFolder")?,
+            view_manager: moref("viewManager")?,
             about: About {
                 full_name: text_of("fullName"),
                 api_version: text_of("apiVersion"),
