@@ -604,8 +604,10 @@ Sources:
   --vcenter NAME --path /DC/vm/VM | --uuid UUID
                  a VMware VM of a vCenter added with `sendense vcenter add`;
                  its disks keep vSphere's device keys (2000, 2001, 2016, ...;
-                 identity: the key and the backing's uuid or file). Backups of
-                 VMware VMs are not available in this version.
+                 identity: the key and the backing's uuid or file). Backups take
+                 one snapshot of the VM and read it through nbdkit's VDDK plugin
+                 (configuration keys vddk.libdir, vddk.plugin); every backup is
+                 full in this version.
   --nbd URL      an existing NBD export per disk (identity: the URL); always
                  full backups. --pre-hook / --post-hook run a command before the
                  snapshot and after the backup, without a shell, with SENDENSE_VM,

@@ -455,9 +455,6 @@ impl Run {
         if let Some(node) = &vm.node {
             self.node = Some(sd.node(node)?);
         }
-        if vm.source == "vmware" {
-            return Err(crate::source::vmware::not_yet());
-        }
         let mut source = sd.source_of(vm, Some(job))?;
         self.source_dirty = true;
         sd.repair_source(vm, source.as_mut(), Some(job))?;

@@ -113,6 +113,28 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// VMware's data path: nbdkit's VDDK plugin and VMware's VDDK library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VddkConfig {
+    /// Where VDDK is installed (`libdir=` of the plugin).
+    pub libdir: PathBuf,
+    /// nbdkit's VDDK plugin: its name, or the path of its `.so`.
+    pub plugin: String,
+    /// The transport modes VDDK may use, in order (`transports=`).
+    pub transports: String,
+}
+
+impl Default for VddkConfig {
+    fn default() -> Self {
+        VddkConfig {
+            libdir: PathBuf::from("/usr/lib/vmware-vix-disklib"),
+            plugin: "vddk".into(),
+            transports: "nbdssl:nbd".into(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +165,8 @@ pub struct Config {
     /// The receive window of each SSH channel to a node, in MiB: one channel moves at most one
     /// window per round trip.
     pub node_window_mib: u32,
+    /// VMware's data path.
+    pub vddk: VddkConfig,
 }
 
 impl Default for Config {
@@ -159,6 +183,7 @@ impl Default for Config {
             max_chain_length: 0,
             schedule: ScheduleConfig::default(),
             node_window_mib: 16,
+            vddk: VddkConfig::default(),
         }
     }
 }
@@ -336,6 +361,14 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 # most one window per round trip: 16 MiB allows 800 MiB/s at 20 ms. Larger only for fast links
 # with long round trips (at 100 ms, 1 GiB/s needs 100).
 # node_window_mib: 16
+
+# VMware VMs are read through nbdkit's VDDK plugin (`plugin`: its name or the path of its .so)
+# and VMware's VDDK library installed at `libdir`; `transports` are the modes VDDK may use, in
+# order (nbdssl, nbd, hotadd, san).
+# vddk:
+#   libdir: /usr/lib/vmware-vix-disklib
+#   plugin: vddk
+#   transports: nbdssl:nbd
 ";
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod https;
 pub mod inventory;
+pub mod ops;
 pub mod soap;
 
 pub use https::{parse_thumbprint, Pin};

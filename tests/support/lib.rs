@@ -4,6 +4,7 @@
 
 pub mod hosts;
 pub mod vcsim;
+pub mod vddk;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

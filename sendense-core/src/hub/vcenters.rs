@@ -238,8 +238,20 @@ impl Sendense {
         let moref = vm.source_options["moref"].as_str().unwrap_or_default();
         let v = self.catalog().vcenter(vcenter)?;
         let (vim, content) = self.connect_vcenter(&v)?;
+        let url = VcenterUrl::parse(&v.url)?;
+        let login = crate::source::vmware::VddkLogin {
+            host: url.host,
+            port: url.port,
+            user: v.user.clone(),
+            password: read_password_file(&self.vcenter_password_file(&v.name))?,
+            thumbprint: v.thumbprint.clone(),
+        };
         Ok(crate::source::vmware::VmwareSource::new(
-            vim, content, moref,
+            vim,
+            content,
+            moref,
+            login,
+            self.config().vddk.clone(),
         ))
     }
 

@@ -271,7 +271,11 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     if flags & TFLAG_HAS_FLAGS == 0 {
         return Err(protocol_error("transmission flags lack NBD_FLAG_HAS_FLAGS"));
     }
-    if !min_block.is_power_of_two() || !max_block.is_multiple_of(min_block) {
+    // The maximum is a multiple of the minimum, or 0xffffffff: no limit of the server's own
+    // (nbdkit's VDDK plugin says so).
+    if !min_block.is_power_of_two()
+        || !(max_block.is_multiple_of(min_block) || max_block == u32::MAX)
+    {
         return Err(protocol_error(format!(
             "inconsistent block sizes: minimum {min_block}, maximum {max_block}"
         )));

@@ -1,11 +1,41 @@
 //! A VMware VM reached through a vCenter (or ESXi host) over the vSphere API. Its disks are
 //! keyed by their real device keys and identified by key and backing. The checkpoint of a
 //! disk is its CBT change id.
+//!
+//! Snapshot: changed block tracking turned on when it is off; ONE snapshot of the VM, quiesced
+//! (crash-consistent, with a warning in the job log, when quiescing fails), named
+//! `sd<job>-<checkpoint>`; each disk's change id read from the snapshot; each disk served
+//! read-only by `nbdkit` with the VDDK plugin (`vm=moref=`, `snapshot=`, `transports=`,
+//! `thumbprint=`; the password in a 0600 file of the job's scratch directory, `password=+FILE`,
+//! never in an argument), a supervised child on a Unix socket. Finish: the nbdkit processes
+//! stopped, the snapshot removed (consolidated). Repair after an interrupted backup: the
+//! snapshots named `sd<job>-` of those jobs are removed, and only those.
 
+use super::repair::{RepairRequest, Repaired};
 use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
 use crate::catalog::DiskRecord;
-use crate::error::{Error, Result};
+use crate::config::VddkConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::nbd::NbdUrl;
+use crate::supervise::{ChildKind, Supervised};
 use crate::vsphere::{MoRef, ServiceContent, Vim, VmInfo};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How the VDDK plugin reaches the vCenter.
+#[derive(Debug, Clone)]
+pub struct VddkLogin {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Account.
+    pub user: String,
+    /// Password (written to a 0600 file for the plugin, nowhere else).
+    pub password: String,
+    /// The pinned certificate thumbprint.
+    pub thumbprint: String,
+}
 
 /// A VM of a vCenter, with a logged-in session.
 #[derive(Debug)]
@@ -13,21 +43,108 @@ pub struct VmwareSource {
     vim: Vim,
     content: ServiceContent,
     vm: MoRef,
+    login: VddkLogin,
+    vddk: VddkConfig,
+    active: Option<Active>,
 }
 
+/// What a snapshot set up, for `finish`.
+#[derive(Debug)]
+struct Active {
+    snapshot: MoRef,
+    scratch: PathBuf,
+    servers: Vec<Supervised>,
+}
+
+/// How long nbdkit has to listen, and to end after SIGTERM.
+const NBDKIT_START: Duration = Duration::from_secs(60);
+const NBDKIT_GRACE: Duration = Duration::from_secs(5);
+
 impl VmwareSource {
-    /// The VM `moref` of the vCenter session `vim` (logged in).
-    pub fn new(vim: Vim, content: ServiceContent, moref: &str) -> VmwareSource {
+    /// The VM `moref` of the vCenter session `vim` (logged in), read through VDDK as `login`
+    /// with `vddk`.
+    pub fn new(
+        vim: Vim,
+        content: ServiceContent,
+        moref: &str,
+        login: VddkLogin,
+        vddk: VddkConfig,
+    ) -> VmwareSource {
         VmwareSource {
             vim,
             content,
             vm: MoRef::new("VirtualMachine", moref),
+            login,
+            vddk,
+            active: None,
         }
     }
 
     /// What vSphere says about the VM now.
     pub fn info(&self) -> Result<VmInfo> {
         self.vim.vm_info(&self.content, &self.vm)
+    }
+
+    /// Starts `nbdkit` with the VDDK plugin for disk file `file` of the snapshot, on `socket`.
+    fn serve(
+        &self,
+        host: &mut dyn SourceHost,
+        key: u32,
+        file: &str,
+        snapshot: &MoRef,
+        scratch: &std::path::Path,
+    ) -> Result<(Supervised, NbdUrl)> {
+        let socket = scratch.join(format!("vddk-{key}.sock"));
+        let log_file = scratch.join(format!("vddk-{key}.log"));
+        let password = scratch.join("vddk.password");
+        let log =
+            std::fs::File::create(&log_file).map_err(|e| Error::io("creating", &log_file, e))?;
+        let mut cmd = std::process::Command::new("nbdkit");
+        cmd.args(["--foreground", "--exit-with-parent", "--readonly", "--unix"])
+            .arg(&socket)
+            .arg(&self.vddk.plugin)
+            .arg(format!("libdir={}", self.vddk.libdir.display()))
+            .arg(format!("file={file}"))
+            .arg(format!("server={}", self.login.host))
+            .arg(format!("port={}", self.login.port))
+            .arg(format!("user={}", self.login.user))
+            .arg(format!("password=+{}", password.display()))
+            .arg(format!("thumbprint={}", self.login.thumbprint))
+            .arg(format!("vm=moref={}", self.vm.value))
+            .arg(format!("snapshot={}", snapshot.value))
+            .arg(format!("transports={}", self.vddk.transports))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        let ledger = host.ledger();
+        let mut server = Supervised::spawn(
+            cmd,
+            ChildKind::Nbdkit,
+            &format!("VDDK export of disk {key}"),
+            NBDKIT_GRACE,
+            ledger.as_ref(),
+        )
+        .map_err(|e| e.with_help("Install nbdkit, and nbdkit's VDDK plugin (configuration key vddk.plugin) with VMware's VDDK (vddk.libdir)."))?;
+        let deadline = Instant::now() + NBDKIT_START;
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            let ended = server.exited_within(Duration::from_millis(5));
+            if ended || Instant::now() > deadline {
+                if !ended {
+                    let _ = server.stop();
+                }
+                let said = std::fs::read_to_string(&log_file).unwrap_or_default();
+                let last: Vec<&str> = said.lines().rev().take(5).collect();
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "nbdkit's VDDK plugin did not serve disk {key} ({file}): {}",
+                        last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                    ),
+                )
+                .with_help("Check vddk.libdir and vddk.plugin in the configuration, and that VDDK can reach the vCenter."));
+            }
+        }
+        Ok((server, NbdUrl::unix(&socket, "")))
     }
 }
 
@@ -51,6 +168,15 @@ pub fn discovered(info: &VmInfo) -> Vec<DiscoveredDisk> {
         .collect()
 }
 
+/// Why a VMware disk with a recorded checkpoint is still backed up in full.
+const NO_CHANGED_AREAS: &str =
+    "changed areas of VMware disks are not read in this version: every backup is full";
+
+/// `sd<job>-` names are Sendense's: `tag_job("sd12-sendense-x") == Some(12)`.
+fn tag_job(name: &str) -> Option<i64> {
+    name.strip_prefix("sd")?.split('-').next()?.parse().ok()
+}
+
 impl Source for VmwareSource {
     fn kind(&self) -> &'static str {
         "vmware"
@@ -60,19 +186,46 @@ impl Source for VmwareSource {
         Ok(discovered(&self.info()?))
     }
 
+    fn repair(&mut self, host: &mut dyn SourceHost, req: &RepairRequest) -> Result<Repaired> {
+        let mut errors = Vec::new();
+        for snap in self.vim.snapshots(&self.content, &self.vm)? {
+            let Some(job) = tag_job(&snap.name) else {
+                continue;
+            };
+            if Some(job) == req.keep_job {
+                continue;
+            }
+            match self.vim.remove_snapshot(&self.content, &snap.moref) {
+                Ok(()) => host.log(&format!(
+                    "removed snapshot `{}` left by an interrupted backup",
+                    snap.name
+                )),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!(
+                    "removing snapshots an interrupted backup left: {}",
+                    errors.join("; ")
+                ),
+            ));
+        }
+        Ok(Repaired::Done)
+    }
+
     fn checkpoints(&mut self, disks: &[DiskRecord]) -> Result<Vec<CheckpointState>> {
         let info = self.info()?;
         Ok(disks
             .iter()
             .map(|d| {
-                let Some(now) = info.disks.iter().find(|x| x.identity() == d.identity) else {
+                if !info.disks.iter().any(|x| x.identity() == d.identity) {
                     return CheckpointState::Missing;
-                };
-                match (&d.checkpoint, &now.change_id) {
-                    (None, _) => CheckpointState::None,
-                    (Some(_), None) => CheckpointState::Missing,
-                    (Some(_), Some(_)) if !info.change_tracking => CheckpointState::Missing,
-                    (Some(_), Some(_)) => CheckpointState::Present,
+                }
+                match &d.checkpoint {
+                    None => CheckpointState::None,
+                    Some(_) => CheckpointState::Unsupported(NO_CHANGED_AREAS.into()),
                 }
             })
             .collect())
@@ -80,19 +233,99 @@ impl Source for VmwareSource {
 
     fn snapshot(
         &mut self,
-        _host: &mut dyn SourceHost,
-        _req: &SnapshotRequest,
+        host: &mut dyn SourceHost,
+        req: &SnapshotRequest,
     ) -> Result<Vec<SnapshotDisk>> {
-        Err(not_yet())
+        let info = self.info()?;
+        if !info.change_tracking {
+            self.vim.enable_change_tracking(&self.content, &self.vm)?;
+            host.log("changed block tracking was off: turned on for the VM");
+        }
+        crate::fsutil::create_private_dir(&req.scratch)?;
+        let name = format!("sd{}-{}", req.job, req.checkpoint);
+        let snapshot = match self
+            .vim
+            .create_snapshot(&self.content, &self.vm, &name, true)?
+        {
+            Ok(s) => s,
+            Err(f) => {
+                host.log(&format!(
+                    "warning: quiescing the guest failed ({}: {}); the snapshot is crash-consistent",
+                    f.fault, f.message
+                ));
+                self.vim
+                    .create_snapshot(&self.content, &self.vm, &name, false)?
+                    .map_err(|f| {
+                        Error::new(
+                            ErrorKind::External,
+                            format!(
+                                "{}: creating a snapshot failed: {} ({})",
+                                self.vim.what(),
+                                f.message,
+                                f.fault
+                            ),
+                        )
+                    })?
+            }
+        };
+        crate::crash::point("vmware.snapshot-taken");
+        self.active = Some(Active {
+            snapshot: snapshot.clone(),
+            scratch: req.scratch.clone(),
+            servers: Vec::new(),
+        });
+        host.log(&format!("snapshot `{name}` ({}) taken", snapshot.value));
+        let disks = self.vim.snapshot_disks(&self.content, &snapshot)?;
+        crate::fsutil::write_atomic(
+            &req.scratch.join("vddk.password"),
+            self.login.password.as_bytes(),
+            0o600,
+        )?;
+        let mut out = Vec::new();
+        for d in &req.disks {
+            let disk = disks
+                .iter()
+                .find(|x| x.identity() == d.identity)
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "disk {} ({}) is not in the snapshot",
+                        d.key, d.identity
+                    ))
+                })?;
+            let (server, url) = self.serve(host, d.key, &disk.file, &snapshot, &req.scratch)?;
+            if let Some(a) = self.active.as_mut() {
+                a.servers.push(server);
+            }
+            out.push(SnapshotDisk {
+                key: d.key,
+                url,
+                size_bytes: disk.capacity_bytes,
+                bitmap: None,
+                checkpoint: disk.change_id.clone(),
+            });
+        }
+        Ok(out)
     }
 
-    fn finish(&mut self, _host: &mut dyn SourceHost, _success: bool) -> Result<()> {
-        Ok(())
+    fn finish(&mut self, host: &mut dyn SourceHost, _success: bool) -> Result<()> {
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        let mut errors = Vec::new();
+        for server in active.servers {
+            if let Err(e) = server.stop_checked() {
+                errors.push(e.to_string());
+            }
+        }
+        match self.vim.remove_snapshot(&self.content, &active.snapshot) {
+            Ok(()) => host.log(&format!("snapshot {} removed", active.snapshot.value)),
+            Err(e) => errors.push(e.to_string()),
+        }
+        if let Err(e) = std::fs::remove_dir_all(&active.scratch) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("removing {}: {e}", active.scratch.display()));
+            }
+        }
+        super::teardown_result(host, &errors)
     }
-}
-
-/// Backups of VMware VMs are refused until their data path is there.
-pub fn not_yet() -> Error {
-    Error::refused("backups of VMware VMs are not available in this version")
-        .with_help("The VM's disks and their keys can be inspected (`sendense vm show`).")
 }

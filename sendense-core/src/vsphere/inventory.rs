@@ -148,7 +148,7 @@ impl Vim {
     /// `paths` of the objects of `kind` that `object` (an `obj` element and what goes with it)
     /// and `select` reach, page after page: per object, its reference and its properties (name,
     /// the `val` element's XML).
-    fn properties(
+    pub(crate) fn properties(
         &self,
         content: &ServiceContent,
         kind: &str,
@@ -272,7 +272,7 @@ impl Vim {
 
 /// A `val` element cut out of its document, in a root that declares the namespaces its
 /// prefixes may use (the answer's envelope declared them).
-fn wrap(val: &str) -> String {
+pub(crate) fn wrap(val: &str) -> String {
     format!(
         "<r xmlns:xsi=\"{xsi}\" xmlns:XMLSchema-instance=\"{xsi}\" \
          xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\" xmlns=\"{vim}\">{val}</r>",
@@ -282,7 +282,7 @@ fn wrap(val: &str) -> String {
 }
 
 /// The virtual disks among the devices of `xml` (`<r><val>...</val></r>`).
-fn parse_disks(xml: &str) -> std::result::Result<Vec<VmDisk>, String> {
+pub(crate) fn parse_disks(xml: &str) -> std::result::Result<Vec<VmDisk>, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
     let devices: Vec<roxmltree::Node> = doc
         .root_element()

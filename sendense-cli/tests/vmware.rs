@@ -1,0 +1,275 @@
+//! VMware VMs backed up through their vCenter: govmomi's vCenter simulator for the vSphere API,
+//! the real nbdkit VDDK plugin (built from the vendored source) over Sendense's stand-in for
+//! VMware's VDDK library, which serves the simulator's disks from raw files of the test.
+
+use sendense_testkit::vcsim::Vcsim;
+use sendense_testkit::{images_equal, output_text, qemu_io};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sendense");
+
+/// A hub with a vCenter (the simulator, its VM0 laid out as vSphere does) and the VM `pg`
+/// registered, the stand-in's datastore holding the VM's three disks as raw files.
+struct Rig {
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    sim: Vcsim,
+    datastores: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let state = sendense_testkit::cli_hub(BIN, d, "r");
+        let mut config = std::fs::read_to_string(state.join("config.yaml")).unwrap();
+        config.push_str(&format!(
+            "vddk: {{libdir: {}, plugin: {}}}\n",
+            sendense_testkit::vddk::standin_libdir().display(),
+            sendense_testkit::vddk::plugin().display()
+        ));
+        std::fs::write(state.join("config.yaml"), config).unwrap();
+        let sim = Vcsim::start_with(&d.join("vcsim"), "user", "pw-Ünï&", &["-layout"]);
+        let datastores = d.join("datastores");
+        let vm_dir = datastores.join("LocalDS_0/DC0_H0_VM0");
+        std::fs::create_dir_all(&vm_dir).unwrap();
+        for (key, mib) in [(2000, 64), (2001, 32), (2016, 16)] {
+            sendense_testkit::create_image(
+                &vm_dir.join(format!("disk-{key}.vmdk")),
+                "raw",
+                &format!("{mib}M"),
+            );
+        }
+        let pw = d.join("pw");
+        std::fs::write(&pw, "pw-Ünï&\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let rig = Rig {
+            dir,
+            state,
+            sim,
+            datastores,
+        };
+        let (c, out, _) = rig.hub(&[
+            "vcenter",
+            "add",
+            "vc",
+            "--url",
+            &rig.sim.url,
+            "--user",
+            "user",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--thumbprint",
+            &rig.sim.thumbprint,
+        ]);
+        assert_eq!(c, 0, "{out}");
+        let (c, out, _) = rig.hub(&[
+            "vm",
+            "add",
+            "pg",
+            "--vcenter",
+            "vc",
+            "--path",
+            "/DC0/vm/DC0_H0_VM0",
+        ]);
+        assert_eq!(c, 0, "{out}");
+        rig
+    }
+
+    fn disk(&self, key: u32) -> PathBuf {
+        self.datastores
+            .join(format!("LocalDS_0/DC0_H0_VM0/disk-{key}.vmdk"))
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("vddk-standin.log")
+    }
+
+    /// `sendense ARGS --json` with the stand-in's environment.
+    fn hub(&self, args: &[&str]) -> (i32, String, Value) {
+        let o = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--json")
+            .env("SENDENSE_HOME", &self.state)
+            .env("VDDK_STANDIN_DATASTORES", &self.datastores)
+            .env("VDDK_STANDIN_LOG", self.log())
+            .output()
+            .unwrap();
+        let doc = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .unwrap_or(Value::Null)
+        });
+        (o.status.code().unwrap_or(-1), output_text(&o), doc)
+    }
+
+    /// The disks as they are now, kept for restore point `n`.
+    fn keep(&self, n: usize) -> Vec<(u32, PathBuf)> {
+        [2000, 2001, 2016]
+            .iter()
+            .map(|key| {
+                let kept = self.dir.path().join(format!("kept{n}-{key}.raw"));
+                std::fs::copy(self.disk(*key), &kept).unwrap();
+                (*key, kept)
+            })
+            .collect()
+    }
+
+    /// Every point restores, as raw images, to exactly its kept disks.
+    fn assert_points(&self, points: &[(String, Vec<(u32, PathBuf)>)]) {
+        for (id, disks) in points {
+            let out = self.dir.path().join(format!("restore-{id}"));
+            let (c, text, _) = self.hub(&[
+                "restore",
+                id,
+                "--all",
+                "--to",
+                out.to_str().unwrap(),
+                "--format",
+                "raw",
+            ]);
+            assert_eq!(c, 0, "{text}");
+            for (key, kept) in disks {
+                let file = out.join(format!("pg-disk-{key}.raw"));
+                assert!(
+                    images_equal(file.to_str().unwrap(), "raw", kept.to_str().unwrap()),
+                    "restore point {id} disk {key} differs from the disk at its snapshot"
+                );
+            }
+            std::fs::remove_dir_all(out).unwrap();
+        }
+    }
+}
+
+fn write(path: &Path, io: &str) {
+    qemu_io(path, "raw", &[io]);
+}
+
+/// Backups of a three-disk VMware VM (keys 2000, 2001 on one controller, 2016 on another)
+/// through one snapshot and nbdkit's VDDK plugin: each restore point equals the disks at its
+/// snapshot; VDDK was handed the snapshot, the VM, the pinned thumbprint and the password by
+/// file only; nothing of a backup is left.
+#[test]
+fn a_vmware_vm_is_backed_up_through_one_snapshot_and_vddk() {
+    let rig = Rig::new();
+    write(&rig.disk(2000), "write -P 0x21 0 4M");
+    write(&rig.disk(2001), "write -P 0x22 1M 1M");
+    write(&rig.disk(2016), "write -P 0x23 15M 1M");
+    let (c, out, full) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    let keys: Vec<u64> = full["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_u64().unwrap())
+        .collect();
+    assert_eq!(keys, [2000, 2001, 2016], "{full:#}");
+    let mut points = vec![(full["backup"].as_str().unwrap().to_string(), rig.keep(1))];
+    // Only allocated data moved: the 6 MiB written, and what creating the files allocated
+    // (their first block), in VDDK's 64 KiB chunks — not the 112 MiB of the disks.
+    let read: u64 = full["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["bytes_read"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (6 << 20..=(6 << 20) + 3 * (64 << 10)).contains(&read),
+        "{full:#}"
+    );
+
+    write(&rig.disk(2000), "write -P 0x24 40M 1M");
+    write(&rig.disk(2016), "write -z 15M 64k");
+    let (c, out, second) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    // Full again: the simulator gives disks no change ids, and changed areas are not read yet.
+    for disk in second["disks"].as_array().unwrap() {
+        assert_eq!(disk["mode"], "full", "{second:#}");
+    }
+    points.push((second["backup"].as_str().unwrap().to_string(), rig.keep(2)));
+    rig.assert_points(&points);
+
+    // What VDDK was given: one connection per disk and backup, each to the snapshot of that
+    // backup, with the pinned thumbprint and a password it read from a file.
+    let log = std::fs::read_to_string(rig.log()).unwrap();
+    let connects: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(connects.len() >= 6, "{log}");
+    for c in &connects {
+        assert_eq!(c["thumbprint"], rig.sim.thumbprint.as_str(), "{c}");
+        assert_eq!(c["passwordGiven"], true, "{c}");
+        assert!(
+            c["vmxSpec"].as_str().unwrap().starts_with("moref=vm-"),
+            "{c}"
+        );
+        assert!(
+            c["snapshotRef"].as_str().unwrap().starts_with("snapshot-"),
+            "{c}"
+        );
+        assert_eq!(c["transportModes"], "nbdssl:nbd", "{c}");
+    }
+    assert!(!log.contains("pw-Ünï&"));
+    // Nothing left: no export, no scratch, no nbdkit.
+    let (_, _, exports) = rig.hub(&["nbd", "list"]);
+    assert_eq!(exports, serde_json::json!([]));
+    let scratch: Vec<_> = std::fs::read_dir(rig.state.join("scratch"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(scratch.is_empty(), "{scratch:?}");
+}
+
+/// The `.vmsn` files of the simulator's snapshots of VM0: one per snapshot that exists.
+fn snapshot_files(rig: &Rig) -> Vec<PathBuf> {
+    sendense_testkit::walk(&rig.dir.path().join("vcsim"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "vmsn"))
+        .collect()
+}
+
+/// A backup killed (`kill -9`) right after its snapshot leaves the snapshot and its nbdkit
+/// processes: the next command removes that snapshot — Sendense's, and only Sendense's — and
+/// the next backup is exact.
+#[test]
+fn a_killed_vmware_backup_leaves_no_snapshot_after_the_next_command() {
+    use std::os::unix::process::ExitStatusExt;
+    let rig = Rig::new();
+    write(&rig.disk(2000), "write -P 0x31 0 1M");
+    let (c, out, _) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert!(
+        snapshot_files(&rig).is_empty(),
+        "{:?}",
+        snapshot_files(&rig)
+    );
+
+    for point in ["vmware.snapshot-taken", "backup.snapshot-taken"] {
+        let o = std::process::Command::new(BIN)
+            .args(["backup", "start", "pg"])
+            .env("SENDENSE_HOME", &rig.state)
+            .env("VDDK_STANDIN_DATASTORES", &rig.datastores)
+            .env("SENDENSE_TEST_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(9), "{point}: {}", output_text(&o));
+        assert_eq!(snapshot_files(&rig).len(), 1, "{point}");
+        let (c, out, _) = rig.hub(&["cleanup"]);
+        assert_eq!(c, 0, "{point}: {out}");
+        assert!(
+            snapshot_files(&rig).is_empty(),
+            "{point}: {:?}",
+            snapshot_files(&rig)
+        );
+        let (_, _, exports) = rig.hub(&["nbd", "list"]);
+        assert_eq!(exports, serde_json::json!([]));
+    }
+    write(&rig.disk(2001), "write -P 0x32 2M 64k");
+    let (c, out, last) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    rig.assert_points(&[(last["backup"].as_str().unwrap().to_string(), rig.keep(9))]);
+}
