@@ -606,8 +606,8 @@ Sources:
                  its disks keep vSphere's device keys (2000, 2001, 2016, ...;
                  identity: the key and the backing's uuid or file). Backups take
                  one snapshot of the VM and read it through nbdkit's VDDK plugin
-                 (configuration keys vddk.libdir, vddk.plugin); every backup is
-                 full in this version.
+                 (configuration keys vddk.libdir, vddk.plugin); incrementals copy
+                 the areas changed block tracking reports.
   --nbd URL      an existing NBD export per disk (identity: the URL); always
                  full backups. --pre-hook / --post-hook run a command before the
                  snapshot and after the backup, without a shell, with SENDENSE_VM,

@@ -31,8 +31,13 @@ impl Rig {
             sendense_testkit::vddk::plugin().display()
         ));
         std::fs::write(state.join("config.yaml"), config).unwrap();
-        let sim = Vcsim::start_with(&d.join("vcsim"), "user", "pw-Ünï&", &["-layout"]);
         let datastores = d.join("datastores");
+        let sim = Vcsim::start_with(
+            &d.join("vcsim"),
+            "user",
+            "pw-Ünï&",
+            &["-layout", "-cbt", datastores.to_str().unwrap()],
+        );
         let vm_dir = datastores.join("LocalDS_0/DC0_H0_VM0");
         std::fs::create_dir_all(&vm_dir).unwrap();
         for (key, mib) in [(2000, 64), (2001, 32), (2016, 16)] {
@@ -182,15 +187,44 @@ fn a_vmware_vm_is_backed_up_through_one_snapshot_and_vddk() {
         "{full:#}"
     );
 
-    write(&rig.disk(2000), "write -P 0x24 40M 1M");
+    // Incrementals: only the areas vSphere reports changed since each disk's change id move
+    // (in pages of four areas: the 40 MiB of eight separate writes take two pages).
+    for i in 0..8 {
+        write(
+            &rig.disk(2000),
+            &format!("write -P 0x24 {}M 64k", 8 + 4 * i),
+        );
+    }
     write(&rig.disk(2016), "write -z 15M 64k");
     let (c, out, second) = rig.hub(&["backup", "start", "pg"]);
     assert_eq!(c, 0, "{out}");
-    // Full again: the simulator gives disks no change ids, and changed areas are not read yet.
-    for disk in second["disks"].as_array().unwrap() {
-        assert_eq!(disk["mode"], "full", "{second:#}");
-    }
+    let moved: Vec<(&str, u64, u64)> = second["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["mode"].as_str().unwrap(),
+                d["bytes_read"].as_u64().unwrap(),
+                d["bytes_zero"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            ("incremental", 8 * (64 << 10), 0),
+            ("incremental", 0, 0),
+            ("incremental", 64 << 10, 64 << 10)
+        ],
+        "{second:#}"
+    );
     points.push((second["backup"].as_str().unwrap().to_string(), rig.keep(2)));
+    write(&rig.disk(2001), "write -P 0x25 20M 2M");
+    let (c, out, third) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(third["disks"][1]["bytes_read"], 2 << 20, "{third:#}");
+    points.push((third["backup"].as_str().unwrap().to_string(), rig.keep(3)));
     rig.assert_points(&points);
 
     // What VDDK was given: one connection per disk and backup, each to the snapshot of that
@@ -200,7 +234,7 @@ fn a_vmware_vm_is_backed_up_through_one_snapshot_and_vddk() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(connects.len() >= 6, "{log}");
+    assert!(connects.len() >= 9, "{log}");
     for c in &connects {
         assert_eq!(c["thumbprint"], rig.sim.thumbprint.as_str(), "{c}");
         assert_eq!(c["passwordGiven"], true, "{c}");
@@ -272,4 +306,47 @@ fn a_killed_vmware_backup_leaves_no_snapshot_after_the_next_command() {
     let (c, out, last) = rig.hub(&["backup", "start", "pg"]);
     assert_eq!(c, 0, "{out}");
     rig.assert_points(&[(last["backup"].as_str().unwrap().to_string(), rig.keep(9))]);
+}
+
+/// Changed block tracking reset (the change ids vSphere gave are unknown to it now): the
+/// disks are taken in full with the reason "checkpoint missing on source". A guest that cannot
+/// be quiesced: the snapshot is crash-consistent, with a warning in the job log. Each point
+/// restores exactly.
+#[test]
+fn a_cbt_reset_makes_fulls_and_a_failed_quiesce_a_crash_consistent_snapshot() {
+    let rig = Rig::new();
+    write(&rig.disk(2000), "write -P 0x41 0 1M");
+    let (c, out, full) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    let mut points = vec![(full["backup"].as_str().unwrap().to_string(), rig.keep(1))];
+
+    // The stand-in forgets every change id it gave, as vSphere does after a CBT reset.
+    for file in sendense_testkit::walk(&rig.datastores) {
+        if file.to_string_lossy().contains(".cbt-") {
+            std::fs::remove_file(file).unwrap();
+        }
+    }
+    write(&rig.disk(2001), "write -P 0x42 3M 64k");
+    let (c, out, reset) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    for disk in reset["disks"].as_array().unwrap() {
+        assert_eq!(disk["mode"], "full", "{reset:#}");
+        assert_eq!(disk["reason"], "checkpoint missing on source", "{reset:#}");
+    }
+    points.push((reset["backup"].as_str().unwrap().to_string(), rig.keep(2)));
+
+    std::fs::write(rig.datastores.join("fail-quiesce"), "").unwrap();
+    write(&rig.disk(2016), "write -P 0x43 1M 64k");
+    let (c, out, crash) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(crash["disks"][2]["mode"], "incremental", "{crash:#}");
+    let job = crash["job"].as_i64().unwrap().to_string();
+    let (_, _, log) = rig.hub(&["job", "log", &job]);
+    let log = log.to_string();
+    assert!(
+        log.contains("quiescing the guest failed") && log.contains("crash-consistent"),
+        "{log}"
+    );
+    points.push((crash["backup"].as_str().unwrap().to_string(), rig.keep(3)));
+    rig.assert_points(&points);
 }

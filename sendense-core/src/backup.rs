@@ -273,6 +273,7 @@ impl BackupRequest<'_> {
                 exports: Vec::new(),
                 forced_full: forced_full.clone(),
                 untracked: Vec::new(),
+                lost: Vec::new(),
                 node: None,
             };
             match run.execute(sd, &vm_rec, &repo, mode, started) {
@@ -287,9 +288,18 @@ impl BackupRequest<'_> {
                 }
                 Err(e) => {
                     run.rollback(sd);
-                    // Once, the disks whose change tracking missed changes again, in full.
-                    if run.untracked.is_empty() || !forced_full.is_empty() {
+                    // Once, the disks whose change tracking missed changes (or whose changes
+                    // could not be read) again, in full.
+                    if (run.untracked.is_empty() && run.lost.is_empty()) || !forced_full.is_empty()
+                    {
                         break (run, Err(e));
+                    }
+                    for key in &run.lost {
+                        let msg = format!(
+                            "disk {key}: its changes since the last checkpoint cannot be read                              (checkpoint missing on source): the backup starts again with this disk in full"
+                        );
+                        sd.job_log(job.id, &msg);
+                        emit(sd, job.id, EventKind::Warning { message: msg });
                     }
                     for (key, why) in &run.untracked {
                         let msg = format!(
@@ -302,6 +312,11 @@ impl BackupRequest<'_> {
                         .untracked
                         .iter()
                         .map(|(k, _)| (*k, UNTRACKED_REASON.to_string()))
+                        .chain(
+                            run.lost
+                                .iter()
+                                .map(|k| (*k, "checkpoint missing on source".to_string())),
+                        )
                         .collect();
                 }
             }
@@ -389,6 +404,9 @@ struct Run {
     /// Disks found to have changes their dirty bitmap does not show (this attempt fails; the
     /// next one takes them in full).
     untracked: Vec<(u32, String)>,
+    /// Incremental disks whose changes the source could not give at the snapshot (this
+    /// attempt fails; the next one takes them in full).
+    lost: Vec<u32>,
     /// The remote node the VM runs on (its transfer runs there).
     node: Option<crate::catalog::NodeRecord>,
 }

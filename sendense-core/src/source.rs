@@ -125,6 +125,9 @@ pub struct SnapshotDisk {
     pub size_bytes: u64,
     /// Dirty bitmap (name) holding the changes since the previous checkpoint, for incrementals.
     pub bitmap: Option<String>,
+    /// Or the changed areas since the previous checkpoint, as `(offset, length)`, sorted and
+    /// disjoint (VMware's changed block tracking), for incrementals.
+    pub extents: Option<Vec<(u64, u64)>>,
     /// The checkpoint the backup ends at, when the disk tracks changes.
     pub checkpoint: Option<String>,
 }

@@ -43,6 +43,10 @@ pub struct TransferDisk {
     pub target: String,
     /// Dirty bitmap on the source holding the changes (incrementals).
     pub bitmap: Option<String>,
+    /// Or the changed areas, `(offset, length)`, sorted and disjoint (incrementals of sources
+    /// that answer their changes as a list: VMware).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extents: Option<Vec<(u64, u64)>>,
     /// Disk size.
     pub size_bytes: u64,
     /// Send the digest of every block written back to the hub.
@@ -261,14 +265,22 @@ pub async fn run_transfer(
     let mut tasks = tokio::task::JoinSet::new();
     for disk in &plan.disks {
         let dst: NbdUrl = disk.target.parse()?;
-        if disk.mode == BackupMode::Incremental && disk.bitmap.is_none() {
+        if disk.mode == BackupMode::Incremental && disk.bitmap.is_none() && disk.extents.is_none() {
             return Err(Error::invalid(format!(
-                "incremental disk {} has no bitmap",
+                "incremental disk {} has neither a bitmap nor changed areas",
                 disk.key
             )));
         }
         let mut req = CopyRequest::new(disk.source.parse()?, dst);
-        req.changes = disk.bitmap.clone().map(transfer::Changes::Bitmap);
+        req.changes = match (&disk.bitmap, &disk.extents) {
+            (Some(b), _) => Some(transfer::Changes::Bitmap(b.clone())),
+            (None, Some(list)) => {
+                let changes = transfer::Changes::Extents(list.clone());
+                changes.check(disk.size_bytes)?;
+                Some(changes)
+            }
+            (None, None) => None,
+        };
         req.destination_is_zero = disk.mode == BackupMode::Full;
         req.connections = plan.connections as usize;
         req.requests = plan.requests as usize;

@@ -349,6 +349,7 @@ mod tests {
                 source: "nbd://h/s".into(),
                 target: "nbd://h/t".into(),
                 bitmap: None,
+                extents: None,
                 size_bytes: size,
                 record_digests: true,
                 digest_scheme: None,

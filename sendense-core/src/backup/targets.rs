@@ -6,7 +6,7 @@ use super::node::{TransferDisk, TransferPlan};
 use super::plan::Decision;
 use super::{emit, Run};
 use crate::catalog::{BackupMode, DiskRecord, RepoRecord, VmRecord};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::EventKind;
 use crate::export::{export_name, ExportSpec};
 use crate::repo::digests::Scheme;
@@ -126,6 +126,28 @@ impl Run {
         emit(sd, job, EventKind::SnapshotTaken { disks: snap.len() });
         sd.job_log(job, &format!("snapshot of {} disk(s) taken", snap.len()));
 
+        // Incrementals whose changes the source cannot give (its checkpoint vanished during the
+        // snapshot, or VMware reset the disk's change tracking): the run starts again with
+        // these disks in full.
+        self.lost = plans
+            .iter()
+            .filter(|p| p.mode == BackupMode::Incremental)
+            .filter(|p| {
+                snap.iter()
+                    .any(|s| s.key == p.key && s.bitmap.is_none() && s.extents.is_none())
+            })
+            .map(|p| p.key)
+            .collect();
+        if !self.lost.is_empty() {
+            let keys: Vec<String> = self.lost.iter().map(u32::to_string).collect();
+            return Err(Error::new(
+                ErrorKind::External,
+                format!(
+                    "disk(s) {}: the changes since the last checkpoint cannot be read from the source",
+                    keys.join(", ")
+                ),
+            ));
+        }
         check_snapshot(&plans, &snap)?;
         let snap_of = |key: u32| {
             snap.iter()
@@ -183,6 +205,10 @@ impl Run {
                     .bitmap
                     .clone()
                     .filter(|_| p.mode == BackupMode::Incremental),
+                extents: s
+                    .extents
+                    .clone()
+                    .filter(|_| p.mode == BackupMode::Incremental),
                 size_bytes: s.size_bytes,
                 record_digests: true,
                 digest_scheme: Some(Scheme::CURRENT.tag().into()),
@@ -215,7 +241,8 @@ fn check_snapshot(plans: &[DiskPlan], snap: &[crate::source::SnapshotDisk]) -> R
                 p.key
             )));
         };
-        let why = if p.mode == BackupMode::Incremental && s.bitmap.is_none() {
+        let why = if p.mode == BackupMode::Incremental && s.bitmap.is_none() && s.extents.is_none()
+        {
             format!(
                 "disk {}: its checkpoint vanished from the source during the snapshot",
                 p.key

@@ -307,6 +307,7 @@ impl Source for ImageSource {
                 url: export.url.clone(),
                 size_bytes,
                 bitmap,
+                extents: None,
                 checkpoint: qcow2.then(|| req.checkpoint.clone()),
             })
             .collect();

@@ -265,6 +265,7 @@ impl Source for NbdSource {
                     url,
                     size_bytes: size,
                     bitmap: None,
+                    extents: None,
                     checkpoint: None,
                 })
             })

@@ -115,6 +115,8 @@ struct WireSnapshotDisk {
     url: String,
     size_bytes: u64,
     bitmap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    extents: Option<Vec<(u64, u64)>>,
     checkpoint: Option<String>,
 }
 
@@ -296,6 +298,7 @@ fn answer(
                     url: d.url.to_string(),
                     size_bytes: d.size_bytes,
                     bitmap: d.bitmap,
+                    extents: d.extents,
                     checkpoint: d.checkpoint,
                 })
                 .collect();
@@ -815,6 +818,7 @@ impl Source for NodeSource {
                     url,
                     size_bytes: d.size_bytes,
                     bitmap: d.bitmap,
+                    extents: d.extents,
                     checkpoint: d.checkpoint,
                 })
             })

@@ -404,6 +404,7 @@ impl Source for QemuSource {
                 url: NbdUrl::unix(&sock, &d.export),
                 size_bytes: dev.size,
                 bitmap: prev,
+                extents: None,
                 checkpoint: new,
             });
         }

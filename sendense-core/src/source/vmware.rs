@@ -7,7 +7,9 @@
 //! `sd<job>-<checkpoint>`; each disk's change id read from the snapshot; each disk served
 //! read-only by `nbdkit` with the VDDK plugin (`vm=moref=`, `snapshot=`, `transports=`,
 //! `thumbprint=`; the password in a 0600 file of the job's scratch directory, `password=+FILE`,
-//! never in an argument), a supervised child on a Unix socket. Finish: the nbdkit processes
+//! never in an argument), a supervised child on a Unix socket. An incremental copies the areas
+//! `QueryChangedDiskAreas` reports changed since the recorded change id (paged to the disk's
+//! end); one it cannot answer (change tracking reset) makes the disk a full. Finish: the nbdkit processes
 //! stopped, the snapshot removed (consolidated). Repair after an interrupted backup: the
 //! snapshots named `sd<job>-` of those jobs are removed, and only those.
 
@@ -168,10 +170,6 @@ pub fn discovered(info: &VmInfo) -> Vec<DiscoveredDisk> {
         .collect()
 }
 
-/// Why a VMware disk with a recorded checkpoint is still backed up in full.
-const NO_CHANGED_AREAS: &str =
-    "changed areas of VMware disks are not read in this version: every backup is full";
-
 /// `sd<job>-` names are Sendense's: `tag_job("sd12-sendense-x") == Some(12)`.
 fn tag_job(name: &str) -> Option<i64> {
     name.strip_prefix("sd")?.split('-').next()?.parse().ok()
@@ -225,7 +223,9 @@ impl Source for VmwareSource {
                 }
                 match &d.checkpoint {
                     None => CheckpointState::None,
-                    Some(_) => CheckpointState::Unsupported(NO_CHANGED_AREAS.into()),
+                    // Change tracking turned off since: the change id means nothing now.
+                    Some(_) if !info.change_tracking => CheckpointState::Missing,
+                    Some(_) => CheckpointState::Present,
                 }
             })
             .collect())
@@ -292,6 +292,28 @@ impl Source for VmwareSource {
                         d.key, d.identity
                     ))
                 })?;
+            // An incremental: the areas changed since the recorded change id. One the vCenter
+            // cannot answer (change tracking was reset) leaves the disk without changes, and
+            // the backup takes it in full.
+            let extents = match &d.previous {
+                None => None,
+                Some(previous) => match self.vim.changed_areas(
+                    &self.vm,
+                    &snapshot,
+                    d.key,
+                    previous,
+                    disk.capacity_bytes,
+                ) {
+                    Ok(areas) => Some(areas),
+                    Err(e) => {
+                        host.log(&format!(
+                            "warning: disk {}: the changed areas since change id {previous} cannot be read: {e}",
+                            d.key
+                        ));
+                        None
+                    }
+                },
+            };
             let (server, url) = self.serve(host, d.key, &disk.file, &snapshot, &req.scratch)?;
             if let Some(a) = self.active.as_mut() {
                 a.servers.push(server);
@@ -301,6 +323,7 @@ impl Source for VmwareSource {
                 url,
                 size_bytes: disk.capacity_bytes,
                 bitmap: None,
+                extents,
                 checkpoint: disk.change_id.clone(),
             });
         }

@@ -255,3 +255,72 @@ impl Vim {
             .collect())
     }
 }
+
+impl Vim {
+    /// The areas of disk `key` of `snapshot` of `vm` that changed since `change_id`
+    /// (`QueryChangedDiskAreas`, page after page to the disk's end `size`): sorted, disjoint,
+    /// adjacent areas merged, inside the disk.
+    pub fn changed_areas(
+        &self,
+        vm: &MoRef,
+        snapshot: &MoRef,
+        key: u32,
+        change_id: &str,
+        size: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let bad = |why: String| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("{}: changed areas of disk {key}: {why}", self.what()),
+            )
+        };
+        let mut areas: Vec<(u64, u64)> = Vec::new();
+        let mut start = 0u64;
+        while start < size {
+            let args = format!(
+                "{}<deviceKey>{key}</deviceKey><startOffset>{start}</startOffset>\
+                 <changeId>{}</changeId>",
+                snapshot.xml("snapshot"),
+                escape(change_id)
+            );
+            let text = self.call("QueryChangedDiskAreas", vm, &args)?;
+            let doc = self.parse(&text)?;
+            let ret = self.returnval(&doc, "QueryChangedDiskAreas")?;
+            let number = |n: roxmltree::Node, name: &str| {
+                child_text(n, name).and_then(|t| t.parse::<u64>().ok())
+            };
+            let (Some(from), Some(length)) = (number(ret, "startOffset"), number(ret, "length"))
+            else {
+                return Err(bad("an answer without its range".into()));
+            };
+            // Each page goes on where the last one ended, and covers something.
+            if from != start || length == 0 {
+                return Err(bad(format!(
+                    "asked from offset {start}, answered {length} bytes from {from}"
+                )));
+            }
+            let end = from.saturating_add(length).min(size);
+            for area in ret.children().filter(|n| n.has_tag_name("changedArea")) {
+                let (Some(a), Some(l)) = (number(area, "start"), number(area, "length")) else {
+                    return Err(bad("an area without its range".into()));
+                };
+                let a_end = a.saturating_add(l);
+                if l == 0 {
+                    continue;
+                }
+                if a < from || a_end > end {
+                    return Err(bad(format!("area {a}+{l} outside the page {from}..{end}")));
+                }
+                match areas.last_mut() {
+                    Some((s, len)) if *s + *len > a => {
+                        return Err(bad(format!("areas out of order or overlapping at {a}")))
+                    }
+                    Some((s, len)) if *s + *len == a => *len += l,
+                    _ => areas.push((a, l)),
+                }
+            }
+            start = end;
+        }
+        Ok(areas)
+    }
+}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,16 +14,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/xml"
 	"flag"
 	"fmt"
+	"io"
+	"io/ioutil"
 	"log"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +44,8 @@ func main() {
 	port := flag.Int("port", 0, "port on 127.0.0.1 (0: any free one)")
 	user := flag.String("username", "user", "the account's name")
 	pass := flag.String("password", "pass", "the account's password")
+	datastores := flag.String("cbt", "", "answer changed block tracking (a stand-in for VMware's CBT) "+
+		"from the raw disk files under this directory (the VDDK stand-in's datastores)")
 	realistic := flag.Bool("layout", false, "give DC0_H0_VM0 vSphere's own device layout: "+
 		"disks 2000 and 2001 on SCSI controller 1000 (bus 0), 2016 on controller 1001 (bus 1)")
 	flag.Parse()
@@ -54,6 +64,13 @@ func main() {
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{certificate()}}
 	server := model.Service.NewServer()
 
+	if *datastores != "" {
+		c := &cbt{datastores: *datastores, ids: map[string]string{}, snaps: map[string]map[int32]string{}}
+		inner := server.Config.Handler
+		server.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c.serve(inner, w, r)
+		})
+	}
 	if *realistic {
 		if err := layout(server.URL); err != nil {
 			log.Fatalf("laying out DC0_H0_VM0: %v", err)
@@ -174,4 +191,257 @@ func layout(u *url.URL) error {
 		return err
 	}
 	return task.Wait(ctx)
+}
+
+// cbt is a stand-in for VMware's changed block tracking, which the simulator lacks. When a
+// snapshot is taken, each disk's raw file (the VDDK stand-in serves the same files) is copied
+// aside under a new change id, which the snapshot's disk reports; QueryChangedDiskAreas compares
+// the snapshot's copy with the copy of the change id asked about, 64 KiB at a time, and answers
+// pages of at most four areas. A change id whose copy is gone is a FileFault (as VMware answers
+// after a CBT reset). While the file `fail-quiesce` exists in the datastores directory, quiesced
+// snapshots fail with ApplicationQuiesceFault.
+type cbt struct {
+	mu         sync.Mutex
+	datastores string
+	gen        int
+	ids        map[string]string           // change id -> copy of the disk at that instant
+	snaps      map[string]map[int32]string // snapshot -> disk key -> change id
+}
+
+const block = 64 << 10
+
+// path maps "[ds] dir/file.vmdk" to its raw file.
+func (c *cbt) path(file string) string {
+	end := strings.Index(file, "] ")
+	if !strings.HasPrefix(file, "[") || end < 0 {
+		return ""
+	}
+	return filepath.Join(c.datastores, file[1:end], file[end+2:])
+}
+
+func (c *cbt) serve(inner http.Handler, w http.ResponseWriter, r *http.Request) {
+	body, _ := ioutil.ReadAll(r.Body)
+	text := string(body)
+	r.Body = ioutil.NopCloser(bytes.NewReader(body))
+	switch {
+	case strings.Contains(text, "<QueryChangedDiskAreas"):
+		c.query(w, text)
+	case strings.Contains(text, "<CreateSnapshot_Task") && strings.Contains(text, "<quiesce>true</quiesce>") &&
+		exists(filepath.Join(c.datastores, "fail-quiesce")):
+		c.failQuiesce(w, text)
+	case strings.Contains(text, "<CreateSnapshot_Task"):
+		rec := httptest.NewRecorder()
+		inner.ServeHTTP(rec, r)
+		c.snapshotTaken(rec.Body.String())
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		io.Copy(w, rec.Body)
+	default:
+		inner.ServeHTTP(w, r)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// snapshotTaken copies the disks of the snapshot the answer's task made and gives them change ids.
+func (c *cbt) snapshotTaken(answer string) {
+	var env struct {
+		Task string `xml:"Body>CreateSnapshot_TaskResponse>returnval"`
+	}
+	if xml.Unmarshal([]byte(answer), &env) != nil {
+		return
+	}
+	task, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "Task", Value: env.Task}).(*simulator.Task)
+	if !ok || task.Info.Result == nil {
+		return
+	}
+	ref, ok := task.Info.Result.(types.ManagedObjectReference)
+	if !ok {
+		return
+	}
+	snap, ok := simulator.Map.Get(ref).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	// The snapshot's devices are the VM's own in the simulator: the snapshot gets copies.
+	devices := make([]types.BaseVirtualDevice, 0, len(snap.Config.Hardware.Device))
+	keys := map[int32]string{}
+	for _, d := range snap.Config.Hardware.Device {
+		disk, isDisk := d.(*types.VirtualDisk)
+		if !isDisk {
+			devices = append(devices, d)
+			continue
+		}
+		backing, flat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !flat {
+			devices = append(devices, d)
+			continue
+		}
+		file := c.path(backing.FileName)
+		id := fmt.Sprintf("52 %s/%d", backing.Uuid, c.gen)
+		copyPath := fmt.Sprintf("%s.cbt-%d", file, c.gen)
+		if err := copySparse(file, copyPath); err != nil {
+			log.Printf("cbt stand-in: copying %s: %v", file, err)
+			devices = append(devices, d)
+			continue
+		}
+		c.ids[id] = copyPath
+		keys[disk.Key] = id
+		b := *backing
+		b.ChangeId = id
+		nd := *disk
+		nd.Backing = &b
+		devices = append(devices, &nd)
+	}
+	snap.Config.Hardware.Device = devices
+	c.snaps[ref.Value] = keys
+}
+
+// copySparse copies a file, leaving holes where it has them.
+func copySparse(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	info, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, block)
+	zero := make([]byte, block)
+	for off := int64(0); off < info.Size(); off += block {
+		n, err := src.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if !bytes.Equal(buf[:n], zero[:n]) {
+			if _, err := dst.WriteAt(buf[:n], off); err != nil {
+				return err
+			}
+		}
+	}
+	return dst.Truncate(info.Size())
+}
+
+type queryRequest struct {
+	Snapshot    string `xml:"Body>QueryChangedDiskAreas>snapshot"`
+	DeviceKey   int32  `xml:"Body>QueryChangedDiskAreas>deviceKey"`
+	StartOffset int64  `xml:"Body>QueryChangedDiskAreas>startOffset"`
+	ChangeID    string `xml:"Body>QueryChangedDiskAreas>changeId"`
+}
+
+func (c *cbt) query(w http.ResponseWriter, text string) {
+	var q queryRequest
+	if err := xml.Unmarshal([]byte(text), &q); err != nil {
+		fault(w, "InvalidArgument", "a request that does not parse")
+		return
+	}
+	c.mu.Lock()
+	current := c.ids[c.snaps[q.Snapshot][q.DeviceKey]]
+	base, known := c.ids[q.ChangeID]
+	c.mu.Unlock()
+	if current == "" {
+		fault(w, "InvalidArgument", "no such snapshot or disk")
+		return
+	}
+	if q.ChangeID != "*" && (!known || !exists(base)) {
+		fault(w, "FileFault", "Error caused by file "+current)
+		return
+	}
+	now, err := ioutil.ReadFile(current)
+	if err != nil {
+		fault(w, "FileFault", err.Error())
+		return
+	}
+	var then []byte
+	if q.ChangeID != "*" {
+		if then, err = ioutil.ReadFile(base); err != nil {
+			fault(w, "FileFault", err.Error())
+			return
+		}
+	}
+	size := int64(len(now))
+	var areas strings.Builder
+	count := 0
+	end := q.StartOffset
+	for off := q.StartOffset; off < size && count < 4; off += block {
+		to := off + block
+		if to > size {
+			to = size
+		}
+		var changed bool
+		if then == nil {
+			changed = !bytes.Equal(now[off:to], make([]byte, to-off))
+		} else {
+			changed = int64(len(then)) < to || !bytes.Equal(now[off:to], then[off:to])
+		}
+		end = to
+		if !changed {
+			continue
+		}
+		// Runs of changed blocks are one area.
+		run := to
+		for run < size {
+			next := run + block
+			if next > size {
+				next = size
+			}
+			same := then != nil && int64(len(then)) >= next && bytes.Equal(now[run:next], then[run:next])
+			if then == nil {
+				same = bytes.Equal(now[run:next], make([]byte, next-run))
+			}
+			if same {
+				break
+			}
+			run = next
+		}
+		fmt.Fprintf(&areas, "<changedArea><start>%d</start><length>%d</length></changedArea>", off, run-off)
+		count++
+		end = run
+		off = run - block
+	}
+	if end <= q.StartOffset {
+		end = size
+	}
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><QueryChangedDiskAreasResponse xmlns="urn:vim25"><returnval><startOffset>%d</startOffset><length>%d</length>%s</returnval></QueryChangedDiskAreasResponse></soapenv:Body></soapenv:Envelope>`,
+		q.StartOffset, end-q.StartOffset, areas.String())
+}
+
+// failQuiesce answers CreateSnapshot_Task with a task that failed to quiesce the guest.
+func (c *cbt) failQuiesce(w http.ResponseWriter, text string) {
+	var q struct {
+		This string `xml:"Body>CreateSnapshot_Task>_this"`
+	}
+	xml.Unmarshal([]byte(text), &q)
+	vm := simulator.Map.Get(types.ManagedObjectReference{Type: "VirtualMachine", Value: q.This})
+	if vm == nil {
+		fault(w, "ManagedObjectNotFound", "no such VM")
+		return
+	}
+	task := simulator.CreateTask(vm, "createSnapshot", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
+		return nil, &types.ApplicationQuiesceFault{}
+	})
+	ref := task.Run()
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><CreateSnapshot_TaskResponse xmlns="urn:vim25"><returnval type="Task">%s</returnval></CreateSnapshot_TaskResponse></soapenv:Body></soapenv:Envelope>`, ref.Value)
+}
+
+func fault(w http.ResponseWriter, kind, message string) {
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>%s</faultstring><detail><%sFault xmlns="urn:vim25" xsi:type="%s"></%sFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
+		message, kind, kind, kind)
 }
