@@ -29,8 +29,22 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The simulator binary: built once per command source and Go version.
+/// A directory name of its own for one build (tests build side by side, in threads of one
+/// process and in several processes).
+pub(crate) fn build_dir(cache: &Path, what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    cache.join(format!("{what}-build-{}-{n}", std::process::id()))
+}
+
+/// The simulator binary: built once per command source and Go version (once per process: the
+/// tests of a process wait for one build).
 pub fn binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build).clone()
+}
+
+fn build() -> PathBuf {
     require("go", "golang-go");
     assert!(
         Path::new(GOVMOMI).is_dir(),
@@ -47,7 +61,7 @@ pub fn binary() -> PathBuf {
     if bin.is_file() {
         return bin;
     }
-    let work = cache.join(format!("vcsim-build-{}", std::process::id()));
+    let work = build_dir(&cache, "vcsim");
     let src = work.join("gopath/src/sendensevcsim");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("main.go"), MAIN_GO).unwrap();

@@ -30,8 +30,14 @@ fn run_in(dir: &Path, program: &str, args: &[&str]) {
     );
 }
 
-/// `nbdkit-vddk-plugin.so`, built from the vendored source (about a minute the first time).
+/// `nbdkit-vddk-plugin.so`, built from the vendored source (about a minute the first time;
+/// once per process: the tests of a process wait for one build).
 pub fn plugin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_plugin).clone()
+}
+
+fn build_plugin() -> PathBuf {
     for (tool, package) in [
         ("autoreconf", "autoconf"),
         ("automake", "automake"),
@@ -47,7 +53,7 @@ pub fn plugin() -> PathBuf {
     if done.is_file() {
         return done;
     }
-    let work = cache.join(format!("nbdkit-build-{}", std::process::id()));
+    let work = super::vcsim::build_dir(&cache, "nbdkit");
     std::fs::create_dir_all(&work).unwrap();
     run_in(&work, "tar", &["xzf", NBDKIT_TARBALL]);
     let src = work.join("nbdkit-1.32.5");
@@ -95,7 +101,7 @@ pub fn plugin() -> PathBuf {
     let built = src.join("plugins/vddk/.libs/nbdkit-vddk-plugin.so");
     let dir = done.parent().unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    let partial = dir.join(format!("plugin-{}.so", std::process::id()));
+    let partial = work.join("plugin.so");
     std::fs::copy(&built, &partial).unwrap();
     std::fs::rename(&partial, &done).unwrap();
     let _ = std::fs::remove_dir_all(&work);
@@ -105,6 +111,11 @@ pub fn plugin() -> PathBuf {
 /// A directory laid out as a VDDK installation (`lib64/libvixDiskLib.so.8`) holding the
 /// stand-in library: what `vddk.libdir` points at.
 pub fn standin_libdir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_standin).clone()
+}
+
+fn build_standin() -> PathBuf {
     require("cc", "gcc");
     let key = STANDIN_C.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
@@ -114,7 +125,7 @@ pub fn standin_libdir() -> PathBuf {
     if lib.is_file() {
         return libdir;
     }
-    let work = libdir.with_extension(format!("build-{}", std::process::id()));
+    let work = super::vcsim::build_dir(&super::vcsim::cache_dir(), "vddk-standin");
     std::fs::create_dir_all(work.join("lib64")).unwrap();
     let src = work.join("vixstandin.c");
     std::fs::write(&src, STANDIN_C).unwrap();
