@@ -350,3 +350,53 @@ fn a_cbt_reset_makes_fulls_and_a_failed_quiesce_a_crash_consistent_snapshot() {
     points.push((crash["backup"].as_str().unwrap().to_string(), rig.keep(3)));
     rig.assert_points(&points);
 }
+
+/// Against a real vCenter, only when `SENDENSE_TEST_VCENTER_URL`, `_USER`, `_PASSWORD_FILE`,
+/// `_THUMBPRINT` and `_VM` (an inventory path) are set, with VDDK installed as the
+/// configuration's defaults say (or `SENDENSE_TEST_VDDK_LIBDIR` and `_PLUGIN`): a full and an
+/// incremental of that VM, each verified against its digests. Skipped otherwise.
+#[test]
+fn a_real_vcenter_when_one_is_given() {
+    let var = |name: &str| std::env::var(format!("SENDENSE_TEST_VCENTER_{name}")).ok();
+    let (Some(url), Some(user), Some(password_file), Some(thumbprint), Some(vm)) = (
+        var("URL"),
+        var("USER"),
+        var("PASSWORD_FILE"),
+        var("THUMBPRINT"),
+        var("VM"),
+    ) else {
+        eprintln!("no SENDENSE_TEST_VCENTER_* settings: skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
+    if let (Ok(libdir), Ok(plugin)) = (
+        std::env::var("SENDENSE_TEST_VDDK_LIBDIR"),
+        std::env::var("SENDENSE_TEST_VDDK_PLUGIN"),
+    ) {
+        let mut config = std::fs::read_to_string(state.join("config.yaml")).unwrap();
+        config.push_str(&format!("vddk: {{libdir: {libdir}, plugin: {plugin}}}\n"));
+        std::fs::write(state.join("config.yaml"), config).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let o = sendense_testkit::cli(BIN, &state, args);
+        assert!(o.status.success(), "{args:?}: {}", output_text(&o));
+    };
+    run(&[
+        "vcenter",
+        "add",
+        "vc",
+        "--url",
+        &url,
+        "--user",
+        &user,
+        "--password-file",
+        &password_file,
+        "--thumbprint",
+        &thumbprint,
+    ]);
+    run(&["vm", "add", "real", "--vcenter", "vc", "--path", &vm]);
+    run(&["backup", "start", "real"]);
+    run(&["backup", "start", "real"]);
+    run(&["backup", "verify", "--vm", "real"]);
+}
