@@ -449,7 +449,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__backup__subcmd__start)
-            opts="-v -q -h -V --repo --full --incremental --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --repo --full --incremental --require-quiesce --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -504,6 +504,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_see
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l full -d 'A full backup of every disk'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l incremental -d 'Incremental for every disk, or fail with the reason'
+complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l require-quiesce -d 'VMware VMs: fail when the guest cannot be quiesced, instead of backing up from a crash-consistent snapshot with a warning'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand backup; and __fish_seen_subcommand_from start" -s q -l quiet -d 'Only errors on stderr'

@@ -750,6 +750,10 @@ JSON OUTPUT
         /// Incremental for every disk, or fail with the reason.
         #[arg(long)]
         incremental: bool,
+        /// VMware VMs: fail when the guest cannot be quiesced, instead of backing up from a
+        /// crash-consistent snapshot with a warning.
+        #[arg(long)]
+        require_quiesce: bool,
     },
     /// List backups, newest first.
     #[command(after_long_help = format!("{BACKUP_JSON}

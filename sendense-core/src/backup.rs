@@ -93,6 +93,7 @@ pub struct BackupRequest<'a> {
     repo: Option<String>,
     mode: Requested,
     cancel: CancellationToken,
+    require_quiesce: bool,
 }
 
 impl Sendense {
@@ -104,6 +105,7 @@ impl Sendense {
             repo: None,
             mode: Requested::Auto,
             cancel: CancellationToken::new(),
+            require_quiesce: false,
         }
     }
 
@@ -231,6 +233,13 @@ impl BackupRequest<'_> {
         self
     }
 
+    /// Fail rather than back up from a snapshot whose guest was not quiesced (VMware VMs; other
+    /// sources refuse it).
+    pub fn require_quiesce(mut self, require: bool) -> Self {
+        self.require_quiesce = require;
+        self
+    }
+
     /// Cancelling this token cancels the backup (as Ctrl-C does).
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
@@ -245,9 +254,19 @@ impl BackupRequest<'_> {
             repo,
             mode,
             cancel,
+            require_quiesce,
         } = self;
         let started = Instant::now();
         let vm_rec = sd.vm(&vm)?;
+        if require_quiesce && vm_rec.source != "vmware" {
+            return Err(Error::invalid(format!(
+                "--require-quiesce: the snapshots of VM `{}` ({}) never quiesce its guest",
+                vm_rec.name, vm_rec.source
+            ))
+            .with_help(
+                "It applies to VMware VMs, whose snapshots quiesce the guest through VMware Tools.",
+            ));
+        }
         let repo = sd.resolve_repo(repo.as_deref())?;
         let _lock = crate::lock::VmLock::acquire(sd.state_dir(), &vm_rec.name)?;
         // Held to the end: the repository is not taken over while this backup writes into it.
@@ -275,6 +294,7 @@ impl BackupRequest<'_> {
                 untracked: Vec::new(),
                 lost: Vec::new(),
                 node: None,
+                require_quiesce,
             };
             match run.execute(sd, &vm_rec, &repo, mode, started) {
                 Ok(report) => {
@@ -409,6 +429,8 @@ struct Run {
     lost: Vec<u32>,
     /// The remote node the VM runs on (its transfer runs there).
     node: Option<crate::catalog::NodeRecord>,
+    /// No snapshot without a quiesced guest.
+    require_quiesce: bool,
 }
 
 /// The source of a backup, ready, and the VM's disks as it has them now.

@@ -112,6 +112,10 @@ pub struct SnapshotRequest {
     pub scratch: PathBuf,
     /// The disks.
     pub disks: Vec<SnapshotDiskRequest>,
+    /// Fail rather than take a snapshot whose guest was not quiesced (sources that can
+    /// quiesce: VMware).
+    #[serde(default)]
+    pub require_quiesce: bool,
 }
 
 /// A disk of the snapshot, readable over NBD.

@@ -77,6 +77,7 @@ fn request(
                 recorded: previous.map(String::from),
             })
             .collect(),
+        require_quiesce: false,
     }
 }
 

@@ -16,6 +16,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
             repo,
             full,
             incremental,
+            require_quiesce,
         } => {
             let sink = sendense_term::progress::sink_for(g.json, g.quiet);
             let mut sd = super::open_options(g).sink(sink).open()?;
@@ -29,6 +30,7 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
                 .backup(&vm)
                 .repo(repo.as_deref())
                 .mode(mode)
+                .require_quiesce(require_quiesce)
                 .cancel_token(cancel)
                 .run()?;
             if g.json {

@@ -37,6 +37,7 @@ impl Run {
             vm: vm.name.clone(),
             checkpoint,
             scratch: sd.snapshot_scratch(vm, job)?,
+            require_quiesce: self.require_quiesce,
             disks: disks
                 .iter()
                 .zip(decisions)

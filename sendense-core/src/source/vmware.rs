@@ -248,6 +248,18 @@ impl Source for VmwareSource {
             .create_snapshot(&self.content, &self.vm, &name, true)?
         {
             Ok(s) => s,
+            Err(f) if req.require_quiesce => {
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "{}: quiescing the guest failed ({}: {}), and the backup requires a quiesced snapshot",
+                        self.vim.what(),
+                        f.fault,
+                        f.message
+                    ),
+                )
+                .with_help("Check VMware Tools in the guest, or back up without --require-quiesce (a crash-consistent snapshot, with a warning)."));
+            }
             Err(f) => {
                 host.log(&format!(
                     "warning: quiescing the guest failed ({}: {}); the snapshot is crash-consistent",
