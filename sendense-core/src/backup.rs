@@ -316,7 +316,7 @@ impl BackupRequest<'_> {
                     }
                     for key in &run.lost {
                         let msg = format!(
-                            "disk {key}: its changes since the last checkpoint cannot be read                              (checkpoint missing on source): the backup starts again with this disk in full"
+                            "disk {key}: its changes since the last checkpoint cannot be read (checkpoint missing on source): the backup starts again with this disk in full"
                         );
                         sd.job_log(job.id, &msg);
                         emit(sd, job.id, EventKind::Warning { message: msg });

@@ -242,17 +242,11 @@ fn check_snapshot(plans: &[DiskPlan], snap: &[crate::source::SnapshotDisk]) -> R
                 p.key
             )));
         };
-        let why = if p.mode == BackupMode::Incremental && s.bitmap.is_none() && s.extents.is_none()
-        {
-            format!(
-                "disk {}: its checkpoint vanished from the source during the snapshot",
-                p.key
-            )
-        } else if s.size_bytes != p.size_bytes {
-            format!("disk {}: it was resized during the snapshot", p.key)
-        } else {
+        // (An incremental without its changes was taken care of before: it goes again in full.)
+        if s.size_bytes == p.size_bytes {
             continue;
-        };
+        }
+        let why = format!("disk {}: it was resized during the snapshot", p.key);
         return Err(Error::refused(why).with_help(
             "Run the backup again: it plans from the source as it is now (a full where needed).",
         ));

@@ -58,7 +58,7 @@ impl Sendense {
             (None, true) => Pin::Accept,
             (None, false) => Pin::Show,
         };
-        let vim = Vim::new(
+        let mut vim = Vim::new(
             &format!("vCenter `{}`", req.name),
             &url.host,
             url.port,
@@ -69,6 +69,8 @@ impl Sendense {
         let thumbprint = vim
             .thumbprint_seen()
             .ok_or_else(|| Error::internal("the vCenter's certificate was not seen"))?;
+        // The password goes only to the certificate that is recorded.
+        vim.pin_seen();
         vim.login(&content, &req.user, &password)?;
         vim.logout(&content);
         let secret = self.vcenter_password_file(&req.name);
@@ -205,6 +207,19 @@ impl Sendense {
         });
         vim.logout(&content);
         let info = info?;
+        if let Some(other) = self.catalog().vms()?.into_iter().find(|vm| {
+            vm.source == "vmware"
+                && vm.source_options["vcenter"] == vcenter
+                && vm.source_options["moref"] == info.moref.as_str()
+        }) {
+            return Err(Error::already_exists(format!(
+                "VM {} of vCenter `{vcenter}` is registered already, as `{}`",
+                info.name, other.name
+            ))
+            .with_help(
+                "One vCenter VM is one Sendense VM: two would remove each other's snapshots.",
+            ));
+        }
         let disks: Vec<crate::catalog::NewDisk> = crate::source::vmware::discovered(&info)
             .into_iter()
             .map(|d| crate::catalog::NewDisk {
@@ -236,6 +251,7 @@ impl Sendense {
     ) -> Result<crate::source::vmware::VmwareSource> {
         let vcenter = vm.source_options["vcenter"].as_str().unwrap_or_default();
         let moref = vm.source_options["moref"].as_str().unwrap_or_default();
+        let uuid = vm.source_options["uuid"].as_str().unwrap_or_default();
         let v = self.catalog().vcenter(vcenter)?;
         let (vim, content) = self.connect_vcenter(&v)?;
         let url = VcenterUrl::parse(&v.url)?;
@@ -250,6 +266,7 @@ impl Sendense {
             vim,
             content,
             moref,
+            uuid,
             login,
             self.config().vddk.clone(),
         ))

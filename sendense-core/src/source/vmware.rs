@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How the VDDK plugin reaches the vCenter.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VddkLogin {
     /// Host.
     pub host: String,
@@ -39,15 +39,31 @@ pub struct VddkLogin {
     pub thumbprint: String,
 }
 
+impl std::fmt::Debug for VddkLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VddkLogin")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A VM of a vCenter, with a logged-in session.
 #[derive(Debug)]
 pub struct VmwareSource {
     vim: Vim,
     content: ServiceContent,
     vm: MoRef,
+    /// Its BIOS uuid as registered: a reference that names another VM now is refused.
+    uuid: String,
     login: VddkLogin,
     vddk: VddkConfig,
     active: Option<Active>,
+    /// The name of a snapshot being created: a task that could not be waited for may still
+    /// have made it, and `finish` removes it by name.
+    pending: Option<String>,
 }
 
 /// What a snapshot set up, for `finish`.
@@ -69,6 +85,7 @@ impl VmwareSource {
         vim: Vim,
         content: ServiceContent,
         moref: &str,
+        uuid: &str,
         login: VddkLogin,
         vddk: VddkConfig,
     ) -> VmwareSource {
@@ -76,15 +93,30 @@ impl VmwareSource {
             vim,
             content,
             vm: MoRef::new("VirtualMachine", moref),
+            uuid: uuid.to_string(),
             login,
             vddk,
             active: None,
+            pending: None,
         }
     }
 
-    /// What vSphere says about the VM now.
+    /// What vSphere says about the VM now; refused when its reference names another VM (an
+    /// ESXi host reuses references).
     pub fn info(&self) -> Result<VmInfo> {
-        self.vim.vm_info(&self.content, &self.vm)
+        let info = self.vim.vm_info(&self.content, &self.vm)?;
+        if !self.uuid.is_empty() && !info.uuid.eq_ignore_ascii_case(&self.uuid) {
+            return Err(Error::refused(format!(
+                "{}: {} is now VM `{}` (uuid {}), not the VM registered (uuid {})",
+                self.vim.what(),
+                self.vm.value,
+                info.name,
+                info.uuid,
+                self.uuid
+            ))
+            .with_help("Register the VM again by its uuid (`sendense vm add NAME --vcenter VC --uuid UUID`)."));
+        }
+        Ok(info)
     }
 
     /// Starts `nbdkit` with the VDDK plugin for disk file `file` of the snapshot, on `socket`.
@@ -170,6 +202,19 @@ pub fn discovered(info: &VmInfo) -> Vec<DiscoveredDisk> {
         .collect()
 }
 
+/// The faults of a snapshot whose guest could not be quiesced (the others fail the backup).
+const QUIESCE_FAULTS: &[&str] = &[
+    "ApplicationQuiesceFault",
+    "ToolsUnavailable",
+    "ToolsUnavailableFault",
+    "ToolsNotRunning",
+    "GuestOperationsUnavailable",
+];
+
+/// The faults of `QueryChangedDiskAreas` for a change id vSphere does not know (change tracking
+/// reset): the disk is taken in full. Any other failure fails the backup.
+const CHANGE_ID_FAULTS: &[&str] = &["FileFault", "InvalidArgument"];
+
 /// `sd<job>-` names are Sendense's: `tag_job("sd12-sendense-x") == Some(12)`.
 fn tag_job(name: &str) -> Option<i64> {
     name.strip_prefix("sd")?.split('-').next()?.parse().ok()
@@ -187,10 +232,14 @@ impl Source for VmwareSource {
     fn repair(&mut self, host: &mut dyn SourceHost, req: &RepairRequest) -> Result<Repaired> {
         let mut errors = Vec::new();
         for snap in self.vim.snapshots(&self.content, &self.vm)? {
-            let Some(job) = tag_job(&snap.name) else {
-                continue;
-            };
-            if Some(job) == req.keep_job {
+            // Only the snapshots of this hub's interrupted backups of this VM.
+            let ours = tag_job(&snap.name).filter(|job| {
+                snap.name
+                    .starts_with(&format!("sd{job}-{}", crate::source::CHECKPOINT_PREFIX))
+                    && Some(*job) != req.keep_job
+                    && req.interrupted.iter().any(|(j, _)| j == job)
+            });
+            if ours.is_none() {
                 continue;
             }
             match self.vim.remove_snapshot(&self.content, &snap.moref) {
@@ -243,11 +292,24 @@ impl Source for VmwareSource {
         }
         crate::fsutil::create_private_dir(&req.scratch)?;
         let name = format!("sd{}-{}", req.job, req.checkpoint);
+        self.pending = Some(name.clone());
         let snapshot = match self
             .vim
             .create_snapshot(&self.content, &self.vm, &name, true)?
         {
             Ok(s) => s,
+            // Only the guest could not be quiesced: anything else fails the backup.
+            Err(f) if !QUIESCE_FAULTS.contains(&f.fault.as_str()) => {
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "{}: creating a snapshot failed: {} ({})",
+                        self.vim.what(),
+                        f.message,
+                        f.fault
+                    ),
+                ))
+            }
             Err(f) if req.require_quiesce => {
                 return Err(Error::new(
                     ErrorKind::External,
@@ -281,6 +343,7 @@ impl Source for VmwareSource {
             }
         };
         crate::crash::point("vmware.snapshot-taken");
+        self.pending = None;
         self.active = Some(Active {
             snapshot: snapshot.clone(),
             scratch: req.scratch.clone(),
@@ -309,14 +372,24 @@ impl Source for VmwareSource {
             // the backup takes it in full.
             let extents = match &d.previous {
                 None => None,
+                // vSphere's own key of the disk (Sendense's may differ: a disk replaced at the
+                // same key got a key of its own in the catalog).
                 Some(previous) => match self.vim.changed_areas(
                     &self.vm,
                     &snapshot,
-                    d.key,
+                    disk.key,
                     previous,
                     disk.capacity_bytes,
                 ) {
                     Ok(areas) => Some(areas),
+                    // Anything but vSphere not knowing the change id fails the backup.
+                    Err(e)
+                        if !CHANGE_ID_FAULTS
+                            .iter()
+                            .any(|f| e.message().contains(&format!("({f})"))) =>
+                    {
+                        return Err(e)
+                    }
                     Err(e) => {
                         host.log(&format!(
                             "warning: disk {}: the changed areas since change id {previous} cannot be read: {e}",
@@ -339,12 +412,27 @@ impl Source for VmwareSource {
                 checkpoint: disk.change_id.clone(),
             });
         }
+        // nbdkit read the password when it started.
+        let _ = std::fs::remove_file(req.scratch.join("vddk.password"));
         Ok(out)
     }
 
     fn finish(&mut self, host: &mut dyn SourceHost, _success: bool) -> Result<()> {
         let Some(active) = self.active.take() else {
-            return Ok(());
+            // A snapshot task that could not be waited for may have made it all the same.
+            let Some(name) = self.pending.take() else {
+                return Ok(());
+            };
+            let mut errors = Vec::new();
+            for snap in self.vim.snapshots(&self.content, &self.vm)? {
+                if snap.name == name {
+                    match self.vim.remove_snapshot(&self.content, &snap.moref) {
+                        Ok(()) => host.log(&format!("snapshot `{name}` removed")),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+            }
+            return super::teardown_result(host, &errors);
         };
         let mut errors = Vec::new();
         for server in active.servers {

@@ -187,6 +187,13 @@ impl Https {
         self.seen.lock().ok().and_then(|s| s.clone())
     }
 
+    /// From now on, only the certificate seen last (after a first contact that accepted any).
+    pub fn pin_seen(&mut self) {
+        if let Some(t) = self.seen() {
+            self.pin = Pin::Thumbprint(t);
+        }
+    }
+
     /// POSTs `body` to `path` with `headers`. The certificate is checked during the handshake,
     /// before anything is sent: one other than the pinned one fails naming both thumbprints.
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
@@ -232,9 +239,12 @@ impl Https {
         tcp.set_write_timeout(Some(self.timeout)).map_err(failed)?;
         let _ = tcp.set_nodelay(true);
         let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.host,
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
         for (n, v) in headers {
@@ -326,7 +336,7 @@ fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             if size == 0 {
                 break;
             }
-            if body.len() + size > MAX_BODY {
+            if size > MAX_BODY - body.len() {
                 return Err(bad("the response is larger than 64 MiB"));
             }
             let start = body.len();
@@ -334,6 +344,9 @@ fn read_response(mut r: impl BufRead) -> std::io::Result<Response> {
             r.read_exact(&mut body[start..])?;
             let mut crlf = [0u8; 2];
             r.read_exact(&mut crlf)?;
+            if &crlf != b"\r\n" {
+                return Err(bad("a chunk that does not end where its size says"));
+            }
         }
     } else if let Some(len) = header("content-length") {
         let len: usize = len

@@ -100,7 +100,6 @@ pub struct ServiceContent {
 }
 
 /// A SOAP client of one vCenter (or ESXi host).
-#[derive(Debug)]
 pub struct Vim {
     https: Https,
     path: String,
@@ -108,6 +107,19 @@ pub struct Vim {
     cookie: Mutex<Option<String>>,
     /// The `SOAPAction` version, from the service content once read.
     version: Mutex<String>,
+    /// How it logged in (session manager, user, password), to log in again when the server
+    /// ended the session (vCenter ends idle sessions after about 30 minutes).
+    login_as: Mutex<Option<(MoRef, String, String)>>,
+}
+
+impl std::fmt::Debug for Vim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the session cookie nor the password.
+        f.debug_struct("Vim")
+            .field("server", &self.https.what)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Vim {
@@ -119,6 +131,7 @@ impl Vim {
             path: path.to_string(),
             cookie: Mutex::new(None),
             version: Mutex::new("6.5".to_string()),
+            login_as: Mutex::new(None),
         }
     }
 
@@ -127,14 +140,36 @@ impl Vim {
         self.https.seen()
     }
 
+    /// From now on, only the certificate the server presented last: what a first contact
+    /// accepted is what the password goes to.
+    pub fn pin_seen(&mut self) {
+        self.https.pin_seen();
+    }
+
     /// What it is called in messages.
     pub fn what(&self) -> &str {
         &self.https.what
     }
 
     /// Calls `method` on `this` with `args` (request elements, escaped); returns the answer's
-    /// document text, whose `<method>Response` holds the result.
+    /// document text, whose `<method>Response` holds the result. A session the server ended
+    /// is logged in again, once, and the call repeated.
     pub fn call(&self, method: &str, this: &MoRef, args: &str) -> Result<String> {
+        match self.call_once(method, this, args) {
+            Err(e) if e.message().ends_with("(NotAuthenticated)") && method != "Login" => {
+                let login = self.login_as.lock().ok().and_then(|l| l.clone());
+                let Some((manager, user, password)) = login else {
+                    return Err(e);
+                };
+                tracing::info!("{}: the session ended; logging in again", self.what());
+                self.login_with(&manager, &user, &password)?;
+                self.call_once(method, this, args)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&self, method: &str, this: &MoRef, args: &str) -> Result<String> {
         let envelope = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <soapenv:Envelope xmlns:soapenv=\"{SOAP_NS}\" xmlns:xsi=\"{XSI_NS}\" \
@@ -173,6 +208,16 @@ impl Vim {
                 return Err(e);
             }
         }
+        // A property collector answers an ended session per property, not with a fault.
+        if method.starts_with("RetrieveProperties")
+            && text.contains("missingSet")
+            && text.contains("NotAuthenticated")
+        {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!("{}: {method} failed (NotAuthenticated)", self.what()),
+            ));
+        }
         if response.status != 200 {
             return Err(self.protocol(format!(
                 "{method}: HTTP status {} from {}",
@@ -209,7 +254,7 @@ impl Vim {
         let message = match (string.is_empty(), kind.is_empty()) {
             (false, false) => format!("{what}: {method}: {string} ({kind})"),
             (false, true) => format!("{what}: {method}: {string}"),
-            (true, false) => format!("{what}: {method}: {kind}"),
+            (true, false) => format!("{what}: {method} failed ({kind})"),
             (true, true) => format!("{what}: {method} failed"),
         };
         Some(match kind.as_str() {
@@ -270,20 +315,35 @@ impl Vim {
 
     /// Logs in as `user` with `password` (never logged, never in an error).
     pub fn login(&self, content: &ServiceContent, user: &str, password: &str) -> Result<()> {
+        self.login_with(&content.session_manager, user, password)?;
+        if let Ok(mut l) = self.login_as.lock() {
+            *l = Some((
+                content.session_manager.clone(),
+                user.to_string(),
+                password.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn login_with(&self, manager: &MoRef, user: &str, password: &str) -> Result<()> {
         let args = format!(
             "<userName>{}</userName><password>{}</password>",
             escape(user),
             escape(password)
         );
-        self.call("Login", &content.session_manager, &args)
+        self.call_once("Login", manager, &args)
             .map(drop)
             .map_err(|e| e.context(format!("logging in as `{user}`")))
     }
 
-    /// Ends the session (errors ignored: it expires by itself).
+    /// Ends the session (errors ignored: it expires by itself); no login again after it.
     pub fn logout(&self, content: &ServiceContent) {
+        if let Ok(mut l) = self.login_as.lock() {
+            *l = None;
+        }
         if self.cookie.lock().map(|c| c.is_some()).unwrap_or(false) {
-            let _ = self.call("Logout", &content.session_manager, "");
+            let _ = self.call_once("Logout", &content.session_manager, "");
             if let Ok(mut c) = self.cookie.lock() {
                 *c = None;
             }
