@@ -180,7 +180,7 @@ fn a_vmware_vm_is_registered_with_its_real_device_keys() {
     assert_eq!(c, 0, "{out}");
     let vms = found.as_array().unwrap();
     assert_eq!(vms.len(), 1, "{found:#}");
-    let disks: Vec<(u64, String, u64)> = vms[0]["disks"]
+    let disks: Vec<(u64, String, u64, bool)> = vms[0]["disks"]
         .as_array()
         .unwrap()
         .iter()
@@ -189,15 +189,17 @@ fn a_vmware_vm_is_registered_with_its_real_device_keys() {
                 d["key"].as_u64().unwrap(),
                 d["slot"].as_str().unwrap().to_string(),
                 d["capacity_bytes"].as_u64().unwrap(),
+                d["excluded"].is_string(),
             )
         })
         .collect();
     assert_eq!(
         disks,
         [
-            (2000, "scsi0:0".to_string(), 64 << 20),
-            (2001, "scsi0:1".to_string(), 32 << 20),
-            (2016, "scsi1:0".to_string(), 16 << 20)
+            (2000, "scsi0:0".to_string(), 64 << 20, false),
+            (2001, "scsi0:1".to_string(), 32 << 20, false),
+            (2016, "scsi1:0".to_string(), 16 << 20, false),
+            (2002, "scsi0:2".to_string(), 8 << 20, true)
         ]
     );
     let uuid = vms[0]["uuid"].as_str().unwrap().to_string();

@@ -113,7 +113,8 @@ impl Vcsim {
 
     /// [`Vcsim::start`] with more flags: `-layout` gives `DC0_H0_VM0` vSphere's own device
     /// layout (disks 2000 and 2001 of 64 and 32 MiB on SCSI controller 1000, bus 0; 2016 of
-    /// 16 MiB on controller 1001, bus 1; each with a backing uuid).
+    /// 16 MiB on controller 1001, bus 1; each with a backing uuid; and 2002 of 8 MiB on
+    /// controller 1000, independent, so not in snapshots).
     pub fn start_with(dir: &Path, user: &str, password: &str, flags: &[&str]) -> Vcsim {
         let bin = binary();
         std::fs::create_dir_all(dir).unwrap();

@@ -188,10 +188,22 @@ impl Drop for VmwareSource {
     }
 }
 
-/// The disks of `info` as a source reports them.
+/// The disks of `info` that can be backed up, as a source reports them (independent disks and
+/// physical-mode RDMs are left out, with a warning).
 pub fn discovered(info: &VmInfo) -> Vec<DiscoveredDisk> {
+    for d in info.disks.iter() {
+        if let Some(why) = &d.excluded {
+            tracing::warn!(
+                "VM {}: disk {} ({}) is not backed up: {why}",
+                info.name,
+                d.key,
+                d.file
+            );
+        }
+    }
     info.disks
         .iter()
+        .filter(|d| d.excluded.is_none())
         .map(|d| DiscoveredDisk {
             identity: d.identity(),
             format: None,

@@ -39,6 +39,11 @@ pub struct VmDisk {
     pub change_id: Option<String>,
     /// Its size in bytes.
     pub capacity_bytes: u64,
+    /// Why it cannot be backed up, when it cannot: an independent disk or a physical-mode raw
+    /// device mapping is not in the VM's snapshots (it would be read live, inconsistent with
+    /// the others) and has no change tracking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
 }
 
 impl VmDisk {
@@ -340,6 +345,19 @@ pub(crate) fn parse_disks(xml: &str) -> std::result::Result<Vec<VmDisk>, String>
                 .unwrap_or_else(|| format!("controller {c}:{unit}")),
             _ => String::new(),
         };
+        let mode = child_text(backing, "diskMode").unwrap_or_default();
+        let excluded = if mode.starts_with("independent") {
+            Some(format!(
+                "an {} disk is not in the VM's snapshots",
+                mode.replace('_', "-")
+            ))
+        } else if xsi_type(backing) == Some("VirtualDiskRawDiskMappingVer1BackingInfo")
+            && child_text(backing, "compatibilityMode").as_deref() == Some("physicalMode")
+        {
+            Some("a physical-mode raw device mapping is not in the VM's snapshots".to_string())
+        } else {
+            None
+        };
         disks.push(VmDisk {
             key,
             slot,
@@ -347,6 +365,7 @@ pub(crate) fn parse_disks(xml: &str) -> std::result::Result<Vec<VmDisk>, String>
             uuid: child_text(backing, "uuid").filter(|u| !u.is_empty()),
             change_id: child_text(backing, "changeId").filter(|c| !c.is_empty()),
             capacity_bytes: bytes,
+            excluded,
         });
     }
     Ok(disks)
@@ -367,9 +386,19 @@ mod tests {
           <VirtualDevice xsi:type="VirtualDisk"><key>2000</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds1] pg/pg.vmdk</fileName><uuid>6000C29a-0001</uuid><changeId>52 a1/7</changeId></backing><controllerKey>1000</controllerKey><unitNumber>0</unitNumber><capacityInKB>104857600</capacityInKB><capacityInBytes>107374182400</capacityInBytes></VirtualDevice>
           <VirtualDevice xsi:type="VirtualDisk"><key>2016</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds1] pg/pg_1.vmdk</fileName></backing><controllerKey>1001</controllerKey><unitNumber>0</unitNumber><capacityInKB>5242880</capacityInKB></VirtualDevice>
           <VirtualDevice xsi:type="VirtualDisk"><key>16000</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds2] pg/pg_2.vmdk</fileName><uuid>6000C29a-0003</uuid></backing><controllerKey>15000</controllerKey><unitNumber>0</unitNumber><capacityInBytes>1048576</capacityInBytes></VirtualDevice>
+          <VirtualDevice xsi:type="VirtualDisk"><key>2001</key><backing xsi:type="VirtualDiskFlatVer2BackingInfo"><fileName>[ds1] pg/scratch.vmdk</fileName><diskMode>independent_persistent</diskMode></backing><controllerKey>1000</controllerKey><unitNumber>1</unitNumber><capacityInBytes>1048576</capacityInBytes></VirtualDevice>
+          <VirtualDevice xsi:type="VirtualDisk"><key>2002</key><backing xsi:type="VirtualDiskRawDiskMappingVer1BackingInfo"><fileName>[ds1] pg/rdm.vmdk</fileName><compatibilityMode>physicalMode</compatibilityMode></backing><controllerKey>1000</controllerKey><unitNumber>2</unitNumber><capacityInBytes>1048576</capacityInBytes></VirtualDevice>
           <VirtualDevice xsi:type="VirtualCdrom"><key>3000</key></VirtualDevice>
         </val>"#;
-        let disks = parse_disks(&wrap(val)).unwrap();
+        let all = parse_disks(&wrap(val)).unwrap();
+        // Independent disks and physical-mode RDMs are named, with why they cannot be kept.
+        let excluded: Vec<(u32, bool)> = all
+            .iter()
+            .filter(|d| d.excluded.is_some())
+            .map(|d| (d.key, d.excluded.as_deref().unwrap().contains("snapshots")))
+            .collect();
+        assert_eq!(excluded, [(2001, true), (2002, true)]);
+        let disks: Vec<VmDisk> = all.into_iter().filter(|d| d.excluded.is_none()).collect();
         let got: Vec<(u32, &str, u64)> = disks
             .iter()
             .map(|d| (d.key, d.slot.as_str(), d.capacity_bytes))
@@ -387,7 +416,12 @@ mod tests {
         assert_eq!(disks[0].change_id.as_deref(), Some("52 a1/7"));
         // The simulator's prefix for the same namespace reads the same.
         let sim = val.replace("xsi:", "XMLSchema-instance:");
-        assert_eq!(parse_disks(&wrap(&sim)).unwrap(), disks);
+        let sim_disks: Vec<VmDisk> = parse_disks(&wrap(&sim))
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.excluded.is_none())
+            .collect();
+        assert_eq!(sim_disks, disks);
         // A disk without a size is refused, not read as empty.
         let bad = r#"<val><VirtualDevice xsi:type="VirtualDisk"><key>2000</key><backing><fileName>x</fileName></backing></VirtualDevice></val>"#;
         assert!(parse_disks(&wrap(bad)).is_err());

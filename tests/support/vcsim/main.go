@@ -47,7 +47,8 @@ func main() {
 	datastores := flag.String("cbt", "", "answer changed block tracking (a stand-in for VMware's CBT) "+
 		"from the raw disk files under this directory (the VDDK stand-in's datastores)")
 	realistic := flag.Bool("layout", false, "give DC0_H0_VM0 vSphere's own device layout: "+
-		"disks 2000 and 2001 on SCSI controller 1000 (bus 0), 2016 on controller 1001 (bus 1)")
+		"disks 2000 and 2001 on SCSI controller 1000 (bus 0), 2016 on controller 1001 (bus 1), "+
+		"and 2002, independent, on controller 1000")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 
@@ -161,7 +162,14 @@ func layout(u *url.URL) error {
 	for _, d := range []struct {
 		key, controller, unit int32
 		mib                   int64
-	}{{2000, 1000, 0, 64}, {2001, 1000, 1, 32}, {2016, 1001, 0, 16}} {
+		mode                  types.VirtualDiskMode
+	}{
+		{2000, 1000, 0, 64, types.VirtualDiskModePersistent},
+		{2001, 1000, 1, 32, types.VirtualDiskModePersistent},
+		{2016, 1001, 0, 16, types.VirtualDiskModePersistent},
+		// Not in snapshots: Sendense leaves it out.
+		{2002, 1000, 2, 8, types.VirtualDiskModeIndependent_persistent},
+	} {
 		unit := d.unit
 		disk := &types.VirtualDisk{
 			VirtualDevice: types.VirtualDevice{
@@ -172,7 +180,7 @@ func layout(u *url.URL) error {
 					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
 						FileName: fmt.Sprintf("[LocalDS_0] DC0_H0_VM0/disk-%d.vmdk", d.key),
 					},
-					DiskMode:        string(types.VirtualDiskModePersistent),
+					DiskMode:        string(d.mode),
 					ThinProvisioned: types.NewBool(true),
 					Uuid:            fmt.Sprintf("6000C29a-0b1c-2d3e-4f50-61728394%04d", d.key),
 				},
