@@ -49,6 +49,7 @@ func main() {
 	realistic := flag.Bool("layout", false, "give DC0_H0_VM0 vSphere's own device layout: "+
 		"disks 2000 and 2001 on SCSI controller 1000 (bus 0), 2016 on controller 1001 (bus 1), "+
 		"and 2002, independent, on controller 1000")
+	foreign := flag.String("snapshot", "", "a snapshot of DC0_H0_VM0 of someone else's, with this name")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 
@@ -75,6 +76,11 @@ func main() {
 	if *realistic {
 		if err := layout(server.URL); err != nil {
 			log.Fatalf("laying out DC0_H0_VM0: %v", err)
+		}
+	}
+	if *foreign != "" {
+		if err := snapshot(server.URL, *foreign); err != nil {
+			log.Fatalf("snapshot %s of DC0_H0_VM0: %v", *foreign, err)
 		}
 	}
 	sdk := *server.URL
@@ -452,4 +458,28 @@ func fault(w http.ResponseWriter, kind, message string) {
 	w.WriteHeader(http.StatusInternalServerError)
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>%s</faultstring><detail><%sFault xmlns="urn:vim25" xsi:type="%s"></%sFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>`,
 		message, kind, kind, kind)
+}
+
+// snapshot takes a snapshot of DC0_H0_VM0 named name, as a user of the vCenter would.
+func snapshot(u *url.URL, name string) error {
+	ctx := context.Background()
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return err
+	}
+	finder := find.NewFinder(c.Client, true)
+	dc, err := finder.DefaultDatacenter(ctx)
+	if err != nil {
+		return err
+	}
+	finder.SetDatacenter(dc)
+	vm, err := finder.VirtualMachine(ctx, "DC0_H0_VM0")
+	if err != nil {
+		return err
+	}
+	task, err := vm.CreateSnapshot(ctx, name, "not Sendense's", false, false)
+	if err != nil {
+		return err
+	}
+	return task.Wait(ctx)
 }
