@@ -506,8 +506,13 @@ impl NodeVm {
     }
 }
 
-/// Every restore point restores, as raw images, to exactly its kept references.
+/// Every restore point of VM `pg` restores, as raw images, to exactly its kept references.
 fn assert_points(rig: &Rig, points: &[(String, Vec<PathBuf>)]) {
+    assert_points_of(rig, "pg", points)
+}
+
+/// [`assert_points`] of VM `vm` (disk `i` of the references is key 2000 + i).
+fn assert_points_of(rig: &Rig, vm: &str, points: &[(String, Vec<PathBuf>)]) {
     for (id, refs) in points {
         let out = rig.dir.path().join(format!("restore-{id}"));
         let (c, text, _) = rig.hub(&[
@@ -521,7 +526,7 @@ fn assert_points(rig: &Rig, points: &[(String, Vec<PathBuf>)]) {
         ]);
         assert_eq!(c, 0, "{text}");
         for (i, r) in refs.iter().enumerate() {
-            let file = out.join(format!("pg-disk-{}.raw", 2000 + i));
+            let file = out.join(format!("{vm}-disk-{}.raw", 2000 + i));
             assert!(
                 sendense_testkit::images_equal(file.to_str().unwrap(), "raw", r.to_str().unwrap()),
                 "restore point {id} disk {i} differs from the VM at its snapshot"
@@ -796,24 +801,5 @@ fn an_image_vm_on_a_node_is_backed_up_through_it() {
     assert_eq!(inc["disks"][1]["mode"], "full", "raw: {inc:#}");
     points.push((inc["backup"].as_str().unwrap().to_string(), keep(2)));
     assert_nothing_left(&rig, node_state.path());
-    for (id, refs) in &points {
-        let out = d.join(format!("restore-{id}"));
-        let (c, text, _) = rig.hub(&[
-            "restore",
-            id,
-            "--all",
-            "--to",
-            out.to_str().unwrap(),
-            "--format",
-            "raw",
-        ]);
-        assert_eq!(c, 0, "{text}");
-        for (i, r) in refs.iter().enumerate() {
-            let file = out.join(format!("img-disk-{}.raw", 2000 + i));
-            assert!(
-                sendense_testkit::images_equal(file.to_str().unwrap(), "raw", r.to_str().unwrap()),
-                "restore point {id} disk {i}"
-            );
-        }
-    }
+    assert_points_of(&rig, "img", &points);
 }

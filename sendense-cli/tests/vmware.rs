@@ -345,15 +345,10 @@ fn a_cbt_reset_makes_fulls_and_a_failed_quiesce_a_crash_consistent_snapshot() {
 
     std::fs::write(rig.datastores.join("fail-quiesce"), "").unwrap();
     write(&rig.disk(2016), "write -P 0x43 1M 64k");
-    // Required: refused, nothing taken, nothing left.
+    // Required: refused.
     let (c, out, _) = rig.hub(&["backup", "start", "pg", "--require-quiesce"]);
     assert_eq!(c, 1, "{out}");
     assert!(out.contains("quiescing the guest failed"), "{out}");
-    assert!(
-        snapshot_files(&rig).is_empty(),
-        "{:?}",
-        snapshot_files(&rig)
-    );
     // A VM whose snapshots never quiesce is refused the option.
     let img = sendense_testkit::create_image(&rig.dir.path().join("img.raw"), "raw", "1M");
     let (c, out, _) = rig.hub(&["vm", "add", "img", "--disk", img.to_str().unwrap()]);

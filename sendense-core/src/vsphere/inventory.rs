@@ -90,16 +90,7 @@ impl Vim {
 
     fn found_vm(&self, text: &str, method: &str) -> Result<Option<MoRef>> {
         let doc = self.parse(text)?;
-        let name = format!("{method}Response");
-        let Some(response) = doc
-            .descendants()
-            .find(|n| n.has_tag_name((super::soap::VIM_NS, name.as_str())))
-        else {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("{}: {method} answered without a response", self.what()),
-            ));
-        };
+        let response = self.response(&doc, method)?;
         Ok(child(response, "returnval")
             .and_then(MoRef::of)
             .filter(|m| m.kind == "VirtualMachine"))
@@ -176,16 +167,7 @@ impl Vim {
         // A bound on pages: a server that never stops paging is not followed forever.
         for _ in 0..10_000 {
             let doc = self.parse(&text)?;
-            let name = format!("{method}Response");
-            let Some(response) = doc
-                .descendants()
-                .find(|n| n.has_tag_name((super::soap::VIM_NS, name.as_str())))
-            else {
-                return Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("{}: {method} answered without a response", self.what()),
-                ));
-            };
+            let response = self.response(&doc, method)?;
             // No returnval: nothing matched.
             let Some(ret) = child(response, "returnval") else {
                 return Ok(out);

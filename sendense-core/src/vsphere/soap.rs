@@ -362,11 +362,20 @@ impl Vim {
         doc: &'a roxmltree::Document<'d>,
         method: &str,
     ) -> Result<roxmltree::Node<'a, 'd>> {
+        child(self.response(doc, method)?, "returnval")
+            .ok_or_else(|| self.protocol(format!("{method} answered without a result")))
+    }
+
+    /// The `<method>Response` element of `doc` (its `returnval` may be missing: nothing found).
+    pub fn response<'a, 'd>(
+        &self,
+        doc: &'a roxmltree::Document<'d>,
+        method: &str,
+    ) -> Result<roxmltree::Node<'a, 'd>> {
         let name = format!("{method}Response");
         doc.descendants()
             .find(|n| n.has_tag_name((VIM_NS, name.as_str())))
-            .and_then(|r| child(r, "returnval"))
-            .ok_or_else(|| self.protocol(format!("{method} answered without a result")))
+            .ok_or_else(|| self.protocol(format!("{method} answered without a response")))
     }
 }
 

@@ -36,6 +36,7 @@ import (
 
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -129,17 +130,7 @@ func certificate() tls.Certificate {
 // disk with a backing uuid of its own.
 func layout(u *url.URL) error {
 	ctx := context.Background()
-	c, err := govmomi.NewClient(ctx, u, true)
-	if err != nil {
-		return err
-	}
-	finder := find.NewFinder(c.Client, true)
-	dc, err := finder.DefaultDatacenter(ctx)
-	if err != nil {
-		return err
-	}
-	finder.SetDatacenter(dc)
-	vm, err := finder.VirtualMachine(ctx, "DC0_H0_VM0")
+	vm, err := vm0(ctx, u)
 	if err != nil {
 		return err
 	}
@@ -463,17 +454,7 @@ func fault(w http.ResponseWriter, kind, message string) {
 // snapshot takes a snapshot of DC0_H0_VM0 named name, as a user of the vCenter would.
 func snapshot(u *url.URL, name string) error {
 	ctx := context.Background()
-	c, err := govmomi.NewClient(ctx, u, true)
-	if err != nil {
-		return err
-	}
-	finder := find.NewFinder(c.Client, true)
-	dc, err := finder.DefaultDatacenter(ctx)
-	if err != nil {
-		return err
-	}
-	finder.SetDatacenter(dc)
-	vm, err := finder.VirtualMachine(ctx, "DC0_H0_VM0")
+	vm, err := vm0(ctx, u)
 	if err != nil {
 		return err
 	}
@@ -482,4 +463,19 @@ func snapshot(u *url.URL, name string) error {
 		return err
 	}
 	return task.Wait(ctx)
+}
+
+// vm0 is DC0_H0_VM0, reached through a client of the simulator at u.
+func vm0(ctx context.Context, u *url.URL) (*object.VirtualMachine, error) {
+	c, err := govmomi.NewClient(ctx, u, true)
+	if err != nil {
+		return nil, err
+	}
+	finder := find.NewFinder(c.Client, true)
+	dc, err := finder.DefaultDatacenter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	finder.SetDatacenter(dc)
+	return finder.VirtualMachine(ctx, "DC0_H0_VM0")
 }
