@@ -142,7 +142,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_su
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l nbd -d 'An NBD export of one disk (nbd://HOST:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH); repeat for each disk, in order' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l pre-hook -d 'Command run before the snapshot of an --nbd VM (arguments split like a shell, no shell)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l post-hook -d 'Command run after the backup of an --nbd VM' -r
-complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l node -d 'The VM runs on this node: --qmp and --disk are paths there, which the node\'s sendense-sna opens on the hub\'s request, over SSH' -r
+complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l node -d 'The VM runs on this node: --qmp and --disk are paths there, which the node\'s sendense-sna opens on the hub\'s request, over SSH (with --vcenter: the node reads the VM\'s snapshots through its own VDDK)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l vcenter -d 'A VMware VM of this vCenter (see `sendense vcenter add`), named by --path or --uuid' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l path -d 'Its inventory path (/DATACENTER/vm/[FOLDER/]NAME)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand vm; and __fish_seen_subcommand_from add" -l uuid -d 'Its BIOS uuid (`config.uuid`)' -r

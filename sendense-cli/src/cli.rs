@@ -614,7 +614,11 @@ Sources:
                  SENDENSE_JOB, SENDENSE_PHASE (and SENDENSE_RESULT after) set.
 
 With --node N, --qmp and --disk name a socket and files on node N (see `sendense
-node add`): the hub never opens them; the node's sendense-sna does.
+node add`): the hub never opens them; the node's sendense-sna does. With --vcenter,
+--node N backs the VM up through node N: the node logs in to the vCenter and runs
+nbdkit with its own VDDK (SENDENSE_SNA_VDDK_LIBDIR, SENDENSE_SNA_VDDK_PLUGIN and
+SENDENSE_SNA_VDDK_TRANSPORTS in the node's environment); the hub only looks the
+VM up.
 
 Disks get the keys 2000, 2001, ... in device order. Later backups match disks by
 identity: a new disk gets the next free key, a vanished disk is reported."))]
@@ -639,11 +643,12 @@ identity: a new disk gets the next free key, a vanished disk is reported."))]
         #[arg(long, value_name = "CMD", requires = "nbd")]
         post_hook: Option<String>,
         /// The VM runs on this node: --qmp and --disk are paths there, which the node's
-        /// sendense-sna opens on the hub's request, over SSH.
+        /// sendense-sna opens on the hub's request, over SSH (with --vcenter: the node reads
+        /// the VM's snapshots through its own VDDK).
         #[arg(long, conflicts_with = "nbd")]
         node: Option<String>,
         /// A VMware VM of this vCenter (see `sendense vcenter add`), named by --path or --uuid.
-        #[arg(long, value_name = "NAME", conflicts_with_all = ["disks", "qmp", "nbd", "node"])]
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["disks", "qmp", "nbd"])]
         vcenter: Option<String>,
         /// Its inventory path (/DATACENTER/vm/[FOLDER/]NAME).
         #[arg(

@@ -2,7 +2,9 @@
 //! namespaces, a real OpenSSH sshd on the node, `sendense` in the hub's namespace.
 
 use sendense_testkit::hosts::{DelayRelay, Sshd, TwoHosts, NODE_ADDR};
-use sendense_testkit::output_text;
+use sendense_testkit::vcsim::{self, Vcsim};
+use sendense_testkit::vddk;
+use sendense_testkit::{output_text, RestorePoint};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -62,16 +64,35 @@ impl Rig {
 
     /// [`Rig::with_env`], the hub's key with `key_options` in the node's authorized_keys.
     fn with(env: &[(&str, &str)], key_options: &str) -> Rig {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Rig::set_up(key_options, |_, _| (env, ())).0
+    }
+
+    /// A rig whose node commands get the environment `setup` returns, with what else it made
+    /// (a server in the node's network); `setup` runs once the hosts exist, before the node's
+    /// sshd starts (given the hosts and the rig's directory).
+    fn set_up<T>(
+        key_options: &str,
+        setup: impl FnOnce(&TwoHosts, &Path) -> (Vec<(String, String)>, T),
+    ) -> (Rig, T) {
         let dir = tempfile::tempdir().unwrap();
         let state = sendense_testkit::cli_hub(BIN, dir.path(), "r");
         let hosts = TwoHosts::create();
-        let sshd = Sshd::start_with_env(&hosts, &dir.path().join("sshd"), key_options, env);
-        Rig {
-            dir,
-            state,
-            hosts,
-            sshd,
-        }
+        let (env, made) = setup(&hosts, dir.path());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let sshd = Sshd::start_with_env(&hosts, &dir.path().join("sshd"), key_options, &env);
+        (
+            Rig {
+                dir,
+                state,
+                hosts,
+                sshd,
+            },
+            made,
+        )
     }
 
     /// `sendense node add NAME --ssh root@NODE --identity KEY EXTRA...` in the hub.
@@ -513,27 +534,19 @@ fn assert_points(rig: &Rig, points: &[(String, Vec<PathBuf>)]) {
 
 /// [`assert_points`] of VM `vm` (disk `i` of the references is key 2000 + i).
 fn assert_points_of(rig: &Rig, vm: &str, points: &[(String, Vec<PathBuf>)]) {
-    for (id, refs) in points {
-        let out = rig.dir.path().join(format!("restore-{id}"));
-        let (c, text, _) = rig.hub(&[
-            "restore",
-            id,
-            "--all",
-            "--to",
-            out.to_str().unwrap(),
-            "--format",
-            "raw",
-        ]);
-        assert_eq!(c, 0, "{text}");
-        for (i, r) in refs.iter().enumerate() {
-            let file = out.join(format!("{vm}-disk-{}.raw", 2000 + i));
-            assert!(
-                sendense_testkit::images_equal(file.to_str().unwrap(), "raw", r.to_str().unwrap()),
-                "restore point {id} disk {i} differs from the VM at its snapshot"
-            );
-        }
-        std::fs::remove_dir_all(out).unwrap();
-    }
+    let keyed: Vec<RestorePoint> = points
+        .iter()
+        .map(|(id, refs)| (id.clone(), (2000..).zip(refs.iter().cloned()).collect()))
+        .collect();
+    sendense_testkit::assert_restore_points(
+        |args| {
+            let (c, text, _) = rig.hub(args);
+            (c, text)
+        },
+        rig.dir.path(),
+        vm,
+        &keyed,
+    );
 }
 
 /// Nothing of a job is left on the hub (exports, partial images, scratch) or in the node's
@@ -802,4 +815,223 @@ fn an_image_vm_on_a_node_is_backed_up_through_it() {
     points.push((inc["backup"].as_str().unwrap().to_string(), keep(2)));
     assert_nothing_left(&rig, node_state.path());
     assert_points_of(&rig, "img", &points);
+}
+
+/// A VMware VM backed up through a node: the vCenter (the simulator) is in the node's network,
+/// the node's sendense-sna logs in to it and serves the snapshot with the node's own nbdkit and
+/// VDDK (the stand-in, set by the node's environment; the hub has none). Full and two
+/// incrementals exact, only the changed areas moved, the snapshots named with the hub's id and
+/// removed, nothing left on the node.
+#[test]
+fn a_vmware_vm_is_backed_up_through_a_node() {
+    let node_state = tempfile::tempdir().unwrap();
+    let (rig, sim) = Rig::set_up("", |hosts, d| {
+        let datastores = d.join("datastores");
+        let sim = Vcsim::start_in(
+            hosts.in_node(vcsim::binary().to_str().unwrap()),
+            &d.join("vcsim"),
+            "user",
+            "pw-node",
+            &[
+                "-address",
+                NODE_ADDR,
+                "-layout",
+                "-cbt",
+                datastores.to_str().unwrap(),
+            ],
+        );
+        let vars = [
+            ("SENDENSE_SNA_STATE", node_state.path().to_path_buf()),
+            ("SENDENSE_SNA_VDDK_LIBDIR", vddk::standin_libdir()),
+            ("SENDENSE_SNA_VDDK_PLUGIN", vddk::plugin()),
+            ("VDDK_STANDIN_DATASTORES", datastores),
+            ("VDDK_STANDIN_LOG", d.join("vddk-standin.log")),
+            ("VDDK_STANDIN_PASSWORD", "pw-node".into()),
+            ("VDDK_STANDIN_THUMBPRINT", sim.thumbprint.clone().into()),
+        ];
+        let env = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string_lossy().into_owned()))
+            .collect();
+        (env, sim)
+    });
+    let d = rig.dir.path();
+    let vm_dir = d.join("datastores/LocalDS_0/DC0_H0_VM0");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let disk = |key: u32| vm_dir.join(format!("disk-{key}.vmdk"));
+    for (key, mib) in [(2000, 64), (2001, 32), (2016, 16)] {
+        sendense_testkit::create_image(&disk(key), "raw", &format!("{mib}M"));
+    }
+    let write = |key: u32, io: &str| sendense_testkit::qemu_io(&disk(key), "raw", &[io]);
+    let keep = |n: usize| -> Vec<(u32, PathBuf)> {
+        [2000, 2001, 2016]
+            .into_iter()
+            .map(|key| {
+                let kept = d.join(format!("kept{n}-{key}.raw"));
+                std::fs::copy(disk(key), &kept).unwrap();
+                (key, kept)
+            })
+            .collect()
+    };
+    let pw = vcsim::password_file(&d.join("pw"), "pw-node", 0o600);
+    let sna = sna();
+    let (c, out, _) = rig.add(
+        "n1",
+        &["--accept-host-key", "--sna-path", sna.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}");
+    let add = sim.add_args("vc", &pw);
+    let (c, out, _) = rig.hub(&add.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, 0, "{out}");
+    let (c, out, added) = rig.hub(&[
+        "vm",
+        "add",
+        "pg",
+        "--vcenter",
+        "vc",
+        "--path",
+        "/DC0/vm/DC0_H0_VM0",
+        "--node",
+        "n1",
+    ]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(added["node"], "n1", "{added:#}");
+    let keys: Vec<&Value> = added["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["key"])
+        .collect();
+    assert_eq!(keys, [2000, 2001, 2016], "{added:#}");
+
+    write(2000, "write -P 0x31 0 2M");
+    write(2016, "write -P 0x32 8M 1M");
+    let (c, out, full) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    let mut points = vec![(full["backup"].as_str().unwrap().to_string(), keep(1))];
+    for i in 0..6 {
+        write(2001, &format!("write -P 0x33 {}M 64k", 2 + 3 * i));
+    }
+    let (c, out, inc) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    let moved: Vec<(&str, u64)> = inc["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["mode"].as_str().unwrap(),
+                d["bytes_read"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            ("incremental", 0),
+            ("incremental", 6 * (64 << 10)),
+            ("incremental", 0)
+        ],
+        "{inc:#}"
+    );
+    points.push((inc["backup"].as_str().unwrap().to_string(), keep(2)));
+    write(2000, "write -P 0x34 40M 1M");
+    let (c, out, third) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(third["disks"][0]["bytes_read"], 1 << 20, "{third:#}");
+    points.push((third["backup"].as_str().unwrap().to_string(), keep(3)));
+
+    // The node's VDDK read the snapshots: the hub's configuration names none that exists.
+    let log = std::fs::read_to_string(d.join("vddk-standin.log")).unwrap();
+    let connects: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(connects.len(), 9, "{log}");
+    for c in &connects {
+        assert_eq!(c["thumbprint"], sim.thumbprint.as_str(), "{c}");
+        assert!(
+            c["snapshotRef"].as_str().unwrap().starts_with("snapshot-"),
+            "{c}"
+        );
+    }
+    // Each snapshot was named with the job and this hub's id, and removed.
+    let job = full["job"].as_i64().unwrap().to_string();
+    let (_, _, log) = rig.hub(&["job", "log", &job]);
+    let log = log.to_string();
+    let named = log
+        .split(&format!("snapshot `sd{job}-"))
+        .nth(1)
+        .and_then(|rest| rest.split_once("-sendense-"))
+        .map(|(hub, _)| hub.to_string());
+    let meta = std::fs::read_to_string(d.join("repo/sendense-repo.yaml")).unwrap();
+    let hub_id = meta
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hub: "))
+        .unwrap();
+    assert_eq!(named.as_deref(), Some(&hub_id[..8]), "{log}");
+    let snapshots = || -> Vec<PathBuf> {
+        sendense_testkit::walk(&d.join("vcsim"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "vmsn"))
+            .collect()
+    };
+    assert!(snapshots().is_empty(), "snapshots left: {:?}", snapshots());
+    assert_nothing_left(&rig, node_state.path());
+
+    // The hub killed while the node holds the snapshot: the node's session sees its input
+    // end and removes it; the next backup is exact.
+    let o = rig
+        .hosts
+        .in_hub(BIN)
+        .args(["backup", "start", "pg"])
+        .env("SENDENSE_HOME", &rig.state)
+        .env("SENDENSE_TEST_CRASH_AT", "backup.snapshot-taken")
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(9),
+        "{}",
+        sendense_testkit::output_text(&o)
+    );
+    assert!(
+        sendense_testkit::holds_within(std::time::Duration::from_secs(30), || snapshots()
+            .is_empty()),
+        "the node kept the snapshot: {:?}",
+        snapshots()
+    );
+    write(2016, "write -P 0x35 3M 64k");
+    let (c, out, after) = rig.hub(&["backup", "start", "pg"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(after["disks"][2]["mode"], "incremental", "{after:#}");
+    assert_eq!(after["disks"][2]["bytes_read"], 64 << 10, "{after:#}");
+    points.push((after["backup"].as_str().unwrap().to_string(), keep(4)));
+    assert_nothing_left(&rig, node_state.path());
+
+    // The vCenter's password is in nothing the hub shows or the node keeps.
+    let mut shown = log.clone();
+    for args in [
+        &["vm", "show", "pg"][..],
+        &["job", "list"],
+        &["vcenter", "show", "vc"],
+    ] {
+        shown.push_str(&rig.hub(args).1);
+    }
+    shown.push_str(&out);
+    for f in sendense_testkit::walk(node_state.path()) {
+        shown.push_str(&String::from_utf8_lossy(
+            &std::fs::read(f).unwrap_or_default(),
+        ));
+    }
+    assert!(!shown.contains("pw-node"), "the password shows: {shown}");
+    sendense_testkit::assert_restore_points(
+        |args| {
+            let (c, text, _) = rig.hub(args);
+            (c, text)
+        },
+        d,
+        "pg",
+        &points,
+    );
 }

@@ -1,7 +1,7 @@
 //! vCenters, against govmomi's vCenter simulator: the certificate pinned (never silently), the
 //! login checked, and the password nowhere but in its 0600 file.
 
-use sendense_testkit::vcsim::Vcsim;
+use sendense_testkit::vcsim::{password_file, Vcsim};
 use sendense_testkit::{cli_json, output_text, walk};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
@@ -14,12 +14,6 @@ fn hub(state: &Path, args: &[&str]) -> (i32, String, Value) {
     let o = sendense_testkit::cli(BIN, state, &[args, &["--json"]].concat());
     let doc = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     (o.status.code().unwrap_or(-1), output_text(&o), doc)
-}
-
-fn password_file(path: &Path, password: &str, mode: u32) -> String {
-    std::fs::write(path, format!("{password}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 #[test]

@@ -2,10 +2,9 @@
 //! the real nbdkit VDDK plugin (built from the vendored source) over Sendense's stand-in for
 //! VMware's VDDK library, which serves the simulator's disks from raw files of the test.
 
-use sendense_testkit::vcsim::Vcsim;
-use sendense_testkit::{images_equal, output_text, qemu_io};
+use sendense_testkit::vcsim::{password_file, Vcsim};
+use sendense_testkit::{output_text, qemu_io, RestorePoint};
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sendense");
@@ -49,28 +48,15 @@ impl Rig {
                 &format!("{mib}M"),
             );
         }
-        let pw = d.join("pw");
-        std::fs::write(&pw, "pw-Ünï&\n").unwrap();
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pw = password_file(&d.join("pw"), "pw-Ünï&", 0o600);
         let rig = Rig {
             dir,
             state,
             sim,
             datastores,
         };
-        let (c, out, _) = rig.hub(&[
-            "vcenter",
-            "add",
-            "vc",
-            "--url",
-            &rig.sim.url,
-            "--user",
-            "user",
-            "--password-file",
-            pw.to_str().unwrap(),
-            "--thumbprint",
-            &rig.sim.thumbprint,
-        ]);
+        let add = rig.sim.add_args("vc", &pw);
+        let (c, out, _) = rig.hub(&add.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(c, 0, "{out}");
         let (c, out, _) = rig.hub(&[
             "vm",
@@ -130,28 +116,16 @@ impl Rig {
     }
 
     /// Every point restores, as raw images, to exactly its kept disks.
-    fn assert_points(&self, points: &[(String, Vec<(u32, PathBuf)>)]) {
-        for (id, disks) in points {
-            let out = self.dir.path().join(format!("restore-{id}"));
-            let (c, text, _) = self.hub(&[
-                "restore",
-                id,
-                "--all",
-                "--to",
-                out.to_str().unwrap(),
-                "--format",
-                "raw",
-            ]);
-            assert_eq!(c, 0, "{text}");
-            for (key, kept) in disks {
-                let file = out.join(format!("pg-disk-{key}.raw"));
-                assert!(
-                    images_equal(file.to_str().unwrap(), "raw", kept.to_str().unwrap()),
-                    "restore point {id} disk {key} differs from the disk at its snapshot"
-                );
-            }
-            std::fs::remove_dir_all(out).unwrap();
-        }
+    fn assert_points(&self, points: &[RestorePoint]) {
+        sendense_testkit::assert_restore_points(
+            |args| {
+                let (c, text, _) = self.hub(args);
+                (c, text)
+            },
+            self.dir.path(),
+            "pg",
+            points,
+        );
     }
 }
 
@@ -271,18 +245,23 @@ fn snapshot_files(rig: &Rig) -> Vec<PathBuf> {
 }
 
 /// A backup killed (`kill -9`) right after its snapshot leaves the snapshot and its nbdkit
-/// processes: the next command removes that snapshot — Sendense's, and only Sendense's: a
-/// user's snapshot named like one of its stays — and the next backup is exact.
+/// processes: the next command removes that snapshot — this hub's, and only this hub's: the
+/// snapshot of another hub's job of the same number stays, and so does a user's named like
+/// one of Sendense's — and the next backup is exact.
 #[test]
 fn a_killed_vmware_backup_leaves_no_snapshot_after_the_next_command() {
     use std::os::unix::process::ExitStatusExt;
-    let rig = Rig::with_flags(&["-snapshot", "sd1-pre-upgrade"]);
-    let users = snapshot_files(&rig);
-    assert_eq!(users.len(), 1, "{users:?}");
+    // Job 2 is the first killed one below (checked there).
+    let rig = Rig::with_flags(&[
+        "-snapshot",
+        "sd2-0badc0de-sendense-20261130T000000Z-abcdef,sd2-pre-upgrade",
+    ]);
+    let theirs = snapshot_files(&rig);
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
     let ours = |rig: &Rig| -> Vec<PathBuf> {
         snapshot_files(rig)
             .into_iter()
-            .filter(|f| !users.contains(f))
+            .filter(|f| !theirs.contains(f))
             .collect()
     };
     write(&rig.disk(2000), "write -P 0x31 0 1M");
@@ -300,12 +279,22 @@ fn a_killed_vmware_backup_leaves_no_snapshot_after_the_next_command() {
             .unwrap();
         assert_eq!(o.status.signal(), Some(9), "{point}: {}", output_text(&o));
         assert_eq!(ours(&rig).len(), 1, "{point}");
+        if point == "vmware.snapshot-taken" {
+            let (_, _, jobs) = rig.hub(&["job", "list"]);
+            let killed = jobs
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|j| j["id"].as_i64())
+                .max();
+            assert_eq!(killed, Some(2), "{jobs:#}");
+        }
         let (c, out, _) = rig.hub(&["cleanup"]);
         assert_eq!(c, 0, "{point}: {out}");
         assert!(ours(&rig).is_empty(), "{point}: {:?}", ours(&rig));
         assert!(
-            users.iter().all(|f| f.exists()),
-            "{point}: the user's snapshot went"
+            theirs.iter().all(|f| f.exists()),
+            "{point}: another hub's or the user's snapshot went"
         );
         let (_, _, exports) = rig.hub(&["nbd", "list"]);
         assert_eq!(exports, serde_json::json!([]));

@@ -76,6 +76,28 @@ impl VcenterUrl {
     }
 }
 
+/// A logged-in session with the vCenter at `url` (`https://HOST[:PORT]/sdk`) whose certificate
+/// must have `thumbprint`, as `user`; `what` names it in messages (`vCenter \`vc1\``).
+pub fn login(
+    what: &str,
+    url: &str,
+    thumbprint: &str,
+    user: &str,
+    password: &str,
+) -> crate::error::Result<(Vim, ServiceContent)> {
+    let url = VcenterUrl::parse(url)?;
+    let vim = Vim::new(
+        what,
+        &url.host,
+        url.port,
+        &url.path,
+        Pin::Thumbprint(thumbprint.to_string()),
+    );
+    let content = vim.service_content()?;
+    vim.login(&content, user, password)?;
+    Ok((vim, content))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

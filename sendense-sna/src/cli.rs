@@ -62,15 +62,22 @@ Exit status: 0 done, 1 failed, 2 bad plan, 130 cancelled (SIGINT).")]
     Transfer,
     /// Run the source side of a VM for the hub: one JSON call per line on stdin, the answers
     /// on stdout.
-    #[command(after_long_help = "Source protocol 1. The hub sends one call per line:
-  {\"call\": \"open\", \"protocol\": 1, \"kind\": \"qemu\", \"options\": {\"qmp\": \"/run/vm.qmp\"}}
+    #[command(after_long_help = "Source protocol 2. The hub sends one call per line:
+  {\"call\": \"open\", \"protocol\": 2, \"kind\": \"qemu\", \"options\": {\"qmp\": \"/run/vm.qmp\"}}
   {\"call\": \"discover\"}   {\"call\": \"checkpoints\", \"disks\": [...]}
   {\"call\": \"repair\", \"req\": {...}}   {\"call\": \"snapshot\", \"req\": {...}}
   {\"call\": \"finish\", \"success\": true}
 and reads, per call, log lines {\"log\": \"...\"} then {\"ok\": <result>} or
 {\"error\": {\"kind\", \"message\", \"help\"}}. The source object lives for the
 session: a snapshot and its finish are one session. When stdin closes, what a
-snapshot left is torn down and the process exits 0.")]
+snapshot left is torn down and the process exits 0; so after 120 s without a
+call or {\"call\": \"ping\"} (SENDENSE_SNA_SESSION_IDLE_SECS).
+Kinds: qemu (a QMP socket), image (files), vmware (a vCenter VM: the login
+travels in the open call; nbdkit's VDDK plugin from the environment:
+SENDENSE_SNA_VDDK_LIBDIR, default /usr/lib/vmware-vix-disklib;
+SENDENSE_SNA_VDDK_PLUGIN, default vddk; SENDENSE_SNA_VDDK_TRANSPORTS, default the
+hub's). Scratch directories: $SENDENSE_SNA_STATE/jobs (default
+~/.local/state/sendense-sna).")]
     Source,
     /// Run the node command the hub asked for over SSH (`$SSH_ORIGINAL_COMMAND`) when it is
     /// one of this program's node commands, and refuse anything else: the `command=` of a node

@@ -565,6 +565,41 @@ pub fn assert_restore_equals(bin: &str, state: &Path, id: &str, out: &Path, refe
     );
 }
 
+/// A restore point and the disks it must restore to: `(key, raw image)` each.
+pub type RestorePoint = (String, Vec<(u32, PathBuf)>);
+
+/// Every point restores — `restore ID --all --to DIR --format raw`, run by `hub` (exit code and
+/// output), `DIR` under `scratch` — to exactly its raw images, disk by disk (`VM-disk-KEY.raw`).
+pub fn assert_restore_points(
+    hub: impl Fn(&[&str]) -> (i32, String),
+    scratch: &Path,
+    vm: &str,
+    points: &[RestorePoint],
+) {
+    for (id, disks) in points {
+        let out = scratch.join(format!("restore-{id}"));
+        let (c, text) = hub(&[
+            "restore",
+            id,
+            "--all",
+            "--to",
+            out.to_str().expect("UTF-8 test path"),
+            "--format",
+            "raw",
+        ]);
+        assert_eq!(c, 0, "restore {id}: {text}");
+        for (key, kept) in disks {
+            let file = out.join(format!("{vm}-disk-{key}.raw"));
+            assert!(
+                images_equal(file.to_str().unwrap(), "raw", kept.to_str().unwrap()),
+                "restore point {id} disk {key} differs from {}",
+                kept.display()
+            );
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
 /// A command's stdout then stderr, for assertion messages and for looking for what it said.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(

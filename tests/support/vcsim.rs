@@ -116,9 +116,20 @@ impl Vcsim {
     /// 16 MiB on controller 1001, bus 1; each with a backing uuid; and 2002 of 8 MiB on
     /// controller 1000, independent, so not in snapshots).
     pub fn start_with(dir: &Path, user: &str, password: &str, flags: &[&str]) -> Vcsim {
-        let bin = binary();
+        Vcsim::start_in(Command::new(binary()), dir, user, password, flags)
+    }
+
+    /// [`Vcsim::start_with`] as `command` (the simulator, perhaps run in a network namespace:
+    /// `ip netns exec NS BINARY`; `-address` among the flags to listen on another address).
+    pub fn start_in(
+        mut command: Command,
+        dir: &Path,
+        user: &str,
+        password: &str,
+        flags: &[&str],
+    ) -> Vcsim {
         std::fs::create_dir_all(dir).unwrap();
-        let mut child = Command::new(bin)
+        let mut child = command
             .args(["-username", user, "-password", password])
             .args(flags)
             .env("TMPDIR", dir)
@@ -130,7 +141,7 @@ impl Vcsim {
         let url = lines.next().and_then(|l| l.ok()).unwrap_or_default();
         let thumbprint = lines.next().and_then(|l| l.ok()).unwrap_or_default();
         assert!(
-            url.starts_with("https://127.0.0.1:") && thumbprint.len() == 59,
+            url.starts_with("https://") && thumbprint.len() == 59,
             "vcsim said {url:?} {thumbprint:?}"
         );
         Vcsim {
@@ -141,4 +152,34 @@ impl Vcsim {
             password: password.to_string(),
         }
     }
+}
+
+impl Vcsim {
+    /// The arguments of `sendense vcenter add NAME` for this simulator, its password in
+    /// `password_file`, its certificate pinned by thumbprint.
+    pub fn add_args(&self, name: &str, password_file: &str) -> Vec<String> {
+        [
+            "vcenter",
+            "add",
+            name,
+            "--url",
+            &self.url,
+            "--user",
+            &self.user,
+            "--password-file",
+            password_file,
+            "--thumbprint",
+            &self.thumbprint,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// Writes `password` (and a line end) to `path` with `mode`; returns the path.
+pub fn password_file(path: &Path, password: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_str().unwrap().to_string()
 }

@@ -31,7 +31,13 @@ pub fn run(g: &GlobalArgs, cmd: VmCommand) -> CmdResult {
                 sd.group(group)?;
             }
             let vm = if let Some(vcenter) = &vcenter {
-                sd.add_vmware_vm(&name, vcenter, path.as_deref(), uuid.as_deref())?
+                sd.add_vmware_vm(
+                    &name,
+                    vcenter,
+                    path.as_deref(),
+                    uuid.as_deref(),
+                    node.as_deref(),
+                )?
             } else if let (Some(node), Some(socket)) = (&node, &qmp) {
                 sd.add_node_qemu_vm(&name, node, &socket.to_string_lossy())?
             } else if let Some(node) = &node {

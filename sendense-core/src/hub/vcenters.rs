@@ -180,6 +180,7 @@ impl Sendense {
         vcenter: &str,
         path: Option<&str>,
         uuid: Option<&str>,
+        node: Option<&str>,
     ) -> Result<crate::catalog::VmRecord> {
         crate::vm::validate_name("VM", name)?;
         if self.catalog().vm(name).is_ok() {
@@ -220,7 +221,33 @@ impl Sendense {
                 "One vCenter VM is one Sendense VM: two would remove each other's snapshots.",
             ));
         }
-        let disks: Vec<crate::catalog::NewDisk> = crate::source::vmware::discovered(&info)
+        let options = serde_json::json!({
+            "vcenter": vcenter,
+            "moref": info.moref,
+            "uuid": info.uuid,
+        });
+        // A VM backed up through a node: the node must reach the vCenter too, and its view
+        // of the disks is the one backups will have.
+        let node = node.map(|n| self.catalog().node(n)).transpose()?;
+        let found = match &node {
+            None => crate::source::vmware::discovered(&info),
+            Some(n) => {
+                let open = serde_json::to_value(self.vmware_open_of(vcenter, &options)?)
+                    .map_err(|e| Error::internal(format!("a VMware source's settings: {e}")))?;
+                use crate::source::Source;
+                let context = |e: Error| {
+                    e.context(format!(
+                        "node `{}` reaching VM {} of vCenter `{vcenter}`",
+                        n.name, info.name
+                    ))
+                };
+                self.node_source(n, "vmware", &open)
+                    .map_err(context)?
+                    .discover()
+                    .map_err(context)?
+            }
+        };
+        let disks: Vec<crate::catalog::NewDisk> = found
             .into_iter()
             .map(|d| crate::catalog::NewDisk {
                 key: d.key,
@@ -235,13 +262,8 @@ impl Sendense {
                 info.name
             )));
         }
-        let options = serde_json::json!({
-            "vcenter": vcenter,
-            "moref": info.moref,
-            "uuid": info.uuid,
-        });
         self.catalog_mut()
-            .insert_vm(name, "vmware", &options, &disks)
+            .insert_vm_on(name, "vmware", &options, &disks, node.map(|n| n.id))
     }
 
     /// The source of VMware VM `vm`: a logged-in session with its vCenter.
@@ -249,27 +271,44 @@ impl Sendense {
         &self,
         vm: &crate::catalog::VmRecord,
     ) -> Result<crate::source::vmware::VmwareSource> {
-        let vcenter = vm.source_options["vcenter"].as_str().unwrap_or_default();
-        let moref = vm.source_options["moref"].as_str().unwrap_or_default();
-        let uuid = vm.source_options["uuid"].as_str().unwrap_or_default();
-        let v = self.catalog().vcenter(vcenter)?;
-        let (vim, content) = self.connect_vcenter(&v)?;
-        let url = VcenterUrl::parse(&v.url)?;
-        let login = crate::source::vmware::VddkLogin {
-            host: url.host,
-            port: url.port,
-            user: v.user.clone(),
-            password: read_password_file(&self.vcenter_password_file(&v.name))?,
-            thumbprint: v.thumbprint.clone(),
-        };
-        Ok(crate::source::vmware::VmwareSource::new(
-            vim,
-            content,
-            moref,
-            uuid,
-            login,
+        crate::source::vmware::VmwareSource::connect(
+            &self.vmware_open(vm)?,
             self.config().vddk.clone(),
-        ))
+        )
+    }
+
+    /// What VMware VM `vm`'s source needs, its vCenter's password included (for this hub's
+    /// source, or a node's source session).
+    pub(crate) fn vmware_open(
+        &self,
+        vm: &crate::catalog::VmRecord,
+    ) -> Result<crate::source::vmware::VmwareOpen> {
+        let vcenter = vm.source_options["vcenter"].as_str().unwrap_or_default();
+        self.vmware_open_of(vcenter, &vm.source_options)
+    }
+
+    /// [`Sendense::vmware_open`] of the VM of vCenter `vcenter` that `options` (as recorded)
+    /// name.
+    fn vmware_open_of(
+        &self,
+        vcenter: &str,
+        options: &serde_json::Value,
+    ) -> Result<crate::source::vmware::VmwareOpen> {
+        let text = |k: &str| options[k].as_str().unwrap_or_default().to_string();
+        let v = self.catalog().vcenter(vcenter)?;
+        let password = read_password_file(&self.vcenter_password_file(&v.name))
+            .map_err(|e| e.context(format!("the password of vCenter `{}`", v.name)))?;
+        Ok(crate::source::vmware::VmwareOpen {
+            vcenter: v.name,
+            url: v.url,
+            user: v.user,
+            password,
+            thumbprint: v.thumbprint,
+            moref: text("moref"),
+            uuid: text("uuid"),
+            hub: self.catalog().hub_id()?,
+            transports: self.config().vddk.transports.clone(),
+        })
     }
 
     /// Where the password of vCenter `name` is kept (0600, in a 0700 directory).
@@ -281,19 +320,15 @@ impl Sendense {
 
     /// A logged-in session with vCenter `v` (its certificate checked against the pinned one).
     pub(crate) fn connect_vcenter(&self, v: &VcenterRecord) -> Result<(Vim, ServiceContent)> {
-        let url = VcenterUrl::parse(&v.url)?;
         let password = read_password_file(&self.vcenter_password_file(&v.name))
             .map_err(|e| e.context(format!("the password of vCenter `{}`", v.name)))?;
-        let vim = Vim::new(
+        crate::vsphere::login(
             &format!("vCenter `{}`", v.name),
-            &url.host,
-            url.port,
-            &url.path,
-            Pin::Thumbprint(v.thumbprint.clone()),
-        );
-        let content = vim.service_content()?;
-        vim.login(&content, &v.user, &password)?;
-        Ok((vim, content))
+            &v.url,
+            &v.thumbprint,
+            &v.user,
+            &password,
+        )
     }
 }
 

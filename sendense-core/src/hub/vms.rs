@@ -246,7 +246,7 @@ impl Sendense {
     }
 
     /// A source session with the node's `sendense-sna` over SSH.
-    fn node_source(
+    pub(crate) fn node_source(
         &self,
         n: &crate::catalog::NodeRecord,
         kind: &str,
@@ -318,6 +318,9 @@ impl Sendense {
                 "image" => serde_json::json!({
                     "files": vm.disks.iter().map(|d| d.identity.clone()).collect::<Vec<_>>()
                 }),
+                // The node logs in to the vCenter itself: the session carries the login.
+                "vmware" => serde_json::to_value(self.vmware_open(vm)?)
+                    .map_err(|e| Error::internal(format!("a VMware source's settings: {e}")))?,
                 _ => vm.source_options.clone(),
             };
             return Ok(Box::new(self.node_source(&n, &vm.source, &options)?));

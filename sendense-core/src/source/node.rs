@@ -4,8 +4,9 @@
 //! lines first, then `ok` or `error`). The node keeps the source object between calls, so a
 //! snapshot and its finish are one session. The hub never touches the VM's QMP socket itself.
 //!
-//! The node starts no qemu-nbd of its own yet: a live QEMU VM serves its snapshot from QEMU's
-//! own NBD server, which needs none. (Image files and NBD sources stay on the hub.)
+//! A live QEMU VM serves its snapshot from QEMU's own NBD server; image files are served by a
+//! read-only qemu-nbd of the node's, a VMware VM's disks by the node's nbdkit with its VDDK
+//! plugin (the vSphere calls go from the node too). NBD sources stay on the hub.
 
 use super::{
     CheckpointState, DiscoveredDisk, RepairRequest, Repaired, SnapshotDisk, SnapshotRequest,
@@ -43,8 +44,9 @@ fn session_idle() -> Duration {
 /// restricted key, so nothing but the node's own scratch names is taken as a directory.
 pub const RESTRICTED_ENV: &str = "SENDENSE_SNA_RESTRICTED";
 
-/// A call from the hub.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A call from the hub. (Its `Debug` leaves out `open`'s options: a VMware source's hold the
+/// vCenter's password.)
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum SourceCall {
     /// The first call: which source to run.
@@ -87,6 +89,33 @@ pub enum SourceCall {
     },
     /// The hub is still there (no answer).
     Ping,
+}
+
+impl std::fmt::Debug for SourceCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceCall::Open { protocol, kind, .. } => f
+                .debug_struct("Open")
+                .field("protocol", protocol)
+                .field("kind", kind)
+                .finish_non_exhaustive(),
+            SourceCall::Discover => f.write_str("Discover"),
+            SourceCall::Checkpoints { disks } => {
+                f.debug_struct("Checkpoints").field("disks", disks).finish()
+            }
+            SourceCall::Repair { req } => f.debug_struct("Repair").field("req", req).finish(),
+            SourceCall::Snapshot { req } => f.debug_struct("Snapshot").field("req", req).finish(),
+            SourceCall::ResizeSuspects { url, bitmap } => f
+                .debug_struct("ResizeSuspects")
+                .field("url", url)
+                .field("bitmap", bitmap)
+                .finish(),
+            SourceCall::Finish { success } => {
+                f.debug_struct("Finish").field("success", success).finish()
+            }
+            SourceCall::Ping => f.write_str("Ping"),
+        }
+    }
 }
 
 /// A line of the node's answer.
@@ -244,10 +273,25 @@ fn answer(
                 }
                 Box::new(super::image::ImageSource::new(files))
             }
+            "vmware" => {
+                let mut open: super::vmware::VmwareOpen =
+                    serde_json::from_value(options.clone())
+                        .map_err(|e| Error::invalid(format!("a VMware source's settings: {e}")))?;
+                let vddk = node_vddk();
+                if let Some(t) = std::env::var("SENDENSE_SNA_VDDK_TRANSPORTS")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                {
+                    open.transports = t;
+                }
+                Box::new(super::vmware::VmwareSource::connect(&open, vddk)?)
+            }
             other => {
-                return Err(Error::invalid(format!(
-                    "a `{other}` source does not run on a node"
-                )))
+                return Err(
+                    Error::invalid(format!("a `{other}` source does not run on a node")).with_help(
+                        "Install the hub's sendense-sna on the node: `sendense node install NODE`.",
+                    ),
+                )
             }
         });
         return Ok(serde_json::Value::Null);
@@ -314,6 +358,22 @@ fn answer(
         }
         SourceCall::Ping => Ok(serde_json::Value::Null),
     }
+}
+
+/// The node's own VDDK: `SENDENSE_SNA_VDDK_LIBDIR` (where VMware's VDDK is installed, default
+/// `/usr/lib/vmware-vix-disklib`) and `SENDENSE_SNA_VDDK_PLUGIN` (nbdkit's VDDK plugin, its name
+/// or path, default `vddk`); the transports are the hub's unless `SENDENSE_SNA_VDDK_TRANSPORTS`
+/// sets the node's own.
+fn node_vddk() -> crate::config::VddkConfig {
+    let mut vddk = crate::config::VddkConfig::default();
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(libdir) = var("SENDENSE_SNA_VDDK_LIBDIR") {
+        vddk.libdir = libdir.into();
+    }
+    if let Some(plugin) = var("SENDENSE_SNA_VDDK_PLUGIN") {
+        vddk.plugin = plugin;
+    }
+    vddk
 }
 
 /// Where a node keeps its own state: `$SENDENSE_SNA_STATE`, else `$XDG_STATE_HOME/sendense-sna`,
@@ -585,6 +645,8 @@ impl NodeCommand for RemoteCommand {
 #[derive(Debug)]
 pub struct NodeSource {
     kind: &'static str,
+    /// Longest a call may take before the session is given up on.
+    call_timeout: Duration,
     command: std::sync::Arc<std::sync::Mutex<Box<dyn NodeCommand>>>,
     /// Pings the session while no call runs (see [`SESSION_IDLE`]); stopped on drop.
     pinger: Option<Pinger>,
@@ -629,6 +691,11 @@ impl Pinger {
 /// makes a few calls per disk.
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Longest a call of a VMware source may take: a snapshot or its removal is a vCenter task
+/// waited for up to 30 minutes (a quiesced snapshot tried twice), and each disk's nbdkit has a
+/// minute to start.
+const VMWARE_CALL_TIMEOUT: Duration = Duration::from_secs(90 * 60);
+
 /// How long the node has to end after its input closed.
 const NODE_GRACE: Duration = Duration::from_secs(10);
 
@@ -666,7 +733,12 @@ impl NodeSource {
         let mut source = NodeSource {
             kind: match kind {
                 "image" => "image",
+                "vmware" => "vmware",
                 _ => "qemu",
+            },
+            call_timeout: match kind {
+                "vmware" => VMWARE_CALL_TIMEOUT,
+                _ => CALL_TIMEOUT,
             },
             pinger: Some(Pinger::start(command.clone())),
             command,
@@ -703,7 +775,7 @@ impl NodeSource {
         command
             .send_line(&text)
             .map_err(|e| lost(format!("sending a call: {e}")))?;
-        let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+        let deadline = std::time::Instant::now() + self.call_timeout;
         loop {
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match command.lines().recv_timeout(wait) {
@@ -717,7 +789,7 @@ impl NodeSource {
                     command.kill();
                     return Err(lost(format!(
                         "it did not answer within {} s and was stopped",
-                        CALL_TIMEOUT.as_secs()
+                        self.call_timeout.as_secs()
                     )));
                 }
             };

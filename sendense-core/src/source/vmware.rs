@@ -4,14 +4,15 @@
 //!
 //! Snapshot: changed block tracking turned on when it is off; ONE snapshot of the VM, quiesced
 //! (crash-consistent, with a warning in the job log, when quiescing fails), named
-//! `sd<job>-<checkpoint>`; each disk's change id read from the snapshot; each disk served
-//! read-only by `nbdkit` with the VDDK plugin (`vm=moref=`, `snapshot=`, `transports=`,
-//! `thumbprint=`; the password in a 0600 file of the job's scratch directory, `password=+FILE`,
-//! never in an argument), a supervised child on a Unix socket. An incremental copies the areas
-//! `QueryChangedDiskAreas` reports changed since the recorded change id (paged to the disk's
-//! end); one it cannot answer (change tracking reset) makes the disk a full. Finish: the nbdkit processes
-//! stopped, the snapshot removed (consolidated). Repair after an interrupted backup: the
-//! snapshots named `sd<job>-` of those jobs are removed, and only those.
+//! `sd<job>-<hub>-<checkpoint>` (`<hub>`: the first 8 characters of the hub's id); each disk's
+//! change id read from the snapshot; each disk served read-only by `nbdkit` with the VDDK plugin
+//! (`vm=moref=`, `snapshot=`, `transports=`, `thumbprint=`; the password in a 0600 file of the
+//! job's scratch directory, `password=+FILE`, never in an argument), a supervised child on a Unix
+//! socket. An incremental copies the areas `QueryChangedDiskAreas` reports changed since the
+//! recorded change id (paged to the disk's end); one it cannot answer (change tracking reset) makes
+//! the disk a full. Finish: the nbdkit processes stopped, the snapshot removed (consolidated).
+//! Repair after an interrupted backup: the snapshots named `sd<job>-<hub>-` of those jobs are
+//! removed, and only those (another hub's, or a user's, stay).
 
 use super::repair::{RepairRequest, Repaired};
 use super::{CheckpointState, DiscoveredDisk, SnapshotDisk, SnapshotRequest, Source, SourceHost};
@@ -50,6 +51,43 @@ impl std::fmt::Debug for VddkLogin {
     }
 }
 
+/// Everything a VMware source needs to run: on the hub, or sent to a node's `sendense-sna` in
+/// its source session (over SSH, never in an argument). The password is in it: it is never
+/// printed (see its `Debug`).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct VmwareOpen {
+    /// The vCenter's name on the hub (for messages).
+    pub vcenter: String,
+    /// `https://HOST[:PORT]/sdk`.
+    pub url: String,
+    /// Account.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// The pinned certificate thumbprint.
+    pub thumbprint: String,
+    /// The VM's managed object reference.
+    pub moref: String,
+    /// Its BIOS uuid as registered (empty: not checked).
+    pub uuid: String,
+    /// The hub's id: the snapshots of its backups carry its first 8 characters, so two hubs
+    /// never remove each other's.
+    pub hub: String,
+    /// The transports VDDK may use (`vddk.transports` of the hub).
+    pub transports: String,
+}
+
+impl std::fmt::Debug for VmwareOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmwareOpen")
+            .field("vcenter", &self.vcenter)
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("moref", &self.moref)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A VM of a vCenter, with a logged-in session.
 #[derive(Debug)]
 pub struct VmwareSource {
@@ -64,6 +102,8 @@ pub struct VmwareSource {
     /// The name of a snapshot being created: a task that could not be waited for may still
     /// have made it, and `finish` removes it by name.
     pending: Option<String>,
+    /// The hub's tag in snapshot names (`sd<job>-<hub>-sendense-<id>`).
+    hub: String,
 }
 
 /// What a snapshot set up, for `finish`.
@@ -79,26 +119,48 @@ const NBDKIT_START: Duration = Duration::from_secs(60);
 const NBDKIT_GRACE: Duration = Duration::from_secs(5);
 
 impl VmwareSource {
-    /// The VM `moref` of the vCenter session `vim` (logged in), read through VDDK as `login`
-    /// with `vddk`.
-    pub fn new(
-        vim: Vim,
-        content: ServiceContent,
-        moref: &str,
-        uuid: &str,
-        login: VddkLogin,
-        vddk: VddkConfig,
-    ) -> VmwareSource {
-        VmwareSource {
+    /// Logs in to the vCenter of `open` (its certificate checked against the pinned one) for
+    /// its VM, read through VDDK with `vddk` (whose transports `open` sets).
+    pub fn connect(open: &VmwareOpen, mut vddk: VddkConfig) -> Result<VmwareSource> {
+        let url = crate::vsphere::VcenterUrl::parse(&open.url)?;
+        if open.moref.is_empty() || open.hub.len() < 8 || !open.hub.is_char_boundary(8) {
+            return Err(Error::invalid(format!(
+                "VMware source of vCenter `{}`: no VM reference or hub id",
+                open.vcenter
+            )));
+        }
+        let (vim, content) = crate::vsphere::login(
+            &format!("vCenter `{}`", open.vcenter),
+            &open.url,
+            &open.thumbprint,
+            &open.user,
+            &open.password,
+        )?;
+        if !open.transports.is_empty() {
+            vddk.transports = open.transports.clone();
+        }
+        Ok(VmwareSource {
             vim,
             content,
-            vm: MoRef::new("VirtualMachine", moref),
-            uuid: uuid.to_string(),
-            login,
+            vm: MoRef::new("VirtualMachine", &open.moref),
+            uuid: open.uuid.clone(),
+            login: VddkLogin {
+                host: url.host,
+                port: url.port,
+                user: open.user.clone(),
+                password: open.password.clone(),
+                thumbprint: open.thumbprint.clone(),
+            },
             vddk,
             active: None,
             pending: None,
-        }
+            hub: open.hub[..8].to_string(),
+        })
+    }
+
+    /// The prefix of the names of job `job`'s snapshots.
+    fn snapshot_prefix(&self, job: i64) -> String {
+        format!("sd{job}-{}-", self.hub)
     }
 
     /// What vSphere says about the VM now; refused when its reference names another VM (an
@@ -180,6 +242,74 @@ impl VmwareSource {
         }
         Ok((server, NbdUrl::unix(&socket, "")))
     }
+
+    /// Serves each disk of `req` from `snapshot` (whose disks are `disks`) with the changed
+    /// areas of an incremental.
+    fn serve_disks(
+        &mut self,
+        host: &mut dyn SourceHost,
+        req: &SnapshotRequest,
+        snapshot: &MoRef,
+        disks: &[crate::vsphere::VmDisk],
+    ) -> Result<Vec<SnapshotDisk>> {
+        let mut out = Vec::new();
+        for d in &req.disks {
+            let disk = disks
+                .iter()
+                .find(|x| x.identity() == d.identity)
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "disk {} ({}) is not in the snapshot",
+                        d.key, d.identity
+                    ))
+                })?;
+            // An incremental: the areas changed since the recorded change id. One the vCenter
+            // cannot answer (change tracking was reset) leaves the disk without changes, and
+            // the backup takes it in full.
+            let extents = match &d.previous {
+                None => None,
+                // vSphere's own key of the disk (Sendense's may differ: a disk replaced at the
+                // same key got a key of its own in the catalog).
+                Some(previous) => match self.vim.changed_areas(
+                    &self.vm,
+                    snapshot,
+                    disk.key,
+                    previous,
+                    disk.capacity_bytes,
+                ) {
+                    Ok(areas) => Some(areas),
+                    // Anything but vSphere not knowing the change id fails the backup.
+                    Err(e)
+                        if !CHANGE_ID_FAULTS
+                            .iter()
+                            .any(|f| e.message().contains(&format!("({f})"))) =>
+                    {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        host.log(&format!(
+                            "warning: disk {}: the changed areas since change id {previous} cannot be read: {e}",
+                            d.key
+                        ));
+                        None
+                    }
+                },
+            };
+            let (server, url) = self.serve(host, d.key, &disk.file, snapshot, &req.scratch)?;
+            if let Some(a) = self.active.as_mut() {
+                a.servers.push(server);
+            }
+            out.push(SnapshotDisk {
+                key: d.key,
+                url,
+                size_bytes: disk.capacity_bytes,
+                bitmap: None,
+                extents,
+                checkpoint: disk.change_id.clone(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl Drop for VmwareSource {
@@ -227,7 +357,7 @@ const QUIESCE_FAULTS: &[&str] = &[
 /// reset): the disk is taken in full. Any other failure fails the backup.
 const CHANGE_ID_FAULTS: &[&str] = &["FileFault", "InvalidArgument"];
 
-/// `sd<job>-` names are Sendense's: `tag_job("sd12-sendense-x") == Some(12)`.
+/// The job of a name of Sendense's form: `tag_job("sd12-0a1b2c3d-sendense-x") == Some(12)`.
 fn tag_job(name: &str) -> Option<i64> {
     name.strip_prefix("sd")?.split('-').next()?.parse().ok()
 }
@@ -246,9 +376,11 @@ impl Source for VmwareSource {
         for snap in self.vim.snapshots(&self.content, &self.vm)? {
             // Only the snapshots of this hub's interrupted backups of this VM.
             let ours = tag_job(&snap.name).filter(|job| {
-                snap.name
-                    .starts_with(&format!("sd{job}-{}", crate::source::CHECKPOINT_PREFIX))
-                    && Some(*job) != req.keep_job
+                snap.name.starts_with(&format!(
+                    "{}{}",
+                    self.snapshot_prefix(*job),
+                    crate::source::CHECKPOINT_PREFIX
+                )) && Some(*job) != req.keep_job
                     && req.interrupted.iter().any(|(j, _)| j == job)
             });
             if ours.is_none() {
@@ -303,7 +435,7 @@ impl Source for VmwareSource {
             host.log("changed block tracking was off: turned on for the VM");
         }
         crate::fsutil::create_private_dir(&req.scratch)?;
-        let name = format!("sd{}-{}", req.job, req.checkpoint);
+        let name = format!("{}{}", self.snapshot_prefix(req.job), req.checkpoint);
         self.pending = Some(name.clone());
         let snapshot = match self
             .vim
@@ -368,65 +500,10 @@ impl Source for VmwareSource {
             self.login.password.as_bytes(),
             0o600,
         )?;
-        let mut out = Vec::new();
-        for d in &req.disks {
-            let disk = disks
-                .iter()
-                .find(|x| x.identity() == d.identity)
-                .ok_or_else(|| {
-                    Error::not_found(format!(
-                        "disk {} ({}) is not in the snapshot",
-                        d.key, d.identity
-                    ))
-                })?;
-            // An incremental: the areas changed since the recorded change id. One the vCenter
-            // cannot answer (change tracking was reset) leaves the disk without changes, and
-            // the backup takes it in full.
-            let extents = match &d.previous {
-                None => None,
-                // vSphere's own key of the disk (Sendense's may differ: a disk replaced at the
-                // same key got a key of its own in the catalog).
-                Some(previous) => match self.vim.changed_areas(
-                    &self.vm,
-                    &snapshot,
-                    disk.key,
-                    previous,
-                    disk.capacity_bytes,
-                ) {
-                    Ok(areas) => Some(areas),
-                    // Anything but vSphere not knowing the change id fails the backup.
-                    Err(e)
-                        if !CHANGE_ID_FAULTS
-                            .iter()
-                            .any(|f| e.message().contains(&format!("({f})"))) =>
-                    {
-                        return Err(e)
-                    }
-                    Err(e) => {
-                        host.log(&format!(
-                            "warning: disk {}: the changed areas since change id {previous} cannot be read: {e}",
-                            d.key
-                        ));
-                        None
-                    }
-                },
-            };
-            let (server, url) = self.serve(host, d.key, &disk.file, &snapshot, &req.scratch)?;
-            if let Some(a) = self.active.as_mut() {
-                a.servers.push(server);
-            }
-            out.push(SnapshotDisk {
-                key: d.key,
-                url,
-                size_bytes: disk.capacity_bytes,
-                bitmap: None,
-                extents,
-                checkpoint: disk.change_id.clone(),
-            });
-        }
-        // nbdkit read the password when it started.
+        let served = self.serve_disks(host, req, &snapshot, &disks);
+        // nbdkit read the password when it started (or none will).
         let _ = std::fs::remove_file(req.scratch.join("vddk.password"));
-        Ok(out)
+        served
     }
 
     fn finish(&mut self, host: &mut dyn SourceHost, _success: bool) -> Result<()> {

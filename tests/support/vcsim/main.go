@@ -1,5 +1,5 @@
 // Command vcsim runs govmomi's vCenter simulator (the VPX model: one datacenter, hosts, VMs,
-// a datastore) over TLS on 127.0.0.1 for Sendense's tests. Debian packages the simulator but
+// a datastore) over TLS on 127.0.0.1 (or -address) for Sendense's tests. Debian packages the simulator but
 // not its command. stdout: the SDK URL, then the SHA-1 thumbprint of the server certificate
 // (AA:BB:...); logs on stderr. Runs until SIGTERM or SIGINT, then removes its datastore files.
 package main
@@ -42,7 +42,8 @@ import (
 )
 
 func main() {
-	port := flag.Int("port", 0, "port on 127.0.0.1 (0: any free one)")
+	address := flag.String("address", "127.0.0.1", "the address to listen on (a test's own)")
+	port := flag.Int("port", 0, "port (0: any free one)")
 	user := flag.String("username", "user", "the account's name")
 	pass := flag.String("password", "pass", "the account's password")
 	datastores := flag.String("cbt", "", "answer changed block tracking (a stand-in for VMware's CBT) "+
@@ -50,7 +51,7 @@ func main() {
 	realistic := flag.Bool("layout", false, "give DC0_H0_VM0 vSphere's own device layout: "+
 		"disks 2000 and 2001 on SCSI controller 1000 (bus 0), 2016 on controller 1001 (bus 1), "+
 		"and 2002, independent, on controller 1000")
-	foreign := flag.String("snapshot", "", "a snapshot of DC0_H0_VM0 of someone else's, with this name")
+	foreign := flag.String("snapshot", "", "snapshots of DC0_H0_VM0 of someone else's, with these names (comma-separated)")
 	flag.Parse()
 	log.SetOutput(os.Stderr)
 
@@ -59,12 +60,12 @@ func main() {
 		log.Fatalf("creating the inventory: %v", err)
 	}
 	model.Service.Listen = &url.URL{
-		Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)),
+		Host: net.JoinHostPort(*address, strconv.Itoa(*port)),
 		User: url.UserPassword(*user, *pass),
 	}
 	// A certificate of its own per start (the simulator's built-in one has a 1024-bit RSA
 	// key, which no current TLS library accepts).
-	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{certificate()}}
+	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{certificate(*address)}}
 	server := model.Service.NewServer()
 
 	if *datastores != "" {
@@ -80,8 +81,10 @@ func main() {
 		}
 	}
 	if *foreign != "" {
-		if err := snapshot(server.URL, *foreign); err != nil {
-			log.Fatalf("snapshot %s of DC0_H0_VM0: %v", *foreign, err)
+		for _, name := range strings.Split(*foreign, ",") {
+			if err := snapshot(server.URL, name); err != nil {
+				log.Fatalf("snapshot %s of DC0_H0_VM0: %v", name, err)
+			}
 		}
 	}
 	sdk := *server.URL
@@ -103,8 +106,8 @@ func main() {
 	os.Exit(0)
 }
 
-// certificate makes a self-signed ECDSA P-256 certificate for 127.0.0.1.
-func certificate() tls.Certificate {
+// certificate makes a self-signed ECDSA P-256 certificate for address.
+func certificate(address string) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		log.Fatalf("generating a key: %v", err)
@@ -116,7 +119,7 @@ func certificate() tls.Certificate {
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP(address)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, &template, &template, &key.PublicKey, key)
 	if err != nil {
