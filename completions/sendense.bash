@@ -31,6 +31,9 @@ _sendense() {
             sendense,export)
                 cmd="sendense__subcmd__export"
                 ;;
+            sendense,files)
+                cmd="sendense__subcmd__files"
+                ;;
             sendense,group)
                 cmd="sendense__subcmd__group"
                 ;;
@@ -39,6 +42,9 @@ _sendense() {
                 ;;
             sendense,job)
                 cmd="sendense__subcmd__job"
+                ;;
+            sendense,mount)
+                cmd="sendense__subcmd__mount"
                 ;;
             sendense,nbd)
                 cmd="sendense__subcmd__nbd"
@@ -57,6 +63,9 @@ _sendense() {
                 ;;
             sendense,schedule)
                 cmd="sendense__subcmd__schedule"
+                ;;
+            sendense,umount)
+                cmd="sendense__subcmd__umount"
                 ;;
             sendense,vcenter)
                 cmd="sendense__subcmd__vcenter"
@@ -87,6 +96,12 @@ _sendense() {
                 ;;
             sendense__subcmd__backup,verify)
                 cmd="sendense__subcmd__backup__subcmd__verify"
+                ;;
+            sendense__subcmd__files,get)
+                cmd="sendense__subcmd__files__subcmd__get"
+                ;;
+            sendense__subcmd__files,ls)
+                cmd="sendense__subcmd__files__subcmd__ls"
                 ;;
             sendense__subcmd__group,add)
                 cmd="sendense__subcmd__group__subcmd__add"
@@ -120,6 +135,9 @@ _sendense() {
                 ;;
             sendense__subcmd__job,show)
                 cmd="sendense__subcmd__job__subcmd__show"
+                ;;
+            sendense__subcmd__mount,list)
+                cmd="sendense__subcmd__mount__subcmd__list"
                 ;;
             sendense__subcmd__nbd,list)
                 cmd="sendense__subcmd__nbd__subcmd__list"
@@ -221,7 +239,7 @@ _sendense() {
 
     case "${cmd}" in
         sendense)
-            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm node vcenter policy group schedule daemon backup job restore export nbd cleanup doctor"
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version init repo vm node vcenter policy group schedule daemon backup job restore export mount umount files nbd cleanup doctor"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,6 +626,92 @@ _sendense() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sendense__subcmd__files)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version ls get"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__files__subcmd__get)
+            opts="-v -q -h -V --disk --to --repo --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__files__subcmd__ls)
+            opts="-v -q -h -V --disk --repo --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sendense__subcmd__group)
             opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version add edit add-vm remove-vm list show remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -939,6 +1043,62 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__job__subcmd__show)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__mount)
+            opts="-v -q -h -V --disk --repo --foreground --idle --state-dir --config --json --verbose --quiet --help --version list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --disk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repo)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__mount__subcmd__list)
             opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1727,6 +1887,28 @@ _sendense() {
         sendense__subcmd__schedule__subcmd__run)
             opts="-v -q -h -V --dry-run --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sendense__subcmd__umount)
+            opts="-v -q -h -V --state-dir --config --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -44,6 +44,9 @@ complete -c sendense -n "__fish_sendense_needs_command" -f -a "backup" -d 'Back 
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "job" -d 'Inspect jobs (backups, restores, ...)'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "restore" -d 'Restore disks as they were at a backup: standalone images, or into an NBD target'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "export" -d 'Serve a restore point over NBD until interrupted (instant recovery, inspection)'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "mount" -d 'Mount a restore point\'s partitions read-only (or list the mounts: `mount list`)'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "umount" -d 'Unmount a restore point mounted with `sendense mount`'
+complete -c sendense -n "__fish_sendense_needs_command" -f -a "files" -d 'Files of a restore point, without mounting by hand'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "nbd" -d 'NBD exports Sendense started'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "cleanup" -d 'Find and remove what interrupted jobs left behind'
 complete -c sendense -n "__fish_sendense_needs_command" -f -a "doctor" -d 'Check the catalog (every page, index and reference) and, when it is damaged, say how to rebuild it from the repositories'
@@ -652,6 +655,60 @@ complete -c sendense -n "__fish_sendense_using_subcommand export" -s v -l verbos
 complete -c sendense -n "__fish_sendense_using_subcommand export" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand export" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l disk -d 'Disk key' -r
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l repo -d 'Mount the copy of the backup in this repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l idle -d 'Unmount after this many seconds unused (0: never)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l foreground -d 'Stay in the foreground until Ctrl-C (or umount) instead of going on in the background'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -a "list" -d 'List mounted restore points'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand umount" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -s h -l help -d 'Print help'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -f -a "ls" -d 'List a restore point\'s partitions, or the entries at PATH (PARTITION/path)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and not __fish_seen_subcommand_from ls get" -f -a "get" -d 'Copy files and directories of a restore point out, with their metadata'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l disk -d 'Disk key' -r
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l repo -d 'Read the copy of the backup in this repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l disk -d 'Disk key' -r
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l to -d 'Destination directory (made when missing), or `-` for a tar stream on stdout' -r
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l repo -d 'Read the copy of the backup in this repository' -r
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s q -l quiet -d 'Only errors on stderr'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s V -l version -d 'Print version'
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand nbd; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

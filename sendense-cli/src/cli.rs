@@ -219,6 +219,72 @@ JSON OUTPUT
         #[arg(long)]
         writable: bool,
     },
+    /// Mount a restore point's partitions read-only (or list the mounts: `mount list`).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    #[command(
+        after_long_help = "The disk of the backup is opened through a temporary overlay (the backup is
+never written: a journal the kernel replays lands in the overlay) and exported as
+a file (qemu-storage-daemon over FUSE); its partition table (GPT or MBR) is read
+and every partition holding a filesystem this host can mount is mounted
+read-only, nodev, nosuid, noexec at DIR/<partition> (p1, p2, ...; `disk` for a
+filesystem on the whole disk): ext4, XFS and Btrfs by the kernel, NTFS by
+ntfs-3g. Other partitions are listed with the reason. DIR must be empty and
+writable by no one else, or is made (0700, and removed again).
+
+The mount goes on in the background (a job: `job list`), until `sendense umount
+DIR`, `sendense job cancel JOB`, or --idle seconds (default: mount_idle_secs of
+the configuration, 3600; 0: never) in which nothing read from it and no program
+used it. --foreground keeps it in this terminal until Ctrl-C. A mount whose
+process was killed is undone by the next sendense command. Needs root, /dev/fuse,
+loop devices, qemu-storage-daemon (qemu-system-common), and ntfs-3g for NTFS.
+Blocks are not checked against the backup's digests while mounted (`backup
+verify` does); a backup marked damaged is not mounted.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"vm\": \"pg\", \"disk\": 2000, \"dir\": \"/mnt/pg\", \"job\": 12,
+   \"idle_secs\": 3600, \"partitions\": [{\"name\": \"p1\", \"offset\": 1048576,
+   \"size\": ..., \"table\": \"gpt\", \"content\": \"ext4\", \"label\": \"root\",
+   \"path\": \"/mnt/pg/p1\", \"reason\": null}]}"
+    )]
+    Mount {
+        #[command(subcommand)]
+        list: Option<MountCommand>,
+        /// Backup id.
+        #[arg(required = true)]
+        backup: Option<String>,
+        /// Disk key.
+        #[arg(long, required = true)]
+        disk: Option<u32>,
+        /// Where the partitions go: an empty directory, or a new one.
+        #[arg(required = true)]
+        dir: Option<PathBuf>,
+        /// Mount the copy of the backup in this repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Stay in the foreground until Ctrl-C (or umount) instead of going on in the
+        /// background.
+        #[arg(long)]
+        foreground: bool,
+        /// Unmount after this many seconds unused (0: never).
+        #[arg(long, value_name = "SECS")]
+        idle: Option<u64>,
+    },
+    /// Unmount a restore point mounted with `sendense mount`.
+    #[command(
+        after_long_help = "Refused (exit 5) while a program has its working directory or a file open
+below DIR (they are named). Everything of the mount goes: the filesystem mounts,
+their loop devices, the export, the directories it made.
+
+JSON OUTPUT
+  The mount as `mount list` shows it."
+    )]
+    Umount {
+        /// The directory given to `sendense mount`.
+        dir: PathBuf,
+    },
+    /// Files of a restore point, without mounting by hand.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// NBD exports Sendense started.
     #[command(subcommand)]
     Nbd(NbdCommand),
@@ -586,6 +652,76 @@ const VM_JSON: &str = "JSON OUTPUT
    \"disks\": [{\"key\": 2000, \"identity\": \"/srv/vms/pgtest1-os.qcow2\",
                \"format\": \"qcow2\", \"size_bytes\": 10737418240,
                \"checkpoint\": null, \"present\": true}]}";
+
+/// `sendense mount list`.
+#[derive(Debug, Subcommand)]
+pub enum MountCommand {
+    /// List mounted restore points.
+    #[command(after_long_help = "JSON OUTPUT
+  An array of {\"job\", \"backup\", \"disk\", \"dir\", \"owner_pid\", \"idle_secs\",
+  \"partitions\", \"created_at\", \"ready_at\"}.")]
+    List,
+}
+
+/// `sendense files ...`.
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// List a restore point's partitions, or the entries at PATH (PARTITION/path).
+    #[command(
+        after_long_help = "The disk is mounted read-only in a private directory for the command (see
+`sendense mount --help`) and unmounted when it ends. Without PATH: the
+partitions, with their filesystems. PATH is PARTITION/path, e.g. p1/etc; a
+symbolic link resolves inside its partition, never on this host.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"disk\": 2000, \"partitions\": [...as mount...],
+   \"entries\": [{\"path\": \"p1/etc/hosts\", \"kind\": \"file\", \"mode\": 420,
+     \"uid\": 0, \"gid\": 0, \"size\": 221, \"mtime\": 1764460800,
+     \"mtime_nsec\": 0, \"target\": \"...\" (symlinks)}]}"
+    )]
+    Ls {
+        /// Backup id.
+        backup: String,
+        /// Disk key.
+        #[arg(long)]
+        disk: u32,
+        /// PARTITION/path (none: the partitions).
+        path: Option<String>,
+        /// Read the copy of the backup in this repository.
+        #[arg(long)]
+        repo: Option<String>,
+    },
+    /// Copy files and directories of a restore point out, with their metadata.
+    #[command(
+        after_long_help = "Each PATH (PARTITION/path) is copied into DIR under its own name, with what
+is below it: mode, owner, times, symbolic links (as links), hard links, holes
+and FIFOs kept; device nodes and sockets skipped (named); extended attributes
+and ACLs not copied. DIR is made 0700 when new; an existing DIR writable by
+others is refused. A name that exists in DIR already is refused, and nothing is
+ever written outside DIR; a failed copy leaves nothing. --to - writes one tar
+stream (GNU format, device nodes included) to stdout.
+
+JSON OUTPUT
+  {\"backup\": \"<id>\", \"disk\": 2000, \"entries\": 12, \"bytes\": 40960,
+   \"skipped\": []}   (not with --to -)"
+    )]
+    Get {
+        /// Backup id.
+        backup: String,
+        /// Disk key.
+        #[arg(long)]
+        disk: u32,
+        /// PARTITION/path to copy; repeat for several.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Destination directory (made when missing), or `-` for a tar stream on stdout.
+        #[arg(long, value_name = "DIR|-")]
+        to: String,
+        /// Read the copy of the backup in this repository.
+        #[arg(long)]
+        repo: Option<String>,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {

@@ -5,6 +5,7 @@ mod cleanup;
 mod doctor;
 mod init;
 mod job;
+mod mount;
 mod nbd;
 mod node;
 mod policy;
@@ -63,6 +64,32 @@ pub fn run(cli: Cli) -> CmdResult {
             socket,
             writable,
         } => restore::export(g, &backup, repo.as_deref(), disk, port, socket, writable),
+        Command::Mount {
+            list: Some(crate::cli::MountCommand::List),
+            ..
+        } => mount::list(g),
+        Command::Mount {
+            list: None,
+            backup,
+            disk,
+            dir,
+            repo,
+            foreground,
+            idle,
+        } => mount::mount(
+            g,
+            mount::Args {
+                // clap requires all three without a subcommand.
+                backup: backup.unwrap_or_default(),
+                disk: disk.unwrap_or_default(),
+                dir: dir.unwrap_or_default(),
+                repo,
+                foreground,
+                idle,
+            },
+        ),
+        Command::Umount { dir } => mount::umount(g, &dir),
+        Command::Files(cmd) => mount::files(g, cmd),
         Command::Cleanup { dry_run } => cleanup::run(g, dry_run),
         Command::Doctor => doctor::run(g),
     }

@@ -28,19 +28,8 @@ fn hub(hosts: &TwoHosts, state: &Path, args: &[&str]) -> (i32, String, Value) {
     (
         o.status.code().unwrap_or(-1),
         output_text(&o),
-        document(&o.stdout),
+        sendense_testkit::json_document(&o.stdout),
     )
-}
-
-/// A command's JSON document: its whole output, or the last line of a stream of events.
-fn document(stdout: &[u8]) -> Value {
-    serde_json::from_slice(stdout).unwrap_or_else(|_| {
-        String::from_utf8_lossy(stdout)
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or(Value::Null)
-    })
 }
 
 /// A hub (state in a temporary directory) and a node with sshd, in two namespaces.
@@ -647,7 +636,7 @@ fn a_live_vm_on_a_node_is_backed_up_through_ssh_exactly() {
     let o = running.wait_with_output().unwrap();
     let text = output_text(&o);
     assert_eq!(o.status.code(), Some(0), "{text}");
-    let inc = document(&o.stdout);
+    let inc = sendense_testkit::json_document(&o.stdout);
     assert_eq!(inc["disks"][0]["mode"], "incremental", "{inc:#}");
     assert_eq!(inc["disks"][1]["mode"], "incremental", "{inc:#}");
     let job = inc["job"].as_i64().unwrap().to_string();

@@ -93,13 +93,7 @@ impl Rig {
             .env("VDDK_STANDIN_THUMBPRINT", &self.sim.thumbprint)
             .output()
             .unwrap();
-        let doc = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .rev()
-                .find_map(|l| serde_json::from_str(l).ok())
-                .unwrap_or(Value::Null)
-        });
+        let doc = sendense_testkit::json_document(&o.stdout);
         (o.status.code().unwrap_or(-1), output_text(&o), doc)
     }
 

@@ -10,6 +10,7 @@ mod children;
 mod exports;
 mod jobs;
 mod merges;
+mod mounts;
 mod nodes;
 mod policies;
 mod repos;
@@ -25,6 +26,7 @@ pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};
 pub use jobs::{JobFilter, JobKind, JobLogLine, JobRecord, JobStatus};
 pub use merges::{DiskChild, MergedDisk, MERGED_FULL_REASON};
+pub use mounts::{MountRecord, NewMount};
 pub use nodes::{NewNode, NodeRecord};
 pub use policies::{CopyRule, GroupRecord, NewPolicy, PolicyRecord, PolicySettings};
 pub use repos::{NewRepo, RepoRecord};
@@ -117,10 +119,29 @@ impl Catalog {
         if self.schema_version()? == known {
             return Ok(());
         }
+        // Foreign keys are off while migrations run (SQLite changes them only outside a
+        // transaction): a migration that rebuilds a table drops the old one, which must
+        // neither cascade nor rewrite the references of other tables. They are checked as a
+        // whole before the commit.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = self.migrate_unchecked(known);
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
+    }
+
+    fn migrate_unchecked(&mut self, known: u32) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        // References broken before (none in a catalog Sendense wrote) are not the migration's.
+        let broken_before: i64 = if current == 0 {
+            0
+        } else {
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?
+        };
         if current > known {
             return Err(Error::refused(format!(
                 "the catalog {} has schema version {current}, newer than this Sendense knows ({known})",
@@ -132,6 +153,22 @@ impl Catalog {
             tx.execute_batch(sql)
                 .map_err(|e| Error::from(e).context(format!("catalog migration {}", i + 1)))?;
             tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        }
+        let broken: i64 =
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?;
+        if broken > broken_before {
+            return Err(Error::new(
+                crate::ErrorKind::Catalog,
+                format!(
+                    "migrating the catalog would break {} reference(s); nothing was changed",
+                    broken - broken_before
+                ),
+            )
+            .with_help(
+                "Keep using the Sendense version that wrote this catalog, and report this.",
+            ));
         }
         if current == 0 {
             tx.execute(
@@ -296,6 +333,64 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let perm = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(perm, 0o600);
+    }
+
+    #[test]
+    fn the_jobs_and_children_of_a_version_8_catalog_survive_their_tables_being_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sendense.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for sql in &schema::MIGRATIONS[..8] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 8).unwrap();
+            conn.execute_batch(
+                "INSERT INTO jobs (id, kind, status, created_at, source_dirty) \
+                     VALUES (7, 'backup', 'completed', 't', 1);
+                 INSERT INTO job_events (job_id, ts, level, message) VALUES (7, 't', 'info', 'hello');
+                 INSERT INTO children (id, kind, label, job_id, owner_pid, owner_start, cmdline, \
+                     started_at) VALUES (3, 'qemu-nbd', 'x', 7, 1, 2, '[]', 't');
+                 INSERT INTO nbd_exports (port, export_name, job_id, owner_pid, owner_start, \
+                     allocated_at, child_id) VALUES (10100, 'e', 7, 1, 2, 't', 3);",
+            )
+            .unwrap();
+        }
+        let mut cat = Catalog::open(&path, false).unwrap();
+        let job = cat.job(7).unwrap();
+        assert_eq!(
+            (job.kind, job.status),
+            (JobKind::Backup, JobStatus::Completed)
+        );
+        assert_eq!(cat.job_log(7).unwrap().len(), 1);
+        assert_eq!(cat.exports().unwrap()[0].child, Some(3));
+        let problems: Vec<String> = {
+            let mut stmt = cat.conn().prepare("PRAGMA foreign_key_check").unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            rows.map(|r| r.unwrap()).collect()
+        };
+        assert!(problems.is_empty(), "{problems:?}");
+        let sql: String = cat
+            .conn()
+            .query_row(
+                "SELECT group_concat(sql, ' ') FROM sqlite_master WHERE sql LIKE '%_v9%'",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(sql, "", "references to the old tables are left");
+        // The new kinds are accepted, and the foreign keys still act.
+        cat.create_job(JobKind::Mount, None, None).unwrap();
+        cat.conn()
+            .execute("DELETE FROM jobs WHERE id = 7", [])
+            .unwrap();
+        let left: i64 = cat
+            .conn()
+            .query_row("SELECT count(*) FROM job_events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -42,7 +42,8 @@ use std::time::Duration;
 pub struct CleanupAction {
     /// `fail_job`, `discard_backup`, `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
     /// `stop_hook`, `forget_process`, `release_port`, `finish_delete`, `finish_merge`,
-    /// `finish_consolidation`, `repair_source`, `remove_file`, `remove_dir`.
+    /// `finish_consolidation`, `repair_source`, `remove_file`, `remove_dir`, `unmount`,
+    /// `stop_qemu_storage_daemon`.
     pub action: String,
     /// What it acts on (job id, path, port, ...).
     pub target: String,
@@ -98,6 +99,9 @@ impl Sendense {
             ..Default::default()
         };
         let dead_jobs = self.fail_dead_jobs(dry_run, &mut report)?;
+        // Before the processes go: a filesystem mounted over a loop device over the export
+        // of a mount must be unmounted first.
+        self.release_dead_mounts(dry_run, &mut report)?;
         self.discard_unfinished_backups(&dead_jobs, dry_run, &mut report)?;
         let grace = Duration::from_secs(self.config().qemu_nbd.stop_timeout_secs);
         self.stop_orphans(dry_run, grace, &mut report)?;
@@ -128,6 +132,41 @@ impl Sendense {
             self.scan_repositories(&mut report)?;
         }
         Ok(report)
+    }
+
+    /// Mounts whose process is gone: their filesystem mounts, loop devices, export and
+    /// directories go (`unmount`), then their record.
+    fn release_dead_mounts(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
+        let host = this_host();
+        for m in self.catalog().mounts()? {
+            // A mount of another host (a shared state directory) is that host's to undo.
+            let elsewhere = self
+                .catalog()
+                .job(m.job)
+                .is_ok_and(|j| j.host.is_some() && j.host != host);
+            if m.owner().is_alive() || elsewhere {
+                continue;
+            }
+            let target = m.dir.display().to_string();
+            let reason = format!(
+                "disk {} of backup {} was mounted there by a process that is gone (pid {})",
+                m.disk, m.backup, m.owner_pid
+            );
+            if dry_run {
+                report.add("unmount", target, reason);
+                continue;
+            }
+            let errors = crate::mount::release_mount(&m);
+            if errors.is_empty() {
+                self.catalog_mut().delete_mount(m.id)?;
+                report.add("unmount", target, reason);
+            } else {
+                report
+                    .errors
+                    .push(format!("unmounting {target}: {}", errors.join("; ")));
+            }
+        }
+        Ok(())
     }
 
     /// Step 1: jobs whose process is gone end failed; returns their ids.
@@ -344,7 +383,13 @@ impl Sendense {
             if !ended && !dead_jobs.contains(&job) {
                 continue;
             }
-            remove_file(&path, &format!("left by job {job}"), dry_run, report);
+            let staging = path.file_name().and_then(|n| n.to_str())
+                == Some(&format!("{}{job}", crate::mount::files::STAGING_PREFIX));
+            if staging {
+                remove_dir(&path, &format!("left by job {job}"), dry_run, report);
+            } else {
+                remove_file(&path, &format!("left by job {job}"), dry_run, report);
+            }
             if !jobs.contains(&job) {
                 jobs.push(job);
             }
@@ -613,6 +658,24 @@ fn remove_inside(root: &Path, path: &Path, why: &str, dry_run: bool, report: &mu
 }
 
 /// Removes `path` if it exists, as an action of `report` (only reported in a dry run).
+/// Removes the directory `path` and what is in it (a staging directory of `files get`; a link
+/// there is removed, never followed).
+fn remove_dir(path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport) {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return remove_file(path, why, dry_run, report);
+    }
+    report.add("remove_dir", path.display().to_string(), why);
+    if !dry_run {
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                report
+                    .errors
+                    .push(format!("removing {}: {e}", path.display()));
+            }
+        }
+    }
+}
+
 fn remove_file(path: &Path, why: &str, dry_run: bool, report: &mut CleanupReport) {
     if std::fs::symlink_metadata(path).is_err() {
         return;

@@ -167,6 +167,9 @@ pub struct Config {
     pub node_window_mib: u32,
     /// VMware's data path.
     pub vddk: VddkConfig,
+    /// Seconds a mounted restore point may go unread (and unused) before it is unmounted by
+    /// itself. 0: never.
+    pub mount_idle_secs: u64,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for Config {
             schedule: ScheduleConfig::default(),
             node_window_mib: 16,
             vddk: VddkConfig::default(),
+            mount_idle_secs: 3600,
         }
     }
 }
@@ -369,6 +373,10 @@ pub const DEFAULT_CONFIG_TEXT: &str = "\
 #   libdir: /usr/lib/vmware-vix-disklib
 #   plugin: vddk
 #   transports: nbdssl:nbd
+
+# A restore point mounted with `sendense mount` is unmounted by itself after this many seconds
+# in which nothing read from it and no program had a file or directory of it open. 0: never.
+# mount_idle_secs: 3600
 ";
 
 #[cfg(test)]

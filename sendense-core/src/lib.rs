@@ -39,6 +39,7 @@ pub mod fsutil;
 pub mod hub;
 pub mod jobs;
 pub mod lock;
+pub mod mount;
 pub mod nbd;
 pub mod node;
 mod par;

@@ -213,7 +213,7 @@ impl Sendense {
 
     /// Refuses `dest` (a file or directory a restore would write) inside a registered
     /// repository or the state directory: a restore never overwrites a backup or the catalog.
-    fn refuse_protected_destination(&self, dest: &Path) -> Result<()> {
+    pub(crate) fn refuse_protected_destination(&self, dest: &Path) -> Result<()> {
         let real = crate::fsutil::resolve_existing_prefix(dest)?;
         let state = std::fs::canonicalize(self.state_dir())
             .map_err(|e| Error::io("resolving", self.state_dir(), e))?;

@@ -56,15 +56,18 @@ pub enum ChildKind {
     Sna,
     /// A user's hook command.
     Hook,
+    /// A FUSE export of a mounted restore point.
+    StorageDaemon,
 }
 
 impl ChildKind {
     /// Every kind.
-    pub const ALL: [ChildKind; 4] = [
+    pub const ALL: [ChildKind; 5] = [
         ChildKind::QemuNbd,
         ChildKind::Nbdkit,
         ChildKind::Sna,
         ChildKind::Hook,
+        ChildKind::StorageDaemon,
     ];
 
     /// Its name in the catalog and in messages.
@@ -74,6 +77,7 @@ impl ChildKind {
             ChildKind::Nbdkit => "nbdkit",
             ChildKind::Sna => "sendense-sna",
             ChildKind::Hook => "hook",
+            ChildKind::StorageDaemon => "qemu-storage-daemon",
         }
     }
 
@@ -83,13 +87,14 @@ impl ChildKind {
     }
 
     /// The cleanup action that stops one: `stop_qemu_nbd`, `stop_nbdkit`, `stop_sendense_sna`,
-    /// `stop_hook`.
+    /// `stop_hook`, `stop_qemu_storage_daemon`.
     pub fn stop_action(self) -> &'static str {
         match self {
             ChildKind::QemuNbd => "stop_qemu_nbd",
             ChildKind::Nbdkit => "stop_nbdkit",
             ChildKind::Sna => "stop_sendense_sna",
             ChildKind::Hook => "stop_hook",
+            ChildKind::StorageDaemon => "stop_qemu_storage_daemon",
         }
     }
 }

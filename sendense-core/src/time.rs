@@ -45,6 +45,13 @@ pub fn format_rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// `secs` since the epoch as RFC 3339 (UTC); empty when out of range.
+pub fn format_unix(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map(format_rfc3339)
+        .unwrap_or_default()
+}
+
 /// Parses an RFC 3339 timestamp.
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()

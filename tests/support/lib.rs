@@ -600,6 +600,18 @@ pub fn assert_restore_points(
     }
 }
 
+/// A command's JSON document: its whole output, or the last line of a stream of events
+/// (`Null` when there is none).
+pub fn json_document(stdout: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(stdout).unwrap_or_else(|_| {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or(serde_json::Value::Null)
+    })
+}
+
 /// A command's stdout then stderr, for assertion messages and for looking for what it said.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(

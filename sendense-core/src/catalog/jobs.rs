@@ -66,6 +66,8 @@ text_enum! {
         Prune = "prune",
         /// Orphan cleanup.
         Cleanup = "cleanup",
+        /// A restore point mounted (`mount`, `files`).
+        Mount = "mount",
     }
 }
 
@@ -90,7 +92,7 @@ impl JobKind {
     pub fn cancellable(self) -> bool {
         matches!(
             self,
-            JobKind::Backup | JobKind::Restore | JobKind::Verify | JobKind::Export
+            JobKind::Backup | JobKind::Restore | JobKind::Verify | JobKind::Export | JobKind::Mount
         )
     }
 }

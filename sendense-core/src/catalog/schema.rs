@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -462,5 +462,89 @@ CREATE TABLE vcenters (
     api_version TEXT,
     checked_at  TEXT,
     created_at  TEXT NOT NULL
+);
+"#;
+
+/// Mounted restore points, the job kind `mount` that serves them and the child kind
+/// `qemu-storage-daemon` that exports them. SQLite cannot change a CHECK constraint, so the jobs
+/// and children tables are rebuilt as SQLite documents it: a new table, the rows copied, the old
+/// one dropped, the new one renamed — foreign keys off meanwhile (see `Catalog::migrate`), so the
+/// other tables' references keep naming `jobs` and `children` and no delete cascades.
+const V9: &str = r#"
+CREATE TABLE jobs_v9 (
+    id               INTEGER PRIMARY KEY,
+    kind             TEXT NOT NULL
+                     CHECK (kind IN ('backup', 'restore', 'verify', 'export', 'copy', 'prune',
+                                     'cleanup', 'mount')),
+    vm_id            INTEGER REFERENCES vms(id) ON DELETE SET NULL,
+    vm_name          TEXT,
+    repo_id          INTEGER REFERENCES repositories(id) ON DELETE SET NULL,
+    status           TEXT NOT NULL
+                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    pid              INTEGER,
+    pid_start        INTEGER,
+    host             TEXT,
+    created_at       TEXT NOT NULL,
+    started_at       TEXT,
+    ended_at         TEXT,
+    bytes_total      INTEGER NOT NULL DEFAULT 0,
+    bytes_done       INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+    source_dirty     INTEGER NOT NULL DEFAULT 0 CHECK (source_dirty IN (0, 1))
+);
+INSERT INTO jobs_v9 (id, kind, vm_id, vm_name, repo_id, status, pid, pid_start, host, created_at,
+                  started_at, ended_at, bytes_total, bytes_done, error, cancel_requested,
+                  source_dirty)
+    SELECT id, kind, vm_id, vm_name, repo_id, status, pid, pid_start, host, created_at,
+           started_at, ended_at, bytes_total, bytes_done, error, cancel_requested, source_dirty
+    FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v9 RENAME TO jobs;
+CREATE INDEX jobs_vm ON jobs(vm_id, created_at);
+CREATE INDEX jobs_status ON jobs(status);
+
+CREATE TABLE children_v9 (
+    id           INTEGER PRIMARY KEY,
+    kind         TEXT NOT NULL CHECK (kind IN ('qemu-nbd', 'nbdkit', 'sendense-sna', 'hook',
+                                               'qemu-storage-daemon')),
+    label        TEXT NOT NULL,
+    job_id       INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+    owner_pid    INTEGER NOT NULL,
+    owner_start  INTEGER NOT NULL,
+    pid          INTEGER,
+    pid_start    INTEGER,
+    cmdline      TEXT NOT NULL,
+    group_leader INTEGER NOT NULL DEFAULT 0 CHECK (group_leader IN (0, 1)),
+    token        TEXT,
+    started_at   TEXT NOT NULL
+);
+INSERT INTO children_v9 (id, kind, label, job_id, owner_pid, owner_start, pid, pid_start, cmdline,
+                      group_leader, token, started_at)
+    SELECT id, kind, label, job_id, owner_pid, owner_start, pid, pid_start, cmdline,
+           group_leader, token, started_at
+    FROM children;
+DROP TABLE children;
+ALTER TABLE children_v9 RENAME TO children;
+CREATE INDEX children_job ON children(job_id);
+
+-- A restore point mounted: recorded before anything of it exists, so the reconciliation finds
+-- and undoes what a killed mount left (filesystem mounts, loop devices, the FUSE export, the
+-- directories it made). `work_dir` holds the export file and the overlay that takes the
+-- journal replay; `partitions` is what got mounted, as JSON.
+CREATE TABLE mounts (
+    id          INTEGER PRIMARY KEY,
+    job_id      INTEGER NOT NULL UNIQUE REFERENCES jobs(id) ON DELETE CASCADE,
+    backup_id   TEXT NOT NULL,
+    disk_key    INTEGER NOT NULL,
+    dir         TEXT NOT NULL UNIQUE,
+    work_dir    TEXT NOT NULL,
+    created_dir INTEGER NOT NULL CHECK (created_dir IN (0, 1)),
+    owner_pid   INTEGER NOT NULL,
+    owner_start INTEGER NOT NULL,
+    idle_secs   INTEGER NOT NULL,
+    partitions  TEXT,
+    created_at  TEXT NOT NULL,
+    ready_at    TEXT
 );
 "#;
