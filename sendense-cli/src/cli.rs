@@ -699,7 +699,8 @@ and FIFOs kept; device nodes and sockets skipped (named); extended attributes
 and ACLs not copied. DIR is made 0700 when new; an existing DIR writable by
 others is refused. A name that exists in DIR already is refused, and nothing is
 ever written outside DIR; a failed copy leaves nothing. --to - writes one tar
-stream (GNU format, device nodes included) to stdout.
+stream (GNU format, device nodes included) to stdout. The blocks read are not
+checked against the backup's digests (run `sendense backup verify ID` for that).
 
 JSON OUTPUT
   {\"backup\": \"<id>\", \"disk\": 2000, \"entries\": 12, \"bytes\": 40960,

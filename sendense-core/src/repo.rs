@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod chain_check;
+pub mod chain_read;
 pub mod digests;
 mod import;
 pub mod manifest;

@@ -1,8 +1,10 @@
 //! Restore: a disk as it was at a backup, materialised as a standalone image (no backing chain,
 //! thin: holes stay holes) or written into an NBD target, through the same copy engine as
-//! backups. The chain top is served read-only by qemu-nbd (which reads through the chain); a file
-//! target is created by `qemu-img create` as `<file>.partial`, filled, then renamed — a failed
-//! restore leaves no file behind, and an existing file is only replaced with `force`.
+//! backups. The chain is read directly ([`crate::repo::chain_read`]; qemu-nbd serves it instead
+//! when an image has a layout only QEMU reads). A raw file target is written directly, a QCOW2
+//! one is created by `qemu-img create` and written through qemu-nbd; either is `<file>.partial`
+//! until it is complete, then renamed — a failed restore leaves no file behind, and an existing
+//! file is only replaced with `force`.
 //!
 //! The restore is a job (cancellable with `job cancel`) holding shared locks on the backup and
 //! the chain below it, so none of them is deleted while it reads. Every `.partial` file is
@@ -140,15 +142,29 @@ struct Plan {
     size: u64,
     /// Checks every block against the chain's records (unless `--no-verify`).
     check: Option<std::sync::Arc<crate::repo::chain_check::ChainCheck>>,
-    source: RunningExport,
+    source: Source,
     target: Target,
+}
+
+/// Where a disk's restore reads.
+enum Source {
+    /// Its chain, read directly (see [`crate::repo::chain_read`]).
+    Chain(
+        std::sync::Arc<crate::repo::chain_read::ChainReader>,
+        PathBuf,
+    ),
+    /// qemu-nbd serving its chain, for images with a layout only QEMU reads.
+    Export(Box<RunningExport>),
 }
 
 enum Target {
     File {
         partial: PathBuf,
         dest: PathBuf,
+        /// A QCOW2 file is written through qemu-nbd ...
         export: Option<Box<RunningExport>>,
+        /// ... a raw file directly.
+        local: Option<std::sync::Arc<transfer::LocalFile>>,
     },
     Nbd(NbdUrl),
 }
@@ -298,11 +314,14 @@ impl Sendense {
             }
         }
         for p in plans {
-            let _ = self.stop_export(p.source);
+            if let Source::Export(e) = p.source {
+                let _ = self.stop_export(*e);
+            }
             if let Target::File {
                 partial,
                 dest,
                 export,
+                ..
             } = p.target
             {
                 if let Some(e) = export {
@@ -312,9 +331,16 @@ impl Sendense {
                         }
                     }
                 }
-                // QEMU makes a raw file whole 512-byte sectors: cut it to the disk's own size.
-                if result.is_ok() && req.format == ImageFormat::Raw {
-                    if let Err(e) = exact_size(&partial, p.size) {
+                // A raw file is cut to the disk's own size (the chain reads whole 512-byte
+                // sectors); either is made durable before it is published.
+                if result.is_ok() {
+                    let synced = match req.format {
+                        ImageFormat::Raw => exact_size(&partial, p.size),
+                        ImageFormat::Qcow2 => std::fs::File::open(&partial)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| Error::io("syncing", &partial, e)),
+                    };
+                    if let Err(e) = synced {
                         result = Err(e);
                     }
                 }
@@ -433,12 +459,18 @@ impl Sendense {
                 Some(job),
             )
         };
-        let source = self.start_export(&served(
-            &d.file,
-            "qcow2",
-            format!("restore-{}", d.key),
-            true,
-        ))?;
+        // The chain is read directly, unless an image has a layout only QEMU reads.
+        let links = self.catalog().disk_chain(&backup.id, d.key)?;
+        let files: Vec<&Path> = links.iter().map(|l| l.file.as_path()).collect();
+        let source = match crate::repo::chain_read::ChainReader::open(&files)? {
+            Some(reader) => Source::Chain(std::sync::Arc::new(reader), d.file.clone()),
+            None => Source::Export(Box::new(self.start_export(&served(
+                &d.file,
+                "qcow2",
+                format!("restore-{}", d.key),
+                true,
+            ))?)),
+        };
         let target = match (&req.to, dest) {
             (RestoreTo::Nbd(url), _) => Ok(Target::Nbd(url.clone())),
             (_, None) => return Err(Error::internal("a file restore without a destination")),
@@ -449,6 +481,33 @@ impl Sendense {
                 let partial = partial_path(&dest);
                 let _ = std::fs::remove_file(&partial);
                 self.catalog_mut().add_job_file(job, &partial)?;
+                if req.format == ImageFormat::Raw {
+                    // A raw file is written directly: thin, as qemu-img would make it.
+                    let (local, failed) =
+                        // As long as the chain reads (whole sectors), cut to the disk's own
+                        // size once written.
+                        match transfer::LocalFile::create(
+                            &partial,
+                            d.size_bytes.div_ceil(512) * 512,
+                        ) {
+                            Ok(f) => (Some(std::sync::Arc::new(f)), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                    crate::crash::point("restore.partial-created");
+                    plans.push(Plan {
+                        key: d.key,
+                        size: d.size_bytes,
+                        check,
+                        source,
+                        target: Target::File {
+                            partial,
+                            dest,
+                            export: None,
+                            local,
+                        },
+                    });
+                    return failed.map_or(Ok(()), Err);
+                }
                 crate::tools::run(
                     crate::tools::QEMU_IMG,
                     [
@@ -465,13 +524,19 @@ impl Sendense {
                     partial: partial.clone(),
                     dest,
                     export: None,
+                    local: None,
                 };
-                let export = self.start_export(&served(
-                    &partial,
-                    req.format.as_str(),
-                    format!("target-{}", d.key),
-                    false,
-                ));
+                // qemu-nbd hands everything to the kernel without ordering flushes; the file is
+                // synced once the export stopped, and removed unless the restore completes.
+                let export = self.start_export(&ExportSpec {
+                    skip_flushes: true,
+                    ..served(
+                        &partial,
+                        req.format.as_str(),
+                        format!("target-{}", d.key),
+                        false,
+                    )
+                });
                 match export {
                     Ok(e) => {
                         if let Target::File { export, .. } = &mut target {
@@ -505,6 +570,11 @@ impl Sendense {
         for p in plans {
             let (dst, fresh) = match &p.target {
                 Target::Nbd(url) => (url.clone(), false),
+                Target::File {
+                    local: Some(_),
+                    partial,
+                    ..
+                } => (NbdUrl::unix(partial, ""), true),
                 Target::File { export, .. } => (
                     export
                         .as_ref()
@@ -513,14 +583,24 @@ impl Sendense {
                     true,
                 ),
             };
-            let mut r = CopyRequest::new(p.source.url.clone(), dst);
+            let src = match &p.source {
+                Source::Export(e) => e.url.clone(),
+                Source::Chain(_, top) => NbdUrl::unix(top, ""),
+            };
+            let mut r = CopyRequest::new(src, dst);
+            if let Source::Chain(reader, _) = &p.source {
+                r.local_src = Some(reader.clone());
+            }
+            if let Target::File { local: Some(f), .. } = &p.target {
+                r.local_dst = Some(f.clone());
+            }
             r.destination_is_zero = fresh;
             r.connections = copy.connections as usize;
             r.requests = copy.requests as usize;
             r.request_size = copy.request_size as usize;
             r.disk = p.key;
             r.job = Some(job);
-            r.reason = format!("to {}", r.dst);
+            r.reason = format!("to {}", r.dst_name());
             r.mode = Some(crate::event::CopyMode::Restore);
             r.expected_size = Some(p.size);
             r.check = p

@@ -77,6 +77,211 @@ pub struct CopyRequest {
     /// The source must have this size (QEMU's rounding up to 512-byte sectors aside): a source
     /// that is shorter or longer than what was recorded is an error, never a partial copy.
     pub expected_size: Option<u64>,
+    /// Read this instead of connecting to `src` (a restore reading its chain itself).
+    pub local_src: Option<Arc<crate::repo::chain_read::ChainReader>>,
+    /// Write this instead of connecting to `dst` (a restore into a raw file).
+    pub local_dst: Option<Arc<LocalFile>>,
+}
+
+/// A raw file a copy writes directly, with positional writes from every worker.
+#[derive(Debug)]
+pub struct LocalFile {
+    file: Arc<std::fs::File>,
+    path: std::path::PathBuf,
+    size: u64,
+    /// Bytes written since writeback was last started.
+    unsynced: AtomicU64,
+    /// A writeback runs (on a thread of its own).
+    syncing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Written bytes after which writeback starts while the copy goes on, so the final flush
+/// waits for little: the disk writes while the copy still reads.
+const WRITEBACK_EVERY: u64 = 64 << 20;
+
+impl LocalFile {
+    /// The new, empty file `path` of `size` bytes (sparse: it reads as zeroes).
+    pub fn create(path: &std::path::Path, size: u64) -> Result<LocalFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io("creating", path, e))?;
+        file.set_len(size)
+            .map_err(|e| Error::io("sizing", path, e))?;
+        Ok(LocalFile {
+            file: Arc::new(file),
+            path: path.to_path_buf(),
+            size,
+            unsynced: AtomicU64::new(0),
+            syncing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io("writing", &self.path, e))?;
+        let unsynced = self
+            .unsynced
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if unsynced + data.len() as u64 >= WRITEBACK_EVERY
+            && !self.syncing.swap(true, Ordering::AcqRel)
+        {
+            self.unsynced.store(0, Ordering::Relaxed);
+            let (file, syncing) = (self.file.clone(), self.syncing.clone());
+            // Only a head start: the final flush makes everything durable and reports errors.
+            std::thread::spawn(move || {
+                let _ = file.sync_data();
+                syncing.store(false, Ordering::Release);
+            });
+        }
+        Ok(())
+    }
+
+    /// Zeroes: the range's blocks are deallocated (the file stays as long).
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let punched = nix::fcntl::fallocate(
+            &self.file,
+            nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        );
+        if punched.is_ok() {
+            return Ok(());
+        }
+        let zeroes = vec![0u8; (len.min(1 << 20)) as usize];
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(zeroes.len() as u64) as usize;
+            self.file
+                .write_all_at(&zeroes[..n], at)
+                .map_err(|e| Error::io("writing", &self.path, e))?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("syncing", &self.path, e))
+    }
+}
+
+/// Where a copy reads: an NBD export, or a chain read directly.
+#[derive(Debug, Clone)]
+enum Src {
+    Nbd(Arc<NbdClient>),
+    Chain(Arc<crate::repo::chain_read::ChainReader>),
+}
+
+impl Src {
+    fn size(&self) -> u64 {
+        match self {
+            Src::Nbd(c) => c.size(),
+            Src::Chain(r) => r.size(),
+        }
+    }
+
+    fn max_block(&self) -> u64 {
+        match self {
+            Src::Nbd(c) => u64::from(c.info().max_block),
+            Src::Chain(_) => u64::from(u32::MAX),
+        }
+    }
+
+    /// `base:allocation` (and, for an NBD export, other contexts) within a range.
+    async fn extents(&self, contexts: &[&str], offset: u64, len: u64) -> Result<Vec<Vec<Extent>>> {
+        match self {
+            Src::Nbd(c) => c.extents(contexts, offset, len).await,
+            Src::Chain(r) if contexts == [BASE_ALLOCATION] => Ok(vec![r.extents(offset, len)]),
+            Src::Chain(_) => Err(Error::internal(
+                "a chain read directly has only base:allocation",
+            )),
+        }
+    }
+
+    async fn read(&self, offset: u64, buf: Vec<u8>) -> Result<Vec<u8>> {
+        match self {
+            Src::Nbd(c) => c.read(offset, buf).await,
+            Src::Chain(r) => {
+                let r = r.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = buf;
+                    r.read(offset, &mut buf).map(|()| buf)
+                })
+                .await
+                .map_err(|e| Error::internal(format!("a read task: {e}")))?
+            }
+        }
+    }
+}
+
+/// Where a copy writes: an NBD export, or a raw file.
+#[derive(Debug, Clone)]
+enum Dst {
+    Nbd(Arc<NbdClient>),
+    File(Arc<LocalFile>),
+}
+
+impl Dst {
+    fn size(&self) -> u64 {
+        match self {
+            Dst::Nbd(c) => c.size(),
+            Dst::File(f) => f.size,
+        }
+    }
+
+    fn max_block(&self) -> u64 {
+        match self {
+            Dst::Nbd(c) => u64::from(c.info().max_block),
+            Dst::File(_) => u64::from(u32::MAX),
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        matches!(self, Dst::Nbd(c) if c.info().read_only())
+    }
+
+    fn can_multi_conn(&self) -> bool {
+        match self {
+            Dst::Nbd(c) => c.info().can_multi_conn(),
+            Dst::File(_) => true,
+        }
+    }
+
+    async fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        match self {
+            Dst::Nbd(c) => c.write(offset, data, false).await,
+            Dst::File(f) => tokio::task::block_in_place(|| f.write(offset, data)),
+        }
+    }
+
+    async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        match self {
+            Dst::Nbd(c) => c.write_zeroes(offset, len, true).await,
+            Dst::File(f) => tokio::task::block_in_place(|| f.write_zeroes(offset, len)),
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        match self {
+            Dst::Nbd(c) => c.flush().await,
+            Dst::File(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || f.flush())
+                    .await
+                    .map_err(|e| Error::internal(format!("a flush task: {e}")))?
+            }
+        }
+    }
 }
 
 /// What changed since the previous backup: where an incremental copies.
@@ -144,6 +349,22 @@ pub trait BlockCheck: Send + Sync + std::fmt::Debug {
 pub const BLOCK: u64 = ZERO_GRANULARITY;
 
 impl CopyRequest {
+    /// The source, for messages: the export's URL, or the chain's top image.
+    pub fn src_name(&self) -> String {
+        match &self.local_src {
+            Some(r) => r.name().to_string(),
+            None => self.src.to_string(),
+        }
+    }
+
+    /// The destination, for messages: the export's URL, or the file.
+    pub fn dst_name(&self) -> String {
+        match &self.local_dst {
+            Some(f) => f.path.display().to_string(),
+            None => self.dst.to_string(),
+        }
+    }
+
     /// A full copy with default tuning.
     pub fn new(src: NbdUrl, dst: NbdUrl) -> Self {
         let defaults = crate::config::CopyConfig::default();
@@ -163,6 +384,8 @@ impl CopyRequest {
             digests: None,
             check: None,
             expected_size: None,
+            local_src: None,
+            local_dst: None,
         }
     }
 }
@@ -263,7 +486,7 @@ pub async fn copy(
     };
     run_copy(&running, cancel, opts, totals.kept)
         .await
-        .map_err(|e| e.context(format!("copying {} to {}", req.src, req.dst)))?;
+        .map_err(|e| e.context(format!("copying {} to {}", req.src_name(), req.dst_name())))?;
     tracing::debug!(disk = req.disk, elapsed = ?started.elapsed(), "copied");
     flush_all(req, &link.dsts).await?;
     let report = CopyReport {
@@ -292,8 +515,8 @@ pub async fn copy(
 
 /// The connections of one copy, pair by pair, and where its changes come from.
 struct Link {
-    srcs: Vec<Arc<NbdClient>>,
-    dsts: Vec<Arc<NbdClient>>,
+    srcs: Vec<Src>,
+    dsts: Vec<Dst>,
     src_opts: ConnectOptions,
     dst_opts: ConnectOptions,
     dirty: Option<Arc<Dirty>>,
@@ -321,10 +544,7 @@ async fn connect(req: &CopyRequest) -> Result<Link> {
         io_timeout: req.io_timeout,
         ..Default::default()
     };
-    let (src, dst) = tokio::try_join!(
-        NbdClient::connect(&req.src, &src_opts),
-        NbdClient::connect(&req.dst, &dst_opts)
-    )?;
+    let (src, dst) = tokio::try_join!(connect_src(req, &src_opts), connect_dst(req, &dst_opts))?;
     check_pair(req, &src, &dst, dirty_ctx.as_deref())?;
     if let Some(changes) = &req.changes {
         changes.check(src.size())?;
@@ -336,11 +556,27 @@ async fn connect(req: &CopyRequest) -> Result<Link> {
         Some(Changes::Extents(list)) => Some(Arc::new(Dirty::Extents(list.clone()))),
     };
     Ok(Link {
-        srcs: vec![Arc::new(src)],
-        dsts: vec![Arc::new(dst)],
+        srcs: vec![src],
+        dsts: vec![dst],
         src_opts,
         dst_opts,
         dirty,
+    })
+}
+
+/// A source connection: the local chain shared, or a new NBD connection.
+async fn connect_src(req: &CopyRequest, opts: &ConnectOptions) -> Result<Src> {
+    Ok(match &req.local_src {
+        Some(r) => Src::Chain(r.clone()),
+        None => Src::Nbd(Arc::new(NbdClient::connect(&req.src, opts).await?)),
+    })
+}
+
+/// A destination connection: the local file shared, or a new NBD connection.
+async fn connect_dst(req: &CopyRequest, opts: &ConnectOptions) -> Result<Dst> {
+    Ok(match &req.local_dst {
+        Some(f) => Dst::File(f.clone()),
+        None => Dst::Nbd(Arc::new(NbdClient::connect(&req.dst, opts).await?)),
     })
 }
 
@@ -349,14 +585,14 @@ impl Link {
     async fn widen(mut self, req: &CopyRequest, connections: usize) -> Result<Link> {
         let more = (self.srcs.len()..connections).map(|_| async {
             tokio::try_join!(
-                NbdClient::connect(&req.src, &self.src_opts),
-                NbdClient::connect(&req.dst, &self.dst_opts)
+                connect_src(req, &self.src_opts),
+                connect_dst(req, &self.dst_opts)
             )
         });
         for pair in join_all(more.collect()).await {
             let (s, d) = pair?;
-            self.srcs.push(Arc::new(s));
-            self.dsts.push(Arc::new(d));
+            self.srcs.push(s);
+            self.dsts.push(d);
         }
         Ok(self)
     }
@@ -365,13 +601,8 @@ impl Link {
 /// Whole blocks per request: zero detection and block digests work per aligned block, and a
 /// target never sees a write to part of a cluster. Zeroing is cut where the client would have
 /// to cut it, on block boundaries.
-fn plan_options(
-    req: &CopyRequest,
-    src: &NbdClient,
-    dst: &NbdClient,
-    size: u64,
-) -> Result<PlanOptions> {
-    let server_max = (src.info().max_block).min(dst.info().max_block) as u64;
+fn plan_options(req: &CopyRequest, src: &Src, dst: &Dst, size: u64) -> Result<PlanOptions> {
+    let server_max = src.max_block().min(dst.max_block());
     if server_max < ZERO_GRANULARITY {
         return Err(Error::new(
             ErrorKind::Protocol,
@@ -384,8 +615,15 @@ fn plan_options(
     Ok(PlanOptions {
         request_size,
         size,
-        zero_chunk: (dst.info().max_block as u64 / ZERO_GRANULARITY * ZERO_GRANULARITY)
-            .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk),
+        // Zeroes a destination already reads are not written: their items need not fit
+        // one of its requests (a restore of a large, sparse disk then checks its holes a GiB
+        // at a time, not 32 MiB at a time).
+        zero_chunk: if req.destination_is_zero {
+            PlanOptions::default().zero_chunk
+        } else {
+            (dst.max_block().min(u64::from(u32::MAX)) / ZERO_GRANULARITY * ZERO_GRANULARITY)
+                .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk)
+        },
         ..Default::default()
     })
 }
@@ -527,8 +765,8 @@ async fn run_copy(
 /// Every write has its reply. A server that allows several connections per export
 /// (CAN_MULTI_CONN) makes the writes of all of them durable with one flush; otherwise each
 /// connection flushes its own, all at once.
-async fn flush_all(req: &CopyRequest, dsts: &[Arc<NbdClient>]) -> Result<()> {
-    let flushing = if dsts[0].info().can_multi_conn() {
+async fn flush_all(req: &CopyRequest, dsts: &[Dst]) -> Result<()> {
+    let flushing = if dsts[0].can_multi_conn() {
         &dsts[..1]
     } else {
         dsts
@@ -541,21 +779,16 @@ async fn flush_all(req: &CopyRequest, dsts: &[Arc<NbdClient>]) -> Result<()> {
     while let Some(flushed) = flushes.join_next().await {
         flushed
             .unwrap_or_else(|e| Err(Error::internal(format!("flush task failed: {e}"))))
-            .map_err(|e| e.context(format!("flushing {}", req.dst)))?;
+            .map_err(|e| e.context(format!("flushing {}", req.dst_name())))?;
     }
     Ok(())
 }
 
-fn check_pair(
-    req: &CopyRequest,
-    src: &NbdClient,
-    dst: &NbdClient,
-    dirty: Option<&str>,
-) -> Result<()> {
-    if dst.info().read_only() {
+fn check_pair(req: &CopyRequest, src: &Src, dst: &Dst, dirty: Option<&str>) -> Result<()> {
+    if dst.read_only() {
         return Err(Error::refused(format!(
             "destination {} is read-only",
-            req.dst
+            req.dst_name()
         )));
     }
     if let Some(want) = req.expected_size {
@@ -564,7 +797,7 @@ fn check_pair(
                 ErrorKind::External,
                 format!(
                     "source {} has {} bytes, not the {want} recorded for it",
-                    req.src,
+                    req.src_name(),
                     src.size()
                 ),
             )
@@ -576,29 +809,38 @@ fn check_pair(
     if dst.size() < src.size() {
         return Err(Error::refused(format!(
             "destination {} ({} bytes) is smaller than source {} ({} bytes)",
-            req.dst,
+            req.dst_name(),
             dst.size(),
-            req.src,
+            req.src_name(),
             src.size()
         ))
         .with_help(
             "A target must never be smaller than its source; create it with the source's size.",
         ));
     }
-    if src.info().context_id(BASE_ALLOCATION).is_none() {
+    let Src::Nbd(nbd) = src else {
+        // A chain read directly answers base:allocation and nothing else.
+        return match dirty {
+            Some(_) => Err(Error::internal(
+                "an incremental copy from a chain read directly",
+            )),
+            None => Ok(()),
+        };
+    };
+    if nbd.info().context_id(BASE_ALLOCATION).is_none() {
         return Err(Error::new(
             ErrorKind::Protocol,
             format!(
                 "source {} does not report block status (base:allocation)",
-                req.src
+                req.src_name()
             ),
         ));
     }
     if let Some(ctx) = dirty {
-        if src.info().context_id(ctx).is_none() {
+        if nbd.info().context_id(ctx).is_none() {
             return Err(Error::not_found(format!(
                 "source {} offers no dirty bitmap context `{ctx}`",
-                req.src
+                req.src_name()
             ))
             .with_help("Check the bitmap name, or run a full copy without --bitmap."));
         }
@@ -617,7 +859,7 @@ enum Dirty {
 
 impl Dirty {
     /// The changed ranges within `[pos, pos + len)`.
-    async fn within(&self, src: &NbdClient, pos: u64, len: u64) -> Result<Vec<Extent>> {
+    async fn within(&self, src: &Src, pos: u64, len: u64) -> Result<Vec<Extent>> {
         let end = pos + len;
         Ok(match self {
             Dirty::Context(ctx) => src
@@ -647,7 +889,7 @@ impl Dirty {
 }
 
 async fn window_plan(
-    src: &NbdClient,
+    src: &Src,
     dirty: Option<&Dirty>,
     opts: &PlanOptions,
     pos: u64,
@@ -745,7 +987,7 @@ impl Totals {
 }
 
 async fn plan_totals(
-    src: &NbdClient,
+    src: &Src,
     dirty: Option<&Dirty>,
     opts: &PlanOptions,
     size: u64,
@@ -805,8 +1047,8 @@ struct ItemContext {
 }
 
 async fn run_item(
-    src: &NbdClient,
-    dst: &NbdClient,
+    src: &Src,
+    dst: &Dst,
     item: Work,
     mut buf: Vec<u8>,
     ctx: &ItemContext,
@@ -818,7 +1060,7 @@ async fn run_item(
                 check.check_zeroes(offset, len)?;
             }
             if !ctx.dest_zero {
-                dst.write_zeroes(offset, len, true)
+                dst.write_zeroes(offset, len)
                     .await
                     .map_err(|e| e.context(format!("zeroing destination at offset {offset}")))?;
                 if let Some(sink) = &ctx.digests {
@@ -844,7 +1086,7 @@ async fn run_item(
                 let n = (e - s) as u64;
                 if zero {
                     if !ctx.dest_zero {
-                        dst.write_zeroes(at, n, true).await.map_err(|e| {
+                        dst.write_zeroes(at, n).await.map_err(|e| {
                             e.context(format!("zeroing destination at offset {at}"))
                         })?;
                         if let Some(sink) = &ctx.digests {
@@ -853,7 +1095,7 @@ async fn run_item(
                     }
                     counters.zero.fetch_add(n, Ordering::Relaxed);
                 } else {
-                    dst.write(at, &buf[s..e], false)
+                    dst.write(at, &buf[s..e])
                         .await
                         .map_err(|e| e.context(format!("writing destination at offset {at}")))?;
                     counters.written.fetch_add(n, Ordering::Relaxed);

@@ -367,7 +367,9 @@ pub(crate) fn scan_records(
 ) -> std::io::Result<()> {
     let len = file.metadata()?.len();
     let stop = end.saturating_mul(RECORD).min(len);
-    let mut buf = vec![0u8; 1 << 20];
+    // Sized by the first data region met: a range of holes costs no buffer (a restore asks
+    // about its zeroes a range at a time).
+    let mut buf: Vec<u8> = Vec::new();
     let mut next = first.saturating_mul(RECORD);
     while next < stop {
         let Some((start, region_end)) = data_region(file, next, len)? else {
@@ -376,6 +378,10 @@ pub(crate) fn scan_records(
         let mut pos = (start / RECORD * RECORD).max(next);
         let region_end = region_end.div_ceil(RECORD).saturating_mul(RECORD).min(stop);
         while pos < region_end {
+            let want = (region_end - pos).min(1 << 20) as usize;
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
             let n = (region_end - pos).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], pos)?;
             for (i, rec) in buf[..n].chunks_exact(RECORD as usize).enumerate() {

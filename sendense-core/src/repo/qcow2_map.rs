@@ -19,6 +19,8 @@ pub struct OwnMap {
     pub data: Vec<(u64, u64, u64)>,
     /// Ranges the image decides (data or zeroes), where a backing file does not show through.
     pub own: Vec<(u64, u64)>,
+    /// Its virtual size, as its header says.
+    pub size: u64,
 }
 
 /// The largest L1 table QEMU opens.
@@ -94,7 +96,10 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
     let mut l1 = vec![0u8; l1_len as usize];
     f.read_exact_at(&mut l1, l1_offset)
         .map_err(|e| e.to_string())?;
-    let mut map = OwnMap::default();
+    let mut map = OwnMap {
+        size,
+        ..OwnMap::default()
+    };
     let mut l2 = vec![0u8; cluster as usize];
     for (i, entry) in l1.chunks_exact(8).enumerate() {
         let l2_offset = be64(entry, 0).unwrap_or(0) & OFFSET_MASK;
