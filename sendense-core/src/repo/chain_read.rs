@@ -204,19 +204,23 @@ impl ChainReader {
         &self.name
     }
 
+    /// The pieces overlapping `[offset, end)`, each with the part of it inside: `(start, end,
+    /// piece)`.
+    fn within(&self, offset: u64, end: u64) -> impl Iterator<Item = (u64, u64, &Piece)> {
+        let first = self.pieces.partition_point(|p| p.offset + p.len <= offset);
+        self.pieces[first..]
+            .iter()
+            .take_while(move |p| p.offset < end)
+            .map(move |p| (p.offset.max(offset), (p.offset + p.len).min(end), p))
+    }
+
     /// What `[offset, offset + len)` holds, as NBD's `base:allocation` would say it: data
     /// (flags 0), or zeroes (`STATE_HOLE | STATE_ZERO`).
     pub fn extents(&self, offset: u64, len: u64) -> Vec<Extent> {
         use crate::nbd::proto::{STATE_HOLE, STATE_ZERO};
         let end = (offset + len).min(self.size);
         let mut out: Vec<Extent> = Vec::new();
-        let first = self.pieces.partition_point(|p| p.offset + p.len <= offset);
-        for p in &self.pieces[first..] {
-            if p.offset >= end {
-                break;
-            }
-            let s = p.offset.max(offset);
-            let e = (p.offset + p.len).min(end);
+        for (s, e, p) in self.within(offset, end) {
             let flags = if p.data.is_some() {
                 0
             } else {
@@ -246,13 +250,7 @@ impl ChainReader {
                 self.size
             )));
         }
-        let first = self.pieces.partition_point(|p| p.offset + p.len <= offset);
-        for p in &self.pieces[first..] {
-            if p.offset >= end {
-                break;
-            }
-            let s = p.offset.max(offset);
-            let e = (p.offset + p.len).min(end);
+        for (s, e, p) in self.within(offset, end) {
             let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
             match p.data {
                 None => dst.fill(0),
