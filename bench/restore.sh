@@ -8,7 +8,7 @@
 # Each with and without checking the digests (--no-verify). Two chains: a large one (a disk of
 # DISK_SIZE with 40 % random data, then 256 MiB changed) and a small one (a 1 TiB disk with
 # 64 MiB of data, then a 64 MiB incremental), where the fixed cost of a restore dominates.
-# Medians of RUNS runs; verified and --no-verify restores go first in turns.
+# Medians of RUNS runs; the reference, verified and --no-verify restores go first in turns.
 #   bench/restore.sh [DISK_SIZE] [RUNS]     defaults: 4G 5
 set -euo pipefail
 size=${1:-4G}
@@ -18,8 +18,9 @@ sendense="$(cd "$bin" && pwd)/sendense"
 work=$(mktemp -d /tmp/sendense-bench-restore.XXXXXX)
 gen=""
 server=""
+src=""
 cleanup() {
-    for p in $gen $server; do kill "$p" 2>/dev/null || true; done
+    for p in $gen $server $src; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -53,6 +54,14 @@ virtual_size() { qemu-img info --output=json "$1" | python3 -c 'import json,sys;
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 since() { echo "$(now) - $1" | bc -l; }
+# Waits (at most 30 s) for the socket $1 of the process $2.
+await_socket() {
+    local i=0
+    while [ ! -S "$1" ]; do
+        kill -0 "$2" 2>/dev/null && [ $i -lt 3000 ] || { echo "no socket $1"; exit 1; }
+        sleep 0.01; i=$((i + 1))
+    done
+}
 
 # A fresh raw target of the disk's size served writable by qemu-nbd on $work/target.sock.
 serve_target() {
@@ -60,7 +69,7 @@ serve_target() {
     truncate -s "$1" "$work/target.raw"
     qemu-nbd -f raw -t -e 16 -k "$work/target.sock" --cache=writeback "$work/target.raw" &
     server=$!
-    while [ ! -S "$work/target.sock" ]; do sleep 0.01; done
+    await_socket "$work/target.sock" "$server"
 }
 stop_target() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; sync "$work/target.raw"; }
 
@@ -70,20 +79,25 @@ for which in large small; do
     vsize=$(virtual_size "$top")
     for fmt in raw qcow2; do
         : >"$work/t_q"; : >"$work/t_qs"; : >"$work/t_s"; : >"$work/t_n"
-        for n in $(seq "$runs"); do
+        reference() {
             t0=$(now); qemu-img convert -O "$fmt" "$top" "$work/q.$fmt"; since "$t0" >>"$work/t_q"
             # qemu-img convert writes with cache=unsafe and never syncs; a restore returns only
             # once its file is durable.
             sync "$work/q.$fmt"; since "$t0" >>"$work/t_qs"
-            # Verified and not, in turns first (what runs first pays for the reference's
-            # writeback still going on).
-            modes="verified no-verify"; [ $((n % 2)) = 0 ] && modes="no-verify verified"
+        }
+        for n in $(seq "$runs"); do
+            # The three in turns: reference first, then verified, then not; or the other way.
+            modes="verified no-verify"
+            [ $((n % 2)) = 1 ] && reference || modes="no-verify verified"
             for mode in $modes; do
                 extra=""; out="$work/t_s"
                 [ "$mode" = no-verify ] && { extra=--no-verify; out="$work/t_n"; }
-                t0=$(now); "$sendense" -q restore "$id" --disk 2000 --to "$work/s.$fmt" --format "$fmt" --force $extra >/dev/null; since "$t0" >>"$out"
-                qemu-img compare -q "$work/q.$fmt" "$work/s.$fmt" || { echo "restores differ!"; exit 1; }
-                rm -f "$work/s.$fmt"
+                t0=$(now); "$sendense" -q restore "$id" --disk 2000 --to "$work/$mode.$fmt" --format "$fmt" --force $extra >/dev/null; since "$t0" >>"$out"
+            done
+            [ $((n % 2)) = 0 ] && reference
+            for mode in $modes; do
+                qemu-img compare -q "$work/q.$fmt" "$work/$mode.$fmt" || { echo "restores differ!"; exit 1; }
+                rm -f "$work/$mode.$fmt"
             done
             rm -f "$work/q.$fmt"
         done
@@ -99,12 +113,12 @@ for which in large small; do
         t0=$(now)
         qemu-nbd -r -t -e 16 -f qcow2 -k "$work/chain.sock" "$top" &
         src=$!
-        while [ ! -S "$work/chain.sock" ]; do sleep 0.005; done
+        await_socket "$work/chain.sock" "$src"
         t1=$(now)
         # An NBD target is an existing disk: both zero what the restore point holds as zeroes.
         nbdcopy --flush "nbd+unix:///?socket=$work/chain.sock" "nbd+unix:///?socket=$work/target.sock"
         since "$t1" >>"$work/t_c"; since "$t0" >>"$work/t_cs"
-        kill "$src" 2>/dev/null || true; wait "$src" 2>/dev/null || true; rm -f "$work/chain.sock"
+        kill "$src" 2>/dev/null || true; wait "$src" 2>/dev/null || true; src=""; rm -f "$work/chain.sock"
         stop_target; mv "$work/target.raw" "$work/ref.raw"
         modes="verified no-verify"; [ $((n % 2)) = 0 ] && modes="no-verify verified"
         for mode in $modes; do

@@ -520,6 +520,12 @@ impl Sendense {
                     ],
                 )?;
                 crate::crash::point("restore.partial-created");
+                // Only its owner may read a restored disk (as a raw one is made).
+                std::fs::set_permissions(
+                    &partial,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .map_err(|e| Error::io("setting the mode of", &partial, e))?;
                 let mut target = Target::File {
                     partial: partial.clone(),
                     dest,

@@ -91,13 +91,16 @@ pub struct LocalFile {
     size: u64,
     /// Bytes written since writeback was last started.
     unsynced: AtomicU64,
-    /// A writeback runs (on a thread of its own).
+    /// A background sync runs (on a thread of its own).
     syncing: Arc<std::sync::atomic::AtomicBool>,
+    /// The first error a background sync met: the kernel reports a writeback error once, so
+    /// the final flush must report it.
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// Written bytes after which writeback starts while the copy goes on, so the final flush
-/// waits for little: the disk writes while the copy still reads.
-const WRITEBACK_EVERY: u64 = 64 << 20;
+/// Written bytes after which a background `fdatasync` runs while the copy goes on, so the final
+/// flush waits for little: the disk writes while the copy still reads.
+const SYNC_EVERY: u64 = 64 << 20;
 
 impl LocalFile {
     /// The new, empty file `path` of `size` bytes (sparse: it reads as zeroes).
@@ -118,6 +121,7 @@ impl LocalFile {
             size,
             unsynced: AtomicU64::new(0),
             syncing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            failed: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -129,16 +133,26 @@ impl LocalFile {
         let unsynced = self
             .unsynced
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        if unsynced + data.len() as u64 >= WRITEBACK_EVERY
-            && !self.syncing.swap(true, Ordering::AcqRel)
+        if unsynced + data.len() as u64 >= SYNC_EVERY && !self.syncing.swap(true, Ordering::AcqRel)
         {
             self.unsynced.store(0, Ordering::Relaxed);
-            let (file, syncing) = (self.file.clone(), self.syncing.clone());
-            // Only a head start: the final flush makes everything durable and reports errors.
-            std::thread::spawn(move || {
-                let _ = file.sync_data();
-                syncing.store(false, Ordering::Release);
-            });
+            let (file, syncing, failed) =
+                (self.file.clone(), self.syncing.clone(), self.failed.clone());
+            // A head start for the final flush, which reports what this one met.
+            let started = std::thread::Builder::new()
+                .name("sendense-sync".into())
+                .spawn(move || {
+                    if let Err(e) = file.sync_data() {
+                        failed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert(e.to_string());
+                    }
+                    syncing.store(false, Ordering::Release);
+                });
+            if started.is_err() {
+                self.syncing.store(false, Ordering::Release);
+            }
         }
         Ok(())
     }
@@ -171,7 +185,19 @@ impl LocalFile {
     fn flush(&self) -> Result<()> {
         self.file
             .sync_all()
-            .map_err(|e| Error::io("syncing", &self.path, e))
+            .map_err(|e| Error::io("syncing", &self.path, e))?;
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match failed {
+            Some(e) => Err(Error::new(
+                ErrorKind::Io,
+                format!("syncing {}: {e}", self.path.display()),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -224,6 +250,17 @@ impl Src {
     }
 }
 
+/// Runs `f`, which blocks on the file system, from an async task: the runtime moves its other
+/// tasks to other threads meanwhile (on a current-thread runtime it just runs).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Where a copy writes: an NBD export, or a raw file.
 #[derive(Debug, Clone)]
 enum Dst {
@@ -260,14 +297,14 @@ impl Dst {
     async fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
         match self {
             Dst::Nbd(c) => c.write(offset, data, false).await,
-            Dst::File(f) => tokio::task::block_in_place(|| f.write(offset, data)),
+            Dst::File(f) => blocking(|| f.write(offset, data)),
         }
     }
 
     async fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         match self {
             Dst::Nbd(c) => c.write_zeroes(offset, len, true).await,
-            Dst::File(f) => tokio::task::block_in_place(|| f.write_zeroes(offset, len)),
+            Dst::File(f) => blocking(|| f.write_zeroes(offset, len)),
         }
     }
 

@@ -10,7 +10,7 @@
 //! Everything is read positionally from files opened once, so any number of readers share one
 //! [`ChainReader`]; its map holds one entry per run of clusters a link decides.
 
-use super::qcow2_map::{own_map, OwnMap};
+use super::qcow2_map::{own_map_of, OwnMap};
 use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::Extent;
 use std::fs::File;
@@ -118,6 +118,12 @@ fn compose(maps: &[OwnMap], size: u64) -> Vec<Piece> {
                 }
             }
         }
+        // Past a link's own end QEMU reads zeroes, whatever older links hold there.
+        let own = if map.size < size {
+            union(&own, &[(map.size, size)])
+        } else {
+            own
+        };
         covered = union(&covered, &own);
     }
     pieces.sort_unstable_by_key(|p| p.offset);
@@ -168,7 +174,9 @@ impl ChainReader {
         let mut maps = Vec::new();
         let mut opened = Vec::new();
         for path in files {
-            let map = match own_map(path) {
+            // One handle: the map and the data read come from the same file.
+            let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+            let map = match own_map_of(&file) {
                 Ok(Some(map)) => map,
                 Ok(None) => return Ok(None),
                 Err(why) => {
@@ -180,7 +188,7 @@ impl ChainReader {
                 }
             };
             maps.push(map);
-            opened.push(File::open(path).map_err(|e| Error::io("opening", path, e))?);
+            opened.push(file);
         }
         let name = files
             .first()
@@ -272,6 +280,50 @@ impl ChainReader {
 mod tests {
     use super::*;
     use sendense_testkit::{create_image, create_overlay, qemu_io};
+
+    /// A middle link smaller than the top hides what older links hold past its end: QEMU reads
+    /// zeroes there.
+    #[test]
+    fn past_a_smaller_links_end_the_chain_reads_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let base = create_image(&d.join("base.qcow2"), "qcow2", "4M");
+        qemu_io(&base, "qcow2", &["write -P 0x11 0 4M"]);
+        sendense_testkit::run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                d.join("mid.qcow2").to_str().unwrap(),
+                "2M",
+            ],
+        );
+        let mid = d.join("mid.qcow2");
+        let top = create_overlay(&d.join("top.qcow2"), "mid.qcow2");
+        sendense_testkit::run("qemu-img", &["resize", "-q", top.to_str().unwrap(), "4M"]);
+        let reader = ChainReader::open(&[&top, &mid, &base]).unwrap().unwrap();
+        let mut ours = vec![0xAAu8; 4 << 20];
+        reader.read(0, &mut ours).unwrap();
+        let raw = d.join("qemu.raw");
+        sendense_testkit::run(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "raw",
+                top.to_str().unwrap(),
+                raw.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(ours, std::fs::read(&raw).unwrap());
+        assert!(ours[3 << 20..].iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn range_arithmetic() {

@@ -46,6 +46,11 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 /// `Err(why)` for an image whose tables point outside it.
 pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
+    own_map_of(&f)
+}
+
+/// [`own_map`] of the image open as `f`.
+pub fn own_map_of(f: &File) -> std::result::Result<Option<OwnMap>, String> {
     let file_len = f.metadata().map_err(|e| e.to_string())?.len();
     let mut h = vec![0u8; 112];
     let n = f.read_at(&mut h, 0).map_err(|e| e.to_string())?;
@@ -101,6 +106,7 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
         ..OwnMap::default()
     };
     let mut l2 = vec![0u8; cluster as usize];
+    let mut tables = std::collections::HashSet::new();
     for (i, entry) in l1.chunks_exact(8).enumerate() {
         let l2_offset = be64(entry, 0).unwrap_or(0) & OFFSET_MASK;
         if l2_offset == 0 {
@@ -108,6 +114,11 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
         }
         if !l2_offset.is_multiple_of(cluster) || !inside(l2_offset, cluster) {
             return Err(format!("L1 entry {i} points outside the file"));
+        }
+        // One L2 table per L1 entry: tables shared between entries (which QEMU never writes)
+        // would let a small file describe an endless map.
+        if !tables.insert(l2_offset) {
+            return Err(format!("L1 entry {i} shares its L2 table with another"));
         }
         f.read_exact_at(&mut l2, l2_offset)
             .map_err(|e| e.to_string())?;
