@@ -561,6 +561,45 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
         .unwrap_or_default();
     assert!(scratch.is_empty(), "{scratch:?}");
 
+    // A `files get` killed with its copies staged: the next command removes them and the
+    // mount, and nothing reaches the destination.
+    let to = d.join("got-killed");
+    sendense_testkit::cli_killed_at(
+        BIN,
+        &state,
+        &[
+            "files",
+            "get",
+            &points[0].0,
+            "--disk",
+            "2000",
+            "p1/etc",
+            "--to",
+            to.to_str().unwrap(),
+        ],
+        "files.staged",
+    );
+    let staged: Vec<PathBuf> = std::fs::read_dir(&to)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(staged.len(), 1, "{staged:?}");
+    assert!(!leftovers(d).is_empty(), "the kill left nothing to find");
+    let (c, out, _) = hub(&state, &["job", "list"]);
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(
+        leftovers(d),
+        Vec::<String>::new(),
+        "after a killed files get"
+    );
+    let left: Vec<PathBuf> = std::fs::read_dir(&to)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     // A flipped byte in the full: a verified restore fails naming the offset.
     let image = PathBuf::from(full["disks"][0]["file"].as_str().unwrap());
     sendense_testkit::qcow2::flip_data_byte(&image, P1.0 * 512 + 4096);

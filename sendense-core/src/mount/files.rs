@@ -216,6 +216,7 @@ impl Sendense {
             for (src, name) in &sources {
                 copier.copy(src, &staging.join(name))?;
             }
+            crate::crash::point("files.staged");
             for (_, name) in &sources {
                 nix::fcntl::renameat2(
                     nix::fcntl::AT_FDCWD,
