@@ -135,6 +135,10 @@ impl Ledger {
         self.open()?.record_child(child)
     }
 
+    fn set_process(&self, id: i64, process: crate::proc::ProcId) -> Result<()> {
+        self.open()?.set_child_process(id, process)
+    }
+
     fn forget(&self, id: i64) {
         if let Err(e) = self.open().and_then(|mut c| c.forget_child(id)) {
             // The record stays: the reconciliation finds the process gone and drops it.

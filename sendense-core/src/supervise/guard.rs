@@ -74,7 +74,27 @@ impl Supervised {
         // Its own group: a Ctrl-C in the terminal reaches Sendense, which then stops the child
         // in order, and stopping the group also ends what the child started.
         cmd.process_group(0);
+        // Recorded before it runs, with its marker: killed right after the spawn, Sendense
+        // leaves a record by which the next command finds the child and what it started.
+        let recorded = ledger
+            .map(|ledger| {
+                ledger
+                    .record(&NewChild {
+                        kind,
+                        label,
+                        job: ledger.job(),
+                        process: None,
+                        cmdline: &cmdline,
+                        group_leader: true,
+                        token: Some(&token),
+                    })
+                    .map(|id| (ledger.clone(), id))
+            })
+            .transpose()?;
         let child = cmd.spawn().map_err(|e| {
+            if let Some((ledger, id)) = &recorded {
+                ledger.forget(*id);
+            }
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 ErrorKind::MissingTool
             } else {
@@ -90,19 +110,13 @@ impl Supervised {
             record: None,
             token: Some(token.clone()),
         };
-        if let Some(ledger) = ledger {
-            // Recorded before anything depends on it; unrecorded, it goes at once (the guard
-            // drops and stops it).
-            let id = ledger.record(&NewChild {
-                kind,
-                label,
-                job: ledger.job(),
-                process,
-                cmdline: &cmdline,
-                group_leader: true,
-                token: Some(&token),
-            })?;
+        if let Some((ledger, id)) = recorded {
+            // Its pid too; without it the guard stops the child at once (it drops), and the
+            // record still finds whatever escaped by its marker.
             guard.record = Some((ledger.clone(), id));
+            if let Some(process) = process {
+                ledger.set_process(id, process)?;
+            }
         }
         Ok(guard)
     }

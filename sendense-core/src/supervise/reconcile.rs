@@ -43,8 +43,10 @@ pub fn running(record: &ChildRecord) -> Vec<ProcId> {
     let mut found = match record.process {
         Some(id) if runs_as_recorded(id, &record.cmdline) => vec![id],
         Some(_) => Vec::new(),
-        // Recorded before it ran, and its starter died before recording its pid: if it came
-        // up, it runs with exactly the recorded command line.
+        // Recorded before it ran, and its starter died before recording its pid: a child with
+        // a marker is found by it (below; a command line alone may be someone else's too), one
+        // without runs with exactly the recorded command line, if it came up.
+        None if record.token.is_some() => Vec::new(),
         None => proc::with_cmdline(&record.cmdline),
     };
     if let Some(token) = &record.token {
