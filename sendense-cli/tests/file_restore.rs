@@ -75,6 +75,16 @@ fn tree(root: &Path, ntfs: bool) -> BTreeMap<String, String> {
     out
 }
 
+/// The paths `files ls --json` listed.
+fn paths(listing: &Value) -> Vec<&str> {
+    listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect()
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
@@ -400,12 +410,7 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
         // files ls: the partitions, and a directory's entries (a link resolves inside).
         let (c, out, ls) = hub(&state, &["files", "ls", id, "--disk", "2000", "p1/data"]);
         assert_eq!(c, 0, "{out}");
-        let names: Vec<&str> = ls["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = paths(&ls);
         assert!(names.contains(&"p1/data/abs"), "{ls:#}");
         let (c, out, _) = hub(
             &state,
@@ -417,12 +422,7 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
         );
         let (c, out, up) = hub(&state, &["files", "ls", id, "--disk", "2000", "p1/data/up"]);
         assert_eq!(c, 0, "{out}");
-        let hosts: Vec<&str> = up["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["path"].as_str().unwrap())
-            .collect();
+        let hosts: Vec<&str> = paths(&up);
         assert!(
             hosts.contains(&"p1/etc/hosts"),
             "a climbing link left the partition: {up:#}"

@@ -149,10 +149,7 @@ struct Plan {
 /// Where a disk's restore reads.
 enum Source {
     /// Its chain, read directly (see [`crate::repo::chain_read`]).
-    Chain(
-        std::sync::Arc<crate::repo::chain_read::ChainReader>,
-        PathBuf,
-    ),
+    Chain(std::sync::Arc<crate::repo::chain_read::ChainReader>),
     /// qemu-nbd serving its chain, for images with a layout only QEMU reads.
     Export(Box<RunningExport>),
 }
@@ -437,8 +434,8 @@ impl Sendense {
                 .with_help("Choose another path, or pass --force to replace it."));
         }
         // The records every block is checked against, themselves checked first.
+        let links = self.catalog().disk_chain(&backup.id, d.key)?;
         let check = if req.verify {
-            let links = self.catalog().disk_chain(&backup.id, d.key)?;
             Some(std::sync::Arc::new(
                 crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
             ))
@@ -460,10 +457,9 @@ impl Sendense {
             )
         };
         // The chain is read directly, unless an image has a layout only QEMU reads.
-        let links = self.catalog().disk_chain(&backup.id, d.key)?;
         let files: Vec<&Path> = links.iter().map(|l| l.file.as_path()).collect();
         let source = match crate::repo::chain_read::ChainReader::open(&files)? {
-            Some(reader) => Source::Chain(std::sync::Arc::new(reader), d.file.clone()),
+            Some(reader) => Source::Chain(std::sync::Arc::new(reader)),
             None => Source::Export(Box::new(self.start_export(&served(
                 &d.file,
                 "qcow2",
@@ -591,10 +587,11 @@ impl Sendense {
             };
             let src = match &p.source {
                 Source::Export(e) => e.url.clone(),
-                Source::Chain(_, top) => NbdUrl::unix(top, ""),
+                // Only named in messages: the copy reads the chain itself.
+                Source::Chain(r) => NbdUrl::unix(Path::new(r.name()), ""),
             };
             let mut r = CopyRequest::new(src, dst);
-            if let Source::Chain(reader, _) = &p.source {
+            if let Source::Chain(reader) = &p.source {
                 r.local_src = Some(reader.clone());
             }
             if let Target::File { local: Some(f), .. } = &p.target {

@@ -281,6 +281,22 @@ mod tests {
     use super::*;
     use sendense_testkit::{create_image, create_overlay, qemu_io};
 
+    /// Every byte of the disk `top` is, as `qemu-img convert` reads it through its chain.
+    fn qemu_reads(top: &Path) -> Vec<u8> {
+        let raw = top.with_extension("raw");
+        sendense_testkit::run(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "raw",
+                top.to_str().unwrap(),
+                raw.to_str().unwrap(),
+            ],
+        );
+        std::fs::read(&raw).unwrap()
+    }
+
     /// A middle link smaller than the top hides what older links hold past its end: QEMU reads
     /// zeroes there.
     #[test]
@@ -310,18 +326,8 @@ mod tests {
         let reader = ChainReader::open(&[&top, &mid, &base]).unwrap().unwrap();
         let mut ours = vec![0xAAu8; 4 << 20];
         reader.read(0, &mut ours).unwrap();
-        let raw = d.join("qemu.raw");
-        sendense_testkit::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "raw",
-                top.to_str().unwrap(),
-                raw.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(ours, std::fs::read(&raw).unwrap());
+        let theirs_raw = qemu_reads(&top);
+        assert_eq!(ours, theirs_raw);
         assert!(ours[3 << 20..].iter().all(|b| *b == 0));
     }
 
@@ -378,18 +384,8 @@ mod tests {
         assert_eq!(reader.size(), size);
         let mut ours = vec![0xAAu8; size as usize];
         reader.read(0, &mut ours).unwrap();
-        let raw = d.join("qemu.raw");
-        sendense_testkit::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "raw",
-                top.to_str().unwrap(),
-                raw.to_str().unwrap(),
-            ],
-        );
-        let theirs = std::fs::read(&raw).unwrap();
+        let theirs_raw = qemu_reads(&top);
+        let theirs = theirs_raw;
         assert_eq!(ours.len(), theirs.len());
         let first_diff = ours.iter().zip(&theirs).position(|(a, b)| a != b);
         assert_eq!(first_diff, None);

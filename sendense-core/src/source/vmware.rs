@@ -25,32 +25,6 @@ use crate::vsphere::{MoRef, ServiceContent, Vim, VmInfo};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How the VDDK plugin reaches the vCenter.
-#[derive(Clone)]
-pub struct VddkLogin {
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Account.
-    pub user: String,
-    /// Password (written to a 0600 file for the plugin, nowhere else).
-    pub password: String,
-    /// The pinned certificate thumbprint.
-    pub thumbprint: String,
-}
-
-impl std::fmt::Debug for VddkLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VddkLogin")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("thumbprint", &self.thumbprint)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Everything a VMware source needs to run: on the hub, or sent to a node's `sendense-sna` in
 /// its source session (over SSH, never in an argument). The password is in it: it is never
 /// printed (see its `Debug`).
@@ -96,7 +70,10 @@ pub struct VmwareSource {
     vm: MoRef,
     /// Its BIOS uuid as registered: a reference that names another VM now is refused.
     uuid: String,
-    login: VddkLogin,
+    /// The login and VM (the password goes to VDDK in a 0600 file, nowhere else).
+    open: VmwareOpen,
+    /// The vCenter's host and port, for VDDK.
+    server: (String, u16),
     vddk: VddkConfig,
     active: Option<Active>,
     /// The name of a snapshot being created: a task that could not be waited for may still
@@ -144,13 +121,8 @@ impl VmwareSource {
             content,
             vm: MoRef::new("VirtualMachine", &open.moref),
             uuid: open.uuid.clone(),
-            login: VddkLogin {
-                host: url.host,
-                port: url.port,
-                user: open.user.clone(),
-                password: open.password.clone(),
-                thumbprint: open.thumbprint.clone(),
-            },
+            open: open.clone(),
+            server: (url.host, url.port),
             vddk,
             active: None,
             pending: None,
@@ -201,11 +173,11 @@ impl VmwareSource {
             .arg(&self.vddk.plugin)
             .arg(format!("libdir={}", self.vddk.libdir.display()))
             .arg(format!("file={file}"))
-            .arg(format!("server={}", self.login.host))
-            .arg(format!("port={}", self.login.port))
-            .arg(format!("user={}", self.login.user))
+            .arg(format!("server={}", self.server.0))
+            .arg(format!("port={}", self.server.1))
+            .arg(format!("user={}", self.open.user))
             .arg(format!("password=+{}", password.display()))
-            .arg(format!("thumbprint={}", self.login.thumbprint))
+            .arg(format!("thumbprint={}", self.open.thumbprint))
             .arg(format!("vm=moref={}", self.vm.value))
             .arg(format!("snapshot={}", snapshot.value))
             .arg(format!("transports={}", self.vddk.transports))
@@ -497,7 +469,7 @@ impl Source for VmwareSource {
         let disks = self.vim.snapshot_disks(&self.content, &snapshot)?;
         crate::fsutil::write_atomic(
             &req.scratch.join("vddk.password"),
-            self.login.password.as_bytes(),
+            self.open.password.as_bytes(),
             0o600,
         )?;
         let served = self.serve_disks(host, req, &snapshot, &disks);
