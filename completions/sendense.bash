@@ -649,7 +649,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__files__subcmd__get)
-            opts="-v -q -h -V --disk --to --repo --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --to --repo --no-verify --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -683,7 +683,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__files__subcmd__ls)
-            opts="-v -q -h -V --disk --repo --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --disk --repo --no-verify --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1065,7 +1065,7 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__mount)
-            opts="-v -q -h -V --disk --repo --foreground --idle --state-dir --config --json --verbose --quiet --help --version list"
+            opts="-v -q -h -V --disk --repo --foreground --idle --no-verify --state-dir --config --json --verbose --quiet --help --version list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

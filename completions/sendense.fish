@@ -661,6 +661,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l foreground -d 'Stay in the foreground until Ctrl-C (or umount) instead of going on in the background'
+complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l no-verify -d 'Serve the blocks without checking them against the backup\'s digests'
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand mount; and not __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
@@ -694,6 +695,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l repo -d 'Read the copy of the backup in this repository' -r
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l no-verify -d 'Read the blocks without checking them against the backup\'s digests'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from ls" -s q -l quiet -d 'Only errors on stderr'
@@ -704,6 +706,7 @@ complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l repo -d 'Read the copy of the backup in this repository' -r
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l no-verify -d 'Read the blocks without checking them against the backup\'s digests'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand files; and __fish_seen_subcommand_from get" -s q -l quiet -d 'Only errors on stderr'

@@ -237,8 +237,11 @@ the configuration, 3600; 0: never) in which nothing read from it and no program
 used it. --foreground keeps it in this terminal until Ctrl-C. A mount whose
 process was killed is undone by the next sendense command. Needs root, /dev/fuse,
 loop devices, qemu-storage-daemon (qemu-system-common), and ntfs-3g for NTFS.
-Blocks are not checked against the backup's digests while mounted (`backup
-verify` does); a backup marked damaged is not mounted.
+Every block read is checked against the backup's digests first (Sendense serves
+the chain to qemu-storage-daemon): a damaged block reads as an input/output
+error, never as wrong bytes; the mount's end then names its offset (`job log`),
+exits 1 and marks the backup damaged. --no-verify serves the blocks unchecked. A
+backup marked damaged is not mounted.
 
 JSON OUTPUT
   {\"backup\": \"<id>\", \"vm\": \"pg\", \"disk\": 2000, \"dir\": \"/mnt/pg\", \"job\": 12,
@@ -268,6 +271,9 @@ JSON OUTPUT
         /// Unmount after this many seconds unused (0: never).
         #[arg(long, value_name = "SECS")]
         idle: Option<u64>,
+        /// Serve the blocks without checking them against the backup's digests.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Unmount a restore point mounted with `sendense mount`.
     #[command(
@@ -690,6 +696,9 @@ JSON OUTPUT
         /// Read the copy of the backup in this repository.
         #[arg(long)]
         repo: Option<String>,
+        /// Read the blocks without checking them against the backup's digests.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Copy files and directories of a restore point out, with their metadata.
     #[command(
@@ -699,8 +708,9 @@ and FIFOs kept; device nodes and sockets skipped (named); extended attributes
 and ACLs not copied. DIR is made 0700 when new; an existing DIR writable by
 others is refused. A name that exists in DIR already is refused, and nothing is
 ever written outside DIR; a failed copy leaves nothing. --to - writes one tar
-stream (GNU format, device nodes included) to stdout. The blocks read are not
-checked against the backup's digests (run `sendense backup verify ID` for that).
+stream (GNU format, device nodes included) to stdout. Every block read is checked
+against the backup's digests: a damaged one fails the command (exit 1) naming its
+offset, and the backup is marked damaged; --no-verify reads without checking.
 
 JSON OUTPUT
   {\"backup\": \"<id>\", \"disk\": 2000, \"entries\": 12, \"bytes\": 40960,
@@ -721,6 +731,9 @@ JSON OUTPUT
         /// Read the copy of the backup in this repository.
         #[arg(long)]
         repo: Option<String>,
+        /// Read the blocks without checking them against the backup's digests.
+        #[arg(long)]
+        no_verify: bool,
     },
 }
 

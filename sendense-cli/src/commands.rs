@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> CmdResult {
             repo,
             foreground,
             idle,
+            no_verify,
         } => mount::mount(
             g,
             mount::Args {
@@ -86,6 +87,7 @@ pub fn run(cli: Cli) -> CmdResult {
                 repo,
                 foreground,
                 idle,
+                verify: !no_verify,
             },
         ),
         Command::Umount { dir } => mount::umount(g, &dir),

@@ -146,21 +146,33 @@ fn make_disk(d: &Path, ext: &Path, ntfs: &Path) -> PathBuf {
     to_qcow2(&raw)
 }
 
-/// The raw image `raw` as a QCOW2 image beside it (the raw one removed).
-fn to_qcow2(raw: &Path) -> PathBuf {
-    let qcow2 = raw.with_extension("qcow2");
+/// What is in `dir`.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The image `from` converted to an image `to` in `format`.
+fn convert(from: &Path, format: &str, to: &Path) {
     run(
         "qemu-img",
         &[
             "convert",
-            "-f",
-            "raw",
             "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow2.to_str().unwrap(),
+            format,
+            from.to_str().unwrap(),
+            to.to_str().unwrap(),
         ],
     );
+}
+
+/// The raw image `raw` as a QCOW2 image beside it (the raw one removed).
+fn to_qcow2(raw: &Path) -> PathBuf {
+    let qcow2 = raw.with_extension("qcow2");
+    convert(raw, "qcow2", &qcow2);
     std::fs::remove_file(raw).unwrap();
     qcow2
 }
@@ -564,10 +576,8 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
     // A `files get` killed with its copies staged: the next command removes them and the
     // mount, and nothing reaches the destination.
     let to = d.join("got-killed");
-    sendense_testkit::cli_killed_at(
-        BIN,
-        &state,
-        &[
+    let get_etc = |to: &Path| -> Vec<String> {
+        [
             "files",
             "get",
             &points[0].0,
@@ -575,15 +585,16 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
             "2000",
             "p1/etc",
             "--to",
-            to.to_str().unwrap(),
-        ],
-        "files.staged",
-    );
-    let staged: Vec<PathBuf> = std::fs::read_dir(&to)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([to.to_str().unwrap().to_string()])
+        .collect()
+    };
+    let args = get_etc(&to);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    sendense_testkit::cli_killed_at(BIN, &state, &args, "files.staged");
+    let staged = entries(&to);
     assert_eq!(staged.len(), 1, "{staged:?}");
     assert!(!leftovers(d).is_empty(), "the kill left nothing to find");
     let (c, out, _) = hub(&state, &["job", "list"]);
@@ -593,16 +604,52 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
         Vec::<String>::new(),
         "after a killed files get"
     );
-    let left: Vec<PathBuf> = std::fs::read_dir(&to)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = entries(&to);
     assert!(left.is_empty(), "{left:?}");
 
-    // A flipped byte in the full: a verified restore fails naming the offset.
+    // Unchecked reads (QEMU reads the chain itself) list the same.
+    let ls = |extra: &[&str]| {
+        let mut args = vec!["files", "ls", &points[1].0, "--disk", "2000", "p1/etc"];
+        args.extend_from_slice(extra);
+        let (c, out, listed) = hub(&state, &args);
+        assert_eq!(c, 0, "{out}");
+        listed["entries"].clone()
+    };
+    assert_eq!(ls(&["--no-verify"]), ls(&[]));
+
+    // A flipped byte in the data of p1/etc/hosts in the full: reading the file through a
+    // verified `files get` fails naming the block, nothing reaches the destination, nothing is
+    // left mounted, and the backup is marked damaged.
     let image = PathBuf::from(full["disks"][0]["file"].as_str().unwrap());
-    sendense_testkit::qcow2::flip_data_byte(&image, P1.0 * 512 + 4096);
+    let raw = d.join("full.raw");
+    convert(&image, "raw", &raw);
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    let needle = b"hello from the backup\n";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the file's data in the full") as u64;
+    drop(bytes);
+    sendense_testkit::qcow2::flip_data_byte(&image, at + 3);
+    let to = d.join("got-damaged");
+    let args = get_etc(&to);
+    let (c, out, _) = hub(&state, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, 1, "{out}");
+    let block = (at + 3) / 65536 * 65536;
+    assert!(out.contains(&format!("offset {block}")), "{out}");
+    assert_eq!(leftovers(d), Vec::<String>::new(), "after a damaged read");
+    let left = entries(&to);
+    assert!(left.is_empty(), "{left:?}");
+    let (_, _, shown) = hub(&state, &["backup", "show", &points[0].0]);
+    assert!(
+        shown["damaged"]
+            .as_str()
+            .is_some_and(|w| w.contains(&format!("offset {block}"))),
+        "{shown}"
+    );
+
+    // A verified restore of it fails naming the offset too.
     let out_file = d.join("restored.qcow2");
     let (c, out, _) = hub(
         &state,

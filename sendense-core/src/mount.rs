@@ -17,11 +17,17 @@
 //! and without a program using it. A killed mount process is undone by the reconciliation of
 //! the next command: the filesystem mounts over its loop devices, the loop devices (found by
 //! the file behind them), the FUSE export and the directories it made. The backup is never
-//! written to, and its blocks are not checked against their digests while mounted (`backup
-//! verify` does that).
+//! written to.
+//!
+//! The chain under the overlay is served by Sendense itself ([`served`]): every block the
+//! export reads is checked against the digests first, and a damaged one reads as an I/O
+//! error — never as wrong bytes — and is reported by offset when the mount ends (the backup is
+//! marked damaged). With `verify` off, or when an image has a layout only QEMU reads, the
+//! overlay's backing file is the chain's top image, read by QEMU unchecked.
 
 pub mod detach;
 pub mod files;
+pub mod served;
 pub mod system;
 pub mod table;
 
@@ -70,6 +76,8 @@ pub struct MountRequest {
     pub dir: Option<PathBuf>,
     /// Unmount after this long unused; `None`: the configuration's; zero: never.
     pub idle: Option<Duration>,
+    /// Check every block read against the digests (see [`served`]).
+    pub verify: bool,
 }
 
 /// A partition of a mounted disk, and what became of it.
@@ -122,6 +130,11 @@ pub struct MountedBackup {
     work: PathBuf,
     created_dir: bool,
     server: Option<Supervised>,
+    /// The chain as Sendense serves it to the export, when it does.
+    chain: Option<(
+        crate::nbd::server::NbdServer,
+        std::sync::Arc<served::ServedChain>,
+    )>,
     devices: Vec<PathBuf>,
     job: JobRun,
     _locks: BackupReadLocks,
@@ -260,11 +273,12 @@ impl Sendense {
             work,
             created_dir,
             server: None,
+            chain: None,
             devices: Vec::new(),
             job,
             _locks: locks,
         };
-        match self.mount_inside(&mut mounted, &disk.file) {
+        match self.mount_inside(&mut mounted, &disk.file, req.verify) {
             Ok(()) => Ok(mounted),
             Err(e) => {
                 let (job, teardown) = self.undo_mount(mounted);
@@ -342,15 +356,69 @@ impl Sendense {
         }
     }
 
+    /// The chain of `m` served by Sendense on a socket in its work directory (see [`served`]),
+    /// or `None` when an image has a layout only QEMU reads (then QEMU reads the chain itself,
+    /// unchecked, and the job log says so).
+    fn serve_chain(&mut self, m: &mut MountedBackup, verify: bool) -> Result<Option<PathBuf>> {
+        let links = self.catalog().disk_chain(&m.info.backup, m.info.disk)?;
+        let check = verify
+            .then(|| crate::repo::chain_check::ChainCheck::open(m.info.disk, &links))
+            .transpose()?;
+        let files: Vec<&Path> = links.iter().map(|l| l.file.as_path()).collect();
+        let Some(reader) = crate::repo::chain_read::ChainReader::open(&files)? else {
+            self.job_log(
+                m.job.id,
+                "an image of the chain is compressed or encrypted: qemu-storage-daemon reads \
+                 the chain itself, and its blocks are not checked against the digests",
+            );
+            return Ok(None);
+        };
+        let recorded = links.first().map_or(0, |l| l.size);
+        if reader.size() < recorded || reader.size() - recorded >= 512 {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!(
+                    "disk {} of backup {}: the image {} is {} bytes long, the backup recorded {recorded}",
+                    m.info.disk,
+                    m.info.backup,
+                    reader.name(),
+                    reader.size()
+                ),
+            )
+            .with_help("Run `sendense backup verify` to check the chain."));
+        }
+        let chain = std::sync::Arc::new(served::ServedChain::new(reader, check, recorded));
+        let socket = m.work.join("chain.sock");
+        let server = crate::nbd::server::NbdServer::start(&socket, chain.clone())?;
+        m.chain = Some((server, chain));
+        Ok(Some(socket))
+    }
+
     /// The overlay, the export, the partitions and their mounts of `m`, whose chain top is
     /// `top`.
-    fn mount_inside(&mut self, m: &mut MountedBackup, top: &Path) -> Result<()> {
+    fn mount_inside(&mut self, m: &mut MountedBackup, top: &Path, verify: bool) -> Result<()> {
         crate::fsutil::create_private_dir(&m.work)?;
         if m.info.dir.starts_with(&m.work) {
             crate::fsutil::create_private_dir(&m.info.dir)?;
         }
         let overlay = m.work.join("overlay.qcow2");
         let top = std::fs::canonicalize(top).map_err(|e| Error::io("resolving", top, e))?;
+        let socket = self.serve_chain(m, verify)?;
+        let size = m.chain.as_ref().map(|(_, c)| {
+            use crate::nbd::server::ServedDisk;
+            c.size().to_string()
+        });
+        let backing: Vec<&std::ffi::OsStr> = match &size {
+            // The backing node is given to qemu-storage-daemon: the overlay names none.
+            Some(size) => vec![overlay.as_os_str(), size.as_ref()],
+            None => vec![
+                "-F".as_ref(),
+                "qcow2".as_ref(),
+                "-b".as_ref(),
+                top.as_os_str(),
+                overlay.as_os_str(),
+            ],
+        };
         crate::tools::run(
             crate::tools::QEMU_IMG,
             [
@@ -358,12 +426,9 @@ impl Sendense {
                 "-q".as_ref(),
                 "-f".as_ref(),
                 "qcow2".as_ref(),
-                "-F".as_ref(),
-                "qcow2".as_ref(),
-                "-b".as_ref(),
-                top.as_os_str(),
-                overlay.as_os_str(),
-            ],
+            ]
+            .into_iter()
+            .chain(backing),
         )?;
         let export = m.work.join(EXPORT_FILE);
         std::fs::File::create(&export).map_err(|e| Error::io("creating", &export, e))?;
@@ -371,12 +436,24 @@ impl Sendense {
         let log =
             std::fs::File::create(&log_file).map_err(|e| Error::io("creating", &log_file, e))?;
         let mut cmd = std::process::Command::new(STORAGE_DAEMON.program);
-        cmd.arg("--blockdev")
-            .arg(format!(
+        match &socket {
+            Some(socket) => cmd
+                .arg("--blockdev")
+                .arg(format!(
+                    "driver=nbd,node-name=chain,server.type=unix,server.path={},read-only=on",
+                    qemu_option(socket)?
+                ))
+                .arg("--blockdev")
+                .arg(format!(
+                    "driver=qcow2,node-name=disk,file.driver=file,file.filename={},backing=chain",
+                    qemu_option(&overlay)?
+                )),
+            None => cmd.arg("--blockdev").arg(format!(
                 "driver=qcow2,node-name=disk,file.driver=file,file.filename={}",
                 qemu_option(&overlay)?
-            ))
-            .arg("--export")
+            )),
+        };
+        cmd.arg("--export")
             .arg(format!(
                 "type=fuse,id=disk,node-name=disk,mountpoint={},writable=on,allow-other=off",
                 qemu_option(&export)?
@@ -521,7 +598,47 @@ impl Sendense {
     /// its export ended on its own or something of it could not be undone.
     pub fn end_mount(&mut self, m: MountedBackup, end: MountEnd) -> Result<()> {
         let what = format!("disk {} of backup {}", m.info.disk, m.info.backup);
-        match self.undo_mount(m) {
+        let backup = m.info.backup.clone();
+        let chain = m.chain.as_ref().map(|(_, c)| c.clone());
+        let undone = self.undo_mount(m);
+        let found = chain.as_ref().and_then(|c| c.failure());
+        if let Some(c) = chain.as_ref().filter(|c| c.unchecked_bytes() > 0) {
+            self.job_log(
+                undone.0.id,
+                &format!(
+                    "{} bytes read could not be checked (backups made before zero writes were recorded)",
+                    c.unchecked_bytes()
+                ),
+            );
+        }
+        if let Some(why) = found {
+            let damaged = chain.as_ref().is_some_and(|c| c.damage().is_some());
+            if damaged {
+                if let Err(e) = self
+                    .catalog_mut()
+                    .set_damaged(&backup, Some(&format!("a mount found {why}")))
+                {
+                    self.job_log(undone.0.id, &format!("marking the backup damaged: {e}"));
+                }
+            }
+            let e = Error::new(ErrorKind::External, format!("{why}; reads of it failed"))
+                .with_help(if damaged {
+                    format!(
+                        "The repository was damaged there and the backup is now marked damaged. Run \
+                         `sendense backup verify {backup}`, take the files from another backup or \
+                         repository, or pass --no-verify to read what the images hold."
+                    )
+                } else {
+                    "See `sendense job log`, and `sendense backup verify` to check the chain."
+                        .to_string()
+                });
+            let e = match undone.1 {
+                None => e,
+                Some(t) => e.context(format!("{} — and", t.message())),
+            };
+            return self.end_job(undone.0, Err(e));
+        }
+        match undone {
             (job, None) => {
                 let result = match end {
                     MountEnd::ExportEnded => Err(Error::new(
@@ -556,6 +673,8 @@ impl Sendense {
                 errors.push(e.to_string());
             }
         }
+        // Its only reader is gone.
+        m.chain = None;
         errors.extend(teardown_files(&m.info.dir, &m.work, m.created_dir));
         let MountedBackup { job, row, .. } = m;
         if errors.is_empty() {

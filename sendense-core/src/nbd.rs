@@ -10,6 +10,7 @@ mod client;
 mod handshake;
 pub mod proto;
 mod quickack;
+pub mod server;
 mod url;
 
 pub use client::{fuzz_reply_stream, ConnectOptions, NbdClient};

@@ -17,6 +17,7 @@ pub struct Args {
     pub repo: Option<String>,
     pub foreground: bool,
     pub idle: Option<u64>,
+    pub verify: bool,
 }
 
 pub fn mount(g: &GlobalArgs, a: Args) -> CmdResult {
@@ -31,6 +32,7 @@ pub fn mount(g: &GlobalArgs, a: Args) -> CmdResult {
         disk: a.disk,
         dir: Some(a.dir),
         idle: a.idle.map(Duration::from_secs),
+        verify: a.verify,
     };
     let mut m = sd.mount_backup(&req, super::interrupt_token(g)?)?;
     let shown = show(g, m.info(), !detach::claimed());
@@ -176,10 +178,18 @@ pub fn files(g: &GlobalArgs, cmd: FilesCommand) -> CmdResult {
             disk,
             path,
             repo,
+            no_verify,
         } => {
             let backup = sd.backup_in(&backup, repo.as_deref())?.id;
-            let listing =
-                sd.files_list(&backup, disk, path.as_deref(), super::interrupt_token(g)?)?;
+            let listing = sd.files_list(
+                &files::FilesOf {
+                    backup: &backup,
+                    disk,
+                    verify: !no_verify,
+                },
+                path.as_deref(),
+                super::interrupt_token(g)?,
+            )?;
             if g.json {
                 output::json(&listing)?;
             } else if path.is_none() {
@@ -207,31 +217,26 @@ pub fn files(g: &GlobalArgs, cmd: FilesCommand) -> CmdResult {
             paths,
             to,
             repo,
+            no_verify,
         } => {
             let backup = sd.backup_in(&backup, repo.as_deref())?.id;
+            let of = files::FilesOf {
+                backup: &backup,
+                disk,
+                verify: !no_verify,
+            };
             let cancel = super::interrupt_token(g)?;
             if to == "-" {
                 let stdout = std::io::stdout();
                 let mut lock = stdout.lock();
-                let got = sd.files_get(
-                    &backup,
-                    disk,
-                    &paths,
-                    files::FilesTo::Tar(&mut lock),
-                    cancel,
-                )?;
+                let got = sd.files_get(&of, &paths, files::FilesTo::Tar(&mut lock), cancel)?;
                 lock.flush().ok();
                 for s in &got.skipped {
                     eprintln!("sendense: skipped {}", printable(s));
                 }
             } else {
-                let got = sd.files_get(
-                    &backup,
-                    disk,
-                    &paths,
-                    files::FilesTo::Dir(PathBuf::from(&to)),
-                    cancel,
-                )?;
+                let got =
+                    sd.files_get(&of, &paths, files::FilesTo::Dir(PathBuf::from(&to)), cancel)?;
                 if g.json {
                     output::json(&got)?;
                 } else if !g.quiet {

@@ -94,20 +94,42 @@ pub struct FilesGot {
     pub skipped: Vec<String>,
 }
 
+/// The disk `files ls` and `files get` read.
+#[derive(Debug, Clone, Copy)]
+pub struct FilesOf<'a> {
+    /// Backup id.
+    pub backup: &'a str,
+    /// Disk key.
+    pub disk: u32,
+    /// Check every block read against the digests (see [`super::served`]).
+    pub verify: bool,
+}
+
+/// What a command did (`done`) and how its mount ended (`ended`), as one result: the mount's
+/// error first when both failed — it names a damaged block, which is why a read failed.
+fn either_error<T>(done: Result<T>, ended: Result<()>) -> Result<T> {
+    match (done, ended) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(d), Err(e)) => Err(e.context(format!("{} — and", d.message()))),
+    }
+}
+
 impl Sendense {
-    /// Mounts disk `disk` of backup `backup` in a private directory for one command.
+    /// Mounts the disk `of` names in a private directory for one command.
     fn mount_private(
         &mut self,
-        backup: &str,
-        disk: u32,
+        of: &FilesOf<'_>,
         cancel: CancellationToken,
     ) -> Result<MountedBackup> {
         self.mount_backup(
             &MountRequest {
-                backup: backup.to_string(),
-                disk,
+                backup: of.backup.to_string(),
+                disk: of.disk,
                 dir: None,
                 idle: Some(std::time::Duration::ZERO),
+                verify: of.verify,
             },
             cancel,
         )
@@ -117,31 +139,29 @@ impl Sendense {
     /// (one entry when it is not a directory).
     pub fn files_list(
         &mut self,
-        backup: &str,
-        disk: u32,
+        of: &FilesOf<'_>,
         path: Option<&str>,
         cancel: CancellationToken,
     ) -> Result<FileListing> {
-        let m = self.mount_private(backup, disk, cancel)?;
+        let m = self.mount_private(of, cancel)?;
         let listed = path
             .map(|p| list(&m, p))
             .transpose()
             .map(Option::unwrap_or_default);
         let info = m.info().clone();
-        self.end_mount(m, MountEnd::Stopped)?;
+        let ended = self.end_mount(m, MountEnd::Stopped);
         Ok(FileListing {
             backup: info.backup,
             disk: info.disk,
             partitions: info.partitions,
-            entries: listed?,
+            entries: either_error(listed, ended)?,
         })
     }
 
     /// Copies `paths` of disk `disk` of backup `backup` to `to`.
     pub fn files_get(
         &mut self,
-        backup: &str,
-        disk: u32,
+        of: &FilesOf<'_>,
         paths: &[String],
         to: FilesTo<'_>,
         cancel: CancellationToken,
@@ -153,10 +173,10 @@ impl Sendense {
             self.refuse_protected_destination(dir)?;
             destination(dir, false)?;
         }
-        let m = self.mount_private(backup, disk, cancel.clone())?;
+        let m = self.mount_private(of, cancel.clone())?;
         let mut got = FilesGot {
             backup: m.info().backup.clone(),
-            disk,
+            disk: of.disk,
             ..Default::default()
         };
         let job = m.info().job;
@@ -165,8 +185,7 @@ impl Sendense {
             FilesTo::Dir(dir) => self.dir_get(&m, paths, &dir, job, &cancel, &mut got),
         };
         let ended = self.end_mount(m, MountEnd::Stopped);
-        copied?;
-        ended?;
+        either_error(copied, ended)?;
         Ok(got)
     }
 

@@ -21,7 +21,9 @@ pub const FLAG_C_FIXED_NEWSTYLE: u32 = 1 << 0;
 pub const FLAG_C_NO_ZEROES: u32 = 1 << 1;
 
 // Options.
+pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
+pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
 pub const OPT_SET_META_CONTEXT: u32 = 10;
@@ -31,6 +33,8 @@ pub const REP_ACK: u32 = 1;
 pub const REP_INFO: u32 = 3;
 pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_FLAG_ERROR: u32 = 1 << 31;
+pub const REP_ERR_UNSUP: u32 = REP_FLAG_ERROR + 1;
+pub const REP_ERR_INVALID: u32 = REP_FLAG_ERROR + 3;
 
 // NBD_OPT_GO information types.
 pub const INFO_EXPORT: u16 = 0;
