@@ -652,15 +652,11 @@ fn plan_options(req: &CopyRequest, src: &Src, dst: &Dst, size: u64) -> Result<Pl
     Ok(PlanOptions {
         request_size,
         size,
-        // Zeroes a destination already reads are not written: their items need not fit
-        // one of its requests (a restore of a large, sparse disk then checks its holes a GiB
-        // at a time, not 32 MiB at a time).
-        zero_chunk: if req.destination_is_zero {
-            PlanOptions::default().zero_chunk
-        } else {
-            (dst.max_block().min(u64::from(u32::MAX)) / ZERO_GRANULARITY * ZERO_GRANULARITY)
-                .clamp(ZERO_GRANULARITY, PlanOptions::default().zero_chunk)
-        },
+        // Zero items of a GiB: zeroes a destination already reads are not written, a file is
+        // zeroed by one fallocate, and an NBD server is sent zero requests larger than its
+        // largest payload (payload-free, as nbdcopy sends them; see
+        // `NbdClient::write_zeroes`). A restore of a large, sparse disk then plans, checks and
+        // zeroes its holes a GiB at a time, not 32 MiB at a time.
         ..Default::default()
     })
 }

@@ -7,6 +7,7 @@ use sendense_testkit::{
     allocated_bytes, create_image, images_equal, nbdkit, qcow2_with, qemu_io, qemu_nbd,
     qemu_nbd_tcp, run,
 };
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,6 +276,47 @@ async fn small_maximum_request_size_splits_large_extents() {
         .unwrap();
     assert_eq!(report.size, 64 * MIB);
     assert!(images_equal(dst_raw.to_str().unwrap(), "raw", &src.url));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeroes_go_in_large_requests_and_in_small_ones_to_a_server_refusing_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src_raw = create_image(&d.join("src.raw"), "raw", "256M");
+    qemu_io(&src_raw, "raw", &["write -P 0x5a 100M 1M"]);
+    let src = qemu_nbd(d, &src_raw, "raw", "src", &["-r", "--shared=8"]);
+    // An existing disk whose server refuses zero requests over 32 MiB with EINVAL (and says
+    // so in `refused`); it advertises no block sizes, so 32 MiB is its maximum block.
+    let dst_raw = create_image(&d.join("dst.raw"), "raw", "256M");
+    qemu_io(&dst_raw, "raw", &["write -P 0xee 0 256M"]);
+    let (file, refused) = (dst_raw.display(), d.join("refused").display().to_string());
+    let script = format!(
+        r#"case "$1" in
+  get_size) echo 268435456 ;;
+  can_write|can_zero|can_flush|can_multi_conn) exit 0 ;;
+  flush) exit 0 ;;
+  pread) dd if={file} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none ;;
+  pwrite) dd of={file} seek=$4 conv=notrunc oflag=seek_bytes status=none ;;
+  zero)
+    if [ "$3" -gt 33554432 ]; then echo "$3" >> {refused}; echo "EINVAL too large" >&2; exit 1; fi
+    fallocate -z -o "$4" -l "$3" {file} ;;
+  *) exit 2 ;;
+esac"#
+    );
+    let script_path = d.join("dst.sh");
+    std::fs::write(&script_path, script).unwrap();
+    std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dst = nbdkit(d, "dst", &["sh", script_path.to_str().unwrap()]);
+    let report = copy_urls(&src.url, &dst.url, |_| ()).await.unwrap();
+    assert_eq!(report.size, 256 * MIB);
+    assert!(images_equal(dst_raw.to_str().unwrap(), "raw", &src.url));
+    // The first zero requests were larger than the server's maximum block, then split.
+    let refused = std::fs::read_to_string(&refused).unwrap_or_default();
+    assert!(
+        !refused.is_empty(),
+        "no zero request was larger than 32 MiB"
+    );
+    assert!(refused.lines().count() <= 8, "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use super::url::{Endpoint, NbdUrl};
 use super::{protocol_error, Extent};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -170,6 +170,9 @@ impl Shared {
 
 type Writer = BufWriter<Box<dyn AsyncWrite + Send + Unpin>>;
 
+/// The largest zero request sent (see [`NbdClient::write_zeroes`]).
+pub const ZERO_REQUEST: u64 = 1 << 30;
+
 /// A connected NBD client (one connection).
 pub struct NbdClient {
     url: NbdUrl,
@@ -178,6 +181,8 @@ pub struct NbdClient {
     writer: tokio::sync::Mutex<Writer>,
     slots: Semaphore,
     next_cookie: AtomicU64,
+    /// The server refused a zero request larger than its maximum block.
+    small_zeroes: AtomicBool,
     io_timeout: Option<Duration>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -275,6 +280,7 @@ impl NbdClient {
             writer: tokio::sync::Mutex::new(BufWriter::with_capacity(64 * 1024, write)),
             slots: Semaphore::new(opts.max_in_flight.max(1)),
             next_cookie: AtomicU64::new(1),
+            small_zeroes: AtomicBool::new(false),
             io_timeout: opts.io_timeout,
             reader,
         }
@@ -424,8 +430,13 @@ impl NbdClient {
             .await
     }
 
-    /// Writes zeroes over `len` bytes at `offset` (split to the server's maximum request).
-    /// `punch` lets the server deallocate (no `NO_HOLE`); without it the range stays allocated.
+    /// Writes zeroes over `len` bytes at `offset`. `punch` lets the server deallocate (no
+    /// `NO_HOLE`); without it the range stays allocated.
+    ///
+    /// A zero request carries no payload, so servers (qemu-nbd, nbdkit) take it larger than
+    /// their largest payload, and nbdcopy sends them so: requests of up to
+    /// [`ZERO_REQUEST`] are sent. A server that refuses one larger than its maximum block
+    /// gets that range, and every later one, split to its maximum block instead.
     pub async fn write_zeroes(&self, offset: u64, len: u64, punch: bool) -> Result<()> {
         self.check_range("write zeroes", offset, len)?;
         if !self.info.can_write_zeroes() {
@@ -442,8 +453,37 @@ impl NbdClient {
             return Ok(());
         }
         let flags = if punch { 0 } else { CMD_FLAG_NO_HOLE };
-        self.split("write zeroes", CMD_WRITE_ZEROES, flags, offset, len)
-            .await
+        let max = u64::from(self.info.max_block);
+        let min = u64::from(self.info.min_block).max(1);
+        let mut done = 0;
+        while done < len && !self.small_zeroes.load(Ordering::Relaxed) {
+            let n = (ZERO_REQUEST / min * min).min(len - done);
+            let req = Req {
+                what: "write zeroes",
+                cmd: CMD_WRITE_ZEROES,
+                flags,
+                offset: offset + done,
+                length: n as u32,
+            };
+            match self
+                .call(req, None, |tx| Pending::Plain { error: None, tx })
+                .await
+            {
+                Ok(()) => done += n,
+                Err(e) if n > max && e.kind() == ErrorKind::External => {
+                    self.small_zeroes.store(true, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.split(
+            "write zeroes",
+            CMD_WRITE_ZEROES,
+            flags,
+            offset + done,
+            len - done,
+        )
+        .await
     }
 
     /// A payload-free command over `len` bytes, split at the server's maximum request size.
