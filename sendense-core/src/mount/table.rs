@@ -6,8 +6,13 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-/// A sector of the partition tables (VM disks use 512-byte logical sectors).
+/// A sector of the partition tables: VM disks mostly have 512-byte logical sectors; a GPT is
+/// also looked for at 4096-byte ones ("4Kn" disks, whose LBAs count 4 KiB sectors). An MBR is
+/// read at 512-byte sectors only.
 const SECTOR: u64 = 512;
+
+/// The logical sector sizes a GPT is looked for at.
+const GPT_SECTORS: [u64; 2] = [SECTOR, 4096];
 
 /// More GPT entries than this is not a partition table (the usual number is 128).
 const MAX_GPT_ENTRIES: u32 = 1024;
@@ -168,9 +173,15 @@ pub fn partitions(disk: &mut dyn Disk) -> Result<Vec<Partition>, TableError> {
     let mut found = if mbr[510..512] == [0x55, 0xAA] && protective(&mbr) {
         gpt(disk)?
     } else {
-        let mut gpt_header = [0u8; 8];
-        disk.read_at(SECTOR, &mut gpt_header).map_err(io)?;
-        if &gpt_header == b"EFI PART" {
+        let mut at_lba1 = false;
+        for sector in GPT_SECTORS {
+            let mut gpt_header = [0u8; 8];
+            if disk.size() >= sector + 8 {
+                disk.read_at(sector, &mut gpt_header).map_err(io)?;
+            }
+            at_lba1 |= &gpt_header == b"EFI PART";
+        }
+        if at_lba1 {
             // A GPT disk whose protective MBR went (some tools leave none): still a GPT.
             gpt(disk)?
         } else if mbr[510..512] == [0x55, 0xAA] && !filesystem_boot_sector(&mbr) {
@@ -219,31 +230,59 @@ fn filesystem_boot_sector(sector: &[u8]) -> bool {
         || &sector[54..59] == b"FAT12"
 }
 
-/// GPT: the primary header and entries, else the backup ones.
+/// GPT: the primary header and entries, else the backup ones; at 512-byte sectors, else at
+/// 4096-byte ones (the header says which: it records its own LBA).
 fn gpt(disk: &mut dyn Disk) -> Result<Vec<Partition>, TableError> {
-    let last = disk.size() / SECTOR;
-    if last < 3 {
+    let size = disk.size();
+    if size / SECTOR < 3 {
         return Err(TableError("a GPT disk too small for its table".into()));
     }
-    match gpt_at(disk, 1) {
-        Ok(p) => Ok(p),
-        Err(primary) => gpt_at(disk, last - 1).map_err(|backup| {
-            TableError(format!(
-                "the GPT partition table is damaged: primary: {primary}; backup: {backup}"
-            ))
-        }),
+    let mut primary = Vec::new();
+    for sector in GPT_SECTORS.into_iter().filter(|s| size / s >= 3) {
+        match gpt_at(disk, 1, sector) {
+            Ok(p) => return Ok(p),
+            Err(e) => primary.push((sector, e)),
+        }
     }
+    let mut backup = Vec::new();
+    for sector in GPT_SECTORS.into_iter().filter(|s| size / s >= 3) {
+        match gpt_at(disk, size / sector - 1, sector) {
+            Ok(p) => return Ok(p),
+            Err(e) => backup.push((sector, e)),
+        }
+    }
+    // The errors where a header was found at all say most.
+    let say = |tried: &[(u64, TableError)]| {
+        tried
+            .iter()
+            .find(|(_, e)| !e.0.starts_with("no GPT header"))
+            .or(tried.first())
+            .map(|(_, e)| e.0.clone())
+            .unwrap_or_default()
+    };
+    Err(TableError(format!(
+        "the GPT partition table is damaged: primary: {}; backup: {}",
+        say(&primary),
+        say(&backup)
+    )))
 }
 
-fn gpt_at(disk: &mut dyn Disk, lba: u64) -> Result<Vec<Partition>, TableError> {
+/// The GPT whose header is at `lba` of `sector`-byte sectors.
+fn gpt_at(disk: &mut dyn Disk, lba: u64, sector: u64) -> Result<Vec<Partition>, TableError> {
     let io = |e: std::io::Error| TableError(format!("reading the disk: {e}"));
-    let mut h = [0u8; SECTOR as usize];
-    disk.read_at(lba * SECTOR, &mut h).map_err(io)?;
+    let mut h = vec![0u8; sector as usize];
+    disk.read_at(lba * sector, &mut h).map_err(io)?;
     if &h[0..8] != b"EFI PART" {
         return Err(TableError(format!("no GPT header at sector {lba}")));
     }
+    if le64(&h, 24) != lba {
+        return Err(TableError(format!(
+            "the header at sector {lba} of {sector} bytes says it is at sector {}",
+            le64(&h, 24)
+        )));
+    }
     let header_size = le32(&h, 12) as usize;
-    if !(92..=SECTOR as usize).contains(&header_size) {
+    if !(92..=sector as usize).contains(&header_size) {
         return Err(TableError(format!("header size {header_size}")));
     }
     let mut copy = h[..header_size].to_vec();
@@ -260,13 +299,13 @@ fn gpt_at(disk: &mut dyn Disk, lba: u64) -> Result<Vec<Partition>, TableError> {
     {
         return Err(TableError(format!("{count} entries of {entry_size} bytes")));
     }
-    let disk_sectors = disk.size() / SECTOR;
+    let disk_sectors = disk.size() / sector;
     let bytes = u64::from(count) * u64::from(entry_size);
-    if entries_lba >= disk_sectors || bytes.div_ceil(SECTOR) > disk_sectors - entries_lba {
+    if entries_lba >= disk_sectors || bytes.div_ceil(sector) > disk_sectors - entries_lba {
         return Err(TableError("entries outside the disk".into()));
     }
     let mut entries = vec![0u8; bytes as usize];
-    disk.read_at(entries_lba * SECTOR, &mut entries)
+    disk.read_at(entries_lba * sector, &mut entries)
         .map_err(io)?;
     if crc32(&entries) != le32(&h, 88) {
         return Err(TableError("entries checksum mismatch".into()));
@@ -291,8 +330,8 @@ fn gpt_at(disk: &mut dyn Disk, lba: u64) -> Result<Vec<Partition>, TableError> {
         let name = String::from_utf16_lossy(&name);
         found.push(Partition {
             name: format!("p{}", i + 1),
-            offset: first * SECTOR,
-            size: (last - first + 1) * SECTOR,
+            offset: first * sector,
+            size: (last - first + 1) * sector,
             table: "gpt",
             content: Content::Unknown,
             label: (!name.is_empty()).then_some(name),
@@ -450,7 +489,12 @@ mod tests {
 
     /// A GPT disk of `sectors` with partitions `(first, last, name)`, both headers written.
     fn gpt_disk(sectors: u64, parts: &[(u64, u64, &str)]) -> Vec<u8> {
-        let mut d = vec![0u8; (sectors * SECTOR) as usize];
+        gpt_disk_of(SECTOR, sectors, parts)
+    }
+
+    /// The same with `sector`-byte logical sectors.
+    fn gpt_disk_of(sector: u64, sectors: u64, parts: &[(u64, u64, &str)]) -> Vec<u8> {
+        let mut d = vec![0u8; (sectors * sector) as usize];
         d[446 + 4] = 0xEE;
         put32(&mut d, 446 + 8, 1);
         put32(&mut d, 446 + 12, (sectors - 1) as u32);
@@ -469,7 +513,7 @@ mod tests {
         }
         let crc = crc32(&entries);
         for (header_lba, entries_lba) in [(1, 2), (sectors - 1, sectors - 33)] {
-            let at = (entries_lba * SECTOR) as usize;
+            let at = (entries_lba * sector) as usize;
             d[at..at + entries.len()].copy_from_slice(&entries);
             let mut h = vec![0u8; 92];
             h[0..8].copy_from_slice(b"EFI PART");
@@ -482,7 +526,7 @@ mod tests {
             put32(&mut h, 88, crc);
             let hcrc = crc32(&h);
             put32(&mut h, 16, hcrc);
-            let at = (header_lba * SECTOR) as usize;
+            let at = (header_lba * sector) as usize;
             d[at..at + 92].copy_from_slice(&h);
         }
         d
@@ -525,6 +569,34 @@ mod tests {
         d[last + 40] ^= 1;
         let e = partitions(&mut Mem(d)).unwrap_err();
         assert!(e.0.contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_gpt_of_4096_byte_sectors_is_read_at_them() {
+        let mut d = gpt_disk_of(4096, 1024, &[(6, 500, "root"), (512, 900, "data")]);
+        ext4_at(&mut d, 6 * 4096, "rootfs");
+        let p = partitions(&mut Mem(d.clone())).unwrap();
+        assert_eq!(
+            p.iter()
+                .map(|p| (p.offset, p.size, p.content))
+                .collect::<Vec<_>>(),
+            vec![
+                (6 * 4096, 495 * 4096, Content::Ext4),
+                (512 * 4096, 389 * 4096, Content::Unknown)
+            ]
+        );
+        // Its primary header damaged: the backup at the last 4 KiB sector.
+        d[4096 + 40] ^= 1;
+        assert_eq!(partitions(&mut Mem(d.clone())).unwrap().len(), 2);
+        // Without the protective MBR too.
+        d[510] = 0;
+        assert_eq!(partitions(&mut Mem(d.clone())).unwrap().len(), 2);
+        // A header that is not where it says it is is not taken.
+        let mut d = gpt_disk(4096, &[(34, 2047, "a")]);
+        d[512 + 24] = 7;
+        d[4095 * 512 + 24] = 7;
+        let e = partitions(&mut Mem(d)).unwrap_err();
+        assert!(e.0.contains("says it is at sector"), "{e}");
     }
 
     #[test]
