@@ -227,7 +227,7 @@ impl Src {
     async fn extents(&self, contexts: &[&str], offset: u64, len: u64) -> Result<Vec<Vec<Extent>>> {
         match self {
             Src::Nbd(c) => c.extents(contexts, offset, len).await,
-            Src::Chain(r) if contexts == [BASE_ALLOCATION] => Ok(vec![r.extents(offset, len)]),
+            Src::Chain(r) if contexts == [BASE_ALLOCATION] => Ok(vec![r.extents(offset, len)?]),
             Src::Chain(_) => Err(Error::internal(
                 "a chain read directly has only base:allocation",
             )),

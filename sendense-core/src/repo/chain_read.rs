@@ -8,14 +8,24 @@
 //! qemu-nbd instead.
 //!
 //! Everything is read positionally from files opened once, so any number of readers share one
-//! [`ChainReader`]; its map holds one entry per run of clusters a link decides.
+//! [`ChainReader`]. The chain is composed a window (1 GiB of guest space) at a time, from the
+//! L2 tables of that window only, and the last few windows used are kept: memory stays bounded
+//! whatever the disk's size and however fragmented its images are.
 
-use super::qcow2_map::{own_map_of, OwnMap};
+use super::qcow2_map::{OwnMap, Qcow2Tables};
 use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::Extent;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Guest bytes composed at a time.
+const WINDOW: u64 = 1 << 30;
+
+/// Composed windows kept.
+const KEPT_WINDOWS: usize = 8;
 
 /// A run of guest bytes and where they come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +40,13 @@ struct Piece {
 #[derive(Debug)]
 pub struct ChainReader {
     size: u64,
-    files: Vec<File>,
-    /// Sorted, disjoint, covering `[0, size)`.
-    pieces: Vec<Piece>,
+    /// Top first.
+    links: Vec<(File, Qcow2Tables)>,
+    /// The images, for messages.
+    paths: Vec<String>,
+    window: u64,
+    /// Composed windows (sorted, disjoint pieces covering each), the last used at the back.
+    kept: Mutex<VecDeque<(u64, Arc<Vec<Piece>>)>>,
     /// Names the chain in messages.
     name: String,
 }
@@ -74,16 +88,17 @@ fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
-/// The pieces of a chain of `size` bytes whose links (top first) have `maps`.
-fn compose(maps: &[OwnMap], size: u64) -> Vec<Piece> {
+/// The pieces of the guest range `[start, end)` of a chain whose links (top first) have `maps`
+/// (each covering at least that range).
+fn compose(maps: &[OwnMap], start: u64, end: u64) -> Vec<Piece> {
     let mut covered: Vec<(u64, u64)> = Vec::new();
     let mut pieces = Vec::new();
     for (link, map) in maps.iter().enumerate() {
         let own: Vec<(u64, u64)> = map
             .own
             .iter()
-            .filter(|(s, _)| *s < size)
-            .map(|&(s, l)| (s, (s + l).min(size)))
+            .filter(|&&(s, l)| s < end && s + l > start)
+            .map(|&(s, l)| (s.max(start), (s + l).min(end)))
             .collect();
         for &(s, e) in &own {
             for (a, b) in subtract(s, e, &covered) {
@@ -119,8 +134,8 @@ fn compose(maps: &[OwnMap], size: u64) -> Vec<Piece> {
             }
         }
         // Past a link's own end QEMU reads zeroes, whatever older links hold there.
-        let own = if map.size < size {
-            union(&own, &[(map.size, size)])
+        let own = if map.size < end {
+            union(&own, &[(map.size.max(start), end)])
         } else {
             own
         };
@@ -129,7 +144,7 @@ fn compose(maps: &[OwnMap], size: u64) -> Vec<Piece> {
     pieces.sort_unstable_by_key(|p| p.offset);
     // Gaps no link decides read as zeroes; neighbouring zeroes become one piece.
     let mut out: Vec<Piece> = Vec::with_capacity(pieces.len() + 1);
-    let mut at = 0;
+    let mut at = start;
     let push = |out: &mut Vec<Piece>, p: Piece| match out.last_mut() {
         Some(last)
             if last.data.is_none() && p.data.is_none() && last.offset + last.len == p.offset =>
@@ -152,12 +167,12 @@ fn compose(maps: &[OwnMap], size: u64) -> Vec<Piece> {
         at = p.offset + p.len;
         push(&mut out, p);
     }
-    if at < size {
+    if at < end {
         push(
             &mut out,
             Piece {
                 offset: at,
-                len: size - at,
+                len: end - at,
                 data: None,
             },
         );
@@ -171,33 +186,30 @@ impl ChainReader {
     /// image says (QEMU makes a QCOW2 image whole 512-byte sectors: the caller checks it
     /// against the size recorded).
     pub fn open(files: &[&Path]) -> Result<Option<ChainReader>> {
-        let mut maps = Vec::new();
-        let mut opened = Vec::new();
+        ChainReader::open_in_windows(files, WINDOW)
+    }
+
+    fn open_in_windows(files: &[&Path], window: u64) -> Result<Option<ChainReader>> {
+        let mut links = Vec::new();
         for path in files {
-            // One handle: the map and the data read come from the same file.
+            // One handle: the tables and the data read come from the same file.
             let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-            let map = match own_map_of(&file) {
-                Ok(Some(map)) => map,
+            let tables = match Qcow2Tables::open(&file) {
+                Ok(Some(t)) => t,
                 Ok(None) => return Ok(None),
-                Err(why) => {
-                    return Err(Error::new(
-                        ErrorKind::External,
-                        format!("the image {} is damaged: {why}", path.display()),
-                    )
-                    .with_help("Run `sendense backup verify` to check the chain."))
-                }
+                Err(why) => return Err(damaged(&path.display().to_string(), &why)),
             };
-            maps.push(map);
-            opened.push(file);
+            links.push((file, tables));
         }
         let name = files
             .first()
             .map_or_else(String::new, |p| p.display().to_string());
-        let size = maps.first().map_or(0, |m| m.size);
         Ok(Some(ChainReader {
-            size,
-            files: opened,
-            pieces: compose(&maps, size),
+            size: links.first().map_or(0, |(_, t)| t.size),
+            links,
+            paths: files.iter().map(|p| p.display().to_string()).collect(),
+            window,
+            kept: Mutex::new(VecDeque::with_capacity(KEPT_WINDOWS)),
             name,
         }))
     }
@@ -212,23 +224,65 @@ impl ChainReader {
         &self.name
     }
 
-    /// The pieces overlapping `[offset, end)`, each with the part of it inside: `(start, end,
-    /// piece)`.
-    fn within(&self, offset: u64, end: u64) -> impl Iterator<Item = (u64, u64, &Piece)> {
-        let first = self.pieces.partition_point(|p| p.offset + p.len <= offset);
-        self.pieces[first..]
-            .iter()
-            .take_while(move |p| p.offset < end)
-            .map(move |p| (p.offset.max(offset), (p.offset + p.len).min(end), p))
+    /// The pieces of window `w`, composed (or kept from before).
+    fn window(&self, w: u64) -> Result<Arc<Vec<Piece>>> {
+        if let Ok(mut kept) = self.kept.lock() {
+            if let Some(i) = kept.iter().position(|(k, _)| *k == w) {
+                if let Some(hit) = kept.remove(i) {
+                    let pieces = hit.1.clone();
+                    kept.push_back(hit);
+                    return Ok(pieces);
+                }
+            }
+        }
+        let start = w * self.window;
+        let end = (start + self.window).min(self.size);
+        let mut maps = Vec::with_capacity(self.links.len());
+        for (i, (file, tables)) in self.links.iter().enumerate() {
+            maps.push(
+                tables
+                    .map(file, start, end)
+                    .map_err(|why| damaged(&self.paths[i], &why))?,
+            );
+        }
+        let pieces = Arc::new(compose(&maps, start, end));
+        if let Ok(mut kept) = self.kept.lock() {
+            if kept.len() == KEPT_WINDOWS {
+                kept.pop_front();
+            }
+            kept.push_back((w, pieces.clone()));
+        }
+        Ok(pieces)
+    }
+
+    /// Calls `f` for each piece overlapping `[offset, end)` with the part of it inside:
+    /// `(start, end, piece)`, in order.
+    fn each_piece(
+        &self,
+        offset: u64,
+        end: u64,
+        mut f: impl FnMut(u64, u64, &Piece) -> Result<()>,
+    ) -> Result<()> {
+        let mut w = offset / self.window;
+        while w * self.window < end {
+            let pieces = self.window(w)?;
+            let (from, to) = (offset.max(w * self.window), end.min((w + 1) * self.window));
+            let first = pieces.partition_point(|p| p.offset + p.len <= from);
+            for p in pieces[first..].iter().take_while(|p| p.offset < to) {
+                f(p.offset.max(from), (p.offset + p.len).min(to), p)?;
+            }
+            w += 1;
+        }
+        Ok(())
     }
 
     /// What `[offset, offset + len)` holds, as NBD's `base:allocation` would say it: data
     /// (flags 0), or zeroes (`STATE_HOLE | STATE_ZERO`).
-    pub fn extents(&self, offset: u64, len: u64) -> Vec<Extent> {
+    pub fn extents(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         use crate::nbd::proto::{STATE_HOLE, STATE_ZERO};
         let end = (offset + len).min(self.size);
         let mut out: Vec<Extent> = Vec::new();
-        for (s, e, p) in self.within(offset, end) {
+        self.each_piece(offset, end, |s, e, p| {
             let flags = if p.data.is_some() {
                 0
             } else {
@@ -244,8 +298,9 @@ impl ChainReader {
                     flags,
                 }),
             }
-        }
-        out
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Fills `buf` with the guest bytes from `offset`.
@@ -258,11 +313,12 @@ impl ChainReader {
                 self.size
             )));
         }
-        for (s, e, p) in self.within(offset, end) {
+        self.each_piece(offset, end, |s, e, p| {
             let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
             match p.data {
                 None => dst.fill(0),
-                Some((link, host)) => self.files[link]
+                Some((link, host)) => self.links[link]
+                    .0
                     .read_exact_at(dst, host + (s - p.offset))
                     .map_err(|e| {
                         Error::new(
@@ -271,9 +327,18 @@ impl ChainReader {
                         )
                     })?,
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+/// The error for image `path` whose tables are damaged (`why`).
+fn damaged(path: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::External,
+        format!("the image {path} is damaged: {why}"),
+    )
+    .with_help("Run `sendense backup verify` to check the chain.")
 }
 
 #[cfg(test)]
@@ -380,17 +445,35 @@ mod tests {
             ],
         );
         let size = 6 << 20;
+        let theirs = qemu_reads(&top);
+        // Composed in windows of any size (even ones that split clusters), more of them than
+        // are kept: the same bytes.
+        for window in [WINDOW, 1 << 20, 192 << 10, 100_003] {
+            let reader = ChainReader::open_in_windows(&[&top, &mid, &base], window)
+                .unwrap()
+                .unwrap();
+            let mut ours = vec![0xAAu8; size as usize];
+            reader.read(0, &mut ours).unwrap();
+            assert!(ours == theirs, "window {window}");
+            let ext = reader.extents(0, size).unwrap();
+            assert_eq!(
+                ext,
+                ChainReader::open(&[&top, &mid, &base])
+                    .unwrap()
+                    .unwrap()
+                    .extents(0, size)
+                    .unwrap()
+            );
+        }
         let reader = ChainReader::open(&[&top, &mid, &base]).unwrap().unwrap();
         assert_eq!(reader.size(), size);
         let mut ours = vec![0xAAu8; size as usize];
         reader.read(0, &mut ours).unwrap();
-        let theirs_raw = qemu_reads(&top);
-        let theirs = theirs_raw;
         assert_eq!(ours.len(), theirs.len());
         let first_diff = ours.iter().zip(&theirs).position(|(a, b)| a != b);
         assert_eq!(first_diff, None);
         // Data where some link holds data, zeroes elsewhere, covering the disk once.
-        let ext = reader.extents(0, size);
+        let ext = reader.extents(0, size).unwrap();
         assert_eq!(ext.iter().map(|e| e.length).sum::<u64>(), size);
         assert!(ext
             .windows(2)

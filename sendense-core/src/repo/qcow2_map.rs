@@ -51,113 +51,220 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
 
 /// [`own_map`] of the image open as `f`.
 pub fn own_map_of(f: &File) -> std::result::Result<Option<OwnMap>, String> {
-    let file_len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut h = vec![0u8; 112];
-    let n = f.read_at(&mut h, 0).map_err(|e| e.to_string())?;
-    h.truncate(n);
-    let short = || "its header is cut short".to_string();
-    if be32(&h, 0) != Some(0x5146_49fb) {
-        return Err("it is not a QCOW2 image (bad magic)".into());
+    match Qcow2Tables::open(f)? {
+        None => Ok(None),
+        Some(t) => t.map(f, 0, t.size).map(Some),
     }
-    let version = be32(&h, 4).ok_or_else(short)?;
-    let cluster_bits = be32(&h, 20).ok_or_else(short)?;
-    let size = be64(&h, 24).ok_or_else(short)?;
-    let crypt = be32(&h, 32).ok_or_else(short)?;
-    let l1_size = u64::from(be32(&h, 36).ok_or_else(short)?);
-    let l1_offset = be64(&h, 40).ok_or_else(short)?;
-    let incompatible = if version >= 3 {
-        be64(&h, 72).ok_or_else(short)?
-    } else {
-        0
-    };
-    if !(9..=21).contains(&cluster_bits) {
-        return Err(format!("its cluster size 2^{cluster_bits} is impossible"));
-    }
-    if crypt != 0 || incompatible & !INCOMPAT_DIRTY != 0 {
-        return Ok(None);
-    }
-    let cluster = 1u64 << cluster_bits;
-    let per_l2 = cluster / 8;
-    let clusters = size.div_ceil(cluster);
-    if l1_size < clusters.div_ceil(per_l2) {
-        return Err(format!(
-            "its L1 table ({l1_size} entries) does not cover its {size} bytes"
-        ));
-    }
-    let inside = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= file_len);
-    let l1_len = clusters.div_ceil(per_l2) * 8;
-    // QEMU refuses L1 tables over 32 MiB; a larger one is a forged header, not an image.
-    if l1_len > MAX_L1_BYTES {
-        return Err(format!(
-            "its L1 table ({l1_len} bytes) is larger than QEMU allows"
-        ));
-    }
-    // Each data extent needs a host cluster of its own: more extents than the file has
-    // clusters means tables pointing several guest clusters at the same bytes.
-    let max_extents = file_len / cluster + 1;
-    if !inside(l1_offset, l1_len) {
-        return Err("its L1 table lies beyond the end of the file".into());
-    }
-    let mut l1 = vec![0u8; l1_len as usize];
-    f.read_exact_at(&mut l1, l1_offset)
-        .map_err(|e| e.to_string())?;
-    let mut map = OwnMap {
-        size,
-        ..OwnMap::default()
-    };
-    let mut l2 = vec![0u8; cluster as usize];
-    let mut tables = std::collections::HashSet::new();
-    for (i, entry) in l1.chunks_exact(8).enumerate() {
-        let l2_offset = be64(entry, 0).unwrap_or(0) & OFFSET_MASK;
-        if l2_offset == 0 {
-            continue;
+}
+
+/// An image's cluster tables: the header and the L1 table, checked when opened, and the L2
+/// tables read again for each guest range mapped — so mapping a range costs memory in
+/// proportion to that range, whatever the image's size.
+#[derive(Debug, Clone)]
+pub struct Qcow2Tables {
+    /// The virtual size.
+    pub size: u64,
+    cluster: u64,
+    /// L2 entries per table.
+    per_l2: u64,
+    /// Where each L2 table is (0: none).
+    l1: Vec<u64>,
+    file_len: u64,
+}
+
+/// What an L2 entry says of its guest cluster.
+enum Cluster {
+    /// Nothing: a backing file shows through.
+    Unallocated,
+    /// Zeroes.
+    Zero,
+    /// Data at this offset of the file.
+    Data(u64),
+    /// Compressed: left to QEMU.
+    Compressed,
+}
+
+impl Qcow2Tables {
+    /// The tables of the image open as `f`: `Ok(None)` for a layout left to QEMU, `Err(why)`
+    /// for an image whose tables point outside it or at each other. Every L2 table is read
+    /// once here, one at a time, to find such entries before anything is read through them.
+    pub fn open(f: &File) -> std::result::Result<Option<Qcow2Tables>, String> {
+        let file_len = f.metadata().map_err(|e| e.to_string())?.len();
+        let mut h = vec![0u8; 112];
+        let n = f.read_at(&mut h, 0).map_err(|e| e.to_string())?;
+        h.truncate(n);
+        let short = || "its header is cut short".to_string();
+        if be32(&h, 0) != Some(0x5146_49fb) {
+            return Err("it is not a QCOW2 image (bad magic)".into());
         }
-        if !l2_offset.is_multiple_of(cluster) || !inside(l2_offset, cluster) {
-            return Err(format!("L1 entry {i} points outside the file"));
+        let version = be32(&h, 4).ok_or_else(short)?;
+        let cluster_bits = be32(&h, 20).ok_or_else(short)?;
+        let size = be64(&h, 24).ok_or_else(short)?;
+        let crypt = be32(&h, 32).ok_or_else(short)?;
+        let l1_size = u64::from(be32(&h, 36).ok_or_else(short)?);
+        let l1_offset = be64(&h, 40).ok_or_else(short)?;
+        let incompatible = if version >= 3 {
+            be64(&h, 72).ok_or_else(short)?
+        } else {
+            0
+        };
+        if !(9..=21).contains(&cluster_bits) {
+            return Err(format!("its cluster size 2^{cluster_bits} is impossible"));
         }
-        // One L2 table per L1 entry: tables shared between entries (which QEMU never writes)
-        // would let a small file describe an endless map.
-        if !tables.insert(l2_offset) {
-            return Err(format!("L1 entry {i} shares its L2 table with another"));
+        if crypt != 0 || incompatible & !INCOMPAT_DIRTY != 0 {
+            return Ok(None);
         }
-        f.read_exact_at(&mut l2, l2_offset)
+        let cluster = 1u64 << cluster_bits;
+        let per_l2 = cluster / 8;
+        let clusters = size.div_ceil(cluster);
+        if l1_size < clusters.div_ceil(per_l2) {
+            return Err(format!(
+                "its L1 table ({l1_size} entries) does not cover its {size} bytes"
+            ));
+        }
+        let l1_len = clusters.div_ceil(per_l2) * 8;
+        // QEMU refuses L1 tables over 32 MiB; a larger one is a forged header, not an image.
+        if l1_len > MAX_L1_BYTES {
+            return Err(format!(
+                "its L1 table ({l1_len} bytes) is larger than QEMU allows"
+            ));
+        }
+        let t = Qcow2Tables {
+            size,
+            cluster,
+            per_l2,
+            l1: Vec::new(),
+            file_len,
+        };
+        if !t.inside(l1_offset, l1_len) {
+            return Err("its L1 table lies beyond the end of the file".into());
+        }
+        let mut l1 = vec![0u8; l1_len as usize];
+        f.read_exact_at(&mut l1, l1_offset)
             .map_err(|e| e.to_string())?;
-        for (j, e) in l2.chunks_exact(8).enumerate() {
-            let index = i as u64 * per_l2 + j as u64;
-            if index >= clusters {
-                break;
+        let mut tables = std::collections::HashSet::new();
+        let mut offsets = Vec::with_capacity(l1.len() / 8);
+        for (i, entry) in l1.chunks_exact(8).enumerate() {
+            let l2_offset = be64(entry, 0).unwrap_or(0) & OFFSET_MASK;
+            if l2_offset != 0 {
+                if !l2_offset.is_multiple_of(cluster) || !t.inside(l2_offset, cluster) {
+                    return Err(format!("L1 entry {i} points outside the file"));
+                }
+                // One L2 table per L1 entry: tables shared between entries (which QEMU never
+                // writes) would let a small file describe an endless map.
+                if !tables.insert(l2_offset) {
+                    return Err(format!("L1 entry {i} shares its L2 table with another"));
+                }
             }
+            offsets.push(l2_offset);
+        }
+        let t = Qcow2Tables { l1: offsets, ..t };
+        let mut l2 = vec![0u8; cluster as usize];
+        for i in 0..t.l1.len() {
+            for c in t.clusters_of(f, i, &mut l2)? {
+                if let (_, Cluster::Compressed) = c? {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(t))
+    }
+
+    fn inside(&self, off: u64, len: u64) -> bool {
+        off.checked_add(len).is_some_and(|end| end <= self.file_len)
+    }
+
+    /// The guest clusters L1 entry `i` maps, read into `l2`: (guest offset, what it is);
+    /// an entry pointing outside the file is an error.
+    fn clusters_of<'a>(
+        &'a self,
+        f: &File,
+        i: usize,
+        l2: &'a mut [u8],
+    ) -> std::result::Result<
+        impl Iterator<Item = std::result::Result<(u64, Cluster), String>> + 'a,
+        String,
+    > {
+        let l2_offset = self.l1[i];
+        let first = i as u64 * self.per_l2;
+        let clusters = self.size.div_ceil(self.cluster);
+        let n = if l2_offset == 0 {
+            0
+        } else {
+            f.read_exact_at(l2, l2_offset).map_err(|e| e.to_string())?;
+            self.per_l2.min(clusters.saturating_sub(first)) as usize
+        };
+        Ok(l2.chunks_exact(8).take(n).enumerate().map(move |(j, e)| {
+            let guest = (first + j as u64) * self.cluster;
             let e = be64(e, 0).unwrap_or(0);
-            let guest = index * cluster;
-            let len = cluster.min(size - guest);
-            if e & L2_COMPRESSED != 0 {
-                return Ok(None);
-            }
             let host = e & OFFSET_MASK;
-            if e & L2_ZERO != 0 {
-                push_range(&mut map.own, guest, len);
+            let what = if e & L2_COMPRESSED != 0 {
+                Cluster::Compressed
+            } else if e & L2_ZERO != 0 {
+                Cluster::Zero
             } else if host != 0 {
-                if !host.is_multiple_of(cluster) || !inside(host, cluster) {
+                if !host.is_multiple_of(self.cluster) || !self.inside(host, self.cluster) {
                     return Err(format!(
                         "the cluster at guest offset {guest} points outside the file"
                     ));
                 }
-                push_range(&mut map.own, guest, len);
-                match map.data.last_mut() {
-                    Some((g, l, h)) if *g + *l == guest && *h + *l == host => *l += len,
-                    _ => {
-                        if map.data.len() as u64 >= max_extents {
-                            return Err("its cluster tables point more guest clusters at data \
-                                        than the file holds"
-                                .into());
+                Cluster::Data(host)
+            } else {
+                Cluster::Unallocated
+            };
+            Ok((guest, what))
+        }))
+    }
+
+    /// The map of the clusters overlapping the guest range `[start, end)` (whole clusters:
+    /// it may reach past either end).
+    pub fn map(&self, f: &File, start: u64, end: u64) -> std::result::Result<OwnMap, String> {
+        let mut map = OwnMap {
+            size: self.size,
+            ..OwnMap::default()
+        };
+        let end = end.min(self.size);
+        if start >= end {
+            return Ok(map);
+        }
+        let span = self.cluster * self.per_l2;
+        let mut l2 = vec![0u8; self.cluster as usize];
+        for i in (start / span) as usize..=((end - 1) / span) as usize {
+            for c in self.clusters_of(f, i, &mut l2)? {
+                let (guest, what) = c?;
+                if guest + self.cluster <= start || guest >= end {
+                    continue;
+                }
+                let len = self.cluster.min(self.size - guest);
+                match what {
+                    Cluster::Unallocated => {}
+                    Cluster::Zero => push_range(&mut map.own, guest, len),
+                    Cluster::Data(host) => {
+                        push_range(&mut map.own, guest, len);
+                        match map.data.last_mut() {
+                            Some((g, l, h)) if *g + *l == guest && *h + *l == host => *l += len,
+                            _ => {
+                                // Each data extent needs a host cluster of its own: more means
+                                // tables pointing several guest clusters at the same bytes.
+                                if map.data.len() as u64 > self.file_len / self.cluster {
+                                    return Err("its cluster tables point more guest clusters \
+                                                at data than the file holds"
+                                        .into());
+                                }
+                                map.data.push((guest, len, host))
+                            }
                         }
-                        map.data.push((guest, len, host))
+                    }
+                    Cluster::Compressed => {
+                        return Err(format!(
+                            "the cluster at guest offset {guest} became compressed"
+                        ))
                     }
                 }
             }
         }
+        Ok(map)
     }
-    Ok(Some(map))
 }
 
 fn push_range(ranges: &mut Vec<(u64, u64)>, start: u64, len: u64) {
