@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 # Debian packages the tests and the demo need (installed when missing; needs root or sudo).
-DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux fdisk ntfs-3g xfsprogs python3 openssh-server openssh-client iproute2 golang-go golang-github-vmware-govmomi-dev autoconf automake libtool make gcc
+DEB_PACKAGES := qemu-utils nbdkit libnbd-bin util-linux fdisk ntfs-3g xfsprogs python3 openssh-server openssh-client iproute2 golang-go golang-github-vmware-govmomi-dev autoconf automake libtool make gcc radosgw ceph-mon ceph-osd ceph-common uuid-runtime curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_SIZE ?= 8G
 BENCH_RUNS ?= 3

@@ -3,6 +3,7 @@
 //! the test with the Debian package to install, and images are generated at test time.
 
 pub mod hosts;
+pub mod rgw;
 pub mod vcsim;
 pub mod vddk;
 
