@@ -64,16 +64,25 @@ complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_s
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s h -l help -d 'Print help'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -s V -l version -d 'Print version'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "add" -d 'Create a repository in DIR and register it'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "add" -d 'Create a repository in DIR, or in S3-compatible object storage, and register it'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "list" -d 'List repositories'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "show" -d 'Show a repository with a fresh capacity reading'
-complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "test" -d 'Check a repository: mount guard, identity, a durable write (write, fsync, read back, delete a 1 MiB probe), capacity'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "test" -d 'Check a repository: mount guard, identity, a durable write (write, fsync, read back, delete a 1 MiB probe), capacity; for an S3 repository its identity, a probe written, read, listed and deleted, and Object Lock'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "import" -d 'Register an existing repository and rebuild its backups in the catalog from its manifests'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "refresh" -d 'Re-read the capacity of every repository and check each is present'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and not __fish_seen_subcommand_from add list show test import refresh remove" -f -a "remove" -d 'Unregister a repository. Refused (exit 5) while it holds backups; its files are kept'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l path -d 'Directory of the repository (local disk or a mounted NFS/CIFS share)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l s3 -d 'Make the repository in S3-compatible object storage instead' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l region -d 'The S3 region (default us-east-1)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l credentials-file -d 'The S3 keys: an AWS credentials file, readable by its owner only' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l profile -d 'The profile of the credentials file to use' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l ca-file -d 'CA certificates (PEM) to trust besides the system\'s, for a private CA' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l object-lock -d 'Lock every object written for DAYS days (S3 Object Lock)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l lock-mode -d 'The Object Lock mode' -r -f -a "compliance\t''
+governance\t''"
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l path-style -d 'Address buckets as https://ENDPOINT/BUCKET (Ceph RGW and MinIO often need it) instead of https://BUCKET.ENDPOINT'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l require-mount -d 'Refuse to use DIR unless it is a mount point (never fill the root filesystem because a share was not mounted)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l default -d 'Make it the default repository'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from add" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'

@@ -365,6 +365,15 @@ const REPO_JSON: &str = "JSON OUTPUT
    \"refreshed_at\": \"2026-11-25T21:10:06Z\", \"created_at\": \"2026-11-25T21:10:06Z\",
    \"backups\": 0}";
 
+const S3_REPO_JSON: &str = "  An S3 repository (--s3) is shown as
+  {\"name\": \"offsite\", \"url\": \"https://s3.example.com/backups/hub1\",
+   \"repo_id\": \"<uuid>\", \"region\": \"us-east-1\", \"path_style\": true,
+   \"credentials_file\": \"/etc/sendense/s3.cred\", \"lock_days\": 30,
+   \"lock_mode\": \"compliance\", \"created_at\": \"...\", \"backups\": 0,
+   \"probe\": {\"probe_bytes\": 1048576, \"write_ms\": 12.0, \"read_ms\": 4.1,
+   \"object_lock\": true, \"lock_checked\": \"compliance\", \"pending_uploads\": 0}}
+  (never a key).";
+
 const VCENTER_JSON: &str = "JSON OUTPUT
   A vCenter object (never the password):
   {\"name\": \"vc1\", \"url\": \"https://vc.example.com:443/sdk\",
@@ -549,28 +558,72 @@ JSON OUTPUT
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
-    /// Create a repository in DIR and register it.
+    /// Create a repository in DIR, or in S3-compatible object storage, and register it.
     #[command(after_long_help = format!("{REPO_JSON}
+{S3_REPO_JSON}
 
 DIR is created (mode 0700) when missing, unless --require-mount is given.
-The first repository becomes the default."))]
+The first repository directory becomes the default.
+
+--s3 https://ENDPOINT/BUCKET[/PREFIX] makes a repository in a bucket (AWS S3,
+Ceph RGW, MinIO, Wasabi, ...): the bucket must exist and the place be empty.
+The keys are read from --credentials-file (0600; AWS's INI format, [default]
+or --profile, aws_access_key_id and aws_secret_access_key), else from
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else from ~/.aws/credentials
+(AWS_PROFILE) — never from the command line. They are proven before anything is
+registered: a 1 MiB probe written, read back, listed and deleted; with
+--object-lock DAYS the bucket must have Object Lock enabled (it can only be
+enabled when a bucket is created), a probe locked for two seconds is checked,
+and every object Sendense writes there is locked DAYS days (--lock-mode
+compliance, the default: no one can delete it or shorten its lock, not even the
+bucket's owner; governance: users with the bypass permission can). Plain http
+is taken for a server on this host only. S3 repositories take copies of
+backups; backups are written to repository directories."))]
+    #[command(group(clap::ArgGroup::new("place").required(true).args(["path", "s3"])))]
     Add {
         /// Repository name.
         name: String,
         /// Directory of the repository (local disk or a mounted NFS/CIFS share).
         #[arg(long, value_name = "DIR")]
-        path: PathBuf,
+        path: Option<PathBuf>,
+        /// Make the repository in S3-compatible object storage instead.
+        #[arg(long, value_name = "https://ENDPOINT/BUCKET[/PREFIX]")]
+        s3: Option<String>,
+        /// The S3 region (default us-east-1).
+        #[arg(long, requires = "s3")]
+        region: Option<String>,
+        /// Address buckets as https://ENDPOINT/BUCKET (Ceph RGW and MinIO often need it)
+        /// instead of https://BUCKET.ENDPOINT.
+        #[arg(long, requires = "s3")]
+        path_style: bool,
+        /// The S3 keys: an AWS credentials file, readable by its owner only.
+        #[arg(long, value_name = "FILE", requires = "s3")]
+        credentials_file: Option<PathBuf>,
+        /// The profile of the credentials file to use.
+        #[arg(long, requires = "s3")]
+        profile: Option<String>,
+        /// CA certificates (PEM) to trust besides the system's, for a private CA.
+        #[arg(long, value_name = "FILE", requires = "s3")]
+        ca_file: Option<PathBuf>,
+        /// Lock every object written for DAYS days (S3 Object Lock).
+        #[arg(long, value_name = "DAYS", requires = "s3")]
+        object_lock: Option<u32>,
+        /// The Object Lock mode.
+        #[arg(long, value_name = "MODE", default_value = "compliance",
+              value_parser = ["compliance", "governance"], requires = "object_lock")]
+        lock_mode: String,
         /// Refuse to use DIR unless it is a mount point (never fill the root filesystem
         /// because a share was not mounted).
-        #[arg(long)]
+        #[arg(long, requires = "path")]
         require_mount: bool,
         /// Make it the default repository.
-        #[arg(long)]
+        #[arg(long, requires = "path")]
         default: bool,
     },
     /// List repositories.
     #[command(after_long_help = "JSON OUTPUT
-  An array of repository objects (see `sendense repo add --help`).")]
+  An array of repository objects (see `sendense repo add --help`), each with
+  \"kind\": \"dir\" or \"s3\".")]
     List,
     /// Show a repository with a fresh capacity reading.
     #[command(after_long_help = format!("{REPO_JSON}
@@ -581,14 +634,18 @@ The first repository becomes the default."))]
         name: String,
     },
     /// Check a repository: mount guard, identity, a durable write (write, fsync, read back,
-    /// delete a 1 MiB probe), capacity.
+    /// delete a 1 MiB probe), capacity; for an S3 repository its identity, a probe written,
+    /// read, listed and deleted, and Object Lock.
     #[command(after_long_help = "JSON OUTPUT
   {\"name\": \"local\", \"path\": \"/srv/backup\", \"ok\": true, \"probe_bytes\": 1048576,
    \"write_ms\": 3.1, \"total_bytes\": ..., \"available_bytes\": ..., \"free_bytes\": ...,
    \"mount_point\": false}
 
+  An S3 repository: its object (see `sendense repo add --help`) with \"ok\": true.
+
 A failed check exits non-zero with the reason (4: missing, 5: not mounted or
-another repository at the path, 1: the write failed).")]
+another repository at the path, or the keys may not do what is needed, 1: the
+write failed).")]
     Test {
         /// Repository name.
         name: String,

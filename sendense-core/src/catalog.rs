@@ -14,6 +14,7 @@ mod mounts;
 mod nodes;
 mod policies;
 mod repos;
+mod s3repos;
 mod schema;
 mod vcenters;
 mod vms;
@@ -30,6 +31,7 @@ pub use mounts::{MountRecord, NewMount};
 pub use nodes::{NewNode, NodeRecord};
 pub use policies::{CopyRule, GroupRecord, NewPolicy, PolicyRecord, PolicySettings};
 pub use repos::{NewRepo, RepoRecord};
+pub use s3repos::{NewS3Repo, S3RepoRecord, S3Settings};
 pub use vcenters::{NewVcenter, VcenterRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};
 

@@ -54,7 +54,8 @@ pub fn check(state_dir: &Path) -> Result<DoctorReport> {
                     Err(e) => problems.push(format!("{pragma}: {e}")),
                 }
             }
-            if let Ok(mut stmt) = conn.prepare("SELECT name, path FROM repositories ORDER BY name")
+            if let Ok(mut stmt) =
+                conn.prepare("SELECT name, path FROM repositories WHERE kind = 'dir' ORDER BY name")
             {
                 if let Ok(rows) = stmt.query_map([], |r| {
                     Ok((

@@ -65,7 +65,8 @@ pub use config::{Config, TransferMode};
 pub use error::{exit, Error, ErrorKind, Result};
 pub use event::{CopyMode, Event, EventKind, EventSink, NullSink, SharedSink};
 pub use hub::{
-    AddRepo, DiskStatus, ExportStatus, GroupStatus, PolicyEdit, PolicySpec, RepoStatus, Worker,
+    AddRepo, AddS3Repo, DiskStatus, ExportStatus, GroupStatus, PolicyEdit, PolicySpec, RepoStatus,
+    S3RepoStatus, Worker,
 };
 pub use sendense::{
     resolve_state_dir, InitReport, OpenOptions, Sendense, CATALOG_FILE, CONFIG_FILE,

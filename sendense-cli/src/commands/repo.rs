@@ -3,8 +3,11 @@
 use crate::cli::{GlobalArgs, RepoCommand};
 use crate::output::{self, table};
 use crate::CmdResult;
+use sendense_core::repo::s3::LockMode;
 use sendense_core::repo::ImportOptions;
-use sendense_core::{AddRepo, Error, ErrorKind, RepoRecord, RepoStatus, Sendense};
+use sendense_core::{
+    AddRepo, AddS3Repo, Error, ErrorKind, RepoRecord, RepoStatus, S3RepoStatus, Sendense,
+};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -13,11 +16,71 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
     match cmd {
         RepoCommand::Add {
             name,
-            path,
+            path: Some(path),
             require_mount,
             default,
+            ..
         } => add(g, &mut sd, name, path, require_mount, default),
+        RepoCommand::Add {
+            name,
+            s3: Some(url),
+            region,
+            path_style,
+            credentials_file,
+            profile,
+            ca_file,
+            object_lock,
+            lock_mode,
+            ..
+        } => {
+            let req = AddS3Repo {
+                region,
+                path_style,
+                credentials_file,
+                profile,
+                ca_file,
+                lock_days: object_lock,
+                lock_mode: LockMode::parse(&lock_mode)?,
+                ..AddS3Repo::new(name, url)
+            };
+            let added = sd.add_s3_repo(&req)?;
+            if g.json {
+                output::json(&added)?;
+            } else {
+                output::line(&format!(
+                    "Added S3 repository `{}` at {}",
+                    added.record.name, added.record.url
+                ))?;
+                output::line(&s3_details(&added).to_string())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // clap requires one of the two.
+        RepoCommand::Add { .. } => Err(Error::invalid("name --path DIR or --s3 URL")),
         RepoCommand::List => list(g, &mut sd),
+        RepoCommand::Show { name } | RepoCommand::Test { name } if sd.s3_repo(&name).is_ok() => {
+            let status = sd.test_s3_repo(&name)?;
+            if g.json {
+                let mut doc = serde_json::to_value(&status).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("kind".into(), "s3".into());
+                    o.insert("ok".into(), true.into());
+                }
+                output::json(&doc)?;
+            } else {
+                output::line(&format!(
+                    "S3 repository `{}` at {} is usable: wrote, read back, listed and deleted {} \
+                     ({:.1} ms to write, {:.1} ms to read).",
+                    status.record.name,
+                    status.record.url,
+                    output::bytes(status.probe.probe_bytes),
+                    status.probe.write_ms,
+                    status.probe.read_ms
+                ))?;
+                output::line(&s3_details(&status).to_string())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         RepoCommand::Show { name } => show(g, &mut sd, name),
         RepoCommand::Test { name } => test(g, &mut sd, name),
         RepoCommand::Import {
@@ -38,8 +101,67 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
             import(g, &mut sd, &path, &opts)
         }
         RepoCommand::Refresh => refresh(g, &mut sd),
+        RepoCommand::Remove { name } if sd.s3_repo(&name).is_ok() => {
+            let repo = sd.remove_s3_repo(&name)?;
+            if g.json {
+                output::json(&repo)?;
+            } else {
+                output::line(&format!(
+                    "Removed S3 repository `{}` from the catalog; its objects at {} were kept.",
+                    repo.name, repo.url
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         RepoCommand::Remove { name } => remove(g, &mut sd, name),
     }
+}
+
+/// An S3 repository and its probe, as a table.
+fn s3_details(s: &S3RepoStatus) -> comfy_table::Table {
+    let r = &s.record;
+    let mut rows = vec![
+        ("Name", r.name.clone()),
+        ("Address", r.url.clone()),
+        ("Repository id", r.repo_id.clone()),
+        ("Region", r.settings.region.clone()),
+        (
+            "Addressing",
+            if r.settings.path_style {
+                "path-style"
+            } else {
+                "virtual-hosted"
+            }
+            .to_string(),
+        ),
+        (
+            "Keys",
+            r.settings.credentials_file.as_ref().map_or_else(
+                || "environment or AWS profile files".to_string(),
+                |f| f.display().to_string(),
+            ),
+        ),
+        (
+            "Object Lock",
+            match r.settings.lock_days {
+                Some(days) => format!("{days} days, {}", r.settings.lock_mode.as_str()),
+                None if s.probe.object_lock => "enabled on the bucket, not used".to_string(),
+                None => "no".to_string(),
+            },
+        ),
+        ("Backups", r.backups.to_string()),
+        ("Created", r.created_at.clone()),
+    ];
+    if s.probe.pending_uploads > 0 {
+        rows.push((
+            "Unfinished uploads",
+            format!(
+                "{} (`sendense cleanup` aborts them)",
+                s.probe.pending_uploads
+            ),
+        ));
+    }
+    table::fields(&rows)
 }
 
 fn add(
@@ -69,14 +191,28 @@ fn add(
 
 fn list(g: &GlobalArgs, sd: &mut Sendense) -> CmdResult {
     let repos = sd.repos()?;
+    let s3 = sd.s3_repos()?;
     if g.json {
-        output::json(&repos)?;
-    } else if repos.is_empty() {
+        let mut all = Vec::new();
+        for (kind, v) in repos
+            .iter()
+            .map(|r| ("dir", serde_json::to_value(r)))
+            .chain(s3.iter().map(|r| ("s3", serde_json::to_value(r))))
+        {
+            let mut v = v.unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("kind".into(), kind.into());
+            }
+            all.push(v);
+        }
+        output::json(&all)?;
+    } else if repos.is_empty() && s3.is_empty() {
         output::line("No repositories. Add one with `sendense repo add NAME --path DIR`.")?;
     } else {
         let mut t = table::new(&[
             "Name",
-            "Path",
+            "Kind",
+            "Path or address",
             "Default",
             "Backups",
             "Size",
@@ -86,6 +222,7 @@ fn list(g: &GlobalArgs, sd: &mut Sendense) -> CmdResult {
         for r in &repos {
             t.add_row([
                 r.name.clone(),
+                "dir".into(),
                 r.path.display().to_string(),
                 if r.is_default {
                     "yes".into()
@@ -96,6 +233,21 @@ fn list(g: &GlobalArgs, sd: &mut Sendense) -> CmdResult {
                 output::opt_bytes(r.total_bytes),
                 output::opt_bytes(r.available_bytes),
                 r.refreshed_at.clone().unwrap_or_default(),
+            ]);
+        }
+        for r in &s3 {
+            t.add_row([
+                r.name.clone(),
+                match r.settings.lock_days {
+                    Some(d) => format!("s3, locked {d} d"),
+                    None => "s3".into(),
+                },
+                r.url.clone(),
+                String::new(),
+                r.backups.to_string(),
+                "-".into(),
+                "-".into(),
+                String::new(),
             ]);
         }
         output::line(&t.to_string())?;

@@ -56,7 +56,7 @@ pub struct NewRepo {
 const SELECT: &str = "SELECT r.id, r.name, r.path, r.repo_uuid, r.require_mount, r.is_default, \
      r.total_bytes, r.available_bytes, r.refreshed_at, r.created_at, \
      (SELECT count(*) FROM backups b WHERE b.repo_id = r.id AND b.status = 'completed') \
-     FROM repositories r";
+     FROM repositories r WHERE r.kind = 'dir'";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<RepoRecord> {
     Ok(RepoRecord {
@@ -80,8 +80,11 @@ impl Catalog {
         let now = crate::time::now_rfc3339();
         let path = new.path.to_string_lossy().into_owned();
         self.write(|tx| {
-            let existing: i64 =
-                tx.query_row("SELECT count(*) FROM repositories", [], |r| r.get(0))?;
+            let existing: i64 = tx.query_row(
+                "SELECT count(*) FROM repositories WHERE kind = 'dir'",
+                [],
+                |r| r.get(0),
+            )?;
             let make_default = new.is_default || existing == 0;
             if make_default {
                 tx.execute("UPDATE repositories SET is_default = 0", [])?;
@@ -122,27 +125,40 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The repository called `name`.
+    /// The repository directory called `name` (an S3 repository of that name is refused: it
+    /// is not a directory).
     pub fn repo(&self, name: &str) -> Result<RepoRecord> {
         self.conn()
-            .query_row(&format!("{SELECT} WHERE r.name = ?1"), [name], from_row)
+            .query_row(&format!("{SELECT} AND r.name = ?1"), [name], from_row)
             .optional()?
-            .ok_or_else(|| self.repo_not_found(name))
+            .ok_or_else(|| match self.s3_repo(name) {
+                Ok(_) => Error::refused(format!(
+                    "`{name}` is an S3 repository: this needs a repository directory"
+                ))
+                .with_help("S3 repositories take copies (`sendense backup copy ID --to NAME`)."),
+                Err(_) => self.repo_not_found(name),
+            })
     }
 
     /// The default repository, if one is set.
     pub fn default_repo(&self) -> Result<Option<RepoRecord>> {
         Ok(self
             .conn()
-            .query_row(&format!("{SELECT} WHERE r.is_default = 1"), [], from_row)
+            .query_row(&format!("{SELECT} AND r.is_default = 1"), [], from_row)
             .optional()?)
     }
 
-    fn repo_not_found(&self, name: &str) -> Error {
-        let names: Vec<String> = self
+    pub(super) fn repo_not_found(&self, name: &str) -> Error {
+        let mut names: Vec<String> = self
             .repos()
             .map(|rs| rs.into_iter().map(|r| r.name).collect())
             .unwrap_or_default();
+        names.extend(
+            self.s3_repos()
+                .map(|rs| rs.into_iter().map(|r| r.name).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
+        names.sort();
         let help = if names.is_empty() {
             "No repositories are registered; add one with `sendense repo add NAME --path DIR`."
                 .to_string()
@@ -164,13 +180,20 @@ impl Catalog {
         })
     }
 
-    /// Removes a repository row; refused while any backup (in any state) references it.
+    /// Removes a repository directory's row; refused while any backup (in any state), policy
+    /// or copy rule references it.
     pub fn delete_repo(&mut self, name: &str) -> Result<RepoRecord> {
         let repo = self.repo(name)?;
+        self.delete_repo_row(repo.id, name)?;
+        Ok(repo)
+    }
+
+    /// Removes repository row `id` (called `name`), refused as [`Catalog::delete_repo`] says.
+    pub(super) fn delete_repo_row(&mut self, id: i64, name: &str) -> Result<()> {
         self.write(|tx| {
             let backups: i64 = tx.query_row(
                 "SELECT count(*) FROM backups WHERE repo_id = ?1",
-                [repo.id],
+                [id],
                 |r| r.get(0),
             )?;
             if backups > 0 {
@@ -184,7 +207,7 @@ impl Catalog {
             let refs: i64 = tx.query_row(
                 "SELECT (SELECT count(*) FROM copy_rules WHERE dest_repo_id = ?1) \
                       + (SELECT count(*) FROM policies WHERE repo_id = ?1)",
-                [repo.id],
+                [id],
                 |r| r.get(0),
             )?;
             if refs > 0 {
@@ -193,9 +216,8 @@ impl Catalog {
                 ))
                 .with_help("Point them at another repository first."));
             }
-            tx.execute("DELETE FROM repositories WHERE id = ?1", [repo.id])?;
+            tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
             Ok(())
-        })?;
-        Ok(repo)
+        })
     }
 }

@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -547,4 +547,13 @@ CREATE TABLE mounts (
     created_at  TEXT NOT NULL,
     ready_at    TEXT
 );
+"#;
+
+/// Repositories in S3-compatible object storage: `kind` says which (`dir` for a directory),
+/// `path` holds an S3 repository's address (`https://ENDPOINT/BUCKET[/PREFIX]`, unique like a
+/// directory's path), `settings` its region, addressing, credentials file and Object Lock (JSON;
+/// never a key). Every query of directory repositories names `kind = 'dir'`.
+const V10: &str = r#"
+ALTER TABLE repositories ADD COLUMN kind TEXT NOT NULL DEFAULT 'dir' CHECK (kind IN ('dir', 's3'));
+ALTER TABLE repositories ADD COLUMN settings TEXT;
 "#;

@@ -12,9 +12,18 @@
 mod client;
 pub mod credentials;
 pub mod location;
+mod repository;
 
 pub use client::{
     part_size, Lock, LockMode, ObjectInfo, PendingUpload, S3Client, S3Options, VersionInfo, Written,
 };
 pub use credentials::S3Keys;
 pub use location::S3Location;
+pub use repository::S3Probe;
+
+/// The real time now (Unix seconds) — Object Lock dates are the server's, never a test clock's.
+pub(crate) fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
