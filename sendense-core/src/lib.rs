@@ -44,6 +44,7 @@ pub mod nbd;
 pub mod node;
 mod par;
 pub mod proc;
+mod recent;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -21,6 +21,7 @@ pub mod digests;
 mod import;
 pub mod manifest;
 pub mod qcow2_map;
+pub mod read_at;
 pub mod s3;
 mod salvage;
 mod writer;

@@ -188,3 +188,66 @@ async fn object_lock_keeps_versions_until_their_date() {
         .unwrap();
     assert!(c.delete("g.qcow2", g.version.as_deref()).await.is_err());
 }
+
+/// A chain of three images uploaded as they are reads, through range requests, exactly as QEMU
+/// reads the local chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_in_a_bucket_reads_as_qemu_reads_it() {
+    use sendense_core::repo::chain_read::ChainReader;
+    use sendense_core::repo::read_at::ReadAt;
+    use sendense_core::repo::s3::S3Object;
+    use sendense_testkit::{create_image, create_overlay, qemu_io};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = create_image(&d.join("base.qcow2"), "qcow2", "24M");
+    qemu_io(
+        &base,
+        "qcow2",
+        &["write -P 0x11 0 9M", "write -P 0x12 20M 64k"],
+    );
+    let mid = create_overlay(&d.join("mid.qcow2"), "base.qcow2");
+    qemu_io(&mid, "qcow2", &["write -P 0x21 1M 5M", "write -z 7M 64k"]);
+    let top = create_overlay(&d.join("top.qcow2"), "mid.qcow2");
+    qemu_io(&top, "qcow2", &["write -P 0x31 4100k 8M", "write -z 0 64k"]);
+    let bucket = rgw::shared().bucket("chain", false);
+    let c = client(&bucket, "r", dir.path());
+    let mut images: Vec<(String, Box<dyn ReadAt>)> = Vec::new();
+    for (name, path) in [("top", &top), ("mid", &mid), ("base", &base)] {
+        let key = c.location().key(&format!("vm/2000/{name}.qcow2"));
+        let w = c.upload_file(path, &key, None).await.unwrap();
+        let object = S3Object::new(
+            c.clone(),
+            key.clone(),
+            w.size,
+            tokio::runtime::Handle::current(),
+        );
+        images.push((key, Box::new(object)));
+    }
+    let raw = d.join("want.raw");
+    sendense_testkit::run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            top.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
+    );
+    let want = std::fs::read(&raw).unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        let reader = ChainReader::open_images(images).unwrap().unwrap();
+        let mut all = vec![0xAAu8; reader.size() as usize];
+        reader.read(0, &mut all).unwrap();
+        let mut part = vec![0u8; 3_000_001];
+        reader.read(4_000_003, &mut part).unwrap();
+        (all, part)
+    })
+    .await
+    .unwrap();
+    assert!(
+        got.0 == want,
+        "the chain read from the bucket differs from QEMU's"
+    );
+    assert!(got.1[..] == want[4_000_003..7_000_004]);
+}

@@ -10,10 +10,10 @@
 //! makes do not read a block again and again.
 
 use crate::nbd::server::{ReadFailed, ServedDisk};
+use crate::recent::Recent;
 use crate::repo::chain_check::ChainCheck;
 use crate::repo::chain_read::ChainReader;
 use crate::transfer::{BlockCheck, BLOCK};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// Checked blocks kept (64 KiB each).
@@ -28,7 +28,7 @@ pub struct ServedChain {
     /// The disk's size recorded at the backup: what lies past it is not checked.
     recorded: u64,
     /// Checked blocks, the last used at the back.
-    kept: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    kept: Recent<Vec<u8>>,
     /// The first read that failed other than by a check.
     read_error: Mutex<Option<String>>,
 }
@@ -40,7 +40,7 @@ impl ServedChain {
             reader,
             check,
             recorded,
-            kept: Mutex::new(VecDeque::with_capacity(KEPT_BLOCKS)),
+            kept: Recent::new(KEPT_BLOCKS),
             read_error: Mutex::new(None),
         }
     }
@@ -74,13 +74,8 @@ impl ServedChain {
 
     /// Block `block`, read and checked (or kept from before).
     fn block(&self, check: &ChainCheck, block: u64) -> Result<Arc<Vec<u8>>, ReadFailed> {
-        if let Ok(mut kept) = self.kept.lock() {
-            if let Some(i) = kept.iter().position(|(b, _)| *b == block) {
-                let hit = kept.remove(i).ok_or(ReadFailed)?;
-                let data = hit.1.clone();
-                kept.push_back(hit);
-                return Ok(data);
-            }
+        if let Some(data) = self.kept.get(block) {
+            return Ok(data);
         }
         let start = block * BLOCK;
         let len = BLOCK.min(self.reader.size() - start);
@@ -96,13 +91,7 @@ impl ServedChain {
                 .check_data(start, &data[..checked])
                 .map_err(|_| ReadFailed)?;
         }
-        let data = Arc::new(data);
-        if let Ok(mut kept) = self.kept.lock() {
-            if kept.len() == KEPT_BLOCKS {
-                kept.pop_front();
-            }
-            kept.push_back((block, data.clone()));
-        }
+        let data = self.kept.put(block, data);
         Ok(data)
     }
 }

@@ -13,13 +13,13 @@
 //! whatever the disk's size and however fragmented its images are.
 
 use super::qcow2_map::{OwnMap, Qcow2Tables};
+use super::read_at::ReadAt;
 use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::Extent;
-use std::collections::VecDeque;
+use crate::recent::Recent;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Guest bytes composed at a time.
 const WINDOW: u64 = 1 << 30;
@@ -41,12 +41,12 @@ struct Piece {
 pub struct ChainReader {
     size: u64,
     /// Top first.
-    links: Vec<(File, Qcow2Tables)>,
+    links: Vec<(Box<dyn ReadAt>, Qcow2Tables)>,
     /// The images, for messages.
     paths: Vec<String>,
     window: u64,
     /// Composed windows (sorted, disjoint pieces covering each), the last used at the back.
-    kept: Mutex<VecDeque<(u64, Arc<Vec<Piece>>)>>,
+    kept: Recent<Vec<Piece>>,
     /// Names the chain in messages.
     name: String,
 }
@@ -190,27 +190,43 @@ impl ChainReader {
     }
 
     fn open_in_windows(files: &[&Path], window: u64) -> Result<Option<ChainReader>> {
-        let mut links = Vec::new();
+        let mut images: Vec<(String, Box<dyn ReadAt>)> = Vec::new();
         for path in files {
             // One handle: the tables and the data read come from the same file.
             let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-            let tables = match Qcow2Tables::open(&file) {
+            images.push((path.display().to_string(), Box::new(file)));
+        }
+        ChainReader::from_images(images, window)
+    }
+
+    /// The chain of `images` (top first: a name for messages, and its bytes), wherever they
+    /// are — files, or objects in a bucket. As [`ChainReader::open`] otherwise.
+    pub fn open_images(images: Vec<(String, Box<dyn ReadAt>)>) -> Result<Option<ChainReader>> {
+        ChainReader::from_images(images, WINDOW)
+    }
+
+    fn from_images(
+        images: Vec<(String, Box<dyn ReadAt>)>,
+        window: u64,
+    ) -> Result<Option<ChainReader>> {
+        let mut links = Vec::new();
+        let mut paths = Vec::new();
+        for (name, image) in images {
+            let tables = match Qcow2Tables::open(&*image) {
                 Ok(Some(t)) => t,
                 Ok(None) => return Ok(None),
-                Err(why) => return Err(damaged(&path.display().to_string(), &why)),
+                Err(why) => return Err(damaged(&name, &why)),
             };
-            links.push((file, tables));
+            links.push((image, tables));
+            paths.push(name);
         }
-        let name = files
-            .first()
-            .map_or_else(String::new, |p| p.display().to_string());
         Ok(Some(ChainReader {
             size: links.first().map_or(0, |(_, t)| t.size),
             links,
-            paths: files.iter().map(|p| p.display().to_string()).collect(),
+            name: paths.first().cloned().unwrap_or_default(),
+            paths,
             window,
-            kept: Mutex::new(VecDeque::with_capacity(KEPT_WINDOWS)),
-            name,
+            kept: Recent::new(KEPT_WINDOWS),
         }))
     }
 
@@ -226,14 +242,8 @@ impl ChainReader {
 
     /// The pieces of window `w`, composed (or kept from before).
     fn window(&self, w: u64) -> Result<Arc<Vec<Piece>>> {
-        if let Ok(mut kept) = self.kept.lock() {
-            if let Some(i) = kept.iter().position(|(k, _)| *k == w) {
-                if let Some(hit) = kept.remove(i) {
-                    let pieces = hit.1.clone();
-                    kept.push_back(hit);
-                    return Ok(pieces);
-                }
-            }
+        if let Some(pieces) = self.kept.get(w) {
+            return Ok(pieces);
         }
         let start = w * self.window;
         let end = (start + self.window).min(self.size);
@@ -241,17 +251,11 @@ impl ChainReader {
         for (i, (file, tables)) in self.links.iter().enumerate() {
             maps.push(
                 tables
-                    .map(file, start, end)
+                    .map(&**file, start, end)
                     .map_err(|why| damaged(&self.paths[i], &why))?,
             );
         }
-        let pieces = Arc::new(compose(&maps, start, end));
-        if let Ok(mut kept) = self.kept.lock() {
-            if kept.len() == KEPT_WINDOWS {
-                kept.pop_front();
-            }
-            kept.push_back((w, pieces.clone()));
-        }
+        let pieces = self.kept.put(w, compose(&maps, start, end));
         Ok(pieces)
     }
 
@@ -319,7 +323,7 @@ impl ChainReader {
                 None => dst.fill(0),
                 Some((link, host)) => self.links[link]
                     .0
-                    .read_exact_at(dst, host + (s - p.offset))
+                    .read_full_at(dst, host + (s - p.offset))
                     .map_err(|e| {
                         Error::new(
                             ErrorKind::Io,

@@ -8,8 +8,8 @@
 //! external data file, extended L2 entries, compressed clusters — give `None`, and the caller
 //! asks QEMU instead.
 
+use super::read_at::ReadAt;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The image's own clusters, as guest ranges.
@@ -50,7 +50,7 @@ pub fn own_map(path: &Path) -> std::result::Result<Option<OwnMap>, String> {
 }
 
 /// [`own_map`] of the image open as `f`.
-pub fn own_map_of(f: &File) -> std::result::Result<Option<OwnMap>, String> {
+pub fn own_map_of(f: &dyn ReadAt) -> std::result::Result<Option<OwnMap>, String> {
     match Qcow2Tables::open(f)? {
         None => Ok(None),
         Some(t) => t.map(f, 0, t.size).map(Some),
@@ -88,11 +88,10 @@ impl Qcow2Tables {
     /// The tables of the image open as `f`: `Ok(None)` for a layout left to QEMU, `Err(why)`
     /// for an image whose tables point outside it or at each other. Every L2 table is read
     /// once here, one at a time, to find such entries before anything is read through them.
-    pub fn open(f: &File) -> std::result::Result<Option<Qcow2Tables>, String> {
-        let file_len = f.metadata().map_err(|e| e.to_string())?.len();
-        let mut h = vec![0u8; 112];
-        let n = f.read_at(&mut h, 0).map_err(|e| e.to_string())?;
-        h.truncate(n);
+    pub fn open(f: &dyn ReadAt) -> std::result::Result<Option<Qcow2Tables>, String> {
+        let file_len = f.len().map_err(|e| e.to_string())?;
+        let mut h = vec![0u8; file_len.min(112) as usize];
+        f.read_full_at(&mut h, 0).map_err(|e| e.to_string())?;
         let short = || "its header is cut short".to_string();
         if be32(&h, 0) != Some(0x5146_49fb) {
             return Err("it is not a QCOW2 image (bad magic)".into());
@@ -140,7 +139,7 @@ impl Qcow2Tables {
             return Err("its L1 table lies beyond the end of the file".into());
         }
         let mut l1 = vec![0u8; l1_len as usize];
-        f.read_exact_at(&mut l1, l1_offset)
+        f.read_full_at(&mut l1, l1_offset)
             .map_err(|e| e.to_string())?;
         let mut tables = std::collections::HashSet::new();
         let mut offsets = Vec::with_capacity(l1.len() / 8);
@@ -178,7 +177,7 @@ impl Qcow2Tables {
     /// an entry pointing outside the file is an error.
     fn clusters_of<'a>(
         &'a self,
-        f: &File,
+        f: &dyn ReadAt,
         i: usize,
         l2: &'a mut [u8],
     ) -> std::result::Result<
@@ -191,7 +190,7 @@ impl Qcow2Tables {
         let n = if l2_offset == 0 {
             0
         } else {
-            f.read_exact_at(l2, l2_offset).map_err(|e| e.to_string())?;
+            f.read_full_at(l2, l2_offset).map_err(|e| e.to_string())?;
             self.per_l2.min(clusters.saturating_sub(first)) as usize
         };
         Ok(l2.chunks_exact(8).take(n).enumerate().map(move |(j, e)| {
@@ -218,7 +217,7 @@ impl Qcow2Tables {
 
     /// The map of the clusters overlapping the guest range `[start, end)` (whole clusters:
     /// it may reach past either end).
-    pub fn map(&self, f: &File, start: u64, end: u64) -> std::result::Result<OwnMap, String> {
+    pub fn map(&self, f: &dyn ReadAt, start: u64, end: u64) -> std::result::Result<OwnMap, String> {
         let mut map = OwnMap {
             size: self.size,
             ..OwnMap::default()
@@ -277,7 +276,7 @@ fn push_range(ranges: &mut Vec<(u64, u64)>, start: u64, len: u64) {
 impl OwnMap {
     /// The guest bytes `[off, off + buf.len())` as the image alone reads them: its data where
     /// it holds data, zeroes elsewhere, read from `file`.
-    pub fn read(&self, file: &File, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    pub fn read(&self, file: &dyn ReadAt, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
         buf.fill(0);
         let end = off + buf.len() as u64;
         let first = self.data.partition_point(|(g, l, _)| g + l <= off);
@@ -288,7 +287,7 @@ impl OwnMap {
             let from = off.max(*g);
             let to = end.min(g + l);
             let dst = &mut buf[(from - off) as usize..(to - off) as usize];
-            file.read_exact_at(dst, h + (from - g))?;
+            file.read_full_at(dst, h + (from - g))?;
         }
         Ok(())
     }
@@ -298,6 +297,7 @@ impl OwnMap {
 mod tests {
     use super::*;
     use sendense_testkit::{create_image, create_overlay, qemu_io, run};
+    use std::os::unix::fs::FileExt;
 
     /// What `qemu-img map` of the image alone says: (start, length, data, present).
     fn qemu_map(img: &Path) -> Vec<(u64, u64, bool, bool)> {

@@ -12,6 +12,7 @@
 mod client;
 pub mod credentials;
 pub mod location;
+mod object;
 mod repository;
 
 pub use client::{
@@ -19,6 +20,7 @@ pub use client::{
 };
 pub use credentials::S3Keys;
 pub use location::S3Location;
+pub use object::S3Object;
 pub use repository::S3Probe;
 
 /// The real time now (Unix seconds) — Object Lock dates are the server's, never a test clock's.

@@ -192,6 +192,11 @@ rgw crypt require ssl = false
 # which keeps it in memstore's RAM; collect after 60 s instead.
 rgw gc obj min wait = 60
 rgw gc processor period = 30
+# Once the OSD is full (95% of memstore device bytes / the block file), RADOS
+# blocks writes and deletes indefinitely; time them out instead so the S3 call
+# fails rather than hangs.
+rados osd op timeout = 30
+rados mon op timeout = 30
 EOF
 printf '%s\n' "$PORT" >"$DIR/rgw.port"
 
