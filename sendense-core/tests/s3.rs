@@ -2,7 +2,9 @@
 //! kit's `rgw` module): multipart uploads with checksums on every part, range reads, listings,
 //! versions, conditional writes, aborted uploads, and Object Lock.
 
-use sendense_core::repo::s3::{credentials, Lock, LockMode, S3Client, S3Location, S3Options};
+use sendense_core::repo::s3::{
+    credentials, Committed, Lock, LockMode, S3Client, S3Location, S3Options,
+};
 use sendense_core::ErrorKind;
 use sendense_testkit::rgw;
 
@@ -250,4 +252,77 @@ async fn a_chain_in_a_bucket_reads_as_qemu_reads_it() {
         "the chain read from the bucket differs from QEMU's"
     );
     assert!(got.1[..] == want[4_000_003..7_000_004]);
+}
+
+/// A manifest is committed once: on an unversioned bucket by `If-None-Match`, on a versioned
+/// one (which ignores it) by its oldest version; ancestors' locks are extended, never
+/// shortened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_committed_once_and_locks_are_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = client(&rgw::shared().bucket("once", false), "", dir.path());
+    assert!(matches!(
+        plain
+            .commit_once("m.yaml", b"first".to_vec(), None)
+            .await
+            .unwrap(),
+        Committed::Written { version: None }
+    ));
+    assert_eq!(
+        plain
+            .commit_once("m.yaml", b"second".to_vec(), None)
+            .await
+            .unwrap(),
+        Committed::Lost
+    );
+    assert_eq!(plain.get("m.yaml", 100).await.unwrap(), b"first");
+
+    let locked = client(&rgw::shared().bucket("once-locked", true), "", dir.path());
+    let until = now() + 3600;
+    let lock = Lock {
+        mode: LockMode::Compliance,
+        until,
+    };
+    let Committed::Written {
+        version: Some(first),
+    } = locked
+        .commit_once("m.yaml", b"first".to_vec(), Some(lock))
+        .await
+        .unwrap()
+    else {
+        panic!("the first write of a versioned key is the committed one");
+    };
+    // The second writer's version lands (the bucket ignores If-None-Match) but loses; without
+    // a lock it is removed again.
+    assert_eq!(
+        locked
+            .commit_once("m.yaml", b"second".to_vec(), None)
+            .await
+            .unwrap(),
+        Committed::Lost
+    );
+    assert_eq!(
+        locked.committed_version("m.yaml").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(locked.versions("m.yaml").await.unwrap().len(), 1);
+    // Extended to a later date, not to an earlier one; the mode stays.
+    let later = Lock {
+        mode: LockMode::Governance,
+        until: until + 7200,
+    };
+    assert!(locked
+        .extend_retention("m.yaml", Some(&first), later)
+        .await
+        .unwrap());
+    let r = locked
+        .retention("m.yaml", Some(&first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.mode, r.until), (LockMode::Compliance, until + 7200));
+    assert!(!locked
+        .extend_retention("m.yaml", Some(&first), lock)
+        .await
+        .unwrap());
 }

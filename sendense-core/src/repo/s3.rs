@@ -10,6 +10,7 @@
 //! - [`credentials`]: keys from a file, the environment or AWS's profile files — never argv.
 
 mod client;
+mod commit;
 pub mod credentials;
 pub mod location;
 mod object;
@@ -18,6 +19,7 @@ mod repository;
 pub use client::{
     part_size, Lock, LockMode, ObjectInfo, PendingUpload, S3Client, S3Options, VersionInfo, Written,
 };
+pub use commit::Committed;
 pub use credentials::S3Keys;
 pub use location::S3Location;
 pub use object::S3Object;
