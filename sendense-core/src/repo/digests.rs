@@ -16,6 +16,8 @@
 //! mostly holes). Backups made before it carry `<scheme>:<hex>`, the blake3 of the whole file,
 //! and are verified that way.
 
+pub mod packed;
+
 use crate::error::{Error, Result};
 use crate::transfer::{BlockDigests, BLOCK};
 use std::fs::File;
