@@ -221,4 +221,37 @@ fn an_s3_repository_with_object_lock_proves_the_bucket_locks() {
         ],
     );
     assert_ne!(c, 0, "{out}");
+
+    // A bucket that locks every object by default (a day, GOVERNANCE): the probes are locked
+    // for two seconds of their own and go, whether or not the repository locks.
+    let bucket = server.bucket("default-locked", true);
+    let rule = "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule>\
+                <DefaultRetention><Mode>GOVERNANCE</Mode><Days>1</Days></DefaultRetention>\
+                </Rule></ObjectLockConfiguration>";
+    assert_eq!(server.put(&format!("{bucket}?object-lock="), rule), "200");
+    let doc = cli_json(
+        BIN,
+        &state,
+        &[
+            "repo",
+            "add",
+            "defaulted",
+            "--s3",
+            &format!("{}/{bucket}", server.endpoint),
+            "--path-style",
+            "--credentials-file",
+            creds.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(doc["probe"]["object_lock"], true);
+    assert_eq!(doc["probe"]["lock_checked"], serde_json::Value::Null);
+    let tested = cli_json(BIN, &state, &["repo", "test", "defaulted"]);
+    assert_eq!(tested["ok"], true);
+    // Only the repository object is left: the probes' versions went.
+    assert_eq!(
+        server.curl(&[], &format!("{bucket}/sendense-repo.yaml")),
+        "200"
+    );
+    let listing = server.list_versions(&bucket);
+    assert_eq!(listing, ["sendense-repo.yaml"], "{listing:?}");
 }

@@ -281,7 +281,14 @@ impl Sendense {
         match self.mount_inside(&mut mounted, &disk.file, req.verify) {
             Ok(()) => Ok(mounted),
             Err(e) => {
+                let chain = mounted.chain.as_ref().map(|(_, c)| c.clone());
                 let (job, teardown) = self.undo_mount(mounted);
+                // A damaged block met while mounting (the partition table, a superblock) is
+                // the reason, named by offset.
+                let e = match self.failed_reads(job.id, &b.id, chain.as_deref()) {
+                    Some(found) => found.context(format!("{} — because", e.message())),
+                    None => e,
+                };
                 let e = match teardown {
                     None => e,
                     Some(t) => e.context(format!("and undoing it: {}", t.message())),
@@ -366,11 +373,12 @@ impl Sendense {
             .transpose()?;
         let files: Vec<&Path> = links.iter().map(|l| l.file.as_path()).collect();
         let Some(reader) = crate::repo::chain_read::ChainReader::open(&files)? else {
-            self.job_log(
-                m.job.id,
-                "an image of the chain is compressed or encrypted: qemu-storage-daemon reads \
-                 the chain itself, and its blocks are not checked against the digests",
-            );
+            let said = "an image of the chain is compressed or encrypted: qemu-storage-daemon \
+                        reads the chain itself, and its blocks are not checked against the digests";
+            self.job_log(m.job.id, said);
+            if verify {
+                tracing::warn!("disk {} of backup {}: {said}", m.info.disk, m.info.backup);
+            }
             return Ok(None);
         };
         let recorded = links.first().map_or(0, |l| l.size);
@@ -389,6 +397,15 @@ impl Sendense {
         }
         let chain = std::sync::Arc::new(served::ServedChain::new(reader, check, recorded));
         let socket = m.work.join("chain.sock");
+        // A Unix socket address holds 108 bytes.
+        if socket.as_os_str().len() >= 108 {
+            return Err(Error::invalid(format!(
+                "the scratch directory {} is too long for the Unix socket a mount serves its \
+                 chain on",
+                m.work.display()
+            ))
+            .with_help("Use a shorter state directory (--state-dir or SENDENSE_HOME)."));
+        }
         let server = crate::nbd::server::NbdServer::start(&socket, chain.clone())?;
         m.chain = Some((server, chain));
         Ok(Some(socket))
@@ -601,37 +618,7 @@ impl Sendense {
         let backup = m.info.backup.clone();
         let chain = m.chain.as_ref().map(|(_, c)| c.clone());
         let undone = self.undo_mount(m);
-        let found = chain.as_ref().and_then(|c| c.failure());
-        if let Some(c) = chain.as_ref().filter(|c| c.unchecked_bytes() > 0) {
-            self.job_log(
-                undone.0.id,
-                &format!(
-                    "{} bytes read could not be checked (backups made before zero writes were recorded)",
-                    c.unchecked_bytes()
-                ),
-            );
-        }
-        if let Some(why) = found {
-            let damaged = chain.as_ref().is_some_and(|c| c.damage().is_some());
-            if damaged {
-                if let Err(e) = self
-                    .catalog_mut()
-                    .set_damaged(&backup, Some(&format!("a mount found {why}")))
-                {
-                    self.job_log(undone.0.id, &format!("marking the backup damaged: {e}"));
-                }
-            }
-            let e = Error::new(ErrorKind::External, format!("{why}; reads of it failed"))
-                .with_help(if damaged {
-                    format!(
-                        "The repository was damaged there and the backup is now marked damaged. Run \
-                         `sendense backup verify {backup}`, take the files from another backup or \
-                         repository, or pass --no-verify to read what the images hold."
-                    )
-                } else {
-                    "See `sendense job log`, and `sendense backup verify` to check the chain."
-                        .to_string()
-                });
+        if let Some(e) = self.failed_reads(undone.0.id, &backup, chain.as_deref()) {
             let e = match undone.1 {
                 None => e,
                 Some(t) => e.context(format!("{} — and", t.message())),
@@ -662,6 +649,52 @@ impl Sendense {
             }
             (job, Some(e)) => self.end_job(job, Err(e)),
         }
+    }
+
+    /// What the reads of a mount's served `chain` met, as the error its job ends with: a block
+    /// not as its backup wrote it (the backup is marked damaged, `backup` by id) or a read that
+    /// failed otherwise. Logs the bytes no record could decide.
+    fn failed_reads(
+        &mut self,
+        job: i64,
+        backup: &str,
+        chain: Option<&served::ServedChain>,
+    ) -> Option<Error> {
+        let chain = chain?;
+        if chain.unchecked_bytes() > 0 {
+            self.job_log(
+                job,
+                &format!(
+                    "{} bytes read could not be checked (backups made before zero writes were recorded)",
+                    chain.unchecked_bytes()
+                ),
+            );
+        }
+        let why = chain.failure()?;
+        let damaged = chain.damage().is_some();
+        if damaged {
+            if let Err(e) = self
+                .catalog_mut()
+                .set_damaged(backup, Some(&format!("a mount found {why}")))
+            {
+                self.job_log(job, &format!("marking the backup damaged: {e}"));
+            }
+        }
+        self.job_log(job, &format!("reads failed: {why}"));
+        Some(
+            Error::new(ErrorKind::External, format!("{why}; reads of it failed")).with_help(
+                if damaged {
+                    format!(
+                        "The repository was damaged there and the backup is now marked damaged. \
+                         Run `sendense backup verify {backup}`, take the files from another backup \
+                         or repository, or pass --no-verify to read what the images hold."
+                    )
+                } else {
+                    "See `sendense job log`, and `sendense backup verify` to check the chain."
+                        .to_string()
+                },
+            ),
+        )
     }
 
     /// Undoes everything of `m` (in order: filesystem mounts, loop devices, the export, the

@@ -54,7 +54,12 @@ fn start_own() -> Rgw {
     require("radosgw", "radosgw");
     require("ceph-mon", "ceph-mon");
     require("ceph-osd", "ceph-osd");
-    let base = std::env::temp_dir().join(format!("sendense-rgw-{}", std::process::id()));
+    // A directory of its own (mkdtemp), kept: the watchdog removes it.
+    let base = tempfile::Builder::new()
+        .prefix("sendense-rgw-")
+        .tempdir()
+        .expect("a directory for RGW")
+        .keep();
     let start = scripts(&base.join("bin"));
     let data = base.join("data");
     let port = free_port_range(2);
@@ -119,10 +124,23 @@ impl Rgw {
 
     /// A signed request to `path` (no body): the HTTP status.
     pub fn curl(&self, extra: &[String], path: &str) -> String {
+        self.curl_with(extra, path, EMPTY_SHA256)
+    }
+
+    /// A signed PUT of `body` to `path` (its hash unsigned): the HTTP status.
+    pub fn put(&self, path: &str, body: &str) -> String {
+        let args: Vec<String> = ["-X", "PUT", "--data-binary", body]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        self.curl_with(&args, path, "UNSIGNED-PAYLOAD")
+    }
+
+    fn curl_with(&self, extra: &[String], path: &str, payload: &str) -> String {
         require("curl", "curl");
         let out = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "30"])
-            .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+            .args(["-H", &format!("x-amz-content-sha256: {payload}")])
             .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
             .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
             .args(extra)
@@ -130,6 +148,24 @@ impl Rgw {
             .output()
             .expect("running curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The keys of every version and delete marker in `bucket`, in the order listed.
+    pub fn list_versions(&self, bucket: &str) -> Vec<String> {
+        require("curl", "curl");
+        let out = Command::new("curl")
+            .args(["-s", "-m", "30"])
+            .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+            .arg(format!("{}/{bucket}?versions=", self.endpoint))
+            .output()
+            .expect("running curl");
+        let xml = String::from_utf8_lossy(&out.stdout);
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
     }
 
     /// A credentials file (0600) for the test user in `dir`.

@@ -135,7 +135,7 @@ impl Catalog {
                 Ok(_) => Error::refused(format!(
                     "`{name}` is an S3 repository: this needs a repository directory"
                 ))
-                .with_help("S3 repositories take copies (`sendense backup copy ID --to NAME`)."),
+                .with_help("Name a repository directory (`sendense repo list` shows the kinds)."),
                 Err(_) => self.repo_not_found(name),
             })
     }

@@ -63,7 +63,7 @@ impl Sendense {
     pub fn add_repo(&mut self, req: &AddRepo) -> Result<RepoRecord> {
         vm::validate_name("repository", &req.name)?;
         crate::fsutil::require_utf8("repository path", &req.path)?;
-        if self.catalog().repo(&req.name).is_ok() {
+        if self.catalog().repo(&req.name).is_ok() || self.catalog().s3_repo(&req.name).is_ok() {
             return Err(Error::already_exists(format!(
                 "a repository named `{}` is already registered",
                 req.name

@@ -142,12 +142,9 @@ impl Sendense {
                 ))
                 .with_help("Register it with `sendense repo import`."));
             }
-            let others = client.list(&location.list_prefix()).await?;
-            if let Some(o) = others.first() {
+            if let Some(key) = client.any_under(&location.list_prefix()).await? {
                 return Err(Error::refused(format!(
-                    "{location} is not empty ({} objects, e.g. {})",
-                    others.len(),
-                    o.key
+                    "{location} is not empty (it holds {key}, among others maybe)"
                 ))
                 .with_help(
                     "Name an empty bucket, or a prefix of its own: https://ENDPOINT/BUCKET/PREFIX.",

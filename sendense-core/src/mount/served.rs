@@ -87,9 +87,14 @@ impl ServedChain {
         if start < self.recorded {
             let checked = (self.recorded - start).min(len) as usize;
             // The check keeps its first failure for `failure`.
-            check
-                .check_data(start, &data[..checked])
-                .map_err(|_| ReadFailed)?;
+            if let Err(e) = check.check_data(start, &data[..checked]) {
+                // A mismatch is kept by the check; anything else (the records unreadable)
+                // is kept here, so no failed read goes unexplained.
+                if check.failure().is_none() {
+                    self.read_failed(e.message().to_string());
+                }
+                return Err(ReadFailed);
+            }
         }
         let data = self.kept.put(block, data);
         Ok(data)

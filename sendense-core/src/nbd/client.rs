@@ -456,7 +456,8 @@ impl NbdClient {
         let max = u64::from(self.info.max_block);
         let min = u64::from(self.info.min_block).max(1);
         let mut done = 0;
-        while done < len && !self.small_zeroes.load(Ordering::Relaxed) {
+        // A minimum block larger than a zero request (not seen in practice) goes split.
+        while done < len && min <= ZERO_REQUEST && !self.small_zeroes.load(Ordering::Relaxed) {
             let n = (ZERO_REQUEST / min * min).min(len - done);
             let req = Req {
                 what: "write zeroes",

@@ -28,6 +28,9 @@ const MAX_OPTION: u32 = 4096;
 /// How often waiting threads look whether the server is stopping.
 const POLL: Duration = Duration::from_millis(200);
 
+/// How long a reply may wait for the client to read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 const EPERM: u32 = 1;
 const EIO: u32 = 5;
 const EINVAL: u32 = 22;
@@ -66,11 +69,17 @@ impl NbdServer {
     pub fn start(path: &Path, disk: Arc<dyn ServedDisk>) -> Result<NbdServer> {
         let listener = UnixListener::bind(path).map_err(|e| Error::io("listening on", path, e))?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("setting the mode of", path, e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("listening on", path, e))?;
+        let ready = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("setting the mode of", path, e))
+            .and_then(|()| {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|e| Error::io("listening on", path, e))
+            });
+        if let Err(e) = ready {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let listener = std::thread::Builder::new()
@@ -224,6 +233,8 @@ fn serve(
 ) -> std::result::Result<(), End> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(POLL))?;
+    // A client that stops reading ends its connection rather than holding the server.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut c = Conn { stream, stop };
     let mut greeting = [0u8; 18];
     greeting[0..8].copy_from_slice(&NBDMAGIC.to_be_bytes());

@@ -110,6 +110,10 @@ impl Qcow2Tables {
         if !(9..=21).contains(&cluster_bits) {
             return Err(format!("its cluster size 2^{cluster_bits} is impossible"));
         }
+        // Versions 2 and 3 are read here; any other is left to QEMU, which knows or refuses it.
+        if version != 2 && version != 3 {
+            return Ok(None);
+        }
         if crypt != 0 || incompatible & !INCOMPAT_DIRTY != 0 {
             return Ok(None);
         }

@@ -34,6 +34,9 @@ use std::time::Duration;
 /// Parts uploaded at once per file.
 pub const UPLOAD_WORKERS: usize = 4;
 
+/// The most part buffers of one upload hold at once.
+const UPLOAD_BUFFER: u64 = 256 << 20;
+
 /// The smallest part (S3 takes 5 MiB; larger parts mean fewer requests).
 const MIN_PART: u64 = 16 << 20;
 
@@ -195,10 +198,17 @@ where
     let mut out = Vec::new();
     let mut marker: Marker = (None, None);
     loop {
-        let (items, next) = page(marker).await?;
+        let (items, next) = page(marker.clone()).await?;
         out.extend(items);
         match next {
-            Some(m) if m.0.is_some() => marker = m,
+            // A service that names the same page again would be asked forever.
+            Some(m) if m.0.is_some() && m != marker => marker = m,
+            Some(m) if m.0.is_some() => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("a listing named the page {:?} again", m.0),
+                ))
+            }
             _ => return Ok(out),
         }
     }
@@ -345,8 +355,12 @@ impl S3Client {
                         if let Some(l) = lock {
                             // Ceph RGW 16.2 ignores the lock of a multipart upload: set it on
                             // the version written (AWS has it already; setting it again is
-                            // allowed, it does not shorten it).
-                            self.set_retention(key, version.as_deref(), l).await?;
+                            // allowed, it does not shorten it). An object that could not be
+                            // locked goes again: nothing unlocked is left as if it were.
+                            if let Err(e) = self.set_retention(key, version.as_deref(), l).await {
+                                let _ = self.delete(key, version.as_deref()).await;
+                                return Err(e);
+                            }
                         }
                         Ok(Written { version, size })
                     }
@@ -400,9 +414,12 @@ impl S3Client {
     ) -> Result<Vec<CompletedPart>> {
         let part = part_size(size);
         let count = size.div_ceil(part);
+        // Parts in memory at once: at most UPLOAD_BUFFER in all (parts grow past 16 MiB only
+        // for files over 156 GiB, S3 allowing 10,000 parts).
+        let workers = (UPLOAD_BUFFER / part).clamp(1, UPLOAD_WORKERS as u64) as usize;
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..UPLOAD_WORKERS.min(count as usize) {
+        for _ in 0..workers.min(count as usize) {
             let (me, file, next) = (self.clone(), file.clone(), next.clone());
             let (path, key, upload_id) =
                 (path.to_path_buf(), key.to_string(), upload_id.to_string());
@@ -533,6 +550,19 @@ impl S3Client {
             .send()
             .await
             .map_err(|e| self.error("reading", key, e))?;
+        // A server that ignored the range would send the whole object: not read then.
+        if out
+            .content_length()
+            .is_none_or(|n| n < 0 || n as u64 != len)
+        {
+            return Err(Error::new(
+                ErrorKind::External,
+                format!(
+                    "reading {len} bytes of {key} at {offset}: the service answers {:?} bytes",
+                    out.content_length()
+                ),
+            ));
+        }
         let bytes = out
             .body
             .collect()
@@ -562,28 +592,33 @@ impl S3Client {
             .send()
             .await
             .map_err(|e| self.error("reading", key, e))?;
+        let too_large = || {
+            Error::new(
+                ErrorKind::External,
+                format!("{key} is larger than {limit} bytes"),
+            )
+        };
         if out
             .content_length()
             .is_some_and(|n| n < 0 || n as u64 > limit)
         {
-            return Err(Error::new(
-                ErrorKind::External,
-                format!("{key} is larger than {limit} bytes"),
-            ));
+            return Err(too_large());
         }
-        let bytes = out
-            .body
-            .collect()
+        // Read as it comes, never past the limit (a length the service did not say is no
+        // bound).
+        let mut body = out.body;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("reading {key}: {e}")))?
-            .into_bytes();
-        if bytes.len() as u64 > limit {
-            return Err(Error::new(
-                ErrorKind::External,
-                format!("{key} is larger than {limit} bytes"),
-            ));
+        {
+            if bytes.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// The size of object `key`, or `None` when there is none.
@@ -630,6 +665,23 @@ impl S3Client {
             Ok((items, next))
         })
         .await
+    }
+
+    /// Some object under `prefix`, when there is one: its key (one request, whatever is there).
+    pub async fn any_under(&self, prefix: &str) -> Result<Option<String>> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.error("listing", prefix, e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .find_map(|o| o.key().map(str::to_string)))
     }
 
     /// The versions and delete markers under `prefix`.

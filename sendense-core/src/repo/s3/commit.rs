@@ -72,13 +72,21 @@ impl S3Client {
     }
 
     /// The version of `key` a reader takes: the oldest on a versioned bucket (see
-    /// [`S3Client::commit_once`]), `None` on an unversioned one or when there is none.
+    /// [`S3Client::commit_once`]); `None` when there is none, or when the key's latest entry is
+    /// a delete marker (it was deleted).
     pub async fn committed_version(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
+        let versions: Vec<_> = self
             .versions(key)
             .await?
             .into_iter()
-            .rfind(|v| v.key == key && !v.delete_marker && v.version != "null")
+            .filter(|v| v.key == key)
+            .collect();
+        if versions.iter().any(|v| v.latest && v.delete_marker) {
+            return Ok(None);
+        }
+        Ok(versions
+            .into_iter()
+            .rfind(|v| !v.delete_marker)
             .map(|v| v.version))
     }
 

@@ -78,23 +78,47 @@ impl S3Client {
         Ok(())
     }
 
-    /// Writes, reads back, lists and deletes a probe object under the repository; with `lock`
-    /// (days and mode of the repository's Object Lock), also checks the bucket locks: a small
-    /// probe is locked for two seconds, its retention read back, and deleted once it expired.
+    /// Writes, reads back, lists and deletes a probe object under the repository. On a bucket
+    /// with Object Lock the probe is written locked for two seconds (so a default retention of
+    /// the bucket does not keep it for days), its retention read back — with `lock`, the
+    /// repository's mode — and deleted once the lock expired. `lock` on a bucket without Object
+    /// Lock is refused.
     pub async fn probe(&self, lock: Option<LockMode>) -> Result<S3Probe> {
         const SIZE: usize = 1 << 20;
+        let object_lock = self.object_lock_enabled().await?;
+        if lock.is_some() && !object_lock {
+            return Err(Error::refused(format!(
+                "bucket {} does not have Object Lock enabled",
+                self.location().bucket
+            ))
+            .with_help(
+                "Object Lock can only be enabled when a bucket is created: create one with it \
+                 (e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`), or leave \
+                 out --object-lock.",
+            ));
+        }
+        let probe_lock = object_lock.then(|| Lock {
+            mode: lock.unwrap_or(LockMode::Compliance),
+            until: super::wall_clock() + 2,
+        });
         let key = self
             .location()
             .key(&format!(".sendense-probe-{}", uuid::Uuid::new_v4()));
         let data: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
         let started = Instant::now();
-        let written = self.put(&key, data.clone(), None, false).await?;
+        let written = self.put(&key, data.clone(), probe_lock, false).await?;
         let write_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let version = written.version.as_deref();
         let started = Instant::now();
         let back = self.get(&key, SIZE as u64).await;
         let read_ms = started.elapsed().as_secs_f64() * 1000.0;
         let listed = self.list(&key).await;
-        let deleted = self.delete(&key, written.version.as_deref()).await;
+        let retention = match probe_lock {
+            Some(_) => self.retention(&key, version).await.map(Some),
+            None => Ok(None),
+        };
+        // Deleted whatever the checks found; a locked probe once its lock expired.
+        let deleted = self.delete_probe(&key, version, probe_lock.is_some()).await;
         let back = back?;
         if back != data {
             return Err(Error::new(
@@ -108,22 +132,27 @@ impl S3Client {
                 format!("the probe object {key} was written but not listed"),
             ));
         }
-        deleted?;
-        let object_lock = self.object_lock_enabled().await?;
-        let lock_checked =
-            match lock {
-                None => None,
-                Some(_) if !object_lock => return Err(Error::refused(format!(
-                    "bucket {} does not have Object Lock enabled",
-                    self.location().bucket
+        let lock_checked = match (probe_lock, retention?.flatten()) {
+            (None, _) => None,
+            (Some(want), Some(got)) if got.mode == want.mode && got.until >= want.until => {
+                lock.map(|_| want.mode)
+            }
+            (Some(want), got) => {
+                return Err(Error::new(
+                    ErrorKind::External,
+                    format!(
+                        "an object written with a {} lock until {} came back with {}",
+                        want.mode.as_str(),
+                        want.until,
+                        got.map_or_else(
+                            || "no retention".to_string(),
+                            |l| format!("a {} lock until {}", l.mode.as_str(), l.until)
+                        )
+                    ),
                 ))
-                .with_help(
-                    "Object Lock can only be enabled when a bucket is created: create one with \
-                     it (e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`), or \
-                     leave out --object-lock.",
-                )),
-                Some(mode) => Some(self.probe_lock(mode).await?),
-            };
+            }
+        };
+        deleted?;
         let pending_uploads = self
             .multipart_uploads(&self.location().list_prefix())
             .await?
@@ -138,48 +167,24 @@ impl S3Client {
         })
     }
 
-    /// Writes a small probe locked for two seconds in `mode`, checks its retention, and
-    /// deletes it once the lock expired.
-    async fn probe_lock(&self, mode: LockMode) -> Result<LockMode> {
-        let key = self
-            .location()
-            .key(&format!(".sendense-lock-probe-{}", uuid::Uuid::new_v4()));
-        let until = super::wall_clock() + 2;
-        let written = self
-            .put(
-                &key,
-                b"lock probe".to_vec(),
-                Some(Lock { mode, until }),
-                false,
-            )
-            .await?;
-        let got = self.retention(&key, written.version.as_deref()).await?;
-        let deadline = Instant::now() + Duration::from_secs(15);
+    /// Deletes the probe `key` (its `version`); a `locked` one once its two seconds are over
+    /// (by the server's clock: tried again for a while).
+    async fn delete_probe(&self, key: &str, version: Option<&str>, locked: bool) -> Result<()> {
+        if !locked {
+            return self.delete(key, version).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            match self.delete(&key, written.version.as_deref()).await {
-                Ok(()) => break,
+            match self.delete(key, version).await {
+                Ok(()) => return Ok(()),
                 Err(_) if Instant::now() < deadline => {}
                 Err(e) => {
                     return Err(e.context(format!(
-                        "the lock probe {key} (locked for two seconds) could not be deleted"
+                        "the probe {key} (locked for two seconds) could not be deleted"
                     )))
                 }
             }
-        }
-        match got {
-            Some(l) if l.mode == mode && l.until >= until => Ok(mode),
-            other => Err(Error::new(
-                ErrorKind::External,
-                format!(
-                    "an object written with a {} lock until {until} came back with {}",
-                    mode.as_str(),
-                    other.map_or_else(
-                        || "no retention".to_string(),
-                        |l| format!("a {} lock until {}", l.mode.as_str(), l.until)
-                    )
-                ),
-            )),
         }
     }
 }
