@@ -13,6 +13,7 @@
 //! files hold data, so a check costs the hashing of the data read and little else.
 
 use super::chain::ExpectedLink;
+use super::digests::packed::PackedDigests;
 use super::digests::{self, Record, Scheme, RECORD};
 use crate::error::{Error, ErrorKind, Result};
 use crate::transfer::{BlockCheck, BLOCK};
@@ -20,12 +21,22 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Where a link's records are: its sparse digest file, or the packed form of it (an S3
+/// repository's, read by range).
+#[derive(Debug)]
+pub enum Records {
+    /// A sparse digest file, open.
+    Sparse(File),
+    /// A packed digest file, checked.
+    Packed(PackedDigests),
+}
+
 /// One link's records.
 #[derive(Debug)]
 struct LinkRecords {
     backup: String,
     /// `None` when the backup recorded no digests: none of its blocks can be checked.
-    file: Option<File>,
+    file: Option<Records>,
     scheme: Scheme,
 }
 
@@ -70,11 +81,58 @@ impl ChainCheck {
     }
 
     fn open_inner(key: u32, links: &[ExpectedLink], check: bool) -> Result<ChainCheck> {
+        ChainCheck::from_links(key, links, |_, link, recorded, damaged| {
+            let path = digests::digests_of(&link.file);
+            super::chain::check_inside(&link.repo, &path)?;
+            // Checked through the handle that is then read: what was checked is what is used.
+            let file = File::open(&path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
+            let checked = match digests::Scheme::of_digest(recorded) {
+                Some(scheme) if !check => Ok(digests::Checked::Intact(scheme)),
+                _ => digests::check_file(&file, &path, recorded),
+            };
+            Ok((checked, Records::Sparse(file)))
+        })
+    }
+
+    /// The check of a chain whose records are packed digest files from elsewhere (an S3
+    /// repository's, read by range): `packed[i]` is `links[i]`'s, checked here against the
+    /// digest its backup recorded.
+    pub fn open_packed(
+        key: u32,
+        links: &[ExpectedLink],
+        packed: Vec<Option<PackedDigests>>,
+    ) -> Result<ChainCheck> {
+        if packed.len() != links.len() {
+            return Err(Error::internal("packed digests for another chain"));
+        }
+        let mut packed: Vec<Option<PackedDigests>> = packed;
+        ChainCheck::from_links(key, links, |i, _, recorded, damaged| {
+            let p = packed
+                .get_mut(i)
+                .and_then(Option::take)
+                .ok_or_else(|| damaged("is missing".into()))?;
+            Ok((p.check(recorded), Records::Packed(p)))
+        })
+    }
+
+    /// The check of `links`, each link's records opened and checked by `open` (given the
+    /// link's place in `links`, the link, its recorded file digest, and the error to make of a
+    /// problem).
+    fn from_links(
+        key: u32,
+        links: &[ExpectedLink],
+        mut open: impl FnMut(
+            usize,
+            &ExpectedLink,
+            &str,
+            &dyn Fn(String) -> Error,
+        ) -> Result<(Result<digests::Checked>, Records)>,
+    ) -> Result<ChainCheck> {
         let top = links
             .first()
             .ok_or_else(|| Error::internal("a chain without links"))?;
         let mut out = Vec::new();
-        for link in links {
+        for (i, link) in links.iter().enumerate() {
             let Some(recorded) = &link.digest else {
                 out.push(LinkRecords {
                     backup: link.backup.clone(),
@@ -84,7 +142,6 @@ impl ChainCheck {
                 continue;
             };
             let path = digests::digests_of(&link.file);
-            super::chain::check_inside(&link.repo, &path)?;
             let damaged = |why: String| {
                 Error::new(
                     ErrorKind::External,
@@ -100,12 +157,7 @@ impl ChainCheck {
                     link.backup
                 ))
             };
-            // Checked through the handle that is then read: what was checked is what is used.
-            let file = File::open(&path).map_err(|e| damaged(format!("cannot be read ({e})")))?;
-            let checked = match digests::Scheme::of_digest(recorded) {
-                Some(scheme) if !check => Ok(digests::Checked::Intact(scheme)),
-                _ => digests::check_file(&file, &path, recorded),
-            };
+            let (checked, records) = open(i, link, recorded, &damaged)?;
             let scheme = match checked {
                 Ok(digests::Checked::Intact(scheme)) => scheme,
                 Ok(digests::Checked::Changed) => {
@@ -120,7 +172,7 @@ impl ChainCheck {
             };
             out.push(LinkRecords {
                 backup: link.backup.clone(),
-                file: Some(file),
+                file: Some(records),
                 scheme,
             });
         }
@@ -319,7 +371,18 @@ impl BlockCheck for ChainCheck {
 }
 
 /// Reads the records of the blocks from `first` into `buf` (past the file's end: none).
-fn read_records(file: &File, first: u64, buf: &mut [u8], backup: &str) -> Result<()> {
+fn read_records(records: &Records, first: u64, buf: &mut [u8], backup: &str) -> Result<()> {
+    let file = match records {
+        Records::Sparse(f) => f,
+        Records::Packed(p) => {
+            return p.read_records(first, buf).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("reading the digests of backup {backup}: {e}"),
+                )
+            })
+        }
+    };
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], first * RECORD + done as u64) {
@@ -341,16 +404,22 @@ fn read_records(file: &File, first: u64, buf: &mut [u8], backup: &str) -> Result
 /// Adds to `out` the blocks in `[first, end)` that `file` holds a record for, reading only the
 /// file's data regions.
 fn recorded_blocks(
-    file: &File,
+    records: &Records,
     first: u64,
     end: u64,
     out: &mut Vec<u64>,
     backup: &str,
 ) -> Result<()> {
-    digests::scan_records(file, first, end, |block, _| {
-        out.push(block);
-        true
-    })
+    match records {
+        Records::Sparse(file) => digests::scan_records(file, first, end, |block, _| {
+            out.push(block);
+            true
+        }),
+        Records::Packed(p) => p.scan(first, end, |block, _| {
+            out.push(block);
+            true
+        }),
+    }
     .map_err(|e| {
         Error::new(
             ErrorKind::Io,
@@ -402,7 +471,41 @@ mod tests {
             d.record(BLOCK, &block(2)).unwrap();
             d.record_zeroes(2 * BLOCK, BLOCK).unwrap();
         });
-        let check = ChainCheck::open(2000, &[inc.clone(), full.clone()]).unwrap();
+        // The digest files as they are, and packed as an S3 repository holds them: the same.
+        let links = [inc.clone(), full.clone()];
+        let checks = [
+            ChainCheck::open(2000, &links).unwrap(),
+            ChainCheck::open_packed(2000, &links, packed(&links)).unwrap(),
+        ];
+        for check in checks {
+            the_newest_record_decides(check);
+        }
+        // The full alone: its own blocks.
+        let check = ChainCheck::open(2000, std::slice::from_ref(&full)).unwrap();
+        check.check_data(2 * BLOCK, &block(1)).unwrap();
+        assert!(check.check_data(BLOCK, &block(2)).is_err());
+        // A packed file that is not the recorded one is refused.
+        let mut wrong = packed(&links);
+        wrong.swap(0, 1);
+        let e = ChainCheck::open_packed(2000, &links, wrong).unwrap_err();
+        assert!(e.message().contains("was changed since the backup"), "{e}");
+    }
+
+    /// The packed form of each link's digest file, opened.
+    fn packed(links: &[ExpectedLink]) -> Vec<Option<PackedDigests>> {
+        links
+            .iter()
+            .map(|l| {
+                let sparse = digests::digests_of(&l.file);
+                let out = sparse.with_extension("packed");
+                digests::packed::pack(&File::open(&sparse).unwrap(), &sparse, &out).unwrap();
+                Some(PackedDigests::open(Box::new(File::open(&out).unwrap()), "p").unwrap())
+            })
+            .collect()
+    }
+
+    /// The checks of a chain of `inc` over `full` (see the test above).
+    fn the_newest_record_decides(check: ChainCheck) {
         // What a restore of the incremental reads.
         let mut disk = block(1);
         disk.extend(block(2));
@@ -427,10 +530,6 @@ mod tests {
         flipped[100] ^= 4;
         let differs = check.check_data(BLOCK, &flipped).unwrap_err();
         assert!(err(differs).contains("offset 65536 differs from what backup inc wrote"));
-        // The full alone: its own blocks.
-        let check = ChainCheck::open(2000, &[full]).unwrap();
-        check.check_data(2 * BLOCK, &block(1)).unwrap();
-        assert!(check.check_data(BLOCK, &block(2)).is_err());
     }
 
     #[test]
