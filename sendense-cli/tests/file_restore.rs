@@ -666,3 +666,54 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
     assert!(out.contains("offset"), "{out}");
     assert!(!out_file.exists());
 }
+
+/// A damaged block met while mounting — here the GPT header, read before any partition —
+/// fails the command naming the block, marks the backup damaged and leaves nothing mounted;
+/// `--no-verify` reads what the images hold.
+#[test]
+fn damage_met_while_mounting_names_the_block_and_marks_the_backup() {
+    require("qemu-storage-daemon", "qemu-system-common");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = sendense_testkit::cli_hub(BIN, d, "r");
+    let (ext, ntfs) = make_trees(d);
+    let disk = make_disk(d, &ext, &ntfs);
+    let (c, out, _) = hub(
+        &state,
+        &["vm", "add", "g", "--disk", disk.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{out}");
+    let (c, out, full) = hub(&state, &["backup", "start", "g"]);
+    assert_eq!(c, 0, "{out}");
+    let id = full["backup"].as_str().unwrap().to_string();
+    let image = PathBuf::from(full["disks"][0]["file"].as_str().unwrap());
+    // A byte of the primary GPT header (LBA 1): read unchecked, its CRC fails and the backup
+    // header at the disk's end gives the table.
+    sendense_testkit::qcow2::flip_data_byte(&image, 512 + 20);
+    let (c, out, listed) = hub(
+        &state,
+        &["files", "ls", &id, "--disk", "2000", "--no-verify"],
+    );
+    assert_eq!(c, 0, "{out}");
+    assert_eq!(listed["partitions"][0]["content"], "ext4", "{out}");
+    // And of the backup header: no table at all. Unchecked, the table is named damaged;
+    // checked, the mount fails on the first damaged block, by offset.
+    sendense_testkit::qcow2::flip_data_byte(&image, (64 << 20) - 512 + 20);
+    let (c, out, _) = hub(
+        &state,
+        &["files", "ls", &id, "--disk", "2000", "--no-verify"],
+    );
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("GPT partition table is damaged"), "{out}");
+    let (c, out, _) = hub(&state, &["files", "ls", &id, "--disk", "2000"]);
+    assert_eq!(c, 1, "{out}");
+    assert!(out.contains("the block at offset 0"), "{out}");
+    assert_eq!(leftovers(d), Vec::<String>::new());
+    let (_, _, shown) = hub(&state, &["backup", "show", &id]);
+    assert!(
+        shown["damaged"]
+            .as_str()
+            .is_some_and(|w| w.contains("offset 0")),
+        "{shown}"
+    );
+}
