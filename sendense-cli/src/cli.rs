@@ -309,6 +309,8 @@ scratch directories, and lock files nobody holds. All of this runs automatically
 whenever sendense opens its state. `cleanup` also lists files of a repository's
 layout that look unfinished (.partial images, temporary manifests) but that no
 job of this hub wrote: they are left alone (another hub may be writing them).
+It also aborts multipart uploads left unfinished under each S3 repository's
+prefix (stored and billed, never visible), unless a copy of this hub runs.
 Nothing outside a repository's layout is ever touched; --dry-run reports exactly
 what the real run does.
 Files of a repository that is not mounted (or not the registered one) are left
@@ -320,7 +322,8 @@ JSON OUTPUT
    \"actions\": [{\"action\": \"fail_job\" | \"discard_backup\" | \"stop_qemu_nbd\" |
                            \"stop_nbdkit\" | \"stop_sendense_sna\" | \"stop_hook\" |
                            \"forget_process\" | \"release_port\" | \"finish_delete\" |
-                           \"repair_source\" | \"remove_file\" | \"remove_dir\",
+                           \"repair_source\" | \"remove_file\" | \"remove_dir\" |
+                           \"abort_upload\",
                 \"target\": \"...\", \"reason\": \"...\"}],
    \"errors\": [], \"strays\": [\"<path>\"]}"
     )]

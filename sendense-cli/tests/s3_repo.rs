@@ -171,6 +171,44 @@ fn an_s3_repository_is_added_tested_listed_and_removed_with_its_keys_kept_out_of
         .collect();
     assert_eq!(names, ["local", "offsite"]);
 
+    // An upload an interrupted process left: `cleanup` aborts it (`--dry-run` only names it).
+    let client = sendense_core::repo::s3::S3Client::new(
+        &sendense_core::repo::s3::S3Options {
+            location: sendense_core::repo::s3::S3Location::parse(&url).unwrap(),
+            region: "us-east-1".into(),
+            path_style: true,
+            ca_file: None,
+        },
+        &sendense_core::repo::s3::credentials::resolve(Some(&server.credentials_file(d)), None)
+            .unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = client.location().key("v/2000/left.qcow2");
+    rt.block_on(client.begin_upload(&key, None)).unwrap();
+    let pending = || {
+        rt.block_on(client.multipart_uploads(&client.location().list_prefix()))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(pending(), 1);
+    let dry = cli_json(BIN, &state, &["cleanup", "--dry-run"]);
+    let aborts: Vec<&serde_json::Value> = dry["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "abort_upload")
+        .collect();
+    assert_eq!(aborts.len(), 1, "{dry}");
+    assert_eq!(aborts[0]["target"], format!("offsite: {key}").as_str());
+    assert_eq!(pending(), 1);
+    cli_json(BIN, &state, &["cleanup"]);
+    assert_eq!(pending(), 0);
+    assert_eq!(
+        cli_json(BIN, &state, &["repo", "test", "offsite"])["probe"]["pending_uploads"],
+        0
+    );
+
     // Removed from the catalog; its objects stay.
     let (c, out) = run(&state, &["repo", "remove", "offsite"]);
     assert_eq!(c, 0, "{out}");

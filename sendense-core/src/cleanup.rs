@@ -130,8 +130,76 @@ impl Sendense {
         self.remove_scratch(&dead_jobs, &repaired, dry_run, &mut report)?;
         if scan {
             self.scan_repositories(&mut report)?;
+            self.abort_s3_uploads(&dead_jobs, dry_run, &mut report);
         }
         Ok(report)
+    }
+
+    /// Multipart uploads left under S3 repositories by interrupted processes: aborted (their
+    /// parts are stored and billed, but never visible). Only while no job of this hub that
+    /// copies runs — one could be uploading now — and only under the repositories' own
+    /// prefixes. A repository that cannot be reached is named in the errors; the rest goes on.
+    fn abort_s3_uploads(&mut self, dead_jobs: &[i64], dry_run: bool, report: &mut CleanupReport) {
+        let copying = self.catalog().unfinished_jobs().map(|jobs| {
+            jobs.into_iter()
+                .any(|j| j.kind == crate::catalog::JobKind::Copy && !dead_jobs.contains(&j.id))
+        });
+        match copying {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("looking for running copies: {e}"));
+                return;
+            }
+        }
+        let repos = match self.catalog().s3_repos() {
+            Ok(r) => r,
+            Err(e) => {
+                report.errors.push(format!("listing S3 repositories: {e}"));
+                return;
+            }
+        };
+        for repo in repos {
+            let found = self.s3_client(&repo).and_then(|client| {
+                crate::rt::block_on(async {
+                    let prefix = client.location().list_prefix();
+                    let mut done = Vec::new();
+                    for u in client.multipart_uploads(&prefix).await? {
+                        // Never anything outside the repository's place.
+                        if !u.key.starts_with(&prefix) {
+                            continue;
+                        }
+                        let aborted = if dry_run {
+                            Ok(())
+                        } else {
+                            client.abort_upload(&u.key, &u.upload_id).await
+                        };
+                        done.push((u.key, aborted));
+                    }
+                    Ok::<_, crate::Error>(done)
+                })?
+            });
+            match found {
+                Ok(done) => {
+                    for (key, aborted) in done {
+                        let target = format!("{}: {key}", repo.name);
+                        match aborted {
+                            Ok(()) => report.add(
+                                "abort_upload",
+                                target,
+                                "an upload an interrupted process left unfinished",
+                            ),
+                            Err(e) => report.errors.push(format!("aborting {target}: {e}")),
+                        }
+                    }
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("S3 repository `{}`: {e}", repo.name)),
+            }
+        }
     }
 
     /// Mounts whose process is gone: their filesystem mounts, loop devices, export and
