@@ -8,7 +8,9 @@
 # Each with and without checking the digests (--no-verify). Two chains: a large one (a disk of
 # DISK_SIZE with 40 % random data, then 256 MiB changed) and a small one (a 1 TiB disk with
 # 64 MiB of data, then a 64 MiB incremental), where the fixed cost of a restore dominates.
-# Medians of RUNS runs; the reference, verified and --no-verify restores go first in turns.
+# Medians of RUNS runs; the reference, verified and --no-verify restores go first in turns. Also
+# the median of each round's own ratio (a restore against the reference of its round), which a
+# machine whose speed drifts during the run moves less.
 #   bench/restore.sh [DISK_SIZE] [RUNS]     defaults: 4G 5
 set -euo pipefail
 size=${1:-4G}
@@ -53,6 +55,10 @@ virtual_size() { qemu-img info --output=json "$1" | python3 -c 'import json,sys;
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# The median of the per-round ratios of the times in file $1 to those in file $2 (line by line):
+# each restore against the reference of its own round, so a machine that drifts during the run
+# moves both sides of a ratio.
+ratios() { paste "$1" "$2" | awk '{print $1 / $2}' | median; }
 since() { echo "$(now) - $1" | bc -l; }
 # Waits (at most 30 s) for the socket $1 of the process $2.
 await_socket() {
@@ -102,9 +108,10 @@ for which in large small; do
             rm -f "$work/q.$fmt"
         done
         q=$(median <"$work/t_q"); qs=$(median <"$work/t_qs"); s=$(median <"$work/t_s"); n=$(median <"$work/t_n")
-        printf '%-5s to %-5s: qemu-img convert %.3f s (%.3f s synced); sendense %.3f s verified, ratio %.3f to synced (%.3f); %.3f s --no-verify, ratio %.3f (%.3f)\n' \
+        printf '%-5s to %-5s: qemu-img convert %.3f s (%.3f s synced); sendense %.3f s verified, ratio %.3f to synced (%.3f); %.3f s --no-verify, ratio %.3f (%.3f); per round: %.3f verified, %.3f --no-verify\n' \
             "$which" "$fmt" "$q" "$qs" "$s" "$(echo "$s / $qs" | bc -l)" "$(echo "$s / $q" | bc -l)" \
-            "$n" "$(echo "$n / $qs" | bc -l)" "$(echo "$n / $q" | bc -l)"
+            "$n" "$(echo "$n / $qs" | bc -l)" "$(echo "$n / $q" | bc -l)" \
+            "$(ratios "$work/t_s" "$work/t_qs")" "$(ratios "$work/t_n" "$work/t_qs")"
     done
     # Into an NBD target.
     : >"$work/t_c"; : >"$work/t_cs"; : >"$work/t_s"; : >"$work/t_n"
@@ -134,7 +141,8 @@ for which in large small; do
         rm -f "$work/ref.raw" "$work/target.raw"
     done
     c=$(median <"$work/t_c"); cs=$(median <"$work/t_cs"); s=$(median <"$work/t_s"); n=$(median <"$work/t_n")
-    printf '%-5s to NBD  : nbdcopy %.3f s (%.3f s with starting its qemu-nbd); sendense %.3f s verified, ratio %.3f (%.3f); %.3f s --no-verify, ratio %.3f (%.3f)\n' \
+    printf '%-5s to NBD  : nbdcopy %.3f s (%.3f s with starting its qemu-nbd); sendense %.3f s verified, ratio %.3f (%.3f); %.3f s --no-verify, ratio %.3f (%.3f); per round: %.3f verified, %.3f --no-verify\n' \
         "$which" "$c" "$cs" "$s" "$(echo "$s / $c" | bc -l)" "$(echo "$s / $cs" | bc -l)" \
-        "$n" "$(echo "$n / $c" | bc -l)" "$(echo "$n / $cs" | bc -l)"
+        "$n" "$(echo "$n / $c" | bc -l)" "$(echo "$n / $cs" | bc -l)" \
+        "$(ratios "$work/t_s" "$work/t_c")" "$(ratios "$work/t_n" "$work/t_c")"
 done
