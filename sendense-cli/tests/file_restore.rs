@@ -292,14 +292,21 @@ fn change(mounted: &Path, reference: &Path, script: &str) {
     }
 }
 
-#[test]
-fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
+/// A hub in `d` and the GPT disk made from the reference trees: (state, ext4 tree, NTFS tree,
+/// disk).
+fn hub_and_gpt_disk(d: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     require("qemu-storage-daemon", "qemu-system-common");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let state = sendense_testkit::cli_hub(BIN, d, "r");
     let (ext, ntfs) = make_trees(d);
     let disk = make_disk(d, &ext, &ntfs);
+    (state, ext, ntfs, disk)
+}
+
+#[test]
+fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (state, ext, ntfs, disk) = hub_and_gpt_disk(d);
     sh(&format!(
         "cp -a '{}' '{}'",
         ext.display(),
@@ -672,12 +679,9 @@ fn files_of_every_restore_point_are_mounted_listed_and_copied_exactly() {
 /// `--no-verify` reads what the images hold.
 #[test]
 fn damage_met_while_mounting_names_the_block_and_marks_the_backup() {
-    require("qemu-storage-daemon", "qemu-system-common");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let state = sendense_testkit::cli_hub(BIN, d, "r");
-    let (ext, ntfs) = make_trees(d);
-    let disk = make_disk(d, &ext, &ntfs);
+    let (state, _, _, disk) = hub_and_gpt_disk(d);
     let (c, out, _) = hub(
         &state,
         &["vm", "add", "g", "--disk", disk.to_str().unwrap()],
