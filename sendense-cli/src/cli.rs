@@ -628,10 +628,15 @@ backups; backups are written to repository directories."))]
   An array of repository objects (see `sendense repo add --help`), each with
   \"kind\": \"dir\" or \"s3\".")]
     List,
-    /// Show a repository with a fresh capacity reading.
+    /// Show a repository with a fresh capacity reading (an S3 repository: what its bucket
+    /// says, nothing written).
     #[command(after_long_help = format!("{REPO_JSON}
   with two more keys: \"mount_point\" (bool: DIR is a mount point now) and
-  \"problem\" (string or null: missing, not mounted, or another repository)."))]
+  \"problem\" (string or null: missing, not mounted, or another repository).
+  An S3 repository (see `sendense repo add --help`, without \"probe\") has
+  \"kind\": \"s3\", \"object_lock\" (bool: the bucket has it), \"pending_uploads\"
+  (uploads left unfinished) and \"problem\" (not reached, keys refused, another
+  repository or none there); nothing is written to show it."))]
     Show {
         /// Repository name.
         name: String,

@@ -81,6 +81,13 @@ fn an_s3_repository_is_added_tested_listed_and_removed_with_its_keys_kept_out_of
     let (c, out) = run(&state, &["repo", "show", "offsite"]);
     assert_eq!(c, 0, "{out}");
     assert!(out.contains(&url) && out.contains("path-style"), "{out}");
+    // Shown without writing anything: the repository object is all there is.
+    let shown = cli_json(BIN, &state, &["repo", "show", "offsite"]);
+    assert_eq!(shown["kind"], "s3");
+    assert_eq!(shown["object_lock"], false);
+    assert_eq!(shown["pending_uploads"], 0);
+    assert_eq!(shown["problem"], serde_json::Value::Null);
+    assert_eq!(server.list_versions(&bucket), ["hub1/sendense-repo.yaml"]);
 
     // The keys: in no output, no catalog byte, no argv (they were never in one).
     let mut seen = String::new();
@@ -192,6 +199,10 @@ fn an_s3_repository_is_added_tested_listed_and_removed_with_its_keys_kept_out_of
             .len()
     };
     assert_eq!(pending(), 1);
+    assert_eq!(
+        cli_json(BIN, &state, &["repo", "show", "offsite"])["pending_uploads"],
+        1
+    );
     let dry = cli_json(BIN, &state, &["cleanup", "--dry-run"]);
     let aborts: Vec<&serde_json::Value> = dry["actions"]
         .as_array()

@@ -67,7 +67,7 @@ pub use error::{exit, Error, ErrorKind, Result};
 pub use event::{CopyMode, Event, EventKind, EventSink, NullSink, SharedSink};
 pub use hub::{
     AddRepo, AddS3Repo, DiskStatus, ExportStatus, GroupStatus, PolicyEdit, PolicySpec, RepoStatus,
-    S3RepoStatus, Worker,
+    S3RepoShown, S3RepoStatus, Worker,
 };
 pub use sendense::{
     resolve_state_dir, InitReport, OpenOptions, Sendense, CATALOG_FILE, CONFIG_FILE,

@@ -58,7 +58,34 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
         // clap requires one of the two.
         RepoCommand::Add { .. } => Err(Error::invalid("name --path DIR or --s3 URL")),
         RepoCommand::List => list(g, &mut sd),
-        RepoCommand::Show { name } | RepoCommand::Test { name } if sd.s3_repo(&name).is_ok() => {
+        RepoCommand::Show { name } if sd.s3_repo(&name).is_ok() => {
+            let shown = sd.show_s3_repo(&name)?;
+            if g.json {
+                let mut doc = serde_json::to_value(&shown).unwrap_or_default();
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("kind".into(), "s3".into());
+                }
+                output::json(&doc)?;
+            } else {
+                let mut rows = s3_rows(&shown.record, shown.object_lock);
+                if let Some(n) = shown.pending_uploads.filter(|n| *n > 0) {
+                    rows.push((
+                        "Unfinished uploads",
+                        format!("{n} (`sendense cleanup` aborts them)"),
+                    ));
+                }
+                rows.push((
+                    "Status",
+                    shown.problem.clone().unwrap_or_else(|| "ok".into()),
+                ));
+                output::line(&table::fields(&rows).to_string())?;
+            }
+            if let Some(problem) = &shown.problem {
+                tracing::warn!("repository `{name}`: {problem}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RepoCommand::Test { name } if sd.s3_repo(&name).is_ok() => {
             let status = sd.test_s3_repo(&name)?;
             if g.json {
                 let mut doc = serde_json::to_value(&status).unwrap_or_default();
@@ -119,8 +146,25 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
 
 /// An S3 repository and its probe, as a table.
 fn s3_details(s: &S3RepoStatus) -> comfy_table::Table {
-    let r = &s.record;
-    let mut rows = vec![
+    let mut rows = s3_rows(&s.record, Some(s.probe.object_lock));
+    if s.probe.pending_uploads > 0 {
+        rows.push((
+            "Unfinished uploads",
+            format!(
+                "{} (`sendense cleanup` aborts them)",
+                s.probe.pending_uploads
+            ),
+        ));
+    }
+    table::fields(&rows)
+}
+
+/// The rows of an S3 repository's table; `object_lock`: whether the bucket has it, if known.
+fn s3_rows(
+    r: &sendense_core::catalog::S3RepoRecord,
+    object_lock: Option<bool>,
+) -> Vec<(&'static str, String)> {
+    vec![
         ("Name", r.name.clone()),
         ("Address", r.url.clone()),
         ("Repository id", r.repo_id.clone()),
@@ -143,25 +187,16 @@ fn s3_details(s: &S3RepoStatus) -> comfy_table::Table {
         ),
         (
             "Object Lock",
-            match r.settings.lock_days {
-                Some(days) => format!("{days} days, {}", r.settings.lock_mode.as_str()),
-                None if s.probe.object_lock => "enabled on the bucket, not used".to_string(),
-                None => "no".to_string(),
+            match (r.settings.lock_days, object_lock) {
+                (Some(days), _) => format!("{days} days, {}", r.settings.lock_mode.as_str()),
+                (None, Some(true)) => "enabled on the bucket, not used".to_string(),
+                (None, Some(false)) => "no".to_string(),
+                (None, None) => "unknown".to_string(),
             },
         ),
         ("Backups", r.backups.to_string()),
         ("Created", r.created_at.clone()),
-    ];
-    if s.probe.pending_uploads > 0 {
-        rows.push((
-            "Unfinished uploads",
-            format!(
-                "{} (`sendense cleanup` aborts them)",
-                s.probe.pending_uploads
-            ),
-        ));
-    }
-    table::fields(&rows)
+    ]
 }
 
 fn add(

@@ -62,6 +62,20 @@ pub struct S3RepoStatus {
     pub probe: S3Probe,
 }
 
+/// An S3 repository as `repo show` sees it: looked at, nothing written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct S3RepoShown {
+    /// What the catalog holds.
+    #[serde(flatten)]
+    pub record: S3RepoRecord,
+    /// Whether the bucket has Object Lock enabled (`None`: not reached).
+    pub object_lock: Option<bool>,
+    /// Multipart uploads left unfinished under the repository (`None`: not reached).
+    pub pending_uploads: Option<usize>,
+    /// What is wrong: not reachable, keys refused, another repository or none there.
+    pub problem: Option<String>,
+}
+
 /// A file path made absolute and real (it is read again at every use, from anywhere).
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).map_err(|e| Error::io("reading", path, e))
@@ -199,6 +213,43 @@ impl Sendense {
         })?
         .map_err(|e| e.context(&ctx))?;
         Ok(S3RepoStatus { record, probe })
+    }
+
+    /// S3 repository `name` as it is now, read only (`repo test` writes a probe; this does not).
+    pub fn show_s3_repo(&mut self, name: &str) -> Result<S3RepoShown> {
+        let record = self.catalog().s3_repo(name)?;
+        let looked = self.s3_client(&record).and_then(|client| {
+            crate::rt::block_on(async {
+                let problem = match client.read_meta().await? {
+                    Some(meta) if meta.id == record.repo_id => None,
+                    Some(meta) => Some(format!(
+                        "{} holds another repository (id {}, not {})",
+                        record.url, meta.id, record.repo_id
+                    )),
+                    None => Some(format!("{} holds no {META_FILE}", record.url)),
+                };
+                let lock = client.object_lock_enabled().await?;
+                let pending = client
+                    .multipart_uploads(&client.location().list_prefix())
+                    .await?
+                    .len();
+                Ok::<_, Error>((problem, lock, pending))
+            })?
+        });
+        Ok(match looked {
+            Ok((problem, lock, pending)) => S3RepoShown {
+                record,
+                object_lock: Some(lock),
+                pending_uploads: Some(pending),
+                problem,
+            },
+            Err(e) => S3RepoShown {
+                record,
+                object_lock: None,
+                pending_uploads: None,
+                problem: Some(e.to_string()),
+            },
+        })
     }
 
     /// All S3 repositories.
