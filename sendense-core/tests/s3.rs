@@ -225,18 +225,7 @@ async fn a_chain_in_a_bucket_reads_as_qemu_reads_it() {
         );
         images.push((key, Box::new(object)));
     }
-    let raw = d.join("want.raw");
-    sendense_testkit::run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "raw",
-            top.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ],
-    );
-    let want = std::fs::read(&raw).unwrap();
+    let want = sendense_testkit::qemu_reads(&top);
     let got = tokio::task::spawn_blocking(move || {
         let reader = ChainReader::open_images(images).unwrap().unwrap();
         let mut all = vec![0xAAu8; reader.size() as usize];

@@ -289,22 +289,46 @@ pub fn create_image(path: &Path, format: &str, size: &str) -> PathBuf {
 /// Creates a qcow2 overlay at `path` backed by the qcow2 `backing` (a path relative to the
 /// overlay's directory, as the chain records it).
 pub fn create_overlay(path: &Path, backing: &str) -> PathBuf {
+    create_overlay_sized(path, backing, None)
+}
+
+/// [`create_overlay`] of `size` (`None`: the backing file's).
+pub fn create_overlay_sized(path: &Path, backing: &str, size: Option<&str>) -> PathBuf {
     require("qemu-img", "qemu-utils");
+    let mut args = vec![
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        "qcow2",
+        path.to_str().unwrap(),
+    ];
+    args.extend(size);
+    run("qemu-img", &args);
+    path.to_path_buf()
+}
+
+/// Every byte of the disk image `image` as `qemu-img convert` reads it through its chain
+/// (converted to a raw file beside it).
+pub fn qemu_reads(image: &Path) -> Vec<u8> {
+    require("qemu-img", "qemu-utils");
+    let raw = image.with_extension("read.raw");
     run(
         "qemu-img",
         &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            backing,
-            "-F",
-            "qcow2",
-            path.to_str().unwrap(),
+            "convert",
+            "-O",
+            "raw",
+            image.to_str().unwrap(),
+            raw.to_str().unwrap(),
         ],
     );
-    path.to_path_buf()
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    bytes
 }
 
 /// Runs qemu-io commands (`write -P 0xab 0 1M`, ...) on an image.

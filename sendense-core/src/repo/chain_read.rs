@@ -348,23 +348,7 @@ fn damaged(path: &str, why: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sendense_testkit::{create_image, create_overlay, qemu_io};
-
-    /// Every byte of the disk `top` is, as `qemu-img convert` reads it through its chain.
-    fn qemu_reads(top: &Path) -> Vec<u8> {
-        let raw = top.with_extension("raw");
-        sendense_testkit::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "raw",
-                top.to_str().unwrap(),
-                raw.to_str().unwrap(),
-            ],
-        );
-        std::fs::read(&raw).unwrap()
-    }
+    use sendense_testkit::{create_image, create_overlay, qemu_io, qemu_reads};
 
     /// A middle link smaller than the top hides what older links hold past its end: QEMU reads
     /// zeroes there.
@@ -374,22 +358,8 @@ mod tests {
         let d = dir.path();
         let base = create_image(&d.join("base.qcow2"), "qcow2", "4M");
         qemu_io(&base, "qcow2", &["write -P 0x11 0 4M"]);
-        sendense_testkit::run(
-            "qemu-img",
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                d.join("mid.qcow2").to_str().unwrap(),
-                "2M",
-            ],
-        );
-        let mid = d.join("mid.qcow2");
+        let mid =
+            sendense_testkit::create_overlay_sized(&d.join("mid.qcow2"), "base.qcow2", Some("2M"));
         let top = create_overlay(&d.join("top.qcow2"), "mid.qcow2");
         sendense_testkit::run("qemu-img", &["resize", "-q", top.to_str().unwrap(), "4M"]);
         let reader = ChainReader::open(&[&top, &mid, &base]).unwrap().unwrap();
