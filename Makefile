@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCH_SIZE ?= 8G
 BENCH_RUNS ?= 3
 
-BENCH_PACKAGES := time bc
+BENCH_PACKAGES := time bc python3-boto3
 
 .PHONY: all build demo test deps bench fuzz lint docs clean
 
@@ -57,6 +57,7 @@ bench: deps
 	bash bench/retention.sh 4G $(BENCH_RUNS) 500
 	bash bench/schedule.sh $(BENCH_RUNS)
 	bash bench/repo-copy.sh 4G $(BENCH_RUNS)
+	bash bench/s3.sh 4G $(BENCH_RUNS)
 	bash bench/remote-node.sh 4G $(BENCH_RUNS) 20
 
 ## Fuzz the NBD reply parser (FUZZ_SECONDS, default 300). Needs cargo-fuzz.

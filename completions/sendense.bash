@@ -1695,14 +1695,42 @@ _sendense() {
             return 0
             ;;
         sendense__subcmd__repo__subcmd__import)
-            opts="-v -q -h -V --name --require-mount --default --take-over --salvage --state-dir --config --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --s3 --name --require-mount --default --take-over --salvage --region --path-style --credentials-file --profile --ca-file --object-lock --lock-mode --state-dir --config --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --s3)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --name)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --credentials-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object-lock)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lock-mode)
+                    COMPREPLY=($(compgen -W "compliance governance" -- "${cur}"))
                     return 0
                     ;;
                 --state-dir)

@@ -111,13 +111,22 @@ complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Only errors on stderr'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l s3 -d 'Import a repository in S3-compatible object storage instead (the keys and options as for `repo add --s3`)' -r
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l name -d 'Name to register it under (default: the name it was created with)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l region -d 'The S3 region (default us-east-1)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l credentials-file -d 'The S3 keys: an AWS credentials file, readable by its owner only' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l profile -d 'The profile of the credentials file to use' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l ca-file -d 'CA certificates (PEM) to trust besides the system\'s' -r -F
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l object-lock -d 'Lock every object written from now on for DAYS days (S3 Object Lock)' -r
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l lock-mode -d 'The Object Lock mode' -r -f -a "compliance\t''
+governance\t''"
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l state-dir -d 'State directory (catalog, config). Default: $SENDENSE_HOME, else /var/lib/sendense for root, else $XDG_DATA_HOME/sendense' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l config -d 'Configuration file (default: <state-dir>/config.yaml)' -r -F
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l require-mount -d 'Refuse to use the path unless it is a mount point'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l default -d 'Make it the default repository'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l take-over -d 'Take the repository over from the hub that owns it: that hub\'s backups and deletes there are refused from then on'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l salvage -d 'Also register backups whose manifest is lost when their images, digest files and backing links prove them (each gets a new manifest)'
+complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l path-style -d 'Address buckets as https://ENDPOINT/BUCKET'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -l json -d 'Print one JSON document on stdout (NDJSON events for long operations)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c sendense -n "__fish_sendense_using_subcommand repo; and __fish_seen_subcommand_from import" -s q -l quiet -d 'Only errors on stderr'

@@ -674,23 +674,34 @@ registered backup, and every block of data it holds matches its digest file.
 A salvaged backup gets a new manifest; its change-tracking checkpoint is lost,
 so the VM's next backup is a full.
 
+--s3 https://ENDPOINT/BUCKET[/PREFIX] imports an S3 repository (keys and options
+as for `repo add --s3`) from the bucket alone: each manifest object checked, a
+backup registered when its image and digest objects are there with the recorded
+lengths and its parents are registered, each object's lock read back. Its JSON
+has the S3 repository object as \"repo\" and no \"backups_salvaged\".
+
 JSON OUTPUT
   {\"repo\": {repository object}, \"vms_created\": [\"pgtest1\"],
    \"backups_imported\": [\"<backup-id>\", ...], \"backups_known\": [],
    \"backups_salvaged\": [], \"warnings\": [],
    \"skipped\": [\"<backup-id>: image ... is missing\"]}"
     )]
+    #[command(group(clap::ArgGroup::new("place").required(true).args(["path", "s3"])))]
     Import {
         /// Directory holding sendense-repo.yaml.
-        path: PathBuf,
+        path: Option<PathBuf>,
+        /// Import a repository in S3-compatible object storage instead (the keys and options
+        /// as for `repo add --s3`).
+        #[arg(long, value_name = "https://ENDPOINT/BUCKET[/PREFIX]")]
+        s3: Option<String>,
         /// Name to register it under (default: the name it was created with).
         #[arg(long)]
         name: Option<String>,
         /// Refuse to use the path unless it is a mount point.
-        #[arg(long)]
+        #[arg(long, requires = "path")]
         require_mount: bool,
         /// Make it the default repository.
-        #[arg(long)]
+        #[arg(long, requires = "path")]
         default: bool,
         /// Take the repository over from the hub that owns it: that hub's backups and deletes
         /// there are refused from then on.
@@ -698,8 +709,30 @@ JSON OUTPUT
         take_over: bool,
         /// Also register backups whose manifest is lost when their images, digest files and
         /// backing links prove them (each gets a new manifest).
-        #[arg(long)]
+        #[arg(long, requires = "path")]
         salvage: bool,
+        /// The S3 region (default us-east-1).
+        #[arg(long, requires = "s3")]
+        region: Option<String>,
+        /// Address buckets as https://ENDPOINT/BUCKET.
+        #[arg(long, requires = "s3")]
+        path_style: bool,
+        /// The S3 keys: an AWS credentials file, readable by its owner only.
+        #[arg(long, value_name = "FILE", requires = "s3")]
+        credentials_file: Option<PathBuf>,
+        /// The profile of the credentials file to use.
+        #[arg(long, requires = "s3")]
+        profile: Option<String>,
+        /// CA certificates (PEM) to trust besides the system's.
+        #[arg(long, value_name = "FILE", requires = "s3")]
+        ca_file: Option<PathBuf>,
+        /// Lock every object written from now on for DAYS days (S3 Object Lock).
+        #[arg(long, value_name = "DAYS", requires = "s3")]
+        object_lock: Option<u32>,
+        /// The Object Lock mode.
+        #[arg(long, value_name = "MODE", default_value = "compliance",
+              value_parser = ["compliance", "governance"], requires = "object_lock")]
+        lock_mode: String,
     },
     /// Re-read the capacity of every repository and check each is present.
     #[command(after_long_help = "JSON OUTPUT
@@ -1041,6 +1074,14 @@ small increments (backing paths relative). Each image file is copied as it is
 one: qemu-img check, its digest file, and every block against the digest recorded
 at backup time; a mismatch fails the copy and leaves nothing of that link.
 
+Into an S3 repository the links go as objects: each image checked as above
+(an incremental staged and pointed at its parent's copy by `qemu-img rebase
+-u`), uploaded in parts with their checksums, its digest file packed beside it,
+with Object Lock its ancestors' locks extended to its date, and its manifest
+written last, once. Each object is recorded before its upload: a failed copy
+removes what it wrote, one killed commits nothing and `cleanup` removes it.
+Copies from an S3 repository are refused (exit 5): restore from it.
+
 Refused (exit 5) while a backup, delete or copy of the VM runs; refused for a
 damaged chain. Ctrl-C or `job cancel` stop it cleanly (exit 130): the links
 committed so far stay, the one being written goes.
@@ -1077,11 +1118,18 @@ is marked deleted, and a merge's journal is written into the repository
 (<vm>/merges/<id>.yaml), before the first file changes: an interrupted delete
 is finished by the next sendense command, or by `repo import`.
 
+In an S3 repository nothing is merged: a backup that other backups depend on or
+whose objects are locked is marked expired instead (\"status\": \"expired\",
+\"delete_after\": when its last lock ends), still restorable, and `sendense
+cleanup` deletes it once nothing holds it. --dry-run says why it would stay.
+
 JSON OUTPUT
-  The deleted backup object, with \"status\": \"deleted\". With --dry-run:
+  The deleted backup object, with \"status\": \"deleted\" (or \"expired\"). With
+  --dry-run:
   {\"backup\": \"<id>\", \"vm\": \"pgtest1\",
    \"disks\": [{\"key\": 2000, \"merge_into\": \"<id>\" | null,
-               \"new_parent\": \"<id>\" | null}]}"
+               \"new_parent\": \"<id>\" | null}],
+   \"kept\": \"<why it would be expired, not deleted>\" (S3 only)}"
     )]
     Delete {
         /// Backup id.
@@ -1146,6 +1194,10 @@ exported or verified is left (and reported). Exit status 0 when everything
 marked was removed, 3 when some backups stay, 5 when none could go because
 they were busy.
 
+In an S3 repository nothing is merged: a backup a kept one depends on, or whose
+objects are locked, is marked expired (\"expired\": why) and deleted by
+`sendense cleanup` once nothing holds it; --dry-run says which and why.
+
 JSON OUTPUT
   {\"dry_run\": false, \"rules\": {\"last\": 2, \"hourly\": 0, \"daily\": 7, ...},
    \"groups\": [{\"vm\": \"pgtest1\", \"repo\": \"local\",
@@ -1153,8 +1205,9 @@ JSON OUTPUT
                              \"mark\": \"keep\", \"rule\": \"keep-daily\"} |
                             {..., \"mark\": \"remove\"} |
                             {..., \"mark\": \"merge\", \"into\": \"<id>\"},
-                            ... \"error\": \"...\" when it stays]}],
-   \"kept\": 9, \"removed\": 3, \"failed\": 0}"
+                            ... \"error\": \"...\" when it stays,
+                            \"expired\": \"...\" when kept expired (S3)]}],
+   \"kept\": 9, \"removed\": 3, \"expired\": 0, \"failed\": 0}"
     )]
     Prune {
         /// Only this VM.

@@ -95,7 +95,7 @@ fn init_creates_private_state_and_is_idempotent() {
     let again = env.json(&["init"]);
     assert_eq!(again["catalog_created"], false);
     assert_eq!(again["config_created"], false);
-    assert_eq!(again["schema_version"], 10);
+    assert_eq!(again["schema_version"], 11);
     // The operator's config is never overwritten.
     assert_eq!(
         std::fs::read_to_string(env.state().join("config.yaml")).unwrap(),

@@ -21,6 +21,8 @@ pub mod node;
 pub mod plan;
 pub(crate) mod process;
 mod remote;
+mod s3copy;
+mod s3delete;
 mod targets;
 
 pub use copy::{CopiedLink, CopyReport};

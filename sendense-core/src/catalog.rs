@@ -14,6 +14,7 @@ mod mounts;
 mod nodes;
 mod policies;
 mod repos;
+mod s3objects;
 mod s3repos;
 mod schema;
 mod vcenters;
@@ -21,7 +22,7 @@ mod vms;
 
 pub use backups::{
     BackupDiskRecord, BackupFilter, BackupMode, BackupRecord, ChainTop, CopyLocation, DiskOutcome,
-    ImportedBackup, NewBackupDisk, NewCopy,
+    ImportedBackup, NewBackupDisk, NewCopy, RepoKind,
 };
 pub use children::{ChildRecord, NewChild};
 pub use exports::{ExportRecord, Listen};
@@ -31,6 +32,7 @@ pub use mounts::{MountRecord, NewMount};
 pub use nodes::{NewNode, NodeRecord};
 pub use policies::{CopyRule, GroupRecord, NewPolicy, PolicyRecord, PolicySettings};
 pub use repos::{NewRepo, RepoRecord};
+pub use s3objects::S3ObjectRecord;
 pub use s3repos::{NewS3Repo, S3RepoRecord, S3Settings};
 pub use vcenters::{NewVcenter, VcenterRecord};
 pub use vms::{DiskRecord, NewDisk, VmRecord};

@@ -66,7 +66,12 @@ pub struct CleanupReport {
 }
 
 impl CleanupReport {
-    fn add(&mut self, action: &str, target: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn add(
+        &mut self,
+        action: &str,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         self.actions.push(CleanupAction {
             action: action.into(),
             target: target.into(),
@@ -131,6 +136,11 @@ impl Sendense {
         if scan {
             self.scan_repositories(&mut report)?;
             self.abort_s3_uploads(&dead_jobs, dry_run, &mut report);
+            if let Err(e) = self.cleanup_s3(dry_run, &mut report) {
+                report
+                    .errors
+                    .push(format!("backups in S3 repositories: {e}"));
+            }
         }
         Ok(report)
     }
@@ -275,7 +285,14 @@ impl Sendense {
                 Some(id) => !dead_jobs.contains(&id) && !self.catalog().job(id)?.status.is_final(),
                 None => false,
             };
-            if job_alive || !self.repo_present(&b, report) {
+            if job_alive {
+                continue;
+            }
+            // In a bucket: left to `sendense cleanup` (see `cleanup_s3`).
+            if b.in_s3() {
+                continue;
+            }
+            if !self.repo_present(&b, report) {
                 continue;
             }
             let why = format!("file of unfinished backup {}", b.id);
@@ -296,6 +313,9 @@ impl Sendense {
     /// (and no longer read or built on) before its first file went.
     fn finish_deletes(&mut self, dry_run: bool, report: &mut CleanupReport) -> Result<()> {
         for b in self.catalog().deleting_backups()? {
+            if b.in_s3() {
+                continue;
+            }
             if !self.repo_present(&b, report) {
                 continue;
             }

@@ -32,6 +32,7 @@ pub use exports::{ExportStatus, Worker};
 pub use nodes::{AddNode, NodeCheck, Throughput, INSTALL_PATH, MAX_TEST_MIB};
 pub use policies::{GroupStatus, PolicyEdit, PolicySpec};
 pub use repos::{AddRepo, RepoStatus};
+pub(crate) use s3repos::s3_settings;
 pub use s3repos::{AddS3Repo, S3RepoShown, S3RepoStatus};
 pub use vcenters::{AddVcenter, VcenterCheck};
 pub use vms::DiskStatus;

@@ -192,6 +192,7 @@ impl Sendense {
         cancel: CancellationToken,
     ) -> Result<MountedBackup> {
         let (b, locks) = self.read_backup(&req.backup)?;
+        b.require_local("mounting")?;
         let disk = crate::restore::select_disks(&b, Some(&[req.disk]))?.remove(0);
         if let Some(why) = &b.damaged {
             return Err(

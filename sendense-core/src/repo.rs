@@ -23,10 +23,13 @@ pub mod manifest;
 pub mod qcow2_map;
 pub mod read_at;
 pub mod s3;
+mod s3import;
 mod salvage;
 mod writer;
 
 pub use import::{ImportOptions, ImportReport};
+pub(crate) use s3import::committed;
+pub use s3import::S3ImportReport;
 pub use writer::{
     create_targets, plan_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,
 };

@@ -179,7 +179,8 @@ impl Sendense {
             &self.catalog().chain_ids(id)?,
         )?;
         let backup = self.catalog().backup(id)?;
-        if backup.status != "completed" {
+        // An expired backup (kept until its locks end) restores as long as it is there.
+        if backup.status != "completed" && backup.status != "expired" {
             return Err(Error::refused(format!(
                 "backup {} is {}, not completed",
                 backup.id, backup.status
@@ -264,7 +265,8 @@ impl Sendense {
     ) -> Result<RestoreReport> {
         let (backup, _locks) = self.read_backup(&req.backup)?;
         let disks = select_disks(&backup, req.disks.as_deref())?;
-        for d in &disks {
+        // A chain in a bucket is checked as it is opened (see `prepare_disk`).
+        for d in disks.iter().filter(|_| !backup.in_s3()) {
             self.refuse_broken_chain(&backup.id, d.key)?;
         }
         if matches!(req.to, RestoreTo::File(_) | RestoreTo::Nbd(_)) && disks.len() != 1 {
@@ -410,7 +412,7 @@ impl Sendense {
         plans: &mut Vec<Plan>,
     ) -> Result<()> {
         let copy = self.config().copy;
-        if !d.file.is_file() {
+        if !backup.in_s3() && !d.file.is_file() {
             return Err(Error::not_found(format!(
                 "the image of disk {} ({}) is missing",
                 d.key,
@@ -433,14 +435,27 @@ impl Sendense {
             return Err(Error::refused(format!("{} exists", dest.display()))
                 .with_help("Choose another path, or pass --force to replace it."));
         }
-        // The records every block is checked against, themselves checked first.
-        let links = self.catalog().disk_chain(&backup.id, d.key)?;
-        let check = if req.verify {
-            Some(std::sync::Arc::new(
-                crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
-            ))
+        // A chain in a bucket is read by range, checked against its packed digest files.
+        let bucket = if backup.in_s3() {
+            let client = self.s3_client_of(backup)?;
+            let links = self.bucket_links(&backup.id, d.key)?;
+            let (reader, check) =
+                crate::repo::s3::chain::open_chain(&client, d.key, &links, req.verify)?;
+            Some((reader, check))
         } else {
             None
+        };
+        // The records every block is checked against, themselves checked first.
+        let links = self.catalog().disk_chain(&backup.id, d.key)?;
+        let (bucket, check) = match bucket {
+            Some((reader, check)) => (Some(reader), check.map(std::sync::Arc::new)),
+            None if req.verify => (
+                None,
+                Some(std::sync::Arc::new(
+                    crate::repo::chain_check::ChainCheck::open(d.key, &links)?,
+                )),
+            ),
+            None => (None, None),
         };
         // Served on sockets in the job's scratch directory, one connection more than the copy
         // uses.
@@ -458,7 +473,11 @@ impl Sendense {
         };
         // The chain is read directly, unless an image has a layout only QEMU reads.
         let files: Vec<&Path> = links.iter().map(|l| l.file.as_path()).collect();
-        let source = match crate::repo::chain_read::ChainReader::open(&files)? {
+        let opened = match bucket {
+            Some(reader) => Some(reader),
+            None => crate::repo::chain_read::ChainReader::open(&files)?,
+        };
+        let source = match opened {
             Some(reader) => Source::Chain(std::sync::Arc::new(reader)),
             None => Source::Export(Box::new(self.start_export(&served(
                 &d.file,

@@ -24,6 +24,8 @@ use serde::Serialize;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
+mod bucket;
+
 /// The problems listed per image; more are only counted.
 pub const MAX_PROBLEMS: usize = 20;
 
@@ -82,16 +84,12 @@ impl Sendense {
                 self.vm(vm)?;
                 let list = self.catalog().backups(&BackupFilter {
                     vm: Some(vm.clone()),
-                    status: Some("completed".into()),
                     ..Default::default()
                 })?;
-                (list, Some(vm.clone()))
+                (readable(list), Some(vm.clone()))
             }
             VerifyTarget::All => (
-                self.catalog().backups(&BackupFilter {
-                    status: Some("completed".into()),
-                    ..Default::default()
-                })?,
+                readable(self.catalog().backups(&BackupFilter::default())?),
                 None,
             ),
         };
@@ -107,6 +105,10 @@ impl Sendense {
                 }
             }
         }
+        // Chains in buckets are checked as a whole, restore point by restore point.
+        let (bucket_chains, chains): (Vec<_>, Vec<_>) = chains
+            .into_iter()
+            .partition(|(_, _, links)| links.iter().any(|l| l.repo.as_os_str().is_empty()));
         let mut todo: Vec<(u32, ExpectedLink)> = Vec::new();
         for (_, key, links) in &chains {
             for link in links {
@@ -118,7 +120,15 @@ impl Sendense {
                 }
             }
         }
-        let mut ids: Vec<String> = todo.iter().map(|(_, l)| l.backup.clone()).collect();
+        let mut ids: Vec<String> = todo
+            .iter()
+            .map(|(_, l)| l.backup.clone())
+            .chain(
+                bucket_chains
+                    .iter()
+                    .flat_map(|(_, _, links)| links.iter().map(|l| l.backup.clone())),
+            )
+            .collect();
         ids.sort();
         ids.dedup();
         let _locks = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
@@ -188,6 +198,36 @@ impl Sendense {
                 }
             }
         }
+        // In a bucket, each link of each chain is checked as the restore point it is (its
+        // own data as its restore reads it): damage lands on the backup whose point it breaks.
+        let mut bucket_links: Vec<(String, u32)> = Vec::new();
+        for (_, key, links) in &bucket_chains {
+            for l in links {
+                if !gone.contains(&l.backup) && !bucket_links.contains(&(l.backup.clone(), *key)) {
+                    bucket_links.push((l.backup.clone(), *key));
+                }
+            }
+        }
+        // Buckets out of reach: nothing in them was checked, nothing is marked damaged.
+        let mut bucket_away: Vec<String> = Vec::new();
+        for (id, key) in &bucket_links {
+            if result.is_err() {
+                break;
+            }
+            let checked = self
+                .catalog()
+                .backup(id)
+                .and_then(|b| self.check_bucket_disk(&b, *key, &job.cancel));
+            match checked {
+                Ok((check, reached)) => {
+                    if !reached {
+                        bucket_away.push(id.clone());
+                    }
+                    images.push(check)
+                }
+                Err(e) => result = Err(e),
+            }
+        }
         let _ = std::fs::remove_dir_all(&scratch);
         for (key, link, why) in &out_of_reach {
             images.push(ImageCheck {
@@ -198,7 +238,10 @@ impl Sendense {
                 problems: vec![why.clone()],
             });
         }
-        let unreachable = |id: &str| out_of_reach.iter().any(|(_, l, _)| l.backup == id);
+        let unreachable = |id: &str| {
+            out_of_reach.iter().any(|(_, l, _)| l.backup == id)
+                || bucket_away.iter().any(|b| b == id)
+        };
         // What a restore depends on beyond each image's own data: the chain as QEMU opens it
         // (for every backup asked for) and the manifest (for every backup read).
         let chains: Vec<_> = chains
@@ -217,8 +260,13 @@ impl Sendense {
             add_problems(&mut images, &id, Some(key), vec![problem]);
         }
         for id in ids.iter().filter(|id| !unreachable(id)) {
-            if let Ok(b) = self.catalog().backup(id) {
-                add_problems(&mut images, id, None, manifest_problems(&b));
+            match self.catalog().backup(id) {
+                Ok(b) if b.in_s3() => {
+                    let problems = self.bucket_manifest_problems(&b);
+                    add_problems(&mut images, id, None, problems);
+                }
+                Ok(b) => add_problems(&mut images, id, None, manifest_problems(&b)),
+                Err(_) => {}
             }
         }
         images.sort_by(|a, b| (&a.backup, a.disk).cmp(&(&b.backup, b.disk)));
@@ -600,6 +648,13 @@ fn add_problems(images: &mut [ImageCheck], id: &str, key: Option<u32>, problems:
     }
 }
 
+/// The backups a restore may read: completed, or expired (kept until they may go).
+fn readable(list: Vec<BackupRecord>) -> Vec<BackupRecord> {
+    list.into_iter()
+        .filter(|b| b.status == "completed" || b.status == "expired")
+        .collect()
+}
+
 /// What is wrong with backup `b`'s manifest: missing (a new hub's `repo import` would not
 /// find the backup), unreadable, invalid, or disagreeing with the catalog.
 fn manifest_problems(b: &BackupRecord) -> Vec<String> {
@@ -614,10 +669,14 @@ fn manifest_problems(b: &BackupRecord) -> Vec<String> {
             "its manifest {rel} is missing: the repository alone no longer describes this backup"
         )];
     }
-    let m = match Manifest::read(&path).and_then(|m| m.validate(&rel).map(|()| m)) {
-        Ok(m) => m,
-        Err(e) => return vec![format!("its manifest: {}", e.message())],
-    };
+    match Manifest::read(&path).and_then(|m| m.validate(&rel).map(|()| m)) {
+        Ok(m) => manifest_agreement(b, &m),
+        Err(e) => vec![format!("its manifest: {}", e.message())],
+    }
+}
+
+/// Where backup `b`'s manifest `m` disagrees with the catalog.
+fn manifest_agreement(b: &BackupRecord, m: &crate::repo::manifest::Manifest) -> Vec<String> {
     let mut problems = Vec::new();
     if m.disks.len() != b.disks.len() {
         problems.push(format!(

@@ -122,6 +122,17 @@ impl Rgw {
         bucket
     }
 
+    /// A new bucket with versioning enabled (and no Object Lock).
+    pub fn versioned_bucket(&self, name: &str) -> String {
+        let bucket = self.bucket(name, false);
+        let code = self.put(
+            &format!("{bucket}?versioning="),
+            "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>",
+        );
+        assert_eq!(code, "200", "enabling versioning of {bucket}");
+        bucket
+    }
+
     /// A signed request to `path` (no body): the HTTP status.
     pub fn curl(&self, extra: &[String], path: &str) -> String {
         self.curl_with(extra, path, EMPTY_SHA256)
@@ -137,9 +148,15 @@ impl Rgw {
     }
 
     fn curl_with(&self, extra: &[String], path: &str, payload: &str) -> String {
+        self.curl_to(extra, path, payload, Path::new("/dev/null"))
+    }
+
+    fn curl_to(&self, extra: &[String], path: &str, payload: &str, body: &Path) -> String {
         require("curl", "curl");
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "30"])
+            .args(["-s", "-w", "%{http_code}", "-m", "120"])
+            .arg("-o")
+            .arg(body)
             .args(["-H", &format!("x-amz-content-sha256: {payload}")])
             .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
             .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
@@ -152,20 +169,72 @@ impl Rgw {
 
     /// The keys of every version and delete marker in `bucket`, in the order listed.
     pub fn list_versions(&self, bucket: &str) -> Vec<String> {
+        self.versions(bucket).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Every version and delete marker in `bucket` as (key, version id), in the order listed.
+    pub fn versions(&self, bucket: &str) -> Vec<(String, String)> {
+        let xml = self.get_text(&format!("{bucket}?versions="));
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|part| {
+                let (key, rest) = part.split_once("</Key>")?;
+                let version = rest
+                    .split_once("<VersionId>")
+                    .and_then(|(_, v)| v.split_once("</VersionId>"))
+                    .map_or("null", |(v, _)| v);
+                Some((key.to_string(), version.to_string()))
+            })
+            .collect()
+    }
+
+    /// The multipart uploads not completed or aborted in `bucket`, by key.
+    pub fn uploads(&self, bucket: &str) -> Vec<String> {
+        let xml = self.get_text(&format!("{bucket}?uploads="));
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect()
+    }
+
+    /// The retain-until date of version `version` of `path` (`BUCKET/KEY`), as the server
+    /// writes it; empty when it has none.
+    pub fn retain_until(&self, path: &str, version: &str) -> String {
+        let xml = self.get_text(&format!("{path}?retention=&versionId={version}"));
+        xml.split_once("<RetainUntilDate>")
+            .and_then(|(_, r)| r.split_once("</RetainUntilDate>"))
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default()
+    }
+
+    /// A signed GET of `path`: the body.
+    pub fn get_text(&self, path: &str) -> String {
         require("curl", "curl");
         let out = Command::new("curl")
             .args(["-s", "-m", "30"])
             .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
             .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
             .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
-            .arg(format!("{}/{bucket}?versions=", self.endpoint))
+            .arg(format!("{}/{path}", self.endpoint))
             .output()
             .expect("running curl");
-        let xml = String::from_utf8_lossy(&out.stdout);
-        xml.split("<Key>")
-            .skip(1)
-            .filter_map(|part| part.split_once("</Key>").map(|(k, _)| k.to_string()))
-            .collect()
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Downloads object `path` (`BUCKET/KEY`) into `out`: the HTTP status.
+    pub fn get_file(&self, path: &str, out: &Path) -> String {
+        self.curl_to(&[], path, EMPTY_SHA256, out)
+    }
+
+    /// Uploads the file `file` as object `path` (`BUCKET/KEY`): the HTTP status.
+    pub fn put_file(&self, path: &str, file: &Path) -> String {
+        let args: Vec<String> = vec![
+            "-X".into(),
+            "PUT".into(),
+            "--data-binary".into(),
+            format!("@{}", file.display()),
+        ];
+        self.curl_with(&args, path, "UNSIGNED-PAYLOAD")
     }
 
     /// A credentials file (0600) for the test user in `dir`.

@@ -164,7 +164,13 @@ pub fn run(g: &GlobalArgs, cmd: BackupCommand) -> CmdResult {
             if g.json {
                 output::json(&b)?;
             } else {
-                output::line(&format!("Deleted backup {} of `{}`.", b.id, b.vm))?;
+                match &b.delete_after {
+                    Some(after) if b.status == "expired" => output::line(&format!(
+                        "Backup {} of `{}` is expired, not deleted yet: its objects are locked or other backups depend on it. `sendense cleanup` deletes it once nothing holds it (not before {after}).",
+                        b.id, b.vm
+                    ))?,
+                    _ => output::line(&format!("Deleted backup {} of `{}`.", b.id, b.vm))?,
+                }
             }
         }
         BackupCommand::Prune {
@@ -337,6 +343,12 @@ fn show(
 
 /// What `backup delete --dry-run` says, one line per disk.
 fn delete_plan_text(plan: &sendense_core::backup::DeletePlan) -> String {
+    if let Some(why) = &plan.kept {
+        return format!(
+            "Would mark backup {} of `{}` expired and keep it: {why}. `sendense cleanup` deletes it once nothing holds it.",
+            plan.backup, plan.vm
+        );
+    }
     let mut lines = vec![format!(
         "Would delete backup {} of `{}`:",
         plan.backup, plan.vm
@@ -373,6 +385,11 @@ fn prune_text(report: &sendense_core::retention::PruneReport) -> String {
             };
             let result = match (&b.error, b.mark.is_kept(), report.dry_run) {
                 (Some(e), _, _) => format!("stays: {e}"),
+                (None, false, dry) if b.expired.is_some() => format!(
+                    "{} expired, kept: {}",
+                    if dry { "would be" } else { "marked" },
+                    b.expired.as_deref().unwrap_or_default()
+                ),
                 (None, true, _) => "-".into(),
                 (None, false, true) => "would go".into(),
                 (None, false, false) => "gone".into(),
@@ -387,9 +404,17 @@ fn prune_text(report: &sendense_core::retention::PruneReport) -> String {
         "removed"
     };
     out.push(format!(
-        "{} kept, {} {verb}{}.",
+        "{} kept, {} {verb}{}{}.",
         report.kept,
         report.removed,
+        if report.expired > 0 {
+            format!(
+                " ({} of them expired and kept until nothing holds them)",
+                report.expired
+            )
+        } else {
+            String::new()
+        },
         if report.failed > 0 {
             format!(", {} could not be removed", report.failed)
         } else {

@@ -111,12 +111,38 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
         RepoCommand::Show { name } => show(g, &mut sd, name),
         RepoCommand::Test { name } => test(g, &mut sd, name),
         RepoCommand::Import {
-            path,
+            s3: Some(url),
+            name,
+            region,
+            path_style,
+            credentials_file,
+            profile,
+            ca_file,
+            object_lock,
+            lock_mode,
+            take_over,
+            ..
+        } => {
+            let req = AddS3Repo {
+                region,
+                path_style,
+                credentials_file,
+                profile,
+                ca_file,
+                lock_days: object_lock,
+                lock_mode: LockMode::parse(&lock_mode)?,
+                ..AddS3Repo::new(name.unwrap_or_default(), url)
+            };
+            import_s3(g, &mut sd, &req, take_over)
+        }
+        RepoCommand::Import {
+            path: Some(path),
             name,
             require_mount,
             default,
             take_over,
             salvage,
+            ..
         } => {
             let opts = ImportOptions {
                 name,
@@ -127,6 +153,8 @@ pub fn run(g: &GlobalArgs, cmd: RepoCommand) -> CmdResult {
             };
             import(g, &mut sd, &path, &opts)
         }
+        // clap requires one of the two.
+        RepoCommand::Import { .. } => Err(Error::invalid("name a DIR or --s3 URL")),
         RepoCommand::Refresh => refresh(g, &mut sd),
         RepoCommand::Remove { name } if sd.s3_repo(&name).is_ok() => {
             let repo = sd.remove_s3_repo(&name)?;
@@ -359,6 +387,38 @@ fn import(g: &GlobalArgs, sd: &mut Sendense, path: &Path, opts: &ImportOptions) 
     }
     if !report.skipped.is_empty() {
         // Part of the repository could not be registered: say so in the status.
+        return Ok(ExitCode::from(crate::exit_code(
+            sendense_core::ErrorKind::PartiallyFailed,
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_s3(g: &GlobalArgs, sd: &mut Sendense, req: &AddS3Repo, take_over: bool) -> CmdResult {
+    let report = sd.import_s3_repo(req, take_over)?;
+    if g.json {
+        let mut doc = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(repo) = doc.get_mut("repo").and_then(|r| r.as_object_mut()) {
+            repo.insert("kind".into(), "s3".into());
+        }
+        output::json(&doc)?;
+    } else {
+        output::line(&format!(
+            "Imported S3 repository `{}` at {}: {} backup(s) added, {} already known, {} VM(s) created.",
+            report.repo.name,
+            report.repo.url,
+            report.backups_imported.len(),
+            report.backups_known.len(),
+            report.vms_created.len()
+        ))?;
+        for w in &report.warnings {
+            output::line(&format!("warning: {w}"))?;
+        }
+        for s in &report.skipped {
+            output::line(&format!("not registered: {s}"))?;
+        }
+    }
+    if !report.skipped.is_empty() {
         return Ok(ExitCode::from(crate::exit_code(
             sendense_core::ErrorKind::PartiallyFailed,
         )));

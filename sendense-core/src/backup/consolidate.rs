@@ -290,6 +290,7 @@ impl Sendense {
         key: Option<u32>,
     ) -> Result<ConsolidateReport> {
         let b = self.catalog().backup(id)?;
+        b.require_local("consolidating")?;
         if let Some(k) = key {
             if !b.disks.iter().any(|d| d.key == k) {
                 return Err(Error::not_found(format!("backup {id} has no disk {k}")));

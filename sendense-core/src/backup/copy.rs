@@ -97,6 +97,10 @@ impl Sendense {
         cancel: CancellationToken,
     ) -> Result<CopyReport> {
         let b = self.catalog().backup(id)?;
+        b.require_local("copying")?;
+        if let Ok(dest) = self.catalog().s3_repo(to) {
+            return self.copy_to_s3(&b, &dest, cancel);
+        }
         let dest = self.catalog().repo(to)?;
         let point = b.copy_of.clone().unwrap_or_else(|| b.id.clone());
         if b.repo_id == dest.id {
@@ -120,27 +124,7 @@ impl Sendense {
                     ))
             })?;
         let _vm = crate::lock::VmLock::acquire(self.state_dir(), &b.vm)?;
-        let ids = self.catalog().chain_ids(id)?;
-        let _reading = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
-        // Read again under the locks: every link must be there, completed and whole.
-        let mut links = Vec::with_capacity(ids.len());
-        for link in &ids {
-            let r = self.catalog().backup(link)?;
-            if r.status != "completed" {
-                return Err(Error::busy(format!(
-                    "backup {link} of the chain of {id} is {}",
-                    r.status
-                )));
-            }
-            if let Some(why) = &r.damaged {
-                return Err(Error::refused(format!(
-                    "backup {link} of the chain of {id} is damaged ({why}); a copy would carry the damage"
-                ))
-                .with_help("Run `sendense backup verify` on it; copy a backup whose chain is whole."));
-            }
-            links.push(r);
-        }
-        let links = parents_first(links)?;
+        let (links, _reading) = self.chain_to_copy(id)?;
         crate::repo::claim_if_unowned(&dest.path, &hub)?;
         let _writing = crate::lock::RepoWriteLock::writer(&dest.path)?;
         crate::repo::check_owner(&dest.path, &hub)?;
@@ -175,6 +159,35 @@ impl Sendense {
         self.end_job(job, result)
     }
 
+    /// The chain of backup `id`, parents first, read under shared locks (returned) so no link
+    /// goes while it is copied: every link completed and not found damaged.
+    pub(crate) fn chain_to_copy(
+        &self,
+        id: &str,
+    ) -> Result<(Vec<BackupRecord>, crate::lock::BackupReadLocks)> {
+        let ids = self.catalog().chain_ids(id)?;
+        let reading = crate::lock::BackupReadLocks::acquire(self.state_dir(), &ids)?;
+        // Read again under the locks: every link must be there, completed and whole.
+        let mut links = Vec::with_capacity(ids.len());
+        for link in &ids {
+            let r = self.catalog().backup(link)?;
+            if r.status != "completed" {
+                return Err(Error::busy(format!(
+                    "backup {link} of the chain of {id} is {}",
+                    r.status
+                )));
+            }
+            if let Some(why) = &r.damaged {
+                return Err(Error::refused(format!(
+                    "backup {link} of the chain of {id} is damaged ({why}); a copy would carry the damage"
+                ))
+                .with_help("Run `sendense backup verify` on it; copy a backup whose chain is whole."));
+            }
+            links.push(r);
+        }
+        Ok((parents_first(links)?, reading))
+    }
+
     /// Copies the links of `top`'s chain (`links`, parents first) that the destination needs;
     /// returns what was copied, what was there, and each link's backup in the destination.
     #[allow(clippy::type_complexity)]
@@ -191,22 +204,7 @@ impl Sendense {
         Vec<(String, String)>,
         HashMap<String, String>,
     )> {
-        // What moves, from the top down: the backup asked for, and each parent of a link that
-        // moves whose restore point the destination does not hold whole. A link older than
-        // one the destination holds never moves, even where prune removed it there.
-        let mut there: HashMap<String, String> = HashMap::new();
-        let mut needed: HashSet<String> = HashSet::from([top.to_string()]);
-        for link in links.iter().rev() {
-            if !needed.contains(&link.id) {
-                continue;
-            }
-            let point = link.copy_of.clone().unwrap_or_else(|| link.id.clone());
-            if let Some(t) = self.whole_point_in(&point, dest)? {
-                there.insert(link.id.clone(), t);
-                continue;
-            }
-            needed.extend(link.disks.iter().filter_map(|d| d.parent.clone()));
-        }
+        let (needed, there) = self.links_needed(top, links, dest.id)?;
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut copied = Vec::new();
         let mut present = Vec::new();
@@ -232,10 +230,38 @@ impl Sendense {
         Ok((copied, present, mapping))
     }
 
-    /// The backup of restore point `point` in `dest` that a copy may build on: completed, and
-    /// neither it nor a link of its chain found damaged.
-    fn whole_point_in(&self, point: &str, dest: &RepoRecord) -> Result<Option<String>> {
-        let Some(id) = self.catalog().point_in(point, dest.id, true)? else {
+    /// The links of `top`'s chain (`links`) a copy into repository `dest` (catalog id) needs,
+    /// and those it holds already (link → its backup there).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn links_needed(
+        &self,
+        top: &str,
+        links: &[BackupRecord],
+        dest: i64,
+    ) -> Result<(HashSet<String>, HashMap<String, String>)> {
+        // What moves, from the top down: the backup asked for, and each parent of a link that
+        // moves whose restore point the destination does not hold whole. A link older than
+        // one the destination holds never moves, even where prune removed it there.
+        let mut there: HashMap<String, String> = HashMap::new();
+        let mut needed: HashSet<String> = HashSet::from([top.to_string()]);
+        for link in links.iter().rev() {
+            if !needed.contains(&link.id) {
+                continue;
+            }
+            let point = link.copy_of.clone().unwrap_or_else(|| link.id.clone());
+            if let Some(t) = self.whole_point_in(&point, dest)? {
+                there.insert(link.id.clone(), t);
+                continue;
+            }
+            needed.extend(link.disks.iter().filter_map(|d| d.parent.clone()));
+        }
+        Ok((needed, there))
+    }
+
+    /// The backup of restore point `point` in repository `dest` (catalog id) that a copy may
+    /// build on: completed, and neither it nor a link of its chain found damaged.
+    fn whole_point_in(&self, point: &str, dest: i64) -> Result<Option<String>> {
+        let Some(id) = self.catalog().point_in(point, dest, true)? else {
             return Ok(None);
         };
         let b = self.catalog().backup(&id)?;
@@ -496,45 +522,15 @@ impl Sendense {
         created.extend(files.iter().flat_map(|f| f.committed()));
         chain::commit_files(&partials)?;
         crate::crash::point("copy.renamed");
-        let vm = self.catalog().vm(&link.vm)?;
-        let manifest = Manifest {
-            format: MANIFEST_FORMAT,
-            backup: new_id.to_string(),
-            repository: dest.repo_id.clone(),
-            vm: ManifestVm {
-                name: vm.name.clone(),
-                source: vm.source.clone(),
-                source_options: vm.source_options.clone(),
-            },
-            created_at: link.created_at.clone(),
-            completed_at: crate::time::now_rfc3339(),
-            copy_of: Some(point.to_string()),
-            disks: disks
-                .iter()
-                .zip(&outcomes)
-                .zip(files)
-                .map(|((d, o), f)| ManifestDisk {
-                    key: d.key,
-                    identity: vm
-                        .disks
-                        .iter()
-                        .find(|v| v.key == d.key)
-                        .map(|v| v.identity.clone())
-                        .unwrap_or_default(),
-                    mode: d.mode,
-                    reason: d.reason.clone(),
-                    file: f.rel.clone(),
-                    parent: d.parent.clone(),
-                    size_bytes: d.size_bytes,
-                    bytes_read: o.bytes_read,
-                    bytes_written: o.bytes_written,
-                    checkpoint: d.checkpoint.clone(),
-                    digest: o.digest.clone(),
-                    image_bytes: o.image_bytes,
-                    since_full: d.since_full,
-                })
-                .collect(),
-        };
+        let manifest = self.copy_manifest(
+            link,
+            new_id,
+            point,
+            &dest.repo_id,
+            disks,
+            &outcomes,
+            &files.iter().map(|f| f.rel.clone()).collect::<Vec<_>>(),
+        )?;
         created.push(
             dest.path
                 .join(crate::repo::manifest::manifest_rel(&link.vm, new_id)),
@@ -545,11 +541,66 @@ impl Sendense {
             .complete_backup(new_id, &rel, &outcomes, &[])?;
         Ok(bytes)
     }
+
+    /// The manifest of `new_id`, the copy of `link` (restore point `point`) into the repository
+    /// with id `repo_id`: its disks as planned (`disks`, with their images at `rels`) and as
+    /// written (`outcomes`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn copy_manifest(
+        &self,
+        link: &BackupRecord,
+        new_id: &str,
+        point: &str,
+        repo_id: &str,
+        disks: &[NewBackupDisk],
+        outcomes: &[DiskOutcome],
+        rels: &[String],
+    ) -> Result<Manifest> {
+        let vm = self.catalog().vm(&link.vm)?;
+        Ok(Manifest {
+            format: MANIFEST_FORMAT,
+            backup: new_id.to_string(),
+            repository: repo_id.to_string(),
+            vm: ManifestVm {
+                name: vm.name.clone(),
+                source: vm.source.clone(),
+                source_options: vm.source_options.clone(),
+            },
+            created_at: link.created_at.clone(),
+            completed_at: crate::time::now_rfc3339(),
+            copy_of: Some(point.to_string()),
+            disks: disks
+                .iter()
+                .zip(outcomes)
+                .zip(rels)
+                .map(|((d, o), rel)| ManifestDisk {
+                    key: d.key,
+                    identity: vm
+                        .disks
+                        .iter()
+                        .find(|v| v.key == d.key)
+                        .map(|v| v.identity.clone())
+                        .unwrap_or_default(),
+                    mode: d.mode,
+                    reason: d.reason.clone(),
+                    file: rel.clone(),
+                    parent: d.parent.clone(),
+                    size_bytes: d.size_bytes,
+                    bytes_read: o.bytes_read,
+                    bytes_written: o.bytes_written,
+                    checkpoint: d.checkpoint.clone(),
+                    digest: o.digest.clone(),
+                    image_bytes: o.image_bytes,
+                    since_full: d.since_full,
+                })
+                .collect(),
+        })
+    }
 }
 
 /// Orders the links of a chain so every backup comes after the backups its disks are backed
 /// by.
-fn parents_first(mut rest: Vec<BackupRecord>) -> Result<Vec<BackupRecord>> {
+pub(crate) fn parents_first(mut rest: Vec<BackupRecord>) -> Result<Vec<BackupRecord>> {
     let mut out: Vec<BackupRecord> = Vec::with_capacity(rest.len());
     while !rest.is_empty() {
         let ready = rest.iter().position(|b| {

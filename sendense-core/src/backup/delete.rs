@@ -30,6 +30,10 @@ pub struct DeletePlan {
     pub vm: String,
     /// Its disks.
     pub disks: Vec<DiskFate>,
+    /// In an S3 repository: why it would be kept, expired, instead of deleted now (its
+    /// objects' locks, backups depending on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
 }
 
 /// What happens to one disk's image of a deleted backup.
@@ -48,6 +52,15 @@ impl Sendense {
     /// What [`Sendense::delete_backup`] would do, without doing anything.
     pub fn delete_plan(&self, id: &str) -> Result<DeletePlan> {
         let b = self.catalog().backup(id)?;
+        if b.in_s3() {
+            let hold = self.s3_hold(id)?;
+            return Ok(DeletePlan {
+                backup: b.id.clone(),
+                vm: b.vm.clone(),
+                disks: Vec::new(),
+                kept: (!hold.is_free()).then(|| hold.reason()),
+            });
+        }
         let journal = self.merge_journal(&b, true)?;
         Ok(DeletePlan {
             backup: b.id.clone(),
@@ -61,6 +74,7 @@ impl Sendense {
                     merge_into: d.child.clone(),
                 })
                 .collect(),
+            kept: None,
         })
     }
 
@@ -96,6 +110,9 @@ impl Sendense {
     /// backup depending on it, runs (`Busy`).
     pub fn delete_backup(&mut self, id: &str) -> Result<BackupRecord> {
         let b = self.catalog().backup(id)?;
+        if b.in_s3() {
+            return self.delete_s3_backup(b);
+        }
         // An unmounted share or another repository at the path: nothing there is this backup's,
         // and a delete that removed only the row would orphan the files.
         let repo = self.catalog().repo(&b.repo)?;

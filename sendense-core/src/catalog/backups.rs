@@ -94,10 +94,18 @@ pub struct BackupRecord {
     /// The backup this one is a copy of (the first backup of its restore point); `None` for a
     /// backup made from its source.
     pub copy_of: Option<String>,
+    /// What kind of repository holds it.
+    pub repo_kind: RepoKind,
+    /// Set when the backup was asked to go while its objects are locked (or backups it holds
+    /// up still need it): it is kept, and `cleanup` deletes it once this instant has passed and
+    /// nothing depends on it. S3 repositories only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_after: Option<String>,
     /// Its disks, by key.
     pub disks: Vec<BackupDiskRecord>,
     #[serde(skip)]
-    /// Repository root.
+    /// Repository root; empty for a backup in an S3 repository, which has no local file (its
+    /// disks' `file` is empty too: code that takes a file finds none).
     pub repo_path: PathBuf,
     #[serde(skip)]
     /// Catalog id of the VM.
@@ -105,6 +113,38 @@ pub struct BackupRecord {
     #[serde(skip)]
     /// Catalog id of the repository.
     pub repo_id: i64,
+}
+
+/// Where a backup is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// A directory repository: files.
+    Dir,
+    /// An S3 repository: objects in a bucket.
+    S3,
+}
+
+impl BackupRecord {
+    /// Whether it is in an S3 repository.
+    pub fn in_s3(&self) -> bool {
+        self.repo_kind == RepoKind::S3
+    }
+
+    /// Refuses `what` (a command that reads or writes the backup's files) for a backup in an
+    /// S3 repository.
+    pub fn require_local(&self, what: &str) -> Result<()> {
+        if !self.in_s3() {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "backup {} is in S3 repository `{}`: {what} works on backups in directory repositories",
+            self.id, self.repo
+        ))
+        .with_help(
+            "Restore it from the bucket (`sendense restore`), or use a copy of it in a directory repository (`sendense backup show` lists them).",
+        ))
+    }
 }
 
 /// A disk of a backup being created.
@@ -224,13 +264,19 @@ pub struct BackupFilter {
     pub status: Option<String>,
 }
 
-// A backup being deleted shows as `deleting` whatever it was before.
+// A backup being deleted shows as `deleting` whatever it was before; one kept until it may go
+// (S3 repositories) as `expired`.
 const SELECT: &str = "SELECT b.id, v.name, r.name, \
-     CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END, b.created_at, b.completed_at, \
-     b.job_id, r.path, b.vm_id, b.repo_id, b.damaged, b.copy_of FROM backups b JOIN vms v ON v.id = b.vm_id \
+     CASE WHEN b.deleting_at IS NOT NULL THEN 'deleting' WHEN b.delete_after IS NOT NULL THEN 'expired' ELSE b.status END, b.created_at, b.completed_at, \
+     b.job_id, r.path, b.vm_id, b.repo_id, b.damaged, b.copy_of, r.kind, b.delete_after \
+     FROM backups b JOIN vms v ON v.id = b.vm_id \
      JOIN repositories r ON r.id = b.repo_id";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    let repo_kind = match r.get::<_, String>(12)?.as_str() {
+        "s3" => RepoKind::S3,
+        _ => RepoKind::Dir,
+    };
     Ok(BackupRecord {
         id: r.get(0)?,
         vm: r.get(1)?,
@@ -239,7 +285,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         created_at: r.get(4)?,
         completed_at: r.get(5)?,
         job: r.get(6)?,
-        repo_path: PathBuf::from(r.get::<_, String>(7)?),
+        repo_path: match repo_kind {
+            RepoKind::Dir => PathBuf::from(r.get::<_, String>(7)?),
+            RepoKind::S3 => PathBuf::new(),
+        },
+        repo_kind,
+        delete_after: r.get(13)?,
         vm_id: r.get(8)?,
         repo_id: r.get(9)?,
         damaged: r.get(10)?,
@@ -350,13 +401,15 @@ impl Catalog {
 
     /// The completed backup of restore point `point` (the id of its first backup) in repository
     /// `repo_id`: the first backup itself or a copy of it; not one being deleted; `whole`: not
-    /// one found damaged either (an undamaged one first in any case).
+    /// one found damaged or expired either — one to build on (an undamaged one first in any
+    /// case).
     pub fn point_in(&self, point: &str, repo_id: i64, whole: bool) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row(
                 "SELECT id FROM backups WHERE (id = ?1 OR copy_of = ?1) AND repo_id = ?2 \
-                 AND status = 'completed' AND deleting_at IS NULL AND (?3 = 0 OR damaged IS NULL) \
+                 AND status = 'completed' AND deleting_at IS NULL \
+                 AND (?3 = 0 OR (damaged IS NULL AND delete_after IS NULL)) \
                  ORDER BY damaged IS NOT NULL, rowid LIMIT 1",
                 (point, repo_id, whole),
                 |r| r.get(0),
@@ -368,7 +421,7 @@ impl Catalog {
     /// order they were made.
     pub fn point_locations(&self, point: &str) -> Result<Vec<CopyLocation>> {
         let mut stmt = self.conn().prepare(
-            "SELECT b.id, r.name, CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END \
+            "SELECT b.id, r.name, CASE WHEN b.deleting_at IS NOT NULL THEN 'deleting' WHEN b.delete_after IS NOT NULL THEN 'expired' ELSE b.status END \
              FROM backups b JOIN repositories r ON r.id = b.repo_id \
              WHERE b.id = ?1 OR b.copy_of = ?1 ORDER BY b.rowid",
         )?;
@@ -430,7 +483,7 @@ impl Catalog {
         if let Some(status) = &filter.status {
             args.push(status.clone());
             sql.push_str(&format!(
-                " AND (CASE WHEN b.deleting_at IS NULL THEN b.status ELSE 'deleting' END) = ?{}",
+                " AND (CASE WHEN b.deleting_at IS NOT NULL THEN 'deleting' WHEN b.delete_after IS NOT NULL THEN 'expired' ELSE b.status END) = ?{}",
                 args.len()
             ));
         }
@@ -480,7 +533,12 @@ impl Catalog {
                 key: r.get(0)?,
                 mode: BackupMode::parse(&r.get::<_, String>(1)?),
                 reason: r.get(2)?,
-                file: repo_path.join(&rel),
+                // No local file for a backup in an S3 repository (see `BackupRecord`).
+                file: if repo_path.as_os_str().is_empty() {
+                    PathBuf::new()
+                } else {
+                    repo_path.join(&rel)
+                },
                 parent: r.get(4)?,
                 size_bytes: r.get::<_, i64>(5)? as u64,
                 bytes_read: r.get::<_, i64>(6)? as u64,
@@ -544,10 +602,10 @@ impl Catalog {
                 digest: disk.digest,
                 image_bytes: disk.image_bytes,
                 damaged: rec.damaged.clone(),
-                manifest: Some(
+                manifest: (rec.repo_kind == RepoKind::Dir).then(|| {
                     rec.repo_path
-                        .join(crate::repo::manifest::manifest_rel(&rec.vm, &rec.id)),
-                ),
+                        .join(crate::repo::manifest::manifest_rel(&rec.vm, &rec.id))
+                }),
                 repo: rec.repo_path.clone(),
             });
         }

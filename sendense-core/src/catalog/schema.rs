@@ -10,7 +10,7 @@
 //! `RESTRICT` (a repository or VM that still has backups, a backup another one depends on).
 
 /// Each entry is one migration; entry N brings the catalog to `user_version` N+1.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 const V1: &str = r#"
 CREATE TABLE catalog_info (
@@ -556,4 +556,22 @@ CREATE TABLE mounts (
 const V10: &str = r#"
 ALTER TABLE repositories ADD COLUMN kind TEXT NOT NULL DEFAULT 'dir' CHECK (kind IN ('dir', 's3'));
 ALTER TABLE repositories ADD COLUMN settings TEXT;
+"#;
+
+/// Backups in S3 repositories (copies): each object a copy writes is recorded before it is
+/// uploaded — a copy that dies leaves rows naming exactly what to remove — then with the version
+/// the bucket gave it, its size and the instant (Unix seconds) its Object Lock holds until.
+/// `delete_after` marks a backup asked to go whose objects are locked: it is kept, shown as
+/// `expired`, and deleted by `cleanup` once every lock has ended.
+const V11: &str = r#"
+CREATE TABLE s3_objects (
+    backup_id    TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    rel          TEXT NOT NULL,
+    version      TEXT,
+    size         INTEGER CHECK (size >= 0),
+    retain_until INTEGER,
+    written      INTEGER NOT NULL DEFAULT 0 CHECK (written IN (0, 1)),
+    PRIMARY KEY (backup_id, rel)
+);
+ALTER TABLE backups ADD COLUMN delete_after TEXT;
 "#;

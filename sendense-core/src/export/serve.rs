@@ -56,6 +56,7 @@ impl Sendense {
         cancel: CancellationToken,
     ) -> Result<ServedExport> {
         let (b, locks) = self.read_backup(id)?;
+        b.require_local("exporting")?;
         let disk = crate::restore::select_disks(&b, Some(&[key]))?.remove(0);
         self.refuse_broken_chain(&b.id, key)?;
         if !disk.file.is_file() {

@@ -10,7 +10,9 @@ impl Sendense {
     /// Backups, newest first.
     pub fn backups(&self, filter: &crate::catalog::BackupFilter) -> Result<Vec<BackupRecord>> {
         if let Some(r) = &filter.repo {
-            self.catalog().repo(r)?;
+            if self.catalog().s3_repo(r).is_err() {
+                self.catalog().repo(r)?;
+            }
         }
         self.catalog().backups(filter)
     }
@@ -93,14 +95,17 @@ impl Sendense {
         let Some(repo) = repo else {
             return self.backup_record(id);
         };
-        let r = self.catalog().repo(repo)?;
+        let repo_id = match self.catalog().s3_repo(repo) {
+            Ok(r) => r.id,
+            Err(_) => self.catalog().repo(repo)?.id,
+        };
         if let Ok(b) = self.catalog().backup(id) {
-            if b.repo_id == r.id {
+            if b.repo_id == repo_id {
                 return Ok(b);
             }
         }
         let point = self.restore_point(id)?;
-        match self.catalog().point_in(&point, r.id, false)? {
+        match self.catalog().point_in(&point, repo_id, false)? {
             Some(there) => self.catalog().backup(&there),
             None => Err(Error::not_found(format!(
                 "repository `{repo}` holds no copy of backup {id}"

@@ -153,19 +153,23 @@ impl Sendense {
         }
         let mut copies = Vec::new();
         for (dest, keep) in &spec.copies {
-            let r = self.catalog().repo(dest)?;
-            if r.id == repo.id {
+            // A copy repository is a directory or a bucket.
+            let id = match self.catalog().s3_repo(dest) {
+                Ok(r) => r.id,
+                Err(_) => self.catalog().repo(dest)?.id,
+            };
+            if id == repo.id {
                 return Err(Error::invalid(format!(
                     "policy `{name}` copies into `{dest}`, the repository its backups go to"
                 ))
                 .with_help("A copy goes to another repository (another disk, share or site)."));
             }
-            if copies.iter().any(|(id, _)| *id == r.id) {
+            if copies.iter().any(|(c, _)| *c == id) {
                 return Err(Error::invalid(format!(
                     "policy `{name}` names `{dest}` twice as a copy target"
                 )));
             }
-            copies.push((r.id, *keep));
+            copies.push((id, *keep));
         }
         Ok(NewPolicy {
             repo: repo.id,

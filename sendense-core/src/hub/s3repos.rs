@@ -76,6 +76,28 @@ pub struct S3RepoShown {
     pub problem: Option<String>,
 }
 
+/// The place and settings `req` asks for, checked.
+pub(crate) fn s3_settings(req: &AddS3Repo) -> Result<(S3Location, S3Settings)> {
+    let location = S3Location::parse(&req.url)?;
+    if let Some(days) = req.lock_days {
+        if !(1..=MAX_LOCK_DAYS).contains(&days) {
+            return Err(Error::invalid(format!(
+                "--object-lock {days}: a lock of 1 to {MAX_LOCK_DAYS} days"
+            )));
+        }
+    }
+    let settings = S3Settings {
+        region: req.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        path_style: req.path_style,
+        credentials_file: req.credentials_file.as_deref().map(absolute).transpose()?,
+        profile: req.profile.clone(),
+        ca_file: req.ca_file.as_deref().map(absolute).transpose()?,
+        lock_days: req.lock_days,
+        lock_mode: req.lock_mode,
+    };
+    Ok((location, settings))
+}
+
 /// A file path made absolute and real (it is read again at every use, from anywhere).
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).map_err(|e| Error::io("reading", path, e))
@@ -113,23 +135,7 @@ impl Sendense {
             ))
             .with_help("Choose another name, or see `sendense repo list`."));
         }
-        let location = S3Location::parse(&req.url)?;
-        if let Some(days) = req.lock_days {
-            if !(1..=MAX_LOCK_DAYS).contains(&days) {
-                return Err(Error::invalid(format!(
-                    "--object-lock {days}: a lock of 1 to {MAX_LOCK_DAYS} days"
-                )));
-            }
-        }
-        let settings = S3Settings {
-            region: req.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            path_style: req.path_style,
-            credentials_file: req.credentials_file.as_deref().map(absolute).transpose()?,
-            profile: req.profile.clone(),
-            ca_file: req.ca_file.as_deref().map(absolute).transpose()?,
-            lock_days: req.lock_days,
-            lock_mode: req.lock_mode,
-        };
+        let (location, settings) = s3_settings(req)?;
         let mut record = S3RepoRecord {
             id: 0,
             name: req.name.clone(),
@@ -266,5 +272,63 @@ impl Sendense {
     /// it.
     pub fn remove_s3_repo(&mut self, name: &str) -> Result<S3RepoRecord> {
         self.catalog_mut().delete_s3_repo(name)
+    }
+}
+
+impl Sendense {
+    /// The client of the S3 repository holding backup `b`, its place checked to hold that
+    /// repository still.
+    pub(crate) fn s3_client_of(&self, b: &crate::catalog::BackupRecord) -> Result<S3Client> {
+        let rec = self.catalog().s3_repo(&b.repo)?;
+        let client = self.s3_client(&rec)?;
+        self.check_s3_identity(&rec, &client).map_err(|e| {
+            e.context(format!(
+                "reading backup {} in repository `{}`",
+                b.id, b.repo
+            ))
+        })?;
+        Ok(client)
+    }
+
+    /// The chain of disk `key` of backup `id` (in an S3 repository), top first, with each
+    /// link's image path in the bucket.
+    pub(crate) fn bucket_links(
+        &self,
+        id: &str,
+        key: u32,
+    ) -> Result<Vec<crate::repo::s3::chain::BucketLink>> {
+        let mut out = Vec::new();
+        for expected in self.catalog().disk_chain(id, key)? {
+            let b = self.catalog().backup(&expected.backup)?;
+            if !b.in_s3() {
+                return Err(Error::internal(format!(
+                    "the chain of backup {id} leaves its S3 repository at {}",
+                    b.id
+                )));
+            }
+            let rel = b
+                .disks
+                .iter()
+                .find(|d| d.key == key)
+                .map(|d| d.rel_file.clone())
+                .ok_or_else(|| Error::not_found(format!("backup {} has no disk {key}", b.id)))?;
+            let objects = self.catalog().s3_objects(&b.id)?;
+            let version = |rel: &str| {
+                objects
+                    .iter()
+                    .find(|o| o.rel == rel)
+                    .and_then(|o| o.version.clone())
+            };
+            let versions = [
+                version(&rel),
+                version(&crate::repo::s3::chain::digests_rel(&rel)),
+            ];
+            out.push(crate::repo::s3::chain::BucketLink {
+                expected,
+                rel,
+                versions,
+            });
+        }
+        Ok(out)
     }
 }

@@ -215,11 +215,17 @@ const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 /// write. Reading ~4 KiB makes checking a whole chain cheap enough to run before every restore
 /// and every incremental.
 pub fn qcow2_header(path: &Path) -> std::result::Result<Qcow2Header, String> {
-    use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    let n = f.read_at(&mut buf, 0).map_err(|e| e.to_string())?;
-    buf.truncate(n);
+    qcow2_header_of(&f)
+}
+
+/// [`qcow2_header`] of an image wherever it is (a file, an object in a bucket).
+pub fn qcow2_header_of(
+    src: &dyn crate::repo::read_at::ReadAt,
+) -> std::result::Result<Qcow2Header, String> {
+    let len = src.len().map_err(|e| e.to_string())?.min(4096);
+    let mut buf = vec![0u8; len as usize];
+    src.read_full_at(&mut buf, 0).map_err(|e| e.to_string())?;
     let u32_at =
         |o: usize| -> Option<u32> { Some(u32::from_be_bytes(buf.get(o..o + 4)?.try_into().ok()?)) };
     let u64_at =

@@ -263,7 +263,7 @@ pub fn file_digest(path: &Path, scheme: Scheme) -> Result<String> {
 }
 
 /// The scheme of a recorded file digest, and whether it is the records form.
-fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
+pub(crate) fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
     let tag = recorded.split_once(':')?.0;
     match tag.strip_suffix(RECORDS_FORM) {
         Some(tag) => Some((Scheme::from_tag(tag)?, true)),

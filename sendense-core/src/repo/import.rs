@@ -294,94 +294,117 @@ impl Sendense {
                 report.skipped.push(format!("{}: {problem}", m.backup));
                 continue;
             }
-            let vm = match self.catalog().vm(&m.vm.name) {
-                Ok(vm) => vm,
-                Err(_) => {
-                    let disks: Vec<NewDisk> = m
-                        .disks
-                        .iter()
-                        .map(|d| NewDisk {
-                            key: Some(d.key),
-                            identity: d.identity.clone(),
-                            format: None,
-                            size_bytes: d.size_bytes,
-                        })
-                        .collect();
-                    // Commands are never taken from a repository: a hook would run as this
-                    // hub's user on the next backup.
-                    let mut options = m.vm.source_options.clone();
-                    if let Some(map) = options.as_object_mut() {
-                        for hook in ["pre_hook", "post_hook"] {
-                            if map.remove(hook).is_some() {
-                                report.warnings.push(format!(
-                                "VM `{}`: its {} from the repository was not registered; add it again with `sendense vm add`",
-                                m.vm.name,
-                                hook.replace('_', "-")
-                            ));
-                            }
-                        }
-                    }
-                    let vm =
-                        self.catalog_mut()
-                            .insert_vm(&m.vm.name, &m.vm.source, &options, &disks)?;
-                    report.vms_created.push(vm.name.clone());
-                    vm
-                }
-            };
-            let disks: Vec<(NewBackupDisk, DiskOutcome)> = m
-                .disks
-                .iter()
-                .map(|d| {
-                    (
-                        NewBackupDisk {
-                            key: d.key,
-                            vm_disk_id: vm.disks.iter().find(|v| v.key == d.key).map(|v| v.id),
-                            mode: d.mode,
-                            reason: d.reason.clone(),
-                            rel_file: d.file.clone(),
-                            parent: d.parent.clone(),
-                            size_bytes: d.size_bytes,
-                            checkpoint: d.checkpoint.clone(),
-                            since_full: d.since_full,
-                        },
-                        DiskOutcome {
-                            key: d.key,
-                            bytes_read: d.bytes_read,
-                            bytes_written: d.bytes_written,
-                            digest: d.digest.clone(),
-                            image_bytes: d.image_bytes,
-                            digest_scheme: d
-                                .digest
-                                .as_deref()
-                                .and_then(super::digests::Scheme::of_digest)
-                                .unwrap_or_default(),
-                        },
-                    )
-                })
-                .collect();
-            let imported = ImportedBackup {
-                id: m.backup.clone(),
-                vm_id: vm.id,
-                repo_id: repo.id,
-                created_at: m.created_at.clone(),
-                completed_at: m.completed_at.clone(),
-                manifest: rel,
-                copy_of: m.copy_of.clone(),
-                disks,
-            };
-            match self.catalog_mut().import_backup(&imported) {
+            match self.register_manifest(
+                rel,
+                &m,
+                repo.id,
+                &mut report.vms_created,
+                &mut report.warnings,
+            )? {
                 Ok(()) => report.backups_imported.push(m.backup.clone()),
-                Err(e) => report.skipped.push(format!("{}: {e}", m.backup)),
+                Err(why) => report.skipped.push(format!("{}: {why}", m.backup)),
             }
         }
         Ok(())
+    }
+
+    /// Registers the backup manifest `m` (at `rel`, validated, its pieces present) describes
+    /// in repository `repo_id` (catalog id), creating its VM when unknown; `Ok(Err(why))` when
+    /// the catalog refuses it.
+    pub(crate) fn register_manifest(
+        &mut self,
+        rel: String,
+        m: &Manifest,
+        repo_id: i64,
+        vms_created: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<std::result::Result<(), String>> {
+        let vm = match self.catalog().vm(&m.vm.name) {
+            Ok(vm) => vm,
+            Err(_) => {
+                let disks: Vec<NewDisk> = m
+                    .disks
+                    .iter()
+                    .map(|d| NewDisk {
+                        key: Some(d.key),
+                        identity: d.identity.clone(),
+                        format: None,
+                        size_bytes: d.size_bytes,
+                    })
+                    .collect();
+                // Commands are never taken from a repository: a hook would run as this
+                // hub's user on the next backup.
+                let mut options = m.vm.source_options.clone();
+                if let Some(map) = options.as_object_mut() {
+                    for hook in ["pre_hook", "post_hook"] {
+                        if map.remove(hook).is_some() {
+                            warnings.push(format!(
+                            "VM `{}`: its {} from the repository was not registered; add it again with `sendense vm add`",
+                            m.vm.name,
+                            hook.replace('_', "-")
+                        ));
+                        }
+                    }
+                }
+                let vm =
+                    self.catalog_mut()
+                        .insert_vm(&m.vm.name, &m.vm.source, &options, &disks)?;
+                vms_created.push(vm.name.clone());
+                vm
+            }
+        };
+        let disks: Vec<(NewBackupDisk, DiskOutcome)> = m
+            .disks
+            .iter()
+            .map(|d| {
+                (
+                    NewBackupDisk {
+                        key: d.key,
+                        vm_disk_id: vm.disks.iter().find(|v| v.key == d.key).map(|v| v.id),
+                        mode: d.mode,
+                        reason: d.reason.clone(),
+                        rel_file: d.file.clone(),
+                        parent: d.parent.clone(),
+                        size_bytes: d.size_bytes,
+                        checkpoint: d.checkpoint.clone(),
+                        since_full: d.since_full,
+                    },
+                    DiskOutcome {
+                        key: d.key,
+                        bytes_read: d.bytes_read,
+                        bytes_written: d.bytes_written,
+                        digest: d.digest.clone(),
+                        image_bytes: d.image_bytes,
+                        digest_scheme: d
+                            .digest
+                            .as_deref()
+                            .and_then(super::digests::Scheme::of_digest)
+                            .unwrap_or_default(),
+                    },
+                )
+            })
+            .collect();
+        let imported = ImportedBackup {
+            id: m.backup.clone(),
+            vm_id: vm.id,
+            repo_id,
+            created_at: m.created_at.clone(),
+            completed_at: m.completed_at.clone(),
+            manifest: rel,
+            copy_of: m.copy_of.clone(),
+            disks,
+        };
+        Ok(self
+            .catalog_mut()
+            .import_backup(&imported)
+            .map_err(|e| e.to_string()))
     }
 }
 
 /// Orders manifests so every backup comes after the backups its disks are backed by (ties keep
 /// the time order). Manifests whose parents never appear keep their place at the end, to be
 /// reported as skipped.
-fn parents_first(mut rest: Vec<(String, Manifest)>) -> Vec<(String, Manifest)> {
+pub(crate) fn parents_first(mut rest: Vec<(String, Manifest)>) -> Vec<(String, Manifest)> {
     let mut out: Vec<(String, Manifest)> = Vec::with_capacity(rest.len());
     loop {
         let ready = rest.iter().position(|(_, m)| {

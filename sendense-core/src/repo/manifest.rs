@@ -101,10 +101,28 @@ impl Manifest {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir)?;
         }
-        let text = serde_yaml_ng::to_string(self)
-            .map_err(|e| Error::internal(format!("serializing manifest: {e}")))?;
-        crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)?;
+        crate::fsutil::write_atomic(&path, self.to_yaml()?.as_bytes(), 0o600)?;
         Ok(rel)
+    }
+
+    /// The manifest as it is stored.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_yaml_ng::to_string(self)
+            .map_err(|e| Error::internal(format!("serializing manifest: {e}")))
+    }
+
+    /// A manifest from its stored text (`name` names it in messages); refused when written by
+    /// a newer Sendense. Not yet validated (see [`Manifest::validate`]).
+    pub fn parse(text: &[u8], name: &str) -> Result<Manifest> {
+        let m: Manifest = serde_yaml_ng::from_slice(text)
+            .map_err(|e| Error::invalid(format!("{name} is not a valid manifest: {e}")))?;
+        if m.format > MANIFEST_FORMAT {
+            return Err(Error::refused(format!(
+                "{name} has manifest format {}, newer than this Sendense supports",
+                m.format
+            )));
+        }
+        Ok(m)
     }
 
     /// Checks a manifest read from a repository — untrusted input — before anything it says is
@@ -162,19 +180,8 @@ impl Manifest {
 
     /// Reads one manifest.
     pub fn read(path: &Path) -> Result<Manifest> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::io("reading manifest", path, e))?;
-        let m: Manifest = serde_yaml_ng::from_str(&text).map_err(|e| {
-            Error::invalid(format!("{} is not a valid manifest: {e}", path.display()))
-        })?;
-        if m.format > MANIFEST_FORMAT {
-            return Err(Error::refused(format!(
-                "{} has manifest format {}, newer than this Sendense supports",
-                path.display(),
-                m.format
-            )));
-        }
-        Ok(m)
+        let text = std::fs::read(path).map_err(|e| Error::io("reading manifest", path, e))?;
+        Manifest::parse(&text, &path.display().to_string())
     }
 
     /// Every manifest in the repository, oldest first (parents before children). Unreadable

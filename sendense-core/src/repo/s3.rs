@@ -8,7 +8,9 @@
 //!
 //! - [`location`]: `https://ENDPOINT/BUCKET[/PREFIX]`, checked.
 //! - [`credentials`]: keys from a file, the environment or AWS's profile files — never argv.
+//! - [`chain`]: a disk's chain in a bucket, checked and opened for range reads.
 
+pub mod chain;
 mod client;
 mod commit;
 pub mod credentials;

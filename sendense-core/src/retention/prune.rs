@@ -41,6 +41,11 @@ pub struct PrunedBackup {
     /// The kind of that error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
+    /// In an S3 repository: why it is (or would be) marked expired and kept for now instead
+    /// of deleted (its objects' locks and their date, backups depending on it); `cleanup`
+    /// deletes it once nothing holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired: Option<String>,
 }
 
 /// The backups of one VM in one repository.
@@ -65,8 +70,10 @@ pub struct PruneReport {
     pub groups: Vec<PruneGroup>,
     /// Backups kept, removed (merged ones included), and not removable now.
     pub kept: usize,
-    /// Backups removed.
+    /// Backups removed (in an S3 repository: deleted, or marked expired — see `expired`).
     pub removed: usize,
+    /// Of those, backups in S3 repositories marked expired and kept until nothing holds them.
+    pub expired: usize,
     /// Backups that should have gone but stay (see their `error`).
     pub failed: usize,
 }
@@ -126,6 +133,7 @@ impl Sendense {
             groups: Vec::new(),
             kept: 0,
             removed: 0,
+            expired: 0,
             failed: 0,
         };
         for (vm, repo) in groups(&backups) {
@@ -139,6 +147,9 @@ impl Sendense {
                     (Mark::Keep { .. }, _) => report.kept += 1,
                     (_, Some(_)) => report.failed += 1,
                     _ => report.removed += 1,
+                }
+                if b.error.is_none() && b.expired.is_some() {
+                    report.expired += 1;
                 }
             }
             report.groups.push(group);
@@ -168,8 +179,29 @@ impl Sendense {
                 mark,
                 error: None,
                 error_kind: None,
+                expired: None,
             })
             .collect();
+        // Objects are never rewritten: in a bucket, a backup goes once nothing holds it.
+        if members.first().is_some_and(|b| b.in_s3()) {
+            let removed: Vec<String> = out
+                .iter()
+                .filter(|b| b.mark == Mark::Remove)
+                .map(|b| b.id.clone())
+                .collect();
+            for b in out.iter_mut().filter(|b| !b.mark.is_kept()) {
+                // A backup marked to go has only dependants that go first (newest first); one
+                // marked to merge has kept ones, and stays while they do.
+                let mut hold = self.s3_hold(&b.id)?;
+                // Dependants that go too (removed first, newest first) do not hold it.
+                if b.mark == Mark::Remove {
+                    hold.dependants.retain(|d| !removed.contains(d));
+                }
+                if !hold.is_free() {
+                    b.expired = Some(hold.reason());
+                }
+            }
+        }
         // Newest first, as the catalog lists them (ids taken within one second do not sort by
         // time).
         if req.dry_run {
@@ -198,7 +230,13 @@ impl Sendense {
                 Some(why) => Err((why.clone(), ErrorKind::Busy)),
                 None => self
                     .delete_backup(&out[i].id)
-                    .map(|_| ())
+                    .map(|b| {
+                        if b.status != "expired" {
+                            out[i].expired = None;
+                        } else if out[i].expired.is_none() {
+                            out[i].expired = Some("other backups depend on it".into());
+                        }
+                    })
                     .map_err(|e| (e.to_string(), e.kind())),
             };
             if let Err((why, kind)) = result {

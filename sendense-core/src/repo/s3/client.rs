@@ -455,6 +455,7 @@ impl S3Client {
                         .send()
                         .await
                         .map_err(|e| me.error(&format!("uploading part {number} of"), &key, e))?;
+                    crate::crash::point("s3.part-uploaded");
                     done.push(
                         CompletedPart::builder()
                             .part_number(number)
@@ -538,6 +539,17 @@ impl S3Client {
 
     /// Bytes `[offset, offset + len)` of object `key` (exactly that many, or an error).
     pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.get_range_of(key, None, offset, len).await
+    }
+
+    /// [`S3Client::get_range`] of version `version` of `key` (`None`: the latest).
+    pub async fn get_range_of(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -546,6 +558,7 @@ impl S3Client {
             .get_object()
             .bucket(self.bucket())
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .range(format!("bytes={}-{}", offset, offset + len - 1))
             .send()
             .await
@@ -584,11 +597,17 @@ impl S3Client {
     /// All of object `key`, at most `limit` bytes (more is an error: nothing read from a
     /// bucket is allowed to fill memory).
     pub async fn get(&self, key: &str, limit: u64) -> Result<Vec<u8>> {
+        self.get_of(key, None, limit).await
+    }
+
+    /// [`S3Client::get`] of version `version` of `key` (`None`: the latest).
+    pub async fn get_of(&self, key: &str, version: Option<&str>, limit: u64) -> Result<Vec<u8>> {
         let out = self
             .client
             .get_object()
             .bucket(self.bucket())
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
             .map_err(|e| self.error("reading", key, e))?;
@@ -623,11 +642,17 @@ impl S3Client {
 
     /// The size of object `key`, or `None` when there is none.
     pub async fn size_of(&self, key: &str) -> Result<Option<u64>> {
+        self.size_of_version(key, None).await
+    }
+
+    /// [`S3Client::size_of`] version `version` of `key` (`None`: the latest).
+    pub async fn size_of_version(&self, key: &str, version: Option<&str>) -> Result<Option<u64>> {
         match self
             .client
             .head_object()
             .bucket(self.bucket())
             .key(key)
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
         {

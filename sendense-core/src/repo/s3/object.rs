@@ -23,6 +23,7 @@ const KEPT_CHUNKS: usize = 8;
 pub struct S3Object {
     client: S3Client,
     key: String,
+    version: Option<String>,
     size: u64,
     runtime: tokio::runtime::Handle,
     kept: Recent<Vec<u8>>,
@@ -40,10 +41,18 @@ impl S3Object {
         S3Object {
             client,
             key,
+            version: None,
             size,
             runtime,
             kept: Recent::new(KEPT_CHUNKS),
         }
+    }
+
+    /// The object read at version `version` (`None`: the latest): on a versioned bucket, the
+    /// version Sendense wrote, whatever was written over it since.
+    pub fn at_version(mut self, version: Option<String>) -> S3Object {
+        self.version = version;
+        self
     }
 
     /// Chunk `c`, fetched (or kept from before).
@@ -53,10 +62,14 @@ impl S3Object {
         }
         let start = c * CHUNK;
         let len = CHUNK.min(self.size - start);
-        let (client, key) = (self.client.clone(), self.key.clone());
+        let (client, key, version) = (self.client.clone(), self.key.clone(), self.version.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         self.runtime.spawn(async move {
-            let _ = tx.send(client.get_range(&key, start, len).await);
+            let _ = tx.send(
+                client
+                    .get_range_of(&key, version.as_deref(), start, len)
+                    .await,
+            );
         });
         let data = rx
             .recv()

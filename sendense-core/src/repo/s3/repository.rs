@@ -78,6 +78,24 @@ impl S3Client {
         Ok(())
     }
 
+    /// Writes the repository's `sendense-repo.yaml` over the one there (a take-over: the
+    /// owner changes, nothing else).
+    pub async fn replace_meta(&self, meta: &RepoMeta) -> Result<()> {
+        let text = serde_yaml_ng::to_string(meta)
+            .map_err(|e| Error::internal(format!("serializing repository metadata: {e}")))?;
+        let text = format!(
+            "# Sendense backup repository. Do not edit; `sendense repo import` reads this object.\n{text}"
+        );
+        self.put(
+            &self.location().key(META_FILE),
+            text.into_bytes(),
+            None,
+            false,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Writes, reads back, lists and deletes a probe object under the repository. On a bucket
     /// with Object Lock the probe is written locked for two seconds (so a default retention of
     /// the bucket does not keep it for days), its retention read back — with `lock`, the
