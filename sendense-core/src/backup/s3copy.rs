@@ -291,7 +291,7 @@ impl Sendense {
         let mut bytes = 0;
         let mut outcomes = Vec::with_capacity(disks.len());
         for (d, src) in disks.iter().zip(&link.disks) {
-            let image = self.s3_stage_image(link, d, src, scratch, cancel)?;
+            let (image, checked_in) = self.s3_stage_image(link, d, src, scratch, cancel)?;
             let packed = scratch.join(format!("{new_id}-{}.digests.packed", d.key));
             let sparse = digests::digests_of(&src.file);
             let f = std::fs::File::open(&sparse).map_err(|e| Error::io("reading", &sparse, e))?;
@@ -318,7 +318,42 @@ impl Sendense {
             if cancel.is_cancelled() {
                 return Err(Error::new(ErrorKind::Cancelled, "copy cancelled"));
             }
-            let size = self.s3_upload(new_id, &d.rel_file, &image, client, lock)?;
+            // The image goes up while it is checked: nothing is committed before the check
+            // passed (the manifest comes last), and a failed check removes what went up.
+            self.catalog_mut()
+                .plan_s3_object(new_id, &d.rel_file, lock.map(|l| l.until))?;
+            let uploading = {
+                let (client, image, key) = (
+                    client.clone(),
+                    image.clone(),
+                    client.location().key(&d.rel_file),
+                );
+                std::thread::spawn(move || {
+                    crate::rt::block_on(client.upload_file(&image, &key, lock)).and_then(|r| r)
+                })
+            };
+            let checked = self.s3_check_image(link, d, src, &image, checked_in, scratch, cancel);
+            let uploaded = uploading
+                .join()
+                .map_err(|_| Error::internal("the upload thread panicked"))
+                .and_then(|r| r);
+            let size = match uploaded {
+                Ok(w) => {
+                    self.catalog_mut().s3_object_written(
+                        new_id,
+                        &d.rel_file,
+                        w.version.as_deref(),
+                        w.size,
+                        lock.map(|l| l.until),
+                    )?;
+                    w.size
+                }
+                Err(e) => {
+                    checked?;
+                    return Err(e);
+                }
+            };
+            checked?;
             crate::crash::point("s3copy.image-uploaded");
             bytes += size;
             bytes += self.s3_upload(new_id, &digests_rel(&d.rel_file), &packed, client, lock)?;
@@ -378,9 +413,9 @@ impl Sendense {
         Ok(bytes)
     }
 
-    /// The image file to upload for disk `d` of the copy of `link` (`src` its disk there),
-    /// checked against the recorded digests: a full's own image; an incremental's staged in
-    /// `scratch`, its backing name pointed at its parent's copy.
+    /// The image file to upload for disk `d` of the copy of `link` (`src` its disk there), and
+    /// the repository it is checked in: a full's own image; an incremental's staged in
+    /// `scratch`, its backing name pointed at its parent's copy, its digest file beside it.
     fn s3_stage_image(
         &mut self,
         link: &BackupRecord,
@@ -388,7 +423,7 @@ impl Sendense {
         src: &crate::catalog::BackupDiskRecord,
         scratch: &Path,
         cancel: &CancellationToken,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, PathBuf)> {
         let (file, repo) = match &d.parent {
             None => (src.file.clone(), link.repo_path.clone()),
             Some(parent) => {
@@ -426,9 +461,25 @@ impl Sendense {
                 (staged, scratch.to_path_buf())
             }
         };
+        Ok((file, repo))
+    }
+
+    /// Checks the image `file` (in `repo`) to upload for disk `d` of the copy of `link` against
+    /// the digests the backup recorded, as `backup verify` does.
+    #[allow(clippy::too_many_arguments)]
+    fn s3_check_image(
+        &mut self,
+        link: &BackupRecord,
+        d: &NewBackupDisk,
+        src: &crate::catalog::BackupDiskRecord,
+        file: &Path,
+        repo: PathBuf,
+        scratch: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         let expected = ExpectedLink {
             backup: link.id.clone(),
-            file: file.clone(),
+            file: file.to_path_buf(),
             size: src.size_bytes,
             digest: src.digest.clone(),
             image_bytes: None,
@@ -438,7 +489,7 @@ impl Sendense {
         };
         let check = self.check_image(d.key, &expected, scratch, cancel)?;
         if file.starts_with(scratch) {
-            let _ = std::fs::remove_file(digests::digests_of(&file));
+            let _ = std::fs::remove_file(digests::digests_of(file));
         }
         if let Some(problem) = check.problems.first() {
             return Err(Error::new(
@@ -453,7 +504,7 @@ impl Sendense {
                 link.id, link.repo
             )));
         }
-        Ok(file)
+        Ok(())
     }
 
     /// Uploads `file` as object `rel` of backup `backup`, recorded before and after; returns

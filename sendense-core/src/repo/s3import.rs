@@ -300,10 +300,7 @@ pub(crate) async fn committed(client: &S3Client, key: &str) -> Result<Option<Opt
 /// Every manifest object under the repository (`<vm>/manifests/<id>.yaml`), read at its
 /// committed version (a version written over it later is not what was committed), oldest
 /// first, with that version and its length; unreadable ones named in the report.
-fn read_manifests(
-    client: &S3Client,
-    report: &mut S3ImportReport,
-) -> Result<Vec<FoundManifest>> {
+fn read_manifests(client: &S3Client, report: &mut S3ImportReport) -> Result<Vec<FoundManifest>> {
     let prefix = client.location().list_prefix();
     let listed = crate::rt::block_on(client.list(&prefix))??;
     let mut found = Vec::new();

@@ -102,12 +102,8 @@ impl Sendense {
         let (bytes, problems, reached) = read_all(&reader, &chain_check, cancel)?;
         let unchecked = chain_check.unchecked_bytes();
         check.bytes_verified = bytes.saturating_sub(unchecked);
-        check.problems.extend(
-            problems
-                .into_list()
-                .into_iter()
-                .map(|p| format!("backup {}, disk {key}: {p}", b.id)),
-        );
+        // Each names the disk, the backup read and the backup whose record differs.
+        check.problems.extend(problems.into_list());
         if unchecked > 0 && reached {
             check.problems.push(format!(
                 "{unchecked} bytes could not be checked: no record decides them"

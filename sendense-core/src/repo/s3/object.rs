@@ -3,20 +3,33 @@
 //! needs with range requests — never the whole object first.
 //!
 //! Reads go in aligned chunks of [`CHUNK`] bytes, the last [`KEPT_CHUNKS`] kept: the small reads
-//! of QCOW2 tables and neighbouring clusters cost one request. Requests run on the client's
-//! runtime and are waited for from the reading thread, so an object can be read from blocking
-//! code anywhere.
+//! of QCOW2 tables and neighbouring clusters cost one request. A chunk is requested once
+//! however many readers want it at the same time, and each read asks for the next
+//! [`READ_AHEAD`] chunks in the background, so a sequential reader rarely waits for the
+//! network. Requests run on the client's runtime and are waited for from the reading thread,
+//! so an object can be read from blocking code anywhere; memory stays bounded by the chunks
+//! kept and in flight.
 
 use super::S3Client;
 use crate::recent::Recent;
 use crate::repo::read_at::ReadAt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Bytes fetched per request.
 pub const CHUNK: u64 = 4 << 20;
-
 /// Chunks kept per object.
-const KEPT_CHUNKS: usize = 8;
+const KEPT_CHUNKS: usize = 16;
+/// Chunks fetched ahead of one read, in the background: reads go on while the next requests
+/// travel (the chain's data lies mostly in order in its images).
+const READ_AHEAD: u64 = 4;
+
+/// A fetch on its way: its outcome, once there, for every reader waiting on it.
+#[derive(Debug, Default)]
+struct Pending {
+    outcome: Mutex<Option<std::result::Result<Arc<Vec<u8>>, String>>>,
+    done: Condvar,
+}
 
 /// One object of a bucket, of a known size, read by offset.
 #[derive(Debug)]
@@ -26,7 +39,10 @@ pub struct S3Object {
     version: Option<String>,
     size: u64,
     runtime: tokio::runtime::Handle,
-    kept: Recent<Vec<u8>>,
+    /// Chunks fetched, shared with the fetches that fill it.
+    kept: Arc<Recent<Vec<u8>>>,
+    /// Chunks being fetched: a chunk is asked for once, however many readers want it.
+    pending: Arc<Mutex<HashMap<u64, Arc<Pending>>>>,
 }
 
 impl S3Object {
@@ -44,7 +60,8 @@ impl S3Object {
             version: None,
             size,
             runtime,
-            kept: Recent::new(KEPT_CHUNKS),
+            kept: Arc::new(Recent::new(KEPT_CHUNKS)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -55,30 +72,63 @@ impl S3Object {
         self
     }
 
-    /// Chunk `c`, fetched (or kept from before).
-    fn chunk(&self, c: u64) -> std::io::Result<Arc<Vec<u8>>> {
-        if let Some(data) = self.kept.get(c) {
-            return Ok(data);
+    /// Starts fetching chunk `c` unless it is kept or on its way; the fetch that is (or was
+    /// already) on its way.
+    fn fetch(&self, c: u64) -> Option<Arc<Pending>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pending.get(&c) {
+            return Some(p.clone());
         }
+        if self.kept.get(c).is_some() {
+            return None;
+        }
+        let p = Arc::new(Pending::default());
+        pending.insert(c, p.clone());
+        drop(pending);
         let start = c * CHUNK;
         let len = CHUNK.min(self.size - start);
         let (client, key, version) = (self.client.clone(), self.key.clone(), self.version.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (kept, all, mine) = (self.kept.clone(), self.pending.clone(), p.clone());
         self.runtime.spawn(async move {
-            let _ = tx.send(
-                client
-                    .get_range_of(&key, version.as_deref(), start, len)
-                    .await,
-            );
+            let got = client
+                .get_range_of(&key, version.as_deref(), start, len)
+                .await
+                .map(|data| kept.put(c, data))
+                .map_err(|e| e.message().to_string());
+            // Kept before it stops being pending: a reader finds it in one or the other.
+            all.lock().unwrap_or_else(|p| p.into_inner()).remove(&c);
+            *mine.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
+            mine.done.notify_all();
         });
-        let data = rx
-            .recv()
-            .map_err(|_| {
-                std::io::Error::other(format!("reading {}: the request was lost", self.key))
-            })?
-            .map_err(|e| std::io::Error::other(e.message().to_string()))?;
-        let data = self.kept.put(c, data);
-        Ok(data)
+        Some(p)
+    }
+
+    /// Chunk `c`, fetched (or kept from before), the next ones asked for ahead.
+    fn chunk(&self, c: u64) -> std::io::Result<Arc<Vec<u8>>> {
+        let chunks = self.size.div_ceil(CHUNK);
+        for ahead in (c + 1..=c + READ_AHEAD).filter(|a| *a < chunks) {
+            let _ = self.fetch(ahead);
+        }
+        loop {
+            if let Some(data) = self.kept.get(c) {
+                return Ok(data);
+            }
+            let Some(p) = self.fetch(c) else {
+                continue;
+            };
+            let mut outcome = p.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            while outcome.is_none() {
+                outcome = p.done.wait(outcome).unwrap_or_else(|p| p.into_inner());
+            }
+            return match outcome.as_ref() {
+                Some(Ok(data)) => Ok(data.clone()),
+                Some(Err(e)) => Err(std::io::Error::other(e.clone())),
+                None => Err(std::io::Error::other(format!(
+                    "reading {}: the request was lost",
+                    self.key
+                ))),
+            };
+        }
     }
 }
 
