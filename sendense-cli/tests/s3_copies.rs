@@ -462,14 +462,6 @@ fn a_copy_killed_mid_upload_commits_nothing_and_cleanup_leaves_nothing() {
         .unwrap()
         .to_string();
 
-    // Killed after the first part went: an upload unfinished, no object, nothing committed.
-    sendense_testkit::cli_killed_at(
-        BIN,
-        &state,
-        &["backup", "copy", &b1, "--to", "offsite"],
-        "s3.part-uploaded",
-    );
-    assert_eq!(server.uploads(&bucket).len(), 1);
     let only_meta = vec![("p/sendense-repo.yaml".to_string(), "meta".to_string())];
     let versions = |server: &rgw::Rgw| -> Vec<(String, String)> {
         server
@@ -485,6 +477,34 @@ fn a_copy_killed_mid_upload_commits_nothing_and_cleanup_leaves_nothing() {
             })
             .collect()
     };
+
+    // A source image that does not match its digests is not copied: the check runs while it
+    // goes up, and what went up goes again.
+    let source = cli_json(BIN, &state, &["backup", "show", &b1]);
+    let image = PathBuf::from(source["disks"][0]["file"].as_str().unwrap());
+    sendense_testkit::qcow2::flip_data_byte(&image, 20 << 20);
+    let (code, text) = run(&state, &["backup", "copy", &b1, "--to", "offsite"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("does not match what the backup recorded"),
+        "{text}"
+    );
+    assert_eq!(versions(server), only_meta);
+    assert!(server.uploads(&bucket).is_empty());
+    assert_eq!(
+        cli_json(BIN, &state, &["backup", "list", "--repo", "offsite"]),
+        serde_json::json!([])
+    );
+    sendense_testkit::qcow2::flip_data_byte(&image, 20 << 20);
+
+    // Killed after the first part went: an upload unfinished, no object, nothing committed.
+    sendense_testkit::cli_killed_at(
+        BIN,
+        &state,
+        &["backup", "copy", &b1, "--to", "offsite"],
+        "s3.part-uploaded",
+    );
+    assert_eq!(server.uploads(&bucket).len(), 1);
     assert_eq!(versions(server), only_meta);
     // The copy's row stays, not completed, until `cleanup` reaches the bucket.
     let listed = cli_json(BIN, &state, &["backup", "list", "--repo", "offsite"]);
@@ -545,8 +565,42 @@ fn a_copy_killed_mid_upload_commits_nothing_and_cleanup_leaves_nothing() {
     let again = cli_json(BIN, &state, &["backup", "copy", &b1, "--to", "offsite"]);
     assert_eq!(again["copied"], serde_json::json!([]));
 
-    // Deleted from the versioned bucket: exactly the versions written go, no marker stays.
+    // An object of it deleted by hand (its version, so it is gone): nothing builds on the
+    // copy any more; the next copy uploads the chain anew.
     let copy = listed[0]["id"].as_str().unwrap().to_string();
+    let image = format!("p/vm1/2000/{copy}.qcow2");
+    let version = server
+        .versions(&bucket)
+        .into_iter()
+        .find(|(k, _)| *k == image)
+        .map(|(_, v)| v)
+        .unwrap();
+    let code = server.curl(
+        &["-X".into(), "DELETE".into()],
+        &format!("{bucket}/{image}?versionId={version}"),
+    );
+    assert_eq!(code, "204");
+    qemu_io(&disk, "qcow2", &["write -P 0x52 1M 1M"]);
+    let b2 = cli_json(BIN, &state, &["backup", "start", "vm1"])["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, text) = run(&state, &["backup", "copy", &b2, "--to", "offsite"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("gone from the bucket"), "{text}");
+    let shown = cli_json(BIN, &state, &["backup", "show", &copy]);
+    assert!(shown["damaged"].is_string(), "{shown:#}");
+    let c = cli_json(BIN, &state, &["backup", "copy", &b2, "--to", "offsite"]);
+    assert_eq!(copied_from(&c), [b1.clone(), b2.clone()], "{c:#}");
+    restores_equal(&state, &b2, &["--repo", "offsite"], &disk);
+    for id in [
+        c["copy"].as_str().unwrap(),
+        c["copied"][0]["backup"].as_str().unwrap(),
+    ] {
+        cli_json(BIN, &state, &["backup", "delete", id]);
+    }
+
+    // Deleted from the versioned bucket: exactly the versions written go, no marker stays.
     let deleted = cli_json(BIN, &state, &["backup", "delete", &copy]);
     assert_eq!(deleted["status"], "deleted");
     assert_eq!(versions(server), only_meta);

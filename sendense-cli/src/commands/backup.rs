@@ -292,7 +292,16 @@ fn show(
             ("Id", b.id.clone()),
             ("VM", b.vm.clone()),
             ("Repository", b.repo.clone()),
-            ("Status", b.status.clone()),
+            (
+                "Status",
+                match &b.delete_after {
+                    Some(after) => format!(
+                        "{} (kept until nothing holds it, not before {after}; then `sendense cleanup` deletes it)",
+                        b.status
+                    ),
+                    None => b.status.clone(),
+                },
+            ),
             (
                 "Damaged",
                 b.damaged
@@ -335,7 +344,12 @@ fn show(
             d.reason.clone(),
             d.parent.clone().unwrap_or_else(|| "-".into()),
             output::bytes(d.bytes_written),
-            d.file.display().to_string(),
+            // In a bucket: the object's path under the repository's address.
+            if b.in_s3() {
+                format!("{} (S3: {})", d.rel_file, b.repo)
+            } else {
+                d.file.display().to_string()
+            },
         ]);
     }
     output::line(&t.to_string())

@@ -1,11 +1,13 @@
 //! The S3 calls an S3 repository makes, on `aws-sdk-s3` with rustls (ring), path-style or
 //! virtual-hosted addressing, and integrity checked on every write:
 //!
-//! - every body is signed with its SHA-256 (SigV4 `x-amz-content-sha256`), and carries its
-//!   `Content-MD5` and `x-amz-checksum-sha256` — Ceph RGW checks the first two and ignores the
-//!   third, AWS checks all (and requires one of the last two for Object Lock buckets). The
-//!   SDK's own streaming checksums (`aws-chunked` with a trailer) are off: RGW 16.2 refuses
-//!   them.
+//! - every body is signed with its SHA-256 (SigV4 `x-amz-content-sha256`, computed once: the
+//!   same digest goes as `x-amz-checksum-sha256`), and a whole-object write also carries its
+//!   `Content-MD5` — Ceph RGW checks the signed hash and the MD5 and ignores the checksum
+//!   header, AWS checks all (and requires the MD5 or the checksum for Object Lock buckets).
+//!   Parts go without the MD5: their SHA-256 is checked either way, and hashing every byte a
+//!   third time is what bounded the upload rate. The SDK's own streaming checksums
+//!   (`aws-chunked` with a trailer) are off: RGW 16.2 refuses them.
 //! - uploads are multipart with parts read into memory one at a time per worker (at most
 //!   [`UPLOAD_WORKERS`] parts of [`part_size`] in flight), so memory is bounded whatever the
 //!   file's size; an upload that fails is aborted, and one a killed process left is found by
@@ -177,12 +179,62 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `Content-MD5` and `x-amz-checksum-sha256` of `data`.
-fn digests(data: &[u8]) -> (String, String) {
+/// What a body is sent with: its `Content-MD5`, its `x-amz-checksum-sha256`, and the same
+/// SHA-256 in hex, which the request is signed with (the SDK does not hash the body again).
+#[derive(Debug, Clone)]
+struct BodyDigests {
+    md5: String,
+    sha: String,
+    sha_hex: String,
+}
+
+/// The digests of `data`.
+fn digests(data: &[u8]) -> BodyDigests {
     use md5::Digest;
-    let md5 = md5::Md5::digest(data);
+    BodyDigests {
+        md5: b64(&md5::Md5::digest(data)),
+        ..sha256(data)
+    }
+}
+
+/// The SHA-256 digests of `data` (no MD5: a part goes with its SHA-256 as checksum and as the
+/// signed payload hash, which the server checks either way).
+fn sha256(data: &[u8]) -> BodyDigests {
     let sha = ring::digest::digest(&ring::digest::SHA256, data);
-    (b64(&md5), b64(sha.as_ref()))
+    BodyDigests {
+        md5: String::new(),
+        sha: b64(sha.as_ref()),
+        sha_hex: sha.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+/// Signs a request's body with a SHA-256 computed already (see [`BodyDigests`]).
+#[derive(Debug)]
+struct SignedWith(String);
+
+impl SignedWith {
+    fn sha256(hex: &str) -> SignedWith {
+        SignedWith(hex.to_string())
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for SignedWith {
+    fn name(&self) -> &'static str {
+        "SignedWith"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(
+                self.0.clone(),
+            ));
+        Ok(())
+    }
 }
 
 /// The markers of a listing's next page (a key or token, and an id).
@@ -284,15 +336,15 @@ impl S3Client {
         lock: Option<Lock>,
         only_new: bool,
     ) -> Result<Written> {
-        let (md5, sha) = digests(&data);
+        let d = digests(&data);
         let size = data.len() as u64;
         let mut req = self
             .client
             .put_object()
             .bucket(self.bucket())
             .key(key)
-            .content_md5(md5)
-            .checksum_sha256(sha)
+            .content_md5(d.md5)
+            .checksum_sha256(d.sha)
             .body(ByteStream::from(data));
         if let Some(l) = lock {
             req = req
@@ -303,6 +355,8 @@ impl S3Client {
             req = req.if_none_match("*");
         }
         let out = req
+            .customize()
+            .interceptor(SignedWith::sha256(&d.sha_hex))
             .send()
             .await
             .map_err(|e| self.error("writing", key, e))?;
@@ -433,14 +487,17 @@ impl S3Client {
                     let offset = i * part;
                     let len = part.min(size - offset) as usize;
                     let f = file.clone();
-                    let data = tokio::task::spawn_blocking(move || {
+                    // Read and hashed off the runtime's threads.
+                    let (data, d) = tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; len];
-                        f.read_exact_at(&mut buf, offset).map(|()| buf)
+                        f.read_exact_at(&mut buf, offset).map(|()| {
+                            let d = sha256(&buf);
+                            (buf, d)
+                        })
                     })
                     .await
                     .map_err(|e| Error::internal(format!("a read task: {e}")))?
                     .map_err(|e| Error::io("reading", &path, e))?;
-                    let (md5, sha) = digests(&data);
                     let number = i as i32 + 1;
                     let out = me
                         .client
@@ -449,9 +506,10 @@ impl S3Client {
                         .key(&key)
                         .upload_id(&upload_id)
                         .part_number(number)
-                        .content_md5(md5)
-                        .checksum_sha256(&sha)
+                        .checksum_sha256(&d.sha)
                         .body(ByteStream::from(data))
+                        .customize()
+                        .interceptor(SignedWith::sha256(&d.sha_hex))
                         .send()
                         .await
                         .map_err(|e| me.error(&format!("uploading part {number} of"), &key, e))?;
@@ -460,7 +518,7 @@ impl S3Client {
                         CompletedPart::builder()
                             .part_number(number)
                             .set_e_tag(out.e_tag().map(str::to_string))
-                            .checksum_sha256(sha)
+                            .checksum_sha256(d.sha)
                             .build(),
                     );
                 }
