@@ -605,3 +605,89 @@ fn a_copy_killed_mid_upload_commits_nothing_and_cleanup_leaves_nothing() {
     assert_eq!(deleted["status"], "deleted");
     assert_eq!(versions(server), only_meta);
 }
+
+/// `sendense ARGS --json` on hub `state` with its clock at `when` (UTC).
+fn at(state: &Path, when: &str, args: &[&str]) -> Value {
+    let o = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--json")
+        .env("SENDENSE_HOME", state)
+        .env("SENDENSE_TEST_NOW", when)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{args:?}: {}", output_text(&o));
+    sendense_testkit::json_document(&o.stdout)
+}
+
+#[test]
+fn a_policy_copies_each_night_into_a_bucket_and_prune_expires_what_the_kept_copy_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = rgw::shared();
+    let state = cli_hub(BIN, d, "local");
+    let creds = server.credentials_file(d);
+    let bucket = server.bucket("nightly", false);
+    let url = format!("{}/{bucket}", server.endpoint);
+    add_s3(&state, &creds, "offsite", &url, &[]);
+    let disk = create_image(&d.join("vm1.qcow2"), "qcow2", "16M");
+    add_image_vm(BIN, &state, "vm1", &[&disk]);
+    let setup = "2026-01-01T00:00:00Z";
+    at(
+        &state,
+        setup,
+        &[
+            "policy",
+            "add",
+            "nightly",
+            "--repo",
+            "local",
+            "--schedule",
+            "0 1 * * *",
+            "--copy-to",
+            "offsite",
+            "--copy-keep-last",
+            "1",
+        ],
+    );
+    at(&state, setup, &["group", "add", "g", "--policy", "nightly"]);
+    at(&state, setup, &["group", "add-vm", "g", "vm1"]);
+    let mut reference = d.join("night.qcow2");
+    for night in 1..=3u32 {
+        qemu_io(
+            &disk,
+            "qcow2",
+            &[&format!("write -P {:#x} {}M 1M", 0x20 + night, night * 2)],
+        );
+        reference = d.join(format!("night{night}.qcow2"));
+        std::fs::copy(&disk, &reference).unwrap();
+        let r = at(
+            &state,
+            &format!("2026-01-0{night}T01:30:00Z"),
+            &["schedule", "run"],
+        );
+        let copy = &r["groups"][0]["copies"][0];
+        assert_eq!(copy["result"], "completed", "night {night}: {r:#}");
+        assert_eq!(copy["links"], 1, "one new link a night: {r:#}");
+    }
+    // Kept: the newest copy; the two below it are expired, not merged (objects are never
+    // rewritten), and kept while it needs them.
+    let listed = cli_json(BIN, &state, &["backup", "list", "--repo", "offsite"]);
+    let statuses: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["completed", "expired", "expired"], "{listed:#}");
+    let newest = listed[0]["copy_of"].as_str().unwrap().to_string();
+    restores_equal(&state, &newest, &["--repo", "offsite"], &reference);
+    let cleaned = cli_json(BIN, &state, &["cleanup"]);
+    let kept = cleaned["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "keep_expired")
+        .count();
+    assert_eq!(kept, 2, "{cleaned:#}");
+}
