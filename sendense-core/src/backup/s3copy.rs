@@ -136,6 +136,8 @@ impl Sendense {
         })
     }
 
+    /// Copies the links of `top`'s chain (`links`, parents first) that the bucket lacks;
+    /// returns what was copied, what was there, and each link's backup in the bucket.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn s3_copy_links(
         &mut self,
@@ -153,7 +155,7 @@ impl Sendense {
     )> {
         let (needed, there) = self.links_needed(top, links, dest.id)?;
         // Ids first: each incremental is staged — copied, pointed at its parent's copy — while
-        // the links before it go up.
+        // the link before it goes up (one link ahead: scratch holds at most two).
         let mut ids: HashMap<String, String> = HashMap::new();
         for link in links
             .iter()
@@ -162,57 +164,39 @@ impl Sendense {
             let id = self.s3_copy_id(link, client, &ids)?;
             ids.insert(link.id.clone(), id);
         }
-        let mut staging: Staging = HashMap::new();
-        for link in links.iter().filter(|l| ids.contains_key(&l.id)) {
-            for d in &link.disks {
-                let Some(parent) = &d.parent else {
-                    continue;
-                };
-                let Some(parent) = ids.get(parent).or_else(|| there.get(parent)) else {
-                    continue;
-                };
-                chain::check_inside(&link.repo_path, &d.file)?;
-                chain::check_inside(&link.repo_path, &digests::digests_of(&d.file))?;
-                let (src, staged) = (
-                    d.file.clone(),
-                    scratch.join(format!("{}-{}.qcow2", link.id, d.key)),
-                );
-                let (parent, size, cancel) = (parent.clone(), d.size_bytes, cancel.clone());
-                let handle = std::thread::spawn(move || {
-                    stage_incremental(&src, &staged, &parent, size, &cancel).map(|()| staged)
-                });
-                staging.insert((link.id.clone(), d.key), handle);
-            }
-        }
+        let mut ahead = StageAhead {
+            order: links
+                .iter()
+                .filter(|l| ids.contains_key(&l.id))
+                .cloned()
+                .collect(),
+            ids: ids.clone(),
+            there: there.clone(),
+            scratch: scratch.to_path_buf(),
+            cancel: cancel.child_token(),
+            started: 0,
+            handles: HashMap::new(),
+        };
         let result = self.s3_copy_each(
-            links,
-            &needed,
-            &there,
-            &ids,
-            &mut staging,
-            dest,
-            client,
-            scratch,
-            job,
-            cancel,
+            links, &needed, &there, &mut ahead, dest, client, scratch, job, cancel,
         );
         // Nothing of a failed copy goes on writing into its scratch directory.
-        for (_, handle) in staging.drain() {
+        ahead.cancel.cancel();
+        for (_, handle) in ahead.handles.drain() {
             let _ = handle.join();
         }
         result
     }
 
     /// [`Sendense::s3_copy_links`]'s links, parents first: each built on where the bucket holds
-    /// it, else uploaded under its id from `ids`.
+    /// it, else uploaded under its id.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn s3_copy_each(
         &mut self,
         links: &[BackupRecord],
         needed: &std::collections::HashSet<String>,
         there: &HashMap<String, String>,
-        ids: &HashMap<String, String>,
-        staging: &mut Staging,
+        ahead: &mut StageAhead,
         dest: &S3RepoRecord,
         client: &S3Client,
         scratch: &Path,
@@ -228,17 +212,20 @@ impl Sendense {
         let mut present = Vec::new();
         for link in links.iter().filter(|l| needed.contains(&l.id)) {
             if let Some(t) = there.get(&link.id) {
-                // Built on only while its objects are all there as written.
-                if let Some(gone) = self.s3_missing_object(t, client)? {
-                    let why = format!("its object {gone} is gone from the bucket");
-                    self.catalog_mut().set_damaged(t, Some(&why))?;
-                    return Err(Error::new(
-                        ErrorKind::External,
-                        format!("backup {t} in `{}`: {why}", dest.name),
-                    )
-                    .with_help(
-                        "It is marked damaged now: copy again, and the links it held are uploaded anew.",
-                    ));
+                // Built on only while its objects, and its chain's below it, are all there as
+                // written.
+                for below in self.catalog().chain_ids(t)? {
+                    if let Some(gone) = self.s3_missing_object(&below, client)? {
+                        let why = format!("its object {gone} is gone from the bucket");
+                        self.catalog_mut().set_damaged(&below, Some(&why))?;
+                        return Err(Error::new(
+                            ErrorKind::External,
+                            format!("backup {below} in `{}`: {why}", dest.name),
+                        )
+                        .with_help(
+                            "It is marked damaged now: copy again, and the links it held are uploaded anew.",
+                        ));
+                    }
                 }
                 present.push((link.id.clone(), t.clone()));
                 mapping.insert(link.id.clone(), t.clone());
@@ -247,12 +234,28 @@ impl Sendense {
             if cancel.is_cancelled() {
                 return Err(Error::new(ErrorKind::Cancelled, "copy cancelled"));
             }
-            let new_id = ids
+            // This link staged (or staging), and the next one.
+            let k = ahead
+                .order
+                .iter()
+                .position(|l| l.id == link.id)
+                .unwrap_or(0);
+            ahead.upto(k + 2)?;
+            let new_id = ahead
+                .ids
                 .get(&link.id)
                 .cloned()
                 .ok_or_else(|| Error::internal(format!("no id for the copy of {}", link.id)))?;
             let bytes = self.s3_copy_link(
-                link, &new_id, &mapping, staging, dest, client, scratch, job, cancel,
+                link,
+                &new_id,
+                &mapping,
+                &mut ahead.handles,
+                dest,
+                client,
+                scratch,
+                job,
+                cancel,
             )?;
             copied.push(CopiedLink {
                 from: link.id.clone(),
@@ -516,7 +519,25 @@ impl Sendense {
         let text = manifest.to_yaml()?.into_bytes();
         let size = text.len() as u64;
         crate::crash::point("s3copy.before-manifest");
-        match crate::rt::block_on(client.commit_once(&key, text, lock))?? {
+        let committed = match crate::rt::block_on(client.commit_once(&key, text.clone(), lock))?? {
+            // A retry of this very write (its answer lost) finds the first attempt committed:
+            // that is this copy's manifest when it holds these bytes.
+            Committed::Lost => crate::rt::block_on(async {
+                let Some(version) = crate::repo::committed(client, &key).await? else {
+                    return Ok(Committed::Lost);
+                };
+                let there = client
+                    .get_of(&key, version.as_deref(), size.saturating_add(1))
+                    .await?;
+                Ok::<_, Error>(if there == text {
+                    Committed::Written { version }
+                } else {
+                    Committed::Lost
+                })
+            })??,
+            written => written,
+        };
+        match committed {
             Committed::Written { version } => {
                 self.catalog_mut().s3_object_written(
                     new_id,
@@ -709,6 +730,49 @@ impl Sendense {
 /// Incrementals being staged, by (backup, disk key): each gives its staged image.
 type Staging = HashMap<(String, u32), std::thread::JoinHandle<Result<PathBuf>>>;
 
+/// The links a copy uploads, in order, staged a link ahead of the upload.
+struct StageAhead {
+    order: Vec<BackupRecord>,
+    ids: HashMap<String, String>,
+    there: HashMap<String, String>,
+    scratch: PathBuf,
+    /// Stops the staging when the copy fails or is cancelled.
+    cancel: CancellationToken,
+    /// Links of `order` whose staging started.
+    started: usize,
+    handles: Staging,
+}
+
+impl StageAhead {
+    /// Starts staging the incrementals of the first `n` links of the order.
+    fn upto(&mut self, n: usize) -> Result<()> {
+        while self.started < n.min(self.order.len()) {
+            let link = &self.order[self.started];
+            self.started += 1;
+            for d in &link.disks {
+                let Some(parent) = &d.parent else {
+                    continue;
+                };
+                let Some(parent) = self.ids.get(parent).or_else(|| self.there.get(parent)) else {
+                    continue;
+                };
+                chain::check_inside(&link.repo_path, &d.file)?;
+                chain::check_inside(&link.repo_path, &digests::digests_of(&d.file))?;
+                let (src, staged) = (
+                    d.file.clone(),
+                    self.scratch.join(format!("{}-{}.qcow2", link.id, d.key)),
+                );
+                let (parent, size, cancel) = (parent.clone(), d.size_bytes, self.cancel.clone());
+                let handle = std::thread::spawn(move || {
+                    stage_incremental(&src, &staged, &parent, size, &cancel).map(|()| staged)
+                });
+                self.handles.insert((link.id.clone(), d.key), handle);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Stages an incremental's image for its copy: `src` copied to `staged` (holes stay holes), its
 /// backing name pointed at `parent`'s copy by `qemu-img rebase -u` (the data untouched), and
 /// checked to say so.
@@ -762,9 +826,9 @@ async fn remove_object(
     }
     for v in client.versions(key).await? {
         if v.key == key {
-            // An unversioned bucket lists its one object as version `null`.
-            let version = (v.version != "null").then_some(v.version.as_str());
-            client.delete(key, version).await?;
+            // Version `null` (an unversioned bucket's object, or one written before versioning
+            // was enabled) is deleted by that id: a delete without one would only add a marker.
+            client.delete(key, Some(v.version.as_str())).await?;
         }
     }
     Ok(())

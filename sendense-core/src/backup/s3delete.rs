@@ -168,7 +168,10 @@ impl Sendense {
         let Some((version, text)) = read else {
             return Ok(false);
         };
-        let m = Manifest::parse(&text, &key).and_then(|m| m.validate(&rel).map(|()| m))?;
+        // A manifest that does not read as one is not a commit: the copy is discarded.
+        let Ok(m) = Manifest::parse(&text, &key).and_then(|m| m.validate(&rel).map(|()| m)) else {
+            return Ok(false);
+        };
         let agrees = m.backup == b.id
             && m.repository == rec.repo_id
             && m.disks.len() == b.disks.len()

@@ -164,7 +164,10 @@ impl Sendense {
             if let Ok(known) = self.catalog().backup(&m.backup) {
                 // Known, from this bucket, without its objects recorded (an import cut short):
                 // recorded now, so deletes and locks know them.
-                if known.repo_id == repo.id && self.catalog().s3_objects(&m.backup)?.is_empty() {
+                let recorded = self.catalog().s3_objects(&m.backup)?;
+                let whole =
+                    recorded.len() == 2 * m.disks.len() + 1 && recorded.iter().all(|o| o.written);
+                if known.repo_id == repo.id && known.completed_at.is_some() && !whole {
                     if let Ok(mut objects) = self.bucket_pieces(&client, &m, repo.id) {
                         objects.push((rel.clone(), manifest_version, manifest_size));
                         self.record_imported_objects(&client, &m.backup, &objects, lock_bucket)?;

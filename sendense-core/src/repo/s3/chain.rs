@@ -89,6 +89,15 @@ pub fn open_images(client: &S3Client, links: &[BucketLink]) -> Result<Vec<S3Obje
                 ));
             }
         }
+        // A read that fails is the bucket out of reach, not damage: told apart first (the
+        // header is then read from the chunk kept).
+        let mut head = vec![0u8; len.min(4096) as usize];
+        object.read_full_at(&mut head, 0).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("reading {}: {e}", client.location().key(&link.rel)),
+            )
+        })?;
         let header = crate::repo::chain::qcow2_header_of(&object)
             .map_err(|e| damaged(backup, format!("its image cannot be opened: {e}")))?;
         let want = links.get(i + 1).map(|p| name(&p.rel));

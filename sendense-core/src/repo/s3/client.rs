@@ -813,15 +813,20 @@ impl S3Client {
     /// Deletes object `key` — the exact `version` when given (on a versioned bucket, without
     /// one a delete marker is all that is written).
     pub async fn delete(&self, key: &str, version: Option<&str>) -> Result<()> {
-        self.client
+        match self
+            .client
             .delete_object()
             .bucket(self.bucket())
             .key(key)
             .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.error("deleting", key, e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // Gone already (a delete cut short after the service did it): done.
+            Err(e) if matches!(e.code(), Some("NoSuchVersion" | "NoSuchKey")) => Ok(()),
+            Err(e) => Err(self.error("deleting", key, e)),
+        }
     }
 
     /// Sets the retention of version `version` of `key` to `lock` (a service refuses to

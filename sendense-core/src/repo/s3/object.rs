@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 /// Bytes fetched per request.
 pub const CHUNK: u64 = 4 << 20;
 /// Chunks kept per object.
-const KEPT_CHUNKS: usize = 16;
+const KEPT_CHUNKS: usize = 8;
 /// Chunks fetched ahead of one read, in the background: reads go on while the next requests
 /// travel (the chain's data lies mostly in order in its images).
 const READ_AHEAD: u64 = 4;
@@ -43,6 +43,32 @@ pub struct S3Object {
     kept: Arc<Recent<Vec<u8>>>,
     /// Chunks being fetched: a chunk is asked for once, however many readers want it.
     pending: Arc<Mutex<HashMap<u64, Arc<Pending>>>>,
+    /// The last chunk read: a read of the next one is sequential, and reads ahead.
+    last: std::sync::atomic::AtomicU64,
+}
+
+/// Ends a fetch whatever happens to its task (an answer, an error, a panic, a runtime going
+/// away): it stops being pending and its readers wake — never a reader waiting forever.
+struct Finish {
+    c: u64,
+    all: Arc<Mutex<HashMap<u64, Arc<Pending>>>>,
+    mine: Arc<Pending>,
+    outcome: Option<std::result::Result<Arc<Vec<u8>>, String>>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.c);
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err("the request ended without an answer".into()));
+        *self.mine.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        self.mine.done.notify_all();
+    }
 }
 
 impl S3Object {
@@ -62,6 +88,7 @@ impl S3Object {
             runtime,
             kept: Arc::new(Recent::new(KEPT_CHUNKS)),
             pending: Arc::new(Mutex::new(HashMap::new())),
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -88,26 +115,40 @@ impl S3Object {
         let start = c * CHUNK;
         let len = CHUNK.min(self.size - start);
         let (client, key, version) = (self.client.clone(), self.key.clone(), self.version.clone());
-        let (kept, all, mine) = (self.kept.clone(), self.pending.clone(), p.clone());
-        self.runtime.spawn(async move {
+        let kept = self.kept.clone();
+        let finish = Finish {
+            c,
+            all: self.pending.clone(),
+            mine: p.clone(),
+            outcome: None,
+        };
+        // Not started (the runtime is going away): `finish` is dropped with it, and ends it.
+        // The task is not waited for here: its readers wait on `p`.
+        drop(self.runtime.spawn(async move {
+            // The whole guard moves in: it ends the fetch when the task ends, however.
+            let mut finish = finish;
             let got = client
                 .get_range_of(&key, version.as_deref(), start, len)
                 .await
                 .map(|data| kept.put(c, data))
                 .map_err(|e| e.message().to_string());
             // Kept before it stops being pending: a reader finds it in one or the other.
-            all.lock().unwrap_or_else(|p| p.into_inner()).remove(&c);
-            *mine.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
-            mine.done.notify_all();
-        });
+            finish.outcome = Some(got);
+        }));
         Some(p)
     }
 
-    /// Chunk `c`, fetched (or kept from before), the next ones asked for ahead.
+    /// Chunk `c`, fetched (or kept from before); when the reads go in order, the next ones
+    /// asked for ahead (after `c`).
     fn chunk(&self, c: u64) -> std::io::Result<Arc<Vec<u8>>> {
+        use std::sync::atomic::Ordering;
         let chunks = self.size.div_ceil(CHUNK);
-        for ahead in (c + 1..=c + READ_AHEAD).filter(|a| *a < chunks) {
-            let _ = self.fetch(ahead);
+        let previous = self.last.swap(c, Ordering::Relaxed);
+        if previous.wrapping_add(1) == c || previous == c {
+            let _ = self.fetch(c);
+            for ahead in (c + 1..=c + READ_AHEAD).filter(|a| *a < chunks) {
+                let _ = self.fetch(ahead);
+            }
         }
         loop {
             if let Some(data) = self.kept.get(c) {
