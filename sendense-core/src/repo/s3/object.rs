@@ -2,7 +2,8 @@
 //! chain's images in an S3 repository through it, so a restore or a verify reads the blocks it
 //! needs with range requests — never the whole object first.
 //!
-//! Reads go in aligned chunks of [`CHUNK`] bytes, the last [`KEPT_CHUNKS`] kept: the small reads
+//! Reads go in aligned chunks of [`CHUNK`] bytes, the last [`KEPT_CHUNKS`] of all objects kept
+//! (one budget for the process, however many objects a chain has): the small reads
 //! of QCOW2 tables and neighbouring clusters cost one request. A chunk is requested once
 //! however many readers want it at the same time, and each read asks for the next
 //! [`READ_AHEAD`] chunks in the background, so a sequential reader rarely waits for the
@@ -18,8 +19,15 @@ use std::sync::{Arc, Condvar, Mutex};
 
 /// Bytes fetched per request.
 pub const CHUNK: u64 = 4 << 20;
-/// Chunks kept per object.
-const KEPT_CHUNKS: usize = 8;
+/// Chunks kept, of all objects read in this process.
+const KEPT_CHUNKS: usize = 32;
+
+/// The chunks kept, by object (its serial, high bits) and chunk number.
+fn kept_chunks() -> Arc<Recent<Vec<u8>>> {
+    static KEPT: std::sync::OnceLock<Arc<Recent<Vec<u8>>>> = std::sync::OnceLock::new();
+    KEPT.get_or_init(|| Arc::new(Recent::new(KEPT_CHUNKS)))
+        .clone()
+}
 /// Chunks fetched ahead of one read, in the background: reads go on while the next requests
 /// travel (the chain's data lies mostly in order in its images).
 const READ_AHEAD: u64 = 4;
@@ -39,8 +47,11 @@ pub struct S3Object {
     version: Option<String>,
     size: u64,
     runtime: tokio::runtime::Handle,
-    /// Chunks fetched, shared with the fetches that fill it.
+    /// Chunks fetched (of every object; see [`kept_chunks`]), shared with the fetches that
+    /// fill it.
     kept: Arc<Recent<Vec<u8>>>,
+    /// This object's serial: its chunks' keys in `kept`.
+    serial: u64,
     /// Chunks being fetched: a chunk is asked for once, however many readers want it.
     pending: Arc<Mutex<HashMap<u64, Arc<Pending>>>>,
     /// The last chunk read: a read of the next one is sequential, and reads ahead.
@@ -86,7 +97,11 @@ impl S3Object {
             version: None,
             size,
             runtime,
-            kept: Arc::new(Recent::new(KEPT_CHUNKS)),
+            kept: kept_chunks(),
+            serial: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             pending: Arc::new(Mutex::new(HashMap::new())),
             last: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
@@ -99,6 +114,11 @@ impl S3Object {
         self
     }
 
+    /// The key of chunk `c` among the chunks kept (a chunk number has 40 bits: 4 EiB objects).
+    fn key_of(&self, c: u64) -> u64 {
+        (self.serial << 40) | (c & ((1 << 40) - 1))
+    }
+
     /// Starts fetching chunk `c` unless it is kept or on its way; the fetch that is (or was
     /// already) on its way.
     fn fetch(&self, c: u64) -> Option<Arc<Pending>> {
@@ -106,7 +126,7 @@ impl S3Object {
         if let Some(p) = pending.get(&c) {
             return Some(p.clone());
         }
-        if self.kept.get(c).is_some() {
+        if self.kept.get(self.key_of(c)).is_some() {
             return None;
         }
         let p = Arc::new(Pending::default());
@@ -115,7 +135,7 @@ impl S3Object {
         let start = c * CHUNK;
         let len = CHUNK.min(self.size - start);
         let (client, key, version) = (self.client.clone(), self.key.clone(), self.version.clone());
-        let kept = self.kept.clone();
+        let (kept, at) = (self.kept.clone(), self.key_of(c));
         let finish = Finish {
             c,
             all: self.pending.clone(),
@@ -130,7 +150,7 @@ impl S3Object {
             let got = client
                 .get_range_of(&key, version.as_deref(), start, len)
                 .await
-                .map(|data| kept.put(c, data))
+                .map(|data| kept.put(at, data))
                 .map_err(|e| e.message().to_string());
             // Kept before it stops being pending: a reader finds it in one or the other.
             finish.outcome = Some(got);
@@ -151,7 +171,7 @@ impl S3Object {
             }
         }
         loop {
-            if let Some(data) = self.kept.get(c) {
+            if let Some(data) = self.kept.get(self.key_of(c)) {
                 return Ok(data);
             }
             let Some(p) = self.fetch(c) else {
