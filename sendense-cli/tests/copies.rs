@@ -3,8 +3,7 @@
 //! copy that is wrong or interrupted leaves nothing behind.
 
 use sendense_testkit::{
-    add_image_vm, cli, cli_json, create_image, images_equal, output_text, qemu_io, run, temp_hub,
-    walk,
+    add_image_vm, cli, cli_json, create_image, output_text, qemu_io, run, temp_hub, walk,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -45,20 +44,7 @@ fn backup_after(state: &Path, disk: &Path, writes: &[&str], n: usize) -> (String
 }
 
 fn restores_equal(state: &Path, id: &str, extra: &[&str], reference: &Path) {
-    let out = reference.with_extension("restored");
-    let _ = std::fs::remove_file(&out);
-    let o = sendense_testkit::restore_disk(BIN, state, id, &out, extra);
-    assert!(
-        o.status.success(),
-        "restore {id} {extra:?}: {}",
-        output_text(&o)
-    );
-    assert!(
-        images_equal(out.to_str().unwrap(), "qcow2", reference.to_str().unwrap()),
-        "restore of {id} {extra:?} differs from {}",
-        reference.display()
-    );
-    std::fs::remove_file(&out).unwrap();
+    sendense_testkit::assert_restores_to(BIN, state, id, extra, reference);
 }
 
 /// The backups a `backup copy` report says it copied, in order.

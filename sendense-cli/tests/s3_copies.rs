@@ -57,20 +57,7 @@ fn copied_from(report: &Value) -> Vec<String> {
 }
 
 fn restores_equal(state: &Path, id: &str, extra: &[&str], reference: &Path) {
-    let out = reference.with_extension("restored");
-    let _ = std::fs::remove_file(&out);
-    let o = sendense_testkit::restore_disk(BIN, state, id, &out, extra);
-    assert!(
-        o.status.success(),
-        "restore {id} {extra:?}: {}",
-        output_text(&o)
-    );
-    assert!(
-        images_equal(out.to_str().unwrap(), "qcow2", reference.to_str().unwrap()),
-        "restore of {id} {extra:?} differs from {}",
-        reference.display()
-    );
-    std::fs::remove_file(&out).unwrap();
+    sendense_testkit::assert_restores_to(BIN, state, id, extra, reference);
 }
 
 /// Writes `io` (a qemu-io command) into the live VM's disk through the guest's device, and the

@@ -590,6 +590,25 @@ pub fn assert_restore_equals(bin: &str, state: &Path, id: &str, out: &Path, refe
     );
 }
 
+/// `sendense restore ID --disk 2000 --to <reference>.restored EXTRA...` on hub `state` (binary
+/// `bin`) succeeds and the restored QCOW2 equals `reference`; the restored file is removed.
+pub fn assert_restores_to(bin: &str, state: &Path, id: &str, extra: &[&str], reference: &Path) {
+    let out = reference.with_extension("restored");
+    let _ = std::fs::remove_file(&out);
+    let o = restore_disk(bin, state, id, &out, extra);
+    assert!(
+        o.status.success(),
+        "restore {id} {extra:?}: {}",
+        output_text(&o)
+    );
+    assert!(
+        images_equal(out.to_str().unwrap(), "qcow2", reference.to_str().unwrap()),
+        "restore of {id} {extra:?} differs from {}",
+        reference.display()
+    );
+    std::fs::remove_file(&out).expect("removing the restored file");
+}
+
 /// A restore point and the disks it must restore to: `(key, raw image)` each.
 pub type RestorePoint = (String, Vec<(u32, PathBuf)>);
 

@@ -136,27 +136,45 @@ impl Sendense {
         let scratch = self.job_scratch(job.id);
         let result = self.copy_links(id, &links, &dest, &scratch, job.id, &job.cancel);
         let _ = std::fs::remove_dir_all(&scratch);
-        let result = result.map(|(copied, present, mapping)| {
-            for c in &copied {
-                self.job_log(
-                    job.id,
-                    &format!(
-                        "copied backup {} as {} ({} bytes)",
-                        c.from, c.backup, c.bytes_written
-                    ),
-                );
-            }
-            CopyReport {
-                backup: id.to_string(),
-                point,
-                to: dest.name.clone(),
-                copy: mapping.get(id).cloned().unwrap_or_default(),
-                bytes_written: copied.iter().map(|c| c.bytes_written).sum(),
-                copied,
-                present,
-            }
-        });
+        let result =
+            result.map(|links| self.copy_report(job.id, id, point, dest.name.clone(), links));
         self.end_job(job, result)
+    }
+
+    /// What a copy of backup `id` (restore point `point`) into repository `to` did, from the
+    /// links it copied, found there, and mapped (`links`); each copied link logged in job `job`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn copy_report(
+        &mut self,
+        job: i64,
+        id: &str,
+        point: String,
+        to: String,
+        links: (
+            Vec<CopiedLink>,
+            Vec<(String, String)>,
+            HashMap<String, String>,
+        ),
+    ) -> CopyReport {
+        let (copied, present, mapping) = links;
+        for c in &copied {
+            self.job_log(
+                job,
+                &format!(
+                    "copied backup {} as {} ({} bytes)",
+                    c.from, c.backup, c.bytes_written
+                ),
+            );
+        }
+        CopyReport {
+            backup: id.to_string(),
+            point,
+            to,
+            copy: mapping.get(id).cloned().unwrap_or_default(),
+            bytes_written: copied.iter().map(|c| c.bytes_written).sum(),
+            copied,
+            present,
+        }
     }
 
     /// The chain of backup `id`, parents first, read under shared locks (returned) so no link

@@ -64,26 +64,8 @@ impl Sendense {
             self.s3_copy_links(id, &links, dest, &client, &scratch, job.id, &job.cancel)
         });
         let _ = std::fs::remove_dir_all(&scratch);
-        let result = result.map(|(copied, present, mapping)| {
-            for c in &copied {
-                self.job_log(
-                    job.id,
-                    &format!(
-                        "copied backup {} as {} ({} bytes)",
-                        c.from, c.backup, c.bytes_written
-                    ),
-                );
-            }
-            CopyReport {
-                backup: id.to_string(),
-                point,
-                to: dest.name.clone(),
-                copy: mapping.get(id).cloned().unwrap_or_default(),
-                bytes_written: copied.iter().map(|c| c.bytes_written).sum(),
-                copied,
-                present,
-            }
-        });
+        let result =
+            result.map(|links| self.copy_report(job.id, id, point, dest.name.clone(), links));
         self.end_job(job, result)
     }
 
