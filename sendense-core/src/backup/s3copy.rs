@@ -424,19 +424,26 @@ impl Sendense {
             // passed (the manifest comes last), and a failed check removes what went up.
             self.catalog_mut()
                 .plan_s3_object(new_id, &d.rel_file, lock.map(|l| l.until))?;
+            // Stopped when the check fails or the copy is cancelled: nothing more goes up.
+            let stop = cancel.child_token();
             let uploading = {
-                let (client, image, key) = (
+                let (client, image, key, stop) = (
                     client.clone(),
                     image.clone(),
                     client.location().key(&d.rel_file),
+                    stop.clone(),
                 );
                 std::thread::spawn(move || {
-                    crate::rt::block_on(client.upload_file(&image, &key, lock)).and_then(|r| r)
+                    crate::rt::block_on(client.upload_file_until(&image, &key, lock, &stop))
+                        .and_then(|r| r)
                 })
             };
             let checking = std::time::Instant::now();
             let checked = self.s3_check_image(link, d, src, &image, checked_in, scratch, cancel);
             let check_secs = checking.elapsed().as_secs_f64();
+            if checked.is_err() {
+                stop.cancel();
+            }
             let uploaded = uploading
                 .join()
                 .map_err(|_| Error::internal("the upload thread panicked"))

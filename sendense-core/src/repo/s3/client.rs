@@ -32,6 +32,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Parts uploaded at once per file.
 pub const UPLOAD_WORKERS: usize = 4;
@@ -369,6 +370,19 @@ impl S3Client {
     /// Uploads the file `path` as object `key` in parts (see the module docs), with `lock` when
     /// given. A failed upload is aborted before the error returns.
     pub async fn upload_file(&self, path: &Path, key: &str, lock: Option<Lock>) -> Result<Written> {
+        self.upload_file_until(path, key, lock, &CancellationToken::new())
+            .await
+    }
+
+    /// [`S3Client::upload_file`] that `stop` ends between parts (the upload aborted, an error
+    /// of kind `Cancelled`).
+    pub async fn upload_file_until(
+        &self,
+        path: &Path,
+        key: &str,
+        lock: Option<Lock>,
+        stop: &CancellationToken,
+    ) -> Result<Written> {
         let file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
         let size = file
             .metadata()
@@ -386,7 +400,7 @@ impl S3Client {
         }
         let upload_id = self.begin_upload(key, lock).await?;
         match self
-            .upload_parts(Arc::new(file), path, key, &upload_id, size)
+            .upload_parts(Arc::new(file), path, key, &upload_id, size, stop)
             .await
         {
             Ok(parts) => {
@@ -465,6 +479,7 @@ impl S3Client {
         key: &str,
         upload_id: &str,
         size: u64,
+        stop: &CancellationToken,
     ) -> Result<Vec<CompletedPart>> {
         let part = part_size(size);
         let count = size.div_ceil(part);
@@ -474,12 +489,15 @@ impl S3Client {
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers.min(count as usize) {
-            let (me, file, next) = (self.clone(), file.clone(), next.clone());
+            let (me, file, next, stop) = (self.clone(), file.clone(), next.clone(), stop.clone());
             let (path, key, upload_id) =
                 (path.to_path_buf(), key.to_string(), upload_id.to_string());
             tasks.spawn(async move {
                 let mut done = Vec::new();
                 loop {
+                    if stop.is_cancelled() {
+                        return Err(Error::new(ErrorKind::Cancelled, "upload stopped"));
+                    }
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= count {
                         return Ok::<_, Error>(done);
