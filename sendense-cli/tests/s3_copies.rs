@@ -4,8 +4,7 @@
 //! Lock keeping chains whole; a copy killed mid-upload leaving nothing committed.
 
 use sendense_testkit::{
-    add_image_vm, cli, cli_hub, cli_json, create_image, images_equal, output_text, qemu_io, rgw,
-    QemuVm,
+    add_image_vm, cli_hub, cli_json, create_image, images_equal, output_text, qemu_io, rgw, QemuVm,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -13,8 +12,7 @@ use std::path::{Path, PathBuf};
 const BIN: &str = env!("CARGO_BIN_EXE_sendense");
 
 fn run(state: &Path, args: &[&str]) -> (i32, String) {
-    let out = cli(BIN, state, args);
-    (out.status.code().unwrap_or(-1), output_text(&out))
+    sendense_testkit::cli_status(BIN, state, args)
 }
 
 /// `repo add NAME --s3 URL` with the test server's keys (and `extra`).

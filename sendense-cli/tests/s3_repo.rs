@@ -1,22 +1,14 @@
 //! S3 repositories against a real S3 server (Ceph RGW, one per test run): `repo add --s3`
 //! proves the keys before registering anything, keys never show, and the place is checked.
 
-use sendense_testkit::{cli, cli_hub, cli_json, rgw};
+use sendense_testkit::{cli_hub, cli_json, rgw};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sendense");
 
 fn run(state: &Path, args: &[&str]) -> (i32, String) {
-    let out = cli(BIN, state, args);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    sendense_testkit::cli_status(BIN, state, args)
 }
 
 #[test]

@@ -28,7 +28,6 @@ mod salvage;
 mod writer;
 
 pub use import::{ImportOptions, ImportReport};
-pub(crate) use s3import::committed;
 pub use s3import::S3ImportReport;
 pub use writer::{
     create_targets, plan_targets, record_targets, remove_targets, DiskPlan, PendingBackup, Target,

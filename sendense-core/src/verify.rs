@@ -108,7 +108,7 @@ impl Sendense {
         // Chains in buckets are checked as a whole, restore point by restore point.
         let (bucket_chains, chains): (Vec<_>, Vec<_>) = chains
             .into_iter()
-            .partition(|(_, _, links)| links.iter().any(|l| l.repo.as_os_str().is_empty()));
+            .partition(|(_, _, links)| links.iter().any(|l| l.in_bucket()));
         let mut todo: Vec<(u32, ExpectedLink)> = Vec::new();
         for (_, key, links) in &chains {
             for link in links {

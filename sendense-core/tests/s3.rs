@@ -292,7 +292,7 @@ async fn a_key_is_committed_once_and_locks_are_extended() {
     );
     assert_eq!(
         locked.committed_version("m.yaml").await.unwrap(),
-        Some(first.clone())
+        Some(Some(first.clone()))
     );
     assert_eq!(locked.versions("m.yaml").await.unwrap().len(), 1);
     // Extended to a later date, not to an earlier one; the mode stays.

@@ -656,6 +656,13 @@ pub fn json_document(stdout: &[u8]) -> serde_json::Value {
     })
 }
 
+/// `sendense ARGS` (binary `bin`) on hub `state`: its exit code and its output (stdout then
+/// stderr).
+pub fn cli_status(bin: &str, state: &Path, args: &[&str]) -> (i32, String) {
+    let out = cli(bin, state, args);
+    (out.status.code().unwrap_or(-1), output_text(&out))
+}
+
 /// A command's stdout then stderr, for assertion messages and for looking for what it said.
 pub fn output_text(o: &std::process::Output) -> String {
     format!(

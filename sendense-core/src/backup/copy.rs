@@ -63,6 +63,15 @@ pub struct CopiedLink {
     pub bytes_written: u64,
 }
 
+/// What copying a chain's links did: the links copied, those the destination held (`(backup in
+/// the source, backup there)`), and each link's backup in the destination.
+#[derive(Debug, Default)]
+pub(crate) struct CopiedLinks {
+    pub copied: Vec<CopiedLink>,
+    pub present: Vec<(String, String)>,
+    pub mapping: HashMap<String, String>,
+}
+
 /// A disk of a copy being written.
 struct DiskCopy {
     key: u32,
@@ -143,20 +152,19 @@ impl Sendense {
 
     /// What a copy of backup `id` (restore point `point`) into repository `to` did, from the
     /// links it copied, found there, and mapped (`links`); each copied link logged in job `job`.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn copy_report(
         &mut self,
         job: i64,
         id: &str,
         point: String,
         to: String,
-        links: (
-            Vec<CopiedLink>,
-            Vec<(String, String)>,
-            HashMap<String, String>,
-        ),
+        links: CopiedLinks,
     ) -> CopyReport {
-        let (copied, present, mapping) = links;
+        let CopiedLinks {
+            copied,
+            present,
+            mapping,
+        } = links;
         for c in &copied {
             self.job_log(
                 job,
@@ -208,7 +216,6 @@ impl Sendense {
 
     /// Copies the links of `top`'s chain (`links`, parents first) that the destination needs;
     /// returns what was copied, what was there, and each link's backup in the destination.
-    #[allow(clippy::type_complexity)]
     fn copy_links(
         &mut self,
         top: &str,
@@ -217,11 +224,7 @@ impl Sendense {
         scratch: &Path,
         job: i64,
         cancel: &CancellationToken,
-    ) -> Result<(
-        Vec<CopiedLink>,
-        Vec<(String, String)>,
-        HashMap<String, String>,
-    )> {
+    ) -> Result<CopiedLinks> {
         let (needed, there) = self.links_needed(top, links, dest.id)?;
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut copied = Vec::new();
@@ -245,12 +248,15 @@ impl Sendense {
             });
             mapping.insert(link.id.clone(), new_id);
         }
-        Ok((copied, present, mapping))
+        Ok(CopiedLinks {
+            copied,
+            present,
+            mapping,
+        })
     }
 
     /// The links of `top`'s chain (`links`) a copy into repository `dest` (catalog id) needs,
     /// and those it holds already (link → its backup there).
-    #[allow(clippy::type_complexity)]
     pub(crate) fn links_needed(
         &self,
         top: &str,
@@ -391,19 +397,11 @@ impl Sendense {
     /// A new id for a copy of `link` in `dest`: the same time stamp (the restore point's), a new
     /// suffix; unknown to the catalog, and naming no file there yet.
     fn copy_id(&self, link: &BackupRecord, dest: &RepoRecord) -> Result<String> {
-        let stamp = link.id.get(..16).unwrap_or_default();
-        for _ in 0..16 {
-            let rand = uuid::Uuid::new_v4().simple().to_string();
-            let candidate = format!("{stamp}-{}", &rand[..6]);
-            if !chain::is_backup_id(&candidate) || self.catalog().backup(&candidate).is_ok() {
-                continue;
-            }
-            let manifest = crate::repo::manifest::manifest_rel(&link.vm, &candidate);
-            let taken = std::iter::once(dest.path.join(manifest))
+        self.fresh_copy_id(link, |candidate| {
+            let manifest = crate::repo::manifest::manifest_rel(&link.vm, candidate);
+            Ok(std::iter::once(dest.path.join(manifest))
                 .chain(link.disks.iter().flat_map(|d| {
-                    let image = dest
-                        .path
-                        .join(chain::image_rel(&link.vm, d.key, &candidate));
+                    let image = dest.path.join(chain::image_rel(&link.vm, d.key, candidate));
                     let digests = digests::digests_of(&image);
                     [
                         chain::partial_of(&image),
@@ -412,8 +410,25 @@ impl Sendense {
                         digests,
                     ]
                 }))
-                .any(|p| p.symlink_metadata().is_ok());
-            if !taken {
+                .any(|p| p.symlink_metadata().is_ok()))
+        })
+    }
+
+    /// A new id for a copy of `link`: the restore point's time stamp with a new suffix, a
+    /// backup id unknown to the catalog that `taken` says names nothing in the destination.
+    pub(crate) fn fresh_copy_id(
+        &self,
+        link: &BackupRecord,
+        taken: impl Fn(&str) -> Result<bool>,
+    ) -> Result<String> {
+        let stamp = link.id.get(..16).unwrap_or_default();
+        for _ in 0..16 {
+            let rand = uuid::Uuid::new_v4().simple().to_string();
+            let candidate = format!("{stamp}-{}", &rand[..6]);
+            if chain::is_backup_id(&candidate)
+                && self.catalog().backup(&candidate).is_err()
+                && !taken(&candidate)?
+            {
                 return Ok(candidate);
             }
         }

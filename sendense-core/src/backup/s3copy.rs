@@ -13,7 +13,7 @@
 //! adding a link extends its ancestors' locks to the same date before its manifest is written:
 //! a chain is kept as one generation.
 
-use super::copy::{CopiedLink, CopyReport};
+use super::copy::{CopiedLink, CopiedLinks, CopyReport};
 use crate::catalog::{BackupRecord, DiskOutcome, JobKind, NewBackupDisk, NewCopy, S3RepoRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::chain::{self, ExpectedLink};
@@ -120,7 +120,7 @@ impl Sendense {
 
     /// Copies the links of `top`'s chain (`links`, parents first) that the bucket lacks;
     /// returns what was copied, what was there, and each link's backup in the bucket.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn s3_copy_links(
         &mut self,
         top: &str,
@@ -130,11 +130,7 @@ impl Sendense {
         scratch: &Path,
         job: i64,
         cancel: &CancellationToken,
-    ) -> Result<(
-        Vec<CopiedLink>,
-        Vec<(String, String)>,
-        HashMap<String, String>,
-    )> {
+    ) -> Result<CopiedLinks> {
         let (needed, there) = self.links_needed(top, links, dest.id)?;
         // Ids first: each incremental is staged — copied, pointed at its parent's copy — while
         // the link before it goes up (one link ahead: scratch holds at most two).
@@ -172,7 +168,7 @@ impl Sendense {
 
     /// [`Sendense::s3_copy_links`]'s links, parents first: each built on where the bucket holds
     /// it, else uploaded under its id.
-    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn s3_copy_each(
         &mut self,
         links: &[BackupRecord],
@@ -184,11 +180,7 @@ impl Sendense {
         scratch: &Path,
         job: i64,
         cancel: &CancellationToken,
-    ) -> Result<(
-        Vec<CopiedLink>,
-        Vec<(String, String)>,
-        HashMap<String, String>,
-    )> {
+    ) -> Result<CopiedLinks> {
         let mut mapping: HashMap<String, String> = HashMap::new();
         let mut copied = Vec::new();
         let mut present = Vec::new();
@@ -246,7 +238,11 @@ impl Sendense {
             });
             mapping.insert(link.id.clone(), new_id);
         }
-        Ok((copied, present, mapping))
+        Ok(CopiedLinks {
+            copied,
+            present,
+            mapping,
+        })
     }
 
     /// The first object of backup `id` (in a bucket) that is not there at the version written,
@@ -280,12 +276,7 @@ impl Sendense {
         let point = link.copy_of.clone().unwrap_or_else(|| link.id.clone());
         let vm = self.catalog().vm(&link.vm)?;
         for d in &link.disks {
-            let records_form = d
-                .digest
-                .as_deref()
-                .and_then(digests::parse_digest)
-                .is_some_and(|(_, records)| records);
-            if !records_form {
+            if !digests::is_records_form(d.digest.as_deref()) {
                 return Err(Error::refused(format!(
                     "backup {}: the digests of disk {} were recorded by an older Sendense and cannot be checked in a bucket",
                     link.id, d.key
@@ -349,27 +340,15 @@ impl Sendense {
         client: &S3Client,
         taken: &HashMap<String, String>,
     ) -> Result<String> {
-        let stamp = link.id.get(..16).unwrap_or_default();
-        for _ in 0..16 {
-            let rand = uuid::Uuid::new_v4().simple().to_string();
-            let candidate = format!("{stamp}-{}", &rand[..6]);
-            if !chain::is_backup_id(&candidate)
-                || self.catalog().backup(&candidate).is_ok()
-                || taken.values().any(|t| *t == candidate)
-            {
-                continue;
+        self.fresh_copy_id(link, |candidate| {
+            if taken.values().any(|t| t == candidate) {
+                return Ok(true);
             }
             let manifest = client
                 .location()
-                .key(&crate::repo::manifest::manifest_rel(&link.vm, &candidate));
-            if crate::rt::block_on(client.size_of(&manifest))??.is_none() {
-                return Ok(candidate);
-            }
-        }
-        Err(Error::internal(format!(
-            "no free id for a copy of {}",
-            link.id
-        )))
+                .key(&crate::repo::manifest::manifest_rel(&link.vm, candidate));
+            Ok(crate::rt::block_on(client.size_of(&manifest))??.is_some())
+        })
     }
 
     /// Checks, uploads and commits the objects of one link; returns the bytes uploaded.
@@ -390,10 +369,8 @@ impl Sendense {
         let mut bytes = 0;
         let mut outcomes = Vec::with_capacity(disks.len());
         for (d, src) in disks.iter().zip(&link.disks) {
-            let started = std::time::Instant::now();
             let staged = staging.remove(&(link.id.clone(), d.key));
             let (image, checked_in) = self.s3_stage_image(link, d, src, staged, scratch, cancel)?;
-            let staged = started.elapsed().as_secs_f64();
             let packed = scratch.join(format!("{new_id}-{}.digests.packed", d.key));
             let sparse = digests::digests_of(&src.file);
             let f = std::fs::File::open(&sparse).map_err(|e| Error::io("reading", &sparse, e))?;
@@ -438,9 +415,7 @@ impl Sendense {
                         .and_then(|r| r)
                 })
             };
-            let checking = std::time::Instant::now();
             let checked = self.s3_check_image(link, d, src, &image, checked_in, scratch, cancel);
-            let check_secs = checking.elapsed().as_secs_f64();
             if checked.is_err() {
                 stop.cancel();
             }
@@ -466,12 +441,6 @@ impl Sendense {
             };
             checked?;
             crate::crash::point("s3copy.image-uploaded");
-            tracing::info!(
-                "backup {}, disk {}: image of {size} bytes staged in {staged:.2} s, uploaded in {:.2} s (checked in {check_secs:.2} s meanwhile)",
-                link.id,
-                d.key,
-                started.elapsed().as_secs_f64() - staged
-            );
             bytes += size;
             bytes += self.s3_upload(new_id, &digests_rel(&d.rel_file), &packed, client, lock)?;
             let _ = std::fs::remove_file(&packed);
@@ -512,7 +481,7 @@ impl Sendense {
             // A retry of this very write (its answer lost) finds the first attempt committed:
             // that is this copy's manifest when it holds these bytes.
             Committed::Lost => crate::rt::block_on(async {
-                let Some(version) = crate::repo::committed(client, &key).await? else {
+                let Some(version) = client.committed_version(&key).await? else {
                     return Ok(Committed::Lost);
                 };
                 let there = client

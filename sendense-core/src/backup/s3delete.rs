@@ -159,7 +159,7 @@ impl Sendense {
         };
         let key = client.location().key(&rel);
         let read = crate::rt::block_on(async {
-            let Some(version) = crate::repo::committed(client, &key).await? else {
+            let Some(version) = client.committed_version(&key).await? else {
                 return Ok(None);
             };
             let text = client.get_of(&key, version.as_deref(), 4 << 20).await?;
@@ -188,22 +188,8 @@ impl Sendense {
             self.catalog_mut().forget_s3_object(&b.id, &rel)?;
             return Ok(false);
         }
-        let outcomes: Vec<crate::catalog::DiskOutcome> = m
-            .disks
-            .iter()
-            .map(|d| crate::catalog::DiskOutcome {
-                key: d.key,
-                bytes_read: d.bytes_read,
-                bytes_written: d.bytes_written,
-                digest: d.digest.clone(),
-                image_bytes: d.image_bytes,
-                digest_scheme: d
-                    .digest
-                    .as_deref()
-                    .and_then(crate::repo::digests::Scheme::of_digest)
-                    .unwrap_or_default(),
-            })
-            .collect();
+        let outcomes: Vec<crate::catalog::DiskOutcome> =
+            m.disks.iter().map(|d| d.outcome()).collect();
         self.catalog_mut().s3_object_written(
             &b.id,
             &rel,

@@ -140,6 +140,15 @@ impl Catalog {
             })
     }
 
+    /// The catalog id of the repository called `name`, a directory or a bucket (for what
+    /// works on both: copies, listings, `--repo` of a restore point).
+    pub fn any_repo_id(&self, name: &str) -> Result<i64> {
+        match self.s3_repo(name) {
+            Ok(r) => Ok(r.id),
+            Err(_) => self.repo(name).map(|r| r.id),
+        }
+    }
+
     /// The default repository, if one is set.
     pub fn default_repo(&self) -> Result<Option<RepoRecord>> {
         Ok(self

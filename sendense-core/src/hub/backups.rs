@@ -10,9 +10,7 @@ impl Sendense {
     /// Backups, newest first.
     pub fn backups(&self, filter: &crate::catalog::BackupFilter) -> Result<Vec<BackupRecord>> {
         if let Some(r) = &filter.repo {
-            if self.catalog().s3_repo(r).is_err() {
-                self.catalog().repo(r)?;
-            }
+            self.catalog().any_repo_id(r)?;
         }
         self.catalog().backups(filter)
     }
@@ -95,10 +93,7 @@ impl Sendense {
         let Some(repo) = repo else {
             return self.backup_record(id);
         };
-        let repo_id = match self.catalog().s3_repo(repo) {
-            Ok(r) => r.id,
-            Err(_) => self.catalog().repo(repo)?.id,
-        };
+        let repo_id = self.catalog().any_repo_id(repo)?;
         if let Ok(b) = self.catalog().backup(id) {
             if b.repo_id == repo_id {
                 return Ok(b);

@@ -154,10 +154,7 @@ impl Sendense {
         let mut copies = Vec::new();
         for (dest, keep) in &spec.copies {
             // A copy repository is a directory or a bucket.
-            let id = match self.catalog().s3_repo(dest) {
-                Ok(r) => r.id,
-                Err(_) => self.catalog().repo(dest)?.id,
-            };
+            let id = self.catalog().any_repo_id(dest)?;
             if id == repo.id {
                 return Err(Error::invalid(format!(
                     "policy `{name}` copies into `{dest}`, the repository its backups go to"

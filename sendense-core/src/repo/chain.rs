@@ -190,6 +190,13 @@ pub struct ExpectedLink {
     pub repo: PathBuf,
 }
 
+impl ExpectedLink {
+    /// Whether the link is an object in an S3 repository (which has no local path).
+    pub fn in_bucket(&self) -> bool {
+        self.repo.as_os_str().is_empty()
+    }
+}
+
 /// QEMU rounds an image's virtual size up to whole 512-byte sectors.
 fn qemu_size(size: u64) -> u64 {
     size.div_ceil(512) * 512

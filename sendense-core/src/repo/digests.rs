@@ -263,7 +263,15 @@ pub fn file_digest(path: &Path, scheme: Scheme) -> Result<String> {
 }
 
 /// The scheme of a recorded file digest, and whether it is the records form.
-pub(crate) fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
+/// Whether `digest` (a backup's recorded file digest) is in the records form: the only form a
+/// packed digest file — a bucket's — can be checked against.
+pub fn is_records_form(digest: Option<&str>) -> bool {
+    digest
+        .and_then(parse_digest)
+        .is_some_and(|(_, records)| records)
+}
+
+fn parse_digest(recorded: &str) -> Option<(Scheme, bool)> {
     let tag = recorded.split_once(':')?.0;
     match tag.strip_suffix(RECORDS_FORM) {
         Some(tag) => Some((Scheme::from_tag(tag)?, true)),

@@ -369,18 +369,7 @@ impl Sendense {
                         checkpoint: d.checkpoint.clone(),
                         since_full: d.since_full,
                     },
-                    DiskOutcome {
-                        key: d.key,
-                        bytes_read: d.bytes_read,
-                        bytes_written: d.bytes_written,
-                        digest: d.digest.clone(),
-                        image_bytes: d.image_bytes,
-                        digest_scheme: d
-                            .digest
-                            .as_deref()
-                            .and_then(super::digests::Scheme::of_digest)
-                            .unwrap_or_default(),
-                    },
+                    d.outcome(),
                 )
             })
             .collect();

@@ -56,6 +56,24 @@ pub struct ManifestDisk {
     pub since_full: Option<u32>,
 }
 
+impl ManifestDisk {
+    /// What the disk's backup moved, as the catalog records it at completion.
+    pub fn outcome(&self) -> crate::catalog::DiskOutcome {
+        crate::catalog::DiskOutcome {
+            key: self.key,
+            bytes_read: self.bytes_read,
+            bytes_written: self.bytes_written,
+            digest: self.digest.clone(),
+            image_bytes: self.image_bytes,
+            digest_scheme: self
+                .digest
+                .as_deref()
+                .and_then(super::digests::Scheme::of_digest)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A backup manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -226,12 +226,7 @@ impl Sendense {
                 }
             }
             // Its blocks are checked against packed records: only the records form has them.
-            let records = d
-                .digest
-                .as_deref()
-                .and_then(crate::repo::digests::parse_digest)
-                .is_some_and(|(_, records)| records);
-            if !records {
+            if !crate::repo::digests::is_records_form(d.digest.as_deref()) {
                 return Err(format!(
                     "disk {}: no digest of its blocks that the bucket can be checked against",
                     d.key
@@ -240,7 +235,7 @@ impl Sendense {
             for rel in [d.file.clone(), digests_rel(&d.file)] {
                 let key = client.location().key(&rel);
                 let (version, size) = crate::rt::block_on(async {
-                    let Some(version) = committed(client, &key).await? else {
+                    let Some(version) = client.committed_version(&key).await? else {
                         return Ok(None);
                     };
                     let size = client.size_of_version(&key, version.as_deref()).await?;
@@ -291,15 +286,6 @@ type Piece = (String, Option<String>, u64);
 /// A manifest found in the bucket: its path, what it says, its committed version and length.
 type FoundManifest = (String, Manifest, Option<String>, u64);
 
-/// The committed version of `key` (see [`S3Client::commit_once`]): `Some(None)` on an
-/// unversioned bucket, `None` when there is none.
-pub(crate) async fn committed(client: &S3Client, key: &str) -> Result<Option<Option<String>>> {
-    Ok(client
-        .committed_version(key)
-        .await?
-        .map(|v| (v != "null").then_some(v)))
-}
-
 /// Every manifest object under the repository (`<vm>/manifests/<id>.yaml`), read at its
 /// committed version (a version written over it later is not what was committed), oldest
 /// first, with that version and its length; unreadable ones named in the report.
@@ -323,7 +309,7 @@ fn read_manifests(client: &S3Client, report: &mut S3ImportReport) -> Result<Vec<
             continue;
         }
         let read = crate::rt::block_on(async {
-            let Some(version) = committed(client, &o.key).await? else {
+            let Some(version) = client.committed_version(&o.key).await? else {
                 return Ok(None);
             };
             let text = client

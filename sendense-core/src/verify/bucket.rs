@@ -67,13 +67,7 @@ impl Sendense {
         // Every block is checked against a record in the bucket: a link without one (a
         // manifest that names no digest, or one of an older scheme) cannot be verified there.
         for l in &links {
-            let records = l
-                .expected
-                .digest
-                .as_deref()
-                .and_then(crate::repo::digests::parse_digest)
-                .is_some_and(|(_, records)| records);
-            if !records {
+            if !crate::repo::digests::is_records_form(l.expected.digest.as_deref()) {
                 check.problems.push(format!(
                     "backup {}: no digest of its blocks was recorded that the bucket can be checked against",
                     l.expected.backup

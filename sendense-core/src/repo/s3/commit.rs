@@ -72,9 +72,10 @@ impl S3Client {
     }
 
     /// The version of `key` a reader takes: the oldest on a versioned bucket (see
-    /// [`S3Client::commit_once`]); `None` when there is none, or when the key's latest entry is
-    /// a delete marker (it was deleted).
-    pub async fn committed_version(&self, key: &str) -> Result<Option<String>> {
+    /// [`S3Client::commit_once`]), `Some(None)` on an unversioned one (the object as it is);
+    /// `None` when there is none, or when the key's latest entry is a delete marker (it was
+    /// deleted).
+    pub async fn committed_version(&self, key: &str) -> Result<Option<Option<String>>> {
         let versions: Vec<_> = self
             .versions(key)
             .await?
@@ -87,7 +88,7 @@ impl S3Client {
         Ok(versions
             .into_iter()
             .rfind(|v| !v.delete_marker)
-            .map(|v| v.version))
+            .map(|v| (v.version != "null").then_some(v.version)))
     }
 
     /// Extends the retention of version `version` of `key` to `lock.until` when it ends
